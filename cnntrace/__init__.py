@@ -1,0 +1,31 @@
+"""cnntrace: backpropagation through a small CNN, step by step, with every number shown.
+
+>>> import cnntrace
+>>> t = cnntrace.trace(X, Y, W1, B1, W2, B2)   # doctest: +SKIP
+>>> t["dL_dW1"]                                 # doctest: +SKIP
+
+The names are loaded on first use, so ``import cnntrace`` (and the CLI's --help and
+--version) stays free of numpy.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["Trace", "trace", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
+
+_LAZY = {
+    "Trace": "cnntrace.network",
+    "trace": "cnntrace.network",
+    "run": "cnntrace.network",
+    "Problem": "cnntrace.problem",
+    "CnntraceError": "cnntrace.errors",
+    "InputError": "cnntrace.errors",
+    "NumericError": "cnntrace.errors",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnntrace' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from cnntrace.cli import main
+
+main()

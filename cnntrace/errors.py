@@ -1,0 +1,33 @@
+"""The one family of errors the math core and the input layer raise.
+
+The CLI turns each into a one-line message and an exit status; nothing below it exits.
+"""
+
+from __future__ import annotations
+
+
+class CnntraceError(Exception):
+    """Base of every error cnntrace reports to its user instead of a traceback."""
+
+    def __init__(self, message: str, *, key: str | None = None, file: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.key = key
+        self.file = file
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+    def in_file(self, file: str) -> CnntraceError:
+        """The same error, now naming the file it came from."""
+        self.file = file
+        return self
+
+
+class InputError(CnntraceError):
+    """An input value (a key of the input file, or an argument) is missing or wrong."""
+
+
+class NumericError(CnntraceError):
+    """A value of the pass overflows float64; ``key`` names the stage where it first did."""

@@ -1,0 +1,184 @@
+"""Reading input files into a validated Problem.
+
+An input file is a JSON object with the keys X, Y, W1, B1, W2, B2 and the optional stride,
+padding, pool, pool_stride and lr (see ``cnntrace schema`` and the README). Every error names
+the file, the key (down to the offending entry, e.g. ``X[2][5]``) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from pathlib import Path
+
+from cnntrace.errors import InputError
+
+REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
+OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
+#: Keys that carry notes for people and are otherwise ignored.
+FREE_KEYS = ("comment", "$schema")
+KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
+
+#: Files larger than this are refused before they are read.
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+#: X of a batch is M×H×W; nothing in the input is nested deeper.
+MAX_DEPTH = 3
+
+
+def _describe(value) -> str:
+    """A JSON value named the way the file spells it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {json.dumps(value)[:40]}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows; write a finite number")
+
+
+def _unique_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {json.dumps(key)} appears twice")
+        seen[key] = value
+    return seen
+
+
+def read_json(path: str | Path) -> dict:
+    """The JSON object in ``path``; InputError (naming the file) for anything else."""
+    path = Path(path)
+    file = str(path)
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise InputError("is a directory, not an input file", file=file)
+        if size > MAX_INPUT_BYTES:
+            raise InputError(
+                f"is {size / 2**20:.0f} MiB; input files are limited to "
+                f"{MAX_INPUT_BYTES // 2**20} MiB",
+                file=file,
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", file=file) from None
+    except PermissionError:
+        raise InputError("permission denied", file=file) from None
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text, so not a JSON file", file=file) from None
+    except OSError as error:
+        raise InputError(f"cannot be read ({error.strerror or error})", file=file) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})", file=file
+        ) from None
+    except ValueError as error:
+        raise InputError(f"is not valid input JSON: {error}", file=file) from None
+    except RecursionError:
+        raise InputError("is nested too deeply to be an input file", file=file) from None
+    if not isinstance(data, dict):
+        raise InputError(f"expected a JSON object with keys {', '.join(REQUIRED_KEYS)}; found {_describe(data)}", file=file)
+    return data
+
+
+def check_keys(data: dict) -> None:
+    """Missing and unknown keys, each with the key it most likely meant."""
+    unknown = [key for key in data if key not in KNOWN_KEYS]
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            guess = difflib.get_close_matches(key, unknown, n=1, cutoff=0.5) or [
+                other for other in unknown if other.lower() == key.lower()
+            ]
+            hint = f" (found {json.dumps(guess[0])}: did you mean {key}?)" if guess else ""
+            raise InputError(f"missing{hint}; an input needs {', '.join(REQUIRED_KEYS)}", key=key)
+    for key in unknown:
+        guess = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.5) or [
+            known for known in KNOWN_KEYS if known.lower() == key.lower()
+        ]
+        hint = f"did you mean {guess[0]}?" if guess else f"known keys are {', '.join(KNOWN_KEYS)}"
+        raise InputError(f"unknown key; {hint}", key=key)
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"expected a number, got {_describe(value)}", key=where)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError("is too large for float64 (it overflows to infinity)", key=where)
+    return number
+
+
+def numbers(value, key: str):
+    """A number or a rectangular nested list of numbers, checked entry by entry.
+
+    Returns the value with every entry a Python float; raises InputError naming the first
+    entry that is not a finite number or the first row whose length differs.
+    """
+    if not isinstance(value, list):
+        return _number(value, key)
+    shape = []
+    probe = value
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        if not probe:
+            raise InputError("is an empty list; expected numbers", key=key + "[0]" * (len(shape) - 1))
+        probe = probe[0]
+    if len(shape) > MAX_DEPTH:
+        raise InputError(f"is nested {len(shape)} lists deep; at most {MAX_DEPTH} are used", key=key)
+
+    def walk(node, depth: int, where: str):
+        if depth == len(shape):
+            if isinstance(node, list):
+                raise InputError(f"expected a number like {key}{'[0]' * depth}, got a list", key=where)
+            return _number(node, where)
+        if not isinstance(node, list):
+            raise InputError(
+                f"expected a list of {shape[depth]} like {key}{'[0]' * depth}, got {_describe(node)}",
+                key=where,
+            )
+        if len(node) != shape[depth]:
+            raise InputError(
+                f"has {len(node)} entries; expected {shape[depth]} like {key}{'[0]' * depth} "
+                "(every row must have the same length)",
+                key=where,
+            )
+        return [walk(item, depth + 1, f"{where}[{index}]") for index, item in enumerate(node)]
+
+    return walk(value, 0, key)
+
+
+def problem_from_dict(data: dict):
+    """Validate a parsed input object and return its Problem (InputError names the key)."""
+    from cnntrace.problem import Problem
+
+    check_keys(data)
+    arrays = {key: numbers(data[key], key) for key in REQUIRED_KEYS}
+    options = {key: data[key] for key in OPTIONAL_KEYS if key in data}
+    for key, value in options.items():
+        if key == "pool_stride" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"expected a number, got {_describe(value)}", key=key)
+    return Problem.build(**arrays, **options)
+
+
+def load_problem(path: str | Path):
+    """Read and validate one input file; every InputError names the file."""
+    try:
+        return problem_from_dict(read_json(path))
+    except InputError as error:
+        raise error.in_file(str(path)) from None

@@ -1,0 +1,220 @@
+"""The network's operations as forward/backward pairs (numpy only).
+
+Every function is pure: it returns new arrays and never writes into its arguments.
+Shapes use M images, K filters, and the symbols of the derivation:
+
+    X   (M, H, W)          W1 (K, kh, kw)   B1 (K,)
+    Z1  (M, K, Ho, Wo)     A1 like Z1
+    P1  (M, K, Hp, Wp)     F  (M, n) with n = K*Hp*Wp
+    W2  (n,)               B2 ()            Z2, A2, Y  (M,)
+
+The convolution and the pooling loop over the offsets of their window (kh*kw or pool*pool
+steps), each step working on a whole strided slice of the batch at once. The backward pass
+of each loops over the same offsets as its forward pass, so one reads against the other.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def output_size(size: int, window: int, stride: int) -> int:
+    """How many positions a window of ``window`` cells takes along ``size`` cells."""
+    return (size - window) // stride + 1
+
+
+def _offsets(rows: int, cols: int, out_rows: int, out_cols: int, stride: int):
+    """Yield (i, j, slice) for each window offset: the slice picks, for every output
+    position (h, w), the input cell (h*stride + i, w*stride + j)."""
+    for i in range(rows):
+        for j in range(cols):
+            yield i, j, (
+                slice(i, i + stride * (out_rows - 1) + 1, stride),
+                slice(j, j + stride * (out_cols - 1) + 1, stride),
+            )
+
+
+# -- convolution: Z1 = conv(X, W1) + B1 --------------------------------------------------
+
+
+class ConvCache(NamedTuple):
+    X_padded: np.ndarray  # (M, H + 2p, W + 2p)
+    W1: np.ndarray  # (K, kh, kw)
+    stride: int
+    padding: int
+
+
+def conv2d_forward(X, W1, B1, stride=1, padding=0):
+    """Z1[m,k,h,w] = B1[k] + sum_ij W1[k,i,j] * Xp[m, h*stride + i, w*stride + j].
+
+    Cross-correlation (no kernel flip), as in PyTorch; Xp is X with ``padding`` zeros on
+    every side. X (M, H, W), W1 (K, kh, kw), B1 (K,) -> Z1 (M, K, Ho, Wo), ConvCache.
+    """
+    X_padded = np.pad(X, ((0, 0), (padding, padding), (padding, padding)))
+    M = X.shape[0]
+    K, kh, kw = W1.shape
+    Ho = output_size(X_padded.shape[1], kh, stride)
+    Wo = output_size(X_padded.shape[2], kw, stride)
+    Z1 = np.empty((M, K, Ho, Wo))
+    Z1[...] = B1[:, None, None]
+    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
+        # Each kernel weight W1[k,i,j] meets the same shifted slice of every image.
+        Z1 += W1[None, :, i, j, None, None] * X_padded[:, None, window[0], window[1]]
+    return Z1, ConvCache(X_padded, W1, stride, padding)
+
+
+def conv2d_backward(dL_dZ1, cache: ConvCache):
+    """dL/dX, dL/dW1, dL/dB1 from dL/dZ1 (M, K, Ho, Wo).
+
+    dL/dW1[k,i,j] = sum_mhw Xp[m, h*s + i, w*s + j] * dL/dZ1[m,k,h,w]   (= conv(X, dL/dZ1))
+    dL/dB1[k]     = sum_mhw dL/dZ1[m,k,h,w]
+    dL/dX         = every dL/dZ1 entry sent back to the cells its window covered, times the
+                    weight that met them; the padding's share is cut off at the end.
+    Returns dL_dX (M, H, W), dL_dW1 (K, kh, kw), dL_dB1 (K,).
+    """
+    X_padded, W1, stride, padding = cache
+    K, kh, kw = W1.shape
+    _, _, Ho, Wo = dL_dZ1.shape
+    dL_dXp = np.zeros_like(X_padded)
+    dL_dW1 = np.empty_like(W1)
+    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
+        X_slice = X_padded[:, window[0], window[1]]
+        dL_dW1[:, i, j] = np.einsum("mkhw,mhw->k", dL_dZ1, X_slice)
+        dL_dXp[:, window[0], window[1]] += np.einsum("mkhw,k->mhw", dL_dZ1, W1[:, i, j])
+    dL_dB1 = dL_dZ1.sum(axis=(0, 2, 3))
+    H, W = X_padded.shape[1] - 2 * padding, X_padded.shape[2] - 2 * padding
+    dL_dX = dL_dXp[:, padding : padding + H, padding : padding + W]
+    return dL_dX, dL_dW1, dL_dB1
+
+
+# -- ReLU: A1 = max(Z1, 0) ---------------------------------------------------------------
+
+
+def relu_forward(Z1):
+    """A1 = max(Z1, 0), element-wise."""
+    return np.maximum(Z1, 0.0)
+
+
+def relu_grad(Z1):
+    """dA1/dZ1: 1 where Z1 > 0, else 0 (ReLU'(0) = 0, as in PyTorch)."""
+    return (Z1 > 0).astype(np.float64)
+
+
+# -- max pooling: P1 = MaxPool(A1) -------------------------------------------------------
+
+
+class PoolCache(NamedTuple):
+    A1_shape: tuple
+    winner: np.ndarray  # (M, K, Hp, Wp) int: the offset i*pool + j that won each window
+    pool: int
+    stride: int
+
+
+def maxpool_forward(A1, pool=2, stride=2):
+    """P1[m,k,h,w] = max_ij A1[m,k, h*stride + i, w*stride + j] over a pool x pool window.
+
+    A tie goes to the first maximum in row-major order: offsets are visited in that order
+    and only a strictly larger value takes a window over. A1 (M, K, H1, W1) -> P1
+    (M, K, Hp, Wp), PoolCache with the winning offset of each window.
+    """
+    M, K, H1, W1 = A1.shape
+    Hp, Wp = output_size(H1, pool, stride), output_size(W1, pool, stride)
+    P1 = np.full((M, K, Hp, Wp), -np.inf)
+    winner = np.zeros((M, K, Hp, Wp), dtype=np.intp)
+    for i, j, window in _offsets(pool, pool, Hp, Wp, stride):
+        candidate = A1[:, :, window[0], window[1]]
+        larger = candidate > P1
+        P1 = np.where(larger, candidate, P1)
+        winner[larger] = i * pool + j
+    return P1, PoolCache(A1.shape, winner, pool, stride)
+
+
+def maxpool_backward(dL_dP1, cache: PoolCache):
+    """dL/dA1: each dL/dP1 entry goes to the cell that won its window, 0 elsewhere.
+
+    Where windows overlap, a cell that wins several of them receives the sum.
+    dL_dP1 (M, K, Hp, Wp) -> dL_dA1 (M, K, H1, W1).
+    """
+    A1_shape, winner, pool, stride = cache
+    _, _, Hp, Wp = dL_dP1.shape
+    dL_dA1 = np.zeros(A1_shape)
+    for i, j, window in _offsets(pool, pool, Hp, Wp, stride):
+        routed = np.where(winner == i * pool + j, dL_dP1, 0.0)
+        dL_dA1[:, :, window[0], window[1]] += routed
+    return dL_dA1
+
+
+def pool_mask(cache: PoolCache):
+    """How many windows each A1 cell won (0 for the cells that won none), shape of A1."""
+    return maxpool_backward(np.ones(cache.winner.shape), cache)
+
+
+# -- flatten: F = flatten(P1) ------------------------------------------------------------
+
+
+def flatten_forward(P1):
+    """F[m] = P1[m] in row-major order: filter, then row, then column. (M, K, Hp, Wp) -> (M, n)."""
+    return P1.reshape(P1.shape[0], -1)
+
+
+def flatten_backward(dL_dF, P1_shape):
+    """dL/dP1 = dL/dF put back in P1's shape. (M, n) -> (M, K, Hp, Wp)."""
+    return dL_dF.reshape(P1_shape)
+
+
+# -- fully connected: Z2 = F·W2 + B2 -----------------------------------------------------
+
+
+def dense_forward(F, W2, B2):
+    """Z2 = F·W2 + B2. F (M, n), W2 (n,), B2 () -> Z2 (M,)."""
+    return F @ W2 + B2
+
+
+def dense_backward(dL_dZ2, F, W2):
+    """dL/dF = dL/dZ2 · W2ᵀ, dL/dW2 = Fᵀ · dL/dZ2, dL/dB2 = sum dL/dZ2.
+
+    dL_dZ2 (M,), F (M, n), W2 (n,) -> dL_dF (M, n), dL_dW2 (n,), dL_dB2 ().
+    """
+    return np.outer(dL_dZ2, W2), F.T @ dL_dZ2, dL_dZ2.sum()
+
+
+# -- sigmoid and binary cross-entropy: A2 = σ(Z2), L = BCE(Y, A2) -------------------------
+
+
+def sigmoid(Z2):
+    """A2 = 1 / (1 + exp(-Z2)), computed without overflow for any finite Z2."""
+    e = np.exp(-np.abs(Z2))
+    return np.where(Z2 >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def bce_loss(Z2, Y):
+    """L = mean over the batch of -Y·log(A2) - (1 - Y)·log(1 - A2), written from Z2:
+
+        max(Z2, 0) - Z2·Y + log(1 + exp(-|Z2|))
+
+    which never takes the log of 0, so a saturated sigmoid still gives a finite loss.
+    """
+    return np.mean(np.maximum(Z2, 0.0) - Z2 * Y + np.log1p(np.exp(-np.abs(Z2))))
+
+
+def bce_grad_A2(Z2, Y):
+    """dL/dA2 = (-Y/A2 + (1 - Y)/(1 - A2)) / M, with 1 - A2 taken as σ(-Z2) so it keeps
+    its digits when A2 rounds to 1; a term whose label weight is 0 is 0."""
+    M = Z2.shape[0]
+    A2, one_minus_A2 = sigmoid(Z2), sigmoid(-Z2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        positive = np.where(Y != 0, -Y / A2, 0.0)
+        negative = np.where(Y != 1, (1.0 - Y) / one_minus_A2, 0.0)
+    return (positive + negative) / M
+
+
+def sigmoid_grad(Z2):
+    """dA2/dZ2 = A2·(1 - A2) = σ(Z2)·σ(-Z2)."""
+    return sigmoid(Z2) * sigmoid(-Z2)
+
+
+def bce_sigmoid_backward(A2, Y):
+    """dL/dZ2 = dL/dA2 · dA2/dZ2 = (A2 - Y) / M: the two factors' A2·(1 - A2) cancel."""
+    return (A2 - Y) / A2.shape[0]

@@ -1,0 +1,192 @@
+"""One problem to trace: an image (or a batch), its labels, the parameters and the options.
+
+Users write shapes the way the derivation does: a 6x6 image, a 3x3 filter, W2 as a list,
+B2 as a number. The pass itself always works on the general shapes (a batch of M images,
+K filters). ``Problem`` checks the values, converts them to the general shapes, and puts each
+result back into the shape the user gave: a single image or a single filter adds no axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from cnntrace.errors import InputError
+from cnntrace.ops import output_size
+
+#: Options with their defaults; ``pool_stride`` None means "the same as pool".
+DEFAULTS = {"stride": 1, "padding": 0, "pool": 2, "pool_stride": None, "lr": 0.1}
+
+
+def _shape(shape) -> str:
+    return "×".join(str(n) for n in shape) if shape else "scalar"
+
+
+def _array(key: str, value) -> np.ndarray:
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("expected numbers in a rectangular array", key=key) from None
+    if not np.all(np.isfinite(array)):
+        raise InputError("expected finite numbers, found NaN or infinity", key=key)
+    return array
+
+
+def _size(key: str, value, minimum: int) -> int:
+    """A whole number >= minimum (an integral float such as 2.0 counts as 2)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InputError(f"expected a whole number, got {value!r}", key=key)
+    if not isinstance(value, Integral) and not (math.isfinite(value) and float(value).is_integer()):
+        raise InputError(f"expected a whole number, got {value!r}", key=key)
+    if value < minimum:
+        raise InputError(f"must be at least {minimum}, got {int(value)}", key=key)
+    return int(value)
+
+
+def _vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
+    """Accept a number (when length is 1), a list of ``length``, or a ``length``×1 / 1×``length``
+    matrix, and return it as a flat vector."""
+    fits = (
+        (array.ndim == 0 and length == 1)
+        or (array.ndim == 1 and array.shape[0] == length)
+        or (array.ndim == 2 and array.shape in ((length, 1), (1, length)))
+    )
+    if not fits:
+        found = f"{array.size} entries" if array.ndim else "a number"
+        raise InputError(f"expected {length} {what}, found {found} (shape {_shape(array.shape)})", key=key)
+    return array.reshape(length)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The inputs of one pass, as the user gave them (float64 arrays) and validated.
+
+    X: (H, W) or (M, H, W).  Y: a number or M numbers in [0, 1].
+    W1: (kh, kw) or (K, kh, kw).  B1: a number or K numbers.
+    W2: n numbers, n×1 or 1×n, with n = K·Hp·Wp.  B2: a number.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    W1: np.ndarray
+    B1: np.ndarray
+    W2: np.ndarray
+    B2: np.ndarray
+    stride: int = 1
+    padding: int = 0
+    pool: int = 2
+    pool_stride: int = 2
+    lr: float = 0.1
+
+    @classmethod
+    def build(cls, X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=None, lr=0.1):
+        """Check every value and return the Problem; raise InputError naming the key."""
+        stride = _size("stride", stride, 1)
+        padding = _size("padding", padding, 0)
+        pool = _size("pool", pool, 1)
+        pool_stride = pool if pool_stride is None else _size("pool_stride", pool_stride, 1)
+        if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
+            raise InputError(f"expected a positive number, got {lr!r}", key="lr")
+
+        X, Y, W1, B1, W2, B2 = (
+            _array(key, value)
+            for key, value in zip(("X", "Y", "W1", "B1", "W2", "B2"), (X, Y, W1, B1, W2, B2))
+        )
+        if X.ndim not in (2, 3) or 0 in X.shape:
+            raise InputError(
+                f"expected an H×W image or an M×H×W batch, got shape {_shape(X.shape)}", key="X"
+            )
+        if W1.ndim not in (2, 3) or 0 in W1.shape:
+            raise InputError(
+                f"expected a kh×kw filter or K×kh×kw filters, got shape {_shape(W1.shape)}", key="W1"
+            )
+        M = X.shape[0] if X.ndim == 3 else 1
+        K = W1.shape[0] if W1.ndim == 3 else 1
+
+        H, W = X.shape[-2] + 2 * padding, X.shape[-1] + 2 * padding
+        kh, kw = W1.shape[-2:]
+        if kh > H or kw > W:
+            raise InputError(
+                f"the {kh}×{kw} kernel is larger than the {H}×{W} padded image "
+                f"(X is {_shape(X.shape[-2:])}, padding {padding})",
+                key="W1",
+            )
+        Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
+        if pool > min(Z1_shape):
+            raise InputError(
+                f"the {pool}×{pool} pool window is larger than Z1 ({_shape(Z1_shape)})", key="pool"
+            )
+        P1_shape = tuple(output_size(n, pool, pool_stride) for n in Z1_shape)
+        n = K * P1_shape[0] * P1_shape[1]
+
+        _vector("B1", B1, K, "bias" if K == 1 else "biases, one per filter")
+        _vector("B2", B2, 1, "number")
+        _vector("W2", W2, n, f"weights, one per entry of F ({K} filter{'s' * (K > 1)} × {_shape(P1_shape)})")
+        if X.ndim == 3 and not (Y.ndim == 1 and Y.shape[0] == M):
+            raise InputError(f"expected a list of {M} labels, one per image of X, found shape {_shape(Y.shape)}", key="Y")
+        _vector("Y", Y, M, "label")
+        if np.any((Y < 0) | (Y > 1)):
+            bad = Y.flat[np.argmax((Y.ravel() < 0) | (Y.ravel() > 1))]
+            raise InputError(f"labels must lie in [0, 1], found {bad!r}", key="Y")
+
+        return cls(X, Y, W1, B1, W2, B2, stride, padding, pool, pool_stride, float(lr))
+
+    # -- the general shapes the pass works on, and back --------------------------------
+
+    @property
+    def batched(self) -> bool:
+        return self.X.ndim == 3
+
+    @property
+    def multi_filter(self) -> bool:
+        return self.W1.ndim == 3
+
+    @property
+    def M(self) -> int:
+        return self.X.shape[0] if self.batched else 1
+
+    @property
+    def K(self) -> int:
+        return self.W1.shape[0] if self.multi_filter else 1
+
+    def general(self):
+        """X (M, H, W), Y (M,), W1 (K, kh, kw), B1 (K,), W2 (n,), B2 () as new arrays."""
+        return (
+            self.X.reshape(self.M, *self.X.shape[-2:]).copy(),
+            self.Y.reshape(self.M).copy(),
+            self.W1.reshape(self.K, *self.W1.shape[-2:]).copy(),
+            self.B1.reshape(self.K).copy(),
+            self.W2.reshape(-1).copy(),
+            self.B2.reshape(()).copy(),
+        )
+
+    def present(self, kind: str, array: np.ndarray) -> np.ndarray:
+        """Put a result of the general pass back into the shape the user gave.
+
+        kind is "map" (M, K, h, w), "flat" (M, n), "batch" (M,), "scalar", or the name of
+        an input (X, Y, W1, B1, W2, B2) whose given shape the result takes.
+        """
+        if kind in ("X", "Y", "W1", "B1", "W2", "B2"):
+            return array.reshape(getattr(self, kind).shape)
+        if kind == "scalar":
+            return array.reshape(())
+        axes = {"map": 2, "flat": 1, "batch": 0}[kind]
+        keep = array.shape[-axes:] if axes else ()
+        if kind == "map" and self.multi_filter:
+            keep = (self.K, *keep)
+        if self.batched:
+            keep = (self.M, *keep)
+        return array.reshape(keep)
+
+    def leading_axes(self, kind: str) -> tuple[str, ...]:
+        """The labels of the axes that index images or filters in a presented result."""
+        if kind == "map":
+            return ("image",) * self.batched + ("filter",) * self.multi_filter
+        if kind in ("flat", "X"):
+            return ("image",) * self.batched
+        if kind == "W1":
+            return ("filter",) * self.multi_filter
+        return ()

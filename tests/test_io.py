@@ -1,0 +1,187 @@
+"""Reading input files: every bad file gets an InputError naming the file, the key and the fault."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cnntrace.errors import InputError
+from cnntrace.io import MAX_INPUT_BYTES, load_problem, numbers
+from tests.inputs import REFERENCE, reference, variant, write
+
+
+def error_of(path) -> InputError:
+    with pytest.raises(InputError) as caught:
+        load_problem(path)
+    assert caught.value.file == str(path)
+    return caught.value
+
+
+def test_reference_sample_loads_in_the_seeds_shapes():
+    problem = load_problem(REFERENCE)
+    assert problem.X.shape == (6, 6) and problem.W1.shape == (3, 3)
+    assert problem.W2.shape == (4,) and problem.B2.shape == ()
+    assert (problem.stride, problem.padding, problem.pool, problem.pool_stride) == (1, 0, 2, 2)
+    assert problem.lr == 0.1
+
+
+def test_options_are_read(tmp_path):
+    problem = load_problem(variant(tmp_path, stride=2, padding=1, pool=1, pool_stride=1, lr=0.5, W2=[0.1] * 9))
+    assert (problem.stride, problem.padding, problem.pool, problem.pool_stride, problem.lr) == (2, 1, 1, 1, 0.5)
+
+
+def test_pool_stride_defaults_to_pool(tmp_path):
+    problem = load_problem(variant(tmp_path, pool=4, W2=[1.0]))
+    assert problem.pool_stride == 4
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("", "not valid JSON"),
+        ("{\"X\": [1, 2,]}", "not valid JSON"),
+        ("[1, 2, 3]", "expected a JSON object"),
+        ("\"X\"", "expected a JSON object"),
+        ('{"X": NaN}', "NaN is not a number JSON allows"),
+        ('{"X": Infinity}', "Infinity is not a number JSON allows"),
+        ('{"X": 1, "X": 2}', 'the key "X" appears twice'),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_files_that_are_not_input_json(tmp_path, text, fragment):
+    assert fragment in str(error_of(write(tmp_path, text)))
+
+
+def test_missing_file_and_directory(tmp_path):
+    assert "no such file" in str(error_of(tmp_path / "absent.json"))
+    assert "is a directory" in str(error_of(tmp_path))
+
+
+def test_binary_file(tmp_path):
+    path = tmp_path / "in.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert "not UTF-8" in str(error_of(path))
+
+
+def test_file_over_the_size_limit_is_refused_before_reading(tmp_path):
+    path = tmp_path / "big.json"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)
+    assert "limited to" in str(error_of(path))
+
+
+def test_missing_key_names_it(tmp_path):
+    error = error_of(variant(tmp_path, drop=["W2"]))
+    assert error.key == "W2" and "missing" in error.message
+
+
+def test_misspelled_key_suggests_the_right_one(tmp_path):
+    data = reference()
+    data["w1"] = data.pop("W1")
+    error = error_of(write(tmp_path, data))
+    assert error.key == "W1" and 'did you mean W1' in error.message
+
+
+def test_misspelled_optional_key_suggests_the_right_one(tmp_path):
+    error = error_of(variant(tmp_path, strdie=2))
+    assert error.key == "strdie" and "did you mean stride" in error.message
+
+
+@pytest.mark.parametrize(
+    "key, value, where, fragment",
+    [
+        ("X", [[1, 2], [3]], "X[1]", "has 1 entries; expected 2"),
+        ("X", [[1, "a"], [3, 4]], "X[0][1]", 'expected a number, got the string "a"'),
+        ("X", [[1, None], [3, 4]], "X[0][1]", "got null"),
+        ("X", [[1, True], [3, 4]], "X[0][1]", "got true"),
+        ("X", [[1, 2], 3], "X[1]", "expected a list of 2"),
+        ("X", [[1, 2], [3, [4]]], "X[1][1]", "got a list"),
+        ("X", [], "X", "empty list"),
+        ("X", [[]], "X[0]", "empty list"),
+        ("X", [[[[1]]]], "X", "nested 4 lists deep"),
+        ("X", {"a": 1}, "X", "got an object"),
+        ("W1", [[10**400]], "W1[0][0]", "too large for float64"),
+        ("B2", None, "B2", "got null"),
+        ("Y", False, "Y", "got false"),
+    ],
+)
+def test_bad_numbers_name_the_entry(tmp_path, key, value, where, fragment):
+    error = error_of(variant(tmp_path, **{key: value}))
+    assert error.key == where
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("stride", 0, "at least 1"),
+        ("stride", 1.5, "whole number"),
+        ("stride", True, "expected a number"),
+        ("stride", "2", "expected a number"),
+        ("pool_stride", 0, "at least 1"),
+        ("padding", -1, "at least 0"),
+        ("pool", 0.5, "whole number"),
+        ("lr", 0, "positive number"),
+        ("lr", -0.1, "positive number"),
+        ("lr", "fast", "expected a number"),
+        ("lr", None, "expected a number"),
+    ],
+)
+def test_bad_options(tmp_path, key, value, fragment):
+    error = error_of(variant(tmp_path, **{key: value}))
+    assert error.key == key and fragment in error.message
+
+
+@pytest.mark.parametrize(
+    "changes, key, fragment",
+    [
+        ({"W1": [[1.0] * 7] * 7}, "W1", "7×7 kernel is larger than the 6×6 padded image"),
+        ({"pool": 5}, "pool", "5×5 pool window is larger than Z1 (4×4)"),
+        ({"W2": [1, 2, 3]}, "W2", "expected 4 weights"),
+        ({"W2": [[1, 2], [3, 4]]}, "W2", "expected 4 weights"),
+        ({"B1": [0.1, 0.2]}, "B1", "expected 1 bias"),
+        ({"B2": [0.1, 0.2]}, "B2", "expected 1 number"),
+        ({"Y": 1.5}, "Y", "labels must lie in [0, 1]"),
+        ({"Y": -0.5}, "Y", "labels must lie in [0, 1]"),
+        ({"X": [[[0.0] * 6] * 6] * 3, "Y": [1, 0]}, "Y", "expected a list of 3 labels"),
+        ({"W1": [[[0.1] * 3] * 3] * 2, "B1": 0.1}, "B1", "expected 2 biases"),
+    ],
+)
+def test_shapes_that_do_not_fit(tmp_path, changes, key, fragment):
+    error = error_of(variant(tmp_path, **changes))
+    assert error.key == key and fragment in error.message
+
+
+def test_number_too_large_for_float64(tmp_path):
+    text = json.dumps(reference()).replace('"B2": -0.5', '"B2": -1e400')
+    error = error_of(write(tmp_path, text))
+    assert error.key == "B2" and "too large for float64" in error.message
+
+
+def test_padding_can_make_a_large_kernel_fit(tmp_path):
+    problem = load_problem(variant(tmp_path, W1=[[0.1] * 7] * 7, padding=1, pool=1, W2=[0.1] * 4))
+    assert problem.padding == 1
+
+
+def test_error_message_names_file_key_and_fault(tmp_path):
+    error = error_of(variant(tmp_path, W2=[1, 2, 3]))
+    assert str(error).startswith(f"{tmp_path / 'in.json'}: W2: expected 4 weights")
+
+
+def test_comment_key_is_allowed(tmp_path):
+    assert load_problem(variant(tmp_path, comment="exercise 3")).X.shape == (6, 6)
+
+
+def test_numbers_keeps_nesting_and_values():
+    assert numbers([[1, 2.5], [3, -4]], "X") == [[1.0, 2.5], [3.0, -4.0]]
+    assert numbers(7, "B2") == 7.0
+    assert np.array(numbers([[[1]], [[2]]], "X")).shape == (2, 1, 1)
+
+
+def test_json_floats_are_read_exactly(tmp_path):
+    value = 0.1 + 0.2  # 0.30000000000000004
+    problem = load_problem(variant(tmp_path, B2=value))
+    assert float(problem.B2) == value
+    assert json.loads(json.dumps(value)) == value
