@@ -29,5 +29,9 @@ class InputError(CnntraceError):
     """An input value (a key of the input file, or an argument) is missing or wrong."""
 
 
+class OutputError(CnntraceError):
+    """A file could not be written; the previous file, if any, is left as it was."""
+
+
 class NumericError(CnntraceError):
     """A value of the pass overflows float64; ``key`` names the stage where it first did."""

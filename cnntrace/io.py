@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, OutputError
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
 OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
@@ -182,3 +182,39 @@ def load_problem(path: str | Path):
         return problem_from_dict(read_json(path))
     except InputError as error:
         raise error.in_file(str(path)) from None
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The data goes to a temporary file in the same directory, is flushed to disk, and then
+    renamed over ``path``. On any failure the temporary file is removed and the previous
+    file at ``path`` is left as it was. Raises OutputError naming the file.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        mode = path.stat().st_mode & 0o777 if path.exists() else None
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
+        raise

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, OutputError
 from cnntrace.io import MAX_INPUT_BYTES, load_problem, numbers
 from tests.inputs import REFERENCE, reference, variant, write
 
@@ -185,3 +185,42 @@ def test_json_floats_are_read_exactly(tmp_path):
     problem = load_problem(variant(tmp_path, B2=value))
     assert float(problem.B2) == value
     assert json.loads(json.dumps(value)) == value
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+
+
+def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    from cnntrace.io import write_atomic
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    write_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    import os
+
+    from cnntrace.io import write_atomic
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        write_atomic(target, "new")
+    assert caught.value.file == str(target)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_atomic_into_a_missing_directory_names_the_file(tmp_path):
+    from cnntrace.io import write_atomic
+
+    with pytest.raises(OutputError, match="cannot be written"):
+        write_atomic(tmp_path / "absent" / "out.json", "x")
