@@ -29,9 +29,45 @@ app = typer.Typer(
 )
 
 
-class StepFormat(str, Enum):
+class Format(str, Enum):
+    """Output formats; each command offers the ones that make sense for it."""
+
     table = "table"
     json = "json"
+    ndjson = "ndjson"
+    csv = "csv"
+
+
+#: The renderer of each format of ``step``: (module, function), imported when used.
+STEP_RENDERERS = {
+    Format.table: ("cnntrace.render.table", "render"),
+    Format.json: ("cnntrace.render.json", "render"),
+    Format.ndjson: ("cnntrace.render.json", "render_ndjson"),
+    Format.csv: ("cnntrace.render.csv", "render"),
+}
+
+
+def _renderer(table: dict, format: Format):
+    import importlib
+
+    module, function = table[format]
+    return getattr(importlib.import_module(module), function)
+
+
+def _only_names(value: str | None) -> tuple[str, ...] | None:
+    """Parse --only: JSON names (dL_dW1) or the derivation's (dL/dW1), comma-separated."""
+    if value is None:
+        return None
+    from cnntrace.network import STAGE
+
+    names = tuple(name.strip().replace("/", "_") for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in STAGE]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown name {', '.join(unknown) or repr(value)}; the names are {', '.join(STAGE)}",
+            param_hint="--only",
+        )
+    return names
 
 
 def _version(value: bool) -> None:
@@ -94,34 +130,66 @@ def _table_text(renderable) -> str:
 
 @app.command()
 def step(
-    file: Path = typer.Argument(..., help="Input JSON file (see `cnntrace schema`, README)."),
-    format: StepFormat = typer.Option(StepFormat.table, "--format", "-f", help="Output format."),
+    files: list[Path] = typer.Argument(
+        ..., metavar="FILE", show_default=False,
+        help="Input JSON files (see `cnntrace schema` and the README).",
+    ),
+    format: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
     precision: int = typer.Option(
         4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
     ),
+    only: str = typer.Option(
+        None, "--only", metavar="NAME[,NAME…]", show_default=False,
+        help="Show only these matrices (e.g. dL_dW1,P1).",
+    ),
 ) -> None:
-    """Run one forward and backward pass on FILE and show every matrix.
+    """Run one forward and backward pass on each FILE and show every matrix.
 
     Example: cnntrace step samples/reference.json --format json | jq .backward.dL_dW1
     """
-    with reported_errors(file):
-        from cnntrace.io import load_problem
-        from cnntrace.network import run
+    from cnntrace.render import View
 
-        trace = run(load_problem(file))
-        if format is StepFormat.json:
-            from cnntrace.render import json as render_json
+    names = _only_names(only)
+    render = _renderer(STEP_RENDERERS, format)
+    several = len(files) > 1
+    if several and format is Format.csv:
+        from cnntrace.render import csv as render_csv
 
-            output = render_json.render(trace)
-        else:
-            from cnntrace.render import table as render_table
+        sys.stdout.write(render_csv.header_many())
+    failed = False
+    for index, file in enumerate(files):
+        view = View(
+            precision=precision, only=names,
+            file=str(file) if several or format is Format.ndjson else None,
+        )  # fmt: skip
+        try:
+            with reported_errors(file):
+                from cnntrace.io import load_problem
+                from cnntrace.network import run
 
-            output = _table_text(render_table.render(trace, precision))
-    sys.stdout.write(output)
+                output = render(run(load_problem(file)), view)
+                if format is Format.table:
+                    heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
+                    output = heading + _table_text(output)
+        except typer.Exit:
+            failed = True
+            continue
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    if failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    A reader that goes away (``cnntrace … | head -1``) ends the process quietly, as it does
+    ``cat``. Ctrl-C outside a command's own handling exits 130 (typer does that).
+    """
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 

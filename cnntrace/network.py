@@ -154,6 +154,10 @@ class Trace:
         """Labels of the image / filter axes that lead the shape of ``name``."""
         return self.problem.leading_axes(STAGE[name].kind)
 
+    def axis_names(self, name: str) -> tuple[str, ...]:
+        """A name for every axis of ``name``: image, filter, row, col (see Problem.axis_names)."""
+        return self.problem.axis_names(STAGE[name].kind, np.ndim(self[name]))
+
 
 def run(problem: Problem) -> Trace:
     """Trace one validated problem: forward, backward and update, in the user's shapes."""

@@ -190,3 +190,13 @@ class Problem:
         if kind == "W1":
             return ("filter",) * self.multi_filter
         return ()
+
+    def axis_names(self, kind: str, ndim: int) -> tuple[str, ...]:
+        """A name for every axis of a presented result: its image / filter axes, then "row"
+        and "col" for a matrix or "col" for a vector. A per-image vector (Z2, A2, ...) of a
+        batch is indexed by image."""
+        if kind == "batch" and self.batched:
+            return ("image",)
+        leading = self.leading_axes(kind)
+        trailing = {0: (), 1: ("col",), 2: ("row", "col")}[ndim - len(leading)]
+        return leading + trailing

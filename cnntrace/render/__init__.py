@@ -1,1 +1,30 @@
-"""Renderers: each turns a Trace into a value (a rich renderable or a string); none prints."""
+"""Renderers: each turns a Trace into a value (a rich renderable or a string); none prints.
+
+Every renderer of ``cnntrace step`` has the signature ``render(trace, view) -> str |
+renderable``; the CLI picks one from a table keyed by the output format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class View:
+    """What the user asked to see, shared by every renderer."""
+
+    precision: int = 4  # decimals shown by the human-readable formats
+    only: tuple[str, ...] | None = None  # JSON names of the matrices to show; None: all
+    brief: bool = False  # matrices without their derivation
+    file: str | None = None  # the input file's name, for formats that carry it
+
+
+def selected(trace, view: View) -> dict[str, dict]:
+    """The trace's sections, each limited to the matrices ``view.only`` names (in the
+    derivation's order); sections left empty are dropped."""
+    sections = {}
+    for section, matrices in trace.sections().items():
+        kept = {name: value for name, value in matrices.items() if view.only is None or name in view.only}
+        if kept:
+            sections[section] = kept
+    return sections

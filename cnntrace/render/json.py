@@ -1,4 +1,4 @@
-"""The trace as one JSON object: {"forward": {...}, "backward": {...}, "update": {...}}.
+"""The trace as JSON: {"forward": {...}, "backward": {...}, "update": {...}}.
 
 Matrices are nested lists in row-major order, scalars plain numbers, floats written with
 Python's repr so they read back to the same float64.
@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import json
 
+from cnntrace.render import View, selected
 
-def trace_dict(trace) -> dict:
-    """Every matrix of the trace as plain Python lists and floats, section by section."""
+
+def trace_dict(trace, view: View = View()) -> dict:
+    """The selected matrices as plain Python lists and floats, section by section."""
     return {
         section: {name: value.tolist() for name, value in matrices.items()}
-        for section, matrices in trace.sections().items()
+        for section, matrices in selected(trace, view).items()
     }
 
 
-def render(trace) -> str:
-    """One line of JSON (and its newline) holding the whole trace."""
-    return json.dumps(trace_dict(trace), allow_nan=False, separators=(",", ":")) + "\n"
+def _line(data: dict) -> str:
+    return json.dumps(data, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def render(trace, view: View = View()) -> str:
+    """One line of JSON holding the trace."""
+    return _line(trace_dict(trace, view))
+
+
+def render_ndjson(trace, view: View = View()) -> str:
+    """One line of JSON holding the trace and, first, the file it came from."""
+    return _line({"file": view.file, **trace_dict(trace, view)})

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnntrace.network import STAGE
+from cnntrace.render import View, selected
 from cnntrace.render.format import number, shape
 
 SECTION_TITLES = {
@@ -78,21 +79,24 @@ def _input_blocks(problem, precision: int) -> list[RenderableType]:
     return blocks
 
 
-def render(trace, precision: int = 4) -> RenderableType:
-    """The whole trace as one renderable, section by section in the derivation's order."""
+def render(trace, view: View = View()) -> RenderableType:
+    """The whole trace as one renderable, section by section in the derivation's order.
+
+    The input comes first unless ``view.only`` picks some matrices.
+    """
     problem = trace.problem
-    parts: list[RenderableType] = [Text("Input", style="bold underline"), *_input_blocks(problem, precision)]
-    for section, matrices in trace.sections().items():
+    parts: list[RenderableType] = []
+    if view.only is None:
+        parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision)]
+    for section, matrices in selected(trace, view).items():
         heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
-        parts.append(Text("\n" + heading, style="bold underline"))
+        parts.append(Text(("\n" if parts else "") + heading, style="bold underline"))
         for name, values in matrices.items():
             stage = STAGE[name]
             parts.append(
                 matrix_block(
                     stage.symbol, stage.formula(problem.batched), values,
-                    trace.leading_axes(name), precision,
+                    trace.leading_axes(name), view.precision,
                 )  # fmt: skip
             )
     return Group(*parts)
-
-
