@@ -171,13 +171,153 @@ def step(
                 if format is Format.table:
                     heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
                     output = heading + _table_text(output)
-        except typer.Exit:
-            failed = True
+        except typer.Exit as exit:
+            if exit.exit_code != EXIT_BAD_INPUT:
+                raise
+            failed = True  # reported on stderr; the other files still run
             continue
         sys.stdout.write(output)
         sys.stdout.flush()
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+class CheckFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def check(
+    file: Path = typer.Argument(..., help="Input JSON file."),
+    format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
+    eps: float = typer.Option(1e-6, min=1e-12, max=1e-1, help="Finite-difference step."),
+    rtol: float = typer.Option(1e-6, min=0, help="Relative tolerance."),
+    atol: float = typer.Option(1e-8, min=0, help="Absolute tolerance."),
+    max_entries: int = typer.Option(
+        2000, "--max-entries", min=1, help="Check at most this many entries of each tensor (a random sample)."
+    ),
+    seed: int = typer.Option(0, help="Seed of that sample."),
+) -> None:
+    """Check every gradient of FILE against central finite differences.
+
+    Exit status 0 when all agree within tolerance, 1 otherwise.
+    """
+    with reported_errors(file):
+        from cnntrace.gradcheck import check as gradient_check
+        from cnntrace.io import load_problem
+
+        results = gradient_check(
+            load_problem(file), eps=eps, rtol=rtol, atol=atol, max_entries=max_entries, seed=seed
+        )
+        from cnntrace.render import check as render_check
+
+        settings = {"eps": eps, "rtol": rtol, "atol": atol}
+        if format is CheckFormat.json:
+            output = render_check.render_json(results, str(file), settings)
+        else:
+            output = _table_text(render_check.render_table(results, str(file), settings))
+    sys.stdout.write(output)
+    if not all(result.ok for result in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def verify(
+    file: Path = typer.Argument(..., help="Input JSON file."),
+    answers: Path = typer.Argument(..., help='JSON answers, e.g. {"P1": [[…]], "dL_dW1": [[…]]}.'),
+    format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
+    rtol: float = typer.Option(1e-3, min=0, help="Relative tolerance."),
+    atol: float = typer.Option(1e-4, min=0, help="Absolute tolerance."),
+) -> None:
+    """Check hand-computed ANSWERS against FILE's trace, entry by entry.
+
+    ANSWERS holds any of step's JSON names (or step's own output). Exit status 0 when every
+    answer is right, 1 otherwise.
+    """
+    with reported_errors(file):
+        from cnntrace.io import load_problem, read_answers
+        from cnntrace.network import run
+        from cnntrace.verify import verify as judge_answers
+
+        trace = run(load_problem(file))
+    with reported_errors(answers):
+        verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
+        from cnntrace.render import verify as render_verify
+
+        settings = {"rtol": rtol, "atol": atol}
+        if format is CheckFormat.json:
+            output = render_verify.render_json(verdicts, str(file), str(answers), settings)
+        else:
+            output = _table_text(render_verify.render_table(verdicts, str(file), str(answers), settings))
+    sys.stdout.write(output)
+    if not all(verdict.ok for verdict in verdicts):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _dims(text: str, option: str) -> tuple[int, int]:
+    """'6' -> (6, 6); '6x8' -> (6, 8)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(part) for part in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) < 1:
+        raise typer.BadParameter(f"expected N or HxW with whole numbers ≥ 1, got {text!r}", param_hint=option)
+    return dims
+
+
+@app.command()
+def init(
+    size: str = typer.Option("6", "--size", help="Image size: N or HxW."),
+    kernel: str = typer.Option("3", "--kernel", help="Kernel size: N or HxW."),
+    filters: int = typer.Option(1, "--filters", min=1, max=64, help="Number of filters."),
+    batch: int = typer.Option(1, "--batch", min=1, max=10_000, help="Number of images."),
+    seed: int = typer.Option(None, "--seed", min=0, help="Random seed (default: a new one, noted in the file).", show_default=False),
+    image: Path = typer.Option(None, "--image", help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False),
+    invert: bool = typer.Option(False, "--invert", help="With --image: dark ink on light paper becomes bright on dark."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
+) -> None:
+    """Write a valid random input file: the same file for the same --seed.
+
+    Example: cnntrace init --size 6 --kernel 3 --seed 7 -o exercise7.json
+    """
+    H, W = _dims(size, "--size")
+    kh, kw = _dims(kernel, "--kernel")
+    if kh > H or kw > W:
+        raise typer.BadParameter(f"the {kh}x{kw} kernel is larger than the {H}x{W} image", param_hint="--kernel")
+    if image is not None and batch > 1:
+        raise typer.BadParameter("--image makes one image; leave out --batch", param_hint="--image")
+    with reported_errors(output):
+        import secrets
+
+        from cnntrace import io
+        from cnntrace.exercise import random_input
+
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        X = None if image is None else io.image_to_X(image, (H, W), invert=invert)
+        data = {"comment": f"cnntrace init --size {H}x{W} --kernel {kh}x{kw} --seed {seed}"}
+        if image is not None:
+            data["comment"] += f", X from {image.name}"
+        data.update(random_input((H, W), (kh, kw), filters, batch, seed, X=X))
+        text = io.format_input(data)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            io.write_atomic(output, text)
+            typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the input format."""
+    import json
+
+    from cnntrace.schema import INPUT_SCHEMA
+
+    sys.stdout.write(json.dumps(INPUT_SCHEMA, indent=2, ensure_ascii=False) + "\n")
 
 
 def main() -> None:

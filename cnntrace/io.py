@@ -218,3 +218,68 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         if isinstance(error, OSError):
             raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
         raise
+
+
+def read_answers(path: str | Path) -> dict:
+    """The answers in ``path``: {name: numbers, or a message saying why they are not}.
+
+    The file holds step's JSON names at the top level ({"P1": …, "dL_dW1": …}) or in step's
+    own sections ({"forward": {…}, "backward": {…}}), so step's output can be used as is.
+    An answer that is not numbers is kept as its message, for the caller to report.
+    """
+    data = read_json(path)
+    flat = {}
+    for key, value in data.items():
+        if key in ("forward", "backward", "update") and isinstance(value, dict):
+            flat.update(value)
+        elif key not in FREE_KEYS:
+            flat[key] = value
+    answers = {}
+    for name, value in flat.items():
+        try:
+            answers[name] = numbers(value, name)
+        except InputError as error:
+            answers[name] = str(error)
+    if not answers:
+        raise InputError("holds no answers; write step's names, e.g. {\"P1\": [[…]]}", file=str(path))
+    return answers
+
+
+def format_input(data: dict) -> str:
+    """An input dict as JSON for people: one key a line, each matrix row on a line of its own."""
+
+    def encode(value, indent: str) -> str:
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            inner = indent + "  "
+            rows = ",\n".join(inner + encode(item, inner) for item in value)
+            return "[\n" + rows + "\n" + indent + "]"
+        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+
+    lines = [f"  {json.dumps(key)}: {encode(value, '  ')}" for key, value in data.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def image_to_X(path: str | Path, size: tuple[int, int], invert: bool = False):
+    """A picture (PNG, JPEG …) as an H×W image in [0, 1]: grayscale, resized to ``size``.
+
+    ``invert`` makes dark ink on light paper bright on dark, as in MNIST. Needs Pillow.
+    """
+    import numpy as np
+
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise InputError(
+            "needs Pillow to read pictures: pip install 'cnntrace[image]'", key="--image"
+        ) from None
+    try:
+        with Image.open(path) as picture:
+            gray = picture.convert("L").resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    except FileNotFoundError:
+        raise InputError("no such file", file=str(path)) from None
+    except UnidentifiedImageError:
+        raise InputError("is not a picture Pillow can read", file=str(path)) from None
+    except OSError as error:
+        raise InputError(f"cannot be read ({error.strerror or error})", file=str(path)) from None
+    X = np.asarray(gray, dtype=np.float64) / 255.0
+    return np.round(1.0 - X if invert else X, 3) + 0.0

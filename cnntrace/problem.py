@@ -169,6 +169,7 @@ class Problem:
         kind is "map" (M, K, h, w), "flat" (M, n), "batch" (M,), "scalar", or the name of
         an input (X, Y, W1, B1, W2, B2) whose given shape the result takes.
         """
+        array = np.asarray(array)
         if kind in ("X", "Y", "W1", "B1", "W2", "B2"):
             return array.reshape(getattr(self, kind).shape)
         if kind == "scalar":
