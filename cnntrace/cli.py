@@ -23,7 +23,7 @@ app = typer.Typer(
     name="cnntrace",
     help="Backpropagation through a small CNN, step by step, with every number shown.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

@@ -1,13 +1,21 @@
 """Random input files for exercises: the same seed always gives the same file.
 
 Numbers are rounded to two decimals so that a student can work through the pass by hand.
+Draws that would make a dull or ambiguous exercise are drawn again (see ``instructive``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cnntrace.network import forward_backward
 from cnntrace.ops import output_size
+from cnntrace.problem import Problem
+
+#: How many draws ``random_input`` makes before it settles for the last one.
+ATTEMPTS = 200
+#: Exercises with at most this many Z1 entries are taken to be worked by hand.
+HAND_SIZED = 256
 
 
 def random_input(
@@ -25,6 +33,26 @@ def random_input(
     2×2 where Z1 allows it, else none.
     """
     rng = np.random.default_rng(seed)
+    for _ in range(ATTEMPTS):
+        data = _draw(rng, size, kernel, filters, batch, X)
+        if instructive(data):
+            break
+    return data
+
+
+def instructive(data: dict) -> bool:
+    """Whether every filter's Z1 has entries on both sides of 0 (so the ReLU shows what it
+    does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
+    rounding would hide their sign)."""
+    problem = Problem.build(**data)
+    Z1 = forward_backward(*problem.general(), pool=problem.pool, pool_stride=problem.pool_stride)["Z1"]
+    per_filter = np.moveaxis(Z1, 1, 0).reshape(problem.K, -1)  # (K, M·h·w)
+    both_signs = per_filter.shape[1] == 1 or all((z > 0).any() and (z < 0).any() for z in per_filter)
+    by_hand = Z1.size <= HAND_SIZED
+    return both_signs and not (by_hand and np.any(np.abs(Z1) < 0.005))
+
+
+def _draw(rng, size, kernel, filters, batch, X) -> dict:
     H, W = size
     kh, kw = kernel
     Ho, Wo = output_size(H, kh, 1), output_size(W, kw, 1)

@@ -393,3 +393,20 @@ def test_help_and_version_do_not_load_numpy_or_rich():
 def test_names_in_json_are_the_stage_names():
     data = json.loads(invoke("step", REFERENCE, "-f", "json").stdout)
     assert [name for section in data.values() for name in section] == list(STAGE)
+
+
+def test_init_draws_exercises_where_the_relu_does_something():
+    from cnntrace.exercise import instructive
+
+    for seed in range(20):
+        data = json.loads(invoke("init", "--seed", str(seed)).stdout)
+        del data["comment"]
+        assert instructive(data), seed
+        Z1 = np.array(run(load_problem_from(data))["Z1"])
+        assert (Z1 > 0).any() and (Z1 < 0).any()
+
+
+def load_problem_from(data):
+    from cnntrace.io import problem_from_dict
+
+    return problem_from_dict(data)
