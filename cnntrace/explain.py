@@ -224,7 +224,10 @@ def _Z1(t: _Pass, m, k, h, w):
             terms.append(Term((t.factor("W1", (k, i, j)), x), "padding" if x.symbol != "X" else ""))
     rows = f"{h * t.s - t.pad}..{h * t.s - t.pad + t.kh - 1}"
     cols = f"{w * t.s - t.pad}..{w * t.s - t.pad + t.kw - 1}"
-    notes = [f"the window over X rows {rows}, columns {cols} (stride {t.s}, padding {t.pad})"]
+    notes = [
+        f"h = {h}, w = {w}, stride s = {t.s}, padding p = {t.pad}: "
+        f"the window over X rows {rows}, columns {cols}"
+    ]
     if t.pad and any(term.note == "padding" for term in terms):
         notes.append("cells outside X are the zero padding")
     formula = "B1 + Σ_i,j W1[i,j]·X[h·s + i − p, w·s + j − p]"
@@ -293,32 +296,39 @@ def _log_A2(t: _Pass, m, one_minus: bool = False) -> Factor:
     return Factor(symbol, t.user_index("Z2", (m,)), float(value))
 
 
+def _mean(t: _Pass) -> tuple[Factor, ...]:
+    """The 1/M of a batch's mean, as a factor; nothing for a single image."""
+    return (Factor("1/M", (), 1.0 / t.M),) if t.problem.batched else ()
+
+
 def _L(t: _Pass):
     terms, notes = [], []
     for m in range(t.M):
         y = t.factor("Y", (m,))
-        mean = Factor("1/M", (), 1.0 / t.M)
         if y.value != 0:
-            terms.append(Term((Factor("−1", (), -1.0), mean, y, _log_A2(t, m))))
+            terms.append(Term((Factor("−1", (), -1.0), *_mean(t), y, _log_A2(t, m))))
         if y.value != 1:
             one_minus_y = Factor("(1 − Y)", y.index, 1.0 - y.value)
-            terms.append(Term((Factor("−1", (), -1.0), mean, one_minus_y, _log_A2(t, m, True))))
+            terms.append(Term((Factor("−1", (), -1.0), *_mean(t), one_minus_y, _log_A2(t, m, True))))
     notes.append("a term whose label weight (Y or 1 − Y) is 0 is left out")
-    formula = "(1/M)·Σ_m (−Y·log(A2) − (1 − Y)·log(1 − A2))"
+    formula = "−Y·log(A2) − (1 − Y)·log(1 − A2)"
+    if t.problem.batched:
+        formula = f"(1/M)·Σ_m ({formula})"
     return formula, terms, None, notes
 
 
 def _dL_dA2(t: _Pass, m):
     y = t.factor("Y", (m,))
     z = float(t.general("Z2")[m])
-    mean = Factor("1/M", (), 1.0 / t.M)
+    mean = _mean(t)
     terms = []
     if y.value != 0:
-        terms.append(Term((Factor("−1", (), -1.0), mean, y, Factor("1/A2", y.index, 1.0 / _sigmoid(z)))))
+        terms.append(Term((Factor("−1", (), -1.0), *mean, y, Factor("1/A2", y.index, 1.0 / _sigmoid(z)))))
     if y.value != 1:
-        terms.append(Term((mean, Factor("(1 − Y)", y.index, 1.0 - y.value),
+        terms.append(Term((*mean, Factor("(1 − Y)", y.index, 1.0 - y.value),
                            Factor("1/(1 − A2)", y.index, 1.0 / _sigmoid(-z)))))  # fmt: skip
-    return "(1/M)·(−Y/A2 + (1 − Y)/(1 − A2))", terms, None, ["a term whose label weight is 0 is left out"]
+    formula = "(1/M)·(−Y/A2 + (1 − Y)/(1 − A2))" if mean else "−Y/A2 + (1 − Y)/(1 − A2)"
+    return formula, terms, None, ["a term whose label weight is 0 is left out"]
 
 
 def _dA2_dZ2(t: _Pass, m):
@@ -328,11 +338,11 @@ def _dA2_dZ2(t: _Pass, m):
 
 
 def _dL_dZ2(t: _Pass, m):
-    mean = Factor("1/M", (), 1.0 / t.M)
+    mean = _mean(t)
     a2, y = t.factor("A2", (m,)), t.factor("Y", (m,))
-    terms = [Term((mean, a2)), Term((Factor("−1", (), -1.0), mean, y))]
+    terms = [Term((*mean, a2)), Term((Factor("−1", (), -1.0), *mean, y))]
     notes = [f"the chain rule dL/dA2·dA2/dZ2 gives the same: A2·(1 − A2) cancels"]
-    return "(A2 − Y)/M", terms, None, notes
+    return "(A2 − Y)/M" if mean else "A2 − Y", terms, None, notes
 
 
 def _dL_dW2(t: _Pass, c):
@@ -406,7 +416,9 @@ def _dL_dW1(t: _Pass, k, i, j):
             for w in range(t.Wo):
                 x = t.x_factor(m, h * t.s + i, w * t.s + j)
                 terms.append(Term((x, t.factor("dL_dZ1", (m, k, h, w))), "padding" if x.symbol != "X" else ""))
-    notes = ["cells outside X are the zero padding"] if any(term.note for term in terms) else []
+    notes = [f"i = {i}, j = {j}, stride s = {t.s}, padding p = {t.pad}"]
+    if any(term.note for term in terms):
+        notes.append("cells outside X are the zero padding")
     return "Σ_h,w X[h·s + i − p, w·s + j − p]·dL/dZ1[h,w]  (conv(X, dL/dZ1))", terms, None, notes
 
 
@@ -420,7 +432,7 @@ def _dL_dX(t: _Pass, m, r, c):
                 i, j = row - h * t.s, col - w * t.s
                 if 0 <= i < t.kh and 0 <= j < t.kw:
                     terms.append(Term((t.factor("dL_dZ1", (m, k, h, w)), t.factor("W1", (k, i, j)))))
-    notes = []
+    notes = [f"r = {r}, c = {c}, stride s = {t.s}, padding p = {t.pad}"]
     if t.pad:
         notes.append(f"X[{r},{c}] is cell [{row},{col}] of the image padded by {t.pad}")
     if not terms:

@@ -217,3 +217,15 @@ def render(trace, view: View = View()) -> RenderableType:
                 )  # fmt: skip
             )
     return Group(*parts)
+
+
+def export(renderable: RenderableType, kind: str, width: int, title: str = "cnntrace") -> str:
+    """The renderable recorded at ``width`` columns as an HTML page (kind "html") or an SVG
+    picture ("svg"), with its colours."""
+    import io
+
+    console = Console(record=True, file=io.StringIO(), width=width, force_terminal=True, color_system="truecolor")
+    console.print(renderable)
+    if kind == "html":
+        return console.export_html(inline_styles=True)
+    return console.export_svg(title=title)
