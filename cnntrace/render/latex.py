@@ -28,7 +28,7 @@ from cnntrace.render.format import number, shape
 
 _TOKEN = re.compile(
     r"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>[A-Za-z]\w*))"
-    r"|(?P<dname>\bd(?P<dnum>[A-Z]\w*)/d(?P<dden>[A-Z]\w*))"
+    r"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>[A-Z][A-Za-z0-9]*))"
     r"|(?P<ident>[A-Za-z][A-Za-z_]*\d*)"
     r"|(?P<number>\d+(?:\.\d+)?)"
     r"|(?P<space>\s+)"
@@ -70,7 +70,7 @@ def _pieces(text: str):
                 yield "math", r"\operatorname{" + word.replace("_", r"\_") + "}"
             elif word == "log":
                 yield "math", r"\log "
-            elif re.fullmatch(r"[A-Z]\d*|lr|[a-z]", word):
+            elif re.fullmatch(r"[A-Z]\d*|lr", word):
                 yield "math", _symbol(word) if word != "lr" else r"\mathrm{lr}"
             else:
                 yield "word", word
@@ -100,18 +100,32 @@ def math(text: str) -> str:
 
 
 def prose(text: str) -> str:
-    """A note in text mode: the words as they are, symbols and formulas in $…$."""
-    out, formula = [], []
-    for kind, latex in _pieces(text):
-        if kind == "math" or (formula and kind in ("punct",) and latex in "()"):
-            formula.append(latex)
-            continue
+    """A note in text mode: the words as they are, symbols and formulas in $…$.
+
+    A parenthesis joins the formula it opens or closes; other punctuation stays text.
+    """
+    pieces = list(_pieces(text))
+    out, formula, depth = [], [], 0
+
+    def flush():
         if formula:
             out.append("$" + "".join(formula).strip() + "$")
-            formula = []
-        out.append(latex)
-    if formula:
-        out.append("$" + "".join(formula).strip() + "$")
+            formula.clear()
+
+    for position, (kind, latex) in enumerate(pieces):
+        following = next((k for k, _ in pieces[position + 1 :] if k != "space"), None)
+        if kind == "punct" and latex == "(" and following == "math":
+            depth += 1
+            formula.append(latex)
+        elif kind == "punct" and latex == ")" and depth:
+            depth -= 1
+            formula.append(latex)
+        elif kind == "math" or (formula and kind == "space" and following == "math"):
+            formula.append(latex)
+        else:
+            flush()
+            out.append(latex)
+    flush()
     return "".join(out)
 
 
