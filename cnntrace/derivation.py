@@ -59,8 +59,7 @@ CHAIN_RULES: tuple[ChainRule, ...] = (
               "flatten only moves entries: each goes back to its place in P1"),
     ChainRule("dL_dA1", "∂L/∂A1 = ∂L/∂P1 · ∂P1/∂A1", "∂L/∂P1 at the max of each window, 0 elsewhere",
               ("dL_dP1",),
-              "each dL/dP1 entry goes to the cell of A1 that won its window (marked * in A1); "
-              "the other cells get 0"),
+              "dL/dP1 goes to the cell of A1 that won each window (marked * in A1), 0 to the others"),
     ChainRule("dA1_dZ1", "∂A1/∂Z1 = ReLU′(Z1)", "1 where Z1 > 0, 0 where Z1 ≤ 0", ("Z1",),
               "the ReLU mask, read from Z1"),
     ChainRule("dL_dZ1", "∂L/∂Z1 = ∂L/∂A1 · ∂A1/∂Z1", "∂L/∂A1 ⊙ ReLU′(Z1)", ("dL_dA1", "dA1_dZ1"),

@@ -156,7 +156,7 @@ def test_markdown_carries_the_table_views_numbers_and_math():
         ("dL/dZ1 ⊙ dA1/dZ1", r"\frac{\partial L}{\partial Z_{1}} \odot  \frac{\partial A_{1}}{\partial Z_{1}}"),
         ("(A2 − Y)·Fᵀ", r"(A_{2} - Y)\cdot F^{\top}"),
         ("conv_transpose(∂L/∂Z1, W1)", r"\operatorname{conv\_transpose}(\frac{\partial L}{\partial Z_{1}}, W_{1})"),
-        ("1 where Z1 > 0", r"1 \text{where }Z_{1} > 0"),
+        ("1 where Z1 > 0", r"1\text{ where }Z_{1} > 0"),
     ],
 )
 def test_latex_math(formula, expected):

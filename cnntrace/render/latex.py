@@ -88,10 +88,13 @@ def math(text: str) -> str:
     out, words = [], []
     for kind, latex in _pieces(text):
         if kind == "word" or (words and kind in ("space", "punct") and latex != "("):
+            if not words and out and out[-1] == " ":  # math mode drops spaces: keep this one
+                out.pop()
+                words.append(" ")
             words.append(latex)
             continue
         if words:
-            out.append(r"\text{" + "".join(words).replace("'", "'") + "}")
+            out.append(r"\text{" + "".join(words) + "}")
             words = []
         out.append(latex if kind != "space" else " ")
     if words:

@@ -15,6 +15,7 @@ from rich import box
 from rich.columns import Columns
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -155,20 +156,24 @@ def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
     lines = []
     if rule.chain:
         left, _, right = rule.chain.partition(" = ")
-        pad = " " * (len(left) + 2)
         lines += [
-            Text.assemble("  ", (left, "italic"), " = ", right),
-            Text(f"{pad} = {rule.simplified_form(trace.problem.batched)}"),
+            Text.assemble((left, "italic"), " = ", right),
+            Text(f"{' ' * len(left)} = {rule.simplified_form(trace.problem.batched)}"),
         ]
     lines += [
-        Text("  with " + ",  ".join(_factor_text(trace, f, precision) for f in rule.factors), style="dim"),
+        Text("with " + ",  ".join(_factor_text(trace, f, precision) for f in rule.factors), style="dim"),
     ]
     if rule.note:
-        lines.append(Text(f"  {rule.note}", style="dim"))
+        lines.append(Text(rule.note, style="dim"))
     if name == "dA1_dZ1":
         mask = np.asarray(trace["dA1_dZ1"])
-        lines.append(Text(f"  {int(mask.sum())} of {mask.size} cells of Z1 are > 0 and pass the gradient", style="dim"))
-    return lines
+        lines.append(Text(f"{int(mask.sum())} of {mask.size} cells of Z1 are > 0 and pass the gradient", style="dim"))
+    return [_indented(line) for line in lines]
+
+
+def _indented(line: Text) -> Padding:
+    """A derivation line, indented under its title; it wraps with the same indent."""
+    return Padding(line, (0, 0, 0, 2), expand=False)
 
 
 def _input_blocks(problem, precision: int) -> list[RenderableType]:
@@ -203,13 +208,13 @@ def render(trace, view: View = View()) -> RenderableType:
                 marks = wins if (wins := pool_wins(trace)).any() else None
                 if marks is not None and name == "A1" and not view.brief:
                     legend = WIN_LEGEND + (WIN_LEGEND_MANY if marks.max() > 1 else "")
-                    derivation.append(Text("  " + legend, style="dim"))
+                    derivation.append(_indented(Text(legend, style="dim")))
             if name == "A1" and not view.brief:
                 mask = np.asarray(trace["dA1_dZ1"])
-                derivation.insert(0, Text(
-                    f"  Z1 > 0 in {int(mask.sum())} of {mask.size} cells: A1 = Z1 there, 0 elsewhere "
+                derivation.insert(0, _indented(Text(
+                    f"Z1 > 0 in {int(mask.sum())} of {mask.size} cells: A1 = Z1 there, 0 elsewhere "
                     "(the ReLU mask dA1/dZ1)", style="dim",
-                ))  # fmt: skip
+                )))  # fmt: skip
             parts.append(
                 matrix_block(
                     stage.symbol, stage.formula(problem.batched), values,
