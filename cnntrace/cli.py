@@ -36,6 +36,15 @@ class Format(str, Enum):
     json = "json"
     ndjson = "ndjson"
     csv = "csv"
+    markdown = "markdown"
+    latex = "latex"
+
+
+class ExplainFormat(str, Enum):
+    """Output formats of ``explain``."""
+
+    table = "table"
+    json = "json"
 
 
 #: The renderer of each format of ``step``: (module, function), imported when used.
@@ -44,6 +53,14 @@ STEP_RENDERERS = {
     Format.json: ("cnntrace.render.json", "render"),
     Format.ndjson: ("cnntrace.render.json", "render_ndjson"),
     Format.csv: ("cnntrace.render.csv", "render"),
+    Format.markdown: ("cnntrace.render.markdown", "render"),
+    Format.latex: ("cnntrace.render.latex", "render"),
+}
+
+#: The renderer of each format of ``explain``.
+EXPLAIN_RENDERERS = {
+    ExplainFormat.table: ("cnntrace.render.explanation", "render_text"),
+    ExplainFormat.json: ("cnntrace.render.explanation", "render_json"),
 }
 
 
@@ -109,6 +126,15 @@ def reported_errors(file: Path | None = None):
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def _full_width(renderable) -> int:
+    """The width that shows ``renderable`` without cutting or wrapping (at least 80)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(file=sys.stdout, width=100_000)
+    return max(80, Measurement.get(wide, wide.options, renderable).maximum)
+
+
 def _table_text(renderable) -> str:
     """The renderable as text for stdout, all at once.
 
@@ -116,13 +142,10 @@ def _table_text(renderable) -> str:
     widest table so that nothing is cut or wrapped.
     """
     from rich.console import Console
-    from rich.measure import Measurement
 
     console = Console(file=sys.stdout)
     if not console.is_terminal:
-        wide = Console(file=sys.stdout, width=100_000)
-        needed = Measurement.get(wide, wide.options, renderable).maximum
-        console = Console(file=sys.stdout, width=max(80, needed))
+        console = Console(file=sys.stdout, width=_full_width(renderable))
     with console.capture() as capture:
         console.print(renderable)
     return capture.get()
@@ -142,6 +165,17 @@ def step(
         None, "--only", metavar="NAME[,NAME…]", show_default=False,
         help="Show only these matrices (e.g. dL_dW1,P1).",
     ),
+    brief: bool = typer.Option(
+        False, "--brief", help="Matrices only: leave out the chain rules and their factors."
+    ),
+    html: Path = typer.Option(
+        None, "--html", metavar="FILE", show_default=False,
+        help="Also save the table view as an HTML page.",
+    ),
+    svg: Path = typer.Option(
+        None, "--svg", metavar="FILE", show_default=False,
+        help="Also save the table view as an SVG picture.",
+    ),
 ) -> None:
     """Run one forward and backward pass on each FILE and show every matrix.
 
@@ -157,19 +191,24 @@ def step(
 
         sys.stdout.write(render_csv.header_many())
     failed = False
+    recorded = []  # the table view of each file, for --html and --svg
     for index, file in enumerate(files):
         view = View(
-            precision=precision, only=names,
+            precision=precision, only=names, brief=brief,
             file=str(file) if several or format is Format.ndjson else None,
         )  # fmt: skip
+        heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
         try:
             with reported_errors(file):
                 from cnntrace.io import load_problem
                 from cnntrace.network import run
 
-                output = render(run(load_problem(file)), view)
+                trace = run(load_problem(file))
+                output = render(trace, view)
+                if html or svg:
+                    table = output if format is Format.table else _renderer(STEP_RENDERERS, Format.table)(trace, view)
+                    recorded += [heading.strip("\n"), table] if heading else [table]
                 if format is Format.table:
-                    heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
                     output = heading + _table_text(output)
         except typer.Exit as exit:
             if exit.exit_code != EXIT_BAD_INPUT:
@@ -178,6 +217,8 @@ def step(
             continue
         sys.stdout.write(output)
         sys.stdout.flush()
+    if recorded:
+        _save_exports(recorded, html, svg, title=", ".join(map(str, files)))
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -318,6 +359,56 @@ def schema() -> None:
     from cnntrace.schema import INPUT_SCHEMA
 
     sys.stdout.write(json.dumps(INPUT_SCHEMA, indent=2, ensure_ascii=False) + "\n")
+
+
+def _save_exports(renderables: list, html: Path | None, svg: Path | None, title: str) -> None:
+    """Save the recorded table view as an HTML page and/or an SVG picture, atomically."""
+    from rich.console import Group
+
+    from cnntrace.io import write_atomic
+    from cnntrace.render.table import export
+
+    view = Group(*renderables)
+    width = _full_width(view)
+    with reported_errors():
+        for path, kind in ((html, "html"), (svg, "svg")):
+            if path is not None:
+                write_atomic(path, export(view, kind, width, title=f"cnntrace step {title}"))
+
+
+@app.command()
+def explain(
+    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
+    term: str = typer.Argument(
+        ..., metavar="TERM", show_default=False,
+        help="One entry of the trace, e.g. dL_dW1[0,1], Z1[2,3], dL/dX[0,0], L.",
+    ),
+    format: ExplainFormat = typer.Option(ExplainFormat.table, "--format", "-f", help="Output format."),
+    precision: int = typer.Option(
+        4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
+    ),
+) -> None:
+    """Show the arithmetic of one entry of the trace, with the actual numbers.
+
+    The last line is the value, as `cnntrace step` shows it. With a batch or several
+    filters the image and filter indices come first, as in the JSON: dL_dW1[1,0,2].
+
+    Example: cnntrace explain samples/reference.json 'dL_dW1[0,1]'
+    """
+    render = _renderer(EXPLAIN_RENDERERS, format)
+    with reported_errors():
+        from cnntrace.explain import explain as explain_term, parse_term
+
+        parse_term(term)  # a bad TERM is reported before the file is read
+    with reported_errors(file):
+        from cnntrace.io import load_problem
+        from cnntrace.network import run
+
+        trace = run(load_problem(file))
+    with reported_errors():
+        output = render(explain_term(trace, term), precision)
+    sys.stdout.write(output)
+    sys.stdout.flush()
 
 
 def main() -> None:

@@ -1,0 +1,102 @@
+"""One entry's arithmetic (a ``cnntrace.explain.Explanation``) as text or as JSON.
+
+    dL/dW1[0,1] = Σ_h,w X[h·s + i − p, w·s + j − p]·dL/dZ1[h,w]  (conv(X, dL/dZ1))
+        X[0,1]·dL/dZ1[0,0]  =  0.0000·0.0000  =  0.0000
+      + X[0,2]·dL/dZ1[0,1]  =  2.0000·0.0000  =  0.0000
+      …
+    dL/dW1[0,1] = -0.4301
+
+The last line is the value, rounded as ``cnntrace step`` rounds it at the same precision.
+"""
+
+from __future__ import annotations
+
+import json
+
+from cnntrace.render.format import number
+
+
+def _numbers(term, precision: int) -> str:
+    """2.0000·(-0.2151): negative factors after the first in parentheses."""
+    texts = [number(factor.value, precision) for factor in term.factors]
+    return "·".join(t if i == 0 or not t.startswith("-") else f"({t})" for i, t in enumerate(texts))
+
+
+def _symbols(term) -> str:
+    return "·".join(factor.label for factor in term.factors)
+
+
+def _applied(explanation, precision: int) -> str | None:
+    """The function applied to the terms, with numbers: max(…), ReLU(…), σ(…), or None."""
+    values = [number(term.value, precision) for term in explanation.terms]
+    total = number(sum(term.value for term in explanation.terms), precision)
+    return {
+        None: None,
+        "max": f"max({', '.join(values)})",
+        "ReLU": f"ReLU({total}) = max({total}, 0)",
+        "step": f"1 if {total} > 0 else 0",
+        "σ": f"σ({total}) = 1 / (1 + e^(−{total}))".replace("−-", ""),
+    }[explanation.function]
+
+
+def render_text(explanation, precision: int = 4) -> str:
+    """The explanation as lines of plain text; the last line is ``LABEL = value``."""
+    label = explanation.label
+    lines = [f"{label} = {explanation.formula}"]
+    terms = explanation.terms
+    symbols = [_symbols(term) for term in terms]
+    numbers = [_numbers(term, precision) for term in terms]
+    width_s = max(map(len, symbols), default=0)
+    width_n = max(map(len, numbers), default=0)
+    width_p = max((len(number(term.value, precision)) for term in terms), default=0)
+    joiner = "  " if explanation.function == "max" else "+ "
+    for position, (term, s, n) in enumerate(zip(terms, symbols, numbers)):
+        sign = "  " if position == 0 else joiner
+        product = f"{number(term.value, precision):>{width_p}}"
+        line = f"  {sign}{s:<{width_s}}"
+        if len(term.factors) > 1:
+            line += f"  =  {n:>{width_n}}  =  {product}"
+        else:
+            line += f"  =  {product}"
+        if term.note:
+            line += f"   ({term.note})"
+        lines.append(line.rstrip())
+    if not terms:
+        lines.append("  (no terms)")
+    if len(terms) > 1 and explanation.function is None:
+        lines.append(f"  {len(terms)} terms")
+    for note in explanation.notes:
+        lines.append(f"  {note}")
+    applied = _applied(explanation, precision)
+    if applied:
+        lines.append(f"{label} = {applied}")
+    lines.append(f"{label} = {number(explanation.value, precision)}")
+    return "\n".join(lines) + "\n"
+
+
+def explanation_dict(explanation) -> dict:
+    """The explanation as plain data: every number at full precision."""
+    return {
+        "term": explanation.label,
+        "name": explanation.name,
+        "index": list(explanation.index),
+        "formula": explanation.formula,
+        "function": explanation.function,
+        "terms": [
+            {
+                "factors": [
+                    {"symbol": f.symbol, "index": list(f.index), "value": f.value} for f in term.factors
+                ],
+                "value": term.value,
+                **({"note": term.note} if term.note else {}),
+            }
+            for term in explanation.terms
+        ],
+        "notes": list(explanation.notes),
+        "value": explanation.value,
+    }
+
+
+def render_json(explanation, precision: int = 4) -> str:
+    """One line of JSON (``precision`` is not used: JSON carries every digit)."""
+    return json.dumps(explanation_dict(explanation), ensure_ascii=False, allow_nan=False) + "\n"

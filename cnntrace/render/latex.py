@@ -1,0 +1,235 @@
+"""The trace as a LaTeX fragment: each matrix as a ``bmatrix`` with its equation, and each
+backward stage's chain rule, for lecture notes and homework.
+
+The fragment goes inside the body of a standard ``article`` that loads ``amsmath``:
+
+    \\documentclass{article}
+    \\usepackage{amsmath}
+    \\begin{document}
+    \\input{trace.tex}
+    \\end{document}
+
+It uses only ASCII, so it compiles with pdflatex as well as with xelatex or lualatex. The
+formulas of network.py and derivation.py are translated by ``math`` and ``prose``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
+from cnntrace.network import STAGE
+from cnntrace.render import View, selected
+from cnntrace.render.format import number, shape
+
+# -- the formula notation, translated ------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>[A-Za-z]\w*))"
+    r"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>[A-Z][A-Za-z0-9]*))"
+    r"|(?P<ident>[A-Za-z][A-Za-z_]*\d*)"
+    r"|(?P<number>\d+(?:\.\d+)?)"
+    r"|(?P<space>\s+)"
+    r"|(?P<other>.)"
+)
+FUNCTIONS = {"conv", "conv_transpose", "reshape", "ReLU", "MaxPool", "flatten", "mean", "max", "route"}
+SYMBOLS = {
+    "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
+    "σ": r"\sigma ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
+    "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
+    "*": r"{*}",
+}  # fmt: skip
+
+
+def _symbol(name: str) -> str:
+    """W1 -> W_{1}; lr -> \\mathrm{lr}."""
+    match = re.fullmatch(r"([A-Z])(\d*)", name)
+    if match:
+        return match[1] + (f"_{{{match[2]}}}" if match[2] else "")
+    return rf"\mathrm{{{name}}}"
+
+
+def _partial(num: str | None, den: str) -> str:
+    top = rf"\partial {_symbol(num)}" if num else r"\partial"
+    return rf"\frac{{{top}}}{{\partial {_symbol(den)}}}"
+
+
+def _pieces(text: str):
+    """Yield ("math", latex) or ("word", text) pieces of a formula or a note."""
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup
+        if kind == "partial":
+            yield "math", _partial(match["num"], match["den"])
+        elif kind == "dname":
+            yield "math", _partial(match["dnum"], match["dden"])
+        elif kind == "ident":
+            word = match[0]
+            if word in FUNCTIONS:
+                yield "math", r"\operatorname{" + word.replace("_", r"\_") + "}"
+            elif word == "log":
+                yield "math", r"\log "
+            elif re.fullmatch(r"[A-Z]\d*|lr", word):
+                yield "math", _symbol(word) if word != "lr" else r"\mathrm{lr}"
+            else:
+                yield "word", word
+        elif kind == "space":
+            yield "space", " "
+        elif kind == "number":
+            yield "math", match[0]
+        elif match[0] != "`":
+            char = match[0]
+            yield ("punct" if char in ",;:.'()" else "math"), SYMBOLS.get(char, char)
+
+
+def math(text: str) -> str:
+    """A formula in math mode: symbols and functions typeset, English words as \\text{}."""
+    out, words = [], []
+    for kind, latex in _pieces(text):
+        if kind == "word" or (words and kind in ("space", "punct") and latex != "("):
+            if not words and out and out[-1] == " ":  # math mode drops spaces: keep this one
+                out.pop()
+                words.append(" ")
+            words.append(latex)
+            continue
+        if words:
+            out.append(r"\text{" + "".join(words) + "}")
+            words = []
+        out.append(latex if kind != "space" else " ")
+    if words:
+        out.append(r"\text{" + "".join(words) + "}")
+    return "".join(out).strip()
+
+
+def prose(text: str) -> str:
+    """A note in text mode: the words as they are, symbols and formulas in $…$.
+
+    A parenthesis joins the formula it opens or closes; other punctuation stays text.
+    """
+    pieces = list(_pieces(text))
+    out, formula, depth = [], [], 0
+
+    def flush():
+        if formula:
+            out.append("$" + "".join(formula).strip() + "$")
+            formula.clear()
+
+    for position, (kind, latex) in enumerate(pieces):
+        following = next((k for k, _ in pieces[position + 1 :] if k != "space"), None)
+        if kind == "punct" and latex == "(" and following == "math":
+            depth += 1
+            formula.append(latex)
+        elif kind == "punct" and latex == ")" and depth:
+            depth -= 1
+            formula.append(latex)
+        elif kind == "math" or (formula and kind == "space" and following == "math"):
+            formula.append(latex)
+        else:
+            flush()
+            out.append(latex)
+    flush()
+    return "".join(out)
+
+
+# -- the fragment --------------------------------------------------------------------------
+
+
+def bmatrix(values: np.ndarray, precision: int, marks: np.ndarray | None = None) -> str:
+    """A 1-D (as one row) or 2-D array as a bmatrix; a won pool cell gets a superscript *."""
+    rows = values.reshape(1, -1) if values.ndim == 1 else values
+    wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
+    lines = []
+    for row, row_wins in zip(rows, wins):
+        cells = [number(float(v), precision) + ("^{*}" * bool(w)) for v, w in zip(row, row_wins)]
+        lines.append(" & ".join(cells))
+    body = " \\\\\n".join(lines)
+    return "\\begin{bmatrix}\n" + body + "\n\\end{bmatrix}"
+
+
+def _equation(symbol: str, equation: str | None) -> str:
+    return math(symbol) + (" = " + math(equation) if equation else "")
+
+
+def _block(trace, name, symbol, equation, values, axes, precision, derivation, marks) -> list[str]:
+    lines = []
+    head = _equation(symbol, equation)
+    if values.ndim == 0:
+        lines.append(f"\\[ {head} = {number(float(values), precision)} \\]")
+        return lines + derivation
+    lines.append(f"\\noindent ${head}$ \\quad (${math(shape(values.shape))}$)")
+    lines += derivation
+    columns = values.shape[-1]
+    if columns > 10:  # amsmath's matrices take 10 columns unless told otherwise
+        lines.append(f"\\setcounter{{MaxMatrixCols}}{{{columns}}}")
+    if not axes:
+        lines.append(f"\\[ {math(symbol)} = {bmatrix(values, precision, marks)} \\]")
+        return lines
+    for index in np.ndindex(values.shape[: len(axes)]):
+        label = ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))
+        entry_marks = None if marks is None else marks[index]
+        lines.append(f"\\[ {math(symbol)}\\ (\\text{{{label}}}) = {bmatrix(values[index], precision, entry_marks)} \\]")
+    return lines
+
+
+def _derivation(trace, name: str, precision: int) -> list[str]:
+    rule = CHAIN_RULE.get(name)
+    if rule is None:
+        return []
+    lines = []
+    if rule.chain:
+        lines.append("\\begin{align*}")
+        left, _, right = rule.chain.partition(" = ")
+        lines.append(f"{math(left)} &= {math(right)} \\\\")
+        lines.append(f"&= {math(rule.simplified_form(trace.problem.batched))}")
+        lines.append("\\end{align*}")
+    factors = []
+    for factor in rule.factors:
+        value = np.asarray(factor_value(trace, factor))
+        symbol = math(factor_symbol(factor))
+        factors.append(
+            f"${symbol} = {number(float(value), precision)}$" if value.ndim == 0
+            else f"${symbol}$ (${math(shape(value.shape))}$)"
+        )  # fmt: skip
+    lines.append("with " + ", ".join(factors) + (f"; {prose(rule.note)}." if rule.note else "."))
+    lines.append("")
+    return lines
+
+
+def render(trace, view: View = View()) -> str:
+    """The selected matrices as a LaTeX fragment (see the module's docstring)."""
+    problem = trace.problem
+    out = [
+        "% cnntrace step: a fragment for the body of an article that loads amsmath",
+        "% (\\usepackage{amsmath}); numbers rounded to "
+        f"{view.precision} decimals.",
+    ]
+    if view.only is None:
+        out.append("\\subsection*{Input}")
+        out.append(
+            f"Stride {problem.stride}, padding {problem.padding}, pool ${problem.pool}\\times "
+            f"{problem.pool}$ with stride {problem.pool_stride}, learning rate {problem.lr:g}."
+        )
+        out.append("")
+        for name in ("X", "Y", "W1", "B1", "W2", "B2"):
+            values = getattr(problem, name)
+            out += _block(trace, name, name, None, values, problem.leading_axes(name), view.precision, [], None)
+            out.append("")
+    titles = {"forward": "Forward pass", "backward": "Backward pass",
+              "update": f"Update: one step of gradient descent, $\\mathrm{{lr}} = {problem.lr:g}$"}  # fmt: skip
+    wins = pool_wins(trace)
+    for section, matrices in selected(trace, view).items():
+        out.append(f"\\subsection*{{{titles[section]}}}")
+        for name, values in matrices.items():
+            stage = STAGE[name]
+            derivation = [] if view.brief else _derivation(trace, name, view.precision)
+            marks = wins if name in ("A1", "dL_dA1") and wins.any() else None
+            if marks is not None and name == "A1" and not view.brief:
+                derivation.append("A $^{*}$ marks the cell that won its pool window: "
+                                  "$\\partial L/\\partial P_{1}$ flows back to it only.")  # fmt: skip
+            out += _block(
+                trace, name, stage.symbol, stage.formula(problem.batched), values,
+                trace.leading_axes(name), view.precision, derivation, marks,
+            )  # fmt: skip
+            out.append("")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,110 @@
+"""The trace as Markdown: pipe tables for the matrices and $…$ math for the equations, which
+GitHub and Jupyter render. Same sections, numbers and chain rules as the table view.
+
+    **dL/dW2** $\\frac{\\partial L}{\\partial W_{2}} = \\ldots$ (4)
+
+    $$\\frac{\\partial L}{\\partial W_{2}} = \\ldots$$
+
+    |   | 0       | 1       | …
+    |--:|--------:|--------:|
+    | 0 | -0.3764 | -0.3764 | …
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
+from cnntrace.network import STAGE
+from cnntrace.render import View, selected
+from cnntrace.render.format import number, shape
+from cnntrace.render.latex import math, prose
+
+SECTION_TITLES = {
+    "forward": "Forward pass",
+    "backward": "Backward pass",
+    "update": "Update: one step of gradient descent, lr = {lr}",
+}
+
+
+def escape(text: str) -> str:
+    """Text with Markdown's special characters escaped, safe in a paragraph or a cell."""
+    for char in "\\`*_[]|<>":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = None) -> list[str]:
+    """A 1-D or 2-D array as a pipe table with its row and column indices."""
+    rows = values.reshape(1, -1) if values.ndim == 1 else values
+    wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
+    header = ([""] if values.ndim == 2 else []) + [str(col) for col in range(rows.shape[1])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("--:" for _ in header) + "|"]
+    for index, (row, row_wins) in enumerate(zip(rows, wins)):
+        cells = [number(float(v), precision) + ("\\*" * bool(w)) for v, w in zip(row, row_wins)]
+        lines.append("| " + " | ".join(([str(index)] if values.ndim == 2 else []) + cells) + " |")
+    return lines
+
+
+def _block(symbol, equation, values, axes, precision, derivation, marks) -> list[str]:
+    head = f"**{escape(symbol)}**" + (f" ${math(symbol)} = {math(equation)}$" if equation else "")
+    if values.ndim == 0:
+        return [f"{head} = **{number(float(values), precision)}**", "", *derivation]
+    lines = [f"{head} ({shape(values.shape)})", "", *derivation]
+    if not axes:
+        return lines + pipe_table(values, precision, marks) + [""]
+    for index in np.ndindex(values.shape[: len(axes)]):
+        label = ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))
+        entry_marks = None if marks is None else marks[index]
+        lines += [f"*{label}*", "", *pipe_table(values[index], precision, entry_marks), ""]
+    return lines
+
+
+def _derivation(trace, name: str, precision: int) -> list[str]:
+    rule = CHAIN_RULE.get(name)
+    if rule is None:
+        return []
+    lines = []
+    if rule.chain:
+        left, _, right = rule.chain.partition(" = ")
+        simplified = math(rule.simplified_form(trace.problem.batched))
+        lines += [f"$${math(left)} = {math(right)} = {simplified}$$", ""]
+    factors = []
+    for factor in rule.factors:
+        value = np.asarray(factor_value(trace, factor))
+        symbol = f"${math(factor_symbol(factor))}$"
+        factors.append(
+            f"{symbol} = {number(float(value), precision)}" if value.ndim == 0
+            else f"{symbol} ({shape(value.shape)})"
+        )  # fmt: skip
+    note = f"; {prose(rule.note)}" if rule.note else ""
+    return lines + [f"with {', '.join(factors)}{note}.", ""]
+
+
+def render(trace, view: View = View()) -> str:
+    """The selected matrices as Markdown (see the module's docstring)."""
+    problem = trace.problem
+    out = []
+    if view.only is None:
+        out += [
+            "### Input", "",
+            f"stride {problem.stride}, padding {problem.padding}, pool {problem.pool}×{problem.pool} "
+            f"with stride {problem.pool_stride}, lr {problem.lr:g}", "",
+        ]  # fmt: skip
+        for name in ("X", "Y", "W1", "B1", "W2", "B2"):
+            values = getattr(problem, name)
+            out += _block(name, None, values, problem.leading_axes(name), view.precision, [], None)
+    wins = pool_wins(trace)
+    for section, matrices in selected(trace, view).items():
+        out += [f"### {SECTION_TITLES[section].format(lr=f'{problem.lr:g}')}", ""]
+        for name, values in matrices.items():
+            stage = STAGE[name]
+            derivation = [] if view.brief else _derivation(trace, name, view.precision)
+            marks = wins if name in ("A1", "dL_dA1") and wins.any() else None
+            if marks is not None and name == "A1" and not view.brief:
+                derivation += [f"\\* won its pool window: {prose('dL/dP1')} flows back to this cell.", ""]
+            out += _block(
+                stage.symbol, stage.formula(problem.batched), values,
+                trace.leading_axes(name), view.precision, derivation, marks,
+            )  # fmt: skip
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,194 @@
+"""The derivation view and the exports: golden table and Markdown views of the reference
+sample, Markdown pipe tables, the LaTeX fragment compiled when a TeX engine is present.
+
+Regenerate the golden files after an intended change of the output with
+
+    CNNTRACE_UPDATE_GOLDEN=1 python -m pytest tests/test_render_exports.py
+
+and read the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import cnntrace
+from cnntrace.io import load_problem
+from cnntrace.network import STAGES, run
+from cnntrace.render import View
+from cnntrace.render import latex, markdown, table
+from tests.inputs import REFERENCE
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("CNNTRACE_UPDATE_GOLDEN") == "1"
+
+
+def reference_trace():
+    return run(load_problem(REFERENCE))
+
+
+def batch_trace():
+    rng = np.random.default_rng(3)
+    return cnntrace.trace(
+        rng.integers(0, 3, size=(2, 6, 6)), [1, 0], rng.normal(size=(2, 3, 3)).round(2), [0.1, -0.1],
+        rng.normal(size=2 * 4).round(2), 0.2, pool=2, pool_stride=1, padding=1, stride=2,
+    )  # fmt: skip
+
+
+def text_at(renderable, width: int) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    with console.capture() as capture:
+        console.print(renderable)
+    return capture.get()
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"no golden file {path}; run with CNNTRACE_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8")
+
+
+# -- the table view ------------------------------------------------------------------------
+
+
+def test_golden_table_view_at_100_columns():
+    check_golden("reference_table_100.txt", text_at(table.render(reference_trace()), 100))
+
+
+def test_golden_markdown():
+    check_golden("reference.md", markdown.render(reference_trace()))
+
+
+def test_chain_rules_and_factors_are_shown_and_brief_hides_them():
+    full = text_at(table.render(reference_trace()), 100)
+    assert "∂L/∂W2 = ∂L/∂A2 · ∂A2/∂Z2 · ∂Z2/∂W2" in full
+    assert "= (A2 − Y)·Fᵀ" in full
+    assert "with dL/dA2 = -1.6661,  dA2/dZ2 = 0.2400,  A2 − Y = -0.3998" in full
+    assert "with A2 − Y = -0.3998,  F = [0.8750, 0.3750, 0.6250, 0.3750]" in full
+    brief = text_at(table.render(reference_trace(), View(brief=True)), 100)
+    assert "∂" not in brief and "\n  with " not in brief
+    assert "dL/dW1 = conv(X, dL/dZ1)   3×3" in brief and "-0.8996" in brief
+
+
+def test_pool_winners_are_marked_in_plain_text():
+    out = text_at(table.render(reference_trace(), View(only=("A1", "dL_dA1"))), 100)
+    # the reference sample's winners: A1[1,0], A1[1,3], A1[2,2], A1[3,1]
+    assert out.count("0.8750*") == 1 and out.count("0.3750*") == 2 and "0.6250*" in out
+    assert "-0.1999*" in out and "-0.2999*" in out
+
+
+def test_overlapping_windows_count_their_wins():
+    peak = np.zeros((3, 3))
+    peak[1, 1] = 1.0
+    trace = cnntrace.trace(peak, 1, [[1.0]], 0.0, [0.5] * 4, 0.0, pool=2, pool_stride=1)
+    out = text_at(table.render(trace, View(only=("A1",))), 100)
+    assert "1.0000*4" in out and "*2: won two windows" in out
+
+
+def test_batch_gets_one_labelled_table_per_image_and_filter():
+    out = text_at(table.render(batch_trace()), 200)
+    for label in ("image 0, filter 0", "image 0, filter 1", "image 1, filter 0", "image 1, filter 1"):
+        assert label in out
+
+
+def test_a_wide_matrix_is_split_into_column_blocks():
+    values = np.arange(30.0).reshape(2, 15) - 7
+    block = table.MatrixBlocks(values, 4)
+    narrow = text_at(block, 60)
+    assert "columns 0–" in narrow and all(len(line) <= 60 for line in narrow.splitlines())
+    for n in range(-7, 23):  # every number still there, none cut
+        assert f"{n:.4f}" in narrow
+    assert "columns" not in text_at(block, 200)
+
+
+# -- Markdown ------------------------------------------------------------------------------
+
+
+def pipe_tables(text: str) -> list[list[str]]:
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+@pytest.mark.parametrize("make", [reference_trace, batch_trace])
+def test_markdown_has_valid_pipe_tables(make):
+    text = markdown.render(make())
+    tables = pipe_tables(text)
+    assert len(tables) >= 15
+    for rows in tables:
+        assert len(rows) >= 3
+        assert re.fullmatch(r"\|(--:\|)+", rows[1])
+        counts = {len(re.findall(r"(?<!\\)\|", row)) for row in rows}
+        assert len(counts) == 1, rows
+
+
+def test_markdown_carries_the_table_views_numbers_and_math():
+    trace = reference_trace()
+    text = markdown.render(trace, View(precision=6))
+    assert "-0.899576" in text  # dL/dW1[0,2] at 6 decimals
+    assert "$$\\frac{\\partial L}{\\partial W_{2}}" in text
+    assert text.count("$") % 2 == 0
+
+
+# -- LaTeX ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "formula, expected",
+    [
+        ("∂L/∂W2", r"\frac{\partial L}{\partial W_{2}}"),
+        ("dL/dZ1 ⊙ dA1/dZ1", r"\frac{\partial L}{\partial Z_{1}} \odot  \frac{\partial A_{1}}{\partial Z_{1}}"),
+        ("(A2 − Y)·Fᵀ", r"(A_{2} - Y)\cdot F^{\top}"),
+        ("conv_transpose(∂L/∂Z1, W1)", r"\operatorname{conv\_transpose}(\frac{\partial L}{\partial Z_{1}}, W_{1})"),
+        ("1 where Z1 > 0", r"1\text{ where }Z_{1} > 0"),
+    ],
+)
+def test_latex_math(formula, expected):
+    assert latex.math(formula) == expected
+
+
+def test_latex_fragment_is_ascii_with_bmatrices():
+    text = latex.render(reference_trace())
+    assert text.isascii()
+    assert text.count("\\begin{bmatrix}") == text.count("\\end{bmatrix}") >= 15
+    assert "-0.8996" in text
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex on this machine")
+@pytest.mark.parametrize("make", [reference_trace, batch_trace])
+def test_latex_fragment_compiles(tmp_path, make):
+    (tmp_path / "trace.tex").write_text(latex.render(make()))
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
+        "\\input{trace.tex}\n\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_every_stage_has_a_title_in_every_export():
+    trace = reference_trace()
+    md, tex = markdown.render(trace), latex.render(trace)
+    for stage in STAGES:
+        assert f"**{markdown.escape(stage.symbol)}**" in md
+        assert latex.math(stage.symbol) in tex
