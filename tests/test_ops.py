@@ -1,0 +1,331 @@
+"""cnntrace.ops, one op at a time: small cases worked on paper, then each forward/backward
+pair against the loop-based oracle in naive.py over shapes drawn by hypothesis."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose, assert_array_equal
+
+from cnntrace import ops
+from tests import naive
+
+ORACLE = {"rtol": 1e-12, "atol": 1e-12}
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
+
+# The 3×3 image and asymmetric 2×2 kernel of the hand-worked convolution cases.
+X_3x3 = np.arange(1.0, 10.0).reshape(1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+W1_2x2 = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+
+
+def conv(X, W1, B1, stride=1, padding=0):
+    return ops.conv2d_forward(X, W1, np.asarray(B1, dtype=float), stride, padding)
+
+
+# -- sizes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "window", "stride", "expected"),
+    [
+        (6, 3, 1, 4),  # the reference 6×6 image and 3×3 filter
+        (4, 2, 2, 2),
+        (5, 2, 2, 2),  # the last row is left over and not used
+        (3, 3, 3, 1),  # the window fits once
+        (7, 3, 2, 3),
+    ],
+)
+def test_output_size_counts_whole_windows(size, window, stride, expected):
+    assert ops.output_size(size, window, stride) == expected
+    assert naive.positions(size, window, stride) == expected
+
+
+# -- convolution --------------------------------------------------------------------------
+
+
+def test_conv_is_cross_correlation_without_kernel_flip():
+    Z1, _ = conv(X_3x3, W1_2x2, [0.0])
+    # Z1[0,0] = 1·1 + 2·2 + 3·4 + 4·5 = 37; a flipped kernel would give 4·1 + 3·2 + 2·4 + 1·5 = 23.
+    assert_array_equal(Z1, [[[[37.0, 47.0], [67.0, 77.0]]]])
+
+
+def test_conv_bias_is_added_to_every_position_of_its_own_filter():
+    W1 = np.stack([W1_2x2[0], np.zeros((2, 2))])  # filter 1 sees nothing but its bias
+    Z1, _ = conv(X_3x3, W1, [0.5, -3.0])
+    assert_array_equal(Z1[0, 0], [[37.5, 47.5], [67.5, 77.5]])
+    assert_array_equal(Z1[0, 1], np.full((2, 2), -3.0))
+
+
+def test_conv_stride_2_padding_1_by_hand():
+    # Xp is X framed by zeros (5×5); windows start at rows/cols 0 and 2.
+    # Z1[0,0] sees only X[0,0]=1 under W1[1,1]=4; Z1[0,1] sees 2, 3 under 3, 4; and so on.
+    Z1, _ = conv(X_3x3, W1_2x2, [0.0], stride=2, padding=1)
+    assert_array_equal(Z1, [[[[4.0, 18.0], [36.0, 77.0]]]])
+
+
+def test_conv_backward_one_hot_gradient_picks_out_one_window():
+    _, cache = conv(X_3x3, W1_2x2, [0.0])
+    dL_dZ1 = np.array([[[[0.0, 1.0], [0.0, 0.0]]]])  # only Z1[0,1] matters
+    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(dL_dZ1, cache)
+    assert_array_equal(dL_dW1, [[[2.0, 3.0], [5.0, 6.0]]])  # the window Z1[0,1] was made from
+    # W1 itself, unflipped, laid where that window lay.
+    assert_array_equal(dL_dX, [[[0.0, 1.0, 2.0], [0.0, 3.0, 4.0], [0.0, 0.0, 0.0]]])
+    assert_array_equal(dL_dB1, [1.0])
+
+
+def test_conv_backward_stride_2_padding_1_by_hand():
+    _, cache = conv(X_3x3, W1_2x2, [0.0], stride=2, padding=1)
+    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(np.ones((1, 1, 2, 2)), cache)
+    # dL/dW1[i,j] = sum of Xp[2h+i, 2w+j]: W1[0,0] meets only X[1,1]=5 (the rest is frame),
+    # W1[0,1] meets 4 and 6, W1[1,0] meets 2 and 8, W1[1,1] meets the four corners.
+    assert_array_equal(dL_dW1, [[[5.0, 10.0], [10.0, 20.0]]])
+    # Each pixel lies in exactly one window; X[r,c] sits at Xp[r+1, c+1] under W1[(r+1)%2, (c+1)%2].
+    assert_array_equal(dL_dX, [[[4.0, 3.0, 4.0], [2.0, 1.0, 2.0], [4.0, 3.0, 4.0]]])
+    assert_array_equal(dL_dB1, [4.0])
+
+
+# -- ReLU ---------------------------------------------------------------------------------
+
+
+def test_relu_forward_and_its_slope_at_zero_is_zero():
+    Z1 = np.array([-2.0, -0.0, 0.0, 1e-300, 3.0])
+    assert_array_equal(ops.relu_forward(Z1), [0.0, 0.0, 0.0, 1e-300, 3.0])
+    assert_array_equal(ops.relu_grad(Z1), [0.0, 0.0, 0.0, 1.0, 1.0])
+
+
+# -- max pooling --------------------------------------------------------------------------
+
+
+def pool_routes(A1, dL_dP1, pool, stride):
+    P1, cache = ops.maxpool_forward(np.asarray(A1, dtype=float)[None, None], pool, stride)
+    dL_dA1 = ops.maxpool_backward(np.asarray(dL_dP1, dtype=float)[None, None], cache)
+    return P1[0, 0], dL_dA1[0, 0], cache
+
+
+def test_maxpool_tie_in_a_flat_window_goes_to_the_top_left_cell():
+    P1, dL_dA1, _ = pool_routes([[1.0, 1.0], [1.0, 1.0]], [[5.0]], pool=2, stride=2)
+    assert_array_equal(P1, [[1.0]])
+    assert_array_equal(dL_dA1, [[5.0, 0.0], [0.0, 0.0]])
+
+
+def test_maxpool_tie_goes_to_the_first_maximum_in_row_major_order():
+    # (0,1) and (1,0) both hold the maximum 2; (0,1) comes first reading row by row.
+    _, dL_dA1, _ = pool_routes([[0.0, 2.0], [2.0, 1.0]], [[5.0]], pool=2, stride=2)
+    assert_array_equal(dL_dA1, [[0.0, 5.0], [0.0, 0.0]])
+
+
+def test_maxpool_routes_each_window_to_its_own_maximum():
+    A1 = [[1, 9, 2, 0], [3, 4, 8, 1], [0, 0, 1, 1], [7, 0, 2, 6]]
+    P1, dL_dA1, _ = pool_routes(A1, [[1.0, 2.0], [3.0, 4.0]], pool=2, stride=2)
+    assert_array_equal(P1, [[9.0, 8.0], [7.0, 6.0]])
+    assert_array_equal(dL_dA1, [[0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0], [3, 0, 0, 4]])
+
+
+def test_overlapping_windows_accumulate_into_a_shared_cell():
+    # pool 2, stride 1: the centre is the maximum of all four windows and gets all four gradients.
+    A1 = [[1.0, 2.0, 1.0], [2.0, 9.0, 2.0], [1.0, 2.0, 1.0]]
+    P1, dL_dA1, cache = pool_routes(A1, [[1.0, 2.0], [3.0, 4.0]], pool=2, stride=1)
+    assert_array_equal(P1, np.full((2, 2), 9.0))
+    assert_array_equal(dL_dA1, [[0, 0, 0], [0, 10.0, 0], [0, 0, 0]])
+    assert_array_equal(ops.pool_mask(cache)[0, 0], [[0, 0, 0], [0, 4.0, 0], [0, 0, 0]])
+
+
+def test_pool_stride_larger_than_pool_skips_cells_that_get_no_gradient():
+    A1 = np.arange(25.0).reshape(5, 5)  # pool 2, stride 3: windows at rows/cols 0-1 and 3-4
+    P1, dL_dA1, _ = pool_routes(A1, np.ones((2, 2)), pool=2, stride=3)
+    assert_array_equal(P1, [[6.0, 9.0], [21.0, 24.0]])
+    assert dL_dA1[2, :].sum() == 0 and dL_dA1[:, 2].sum() == 0
+    assert dL_dA1.sum() == 4.0
+
+
+# -- flatten and dense --------------------------------------------------------------------
+
+
+def test_flatten_order_is_filter_then_row_then_column():
+    P1 = np.array(
+        [[[[100 * k + 10 * r + c for c in range(2)] for r in range(2)] for k in range(2)]]
+    )
+    F = ops.flatten_forward(P1.astype(float))
+    assert_array_equal(F, [[0, 1, 10, 11, 100, 101, 110, 111]])
+    assert_array_equal(ops.flatten_backward(F, P1.shape), P1)
+
+
+def test_dense_forward_and_backward_by_hand():
+    F = np.array([[1.0, 2.0], [3.0, 4.0]])
+    W2, B2 = np.array([1.0, -1.0]), np.array(0.5)
+    assert_array_equal(ops.dense_forward(F, W2, B2), [-0.5, -0.5])
+    dL_dF, dL_dW2, dL_dB2 = ops.dense_backward(np.array([1.0, 2.0]), F, W2)
+    assert_array_equal(dL_dF, [[1.0, -1.0], [2.0, -2.0]])  # dL/dZ2[m]·W2
+    assert_array_equal(dL_dW2, [7.0, 10.0])  # Fᵀ·dL/dZ2 = [1·1 + 3·2, 2·1 + 4·2]
+    assert dL_dB2 == 3.0
+
+
+# -- sigmoid and binary cross-entropy -----------------------------------------------------
+
+
+def test_sigmoid_is_finite_and_warning_free_at_extreme_inputs():
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        A2 = ops.sigmoid(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0]))
+    assert A2[2] == 0.5
+    assert A2[0] == 0.0 and A2[4] == 1.0
+    assert A2[1] == pytest.approx(np.exp(-30.0) / (1 + np.exp(-30.0)), rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize(
+    ("z", "y", "loss"),
+    [
+        (0.0, 1.0, np.log(2.0)),
+        (0.0, 0.3, np.log(2.0)),  # σ(0) = 1/2 whatever the label
+        (500.0, 0.0, 500.0),  # -log(1 - σ(500)) = log(1 + e^500) = 500 + log(1 + e^-500)
+        (-500.0, 1.0, 500.0),
+        # 1 - σ(30) ≈ 9e-14 keeps only a few digits if taken literally
+        (30.0, 0.0, np.log1p(np.exp(30.0))),
+        (-30.0, 1.0, np.log1p(np.exp(30.0))),
+        (30.0, 1.0, np.log1p(np.exp(-30.0))),
+    ],
+)
+def test_bce_loss_matches_the_closed_form_even_when_saturated(z, y, loss):
+    assert ops.bce_loss(np.array([z]), np.array([y])) == pytest.approx(loss, rel=1e-15, abs=0)
+
+
+def test_bce_loss_is_the_mean_over_the_batch():
+    Z2, Y = np.array([0.0, 500.0]), np.array([1.0, 0.0])
+    assert ops.bce_loss(Z2, Y) == pytest.approx((np.log(2.0) + 500.0) / 2, rel=1e-15, abs=0)
+
+
+def test_bce_grad_A2_drops_the_term_whose_label_weight_is_zero():
+    # With Y = 1 the (1 - Y)/(1 - A2) term is 0 even where 1 - A2 underflows to 0; 0·∞ would be NaN.
+    dL_dA2 = ops.bce_grad_A2(np.array([800.0, -800.0]), np.array([1.0, 0.0]))
+    assert_array_equal(dL_dA2, [-0.5, 0.5])  # -1/A2 and 1/(1 - A2), each divided by M = 2
+
+
+def test_bce_sigmoid_backward_is_A2_minus_Y_over_M():
+    A2, Y = np.array([0.5, 0.25, 1.0]), np.array([1.0, 0.0, 0.0])
+    assert_array_equal(ops.bce_sigmoid_backward(A2, Y), [-0.5 / 3, 0.25 / 3, 1.0 / 3])
+
+
+def test_sigmoid_grad_is_A2_times_one_minus_A2():
+    assert_array_equal(ops.sigmoid_grad(np.array([0.0])), [0.25])
+    assert ops.sigmoid_grad(np.array([-1000.0, 1000.0])).tolist() == [0.0, 0.0]
+
+
+# -- against the oracle -------------------------------------------------------------------
+
+
+@st.composite
+def conv_cases(draw):
+    M, K = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride, padding = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, kh - 2 * padding), 7))
+    W = draw(st.integers(max(1, kw - 2 * padding), 7))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    X, W1, B1 = rng.normal(size=(M, H, W)), rng.normal(size=(K, kh, kw)), rng.normal(size=K)
+    return X, W1, B1, stride, padding, rng
+
+
+@PROPERTY
+@given(conv_cases())
+def test_conv_forward_and_backward_match_the_oracle(case):
+    X, W1, B1, stride, padding, rng = case
+    Z1, cache = ops.conv2d_forward(X, W1, B1, stride, padding)
+    assert_allclose(Z1, naive.conv_forward(X, W1, B1, stride, padding), **ORACLE)
+    dL_dZ1 = rng.normal(size=Z1.shape)
+    for got, expected in zip(
+        ops.conv2d_backward(dL_dZ1, cache), naive.conv_backward(dL_dZ1, X, W1, stride, padding)
+    ):
+        assert got.shape == expected.shape
+        assert_allclose(got, expected, **ORACLE)
+
+
+@PROPERTY
+@given(conv_cases())
+def test_conv_backward_is_the_adjoint_of_the_forward_map(case):
+    # Z1 - B1 is linear in X and in W1, so <conv(X, W1), G> = <X, dL/dX> = <W1, dL/dW1>
+    # for dL/dZ1 = G: an identity that holds whatever the loop structure.
+    X, W1, B1, stride, padding, rng = case
+    Z1, cache = ops.conv2d_forward(X, W1, np.zeros_like(B1), stride, padding)
+    G = rng.normal(size=Z1.shape)
+    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(G, cache)
+    inner = np.sum(Z1 * G)
+    assert np.sum(X * dL_dX) == pytest.approx(inner, rel=1e-10, abs=1e-10)
+    assert np.sum(W1 * dL_dW1) == pytest.approx(inner, rel=1e-10, abs=1e-10)
+    assert_allclose(dL_dB1, G.sum(axis=(0, 2, 3)), **ORACLE)
+
+
+@PROPERTY
+@given(
+    st.integers(1, 2), st.integers(1, 2), st.integers(1, 3), st.integers(1, 3),
+    st.integers(0, 4), st.integers(0, 4), st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_maxpool_matches_the_oracle_with_many_ties(M, K, pool, stride, extra_h, extra_w, seed):
+    # Values from {-1, 0, 1, 2} make ties in most windows, so the tie rule decides the routing;
+    # pool_stride < pool makes windows overlap.
+    rng = np.random.default_rng(seed)
+    A1 = rng.integers(-1, 3, size=(M, K, pool + extra_h, pool + extra_w)).astype(float)
+    P1, cache = ops.maxpool_forward(A1, pool, stride)
+    assert_array_equal(P1, naive.maxpool_forward(A1, pool, stride))
+    dL_dP1 = rng.normal(size=P1.shape)
+    assert_allclose(
+        ops.maxpool_backward(dL_dP1, cache),
+        naive.maxpool_backward(dL_dP1, A1, pool, stride),
+        **ORACLE,
+    )
+    wins = naive.maxpool_backward(np.ones(P1.shape), A1, pool, stride)
+    assert_array_equal(ops.pool_mask(cache), wins)
+
+
+@PROPERTY
+@given(
+    st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_flatten_dense_and_loss_match_the_oracle(M, K, Hp, Wp, seed):
+    rng = np.random.default_rng(seed)
+    P1 = rng.normal(size=(M, K, Hp, Wp))
+    F = ops.flatten_forward(P1)
+    assert_array_equal(F, naive.flatten_forward(P1))
+    W2, B2 = rng.normal(size=F.shape[1]), np.array(rng.normal())
+    Z2 = ops.dense_forward(F, W2, B2) * rng.choice([1.0, 10.0, 30.0])  # reach into saturation
+    assert_allclose(ops.dense_forward(F, W2, B2), naive.dense_forward(F, W2, B2), **ORACLE)
+    # Labels at 0 and 1 exercise the dropped terms of dL/dA2.
+    Y = np.where(rng.uniform(size=M) < 0.5, rng.integers(0, 2, size=M), rng.uniform(size=M))
+    A2 = ops.sigmoid(Z2)
+    assert_allclose(A2, [naive.sigmoid(z) for z in Z2], **ORACLE)
+    assert ops.bce_loss(Z2, Y) == pytest.approx(naive.bce_loss(Z2, Y), rel=1e-12, abs=1e-12)
+    assert_allclose(ops.bce_grad_A2(Z2, Y), naive.bce_grad_A2(Z2, Y), **ORACLE)
+    assert_allclose(ops.sigmoid_grad(Z2), naive.sigmoid_grad(Z2), **ORACLE)
+    dL_dZ2 = ops.bce_sigmoid_backward(A2, Y)
+    for got, expected in zip(
+        ops.dense_backward(dL_dZ2, F, W2), naive.dense_backward(dL_dZ2, F, W2)
+    ):
+        assert_allclose(got, expected, **ORACLE)
+    assert_allclose(ops.flatten_backward(F, P1.shape), naive.flatten_backward(F, P1.shape))
+
+
+# -- purity -------------------------------------------------------------------------------
+
+
+def test_ops_never_write_into_their_arguments():
+    rng = np.random.default_rng(7)
+    X, W1, B1 = rng.normal(size=(2, 5, 5)), rng.normal(size=(2, 3, 2)), rng.normal(size=2)
+    W2, B2, Y = rng.normal(size=8), np.array(0.3), np.array([0.0, 1.0])
+    inputs = [X, W1, B1, W2, B2, Y]
+    before = [a.copy() for a in inputs]
+
+    Z1, conv_cache = ops.conv2d_forward(X, W1, B1, 1, 1)
+    A1 = ops.relu_forward(Z1)
+    P1, pool_cache = ops.maxpool_forward(A1, 3, 2)
+    F = ops.flatten_forward(P1)
+    Z2 = ops.dense_forward(F, W2, B2)
+    A2 = ops.sigmoid(Z2)
+    saved = [a.copy() for a in (Z1, A1, P1, F, Z2, A2)]
+    ops.bce_loss(Z2, Y), ops.bce_grad_A2(Z2, Y), ops.sigmoid_grad(Z2)
+    dL_dZ2 = ops.bce_sigmoid_backward(A2, Y)
+    dL_dF, _, _ = ops.dense_backward(dL_dZ2, F, W2)
+    dL_dP1 = ops.flatten_backward(dL_dF, P1.shape)
+    dL_dA1 = ops.maxpool_backward(dL_dP1, pool_cache)
+    ops.conv2d_backward(dL_dA1 * ops.relu_grad(Z1), conv_cache)
+
+    for original, now in zip(before + saved, inputs + [Z1, A1, P1, F, Z2, A2]):
+        assert_array_equal(now, original)

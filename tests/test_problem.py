@@ -1,0 +1,231 @@
+"""cnntrace.problem: which inputs Problem.build accepts, and the InputError (with the key
+the user must fix) for each it refuses."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cnntrace.errors import CnntraceError, InputError
+from cnntrace.problem import Problem
+
+
+def inputs(**changed):
+    """The seeds' reference problem (6×6 X, 3×3 W1, pool 2 → W2 of 4), with some values changed."""
+    values = {
+        "X": np.arange(36.0).reshape(6, 6) / 36, "Y": 1.0, "W1": np.ones((3, 3)) / 9, "B1": 0.0,
+        "W2": [0.1, 0.2, 0.3, 0.4], "B2": 0.0,
+    }  # fmt: skip
+    return {**values, **changed}
+
+
+def refused(**changed) -> InputError:
+    with pytest.raises(InputError) as raised:
+        Problem.build(**inputs(**changed))
+    assert isinstance(raised.value, CnntraceError)
+    return raised.value
+
+
+def test_the_reference_problem_is_accepted_with_the_default_options():
+    problem = Problem.build(**inputs())
+    options = (problem.stride, problem.padding, problem.pool, problem.pool_stride, problem.lr)
+    assert options == (1, 0, 2, 2, 0.1)
+    assert (problem.M, problem.K, problem.batched, problem.multi_filter) == (1, 1, False, False)
+    assert problem.X.dtype == np.float64 and problem.W2.shape == (4,)
+
+
+# -- the arrays ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X",
+    [[1.0, 2.0, 3.0], np.zeros((1, 1, 6, 6)), 5.0, [], [[]], np.zeros((2, 0, 6))],
+    ids=["a list", "4 axes", "a number", "empty", "empty rows", "empty batch rows"],
+)
+def test_X_must_be_a_nonempty_image_or_batch(X):
+    assert refused(X=X).key == "X"
+
+
+@pytest.mark.parametrize(
+    "X", [[[1.0, 2.0], [3.0]], [["a", "b"]], {"rows": 2}], ids=["ragged", "text", "a dict"]
+)
+def test_X_must_be_a_rectangular_array_of_numbers(X):
+    assert refused(X=X).key == "X"
+
+
+@pytest.mark.parametrize(
+    "W1",
+    [[1.0, 2.0], np.ones((1, 1, 3, 3)), [], np.zeros((2, 0, 3))],
+    ids=["a list", "4 axes", "empty", "empty filters"],
+)
+def test_W1_must_be_a_nonempty_filter_or_stack_of_filters(W1):
+    assert refused(W1=W1).key == "W1"
+
+
+@pytest.mark.parametrize(
+    ("X_shape", "W1_shape"),
+    [((2, 2), (3, 3)), ((3, 2), (1, 3)), ((2, 5), (3, 1))],
+    ids=["both", "wide", "tall"],
+)
+def test_a_kernel_larger_than_the_image_is_refused(X_shape, W1_shape):
+    error = refused(X=np.ones(X_shape), W1=np.ones(W1_shape), pool=1, W2=[1.0])
+    assert error.key == "W1"
+
+
+def test_padding_that_makes_the_kernel_fit_is_accepted():
+    # 2×2 framed by 1 zero is 4×4: the 3×3 kernel fits, Z1 is 2×2, pool 2 leaves a single P1.
+    problem = Problem.build(**inputs(X=np.ones((2, 2)), W2=[1.0]), padding=1)
+    assert problem.padding == 1
+
+
+@pytest.mark.parametrize(("W1_shape", "pool"), [((5, 5), 3), ((5, 4), 3)], ids=["Z1 2×2", "Z1 2×3"])
+def test_a_pool_window_larger_than_Z1_is_refused(W1_shape, pool):
+    error = refused(W1=np.ones(W1_shape), W2=[1.0], pool=pool)
+    assert error.key == "pool"
+
+
+def test_a_pool_window_as_large_as_Z1_is_accepted():
+    assert Problem.build(**inputs(W1=np.ones((5, 4)), W2=[1.0]), pool=2).pool == 2
+
+
+@pytest.mark.parametrize(
+    "W2",
+    [[0.1, 0.2, 0.3], [0.1] * 5, np.ones((2, 2)), np.ones((4, 2)), 0.5],
+    ids=["3", "5", "2×2", "4×2", "number"],
+)
+def test_W2_of_the_wrong_size_is_refused_and_the_message_gives_the_right_length(W2):
+    error = refused(W2=W2)
+    assert error.key == "W2"
+    assert "expected 4 " in error.message
+
+
+def test_W2_length_follows_the_number_of_filters():
+    # Two filters double F: 2 × 2×2 = 8.
+    error = refused(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0])
+    assert error.key == "W2" and "expected 8 " in error.message
+    assert Problem.build(**inputs(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0], W2=np.ones(8))).K == 2
+
+
+@pytest.mark.parametrize(
+    ("W1", "B1"),
+    [
+        (np.ones((2, 3, 3)), 0.0),  # one number for two filters
+        (np.ones((2, 3, 3)), [0.0, 0.0, 0.0]),
+        (np.ones((3, 3)), [0.0, 0.0]),
+        (np.ones((2, 3, 3)), [[0.0, 0.0], [0.0, 0.0]]),
+    ],
+    ids=["number for 2", "3 for 2", "2 for 1", "2×2 for 2"],
+)
+def test_B1_must_hold_one_bias_per_filter(W1, B1):
+    error = refused(W1=W1, B1=B1, W2=np.ones(4 * (W1.shape[0] if W1.ndim == 3 else 1)))
+    assert error.key == "B1"
+
+
+@pytest.mark.parametrize("B2", [[0.0, 1.0], [[0.0], [1.0]], [], np.zeros((1, 1, 1, 2))])
+def test_B2_must_be_a_single_number(B2):
+    assert refused(B2=B2).key == "B2"
+
+
+@pytest.mark.parametrize(
+    ("X_shape", "Y"),
+    [((3, 6, 6), [1.0, 0.0]), ((2, 6, 6), 1.0), ((2, 6, 6), [[1.0, 0.0]]), ((6, 6), [1.0, 0.0])],
+    ids=["2 labels for 3 images", "a number for 2 images", "a 1×2 matrix", "2 labels for 1 image"],
+)
+def test_Y_must_hold_one_label_per_image(X_shape, Y):
+    assert refused(X=np.ones(X_shape), Y=Y).key == "Y"
+
+
+@pytest.mark.parametrize(
+    "Y", [1.5, -0.1, [0.0, 1.0, 1.0001]], ids=["above", "below", "one of a batch"]
+)
+def test_labels_must_lie_in_0_to_1(Y):
+    X = np.ones((3, 6, 6)) if isinstance(Y, list) else np.ones((6, 6))
+    assert refused(X=X, Y=Y).key == "Y"
+
+
+@pytest.mark.parametrize("Y", [0.0, 1.0, 0.25, [1.0], [0.0, 1.0, 0.5]])
+def test_labels_at_and_between_0_and_1_are_accepted(Y):
+    X = np.ones((3, 6, 6)) if np.size(Y) == 3 else np.ones((6, 6))
+    assert Problem.build(**inputs(X=X, Y=Y)).Y.size == np.size(Y)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", ["X", "Y", "W1", "B1", "W2", "B2"])
+def test_NaN_or_infinity_anywhere_is_refused_under_its_key(key, bad):
+    value = np.array(inputs()[key], dtype=float)
+    value.flat[-1] = bad
+    error = refused(**{key: value})
+    assert error.key == key
+
+
+# -- the options --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("stride", 0), ("stride", -1), ("pool", 0), ("pool_stride", 0), ("padding", -1),
+        ("stride", 1.5), ("padding", 0.5), ("pool", 1.5), ("pool_stride", 2.5),
+        ("stride", True), ("padding", False), ("pool", True), ("pool_stride", True),
+        ("stride", "2"), ("pool", None), ("stride", math.nan), ("padding", math.inf),
+    ],
+)  # fmt: skip
+def test_sizes_must_be_whole_numbers_in_range(option, value):
+    with pytest.raises(InputError) as raised:
+        Problem.build(**inputs(), **{option: value})
+    assert raised.value.key == option
+
+
+@pytest.mark.parametrize("lr", [0, 0.0, -0.1, math.nan, math.inf, True, False, "0.1", None])
+def test_lr_must_be_a_positive_finite_number(lr):
+    with pytest.raises(InputError) as raised:
+        Problem.build(**inputs(), lr=lr)
+    assert raised.value.key == "lr"
+
+
+def test_integral_floats_and_numpy_integers_are_accepted_as_sizes():
+    # 8×8 framed by 1 is 10×10; the 3×3 kernel at stride 2 gives Z1 4×4 and pool 2 P1 2×2.
+    sizes = {"stride": 2.0, "padding": np.int64(1), "pool": 2.0, "pool_stride": np.float64(2.0)}
+    problem = Problem.build(**inputs(X=np.ones((8, 8))), **sizes)
+    built = (problem.stride, problem.padding, problem.pool, problem.pool_stride)
+    assert built == (2, 1, 2, 2)
+    assert all(type(size) is int for size in built)
+
+
+def test_pool_stride_defaults_to_pool():
+    assert Problem.build(**inputs(W2=[1.0]), pool=3).pool_stride == 3
+    assert Problem.build(**inputs(W2=np.ones(9)), pool=2, pool_stride=1).pool_stride == 1
+
+
+def test_lr_is_stored_as_a_float():
+    problem = Problem.build(**inputs(), lr=1)
+    assert problem.lr == 1.0 and type(problem.lr) is float
+
+
+# -- general shapes and back --------------------------------------------------------------
+
+
+def test_general_shapes_add_the_image_and_filter_axes():
+    general = Problem.build(**inputs(W2=np.ones((4, 1)), B2=[[0.5]])).general()
+    shapes = [array.shape for array in general]
+    assert shapes == [(1, 6, 6), (1,), (1, 3, 3), (1,), (4,), ()]  # X, Y, W1, B1, W2, B2
+
+
+def test_general_returns_copies_that_leave_the_problem_untouched():
+    problem = Problem.build(**inputs())
+    X, *_ = problem.general()
+    X[0, 0, 0] = 99.0
+    assert problem.X[0, 0] == 0.0
+
+
+def test_present_drops_the_axes_the_user_did_not_write():
+    single = Problem.build(**inputs())
+    assert single.present("map", np.zeros((1, 1, 4, 4))).shape == (4, 4)
+    assert single.present("flat", np.zeros((1, 4))).shape == (4,)
+    assert single.present("batch", np.zeros(1)).shape == ()
+    three_filters = {"W1": np.ones((3, 3, 3)), "B1": [0.0] * 3, "W2": np.ones(12)}
+    batch = Problem.build(**inputs(X=np.ones((2, 6, 6)), Y=[0.0, 1.0], **three_filters))
+    assert batch.present("map", np.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)
+    assert batch.present("flat", np.zeros((2, 12))).shape == (2, 12)
+    assert batch.present("batch", np.zeros(2)).shape == (2,)
+    assert batch.leading_axes("map") == ("image", "filter")
