@@ -45,7 +45,10 @@ def instructive(data: dict) -> bool:
     does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
     rounding would hide their sign)."""
     problem = Problem.build(**data)
-    Z1 = forward_backward(*problem.general(), pool=problem.pool, pool_stride=problem.pool_stride)["Z1"]
+    Z1 = forward_backward(
+        *problem.general(), stride=problem.stride, padding=problem.padding,
+        pool=problem.pool, pool_stride=problem.pool_stride,
+    )["Z1"]  # fmt: skip
     per_filter = np.moveaxis(Z1, 1, 0).reshape(problem.K, -1)  # (K, M·h·w)
     both_signs = per_filter.shape[1] == 1 or all((z > 0).any() and (z < 0).any() for z in per_filter)
     by_hand = Z1.size <= HAND_SIZED

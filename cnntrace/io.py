@@ -184,6 +184,14 @@ def load_problem(path: str | Path):
         raise error.in_file(str(path)) from None
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
@@ -198,7 +206,9 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     directory = path.parent if str(path.parent) else Path(".")
     try:
-        mode = path.stat().st_mode & 0o777 if path.exists() else None
+        # A new file gets the usual permissions (0666 less the umask), not mkstemp's 0600;
+        # a file that is replaced keeps its own.
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
         raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
@@ -207,8 +217,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException as error:
         try:

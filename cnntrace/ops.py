@@ -77,8 +77,9 @@ def conv2d_backward(dL_dZ1, cache: ConvCache):
     X_padded, W1, stride, padding = cache
     K, kh, kw = W1.shape
     _, _, Ho, Wo = dL_dZ1.shape
-    dL_dXp = np.zeros_like(X_padded)
-    dL_dW1 = np.empty_like(W1)
+    # float64 whatever the inputs' dtype: integer arrays would truncate the gradients
+    dL_dXp = np.zeros(X_padded.shape)
+    dL_dW1 = np.empty(W1.shape)
     for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
         X_slice = X_padded[:, window[0], window[1]]
         dL_dW1[:, i, j] = np.einsum("mkhw,mhw->k", dL_dZ1, X_slice)
@@ -195,8 +196,11 @@ def bce_loss(Z2, Y):
         max(Z2, 0) - Z2·Y + log(1 + exp(-|Z2|))
 
     which never takes the log of 0, so a saturated sigmoid still gives a finite loss.
+    Each image's share is divided by M before the sum, which cannot overflow where the
+    mean itself fits in float64.
     """
-    return np.mean(np.maximum(Z2, 0.0) - Z2 * Y + np.log1p(np.exp(-np.abs(Z2))))
+    losses = np.maximum(Z2, 0.0) - Z2 * Y + np.log1p(np.exp(-np.abs(Z2)))
+    return np.sum(losses / Z2.shape[0])
 
 
 def bce_grad_A2(Z2, Y):

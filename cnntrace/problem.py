@@ -27,7 +27,11 @@ def _shape(shape) -> str:
 
 def _array(key: str, value) -> np.ndarray:
     try:
-        array = np.array(value, dtype=np.float64)
+        given = np.asarray(value)
+        # Strings and booleans would convert ("1" -> 1.0, True -> 1.0); numbers only.
+        if given.dtype.kind not in "iuf":
+            raise TypeError
+        array = np.array(given, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError("expected numbers in a rectangular array", key=key) from None
     if not np.all(np.isfinite(array)):
@@ -124,7 +128,8 @@ class Problem:
 
         _vector("B1", B1, K, "bias" if K == 1 else "biases, one per filter")
         _vector("B2", B2, 1, "number")
-        _vector("W2", W2, n, f"weights, one per entry of F ({K} filter{'s' * (K > 1)} × {_shape(P1_shape)})")
+        per_entry = f"one per entry of F ({K} filter{'s' * (K > 1)} × {_shape(P1_shape)})"
+        _vector("W2", W2, n, f"weight{'s' * (n > 1)}, {per_entry}")
         if X.ndim == 3 and not (Y.ndim == 1 and Y.shape[0] == M):
             raise InputError(f"expected a list of {M} labels, one per image of X, found shape {_shape(Y.shape)}", key="Y")
         _vector("Y", Y, M, "label")

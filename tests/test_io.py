@@ -224,3 +224,22 @@ def test_write_atomic_into_a_missing_directory_names_the_file(tmp_path):
 
     with pytest.raises(OutputError, match="cannot be written"):
         write_atomic(tmp_path / "absent" / "out.json", "x")
+
+
+def test_write_atomic_gives_a_new_file_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from cnntrace.io import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "new.json", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o644
+    existing = tmp_path / "private.json"
+    existing.write_text("old")
+    existing.chmod(0o600)
+    write_atomic(existing, "new")
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600

@@ -329,3 +329,23 @@ def test_ops_never_write_into_their_arguments():
 
     for original, now in zip(before + saved, inputs + [Z1, A1, P1, F, Z2, A2]):
         assert_array_equal(now, original)
+
+
+def test_integer_inputs_give_float_gradients():
+    # The gradient arrays must not take the inputs' dtype: int64 would truncate them to 0.
+    X = np.array([[[0.5, 1.0, 0.25], [0.75, 0.1, 0.3], [0.2, 0.9, 0.6]]])
+    W1 = np.array([[[1, 2], [3, 4]]])
+    dZ1 = np.full((1, 1, 2, 2), 0.1)
+    for X_given, W1_given in ((X, W1), (np.array([[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]), W1)):
+        _, cache = ops.conv2d_forward(X_given, W1_given, np.array([0.0]))
+        dX, dW1, _ = ops.conv2d_backward(dZ1, cache)
+        _, float_cache = ops.conv2d_forward(X_given.astype(float), W1_given.astype(float), np.array([0.0]))
+        expected = ops.conv2d_backward(dZ1, float_cache)
+        assert dX.dtype == dW1.dtype == np.float64
+        assert_allclose(dW1, expected[1], rtol=1e-15)
+        assert_allclose(dX, expected[0], rtol=1e-15)
+
+
+def test_mean_loss_of_huge_losses_does_not_overflow():
+    # Two losses of 1e308 each: their mean fits in float64, their sum does not.
+    assert ops.bce_loss(np.array([1e308, 1e308]), np.array([0.0, 0.0])) == 1e308

@@ -229,3 +229,23 @@ def test_present_drops_the_axes_the_user_did_not_write():
     assert batch.present("flat", np.zeros((2, 12))).shape == (2, 12)
     assert batch.present("batch", np.zeros(2)).shape == (2,)
     assert batch.leading_axes("map") == ("image", "filter")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("X", [["1", "2"], ["3", "4"]]), ("W1", [[True]]), ("B1", "0"), ("Y", "1"), ("W2", [None] * 4)],
+)
+def test_strings_booleans_and_none_inside_arrays_are_refused(key, value):
+    inputs = {
+        "X": [[0.1, 0.2], [0.3, 0.4]], "Y": 1, "W1": [[0.5]], "B1": 0.0,
+        "W2": [0.1] * 4, "B2": 0.0, "pool": 1,
+    }  # fmt: skip
+    inputs[key] = value
+    with pytest.raises(InputError) as caught:
+        Problem.build(**inputs)
+    assert caught.value.key == key
+
+
+def test_a_single_weight_is_named_in_the_singular():
+    with pytest.raises(InputError, match="expected 1 weight, one per entry"):
+        Problem.build([[0.1, 0.2], [0.3, 0.4]], 1, [[0.5, 0.5], [0.5, 0.5]], 0.0, [0.1, 0.2], 0.0, pool=1)
