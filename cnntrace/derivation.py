@@ -33,9 +33,18 @@ class ChainRule(NamedTuple):
     factors: tuple[str, ...]  # the values that go into it: stage names, inputs, "A2 − Y", "lr"
     note: str = ""  # prose: why it simplifies, where the gradient flows
     batch_simplified: str | None = None  # where a batch of M changes the simplified form
+    padded_simplified: str | None = None  # where padding changes it
+    padded_note: str = ""  # added to the note when X is padded
 
-    def simplified_form(self, batched: bool) -> str:
-        return self.batch_simplified if batched and self.batch_simplified else self.simplified
+    def simplified_form(self, problem) -> str:
+        if problem.padding and self.padded_simplified:
+            return self.padded_simplified
+        return self.batch_simplified if problem.batched and self.batch_simplified else self.simplified
+
+    def note_for(self, problem) -> str:
+        if problem.padding and self.padded_note:
+            return f"{self.note}; {self.padded_note.format(p=problem.padding)}"
+        return self.note
 
 
 CHAIN = "∂L/∂A2 · ∂A2/∂Z2"
@@ -67,10 +76,15 @@ CHAIN_RULES: tuple[ChainRule, ...] = (
     ChainRule("dL_dB1", "∂L/∂B1 = " + CONV_CHAIN + " · ∂Z1/∂B1", "Σ ∂L/∂Z1", ("dL_dZ1",),
               "∂Z1/∂B1 = 1 at every position of Z1"),
     ChainRule("dL_dW1", "∂L/∂W1 = " + CONV_CHAIN + " · ∂Z1/∂W1", "conv(X, ∂L/∂Z1)", ("X", "dL_dZ1"),
-              "each entry of dL/dW1 is a sum of products of X and dL/dZ1 (see `cnntrace explain`)"),
+              "each entry of dL/dW1 is a sum of products of X and dL/dZ1 (see `cnntrace explain`)",
+              padded_simplified="conv(pad(X), ∂L/∂Z1)",
+              padded_note="pad(X) is X inside a border of zeros {p} wide, which add nothing"),
     ChainRule("dL_dX", "∂L/∂X = " + CONV_CHAIN + " · ∂Z1/∂X", "conv_transpose(∂L/∂Z1, W1)",
               ("dL_dZ1", "W1"),
-              "each dL/dZ1 entry is sent back to the cells of X its window covered, times W1"),
+              "each dL/dZ1 entry is sent back to the cells of X its window covered, times W1",
+              padded_simplified="conv_transpose(∂L/∂Z1, W1) without its border",
+              padded_note=("the windows also covered the padding, a border {p} wide: "
+                           "its share, the border of ∂L/∂pad(X) below, is dropped")),
     *(
         ChainRule(p, "", "", (p, "lr", f"dL_d{p}"), f"{p} on the right is the input's, before the step")
         for p in ("W1", "B1", "W2", "B2")
@@ -94,6 +108,19 @@ def factor_value(trace, name: str) -> np.ndarray:
     if name in INPUTS:
         return getattr(problem, name)
     return trace[name]
+
+
+def padded_gradient(trace) -> np.ndarray:
+    """∂L/∂pad(X): what conv_transpose sends back to every cell of the padded image, its
+    padding border included, in X's shape grown by the padding on every side."""
+    problem = trace.problem
+    X_padded = np.pad(problem.general()[0], ((0, 0), *[(problem.padding, problem.padding)] * 2))
+    W1 = problem.general()[2]
+    dL_dZ1 = np.asarray(trace["dL_dZ1"])
+    dL_dZ1 = dL_dZ1.reshape(problem.M, problem.K, *dL_dZ1.shape[-2:])
+    # The backward pass of a convolution over the padded image with no padding of its own.
+    dL_dXp, _, _ = ops.conv2d_backward(dL_dZ1, ops.ConvCache(X_padded, W1, problem.stride, 0))
+    return dL_dXp.reshape(*problem.X.shape[:-2], *X_padded.shape[-2:])
 
 
 def pool_wins(trace) -> np.ndarray:

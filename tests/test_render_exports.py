@@ -192,3 +192,26 @@ def test_every_stage_has_a_title_in_every_export():
     for stage in STAGES:
         assert f"**{markdown.escape(stage.symbol)}**" in md
         assert latex.math(stage.symbol) in tex
+
+
+def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
+    from cnntrace.derivation import padded_gradient
+    from cnntrace.network import trace as run_trace
+
+    rng = np.random.default_rng(5)
+    t = run_trace(rng.normal(size=(2, 4, 5)), [1, 0], rng.normal(size=(2, 3, 3)), [0.1, -0.1],
+                  rng.normal(size=2 * 2 * 2), 0.0, padding=1)  # fmt: skip
+    padded = padded_gradient(t)
+    assert padded.shape == (2, 6, 7)
+    # Inside the border it is dL/dX; the border is what the windows sent to the padding.
+    np.testing.assert_array_equal(padded[:, 1:-1, 1:-1], t["dL_dX"])
+    assert np.abs(padded[:, 0, :]).sum() > 0
+    out = text_at(table.render(t, View(only=("dL_dX", "dL_dW1"))), 140)
+    assert "= conv(pad(X), ∂L/∂Z1)" in out
+    assert "= conv_transpose(∂L/∂Z1, W1) without its border" in out
+    assert "∂L/∂pad(X)   2×6×7" in out
+    assert "rows −1…−1 and 4…4, columns −1…−1 and 5…5" in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("-1 "))
+    assert header.split() == ["-1", "0", "1", "2", "3", "4", "5"]
+    brief = text_at(table.render(t, View(only=("dL_dX",), brief=True)), 140)
+    assert "pad(X)" not in brief

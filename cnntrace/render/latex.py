@@ -34,7 +34,7 @@ _TOKEN = re.compile(
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"
 )
-FUNCTIONS = {"conv", "conv_transpose", "reshape", "ReLU", "MaxPool", "flatten", "mean", "max", "route"}
+FUNCTIONS = {"conv", "conv_transpose", "reshape", "ReLU", "MaxPool", "flatten", "mean", "max", "route", "pad"}
 SYMBOLS = {
     "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
     "σ": r"\sigma ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
@@ -181,7 +181,7 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
         lines.append("\\begin{align*}")
         left, _, right = rule.chain.partition(" = ")
         lines.append(f"{math(left)} &= {math(right)} \\\\")
-        lines.append(f"&= {math(rule.simplified_form(trace.problem.batched))}")
+        lines.append(f"&= {math(rule.simplified_form(trace.problem))}")
         lines.append("\\end{align*}")
     factors = []
     for factor in rule.factors:
@@ -191,7 +191,8 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
             f"${symbol} = {number(float(value), precision)}$" if value.ndim == 0
             else f"${symbol}$ (${math(shape(value.shape))}$)"
         )  # fmt: skip
-    lines.append("with " + ", ".join(factors) + (f"; {prose(rule.note)}." if rule.note else "."))
+    note = rule.note_for(trace.problem)
+    lines.append("with " + ", ".join(factors) + (f"; {prose(note)}." if note else "."))
     lines.append("")
     return lines
 

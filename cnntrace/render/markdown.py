@@ -67,7 +67,7 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
     lines = []
     if rule.chain:
         left, _, right = rule.chain.partition(" = ")
-        simplified = math(rule.simplified_form(trace.problem.batched))
+        simplified = math(rule.simplified_form(trace.problem))
         lines += [f"$${math(left)} = {math(right)} = {simplified}$$", ""]
     factors = []
     for factor in rule.factors:
@@ -77,7 +77,8 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
             f"{symbol} = {number(float(value), precision)}" if value.ndim == 0
             else f"{symbol} ({shape(value.shape)})"
         )  # fmt: skip
-    note = f"; {prose(rule.note)}" if rule.note else ""
+    note = rule.note_for(trace.problem)
+    note = f"; {prose(note)}" if note else ""
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 

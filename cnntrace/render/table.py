@@ -19,7 +19,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
+from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, padded_gradient, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
 from cnntrace.render.format import number, shape
@@ -44,12 +44,13 @@ def _mark(wins: int) -> str:
 
 def matrix_table(
     values: np.ndarray, precision: int, title: str | None = None,
-    marks: np.ndarray | None = None, columns: range | None = None,
+    marks: np.ndarray | None = None, columns: range | None = None, border: int = 0,
 ) -> Table:
     """A 1-D or 2-D array as a table with its row and column indices; zeros dimmed.
 
     ``marks`` (same shape, ints) adds ``*`` to the cells that won a pool window;
-    ``columns`` limits the table to those column indices.
+    ``columns`` limits the table to those column indices. A ``border`` of p marks the outer
+    p rows and columns as padding: they are indexed from −p, and shown dim and italic.
     """
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
@@ -61,16 +62,18 @@ def matrix_table(
     if values.ndim == 2:
         table.add_column("", style="dim", justify="right")
     for col in columns:
-        table.add_column(str(col), justify="right")
+        table.add_column(str(col - border), justify="right")
+    n_rows, n_cols = rows.shape
     for index, row in enumerate(rows):
         cells = []
         for col in columns:
             v = row[col]
-            cell = Text(number(v, precision), style="dim" if v == 0 else "")
+            padding = border and not (border <= index < n_rows - border and border <= col < n_cols - border)
+            cell = Text(number(v, precision), style="dim italic" if padding else "dim" if v == 0 else "")
             if wins[index, col]:
                 cell = Text.assemble((cell.plain, "bold underline"), (_mark(wins[index, col]), "bold yellow"))
             cells.append(cell)
-        table.add_row(*([str(index)] if values.ndim == 2 else []), *cells)
+        table.add_row(*([str(index - border)] if values.ndim == 2 else []), *cells)
     return table
 
 
@@ -79,12 +82,13 @@ class MatrixBlocks:
     than the space it gets, the way numpy and pandas wrap wide arrays. Measured at its full
     width, so that into a pipe (an unbounded width) it stays one table."""
 
-    def __init__(self, values, precision, title=None, marks=None):
+    def __init__(self, values, precision, title=None, marks=None, border=0):
         self.values, self.precision, self.title, self.marks = values, precision, title, marks
+        self.border = border
         self.n_cols = values.shape[-1]
 
     def _table(self, columns: range | None = None, title: str | None = None) -> Table:
-        return matrix_table(self.values, self.precision, title, self.marks, columns)
+        return matrix_table(self.values, self.precision, title, self.marks, columns, self.border)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         return Measurement.get(console, options, self._table())
@@ -104,7 +108,7 @@ class MatrixBlocks:
             end = start + 1
             while end < self.n_cols and fits(range(start, end + 1)):
                 end += 1
-            label = f"columns {start}–{end - 1}"
+            label = f"columns {start - self.border}–{end - 1 - self.border}"
             yield self._table(range(start, end), f"{self.title}, {label}" if self.title else label)
             start = end
 
@@ -115,10 +119,10 @@ def _label(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
 
 def matrix_block(
     symbol: str, equation: str | None, values: np.ndarray, axes: tuple[str, ...], precision: int,
-    derivation: list[RenderableType] = (), marks: np.ndarray | None = None,
+    derivation: list[RenderableType] = (), marks: np.ndarray | None = None, border: int = 0,
 ) -> RenderableType:
     """A titled matrix, or one labelled table per image / filter along ``axes``, with the
-    ``derivation`` lines between the title and the numbers."""
+    ``derivation`` lines between the title and the numbers (see matrix_table for ``border``)."""
     title = Text.assemble((symbol, "bold cyan"))
     if equation:
         title.append(f" = {equation}")
@@ -128,9 +132,12 @@ def matrix_block(
         return Group(title, *derivation)
     title.append(f"   {shape(values.shape)}", style="dim")
     if not axes:
-        return Group(title, *derivation, MatrixBlocks(values, precision, marks=marks))
+        return Group(title, *derivation, MatrixBlocks(values, precision, marks=marks, border=border))
     tables = [
-        MatrixBlocks(values[index], precision, _label(axes, index), None if marks is None else marks[index])
+        MatrixBlocks(
+            values[index], precision, _label(axes, index),
+            None if marks is None else marks[index], border,
+        )  # fmt: skip
         for index in np.ndindex(values.shape[: len(axes)])
     ]
     return Group(title, *derivation, Columns(tables, padding=(0, 4)))
@@ -158,13 +165,13 @@ def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
         left, _, right = rule.chain.partition(" = ")
         lines += [
             Text.assemble((left, "italic"), " = ", right),
-            Text(f"{' ' * len(left)} = {rule.simplified_form(trace.problem.batched)}"),
+            Text(f"{' ' * len(left)} = {rule.simplified_form(trace.problem)}"),
         ]
     lines += [
         Text("with " + ",  ".join(_factor_text(trace, f, precision) for f in rule.factors), style="dim"),
     ]
-    if rule.note:
-        lines.append(Text(rule.note, style="dim"))
+    if note := rule.note_for(trace.problem):
+        lines.append(Text(note, style="dim"))
     if name == "dA1_dZ1":
         mask = np.asarray(trace["dA1_dZ1"])
         lines.append(Text(f"{int(mask.sum())} of {mask.size} cells of Z1 are > 0 and pass the gradient", style="dim"))
@@ -221,7 +228,24 @@ def render(trace, view: View = View()) -> RenderableType:
                     trace.leading_axes(name), view.precision, derivation, marks,
                 )  # fmt: skip
             )
+            if name == "dL_dX" and problem.padding and not view.brief:
+                parts.append(_indented(padded_block(trace, view.precision)))
     return Group(*parts)
+
+
+def padded_block(trace, precision: int) -> RenderableType:
+    """∂L/∂pad(X), its padding border indexed from −p and shown in italics: what the
+    windows sent to the padding, which dL/dX leaves out."""
+    problem = trace.problem
+    p, (H, W) = problem.padding, problem.X.shape[-2:]
+    outside = (
+        f"in italics, the padding: rows −{p}…−1 and {H}…{H + p - 1}, "
+        f"columns −{p}…−1 and {W}…{W + p - 1}"
+    )
+    return matrix_block(
+        "∂L/∂pad(X)", None, padded_gradient(trace), problem.leading_axes("X"), precision,
+        [_indented(Text(outside, style="dim"))], border=p,
+    )  # fmt: skip
 
 
 def export(renderable: RenderableType, kind: str, width: int, title: str = "cnntrace") -> str:
