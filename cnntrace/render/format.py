@@ -20,3 +20,8 @@ def number(value: float, precision: int) -> str:
 def shape(dims) -> str:
     """(3, 3) -> '3×3'; a scalar -> 'scalar'."""
     return "×".join(str(n) for n in dims) if len(dims) else "scalar"
+
+
+def axes_label(axes, index) -> str:
+    """("image", "filter"), (1, 0) -> 'image 1, filter 0': which table of a batch this is."""
+    return ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))

@@ -22,7 +22,7 @@ import numpy as np
 from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import number, shape
+from cnntrace.render.format import axes_label, number, shape
 
 # -- the formula notation, translated ------------------------------------------------------
 
@@ -166,7 +166,7 @@ def _block(trace, name, symbol, equation, values, axes, precision, derivation, m
         lines.append(f"\\[ {math(symbol)} = {bmatrix(values, precision, marks)} \\]")
         return lines
     for index in np.ndindex(values.shape[: len(axes)]):
-        label = ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))
+        label = axes_label(axes, index)
         entry_marks = None if marks is None else marks[index]
         lines.append(f"\\[ {math(symbol)}\\ (\\text{{{label}}}) = {bmatrix(values[index], precision, entry_marks)} \\]")
     return lines

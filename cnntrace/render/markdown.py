@@ -17,7 +17,7 @@ import numpy as np
 from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import number, shape
+from cnntrace.render.format import axes_label, number, shape
 from cnntrace.render.latex import math, prose
 
 SECTION_TITLES = {
@@ -54,7 +54,7 @@ def _block(symbol, equation, values, axes, precision, derivation, marks) -> list
     if not axes:
         return lines + pipe_table(values, precision, marks) + [""]
     for index in np.ndindex(values.shape[: len(axes)]):
-        label = ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))
+        label = axes_label(axes, index)
         entry_marks = None if marks is None else marks[index]
         lines += [f"*{label}*", "", *pipe_table(values[index], precision, entry_marks), ""]
     return lines

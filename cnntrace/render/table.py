@@ -22,7 +22,7 @@ from rich.text import Text
 from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, padded_gradient, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import number, shape
+from cnntrace.render.format import axes_label, number, shape
 
 SECTION_TITLES = {
     "forward": "Forward pass",
@@ -113,10 +113,6 @@ class MatrixBlocks:
             start = end
 
 
-def _label(axes: tuple[str, ...], index: tuple[int, ...]) -> str:
-    return ", ".join(f"{axis} {i}" for axis, i in zip(axes, index))
-
-
 def matrix_block(
     symbol: str, equation: str | None, values: np.ndarray, axes: tuple[str, ...], precision: int,
     derivation: list[RenderableType] = (), marks: np.ndarray | None = None, border: int = 0,
@@ -135,7 +131,7 @@ def matrix_block(
         return Group(title, *derivation, MatrixBlocks(values, precision, marks=marks, border=border))
     tables = [
         MatrixBlocks(
-            values[index], precision, _label(axes, index),
+            values[index], precision, axes_label(axes, index),
             None if marks is None else marks[index], border,
         )  # fmt: skip
         for index in np.ndindex(values.shape[: len(axes)])
