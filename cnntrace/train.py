@@ -88,8 +88,9 @@ def train(
     lr: the learning rate (default: the problem's). batch_size: images per step (default,
     or anything larger than M: all of them). shuffle: a fresh random order of the images
     every epoch, from ``seed``; a single mini-batch is never shuffled, as its mean gradient
-    does not depend on the order. ``stop`` is asked after every mini-batch; when it says
-    True the generator ends there, without yielding the unfinished epoch.
+    does not depend on the order. ``stop`` is asked once after every mini-batch; when it
+    says True the generator ends there: after yielding the epoch if that was its last
+    mini-batch, else without yielding the unfinished epoch.
 
     Raises TrainingDiverged naming the epoch when a loss or a parameter stops being finite;
     nothing non-finite is ever yielded.
@@ -127,7 +128,7 @@ def train(
             # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
             loss += float(grads["L"]) * (len(Y_batch) / M)
             correct += int(np.count_nonzero((grads["A2"] >= 0.5) == (Y_batch >= 0.5)))
-            if stop() and index < len(batches):
+            if index < len(batches) and stop():
                 return  # in the middle of an epoch: the unfinished epoch is dropped
         yield Epoch(epoch, loss, correct / M, parameters)
         if stop():
