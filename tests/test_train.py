@@ -153,7 +153,7 @@ def test_epoch_loss_and_accuracy_average_the_minibatches_before_their_steps():
 
 
 def test_divergence_names_the_epoch_and_keeps_the_last_finite_parameters():
-    problem = batch_problem(M=4, lr=1e300)
+    problem = batch_problem(M=4, lr=1e308)
     finished = []
     with pytest.raises(TrainingDiverged) as caught:
         for epoch in train(problem, 50):
