@@ -15,6 +15,7 @@ of each loops over the same offsets as its forward pass, so one reads against th
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -25,15 +26,17 @@ def output_size(size: int, window: int, stride: int) -> int:
     return (size - window) // stride + 1
 
 
+@lru_cache(maxsize=64)
 def _offsets(rows: int, cols: int, out_rows: int, out_cols: int, stride: int):
-    """Yield (i, j, slice) for each window offset: the slice picks, for every output
-    position (h, w), the input cell (h*stride + i, w*stride + j)."""
-    for i in range(rows):
-        for j in range(cols):
-            yield i, j, (
-                slice(i, i + stride * (out_rows - 1) + 1, stride),
-                slice(j, j + stride * (out_cols - 1) + 1, stride),
-            )
+    """(i, j, slice) for each window offset: the slice picks, for every output position
+    (h, w), the input cell (h*stride + i, w*stride + j). Kept once made: training asks for
+    the same offsets at every step."""
+    return tuple(
+        (i, j, (slice(i, i + stride * (out_rows - 1) + 1, stride),
+                slice(j, j + stride * (out_cols - 1) + 1, stride)))
+        for i in range(rows)
+        for j in range(cols)
+    )  # fmt: skip
 
 
 # -- convolution: Z1 = conv(X, W1) + B1 --------------------------------------------------

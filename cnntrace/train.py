@@ -70,7 +70,7 @@ def minibatches(order: np.ndarray, batch_size: int) -> list:
 
 
 def _finite(L, parameters) -> bool:
-    return bool(np.isfinite(L)) and all(np.all(np.isfinite(p)) for p in parameters.values())
+    return bool(np.isfinite(L)) and all(np.isfinite(p).all() for p in parameters.values())
 
 
 def train(
