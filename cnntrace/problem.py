@@ -27,7 +27,7 @@ def _shape(shape) -> str:
 
 def _array(key: str, value) -> np.ndarray:
     try:
-        array = np.array(value, dtype=np.float64)
+        array = np.asarray(value, dtype=np.float64)  # no second copy of a float64 dataset
     except (TypeError, ValueError):
         raise InputError("expected numbers in a rectangular array", key=key) from None
     if not np.all(np.isfinite(array)):
