@@ -11,6 +11,12 @@ Shapes use M images, K filters, and the symbols of the derivation:
 The convolution and the pooling loop over the offsets of their window (kh*kw or pool*pool
 steps), each step working on a whole strided slice of the batch at once. The backward pass
 of each loops over the same offsets as its forward pass, so one reads against the other.
+
+For a small batch the convolution takes a shortcut that gives the same values up to
+float64 rounding: it copies, offset by offset, the slice of X each kernel weight meets
+("im2col") and does the sum over the kernel as one matrix product, forward and back. That
+saves most of the per-offset calls that dominate small arrays; above ``IM2COL_BYTES`` the
+offset loop keeps the memory at the size of Z1 instead of kh*kw times the size of X.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+
+#: The largest copy of X's windows (kh*kw × M × Ho × Wo, float64) the convolution makes.
+IM2COL_BYTES = 8 * 2**20
 
 
 def output_size(size: int, window: int, stride: int) -> int:
@@ -47,6 +57,16 @@ class ConvCache(NamedTuple):
     W1: np.ndarray  # (K, kh, kw)
     stride: int
     padding: int
+    windows: np.ndarray | None = None  # (kh*kw, M, Ho, Wo): see _windows; small batches only
+
+
+def _windows(X_padded, kh, kw, Ho, Wo, stride):
+    """windows[i*kw + j, m, h, w] = Xp[m, h*stride + i, w*stride + j], as a new
+    (kh*kw, M, Ho, Wo) array: for each kernel offset, the slice of X it meets."""
+    windows = np.empty((kh * kw, X_padded.shape[0], Ho, Wo))
+    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
+        windows[i * kw + j] = X_padded[:, window[0], window[1]]
+    return windows
 
 
 def conv2d_forward(X, W1, B1, stride=1, padding=0):
@@ -61,6 +81,11 @@ def conv2d_forward(X, W1, B1, stride=1, padding=0):
     K, kh, kw = W1.shape
     Ho = output_size(X_padded.shape[1], kh, stride)
     Wo = output_size(X_padded.shape[2], kw, stride)
+    if M * Ho * Wo * kh * kw * 8 <= IM2COL_BYTES:
+        windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
+        Z1_by_filter = (W1.reshape(K, kh * kw) @ windows.reshape(kh * kw, -1)).reshape(K, M, Ho, Wo)
+        Z1 = Z1_by_filter.transpose(1, 0, 2, 3) + B1[:, None, None]
+        return Z1, ConvCache(X_padded, W1, stride, padding, windows)
     Z1 = np.empty((M, K, Ho, Wo))
     Z1[...] = B1[:, None, None]
     weighted = np.empty_like(Z1)  # one buffer for every offset's products, not one each
@@ -82,19 +107,24 @@ def conv2d_backward(dL_dZ1, cache: ConvCache, need_dL_dX=True):
     Returns dL_dX (M, H, W), dL_dW1 (K, kh, kw), dL_dB1 (K,). Training needs no dL/dX:
     with ``need_dL_dX=False`` it is skipped and None is returned in its place.
     """
-    X_padded, W1, stride, padding = cache
+    X_padded, W1, stride, padding, windows = cache
     K, kh, kw = W1.shape
     _, _, Ho, Wo = dL_dZ1.shape
-    dL_dXp = np.zeros_like(X_padded) if need_dL_dX else None
-    dL_dW1 = np.empty_like(W1)
-    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
-        X_slice = X_padded[:, window[0], window[1]]
-        dL_dW1[:, i, j] = np.einsum("mkhw,mhw->k", dL_dZ1, X_slice)
-        if need_dL_dX:
-            dL_dXp[:, window[0], window[1]] += np.einsum("mkhw,k->mhw", dL_dZ1, W1[:, i, j])
+    if windows is not None:  # the small-batch shortcut: one product over every position
+        dL_dZ1_by_filter = dL_dZ1.transpose(1, 0, 2, 3).reshape(K, -1)
+        dL_dW1 = (dL_dZ1_by_filter @ windows.reshape(kh * kw, -1).T).reshape(K, kh, kw)
+    else:
+        dL_dW1 = np.empty_like(W1)
+        for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
+            X_slice = X_padded[:, window[0], window[1]]
+            dL_dW1[:, i, j] = np.einsum("mkhw,mhw->k", dL_dZ1, X_slice)
     dL_dB1 = dL_dZ1.sum(axis=(0, 2, 3))
     if not need_dL_dX:
         return None, dL_dW1, dL_dB1
+
+    dL_dXp = np.zeros_like(X_padded)
+    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
+        dL_dXp[:, window[0], window[1]] += np.einsum("mkhw,k->mhw", dL_dZ1, W1[:, i, j])
     H, W = X_padded.shape[1] - 2 * padding, X_padded.shape[2] - 2 * padding
     dL_dX = dL_dXp[:, padding : padding + H, padding : padding + W]
     return dL_dX, dL_dW1, dL_dB1
