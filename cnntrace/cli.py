@@ -235,29 +235,33 @@ def train(
             write_input(save, with_parameters(data, training.presented(problem, parameters)))
             return f"; saved {which} parameters to {save}"
 
-        history, parameters = [], training.starting_parameters(problem)
+        history, interrupted = [], False
+        last = None  # the last completed epoch, set in one step so Ctrl-C can't split it
         with _stop_on_ctrl_c() as stop, _progress(epochs) as advance:
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
                     stop=stop,
                 ):  # fmt: skip
+                    last = epoch
                     history.append(epoch)
-                    parameters = epoch.parameters
                     if format is TrainFormat.ndjson:
                         sys.stdout.write(render_train.ndjson_line(epoch))
                         sys.stdout.flush()
                     advance(epoch)
-            except KeyboardInterrupt:
-                stop = lambda: True  # noqa: E731
+            except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+                interrupted = True
             except TrainingDiverged as error:
                 which = f"epoch {error.epoch - 1}'s" if error.epoch > 1 else "the starting"
                 error.message += saved(error.parameters, which)
                 raise
-        done = len(history)
-        if stop() and done < epochs:
+        done = last.epoch if last else 0
+        parameters = last.parameters if last else training.starting_parameters(problem)
+        if interrupted or done < epochs:  # only a Ctrl-C ends training early
             which = f"epoch {done}'s" if done else "the starting"
-            raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{saved(parameters, which)}")
+            raise TrainingInterrupted(
+                f"interrupted after {done} of {epochs} epochs{saved(parameters, which)}"
+            )
         saved(parameters, "the trained")
 
         trained = training.presented(problem, parameters)
