@@ -181,7 +181,9 @@ def _progress(epochs: int):
         TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as progress:
+    # stdout carries the data (NDJSON): rich must not redirect it into the live display.
+    live = dict(console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
+    with Progress(*columns, **live) as progress:
         task = progress.add_task("training", total=epochs, status="")
 
         def advance(epoch) -> None:

@@ -260,3 +260,14 @@ def test_the_digits_sample_trains_from_the_command_line():
     result = ok(invoke("train", SAMPLES / "digits.npz", "--epochs", 20, "--batch-size", 32, "--shuffle",
                        "--seed", 0, "-f", "ndjson"))  # fmt: skip
     assert json.loads(result.stdout.splitlines()[-1])["accuracy"] >= 0.99
+
+
+def test_progress_bar_on_a_terminal_leaves_stdout_to_the_data():
+    # FORCE_COLOR makes rich treat stderr as a terminal: the bar goes there, the lines here.
+    result = subprocess.run(
+        [sys.executable, "-m", "cnntrace", "train", SAMPLES / "bars.json", "--epochs", "3", "-f", "ndjson"],
+        capture_output=True, text=True, env={**os.environ, "FORCE_COLOR": "1"}, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["epoch"] for line in result.stdout.splitlines()] == [1, 2, 3]
+    assert "epoch" in result.stderr and "accuracy" in result.stderr
