@@ -35,3 +35,21 @@ class OutputError(CnntraceError):
 
 class NumericError(CnntraceError):
     """A value of the pass overflows float64; ``key`` names the stage where it first did."""
+
+
+class TrainingDiverged(NumericError):
+    """Training met a loss or a parameter that is NaN or infinite (lr too large, usually).
+
+    ``epoch`` is the epoch it happened in; ``parameters`` holds W1, B1, W2, B2 (general
+    shapes, all finite) as the last epoch that completed left them, the starting ones
+    when that was none.
+    """
+
+    def __init__(self, message: str, *, epoch: int, parameters: dict, key: str | None = None):
+        super().__init__(message, key=key)
+        self.epoch = epoch
+        self.parameters = parameters
+
+
+class TrainingInterrupted(CnntraceError):
+    """Training was stopped by Ctrl-C; the message says what was kept."""

@@ -1,8 +1,10 @@
-"""Reading input files into a validated Problem.
+"""Reading input files into a validated Problem, and writing them back.
 
 An input file is a JSON object with the keys X, Y, W1, B1, W2, B2 and the optional stride,
-padding, pool, pool_stride and lr (see ``cnntrace schema`` and the README). Every error names
-the file, the key (down to the offending entry, e.g. ``X[2][5]``) and what is wrong.
+padding, pool, pool_stride and lr (see ``cnntrace schema`` and the README), or a ``.npz``
+file holding the same keys as arrays (for datasets too large for JSON; pickles refused).
+Every error names the file, the key (down to the offending entry, e.g. ``X[2][5]``) and
+what is wrong.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def _describe(value) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
+    if hasattr(value, "dtype"):
+        return f"an array of shape {'×'.join(map(str, value.shape)) or 'scalar'}"
     return repr(value)
 
 
@@ -126,8 +130,13 @@ def numbers(value, key: str):
     """A number or a rectangular nested list of numbers, checked entry by entry.
 
     Returns the value with every entry a Python float; raises InputError naming the first
-    entry that is not a finite number or the first row whose length differs.
+    entry that is not a finite number or the first row whose length differs. An array read
+    from a .npz file is returned as it is once its type is known to be numbers.
     """
+    if hasattr(value, "dtype"):
+        if value.dtype.kind not in "iuf":
+            raise InputError(f"expected an array of numbers, found one of type {value.dtype}", key=key)
+        return value
     if not isinstance(value, list):
         return _number(value, key)
     shape = []
@@ -176,10 +185,63 @@ def problem_from_dict(data: dict):
     return Problem.build(**arrays, **options)
 
 
-def load_problem(path: str | Path):
-    """Read and validate one input file; every InputError names the file."""
+def is_npz(path: str | Path) -> bool:
+    """Whether ``path`` names a .npz file (by its suffix); anything else is read as JSON."""
+    return Path(path).suffix.lower() == ".npz"
+
+
+def read_npz(path: str | Path) -> dict:
+    """The arrays of a .npz file by key, read with pickles refused.
+
+    A 0-d array of numbers becomes a number and a 0-d string a str, as JSON would give them
+    (stride, lr, comment ...). InputError (naming the file) for anything else.
+    """
+    import zipfile
+
+    import numpy as np
+
+    file = str(path)
+    if Path(path).is_dir():
+        raise InputError("is a directory, not an input file", file=file)
     try:
-        return problem_from_dict(read_json(path))
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("no such file", file=file) from None
+    except PermissionError:
+        raise InputError("permission denied", file=file) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise InputError("is not a .npz file of arrays that numpy can read", file=file) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError("holds one .npy array; expected a .npz file of named arrays", file=file)
+    data = {}
+    with archive:
+        for key in archive.files:
+            try:
+                array = archive[key]
+            except ValueError as error:
+                if "pickle" not in str(error):
+                    raise InputError("cannot be read: the .npz file is damaged", key=key, file=file) from None
+                raise InputError(
+                    "holds Python objects (a pickle), which are not read; store numbers", key=key, file=file
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile):
+                raise InputError("cannot be read: the .npz file is damaged", key=key, file=file) from None
+            if array.ndim == 0 and array.dtype.kind in "iufU":
+                data[key] = array.item()
+            else:
+                data[key] = array
+    return data
+
+
+def read_input(path: str | Path) -> dict:
+    """The input file's keys and values: a .npz file's arrays, or a JSON file's object."""
+    return read_npz(path) if is_npz(path) else read_json(path)
+
+
+def load_problem(path: str | Path):
+    """Read and validate one input file (JSON or .npz); every InputError names the file."""
+    try:
+        return problem_from_dict(read_input(path))
     except InputError as error:
         raise error.in_file(str(path)) from None
 
@@ -190,6 +252,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def with_parameters(data: dict, parameters: dict) -> dict:
+    """The input ``data`` with W1, B1, W2, B2 replaced; every other key kept as it was."""
+    return {**data, **parameters}
+
+
+def write_input(path: str | Path, data: dict) -> None:
+    """Write an input file atomically: a .npz file when ``path`` ends so, else JSON.
+
+    Values may be numbers, strings, nested lists or numpy arrays; JSON floats are written
+    at full precision, so they read back to the same float64.
+    """
+    import numpy as np
+
+    if is_npz(path):
+        from io import BytesIO
+
+        buffer = BytesIO()
+        # A null (pool_stride: the default) has no array form: leaving it out means the same.
+        arrays = {key: np.asarray(value) for key, value in data.items() if value is not None}
+        np.savez(buffer, allow_pickle=False, **arrays)
+        write_atomic(path, buffer.getvalue())
+    else:
+        plain = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in data.items()}
+        write_atomic(path, format_input(plain))
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -72,39 +72,62 @@ SECTIONS = ("forward", "backward", "update")
 STAGE = {stage.name: stage for stage in STAGES}
 
 
-def forward_backward(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=2):
+def forward_backward(
+    X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=2, trace=True
+):
     """One pass on the general shapes; returns {name: array} for every forward and backward
     stage, in the derivation's order.
 
     X (M, H, W), Y (M,), W1 (K, kh, kw), B1 (K,), W2 (n,), B2 ().
+
+    ``trace=False`` is for training: it returns only L, A2 and the parameters' gradients
+    dL_dW1, dL_dB1, dL_dW2, dL_dB2, with exactly the values a trace gives. It skips dL/dX
+    and the display-only dL/dA2 and dA2/dZ2, keeps dA1/dZ1 as booleans (the product
+    dL/dA1 ⊙ dA1/dZ1 is the same), and lets each large matrix go as soon as the pass is
+    done with it (the ``del`` lines), so a whole dataset's pass needs little more memory
+    than the dataset. When tracing, ``traced`` keeps every matrix instead.
     """
+    traced = {}
+
+    def keep(**matrices):
+        if trace:
+            traced.update(matrices)
+
     # Forward
     Z1, conv_cache = ops.conv2d_forward(X, W1, B1, stride, padding)
     A1 = ops.relu_forward(Z1)
+    # dA1/dZ1 needs Z1 alone: taken now, so that Z1 can go before the pooling.
+    dA1_dZ1 = ops.relu_grad(Z1) if trace else ops.relu_mask(Z1)
+    keep(Z1=Z1, A1=A1)
+    del Z1
     P1, pool_cache = ops.maxpool_forward(A1, pool, pool_stride)
+    del A1
     F = ops.flatten_forward(P1)
     Z2 = ops.dense_forward(F, W2, B2)
     A2 = ops.sigmoid(Z2)
     L = ops.bce_loss(Z2, Y)
+    keep(P1=P1, F=F, Z2=Z2, A2=A2, L=L)
 
     # Backward
-    dL_dA2 = ops.bce_grad_A2(Z2, Y)
-    dA2_dZ2 = ops.sigmoid_grad(Z2)
+    if trace:
+        keep(dL_dA2=ops.bce_grad_A2(Z2, Y), dA2_dZ2=ops.sigmoid_grad(Z2))
     dL_dZ2 = ops.bce_sigmoid_backward(A2, Y)
     dL_dF, dL_dW2, dL_dB2 = ops.dense_backward(dL_dZ2, F, W2)
     dL_dP1 = ops.flatten_backward(dL_dF, P1.shape)
+    keep(dL_dZ2=dL_dZ2, dL_dW2=dL_dW2, dL_dB2=dL_dB2, dL_dF=dL_dF, dL_dP1=dL_dP1)
+    del P1, F, dL_dF
     dL_dA1 = ops.maxpool_backward(dL_dP1, pool_cache)
-    dA1_dZ1 = ops.relu_grad(Z1)
+    del dL_dP1, pool_cache
     dL_dZ1 = dL_dA1 * dA1_dZ1
-    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(dL_dZ1, conv_cache)
+    keep(dL_dA1=dL_dA1, dA1_dZ1=dA1_dZ1, dL_dZ1=dL_dZ1)
+    del dL_dA1, dA1_dZ1
+    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(dL_dZ1, conv_cache, need_dL_dX=trace)
+    keep(dL_dB1=dL_dB1, dL_dW1=dL_dW1, dL_dX=dL_dX)
 
-    return {
-        "Z1": Z1, "A1": A1, "P1": P1, "F": F, "Z2": Z2, "A2": A2, "L": L,
-        "dL_dA2": dL_dA2, "dA2_dZ2": dA2_dZ2, "dL_dZ2": dL_dZ2, "dL_dW2": dL_dW2,
-        "dL_dB2": dL_dB2, "dL_dF": dL_dF, "dL_dP1": dL_dP1, "dL_dA1": dL_dA1,
-        "dA1_dZ1": dA1_dZ1, "dL_dZ1": dL_dZ1, "dL_dB1": dL_dB1, "dL_dW1": dL_dW1,
-        "dL_dX": dL_dX,
-    }  # fmt: skip
+    if not trace:
+        return {"L": L, "A2": A2, "dL_dW1": dL_dW1, "dL_dB1": dL_dB1, "dL_dW2": dL_dW2,
+                "dL_dB2": dL_dB2}  # fmt: skip
+    return {stage.name: traced[stage.name] for stage in STAGES if stage.section != "update"}
 
 
 def gradient_step(W1, B1, W2, B2, grads, lr):

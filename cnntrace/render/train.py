@@ -1,0 +1,122 @@
+"""Training's outputs: the epoch table, the loss curve drawn with plain unicode, the final
+parameters as tables, and the JSON forms (one line per epoch, or one object). Each function
+returns a value; none prints.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cnntrace.render.format import number
+from cnntrace.render.table import matrix_block
+from cnntrace.train import PARAMETERS
+
+#: The epoch table shows every epoch up to this many, else this many evenly spaced ones.
+SHOWN_EPOCHS = 20
+#: Eighths of a character cell, from empty to full: the loss curve's resolution.
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+
+def epoch_dict(epoch) -> dict:
+    """{"epoch", "loss", "accuracy"} of one Epoch, as plain numbers."""
+    return {"epoch": epoch.epoch, "loss": epoch.loss, "accuracy": epoch.accuracy}
+
+
+def ndjson_line(epoch) -> str:
+    """One line of JSON (and its newline) for one epoch, written as the epoch ends."""
+    return json.dumps(epoch_dict(epoch), allow_nan=False) + "\n"
+
+
+def render_json(history, parameters: dict) -> str:
+    """One JSON object: {"history": [{"epoch", "loss", "accuracy"}, ...], "parameters":
+    {"W1", "B1", "W2", "B2"}}, the parameters in the input's shapes, every digit kept."""
+    document = {
+        "history": [epoch_dict(epoch) for epoch in history],
+        "parameters": {name: parameters[name].tolist() for name in PARAMETERS},
+    }
+    return json.dumps(document, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+# -- tables and the curve ---------------------------------------------------------------------
+
+
+def shown_epochs(count: int, limit: int = SHOWN_EPOCHS) -> list[int]:
+    """Indices of the epochs the table shows: all of them when there are at most ``limit``,
+    else ``limit`` evenly spaced ones, the first and the last among them."""
+    if count <= limit:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (limit - 1)) for i in range(limit)})
+
+
+def epoch_table(history, precision: int) -> Table:
+    """Epoch, loss and accuracy, one row per shown epoch."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="dim", pad_edge=False, show_edge=False)
+    table.add_column("epoch", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("accuracy", justify="right")
+    for index in shown_epochs(len(history)):
+        epoch = history[index]
+        table.add_row(str(epoch.epoch), number(epoch.loss, precision), f"{epoch.accuracy:.1%}")
+    return table
+
+
+def loss_curve(losses: list[float], width: int = 60, height: int = 8) -> str:
+    """The losses as a column chart of ``height`` text rows and ``width`` columns, each
+    column the loss of the epoch at its place along the run; the axis gives the highest
+    and the lowest loss, and the first and the last epoch."""
+    count = len(losses)
+    if count > width:  # evenly spaced epochs, the first and the last among them
+        values = [losses[round(c * (count - 1) / (width - 1))] for c in range(width)]
+    else:  # each epoch as wide as the chart allows
+        values = [losses[c * count // width] for c in range(width)]
+    low, high = min(losses), max(losses)
+    steps = height * 8
+    # In eighths of a cell: the lowest loss gets one eighth, so that every column shows.
+    levels = [
+        steps if high == low else 1 + round((value - low) / (high - low) * (steps - 1))
+        for value in values
+    ]
+    labels = [f"{high:.4g}", f"{low:.4g}"]
+    margin = max(len(label) for label in labels)
+    rows = []
+    for row in range(height - 1, -1, -1):
+        cells = "".join(BLOCKS[min(max(level - row * 8, 0), 8)] for level in levels)
+        label = labels[0] if row == height - 1 else labels[1] if row == 0 else ""
+        rows.append(f"{label:>{margin}} │{cells}")
+    rows.append(" " * margin + " └" + "─" * width)
+    last = f"epoch {count}"
+    rows.append(" " * (margin + 2) + ("1" + last.rjust(width - 1) if count > 1 else last))
+    return "\n".join(rows)
+
+
+def render(history, problem, precision: int, *, lr: float, batch_size: int) -> RenderableType:
+    """The whole training as one renderable: a summary, the epoch table, the loss curve and
+    the final parameters. ``problem`` holds the trained parameters in the input's shapes."""
+    first, last = history[0], history[-1]
+    steps = -(-problem.M // batch_size)
+    summary = (
+        f"{len(history)} epoch{'s' * (len(history) > 1)} of gradient descent on {problem.M} "
+        f"image{'s' * (problem.M > 1)}, lr {lr:g}, batch size {batch_size} "
+        f"({steps} step{'s' * (steps > 1)} per epoch): loss {number(first.loss, precision)} → "
+        f"{number(last.loss, precision)}, accuracy {first.accuracy:.1%} → {last.accuracy:.1%}"
+    )
+    parts: list[RenderableType] = [
+        Text("Training", style="bold underline"),
+        Text(summary, style="dim"),
+        epoch_table(history, precision),
+        Text("\nLoss by epoch", style="bold underline"),
+        Text(loss_curve([epoch.loss for epoch in history])),
+        Text("\nTrained parameters", style="bold underline"),
+    ]
+    for name in PARAMETERS:
+        values = getattr(problem, name)
+        parts.append(matrix_block(name, None, values, problem.leading_axes(name), precision))
+    return Group(*parts)

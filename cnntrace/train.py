@@ -1,0 +1,135 @@
+"""Training by plain gradient descent, epoch by epoch (numpy only; nothing here prints).
+
+Each epoch walks through the mini-batches in order (after shuffling the images, when asked)
+and takes one step P ← P − lr·dL/dP per mini-batch on the mini-batch's mean loss. The
+gradients are ``network.forward_backward``'s and the step is ``network.gradient_step``, the
+very ones ``step`` reports, so full-batch training for N epochs is step's update applied N
+times, to the last bit.
+
+An epoch's loss and accuracy are measured on the way, at no extra cost: each mini-batch's
+loss and predictions are taken before its step, and averaged over the epoch's images. With
+one mini-batch, epoch 1's loss is the L that ``step`` shows for the starting parameters.
+An image counts as right when the prediction A2 >= 0.5 (class 1) agrees with Y >= 0.5.
+
+    for epoch in train(problem, epochs=30, batch_size=32, shuffle=True, seed=0):
+        print(epoch.epoch, epoch.loss, epoch.accuracy)   # epoch.parameters: W1, B1, W2, B2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnntrace.errors import TrainingDiverged
+from cnntrace.network import forward_backward, gradient_step
+from cnntrace.problem import Problem
+
+PARAMETERS = ("W1", "B1", "W2", "B2")
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """What one epoch of training did.
+
+    epoch: 1, 2, ...   loss: the mean loss over the epoch's images, each taken before the
+    step of its mini-batch.   accuracy: the fraction of those images classified right.
+    parameters: W1 (K, kh, kw), B1 (K,), W2 (n,), B2 () after the epoch's last step.
+    """
+
+    epoch: int
+    loss: float
+    accuracy: float
+    parameters: dict[str, np.ndarray]
+
+
+def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
+    """W1, B1, W2, B2 of the problem in the general shapes (see Problem.general)."""
+    _, _, W1, B1, W2, B2 = problem.general()
+    return {"W1": W1, "B1": B1, "W2": W2, "B2": B2}
+
+
+def presented(problem: Problem, parameters: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The parameters in the shapes the problem's input gave them."""
+    return {name: problem.present(name, parameters[name]) for name in PARAMETERS}
+
+
+def minibatches(order: np.ndarray, batch_size: int) -> list:
+    """The consecutive mini-batches of ``order``; the last one may be smaller.
+
+    Each is a slice when ``order`` runs 0, 1, 2, ... (a view of the images, no copy), else
+    an index array.
+    """
+    M = len(order)
+    in_order = np.array_equal(order, np.arange(M))
+    return [
+        slice(start, min(start + batch_size, M)) if in_order else order[start : start + batch_size]
+        for start in range(0, M, batch_size)
+    ]
+
+
+def _finite(L, parameters) -> bool:
+    return bool(np.isfinite(L)) and all(np.isfinite(p).all() for p in parameters.values())
+
+
+def train(
+    problem: Problem,
+    epochs: int,
+    *,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Epoch]:
+    """Yield one Epoch as each of ``epochs`` epochs ends.
+
+    lr: the learning rate (default: the problem's). batch_size: images per step (default,
+    or anything larger than M: all of them). shuffle: a fresh random order of the images
+    every epoch, from ``seed``; a single mini-batch is never shuffled, as its mean gradient
+    does not depend on the order. ``stop`` is asked once after every mini-batch; when it
+    says True the generator ends there: after yielding the epoch if that was its last
+    mini-batch, else without yielding the unfinished epoch.
+
+    Raises TrainingDiverged naming the epoch when a loss or a parameter stops being finite;
+    nothing non-finite is ever yielded.
+    """
+    lr = problem.lr if lr is None else lr
+    # The images as a view (no copy of what may be a large dataset); nothing writes to them.
+    X = problem.X.reshape(problem.M, *problem.X.shape[-2:])
+    Y = problem.Y.reshape(problem.M)
+    M = problem.M
+    batch_size = M if batch_size is None else min(batch_size, M)
+    options = dict(
+        stride=problem.stride, padding=problem.padding,
+        pool=problem.pool, pool_stride=problem.pool_stride,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    parameters = starting_parameters(problem)
+
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(M) if shuffle and batch_size < M else np.arange(M)
+        epoch_start = parameters
+        loss, correct = 0.0, 0
+        batches = minibatches(order, batch_size)
+        for index, batch in enumerate(batches, 1):
+            X_batch, Y_batch = X[batch], Y[batch]
+            W1, B1, W2, B2 = (parameters[name] for name in PARAMETERS)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                grads = forward_backward(X_batch, Y_batch, W1, B1, W2, B2, **options, trace=False)
+                parameters = gradient_step(W1, B1, W2, B2, grads, lr)
+            if not _finite(grads["L"], parameters):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch}: the loss or a parameter became NaN "
+                    f"or infinite; try a smaller lr (it is {lr:g})",
+                    epoch=epoch, parameters=epoch_start,
+                )  # fmt: skip
+            # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
+            loss += float(grads["L"]) * (len(Y_batch) / M)
+            correct += int(np.count_nonzero((grads["A2"] >= 0.5) == (Y_batch >= 0.5)))
+            if index < len(batches) and stop():
+                return  # in the middle of an epoch: the unfinished epoch is dropped
+        yield Epoch(epoch, loss, correct / M, parameters)
+        if stop():
+            return

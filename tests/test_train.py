@@ -1,0 +1,221 @@
+"""The training loop: the same gradients and update as ``step``, mini-batches in order or
+shuffled from a seed, divergence and stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnntrace import ops
+from cnntrace.errors import TrainingDiverged
+from cnntrace.io import load_problem
+from cnntrace.network import forward_backward, gradient_step, run
+from cnntrace.problem import Problem
+from cnntrace.train import minibatches, presented, starting_parameters, train
+from tests.inputs import REFERENCE, SAMPLES
+
+PARAMETERS = ("W1", "B1", "W2", "B2")
+
+
+def batch_problem(M=6, seed=0, **options) -> Problem:
+    """M random 6×6 images with labels 0/1 and the reference's parameters."""
+    rng = np.random.default_rng(seed)
+    reference = load_problem(REFERENCE)
+    return Problem.build(
+        rng.uniform(0, 2, size=(M, 6, 6)), (rng.random(M) < 0.5).astype(float),
+        reference.W1, reference.B1, reference.W2, reference.B2, **options,
+    )  # fmt: skip
+
+
+def epochs_of(problem, epochs, **options):
+    return list(train(problem, epochs, **options))
+
+
+# -- the training pass is the traced pass -----------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    M=st.integers(1, 4), K=st.integers(1, 3), kernel=st.integers(1, 3), stride=st.integers(1, 2),
+    padding=st.integers(0, 1), pool=st.integers(1, 2), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_training_pass_gives_exactly_the_traced_values(M, K, kernel, stride, padding, pool, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(M, 7, 6))
+    Ho = (7 + 2 * padding - kernel) // stride + 1
+    Wo = (6 + 2 * padding - kernel) // stride + 1
+    n = K * ops.output_size(Ho, pool, pool) * ops.output_size(Wo, pool, pool)
+    args = (X, rng.random(M), rng.normal(size=(K, kernel, kernel)), rng.normal(size=K),
+            rng.normal(size=n), np.array(rng.normal()))  # fmt: skip
+    options = dict(stride=stride, padding=padding, pool=pool, pool_stride=pool)
+    traced = forward_backward(*args, **options)
+    lean = forward_backward(*args, **options, trace=False)
+    assert set(lean) == {"L", "A2", "dL_dW1", "dL_dB1", "dL_dW2", "dL_dB2"}
+    for name, value in lean.items():
+        assert np.array_equal(value, traced[name]), name
+
+
+def test_full_batch_epochs_are_steps_applied_again_and_again():
+    problem = batch_problem(M=5)
+    history = epochs_of(problem, 4)
+    stepped = problem
+    for epoch in history:
+        trace = run(stepped)
+        assert epoch.loss == pytest.approx(float(trace["L"]), rel=1e-15)
+        stepped = dataclasses.replace(stepped, **{name: trace.update[name] for name in PARAMETERS})
+        for name in PARAMETERS:
+            assert np.array_equal(presented(problem, epoch.parameters)[name], stepped.__dict__[name])
+
+
+def test_one_image_first_epoch_loss_is_steps_loss():
+    problem = load_problem(REFERENCE)
+    (epoch,) = epochs_of(problem, 1)
+    assert epoch.loss == float(run(problem)["L"])
+    assert epoch.accuracy == 1.0  # A2 = 0.57 >= 0.5 and Y = 1
+
+
+def test_lr_overrides_the_files():
+    problem = batch_problem()
+    faster = epochs_of(problem, 1, lr=0.3)[0]
+    assert np.array_equal(faster.parameters["W2"], epochs_of(dataclasses.replace(problem, lr=0.3), 1)[0].parameters["W2"])
+    assert not np.array_equal(faster.parameters["W2"], epochs_of(problem, 1)[0].parameters["W2"])
+
+
+# -- mini-batches ----------------------------------------------------------------------------------
+
+
+def test_minibatches_cover_the_order_in_turn():
+    assert minibatches(np.arange(7), 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    batches = minibatches(np.array([4, 0, 2, 1, 3]), 2)
+    assert [b.tolist() for b in batches] == [[4, 0], [2, 1], [3]]
+
+
+def manual_training(problem, epochs, batch_size, orders):
+    """Steps on the mini-batches of the given orders, one epoch per order, by hand."""
+    X, Y, W1, B1, W2, B2 = problem.general()
+    for order in orders[:epochs]:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            grads = forward_backward(X[batch], Y[batch], W1, B1, W2, B2)
+            new = gradient_step(W1, B1, W2, B2, grads, problem.lr)
+            W1, B1, W2, B2 = (new[name] for name in PARAMETERS)
+    return {"W1": W1, "B1": B1, "W2": W2, "B2": B2}
+
+
+def test_minibatches_are_taken_in_order_one_step_each():
+    problem = batch_problem(M=7)
+    trained = epochs_of(problem, 3, batch_size=3)[-1].parameters
+    expected = manual_training(problem, 3, 3, [np.arange(7)] * 3)
+    for name in PARAMETERS:
+        assert np.array_equal(trained[name], expected[name]), name
+
+
+def test_shuffle_draws_a_fresh_order_each_epoch_from_the_seed():
+    problem = batch_problem(M=7)
+    trained = epochs_of(problem, 3, batch_size=2, shuffle=True, seed=11)[-1].parameters
+    rng = np.random.default_rng(11)
+    expected = manual_training(problem, 3, 2, [rng.permutation(7) for _ in range(3)])
+    for name in PARAMETERS:
+        assert np.array_equal(trained[name], expected[name]), name
+    again = epochs_of(problem, 3, batch_size=2, shuffle=True, seed=11)[-1].parameters
+    other = epochs_of(problem, 3, batch_size=2, shuffle=True, seed=12)[-1].parameters
+    assert np.array_equal(again["W1"], trained["W1"])
+    assert not np.array_equal(other["W1"], trained["W1"])
+
+
+def test_a_single_minibatch_is_not_shuffled():
+    problem = batch_problem(M=5)
+    shuffled = epochs_of(problem, 2, shuffle=True, seed=3)[-1].parameters
+    plain = epochs_of(problem, 2)[-1].parameters
+    assert all(np.array_equal(shuffled[name], plain[name]) for name in PARAMETERS)
+
+
+def test_epoch_loss_and_accuracy_average_the_minibatches_before_their_steps():
+    problem = batch_problem(M=5)
+    epoch = epochs_of(problem, 1, batch_size=2)[0]
+    X, Y, W1, B1, W2, B2 = problem.general()
+    loss, correct = 0.0, 0
+    for batch in (slice(0, 2), slice(2, 4), slice(4, 5)):
+        grads = forward_backward(X[batch], Y[batch], W1, B1, W2, B2)
+        loss += float(grads["L"]) * len(Y[batch]) / 5
+        correct += int(np.sum((grads["A2"] >= 0.5) == (Y[batch] >= 0.5)))
+        new = gradient_step(W1, B1, W2, B2, grads, problem.lr)
+        W1, B1, W2, B2 = (new[name] for name in PARAMETERS)
+    assert epoch.loss == pytest.approx(loss, rel=1e-14)
+    assert epoch.accuracy == correct / 5
+
+
+# -- divergence and stopping ---------------------------------------------------------------------
+
+
+def test_divergence_names_the_epoch_and_keeps_the_last_finite_parameters():
+    problem = batch_problem(M=4, lr=1e308)
+    finished = []
+    with pytest.raises(TrainingDiverged) as caught:
+        for epoch in train(problem, 50):
+            finished.append(epoch)
+    error = caught.value
+    assert error.epoch == len(finished) + 1
+    assert f"epoch {error.epoch}" in str(error)
+    last = finished[-1].parameters if finished else starting_parameters(problem)
+    for name in PARAMETERS:
+        assert np.array_equal(error.parameters[name], last[name])
+        assert np.all(np.isfinite(error.parameters[name]))
+    assert all(np.isfinite(epoch.loss) for epoch in finished)
+
+
+def test_stop_ends_training_after_the_minibatch_and_drops_the_unfinished_epoch():
+    problem = batch_problem(M=6)
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= 5  # during epoch 2 of 3 mini-batches each
+
+    history = epochs_of(problem, 10, batch_size=2, stop=stop)
+    assert [epoch.epoch for epoch in history] == [1]
+    assert len(asked) == 5
+
+
+def test_stop_at_an_epochs_last_minibatch_keeps_that_epoch():
+    problem = batch_problem(M=6)
+    asked = []
+    history = epochs_of(problem, 10, batch_size=2, stop=lambda: asked.append(1) or len(asked) >= 6)
+    assert [epoch.epoch for epoch in history] == [1, 2]
+
+
+def test_training_never_writes_to_the_problem():
+    problem = batch_problem(M=4)
+    before = {name: getattr(problem, name).copy() for name in ("X", "Y", *PARAMETERS)}
+    epochs_of(problem, 3, batch_size=3, shuffle=True, seed=0)
+    for name, value in before.items():
+        assert np.array_equal(getattr(problem, name), value)
+
+
+# -- the samples train as documented ----------------------------------------------------------------
+
+
+def accuracy(problem, parameters) -> float:
+    trained = dataclasses.replace(problem, **presented(problem, parameters))
+    A2 = run(trained)["A2"]
+    return float(np.mean((A2 >= 0.5) == (problem.Y >= 0.5)))
+
+
+def test_bars_sample_reaches_full_accuracy_as_documented():
+    problem = load_problem(SAMPLES / "bars.json")
+    history = epochs_of(problem, 80)
+    assert all(epoch.accuracy == 1.0 for epoch in history[68:])  # from epoch 69 on
+    assert accuracy(problem, history[-1].parameters) == 1.0
+
+
+def test_digits_sample_reaches_99_percent_as_documented():
+    problem = load_problem(SAMPLES / "digits.npz")
+    assert problem.X.shape == (360, 8, 8) and problem.W2.shape == (9,)
+    history = epochs_of(problem, 20, batch_size=32, shuffle=True, seed=0)
+    assert history[5].accuracy >= 0.99  # epoch 6
+    assert all(epoch.accuracy >= 0.99 for epoch in history[9:])  # from epoch 10 on
+    assert accuracy(problem, history[-1].parameters) >= 0.99
