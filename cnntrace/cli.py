@@ -558,7 +558,8 @@ def train(
             raise TrainingInterrupted(
                 f"interrupted after {done} of {epochs} epochs{saved(parameters, which)}"
             )
-        saved(parameters, "the trained")
+        if note := saved(parameters, "the trained"):
+            typer.echo(f"cnntrace: {note.removeprefix('; ')}", err=True)
 
         trained = training.presented(problem, parameters)
         if format is TrainFormat.json:

@@ -284,6 +284,7 @@ def test_save_records_the_lr_given_on_the_command_line(tmp_path):
     out = tmp_path / "trained.json"
     result = runner.invoke(app, ["train", str(REFERENCE), "--epochs", "2", "--lr", "0.25", "--save", str(out), "-f", "json"])
     assert result.exit_code == 0, result.stderr
+    assert result.stderr == f"cnntrace: saved the trained parameters to {out}\n"
     assert json.loads(out.read_text())["lr"] == 0.25
     kept = tmp_path / "kept.json"
     runner.invoke(app, ["train", str(REFERENCE), "--epochs", "1", "--save", str(kept), "-f", "json"])
