@@ -413,3 +413,10 @@ def load_problem_from(data):
     from cnntrace.io import problem_from_dict
 
     return problem_from_dict(data)
+
+
+def test_version_from_the_console_script_path():
+    from cnntrace import __version__
+
+    result = cnntrace_process("--version")
+    assert result.returncode == 0 and result.stdout == f"cnntrace {__version__}\n" and result.stderr == ""
