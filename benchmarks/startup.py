@@ -19,25 +19,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The console script, as users run it; `python -m cnntrace` where it is not installed.
+SCRIPT = Path(PYTHON).with_name("cnntrace")
+CNNTRACE = [str(SCRIPT)] if SCRIPT.exists() else [PYTHON, "-m", "cnntrace"]
 
 PAIRS = [
     (
         "step samples/reference.json --format json",
-        [PYTHON, "-m", "cnntrace", "step", str(ROOT / "samples" / "reference.json"), "--format", "json"],
+        [*CNNTRACE, "step", str(ROOT / "samples" / "reference.json"), "--format", "json"],
         "import numpy, typer, rich.console, rich.table",
         [PYTHON, "-c", "import numpy, typer, rich.console, rich.table"],
         1.2,
     ),
     (
         "--version",
-        [PYTHON, "-m", "cnntrace", "--version"],
+        [*CNNTRACE, "--version"],
         "import typer",
         [PYTHON, "-c", "import typer"],
         1.3,
     ),
     (
         "--help",
-        [PYTHON, "-m", "cnntrace", "--help"],
+        [*CNNTRACE, "--help"],
         "import typer",
         [PYTHON, "-c", "import typer"],
         None,

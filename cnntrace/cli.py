@@ -584,10 +584,6 @@ def main() -> None:
 
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if sys.argv[1:] == ["--version"]:
-        # The answer needs none of the commands that typer would build first.
-        sys.stdout.write(f"cnntrace {__version__}\n")
-        return
     app()
 
 

@@ -382,12 +382,17 @@ def test_schema_accepts_the_samples_and_rejects_a_bad_file(tmp_path):
 
 
 def test_help_and_version_do_not_load_numpy_or_rich():
-    for args in (["--version"], ["--help"], ["step", "--help"]):
+    # Through the console script's entry point; --version does not even need typer.
+    for args, unwanted in (
+        (["--version"], ("numpy", "rich.table", "rich.console", "typer")),
+        (["--help"], ("numpy", "rich.table", "rich.console")),
+        (["step", "--help"], ("numpy", "rich.table", "rich.console")),
+    ):
         code = (
             "import sys; sys.argv = ['cnntrace', *sys.argv[1:]]\n"
-            "import cnntrace.cli\n"
-            "try:\n    cnntrace.cli.main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('numpy', 'rich.table', 'rich.console') if m in sys.modules), file=sys.stderr)"
+            "from cnntrace.__main__ import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {unwanted!r} if m in sys.modules), file=sys.stderr)"
         )
         result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
         assert result.stderr.strip().splitlines()[-1] == "[]", (args, result.stderr)
