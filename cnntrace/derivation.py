@@ -93,6 +93,26 @@ CHAIN_RULES: tuple[ChainRule, ...] = (
 
 CHAIN_RULE = {rule.name: rule for rule in CHAIN_RULES}
 
+
+class Derivation(NamedTuple):
+    """One stage's chain rule as a renderer shows it, for this trace's problem and numbers."""
+
+    left: str  # "∂L/∂W2"; "" where there is no chain rule (the update)
+    chain: str  # its right side: "∂L/∂A2 · ∂A2/∂Z2 · ∂Z2/∂W2"
+    simplified: str  # what it comes to, for a batch or padding where they change it
+    factors: list[tuple[str, np.ndarray]]  # (symbol, value in the user's shapes)
+    note: str
+
+
+def derivation(trace, name: str) -> Derivation | None:
+    """The chain rule of stage ``name`` with its factors' values; None where it has none."""
+    rule = CHAIN_RULE.get(name)
+    if rule is None:
+        return None
+    left, _, chain = rule.chain.partition(" = ")
+    factors = [(factor_symbol(f), np.asarray(factor_value(trace, f))) for f in rule.factors]
+    return Derivation(left, chain, rule.simplified_form(trace.problem), factors, rule.note_for(trace.problem))
+
 def factor_symbol(name: str) -> str:
     """dL_dZ2 -> dL/dZ2; inputs and expressions as they are."""
     return STAGE[name].symbol if name in STAGE and name not in INPUTS else name

@@ -341,7 +341,7 @@ def _dL_dZ2(t: _Pass, m):
     mean = _mean(t)
     a2, y = t.factor("A2", (m,)), t.factor("Y", (m,))
     terms = [Term((*mean, a2)), Term((Factor("−1", (), -1.0), *mean, y))]
-    notes = [f"the chain rule dL/dA2·dA2/dZ2 gives the same: A2·(1 − A2) cancels"]
+    notes = ["the chain rule dL/dA2·dA2/dZ2 gives the same: A2·(1 − A2) cancels"]
     return "(A2 − Y)/M" if mean else "A2 − Y", terms, None, notes
 
 

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
+from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
 from cnntrace.render.format import axes_label, number, shape
@@ -173,28 +173,24 @@ def _block(trace, name, symbol, equation, values, axes, precision, derivation, m
 
 
 def _derivation(trace, name: str, precision: int) -> list[str]:
-    rule = CHAIN_RULE.get(name)
-    if rule is None:
+    d = derivation(trace, name)
+    if d is None:
         return []
     lines = []
-    if rule.chain:
-        lines.append("\\begin{align*}")
-        left, _, right = rule.chain.partition(" = ")
-        lines.append(f"{math(left)} &= {math(right)} \\\\")
-        lines.append(f"&= {math(rule.simplified_form(trace.problem))}")
-        lines.append("\\end{align*}")
-    factors = []
-    for factor in rule.factors:
-        value = np.asarray(factor_value(trace, factor))
-        symbol = math(factor_symbol(factor))
-        factors.append(
-            f"${symbol} = {number(float(value), precision)}$" if value.ndim == 0
-            else f"${symbol}$ (${math(shape(value.shape))}$)"
-        )  # fmt: skip
-    note = rule.note_for(trace.problem)
-    lines.append("with " + ", ".join(factors) + (f"; {prose(note)}." if note else "."))
-    lines.append("")
-    return lines
+    if d.left:
+        lines += [
+            "\\begin{align*}",
+            f"{math(d.left)} &= {math(d.chain)} \\\\",
+            f"&= {math(d.simplified)}",
+            "\\end{align*}",
+        ]
+    factors = [
+        f"${math(symbol)} = {number(float(value), precision)}$" if value.ndim == 0
+        else f"${math(symbol)}$ (${math(shape(value.shape))}$)"
+        for symbol, value in d.factors
+    ]  # fmt: skip
+    note = f"; {prose(d.note)}." if d.note else "."
+    return lines + ["with " + ", ".join(factors) + note, ""]
 
 
 def render(trace, view: View = View()) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, pool_wins
+from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
 from cnntrace.render.format import axes_label, number, shape
@@ -61,24 +61,16 @@ def _block(symbol, equation, values, axes, precision, derivation, marks) -> list
 
 
 def _derivation(trace, name: str, precision: int) -> list[str]:
-    rule = CHAIN_RULE.get(name)
-    if rule is None:
+    d = derivation(trace, name)
+    if d is None:
         return []
-    lines = []
-    if rule.chain:
-        left, _, right = rule.chain.partition(" = ")
-        simplified = math(rule.simplified_form(trace.problem))
-        lines += [f"$${math(left)} = {math(right)} = {simplified}$$", ""]
-    factors = []
-    for factor in rule.factors:
-        value = np.asarray(factor_value(trace, factor))
-        symbol = f"${math(factor_symbol(factor))}$"
-        factors.append(
-            f"{symbol} = {number(float(value), precision)}" if value.ndim == 0
-            else f"{symbol} ({shape(value.shape)})"
-        )  # fmt: skip
-    note = rule.note_for(trace.problem)
-    note = f"; {prose(note)}" if note else ""
+    lines = [f"$${math(d.left)} = {math(d.chain)} = {math(d.simplified)}$$", ""] if d.left else []
+    factors = [
+        f"${math(symbol)}$ = {number(float(value), precision)}" if value.ndim == 0
+        else f"${math(symbol)}$ ({shape(value.shape)})"
+        for symbol, value in d.factors
+    ]  # fmt: skip
+    note = f"; {prose(d.note)}" if d.note else ""
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 

@@ -19,7 +19,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from cnntrace.derivation import CHAIN_RULE, factor_symbol, factor_value, padded_gradient, pool_wins
+from cnntrace.derivation import derivation, padded_gradient, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
 from cnntrace.render.format import axes_label, number, shape
@@ -139,10 +139,8 @@ def matrix_block(
     return Group(title, *derivation, Columns(tables, padding=(0, 4)))
 
 
-def _factor_text(trace, name: str, precision: int) -> str:
+def _factor_text(symbol: str, value: np.ndarray, precision: int) -> str:
     """``F = [0.8750, 0.8750, 0.6250, 0.3750]`` for a few numbers, ``X (6×6)`` for more."""
-    value = np.asarray(factor_value(trace, name))
-    symbol = factor_symbol(name)
     if value.ndim == 0:
         return f"{symbol} = {number(float(value), precision)}"
     if value.size <= INLINE_ENTRIES and value.ndim == 1:
@@ -153,21 +151,19 @@ def _factor_text(trace, name: str, precision: int) -> str:
 def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
     """The chain rule of ``name``, its simplified form, the values that go into it and a
     note, as indented dim lines; nothing for a stage without a chain rule."""
-    rule = CHAIN_RULE.get(name)
-    if rule is None:
+    d = derivation(trace, name)
+    if d is None:
         return []
     lines = []
-    if rule.chain:
-        left, _, right = rule.chain.partition(" = ")
+    if d.left:
         lines += [
-            Text.assemble((left, "italic"), " = ", right),
-            Text(f"{' ' * len(left)} = {rule.simplified_form(trace.problem)}"),
+            Text.assemble((d.left, "italic"), " = ", d.chain),
+            Text(f"{' ' * len(d.left)} = {d.simplified}"),
         ]
-    lines += [
-        Text("with " + ",  ".join(_factor_text(trace, f, precision) for f in rule.factors), style="dim"),
-    ]
-    if note := rule.note_for(trace.problem):
-        lines.append(Text(note, style="dim"))
+    factors = ",  ".join(_factor_text(symbol, value, precision) for symbol, value in d.factors)
+    lines.append(Text(f"with {factors}", style="dim"))
+    if d.note:
+        lines.append(Text(d.note, style="dim"))
     if name == "dA1_dZ1":
         mask = np.asarray(trace["dA1_dZ1"])
         lines.append(Text(f"{int(mask.sum())} of {mask.size} cells of Z1 are > 0 and pass the gradient", style="dim"))
