@@ -48,6 +48,12 @@ class ExplainFormat(str, Enum):
     json = "json"
 
 
+#: How each format heads one file's trace when several are traced: (module, function).
+FILE_HEADINGS = {
+    Format.markdown: ("cnntrace.render.markdown", "file_heading"),
+    Format.latex: ("cnntrace.render.latex", "file_heading"),
+}
+
 #: The renderer of each format of ``step``: (module, function), imported when used.
 STEP_RENDERERS = {
     Format.table: ("cnntrace.render.table", "render"),
@@ -88,6 +94,15 @@ def _only_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def _finite(value: float | None) -> float | None:
+    """A float option must be a finite number: typer's min= lets NaN through."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cnntrace {__version__}")
@@ -125,6 +140,10 @@ def reported_errors(file: Path | None = None):
     except KeyboardInterrupt:
         typer.echo("cnntrace: interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except MemoryError:
+        where = f"{file}: " if file is not None else ""
+        typer.echo(f"cnntrace: {where}needs more memory than this machine has to give", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _full_width(renderable) -> int:
@@ -203,6 +222,8 @@ def step(
         from cnntrace.render import csv as render_csv
 
         sys.stdout.write(render_csv.header_many())
+    # Several files in JSON make one array of objects, each carrying its file.
+    separator = "[" if several and format is Format.json else ""
     failed = False
     recorded = []  # the table view of each file, for --html and --svg
     for index, file in enumerate(files):
@@ -223,13 +244,19 @@ def step(
                     recorded += [heading.strip("\n"), table] if heading else [table]
                 if format is Format.table:
                     output = heading + _table_text(output)
+                elif several and format in FILE_HEADINGS:
+                    output = _renderer(FILE_HEADINGS, format)(str(file)) + output
         except typer.Exit as exit:
             if exit.exit_code != EXIT_BAD_INPUT:
                 raise
             failed = True  # reported on stderr; the other files still run
             continue
+        if separator:
+            output, separator = separator + output, ","
         sys.stdout.write(output)
         sys.stdout.flush()
+    if several and format is Format.json:
+        sys.stdout.write("[]\n" if separator == "[" else "]\n")
     if recorded:
         _save_exports(recorded, html, svg, title=", ".join(map(str, files)))
     if failed:
@@ -245,13 +272,13 @@ class CheckFormat(str, Enum):
 def check(
     file: Path = typer.Argument(..., help="Input JSON file."),
     format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
-    eps: float = typer.Option(1e-6, min=1e-12, max=1e-1, help="Finite-difference step."),
-    rtol: float = typer.Option(1e-6, min=0, help="Relative tolerance."),
-    atol: float = typer.Option(1e-8, min=0, help="Absolute tolerance."),
+    eps: float = typer.Option(1e-6, min=1e-12, max=1e-1, callback=_finite, help="Finite-difference step."),
+    rtol: float = typer.Option(1e-6, min=0, callback=_finite, help="Relative tolerance."),
+    atol: float = typer.Option(1e-8, min=0, callback=_finite, help="Absolute tolerance."),
     max_entries: int = typer.Option(
         2000, "--max-entries", min=1, help="Check at most this many entries of each tensor (a random sample)."
     ),
-    seed: int = typer.Option(0, help="Seed of that sample."),
+    seed: int = typer.Option(0, min=0, help="Seed of that sample."),
 ) -> None:
     """Check every gradient of FILE against central finite differences.
 
@@ -281,8 +308,8 @@ def verify(
     file: Path = typer.Argument(..., help="Input JSON file."),
     answers: Path = typer.Argument(..., help='JSON answers, e.g. {"P1": [[…]], "dL_dW1": [[…]]}.'),
     format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
-    rtol: float = typer.Option(1e-3, min=0, help="Relative tolerance."),
-    atol: float = typer.Option(1e-4, min=0, help="Absolute tolerance."),
+    rtol: float = typer.Option(1e-3, min=0, callback=_finite, help="Relative tolerance."),
+    atol: float = typer.Option(1e-4, min=0, callback=_finite, help="Absolute tolerance."),
 ) -> None:
     """Check hand-computed ANSWERS against FILE's trace, entry by entry.
 
@@ -495,7 +522,7 @@ def train(
     shuffle: bool = typer.Option(
         False, "--shuffle/--no-shuffle", help="Shuffle the images before every epoch."
     ),
-    seed: int = typer.Option(None, "--seed", help="Seed for --shuffle, for the same order again."),
+    seed: int = typer.Option(None, "--seed", min=0, help="Seed for --shuffle, for the same order again."),
     save: Path = typer.Option(
         None, "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz)."
     ),

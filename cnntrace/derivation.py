@@ -134,8 +134,8 @@ def padded_gradient(trace) -> np.ndarray:
     """∂L/∂pad(X): what conv_transpose sends back to every cell of the padded image, its
     padding border included, in X's shape grown by the padding on every side."""
     problem = trace.problem
-    X_padded = np.pad(problem.general()[0], ((0, 0), *[(problem.padding, problem.padding)] * 2))
-    W1 = problem.general()[2]
+    X, _, W1, *_ = problem.general()
+    X_padded = np.pad(X, ((0, 0), *[(problem.padding, problem.padding)] * 2))
     dL_dZ1 = np.asarray(trace["dL_dZ1"])
     dL_dZ1 = dL_dZ1.reshape(problem.M, problem.K, *dL_dZ1.shape[-2:])
     # The backward pass of a convolution over the padded image with no padding of its own.

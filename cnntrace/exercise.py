@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnntrace.network import forward_backward
+from cnntrace import ops
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem
 
@@ -45,10 +45,8 @@ def instructive(data: dict) -> bool:
     does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
     rounding would hide their sign)."""
     problem = Problem.build(**data)
-    Z1 = forward_backward(
-        *problem.general(), stride=problem.stride, padding=problem.padding,
-        pool=problem.pool, pool_stride=problem.pool_stride,
-    )["Z1"]  # fmt: skip
+    X, _, W1, B1, _, _ = problem.general()
+    Z1, _ = ops.conv2d_forward(X, W1, B1, problem.stride, problem.padding)  # (M, K, h, w)
     per_filter = np.moveaxis(Z1, 1, 0).reshape(problem.K, -1)  # (K, M·h·w)
     both_signs = per_filter.shape[1] == 1 or all((z > 0).any() and (z < 0).any() for z in per_filter)
     by_hand = Z1.size <= HAND_SIZED

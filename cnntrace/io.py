@@ -226,7 +226,10 @@ def read_npz(path: str | Path) -> dict:
                 ) from None
             except (OSError, EOFError, zipfile.BadZipFile):
                 raise InputError("cannot be read: the .npz file is damaged", key=key, file=file) from None
-            if array.ndim == 0 and array.dtype.kind in "iufU":
+            if array.ndim == 0 and array.dtype.kind == "S":
+                # Bytes (numpy's "S" strings) are text here, as a JSON file would hold it.
+                data[key] = array.item().decode("utf-8", errors="replace")
+            elif array.ndim == 0 and array.dtype.kind in "iufU":
                 data[key] = array.item()
             else:
                 data[key] = array

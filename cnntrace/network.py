@@ -140,16 +140,25 @@ def gradient_step(W1, B1, W2, B2, grads, lr):
     }
 
 
-def _check_finite(values: dict) -> None:
+def check_finite(values: dict) -> None:
     """Raise NumericError naming the first stage, in the pass's order, that overflowed."""
     for name, value in values.items():
-        if not np.all(np.isfinite(value)):
-            stage = STAGE[name]
+        if np.all(np.isfinite(value)):
+            continue
+        if name == "dL_dA2":
+            # Not an input too large: 1/(1 − A2) or 1/A2 itself exceeds float64.
             raise NumericError(
-                f"overflows float64 in {stage.symbol} = {stage.equation}; "
-                "the numbers that feed it are too large",
+                "exceeds float64: |Z2| is past about 709, where the sigmoid saturates and "
+                "1/(1 − A2) or 1/A2 overflows; L and dL/dZ2 = A2 − Y are still finite "
+                "(cnntrace check and train do not need dL/dA2)",
                 key=name,
             )
+        stage = STAGE[name]
+        raise NumericError(
+            f"overflows float64 in {stage.symbol} = {stage.equation}; "
+            "the numbers that feed it are too large",
+            key=name,
+        )
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,7 @@ def run(problem: Problem) -> Trace:
             pool=problem.pool, pool_stride=problem.pool_stride,
         )  # fmt: skip
         values.update(gradient_step(W1, B1, W2, B2, values, problem.lr))
-    _check_finite(values)
+    check_finite(values)
 
     presented = {name: problem.present(STAGE[name].kind, value) for name, value in values.items()}
     return Trace(

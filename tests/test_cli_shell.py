@@ -425,3 +425,63 @@ def test_version_from_the_console_script_path():
 
     result = cnntrace_process("--version")
     assert result.returncode == 0 and result.stdout == f"cnntrace {__version__}\n" and result.stderr == ""
+
+
+def test_json_of_many_files_is_one_array_each_with_its_file(tmp_path):
+    other = variant(tmp_path, "other.json", Y=0)
+    bad = variant(tmp_path, "bad.json", W2=[1])
+    result = invoke("step", REFERENCE, bad, other, "-f", "json", "--only", "L")
+    assert result.exit_code == 2 and "bad.json" in result.stderr
+    data = json.loads(result.stdout)
+    assert [item["file"] for item in data] == [str(REFERENCE), str(other)]
+    assert json.loads(invoke("step", bad, bad, "-f", "json").stdout) == []
+
+
+@pytest.mark.parametrize("fmt, heading", [("markdown", "## `{}`"), ("latex", "\\section*{{\\texttt{{{}}}}}")])
+def test_markdown_and_latex_of_many_files_head_each_file(tmp_path, fmt, heading):
+    other = variant(tmp_path, "other_one.json", Y=0)
+    out = invoke("step", REFERENCE, other, "-f", fmt, "--only", "L").stdout
+    name = str(other).replace("_", "\\_") if fmt == "latex" else str(other)
+    assert heading.format(REFERENCE) in out and heading.format(name) in out
+
+
+def test_check_and_verify_refuse_nan_tolerances_and_negative_seeds():
+    for args in (
+        ["check", REFERENCE, "--rtol", "nan"], ["check", REFERENCE, "--eps", "inf"],
+        ["check", REFERENCE, "--seed", "-5"], ["verify", REFERENCE, REFERENCE, "--atol", "nan"],
+        ["train", REFERENCE, "--epochs", "1", "--shuffle", "--seed", "-1"],
+    ):  # fmt: skip
+        result = invoke(*args)
+        assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.stderr, args
+
+
+def test_check_works_where_the_sigmoid_saturates_past_float64(tmp_path):
+    # Z2 = 800 and Y = 0: dL/dA2 = 1/(1 − A2) exceeds float64, the gradients do not.
+    path = variant(tmp_path, W2=[0.0] * 4, B2=800.0, Y=0)
+    step = invoke("step", path, "-f", "json")
+    assert step.exit_code == 2 and "dL_dA2: exceeds float64: |Z2| is past about 709" in step.stderr
+    check = invoke("check", path, "-f", "json")
+    assert check.exit_code == 0 and json.loads(check.stdout)["ok"] is True
+
+
+def test_an_input_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
+    import cnntrace.network as network
+
+    def out_of_memory(problem):
+        raise MemoryError
+
+    monkeypatch.setattr(network, "run", out_of_memory)
+    result = invoke("step", REFERENCE)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"cnntrace: {REFERENCE}: needs more memory than this machine has to give\n"
+
+
+def test_check_says_when_no_entry_could_be_compared(tmp_path):
+    # Every Z1 entry is exactly 0: any change of X or B1 flips the ReLU mask (a change of
+    # W1 does not, as it multiplies zeros).
+    path = variant(tmp_path, X=[[0.0] * 6] * 6, B1=0.0)
+    data = json.loads(invoke("check", path, "-f", "json").stdout)
+    assert data["tensors"]["X"]["compared"] == 0 and data["tensors"]["X"]["worst_index"] == []
+    assert data["tensors"]["W1"]["compared"] == 9
+    table = invoke("check", path).stdout
+    assert "none could be compared" in table and "The gradients that could be compared agree." in table

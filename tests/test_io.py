@@ -243,3 +243,11 @@ def test_write_atomic_gives_a_new_file_the_usual_permissions(tmp_path):
     existing.chmod(0o600)
     write_atomic(existing, "new")
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+
+
+def test_npz_text_stored_as_bytes_is_read_as_text(tmp_path):
+    from cnntrace.io import read_input
+
+    data = {key: np.asarray(value) for key, value in reference().items() if key != "comment"}
+    np.savez(tmp_path / "in.npz", comment=np.bytes_(b"exercise 3"), **data)
+    assert read_input(tmp_path / "in.npz")["comment"] == "exercise 3"

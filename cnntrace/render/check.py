@@ -18,7 +18,8 @@ def as_dict(results, file: str, settings: dict) -> dict:
             r.name: {
                 "gradient": f"dL_d{r.name}", "entries": r.entries, "checked": r.checked,
                 "max_abs_error": r.max_abs_error, "max_rel_error": r.max_rel_error,
-                "worst_index": list(r.worst_index), "kinks": r.kinks, "failures": r.failures,
+                "worst_index": list(r.worst_index), "kinks": r.kinks, "compared": r.compared,
+                "failures": r.failures,
                 "ok": r.ok,
             }  # fmt: skip
             for r in results
@@ -57,5 +58,10 @@ def render_table(results, file: str, settings: dict) -> RenderableType:
                 style="dim",
             )
         )
+    unchecked = [f"dL/d{r.name}" for r in results if r.compared == 0]
+    if unchecked:
+        notes.append(Text(f"Every entry of {', '.join(unchecked)} sat on a kink: none could be compared.", style="bold"))
     verdict = "All gradients agree." if all(r.ok for r in results) else "Some gradients disagree."
+    if unchecked:
+        verdict = verdict.replace("All gradients agree.", "The gradients that could be compared agree.")
     return Group(heading, table, *notes, Text(verdict, style="bold"))

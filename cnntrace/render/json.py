@@ -24,8 +24,10 @@ def _line(data: dict) -> str:
 
 
 def render(trace, view: View = View()) -> str:
-    """One line of JSON holding the trace."""
-    return _line(trace_dict(trace, view))
+    """One line of JSON holding the trace; with ``view.file`` (one of several files traced,
+    written as a JSON array by the caller) the file's name comes first."""
+    data = trace_dict(trace, view)
+    return _line(data if view.file is None else {"file": view.file, **data})
 
 
 def render_ndjson(trace, view: View = View()) -> str:

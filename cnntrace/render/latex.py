@@ -102,6 +102,18 @@ def math(text: str) -> str:
     return "".join(out).strip()
 
 
+def plain(text: str) -> str:
+    """Any text (a file name, say) as LaTeX text, its special characters escaped."""
+    special = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "%": r"\%",
+               "&": r"\&", "#": r"\#", "$": r"\$", "^": r"\^{}", "~": r"\~{}"}  # fmt: skip
+    return "".join(special.get(char, char) for char in text)
+
+
+def file_heading(file: str) -> str:
+    """The heading of one file's trace when several are traced at once."""
+    return f"\\section*{{\\texttt{{{plain(file)}}}}}\n\n"
+
+
 def prose(text: str) -> str:
     """A note in text mode: the words as they are, symbols and formulas in $…$.
 

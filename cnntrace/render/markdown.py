@@ -74,6 +74,11 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 
+def file_heading(file: str) -> str:
+    """The heading of one file's trace when several are traced at once."""
+    return f"\n## `{file}`\n\n"  # a blank line first: the trace before ends without one
+
+
 def render(trace, view: View = View()) -> str:
     """The selected matrices as Markdown (see the module's docstring)."""
     problem = trace.problem

@@ -196,6 +196,7 @@ def render(trace, view: View = View()) -> RenderableType:
     parts: list[RenderableType] = []
     if view.only is None:
         parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision)]
+    wins = None
     for section, matrices in selected(trace, view).items():
         heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
         parts.append(Text(("\n" if parts else "") + heading, style="bold underline"))
@@ -204,7 +205,8 @@ def render(trace, view: View = View()) -> RenderableType:
             derivation = [] if view.brief else derivation_lines(trace, name, view.precision)
             marks = None
             if name in MARKED:
-                marks = wins if (wins := pool_wins(trace)).any() else None
+                wins = pool_wins(trace) if wins is None else wins  # once, for A1 and dL/dA1
+                marks = wins if wins.any() else None
                 if marks is not None and name == "A1" and not view.brief:
                     legend = WIN_LEGEND + (WIN_LEGEND_MANY if marks.max() > 1 else "")
                     derivation.append(_indented(Text(legend, style="dim")))
