@@ -17,12 +17,9 @@ import numpy as np
 from cnntrace.errors import InputError
 from cnntrace.ops import output_size
 
-#: Options with their defaults; ``pool_stride`` None means "the same as pool".
-DEFAULTS = {"stride": 1, "padding": 0, "pool": 2, "pool_stride": None, "lr": 0.1}
-
-
-def _shape(shape) -> str:
-    return "×".join(str(n) for n in shape) if shape else "scalar"
+def shape_text(dims, scalar: str = "scalar") -> str:
+    """(3, 3) -> '3×3'; no dimensions -> ``scalar``."""
+    return "×".join(str(n) for n in dims) if len(dims) else scalar
 
 
 def _array(key: str, value) -> np.ndarray:
@@ -60,7 +57,7 @@ def _vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
     )
     if not fits:
         found = f"{array.size} entries" if array.ndim else "a number"
-        raise InputError(f"expected {length} {what}, found {found} (shape {_shape(array.shape)})", key=key)
+        raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)})", key=key)
     return array.reshape(length)
 
 
@@ -101,11 +98,11 @@ class Problem:
         )
         if X.ndim not in (2, 3) or 0 in X.shape:
             raise InputError(
-                f"expected an H×W image or an M×H×W batch, got shape {_shape(X.shape)}", key="X"
+                f"expected an H×W image or an M×H×W batch, got shape {shape_text(X.shape)}", key="X"
             )
         if W1.ndim not in (2, 3) or 0 in W1.shape:
             raise InputError(
-                f"expected a kh×kw filter or K×kh×kw filters, got shape {_shape(W1.shape)}", key="W1"
+                f"expected a kh×kw filter or K×kh×kw filters, got shape {shape_text(W1.shape)}", key="W1"
             )
         M = X.shape[0] if X.ndim == 3 else 1
         K = W1.shape[0] if W1.ndim == 3 else 1
@@ -115,23 +112,23 @@ class Problem:
         if kh > H or kw > W:
             raise InputError(
                 f"the {kh}×{kw} kernel is larger than the {H}×{W} padded image "
-                f"(X is {_shape(X.shape[-2:])}, padding {padding})",
+                f"(X is {shape_text(X.shape[-2:])}, padding {padding})",
                 key="W1",
             )
         Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
         if pool > min(Z1_shape):
             raise InputError(
-                f"the {pool}×{pool} pool window is larger than Z1 ({_shape(Z1_shape)})", key="pool"
+                f"the {pool}×{pool} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
             )
         P1_shape = tuple(output_size(n, pool, pool_stride) for n in Z1_shape)
         n = K * P1_shape[0] * P1_shape[1]
 
         _vector("B1", B1, K, "bias" if K == 1 else "biases, one per filter")
         _vector("B2", B2, 1, "number")
-        per_entry = f"one per entry of F ({K} filter{'s' * (K > 1)} × {_shape(P1_shape)})"
+        per_entry = f"one per entry of F ({K} filter{'s' * (K > 1)} × {shape_text(P1_shape)})"
         _vector("W2", W2, n, f"weight{'s' * (n > 1)}, {per_entry}")
         if X.ndim == 3 and not (Y.ndim == 1 and Y.shape[0] == M):
-            raise InputError(f"expected a list of {M} labels, one per image of X, found shape {_shape(Y.shape)}", key="Y")
+            raise InputError(f"expected a list of {M} labels, one per image of X, found shape {shape_text(Y.shape)}", key="Y")
         _vector("Y", Y, M, "label")
         if np.any((Y < 0) | (Y > 1)):
             bad = Y.flat[np.argmax((Y.ravel() < 0) | (Y.ravel() > 1))]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnntrace.network import STAGE
+from cnntrace.problem import shape_text
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -42,10 +43,6 @@ class Verdict:
         return self.status == "right"
 
 
-def _shape(dims) -> str:
-    return "×".join(map(str, dims)) if len(dims) else "a number"
-
-
 def judge(name: str, answer, correct: np.ndarray, rtol: float, atol: float) -> Verdict:
     """One answer (an array, or a message saying why it is not one) against the value."""
     if isinstance(answer, str):
@@ -56,10 +53,8 @@ def judge(name: str, answer, correct: np.ndarray, rtol: float, atol: float) -> V
         if answer.size == correct.size and answer.squeeze().shape == correct.squeeze().shape:
             answer = answer.reshape(correct.shape)
         else:
-            return Verdict(
-                name, "shape",
-                message=f"expected {_shape(correct.shape)}, got {_shape(answer.shape)}",
-            )  # fmt: skip
+            expected, got = (shape_text(a.shape, "a number") for a in (correct, answer))
+            return Verdict(name, "shape", message=f"expected {expected}, got {got}")
     off = np.abs(answer - correct) > atol + rtol * np.abs(correct)
     wrong = [
         Wrong(index, float(answer[index]), float(correct[index]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cnntrace.problem import shape_text
+
 
 def number(value: float, precision: int) -> str:
     """``value`` rounded for the eye to ``precision`` decimals.
@@ -18,8 +20,8 @@ def number(value: float, precision: int) -> str:
 
 
 def shape(dims) -> str:
-    """(3, 3) -> '3×3'; a scalar -> 'scalar'."""
-    return "×".join(str(n) for n in dims) if len(dims) else "scalar"
+    """(3, 3) -> '3×3'; a scalar -> 'scalar' (as the core's messages write it)."""
+    return shape_text(dims)
 
 
 def axes_label(axes, index) -> str:
