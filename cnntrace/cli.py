@@ -200,6 +200,9 @@ def step(
     brief: bool = typer.Option(
         False, "--brief", help="Matrices only: leave out the chain rules and their factors."
     ),
+    full: bool = typer.Option(
+        False, "--full", help="Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.",
+    ),
     html: Path = typer.Option(
         None, "--html", metavar="FILE", show_default=False,
         help="Also save the table view as an HTML page.",
@@ -228,7 +231,7 @@ def step(
     recorded = []  # the table view of each file, for --html and --svg
     for index, file in enumerate(files):
         view = View(
-            precision=precision, only=names, brief=brief,
+            precision=precision, only=names, brief=brief, full=full,
             file=str(file) if several or format is Format.ndjson else None,
         )  # fmt: skip
         heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
@@ -371,6 +374,10 @@ def init(
         raise typer.BadParameter(f"the {kh}x{kw} kernel is larger than the {H}x{W} image", param_hint="--kernel")
     if image is not None and batch > 1:
         raise typer.BadParameter("--image makes one image; leave out --batch", param_hint="--image")
+    with reported_errors():
+        from cnntrace.problem import check_pass_size
+
+        check_pass_size(batch, filters, (H, W), (kh, kw), key="--size")  # before any work
     with reported_errors(output):
         import secrets
 
@@ -530,6 +537,7 @@ def train(
     precision: int = typer.Option(
         4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
     ),
+    full: bool = typer.Option(False, "--full", help="Table view: every entry of parameters over 40 on a side."),
 ) -> None:
     """Train the network on FILE by gradient descent, one step per mini-batch.
 
@@ -597,6 +605,7 @@ def train(
             view = render_train.render(
                 history, dataclasses.replace(problem, **trained), precision,
                 lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
+                full=full,
             )  # fmt: skip
             sys.stdout.write(_table_text(view))
 

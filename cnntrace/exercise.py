@@ -10,7 +10,7 @@ import numpy as np
 
 from cnntrace import ops
 from cnntrace.ops import output_size
-from cnntrace.problem import Problem
+from cnntrace.problem import Problem, check_pass_size
 
 #: How many draws ``random_input`` makes before it settles for the last one.
 ATTEMPTS = 200
@@ -32,6 +32,7 @@ def random_input(
     derivation. ``X`` (H×W, from a picture) replaces the random image when given. Pooling is
     2×2 where Z1 allows it, else none.
     """
+    check_pass_size(batch, filters, size, kernel, key="size")
     rng = np.random.default_rng(seed)
     for _ in range(ATTEMPTS):
         data = _draw(rng, size, kernel, filters, batch, X)

@@ -84,6 +84,7 @@ def check(
     A tensor with more than ``max_entries`` entries is checked on a random sample of that
     many (the same sample for the same ``seed``).
     """
+    problem.check_size()
     general = dict(zip(("X", "Y", "W1", "B1", "W2", "B2"), problem.general()))
     with np.errstate(all="ignore"):
         values = forward_backward(

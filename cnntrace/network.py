@@ -193,6 +193,7 @@ class Trace:
 
 def run(problem: Problem) -> Trace:
     """Trace one validated problem: forward, backward and update, in the user's shapes."""
+    problem.check_size()
     X, Y, W1, B1, W2, B2 = problem.general()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         values = forward_backward(

@@ -17,6 +17,12 @@ import numpy as np
 from cnntrace.errors import InputError
 from cnntrace.ops import output_size
 
+#: A pass keeps every matrix it makes; it may need at most this much memory for them.
+MAX_PASS_BYTES = 4 * 2**30
+#: The most multiply-adds one pass's convolution may take (about a minute of work).
+MAX_MULTIPLY_ADDS = 10**11
+
+
 def shape_text(dims, scalar: str = "scalar") -> str:
     """(3, 3) -> '3×3'; no dimensions -> ``scalar``."""
     return "×".join(str(n) for n in dims) if len(dims) else scalar
@@ -59,6 +65,58 @@ def _vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
         found = f"{array.size} entries" if array.ndim else "a number"
         raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)})", key=key)
     return array.reshape(length)
+
+
+def _binary(n: int) -> str:
+    """1.5e9 bytes -> '1.4 GiB'."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 2**10:.3g} KiB"
+
+
+def check_pass_size(
+    images: int, filters: int, image: tuple[int, int], kernel: tuple[int, int],
+    stride: int = 1, padding: int = 0, pool: int = 2, pool_stride: int | None = None,
+    key: str = "X",
+) -> None:
+    """Refuse, before any work, a pass on ``images`` images that would need more memory
+    than MAX_PASS_BYTES or more multiply-adds than MAX_MULTIPLY_ADDS; InputError naming
+    ``key`` (or padding, when the padding is what makes it so large).
+
+    The estimate counts what a traced pass keeps per image: the image and its gradient,
+    padded and not (4), five maps of Z1's size (Z1, A1, dA1/dZ1, dL/dA1, dL/dZ1) and two
+    more of working copies, and four of P1's size (P1, F, dL/dP1, dL/dF). Sizes are
+    Python ints, so an absurd input cannot overflow the arithmetic.
+    """
+    (H, W), (kh, kw) = image, kernel
+    Hpad, Wpad = H + 2 * padding, W + 2 * padding
+    Ho, Wo = output_size(Hpad, kh, stride), output_size(Wpad, kw, stride)
+    pool_stride = pool if pool_stride is None else pool_stride
+    Hp, Wp = max(output_size(Ho, pool, pool_stride), 0), max(output_size(Wo, pool, pool_stride), 0)
+    per_image = 2 * Hpad * Wpad + 2 * H * W + 7 * filters * Ho * Wo + 4 * filters * Hp * Wp
+    need = 8 * images * per_image
+    work = images * filters * Ho * Wo * kh * kw
+    if padding and Hpad * Wpad > 4 * H * W and (need > MAX_PASS_BYTES or work > MAX_MULTIPLY_ADDS):
+        key = "padding"
+    what = (
+        f"{images} image{'s' * (images > 1)} of {H}×{W}"
+        + (f" padded by {padding}" if padding else "")
+        + f", {filters} {kh}×{kw} filter{'s' * (filters > 1)}: Z1 is {shape_text((Ho, Wo))}"
+        + (" per image and filter" if images * filters > 1 else "")
+    )
+    if need > MAX_PASS_BYTES:
+        raise InputError(
+            f"too large: {what}, and the pass would need about {_binary(need)} of memory; "
+            f"cnntrace allows {_binary(MAX_PASS_BYTES)}",
+            key=key,
+        )
+    if work > MAX_MULTIPLY_ADDS:
+        raise InputError(
+            f"too large: {what}, and the convolution would take {work:.2g} multiply-adds; "
+            f"cnntrace allows {MAX_MULTIPLY_ADDS:.0e}",
+            key=key,
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +173,8 @@ class Problem:
                 f"(X is {shape_text(X.shape[-2:])}, padding {padding})",
                 key="W1",
             )
+        # One image must fit; a whole batch is checked by the pass that holds it at once.
+        check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, 1, 1, key="W1" if K > 1 else "X")
         Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
         if pool > min(Z1_shape):
             raise InputError(
@@ -135,6 +195,14 @@ class Problem:
             raise InputError(f"labels must lie in [0, 1], found {bad!r}", key="Y")
 
         return cls(X, Y, W1, B1, W2, B2, stride, padding, pool, pool_stride, float(lr))
+
+    def check_size(self, images: int | None = None) -> None:
+        """Refuse, before any work, a pass on ``images`` of the images (all by default)
+        that is too large (see check_pass_size)."""
+        check_pass_size(
+            self.M if images is None else min(images, self.M), self.K, self.X.shape[-2:],
+            self.W1.shape[-2:], self.stride, self.padding, self.pool, self.pool_stride,
+        )  # fmt: skip
 
     # -- the general shapes the pass works on, and back --------------------------------
 

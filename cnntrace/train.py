@@ -101,6 +101,7 @@ def train(
     Y = problem.Y.reshape(problem.M)
     M = problem.M
     batch_size = M if batch_size is None else min(batch_size, M)
+    problem.check_size(batch_size)
     options = dict(
         stride=problem.stride, padding=problem.padding,
         pool=problem.pool, pool_stride=problem.pool_stride,

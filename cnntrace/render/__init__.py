@@ -17,6 +17,7 @@ class View:
     only: tuple[str, ...] | None = None  # JSON names of the matrices to show; None: all
     brief: bool = False  # matrices without their derivation
     file: str | None = None  # the input file's name, for formats that carry it
+    full: bool = False  # every entry of large matrices and batches, not their corners
 
 
 def selected(trace, view: View) -> dict[str, dict]:

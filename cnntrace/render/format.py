@@ -2,7 +2,45 @@
 
 from __future__ import annotations
 
+import itertools
+
 from cnntrace.problem import shape_text
+
+#: The human-readable views summarize what no one reads entry by entry: a matrix with more
+#: rows or columns than SUMMARY_SIDE shows its first and last EDGE rows and columns, and of
+#: more than SUMMARY_TABLES images (or filters) the first and last EDGE_TABLES are shown.
+#: ``View.full`` shows everything; JSON and CSV always hold every entry.
+SUMMARY_SIDE, EDGE = 40, 8
+SUMMARY_TABLES, EDGE_TABLES = 8, 3
+
+
+def shown_indices(n: int, full: bool = False, side: int = SUMMARY_SIDE, edge: int = EDGE) -> list[int | None]:
+    """The indices of ``n`` rows (or columns) a view shows; None stands for the ones left out."""
+    if full or n <= side:
+        return list(range(n))
+    return [*range(edge), None, *range(n - edge, n)]
+
+
+def shown_tables(shape: tuple[int, ...], full: bool = False):
+    """The (image, filter …) indices of the tables a view shows, in order; None for a run
+    of tables left out."""
+    previous = ()
+    for index in itertools.product(*(shown_indices(n, full, SUMMARY_TABLES, EDGE_TABLES) for n in shape)):
+        if None not in index:
+            yield index
+        elif None not in previous:
+            yield None
+        previous = index
+
+
+def summary_note(shape: tuple[int, ...], axes: tuple[str, ...], full: bool = False) -> str:
+    """'showing the first and last 3 images; --full shows all', or '' when nothing is left out."""
+    if full or not shape:
+        return ""
+    parts = [f"first and last {EDGE_TABLES} {axis}s" for axis, n in zip(axes, shape) if n > SUMMARY_TABLES]
+    if max(shape[len(axes):], default=0) > SUMMARY_SIDE:
+        parts.append(f"first and last {EDGE} {'entries' if len(shape) - len(axes) == 1 else 'rows and columns'}")
+    return f"showing the {', '.join(parts)}; --full shows all" if parts else ""
 
 
 def number(value: float, precision: int) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape
+from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
 
 # -- the formula notation, translated ------------------------------------------------------
 
@@ -147,15 +147,21 @@ def prose(text: str) -> str:
 # -- the fragment --------------------------------------------------------------------------
 
 
-def bmatrix(values: np.ndarray, precision: int, marks: np.ndarray | None = None) -> str:
-    """A 1-D (as one row) or 2-D array as a bmatrix; a won pool cell gets a superscript *."""
+def bmatrix(values: np.ndarray, precision: int, marks: np.ndarray | None = None, full: bool = False) -> str:
+    """A 1-D (as one row) or 2-D array as a bmatrix; a won pool cell gets a superscript *.
+    A large one is summarized with dots unless ``full`` (see render.format)."""
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
-    lines = []
-    for row, row_wins in zip(rows, wins):
-        cells = [number(float(v), precision) + ("^{*}" * bool(w)) for v, w in zip(row, row_wins)]
-        lines.append(" & ".join(cells))
-    body = " \\\\\n".join(lines)
+    row_ids, col_ids = shown_indices(rows.shape[0], full), shown_indices(rows.shape[1], full)
+
+    def cell(r, c) -> str:
+        if r is None:
+            return "\\ddots" if c is None else "\\vdots"
+        if c is None:
+            return "\\cdots"
+        return number(float(rows[r, c]), precision) + ("^{*}" * bool(wins[r, c]))
+
+    body = " \\\\\n".join(" & ".join(cell(r, c) for c in col_ids) for r in row_ids)
     return "\\begin{bmatrix}\n" + body + "\n\\end{bmatrix}"
 
 
@@ -163,24 +169,29 @@ def _equation(symbol: str, equation: str | None) -> str:
     return math(symbol) + (" = " + math(equation) if equation else "")
 
 
-def _block(trace, name, symbol, equation, values, axes, precision, derivation, marks) -> list[str]:
+def _block(trace, name, symbol, equation, values, axes, precision, derivation, marks, full=False) -> list[str]:
     lines = []
     head = _equation(symbol, equation)
     if values.ndim == 0:
         lines.append(f"\\[ {head} = {number(float(values), precision)} \\]")
         return lines + derivation
-    lines.append(f"\\noindent ${head}$ \\quad (${math(shape(values.shape))}$)")
+    note = summary_note(values.shape, axes, full).replace("--full", "\\texttt{-{}-full}")
+    lines.append(f"\\noindent ${head}$ \\quad (${math(shape(values.shape))}${'; ' + note if note else ''})")
     lines += derivation
-    columns = values.shape[-1]
+    columns = len(shown_indices(values.shape[-1], full))
     if columns > 10:  # amsmath's matrices take 10 columns unless told otherwise
         lines.append(f"\\setcounter{{MaxMatrixCols}}{{{columns}}}")
     if not axes:
-        lines.append(f"\\[ {math(symbol)} = {bmatrix(values, precision, marks)} \\]")
+        lines.append(f"\\[ {math(symbol)} = {bmatrix(values, precision, marks, full)} \\]")
         return lines
-    for index in np.ndindex(values.shape[: len(axes)]):
+    for index in shown_tables(values.shape[: len(axes)], full):
+        if index is None:
+            lines.append("\\[ \\vdots \\]")
+            continue
         label = axes_label(axes, index)
         entry_marks = None if marks is None else marks[index]
-        lines.append(f"\\[ {math(symbol)}\\ (\\text{{{label}}}) = {bmatrix(values[index], precision, entry_marks)} \\]")
+        matrix = bmatrix(values[index], precision, entry_marks, full)
+        lines.append(f"\\[ {math(symbol)}\\ (\\text{{{label}}}) = {matrix} \\]")
     return lines
 
 
@@ -222,7 +233,7 @@ def render(trace, view: View = View()) -> str:
         out.append("")
         for name in ("X", "Y", "W1", "B1", "W2", "B2"):
             values = getattr(problem, name)
-            out += _block(trace, name, name, None, values, problem.leading_axes(name), view.precision, [], None)
+            out += _block(trace, name, name, None, values, problem.leading_axes(name), view.precision, [], None, view.full)
             out.append("")
     titles = {"forward": "Forward pass", "backward": "Backward pass",
               "update": f"Update: one step of gradient descent, $\\mathrm{{lr}} = {problem.lr:g}$"}  # fmt: skip
@@ -238,7 +249,7 @@ def render(trace, view: View = View()) -> str:
                                   "$\\partial L/\\partial P_{1}$ flows back to it only.")  # fmt: skip
             out += _block(
                 trace, name, stage.symbol, stage.formula(problem.batched), values,
-                trace.leading_axes(name), view.precision, derivation, marks,
+                trace.leading_axes(name), view.precision, derivation, marks, view.full,
             )  # fmt: skip
             out.append("")
     return "\n".join(out) + "\n"

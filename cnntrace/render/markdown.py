@@ -17,8 +17,10 @@ import numpy as np
 from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape
+from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
 from cnntrace.render.latex import math, prose
+
+GAP = "…"
 
 SECTION_TITLES = {
     "forward": "Forward pass",
@@ -34,29 +36,40 @@ def escape(text: str) -> str:
     return text
 
 
-def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = None) -> list[str]:
-    """A 1-D or 2-D array as a pipe table with its row and column indices."""
+def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = None, full: bool = False) -> list[str]:
+    """A 1-D or 2-D array as a pipe table with its row and column indices; a large one
+    summarized unless ``full`` (see render.format)."""
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
-    header = ([""] if values.ndim == 2 else []) + [str(col) for col in range(rows.shape[1])]
+    row_ids, col_ids = shown_indices(rows.shape[0], full), shown_indices(rows.shape[1], full)
+    header = ([""] if values.ndim == 2 else []) + [GAP if col is None else str(col) for col in col_ids]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("--:" for _ in header) + "|"]
-    for index, (row, row_wins) in enumerate(zip(rows, wins)):
-        cells = [number(float(v), precision) + ("\\*" * bool(w)) for v, w in zip(row, row_wins)]
-        lines.append("| " + " | ".join(([str(index)] if values.ndim == 2 else []) + cells) + " |")
+    for r in row_ids:
+        cells = [
+            GAP if r is None or c is None
+            else number(float(rows[r, c]), precision) + ("\\*" * bool(wins[r, c]))
+            for c in col_ids
+        ]  # fmt: skip
+        label = [GAP if r is None else str(r)] if values.ndim == 2 else []
+        lines.append("| " + " | ".join(label + cells) + " |")
     return lines
 
 
-def _block(symbol, equation, values, axes, precision, derivation, marks) -> list[str]:
+def _block(symbol, equation, values, axes, precision, derivation, marks, full=False) -> list[str]:
     head = f"**{escape(symbol)}**" + (f" ${math(symbol)} = {math(equation)}$" if equation else "")
     if values.ndim == 0:
         return [f"{head} = **{number(float(values), precision)}**", "", *derivation]
-    lines = [f"{head} ({shape(values.shape)})", "", *derivation]
+    note = summary_note(values.shape, axes, full)
+    lines = [f"{head} ({shape(values.shape)}{'; ' + note if note else ''})", "", *derivation]
     if not axes:
-        return lines + pipe_table(values, precision, marks) + [""]
-    for index in np.ndindex(values.shape[: len(axes)]):
+        return lines + pipe_table(values, precision, marks, full) + [""]
+    for index in shown_tables(values.shape[: len(axes)], full):
+        if index is None:
+            lines += [GAP, ""]
+            continue
         label = axes_label(axes, index)
         entry_marks = None if marks is None else marks[index]
-        lines += [f"*{label}*", "", *pipe_table(values[index], precision, entry_marks), ""]
+        lines += [f"*{label}*", "", *pipe_table(values[index], precision, entry_marks, full), ""]
     return lines
 
 
@@ -91,7 +104,7 @@ def render(trace, view: View = View()) -> str:
         ]  # fmt: skip
         for name in ("X", "Y", "W1", "B1", "W2", "B2"):
             values = getattr(problem, name)
-            out += _block(name, None, values, problem.leading_axes(name), view.precision, [], None)
+            out += _block(name, None, values, problem.leading_axes(name), view.precision, [], None, view.full)
     wins = pool_wins(trace)
     for section, matrices in selected(trace, view).items():
         out += [f"### {SECTION_TITLES[section].format(lr=f'{problem.lr:g}')}", ""]
@@ -103,6 +116,6 @@ def render(trace, view: View = View()) -> str:
                 derivation += [f"\\* won its pool window: {prose('dL/dP1')} flows back to this cell.", ""]
             out += _block(
                 stage.symbol, stage.formula(problem.batched), values,
-                trace.leading_axes(name), view.precision, derivation, marks,
+                trace.leading_axes(name), view.precision, derivation, marks, view.full,
             )  # fmt: skip
     return "\n".join(out).rstrip("\n") + "\n"

@@ -11,18 +11,18 @@ where the width allows; a matrix wider than the console is split into blocks of 
 from __future__ import annotations
 
 import numpy as np
-from rich import box
 from rich.columns import Columns
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.padding import Padding
-from rich.table import Table
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 
 from cnntrace.derivation import derivation, padded_gradient, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape
+from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
 
 SECTION_TITLES = {
     "forward": "Forward pass",
@@ -38,87 +38,133 @@ WIN_LEGEND_MANY = " (*2: won two windows)"
 INLINE_ENTRIES = 4
 
 
+TITLE, HEADER, DIM = Style(italic=True), Style(dim=True), Style(dim=True)
+PADDING, WON, MARK = Style(dim=True, italic=True), Style(bold=True, underline=True), Style(bold=True, color="yellow")
+
+
 def _mark(wins: int) -> str:
     return "" if wins == 0 else "*" if wins == 1 else f"*{wins}"
 
 
-def matrix_table(
-    values: np.ndarray, precision: int, title: str | None = None,
-    marks: np.ndarray | None = None, columns: range | None = None, border: int = 0,
-) -> Table:
-    """A 1-D or 2-D array as a table with its row and column indices; zeros dimmed.
-
-    ``marks`` (same shape, ints) adds ``*`` to the cells that won a pool window;
-    ``columns`` limits the table to those column indices. A ``border`` of p marks the outer
-    p rows and columns as padding: they are indexed from −p, and shown dim and italic.
-    """
-    rows = values.reshape(1, -1) if values.ndim == 1 else values
-    wins = np.zeros(rows.shape, dtype=int) if marks is None else marks.reshape(rows.shape)
-    columns = range(rows.shape[1]) if columns is None else columns
-    table = Table(
-        title=title, title_justify="left", title_style="italic", box=box.SIMPLE_HEAD,
-        header_style="dim", pad_edge=False, show_edge=False,
-    )  # fmt: skip
-    if values.ndim == 2:
-        table.add_column("", style="dim", justify="right")
-    for col in columns:
-        table.add_column(str(col - border), justify="right")
-    n_rows, n_cols = rows.shape
-    for index, row in enumerate(rows):
-        cells = []
-        for col in columns:
-            v = row[col]
-            padding = border and not (border <= index < n_rows - border and border <= col < n_cols - border)
-            cell = Text(number(v, precision), style="dim italic" if padding else "dim" if v == 0 else "")
-            if wins[index, col]:
-                cell = Text.assemble((cell.plain, "bold underline"), (_mark(wins[index, col]), "bold yellow"))
-            cells.append(cell)
-        table.add_row(*([str(index - border)] if values.ndim == 2 else []), *cells)
-    return table
+GAP = "…"
+#: Columns are separated as rich's simple tables separate them.
+SEPARATOR = "   "
+RULE = "─"
 
 
 class MatrixBlocks:
-    """A matrix as one table, or as blocks of columns (with their indices) when it is wider
-    than the space it gets, the way numpy and pandas wrap wide arrays. Measured at its full
-    width, so that into a pipe (an unbounded width) it stays one table."""
+    """A 1-D or 2-D array as a table with its row and column indices; zeros dimmed.
 
-    def __init__(self, values, precision, title=None, marks=None, border=0):
-        self.values, self.precision, self.title, self.marks = values, precision, title, marks
-        self.border = border
-        self.n_cols = values.shape[-1]
+    ``marks`` (same shape, ints) adds ``*`` to the cells that won a pool window. A
+    ``border`` of p marks the outer p rows and columns as padding: they are indexed from
+    −p, and shown dim and italic. A matrix larger than SUMMARY_SIDE on a side shows its
+    corners (unless ``full``; see render.format).
 
-    def _table(self, columns: range | None = None, title: str | None = None) -> Table:
-        return matrix_table(self.values, self.precision, title, self.marks, columns, self.border)
+    When it is wider than the space it gets, it is split into blocks of columns, each
+    titled with its column indices, the way numpy and pandas wrap wide arrays. Measured at
+    its full width, so that into a pipe (an unbounded width) it stays one table. The cells
+    are laid out here, as text, rather than by rich's Table: a 600×600 matrix takes a
+    fraction of a second instead of minutes.
+    """
+
+    def __init__(self, values, precision, title=None, marks=None, border=0, full=False):
+        self.title = title
+        self.indexed = values.ndim == 2
+        rows = values.reshape(1, -1) if values.ndim == 1 else values
+        wins = None if marks is None else marks.reshape(rows.shape)
+        n_rows, n_cols = rows.shape
+        row_ids, self.col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
+        inside = (border, n_rows - border, border, n_cols - border)
+
+        def cell(r, c):
+            if r is None or c is None:
+                return [(GAP, DIM)]
+            v = rows[r, c]
+            text = number(v, self.precision)
+            if wins is not None and wins[r, c]:
+                return [(text, WON), (_mark(wins[r, c]), MARK)]
+            padding = border and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
+            return [(text, PADDING if padding else DIM if v == 0 else None)]
+
+        self.precision = precision
+        self.header = [GAP if c is None else str(c - border) for c in self.col_ids]
+        self.labels = [GAP if r is None else str(r - border) for r in row_ids] if self.indexed else []
+        self.cells = [[cell(r, c) for c in self.col_ids] for r in row_ids]
+        self.widths = [
+            max(len(self.header[j]), *(sum(len(t) for t, _ in row[j]) for row in self.cells))
+            for j in range(len(self.col_ids))
+        ]
+        self.label_width = max(map(len, self.labels), default=0)
+
+    def _block_width(self, columns: range) -> int:
+        lead = self.label_width if self.indexed else -len(SEPARATOR)
+        return lead + sum(len(SEPARATOR) + self.widths[j] for j in columns)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement.get(console, options, self._table())
+        full = self._block_width(range(len(self.widths)))
+        narrowest = max(self._block_width(range(j, j + 1)) for j in range(len(self.widths)))
+        return Measurement(min(narrowest, full), max(full, len(self.title or ""))).clamp(max_width=options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
-        unbounded = options.update(width=100_000)
-
-        def fits(columns: range) -> bool:
-            return Measurement.get(console, unbounded, self._table(columns)).maximum <= width
-
-        if fits(range(self.n_cols)):
-            yield self._table(title=self.title)
+        n = len(self.widths)
+        if self._block_width(range(n)) <= width:
+            yield from self._lines(range(n), self.title)
             return
         start = 0
-        while start < self.n_cols:
+        while start < n:
             end = start + 1
-            while end < self.n_cols and fits(range(start, end + 1)):
+            while end < n and self._block_width(range(start, end + 1)) <= width:
                 end += 1
-            label = f"columns {start - self.border}–{end - 1 - self.border}"
-            yield self._table(range(start, end), f"{self.title}, {label}" if self.title else label)
+            first, last = (self.header[j] for j in (start, end - 1))
+            label = f"columns {first}–{last}" if end - start > 1 else f"column {first}"
+            yield from self._lines(range(start, end), f"{self.title}, {label}" if self.title else label)
             start = end
+
+    def _lines(self, columns: range, title: str | None):
+        """The segments of one block: title, header, rule and rows."""
+        if title:
+            yield Segment(title, TITLE)
+            yield Segment.line()
+        lead = [(" " * self.label_width, None)] if self.indexed else []
+        header = [(self.header[j].rjust(self.widths[j]), HEADER) for j in columns]
+        yield from self._row(lead, header)
+        yield Segment(RULE * self._block_width(columns))
+        yield Segment.line()
+        for index, row in enumerate(self.cells):
+            lead = [(self.labels[index].rjust(self.label_width), DIM)] if self.indexed else []
+            cells = []
+            for j in columns:
+                pieces = row[j]
+                pad = self.widths[j] - sum(len(text) for text, _ in pieces)
+                cells.append([(" " * pad, None), *pieces])
+            yield from self._row(lead, cells)
+
+    @staticmethod
+    def _row(lead, cells):
+        """One line: the index column, then each cell after the separator."""
+        first = True
+        for text, style in lead:
+            yield Segment(text, style)
+            first = False
+        for pieces in cells:
+            if not first:
+                yield Segment(SEPARATOR)
+            first = False
+            for text, style in pieces if isinstance(pieces, list) else [pieces]:
+                yield Segment(text, style)
+        yield Segment.line()
 
 
 def matrix_block(
     symbol: str, equation: str | None, values: np.ndarray, axes: tuple[str, ...], precision: int,
     derivation: list[RenderableType] = (), marks: np.ndarray | None = None, border: int = 0,
+    full: bool = False,
 ) -> RenderableType:
     """A titled matrix, or one labelled table per image / filter along ``axes``, with the
-    ``derivation`` lines between the title and the numbers (see matrix_table for ``border``)."""
+    ``derivation`` lines between the title and the numbers (see MatrixBlocks for ``border``
+    and ``full``). Of more than SUMMARY_TABLES images (or filters) the first and last
+    EDGE_TABLES are shown, unless ``full`` (see render.format)."""
     title = Text.assemble((symbol, "bold cyan"))
     if equation:
         title.append(f" = {equation}")
@@ -127,15 +173,19 @@ def matrix_block(
         title.append(number(float(values), precision), style="bold")
         return Group(title, *derivation)
     title.append(f"   {shape(values.shape)}", style="dim")
+    if note := summary_note(values.shape, axes, full):
+        title.append(f"   {note}", style="dim")
     if not axes:
-        return Group(title, *derivation, MatrixBlocks(values, precision, marks=marks, border=border))
-    tables = [
-        MatrixBlocks(
+        return Group(title, *derivation, MatrixBlocks(values, precision, marks=marks, border=border, full=full))
+    tables: list[RenderableType] = []
+    for index in shown_tables(values.shape[: len(axes)], full):
+        if index is None:
+            tables.append(Text(GAP, style="dim"))
+            continue
+        tables.append(MatrixBlocks(
             values[index], precision, axes_label(axes, index),
-            None if marks is None else marks[index], border,
-        )  # fmt: skip
-        for index in np.ndindex(values.shape[: len(axes)])
-    ]
+            None if marks is None else marks[index], border, full,
+        ))  # fmt: skip
     return Group(title, *derivation, Columns(tables, padding=(0, 4)))
 
 
@@ -175,7 +225,7 @@ def _indented(line: Text) -> Padding:
     return Padding(line, (0, 0, 0, 2), expand=False)
 
 
-def _input_blocks(problem, precision: int) -> list[RenderableType]:
+def _input_blocks(problem, precision: int, full: bool = False) -> list[RenderableType]:
     options = (
         f"stride {problem.stride}, padding {problem.padding}, "
         f"pool {problem.pool}×{problem.pool} with stride {problem.pool_stride}, lr {problem.lr:g}"
@@ -183,7 +233,7 @@ def _input_blocks(problem, precision: int) -> list[RenderableType]:
     blocks: list[RenderableType] = [Text(options, style="dim")]
     for name in ("X", "Y", "W1", "B1", "W2", "B2"):
         values = getattr(problem, name)
-        blocks.append(matrix_block(name, None, values, problem.leading_axes(name), precision))
+        blocks.append(matrix_block(name, None, values, problem.leading_axes(name), precision, full=full))
     return blocks
 
 
@@ -195,7 +245,7 @@ def render(trace, view: View = View()) -> RenderableType:
     problem = trace.problem
     parts: list[RenderableType] = []
     if view.only is None:
-        parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision)]
+        parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision, view.full)]
     wins = None
     for section, matrices in selected(trace, view).items():
         heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
@@ -219,15 +269,15 @@ def render(trace, view: View = View()) -> RenderableType:
             parts.append(
                 matrix_block(
                     stage.symbol, stage.formula(problem.batched), values,
-                    trace.leading_axes(name), view.precision, derivation, marks,
+                    trace.leading_axes(name), view.precision, derivation, marks, full=view.full,
                 )  # fmt: skip
             )
             if name == "dL_dX" and problem.padding and not view.brief:
-                parts.append(_indented(padded_block(trace, view.precision)))
+                parts.append(_indented(padded_block(trace, view.precision, view.full)))
     return Group(*parts)
 
 
-def padded_block(trace, precision: int) -> RenderableType:
+def padded_block(trace, precision: int, full: bool = False) -> RenderableType:
     """∂L/∂pad(X), its padding border indexed from −p and shown in italics: what the
     windows sent to the padding, which dL/dX leaves out."""
     problem = trace.problem
@@ -238,7 +288,7 @@ def padded_block(trace, precision: int) -> RenderableType:
     )
     return matrix_block(
         "∂L/∂pad(X)", None, padded_gradient(trace), problem.leading_axes("X"), precision,
-        [_indented(Text(outside, style="dim"))], border=p,
+        [_indented(Text(outside, style="dim"))], border=p, full=full,
     )  # fmt: skip
 
 

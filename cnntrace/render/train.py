@@ -97,9 +97,10 @@ def loss_curve(losses: list[float], width: int = 60, height: int = 8) -> str:
     return "\n".join(rows)
 
 
-def render(history, problem, precision: int, *, lr: float, batch_size: int) -> RenderableType:
+def render(history, problem, precision: int, *, lr: float, batch_size: int, full: bool = False) -> RenderableType:
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
-    the final parameters. ``problem`` holds the trained parameters in the input's shapes."""
+    the final parameters. ``problem`` holds the trained parameters in the input's shapes;
+    large ones are summarized unless ``full``."""
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
     summary = (
@@ -118,5 +119,5 @@ def render(history, problem, precision: int, *, lr: float, batch_size: int) -> R
     ]
     for name in PARAMETERS:
         values = getattr(problem, name)
-        parts.append(matrix_block(name, None, values, problem.leading_axes(name), precision))
+        parts.append(matrix_block(name, None, values, problem.leading_axes(name), precision, full=full))
     return Group(*parts)
