@@ -54,7 +54,8 @@ FILE_HEADINGS = {
     Format.latex: ("cnntrace.render.latex", "file_heading"),
 }
 
-#: The renderer of each format of ``step``: (module, function), imported when used.
+#: The renderer of each format of ``step``: (module, function), imported when used. Each
+#: returns a rich renderable, a string, or (JSON and CSV) the text in pieces.
 STEP_RENDERERS = {
     Format.table: ("cnntrace.render.table", "render"),
     Format.json: ("cnntrace.render.json", "render"),
@@ -249,15 +250,20 @@ def step(
                     output = heading + _table_text(output)
                 elif several and format in FILE_HEADINGS:
                     output = _renderer(FILE_HEADINGS, format)(str(file)) + output
+                # JSON and CSV come in pieces, written as they are made: a dataset's trace
+                # is never held as one string.
+                pieces = [output] if isinstance(output, str) else output
+                if separator:
+                    sys.stdout.write(separator)
+                    separator = ","
+                for piece in pieces:
+                    sys.stdout.write(piece)
+                sys.stdout.flush()
         except typer.Exit as exit:
             if exit.exit_code != EXIT_BAD_INPUT:
                 raise
             failed = True  # reported on stderr; the other files still run
             continue
-        if separator:
-            output, separator = separator + output, ","
-        sys.stdout.write(output)
-        sys.stdout.flush()
     if several and format is Format.json:
         sys.stdout.write("[]\n" if separator == "[" else "]\n")
     if recorded:

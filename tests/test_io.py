@@ -175,9 +175,29 @@ def test_comment_key_is_allowed(tmp_path):
 
 
 def test_numbers_keeps_nesting_and_values():
-    assert numbers([[1, 2.5], [3, -4]], "X") == [[1.0, 2.5], [3.0, -4.0]]
+    assert np.array_equal(numbers([[1, 2.5], [3, -4]], "X"), [[1.0, 2.5], [3.0, -4.0]])
     assert numbers(7, "B2") == 7.0
     assert np.array(numbers([[[1]], [[2]]], "X")).shape == (2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "value, key",
+    [
+        ([[1, 2], [3, True]], "X[1][1]"),
+        ([[1, 2], [3, "4"]], "X[1][1]"),
+        ([[1, 2], [None, 4]], "X[1][0]"),
+        ([[1, 2], [3, 1e400]], "X[1][1]"),
+        ([[1, 2], [3, 10**400]], "X[1][1]"),
+        ([[1, 2], [3]], "X[1]"),
+        ([[1, 2], 3], "X[1]"),
+    ],
+)
+def test_numbers_names_the_entry_at_fault_past_the_fast_path(value, key):
+    """Large valid inputs take a fast path through numpy, which would read True, "4" and
+    None as numbers: the entry at fault is still found and named."""
+    with pytest.raises(InputError) as caught:
+        numbers(value, "X")
+    assert caught.value.key == key
 
 
 def test_json_floats_are_read_exactly(tmp_path):

@@ -215,3 +215,68 @@ def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
     assert header.split() == ["-1", "0", "1", "2", "3", "4", "5"]
     brief = text_at(table.render(t, View(only=("dL_dX",), brief=True)), 140)
     assert "pad(X)" not in brief
+
+
+# -- JSON and CSV in pieces, large inputs summarized ---------------------------------------
+
+
+@pytest.mark.parametrize("make", [reference_trace, batch_trace])
+@pytest.mark.parametrize("view", [View(), View(file="in.json"), View(only=("dL_dX", "L"))])
+def test_json_pieces_are_exactly_one_json_dumps(make, view):
+    """The JSON comes an image at a time; joined, it is json.dumps of the whole trace."""
+    import json
+
+    from cnntrace.render import json as render_json
+
+    trace = make()
+    data = render_json.trace_dict(trace, view)
+    expected = json.dumps(data if view.file is None else {"file": view.file, **data}, separators=(",", ":"))
+    pieces = list(render_json.render(trace, view))
+    assert "".join(pieces) == expected + "\n"
+    assert len(pieces) > 3  # really in pieces
+    ndjson = "".join(render_json.render_ndjson(trace, view))
+    assert json.loads(ndjson) == {"file": view.file, **data}
+
+
+def big_trace(side=45, images=1):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (images, side, side)) if images > 1 else rng.uniform(-1, 1, (side, side))
+    n = ((side - 2) // 2) ** 2
+    return cnntrace.trace(X, [1.0] * images if images > 1 else 1.0, rng.normal(size=(3, 3)), 0.1,
+                          rng.normal(size=n) * 0.1, 0.0)  # fmt: skip
+
+
+def test_a_matrix_over_40_on_a_side_shows_its_corners_unless_full():
+    trace = big_trace(45)
+    X = trace.problem.X
+    out = text_at(table.render(trace, View(only=("dL_dX",))), 400)
+    assert "showing the first and last 8 rows and columns; --full shows all" in out
+    body = out.split("─\n", 1)[1]  # below the header's rule
+    rows = [line.split() for line in body.splitlines() if line.strip()]
+    labels = [row[0] for row in rows]
+    assert labels == [*map(str, range(8)), "…", *map(str, range(37, 45))]
+    assert rows[0][1:] == [*(f"{v:.4f}" for v in trace["dL_dX"][0, :8]), "…", *(f"{v:.4f}" for v in trace["dL_dX"][0, -8:])]
+    full = text_at(table.render(trace, View(only=("dL_dX",), full=True)), 1000)
+    assert "--full" not in full and "\n44 " in full
+    assert X.shape == (45, 45)
+
+
+def test_a_large_batch_shows_its_first_and_last_images():
+    trace = big_trace(6, images=20)
+    out = text_at(table.render(trace, View(only=("Z1",))), 400)
+    shown = re.findall(r"image (\d+)", out)
+    assert shown == ["0", "1", "2", "17", "18", "19"]
+    assert "showing the first and last 3 images" in out
+    md = markdown.render(trace, View(only=("Z1",)))
+    assert re.findall(r"\*image (\d+)\*", md) == ["0", "1", "2", "17", "18", "19"]
+    tex = latex.render(trace, View(only=("Z1",)))
+    assert re.findall(r"image (\d+)", tex) == ["0", "1", "2", "17", "18", "19"] and "\\vdots" in tex
+
+
+def test_markdown_and_latex_summarize_like_the_table():
+    trace = big_trace(45)
+    md = markdown.render(trace, View(only=("dL_dX",)))
+    assert "showing the first and last 8 rows and columns" in md
+    tex = latex.render(trace, View(only=("dL_dX",)))
+    assert "\\cdots" in tex and "\\vdots" in tex and "\\ddots" in tex
+    assert "\\setcounter{MaxMatrixCols}{17}" in tex

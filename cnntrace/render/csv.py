@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -33,27 +35,45 @@ def columns(trace, view: View) -> tuple[str, ...]:
     return ("name", *(c for c in INDEX_COLUMNS if c in used), "value")
 
 
-def rows(trace, view: View):
-    """Yield one dict per entry of every selected matrix, in row-major order."""
+def _cell(text: str) -> str:
+    """One CSV cell, quoted as the csv module quotes it (a file name may hold a comma)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([text])
+    return out.getvalue()
+
+
+def lines(trace, view: View):
+    """Yield the CSV text of every selected matrix, one line per entry in row-major order,
+    a matrix at a time. Each line is pieced together from the strings of its indices, made
+    once per matrix: formatting a 600×600 trace entry by entry through csv.writer takes
+    several times longer."""
+    header = columns(trace, view)
+    prefix = ("" if view.file is None else _cell(view.file) + ",")
     for matrices in selected(trace, view).values():
         for name, value in matrices.items():
             axes = trace.axis_names(name)
-            for index in np.ndindex(value.shape):
-                row = {"file": view.file, "name": name, **dict(zip(axes, index))}
-                row["value"] = repr(float(value[index]))
-                yield row
+            # pieces[k]: the text of each index along the k-th axis, with the empty cells
+            # of the header's columns this matrix has no axis for.
+            pieces, pending = [[f"{prefix}{name},"]], ""
+            for column in header[1 + (view.file is not None) : -1]:
+                if column in axes:
+                    n = value.shape[axes.index(column)]
+                    pieces.append([f"{pending}{i}," for i in range(n)])
+                    pending = ""
+                else:
+                    pending += ","
+            values = np.asarray(value, dtype=float).ravel().tolist()
+            yield "".join(
+                f"{''.join(index)}{pending}{v!r}\n" for index, v in zip(itertools.product(*pieces), values)
+            )
 
 
-def render(trace, view: View = View()) -> str:
-    """The selected matrices as CSV text; the header line is left out for ``view.file``
-    (several files share the header the caller writes once)."""
-    out = io.StringIO()
-    names = columns(trace, view)
-    writer = csv.DictWriter(out, fieldnames=names, extrasaction="ignore", lineterminator="\n")
+def render(trace, view: View = View()) -> Iterator[str]:
+    """The selected matrices as CSV text, in pieces; the header line is left out for
+    ``view.file`` (several files share the header the caller writes once)."""
     if view.file is None:
-        writer.writeheader()
-    writer.writerows(rows(trace, view))
-    return out.getvalue()
+        yield ",".join(columns(trace, view)) + "\n"
+    yield from lines(trace, view)
 
 
 def header_many() -> str:

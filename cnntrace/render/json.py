@@ -7,6 +7,7 @@ Python's repr so they read back to the same float64.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from cnntrace.render import View, selected
 
@@ -19,17 +20,43 @@ def trace_dict(trace, view: View = View()) -> dict:
     }
 
 
-def _line(data: dict) -> str:
-    return json.dumps(data, allow_nan=False, separators=(",", ":")) + "\n"
+def _dumps(value) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
-def render(trace, view: View = View()) -> str:
-    """One line of JSON holding the trace; with ``view.file`` (one of several files traced,
-    written as a JSON array by the caller) the file's name comes first."""
-    data = trace_dict(trace, view)
-    return _line(data if view.file is None else {"file": view.file, **data})
+def _array_chunks(value) -> Iterator[str]:
+    """One array as JSON, an image (or filter) at a time when it has such axes, so that a
+    dataset's trace is never held as Python lists all at once."""
+    if value.ndim < 3:
+        yield _dumps(value.tolist())
+        return
+    yield "["
+    for index, part in enumerate(value):
+        if index:
+            yield ","
+        yield from _array_chunks(part)
+    yield "]"
 
 
-def render_ndjson(trace, view: View = View()) -> str:
+def chunks(trace, view: View = View(), with_file: bool = False) -> Iterator[str]:
+    """The trace as one line of JSON, in pieces; ``with_file`` puts ``view.file`` first.
+    The pieces joined are exactly ``json.dumps`` of ``trace_dict`` (with the file)."""
+    yield "{" + (f'"file":{_dumps(view.file)},' if with_file else "")
+    for s_index, (section, matrices) in enumerate(selected(trace, view).items()):
+        yield ("," if s_index else "") + f"{_dumps(section)}:{{"
+        for m_index, (name, value) in enumerate(matrices.items()):
+            yield ("," if m_index else "") + f"{_dumps(name)}:"
+            yield from _array_chunks(value)
+        yield "}"
+    yield "}\n"
+
+
+def render(trace, view: View = View()) -> Iterator[str]:
+    """One line of JSON holding the trace, in pieces; with ``view.file`` (one of several
+    files traced, written as a JSON array by the caller) the file's name comes first."""
+    return chunks(trace, view, with_file=view.file is not None)
+
+
+def render_ndjson(trace, view: View = View()) -> Iterator[str]:
     """One line of JSON holding the trace and, first, the file it came from."""
-    return _line({"file": view.file, **trace_dict(trace, view)})
+    return chunks(trace, view, with_file=True)
