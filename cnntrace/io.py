@@ -22,7 +22,8 @@ OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
 FREE_KEYS = ("comment", "$schema")
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
 
-#: Files larger than this are refused before they are read.
+#: Files larger than this, and .npz files whose arrays unpack to more, are refused before
+#: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
 MAX_INPUT_BYTES = 256 * 1024 * 1024
 #: X of a batch is M×H×W; nothing in the input is nested deeper.
 MAX_DEPTH = 3
@@ -236,6 +237,15 @@ def read_npz(path: str | Path) -> dict:
         raise InputError("is not a .npz file of arrays that numpy can read", file=file) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError("holds one .npy array; expected a .npz file of named arrays", file=file)
+    # A compressed archive can hold far more than its size on disk: count what it unpacks to.
+    unpacked = sum(info.file_size for info in archive.zip.infolist())
+    if max(unpacked, Path(path).stat().st_size) > MAX_INPUT_BYTES:
+        archive.close()
+        raise InputError(
+            f"holds {unpacked / 2**20:.0f} MiB of arrays; input files are limited to "
+            f"{MAX_INPUT_BYTES // 2**20} MiB",
+            file=file,
+        )
     data = {}
     with archive:
         for key in archive.files:

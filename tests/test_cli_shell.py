@@ -485,3 +485,33 @@ def test_check_says_when_no_entry_could_be_compared(tmp_path):
     assert data["tensors"]["W1"]["compared"] == 9
     table = invoke("check", path).stdout
     assert "none could be compared" in table and "The gradients that could be compared agree." in table
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--size", "100000"], "--size"),
+        (["--size", "600", "--batch", "10000"], "--size"),
+        (["--size", "3000", "--kernel", "1500"], "--size"),
+    ],
+)
+def test_init_refuses_absurd_sizes_before_any_work(tmp_path, args, key):
+    out = tmp_path / "out.json"
+    result = invoke("init", *args, "-o", out)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"cnntrace: {key}: too large: ") and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_step_summarizes_a_large_matrix_and_full_shows_it(tmp_path):
+    rng = np.random.default_rng(0)
+    data = reference()
+    data.update(X=rng.uniform(0, 1, (50, 50)).round(2).tolist(), W2=[0.01] * 24 * 24)
+    path = write(tmp_path, data, "big.json")
+    summarized = invoke("step", path, "--only", "dL_dX")
+    assert summarized.exit_code == 0 and "--full shows all" in summarized.stdout
+    assert "\n49 " in summarized.stdout and "\n20 " not in summarized.stdout
+    full = invoke("step", path, "--only", "dL_dX", "--full")
+    assert full.exit_code == 0 and "\n20 " in full.stdout and "--full shows all" not in full.stdout
+    trained = invoke("train", path, "--epochs", "1")
+    assert trained.exit_code == 0 and "W2   576   showing the first and last 8 entries" in trained.stdout

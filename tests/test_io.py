@@ -271,3 +271,15 @@ def test_npz_text_stored_as_bytes_is_read_as_text(tmp_path):
     data = {key: np.asarray(value) for key, value in reference().items() if key != "comment"}
     np.savez(tmp_path / "in.npz", comment=np.bytes_(b"exercise 3"), **data)
     assert read_input(tmp_path / "in.npz")["comment"] == "exercise 3"
+
+
+def test_npz_that_unpacks_past_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    """A compressed archive is judged by what it unpacks to, not by its size on disk."""
+    import cnntrace.io
+
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, X=np.zeros((64, 64, 64)), Y=np.zeros(64), W1=np.zeros((3, 3)), B1=0.0, W2=np.zeros(1), B2=0.0)
+    assert path.stat().st_size < 2**20 // 4  # 2 MiB of zeros packs small
+    monkeypatch.setattr(cnntrace.io, "MAX_INPUT_BYTES", 2**20)
+    error = error_of(path)
+    assert "MiB of arrays" in error.message and "limited to 1 MiB" in error.message and error.file == str(path)

@@ -249,3 +249,46 @@ def test_strings_booleans_and_none_inside_arrays_are_refused(key, value):
 def test_a_single_weight_is_named_in_the_singular():
     with pytest.raises(InputError, match="expected 1 weight, one per entry"):
         Problem.build([[0.1, 0.2], [0.3, 0.4]], 1, [[0.5, 0.5], [0.5, 0.5]], 0.0, [0.1, 0.2], 0.0, pool=1)
+
+
+# -- sizes refused before any work ---------------------------------------------------------
+
+
+def test_huge_padding_is_refused_naming_padding_before_any_work():
+    with pytest.raises(InputError) as caught:
+        Problem.build(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0] * 4, 0, padding=100_000)
+    error = caught.value
+    assert error.key == "padding"
+    assert "Z1 is 200004×200004" in error.message and "TiB of memory" in error.message and "allows 4 GiB" in error.message
+
+
+def test_a_kernel_that_would_take_hours_is_refused_by_its_multiply_adds():
+    from cnntrace.problem import check_pass_size
+
+    with pytest.raises(InputError) as caught:
+        check_pass_size(1, 1, (3000, 3000), (1500, 1500))
+    assert caught.value.key == "X" and "multiply-adds" in caught.value.message
+
+
+def test_a_batch_is_checked_by_the_pass_that_holds_it(monkeypatch):
+    """Each image must fit when the file is read; the whole batch only where a pass holds it
+    all at once (step), while training holds one mini-batch."""
+    import cnntrace.problem
+    from cnntrace.network import run
+    from cnntrace.train import train
+
+    problem = Problem.build(np.ones((50, 6, 6)), [1.0] * 50, np.ones((3, 3)), 0, [0.1] * 4, 0)
+    per_image = 8 * (2 * 36 + 2 * 36 + 7 * 16 + 4 * 4)
+    monkeypatch.setattr(cnntrace.problem, "MAX_PASS_BYTES", 10 * per_image)
+    with pytest.raises(InputError, match="50 images of 6×6"):
+        run(problem)
+    assert len(list(train(problem, 1, batch_size=10))) == 1
+    with pytest.raises(InputError, match="11 images"):
+        next(train(problem, 1, batch_size=11))
+
+
+def test_sizes_of_a_large_but_sane_input_pass():
+    from cnntrace.problem import check_pass_size
+
+    check_pass_size(20_000, 1, (28, 28), (3, 3))  # the benchmark's dataset
+    check_pass_size(1, 1, (600, 600), (3, 3))
