@@ -450,7 +450,8 @@ def explain(
     """
     render = _renderer(EXPLAIN_RENDERERS, format)
     with reported_errors():
-        from cnntrace.explain import explain as explain_term, parse_term
+        from cnntrace.explain import explain as explain_term
+        from cnntrace.explain import parse_term
 
         parse_term(term)  # a bad TERM is reported before the file is read
     with reported_errors(file):
@@ -504,7 +505,11 @@ def _progress(epochs: int):
         yield lambda epoch: None
         return
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
     )  # fmt: skip
 

@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 #: The largest copy of X's windows (kh*kw × M × Ho × Wo, float64) the convolution makes.
 IM2COL_BYTES = 8 * 2**20
 

@@ -24,8 +24,7 @@ from rich.console import Console
 import cnntrace
 from cnntrace.io import load_problem
 from cnntrace.network import STAGES, run
-from cnntrace.render import View
-from cnntrace.render import latex, markdown, table
+from cnntrace.render import View, latex, markdown, table
 from tests.inputs import REFERENCE
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -22,7 +22,14 @@ import numpy as np
 from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
+from cnntrace.render.format import (
+    axes_label,
+    number,
+    shape,
+    shown_indices,
+    shown_tables,
+    summary_note,
+)
 
 # -- the formula notation, translated ------------------------------------------------------
 

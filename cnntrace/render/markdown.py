@@ -17,7 +17,14 @@ import numpy as np
 from cnntrace.derivation import derivation, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
+from cnntrace.render.format import (
+    axes_label,
+    number,
+    shape,
+    shown_indices,
+    shown_tables,
+    summary_note,
+)
 from cnntrace.render.latex import math, prose
 
 GAP = "…"

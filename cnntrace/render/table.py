@@ -22,7 +22,14 @@ from rich.text import Text
 from cnntrace.derivation import derivation, padded_gradient, pool_wins
 from cnntrace.network import STAGE
 from cnntrace.render import View, selected
-from cnntrace.render.format import axes_label, number, shape, shown_indices, shown_tables, summary_note
+from cnntrace.render.format import (
+    axes_label,
+    number,
+    shape,
+    shown_indices,
+    shown_tables,
+    summary_note,
+)
 
 SECTION_TITLES = {
     "forward": "Forward pass",
