@@ -1,0 +1,89 @@
+"""Time and peak memory of cnntrace on large inputs: a 600×600 image and a 20,000-image dataset.
+
+    python benchmarks/scale.py            # about a minute
+    python benchmarks/scale.py --all      # also the whole 20,000-image trace as JSON (minutes)
+
+Each command runs as the shell runs it (the console script, stdout into a pipe that is read
+and counted), and its wall time and peak resident memory (from the kernel, per process)
+are printed as a Markdown table. The inputs are made in a temporary directory from fixed
+seeds: the 600×600 image with one 3×3 filter and 2×2 pooling (F has 89,401 entries), and
+20,000 random 28×28 images with one 3×3 filter (F has 169), the shapes of
+benchmarks/train_speed.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_inputs(directory: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    image = directory / "image600.json"
+    image.write_text(json.dumps({
+        "X": rng.uniform(0, 1, (600, 600)).round(3).tolist(), "Y": 1,
+        "W1": rng.normal(0, 0.5, (3, 3)).round(2).tolist(), "B1": 0.1,
+        "W2": (rng.normal(0, 0.01, 299 * 299)).round(4).tolist(), "B2": 0.0,
+    }))  # fmt: skip
+    dataset = directory / "images20000.npz"
+    M = 20_000
+    np.savez(
+        dataset, X=rng.uniform(0, 1, (M, 28, 28)), Y=(rng.uniform(size=M) > 0.5).astype(float),
+        W1=rng.normal(0, 0.3, (3, 3)), B1=0.0, W2=rng.normal(0, 0.05, 13 * 13), B2=0.0, lr=0.1,
+    )  # fmt: skip
+    return {"image": image, "dataset": dataset}
+
+
+def measure(command: list[str]) -> tuple[float, float, int, int]:
+    """Wall seconds, peak resident MiB, bytes written to stdout, exit status."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    written = 0
+    while chunk := process.stdout.read(1 << 20):
+        written += len(chunk)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, usage.ru_maxrss / 1024, written, process.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="also trace the whole dataset as JSON")
+    args = parser.parse_args()
+    cnntrace = shutil.which("cnntrace") or sys.exit("install cnntrace first: pip install -e .")
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = make_inputs(Path(tmp))
+        image, dataset = str(inputs["image"]), str(inputs["dataset"])
+        runs = [
+            ("600×600: step --format json", ["step", image, "--format", "json"]),
+            ("600×600: step (table, summarized)", ["step", image]),
+            ("600×600: step --format csv", ["step", image, "--format", "csv"]),
+            ("600×600: train --epochs 10", ["train", image, "--epochs", "10", "-f", "json"]),
+            ("20,000 images: step --only L (the whole trace held)", ["step", dataset, "--only", "L"]),
+            ("20,000 images: step (table, summarized)", ["step", dataset]),
+            ("20,000 images: train --epochs 5, full batch", ["train", dataset, "--epochs", "5", "-f", "json"]),
+            ("20,000 images: train --epochs 5 --batch-size 32", ["train", dataset, "--epochs", "5", "-b", "32", "-f", "json"]),
+        ]  # fmt: skip
+        if args.all:
+            runs.append(("20,000 images: step --format json", ["step", dataset, "--format", "json"]))
+        print(f"dataset file: {Path(dataset).stat().st_size / 2**20:.0f} MiB")
+        print("| command | seconds | peak RSS (MiB) | stdout (MiB) |")
+        print("|---|---:|---:|---:|")
+        for label, command in runs:
+            seconds, peak, written, status = measure([cnntrace, *command])
+            flag = "" if status == 0 else f" (exit {status})"
+            print(f"| {label}{flag} | {seconds:.2f} | {peak:.0f} | {written / 2**20:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
