@@ -297,9 +297,12 @@ def check(
         from cnntrace.gradcheck import check as gradient_check
         from cnntrace.io import load_problem
 
-        results = gradient_check(
-            load_problem(file), eps=eps, rtol=rtol, atol=atol, max_entries=max_entries, seed=seed
-        )
+        problem = load_problem(file)
+        with _progress(None, "entry") as advance:
+            results = gradient_check(
+                problem, eps=eps, rtol=rtol, atol=atol, max_entries=max_entries, seed=seed,
+                progress=lambda done, total: advance(done, total=total),
+            )  # fmt: skip
         from cnntrace.render import check as render_check
 
         settings = {"eps": eps, "rtol": rtol, "atol": atol}
@@ -495,36 +498,32 @@ def _stop_on_ctrl_c():
 
 
 @contextmanager
-def _progress(epochs: int):
-    """Yield ``advance(epoch)``: a progress bar on stderr when stderr is a terminal, with
-    the epoch, its loss and its accuracy; a function that does nothing otherwise."""
+def _progress(total: int | None, unit: str):
+    """Yield ``advance(done, status, total)``: a progress bar on stderr when stderr is a
+    terminal, counting ``unit``s with a status text; a function that does nothing otherwise.
+    ``total`` may be given (or corrected) by the first call."""
     from rich.console import Console
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda epoch: None
+        yield lambda done, status="", total=None: None
         return
     from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
         TimeRemainingColumn,
     )  # fmt: skip
 
     columns = (
-        TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
+        TextColumn(unit), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
     # stdout carries the data (NDJSON): rich must not redirect it into the live display.
     live = dict(console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
     with Progress(*columns, **live) as progress:
-        task = progress.add_task("training", total=epochs, status="")
+        task = progress.add_task(unit, total=total, status="")
 
-        def advance(epoch) -> None:
-            status = f"loss {epoch.loss:.4f}  accuracy {epoch.accuracy:.1%}"
-            progress.update(task, completed=epoch.epoch, status=status)
+        def advance(done: int, status: str = "", total: int | None = None) -> None:
+            progress.update(task, completed=done, status=status, total=total)
 
         yield advance
 
@@ -579,7 +578,7 @@ def train(
 
         history, interrupted = [], False
         last = None  # the last completed epoch, set in one step so Ctrl-C can't split it
-        with _stop_on_ctrl_c() as stop, _progress(epochs) as advance:
+        with _stop_on_ctrl_c() as stop, _progress(epochs, "epoch") as advance:
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
@@ -590,7 +589,7 @@ def train(
                     if format is TrainFormat.ndjson:
                         sys.stdout.write(render_train.ndjson_line(epoch))
                         sys.stdout.flush()
-                    advance(epoch)
+                    advance(epoch.epoch, f"loss {epoch.loss:.4f}  accuracy {epoch.accuracy:.1%}")
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:

@@ -18,6 +18,7 @@ other entry must pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,11 +79,13 @@ def check(
     atol: float = 1e-8,
     max_entries: int | None = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> list[TensorCheck]:
     """Check dL/dX, dL/dW1, dL/dB1, dL/dW2 and dL/dB2 of ``problem`` entry by entry.
 
     A tensor with more than ``max_entries`` entries is checked on a random sample of that
-    many (the same sample for the same ``seed``).
+    many (the same sample for the same ``seed``). Each entry takes two passes, so a large
+    input takes a while: ``progress(done, total)`` is called after every entry.
     """
     problem.check_size()
     general = dict(zip(("X", "Y", "W1", "B1", "W2", "B2"), problem.general()))
@@ -95,6 +98,9 @@ def check(
     gradients = {GRADIENT[name]: values[GRADIENT[name]] for name in TENSORS}
     check_finite(gradients)
     rng = np.random.default_rng(seed)
+    sizes = [getattr(problem, name).size for name in TENSORS]
+    total = sum(size if max_entries is None else min(size, max_entries) for size in sizes)
+    done = 0
     results = []
     for name in TENSORS:
         # Work on the tensor in the user's shape; the pass sees it through the same reshape.
@@ -116,6 +122,8 @@ def check(
             flat[position] = original - eps
             L_minus, pattern_minus = _loss_and_pattern(problem, general)
             flat[position] = original
+            done += 1
+            progress(done, total)
             if not (_same(pattern, pattern_plus) and _same(pattern, pattern_minus)):
                 kinks += 1
                 continue
