@@ -402,6 +402,22 @@ def test_step_reports_an_overflow_as_one_line_naming_the_stage(tmp_path, net, ke
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(("net", "key"), [case[1:] for case in OVERFLOWING],
+                         ids=[case[0] for case in OVERFLOWING])  # fmt: skip
+def test_check_names_the_same_first_stage_as_step(tmp_path, net, key):
+    # check needs only the gradients of the parameters, but an overflow before them (Z1,
+    # Z2, dL/dA1 ...) is still the one to name, not the gradient it made infinite.
+    with pytest.raises(NumericError) as raised:
+        check(net.problem())
+    assert raised.value.key == key
+    path = net.file(tmp_path)
+    for fmt in ("table", "json"):
+        result = runner.invoke(app, ["check", str(path), "--format", fmt])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"cnntrace: {path}: {key}: overflows float64")
+        assert result.stderr.count("\n") == 1
+
+
 NO_INF_OR_NAN = re.compile(r"\b(inf|infinity|nan)\b|∞", re.IGNORECASE)
 
 
