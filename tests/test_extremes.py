@@ -418,6 +418,34 @@ def test_check_names_the_same_first_stage_as_step(tmp_path, net, key):
         assert result.stderr.count("\n") == 1
 
 
+EDGE = np.finfo(float).max * (1 - 1e-15)  # a few ulps below float64's largest number
+
+
+@pytest.mark.parametrize(
+    ("net", "key", "where"),
+    [
+        # Z2 = 1e300·W2 is just below the largest float64; W1 + eps moves it by 1e294.
+        (Net.of([[1e300]], 1, [[1.0]], 0, [EDGE / 1e300], 0, pool=1), "Z2", "W1[0,0,0] + eps"),
+        # Z1 = X·W1 is there itself (X + eps is lost below X's last digit; W1's is not).
+        (Net.of([[EDGE]], 1, [[1.0]], 0, [1e-300], 0, pool=1), "Z1", "W1[0,0,0] + eps"),
+        (Net.of([[-EDGE]], 1, [[1.0]], 0, [1e-300], 0, pool=1), "Z1", "W1[0,0,0] + eps"),
+    ],
+)
+def test_check_names_an_overflow_at_a_point_of_a_central_difference(tmp_path, net, key, where):
+    # The pass itself is finite (step shows it), but L(p ± eps) is not a number: the check
+    # cannot compute that difference and says why, instead of counting a failure of NaN.
+    assert first_overflow(net) is None
+    net.trace()
+    with pytest.raises(NumericError) as raised:
+        check(net.problem())
+    assert raised.value.key == key and where in str(raised.value)
+    path = net.file(tmp_path)
+    result = runner.invoke(app, ["check", str(path), "--format", "json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"cnntrace: {path}: {key}: overflows float64")
+    assert where in result.stderr and result.stderr.count("\n") == 1
+
+
 NO_INF_OR_NAN = re.compile(r"\b(inf|infinity|nan)\b|∞", re.IGNORECASE)
 
 
