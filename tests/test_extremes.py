@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from cnntrace import ops
 from cnntrace.cli import app
 from cnntrace.derivation import pool_wins
-from cnntrace.errors import NumericError
+from cnntrace.errors import NumericError, TrainingDiverged
 from cnntrace.gradcheck import check
 from cnntrace.network import STAGES, forward_backward, gradient_step, trace
 from cnntrace.problem import Problem
@@ -416,6 +416,34 @@ def test_check_names_the_same_first_stage_as_step(tmp_path, net, key):
         assert result.exit_code == 2 and result.stdout == ""
         assert result.stderr.startswith(f"cnntrace: {path}: {key}: overflows float64")
         assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("case", "net", "key"), OVERFLOWING, ids=[c[0] for c in OVERFLOWING])
+def test_train_names_an_overflow_of_its_first_pass_instead_of_blaming_lr(tmp_path, case, net, key):
+    if case in ("dL_dX", "Z1 negative"):
+        # Training never computes dL/dX; and a Z1 of −inf is, after the ReLU, a 0 like any
+        # other Z1 below 0: nothing the training computes or shows is infinite.
+        (epoch,) = train(net.problem(), 1)
+        assert np.isfinite(epoch.loss)
+        assert all(np.isfinite(p).all() for p in epoch.parameters.values())
+        return
+    # Before the first step the parameters are the input's own: no lr can be to blame.
+    with pytest.raises(NumericError) as raised:
+        list(train(net.problem(), 3))
+    assert not isinstance(raised.value, TrainingDiverged)
+    assert raised.value.key == key
+    result = runner.invoke(app, ["train", str(net.file(tmp_path)), "-n", "3", "-f", "ndjson"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f": {key}: overflows float64" in result.stderr and "lr" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_train_still_calls_an_overflowing_step_a_divergence():
+    # The pass is finite; lr·dL/dW1 is not: that is the lr's doing.
+    net = Net.of([[100.0, 50.0], [25.0, 80.0]], 0, [[0.01]], 0, [1.0], 0, pool=2)
+    with pytest.raises(TrainingDiverged) as raised:
+        list(train(net.problem(lr=1e307), 1))
+    assert raised.value.epoch == 1 and "smaller lr" in str(raised.value)
 
 
 EDGE = np.finfo(float).max * (1 - 1e-15)  # a few ulps below float64's largest number
