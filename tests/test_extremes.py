@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -876,3 +877,23 @@ def test_extreme_shapes_match_the_oracle(net):
     for name, value in values.items():
         assert_allclose(value, expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
     net.trace()  # and the user-facing pass accepts them
+
+
+# -- verify at float64's limits -----------------------------------------------------------
+
+
+def test_verify_judges_answers_at_the_limits_without_a_warning(tmp_path):
+    # |answer − correct| = 3.4e308 overflows: still simply wrong, and nothing but the
+    # verdict is written (numpy's overflow warning would land on stderr).
+    problem = tmp_path / "in.json"
+    problem.write_text(json.dumps({"X": [[1.7e308]], "Y": 1, "W1": [[1.0]], "B1": 0,
+                                   "W2": [1e-308], "B2": 0, "pool": 1}))  # fmt: skip
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"Z1": [[-1.7e308]], "A1": [[1.7e308]]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["verify", str(problem), str(answers), "-f", "json"])
+    assert not caught, [str(w.message) for w in caught]
+    assert result.exit_code == 1 and result.stderr == ""
+    verdicts = json.loads(result.stdout)["results"]
+    assert verdicts["Z1"]["status"] == "wrong" and verdicts["A1"]["status"] == "right"
