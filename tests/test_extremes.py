@@ -208,11 +208,14 @@ def stable_loss(Z2: float, Y: float) -> float:
 
 
 def dL_dA2_overflows(Z2: float, Y: float) -> bool:
-    """1/(1 − A2) ≈ e^Z2 (weighted by 1 − Y) or 1/A2 ≈ e^−Z2 (weighted by Y) past e^709.78."""
-    return (Y != 1 and Z2 > LOG_MAX) or (Y != 0 and Z2 < -LOG_MAX)
+    """Whether |dL/dA2| exceeds float64: on the saturated side it is (1 − Y)/(1 − A2) ≈
+    (1 − Y)·e^Z2 or Y/A2 ≈ Y·e^−Z2, the other term being at most 1."""
+    weight = 1 - Y if Z2 > 0 else Y
+    return weight > 0 and math.log(weight) + abs(Z2) > LOG_MAX
 
 
-SATURATED = [z * sign for z in (40.0, 500.0, 700.0, 720.0, 1e5) for sign in (1, -1)]
+# 709.7 and 709.9 sit on either side of LOG_MAX: dL/dA2 ≈ 1.65e308 is still a float64.
+SATURATED = [z * sign for z in (40.0, 500.0, 700.0, 709.7, 709.9, 720.0, 1e5) for sign in (1, -1)]
 
 
 @pytest.mark.parametrize("Y", [0.0, 1.0, 0.25])
@@ -249,8 +252,9 @@ def test_step_reports_dL_dA2_past_709_and_check_and_train_go_on(Z2, Y):
     else:
         t = net.trace()
         assert np.isfinite(t["dL_dA2"]).all()
-        if Z2 == 700.0 and Y == 0.0:  # 1/(1 − σ(700)) = 1 + e^700 ≈ 1.01e304, a float64
-            assert t["dL_dA2"][0] == pytest.approx(1 + math.exp(700.0), rel=1e-12)
+        if Z2 in (700.0, 709.7) and Y == 0.0:  # 1/(1 − σ(Z2)) = 1 + e^Z2, up to 1.65e308
+            z = float(t["Z2"][0])
+            assert t["dL_dA2"][0] == pytest.approx(1 + math.exp(z), rel=1e-13)
     # check and train never need dL/dA2. At L ≈ 1e5 the default eps of 1e-6 cannot move L
     # by more than its rounding (an ulp of 1e5 is 1.5e-11): a larger eps, L being linear there.
     results = check(net.problem(), eps=1e-2 if abs(Z2) > 1e3 else 1e-6)
