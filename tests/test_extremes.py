@@ -711,12 +711,18 @@ def test_one_pool_window_of_zeros_among_live_ones(tmp_path):
 BINOMIAL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16  # symmetric, sums to 1
 
 
-@pytest.mark.parametrize(("pool", "pool_stride"), [(2, 2), (2, 1), (3, 1), (4, 1)])
-def test_constant_image_and_symmetric_filter_tie_every_window(pool, pool_stride):
-    # X = 1 everywhere: every Z1 is sum(W1) + B1 = 1.25, to the last bit.
+def tied(pool: int, pool_stride: int) -> Net:
+    """X = 1 everywhere and a symmetric filter: every Z1 is sum(W1) + B1 = 1.25, to the bit."""
     Hp = ops.output_size(4, pool, pool_stride)
     W2 = np.linspace(-1.0, 1.0, Hp * Hp) + 0.25
-    net = Net.of(np.ones((6, 6)), 1.0, BINOMIAL, 0.25, W2, -0.5, pool=pool, pool_stride=pool_stride)
+    return Net.of(np.ones((6, 6)), 1.0, BINOMIAL, 0.25, W2, -0.5, pool=pool,
+                  pool_stride=pool_stride)  # fmt: skip
+
+
+@pytest.mark.parametrize(("pool", "pool_stride"), [(2, 2), (2, 1), (3, 1), (4, 1)])
+def test_constant_image_and_symmetric_filter_tie_every_window(pool, pool_stride):
+    net = tied(pool, pool_stride)
+    Hp = ops.output_size(4, pool, pool_stride)
     values = net.values()
     assert np.all(values["Z1"] == 1.25)
     winners = first_cells((4, 4), pool, pool_stride)
@@ -901,3 +907,59 @@ def test_verify_judges_answers_at_the_limits_without_a_warning(tmp_path):
     assert result.exit_code == 1 and result.stderr == ""
     verdicts = json.loads(result.stdout)["results"]
     assert verdicts["Z1"]["status"] == "wrong" and verdicts["A1"]["status"] == "right"
+
+
+# -- PyTorch, when installed --------------------------------------------------------------
+
+
+def torch_cases():
+    """Every kind of extreme above whose pass is finite, as (id, Net)."""
+    cases = [(f"Z2={z:g},Y={y:g}", with_Z2(z, y)) for z in SATURATED for y in (0.0, 1.0, 0.25)]
+    cases += [(f"scales {s}", at_scales(*s)) for s in FINITE_SCALES]
+    cases += [(f"subnormal {'+'.join(w)}", with_subnormals(w)) for w in SUBNORMAL_CASES]
+    cases += [(f"ties pool {p}/{s}", tied(p, s)) for p, s in [(2, 2), (2, 1), (3, 1)]]
+    cases += [
+        ("1x1", random_net((4, 5), (1, 1), pool=2)),
+        ("kernel = image", random_net((4, 3), (4, 3))),
+        ("kernel = padded image", random_net((2, 3), (4, 5), padding=1)),
+        ("stride > kernel", random_net((7, 7), (2, 2), stride=3)),
+        ("padding > kernel", random_net((3, 3), (2, 2), padding=3, pool=2)),
+    ]
+    return cases
+
+
+def test_extremes_agree_with_torch_autograd():
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    for case, net in torch_cases():
+        X, Y, W1, B1, W2, B2 = (torch.tensor(a, dtype=torch.float64) for a in net.arrays())
+        X, W1 = X[:, None], W1[:, None]  # torch's channel axis
+        for leaf in (X, W1, B1, W2, B2):
+            leaf.requires_grad_(True)
+        o = {"stride": 1, "padding": 0, **net.options}
+        Z1 = functional.conv2d(X, W1, B1, stride=o["stride"], padding=o["padding"])
+        P1 = functional.max_pool2d(torch.relu(Z1), o["pool"], o["pool_stride"])
+        Z2 = P1.reshape(P1.shape[0], -1) @ W2 + B2
+        L = functional.binary_cross_entropy_with_logits(Z2, Y)
+        Z1.retain_grad()
+        Z2.retain_grad()
+        L.backward()
+        values = net.values()
+        theirs = {
+            "L": L, "Z1": Z1, "P1": P1, "dL_dZ2": Z2.grad, "dL_dZ1": Z1.grad, "dL_dX": X.grad,
+            "dL_dW1": W1.grad, "dL_dB1": B1.grad, "dL_dW2": W2.grad, "dL_dB2": B2.grad,
+        }  # fmt: skip
+        for name, value in theirs.items():
+            expected = value.detach().numpy().ravel()
+            atol = 1e-9 * float(np.max(np.abs(expected), initial=0.0))
+            if case.startswith("Z2="):
+                # torch's σ(Z2) = 1/(1 + e^−Z2) is 0 once e^−Z2 overflows (Z2 < −709.78);
+                # cnntrace's e^Z2/(1 + e^Z2) keeps the subnormal 4.9e−309 at Z2 = −709.9.
+                atol = max(atol, 1e-300)
+            if name == "L":
+                # torch takes log(e^−m + e^(−Z2−m)) where cnntrace takes log1p(e^−|Z2|): at
+                # Z2 = −40, Y = 0 its L is 0.0 and ours log1p(e^−40) = 4.2e−18. Both are
+                # within rounding of a computation of size |Z2|.
+                atol = 1e-15 * max(1.0, float(np.max(np.abs(values["Z2"]))))
+            assert_allclose(np.ravel(values[name]), expected, rtol=1e-9, atol=atol,
+                            err_msg=f"{case}: {name}")  # fmt: skip
