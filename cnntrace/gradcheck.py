@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnntrace import ops
-from cnntrace.network import check_finite, forward_backward
+from cnntrace.errors import NumericError
+from cnntrace.network import DISPLAY_ONLY, check_finite, forward_backward
 from cnntrace.problem import Problem
 
 TENSORS = ("X", "W1", "B1", "W2", "B2")
@@ -55,12 +56,17 @@ class TensorCheck:
 
 
 def _loss_and_pattern(problem: Problem, g: dict):
-    """L at the inputs ``g`` (general shapes), and the activation pattern that produced it."""
+    """L at the inputs ``g`` (general shapes), and the activation pattern that produced it.
+
+    Raises NumericError naming Z1 or Z2 where one overflows (L is finite wherever Z2 is).
+    """
     with np.errstate(all="ignore"):
         Z1, _ = ops.conv2d_forward(g["X"], g["W1"], g["B1"], problem.stride, problem.padding)
         P1, pool = ops.maxpool_forward(ops.relu_forward(Z1), problem.pool, problem.pool_stride)
         Z2 = ops.dense_forward(ops.flatten_forward(P1), g["W2"], g["B2"])
-        return float(ops.bce_loss(Z2, g["Y"])), (Z1 > 0, pool.winner)
+        L = ops.bce_loss(Z2, g["Y"])
+    check_finite({"Z1": Z1, "Z2": Z2})
+    return float(L), (Z1 > 0, pool.winner)
 
 
 def _same(pattern, other) -> bool:
@@ -94,9 +100,10 @@ def check(
             *general.values(), stride=problem.stride, padding=problem.padding,
             pool=problem.pool, pool_stride=problem.pool_stride,
         )  # fmt: skip
-    # Only the gradients are checked, so a saturated dL/dA2 (display only) does not matter.
+    # An overflow anywhere in the pass is named where it first happened, as step names it;
+    # the display-only dL/dA2, which overflows where the sigmoid saturates, is not needed.
+    check_finite({name: value for name, value in values.items() if name not in DISPLAY_ONLY})
     gradients = {GRADIENT[name]: values[GRADIENT[name]] for name in TENSORS}
-    check_finite(gradients)
     rng = np.random.default_rng(seed)
     sizes = [getattr(problem, name).size for name in TENSORS]
     total = sum(size if max_entries is None else min(size, max_entries) for size in sizes)
@@ -117,11 +124,20 @@ def check(
         worst = 0
         for position in positions:
             original = flat[position]
-            flat[position] = original + eps
-            L_plus, pattern_plus = _loss_and_pattern(problem, general)
-            flat[position] = original - eps
-            L_minus, pattern_minus = _loss_and_pattern(problem, general)
-            flat[position] = original
+            try:
+                flat[position] = original + eps
+                L_plus, pattern_plus = _loss_and_pattern(problem, general)
+                flat[position] = original - eps
+                L_minus, pattern_minus = _loss_and_pattern(problem, general)
+            except NumericError as error:
+                # The pass is finite, but one of its neighbours p ± eps is not (at float64's edge).
+                index = ",".join(str(i) for i in np.unravel_index(position, given_shape))
+                moved = "+" if flat[position] > original else "−"
+                entry = f"{name}[{index}]" if index else name
+                error.message += f" (at {entry} {moved} eps, where the central difference takes L)"
+                raise
+            finally:
+                flat[position] = original
             done += 1
             progress(done, total)
             if not (_same(pattern, pattern_plus) and _same(pattern, pattern_minus)):

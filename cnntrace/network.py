@@ -140,6 +140,11 @@ def gradient_step(W1, B1, W2, B2, grads, lr):
     }
 
 
+#: The stages only ``step`` shows: nothing else is computed from them, and past |Z2| ≈ 709
+#: dL/dA2 overflows where every other stage is finite.
+DISPLAY_ONLY = ("dL_dA2", "dA2_dZ2")
+
+
 def check_finite(values: dict) -> None:
     """Raise NumericError naming the first stage, in the pass's order, that overflowed."""
     for name, value in values.items():

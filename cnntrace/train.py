@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnntrace.errors import TrainingDiverged
-from cnntrace.network import forward_backward, gradient_step
+from cnntrace.errors import NumericError, TrainingDiverged
+from cnntrace.network import DISPLAY_ONLY, check_finite, forward_backward, gradient_step
 from cnntrace.problem import Problem
 
 PARAMETERS = ("W1", "B1", "W2", "B2")
@@ -73,6 +73,18 @@ def _finite(L, parameters) -> bool:
     return bool(np.isfinite(L)) and all(np.isfinite(p).all() for p in parameters.values())
 
 
+def _name_the_overflow(X, Y, W1, B1, W2, B2, options) -> None:
+    """Raise the NumericError that step would for this pass: naming the first stage, in the
+    pass's order, that overflows float64."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        values = forward_backward(X, Y, W1, B1, W2, B2, **options)
+    try:
+        check_finite({name: value for name, value in values.items() if name not in DISPLAY_ONLY})
+    except NumericError as error:
+        error.message += " (before any step of training, with the input's own parameters)"
+        raise
+
+
 def train(
     problem: Problem,
     epochs: int,
@@ -120,6 +132,11 @@ def train(
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
                 grads = forward_backward(X_batch, Y_batch, W1, B1, W2, B2, **options, trace=False)
                 parameters = gradient_step(W1, B1, W2, B2, grads, lr)
+            if epoch == 1 and index == 1 and not all(np.isfinite(g).all() for g in grads.values()):
+                # No step has been taken: the pass overflows at the input's own parameters,
+                # whatever the lr. Named as step names it (dL/dX, which training skips,
+                # comes last in the pass and cannot be the first to overflow here).
+                _name_the_overflow(X_batch, Y_batch, W1, B1, W2, B2, options)
             if not _finite(grads["L"], parameters):
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}: the loss or a parameter became NaN "
