@@ -25,8 +25,10 @@ KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
 #: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
 MAX_INPUT_BYTES = 256 * 1024 * 1024
-#: X of a batch is M×H×W; nothing in the input is nested deeper.
+#: X of a batch is M×H×W; nothing in the input is nested deeper. An answer to check can be
+#: one level deeper: Z1 of a batch with several filters is M×K×h×w.
 MAX_DEPTH = 3
+MAX_ANSWER_DEPTH = 4
 
 
 def _describe(value) -> str:
@@ -148,7 +150,7 @@ def _rectangular(value: list, shape: list[int]):
     return array
 
 
-def numbers(value, key: str):
+def numbers(value, key: str, max_depth: int = MAX_DEPTH):
     """A number or a rectangular nested list of numbers, checked entry by entry.
 
     Returns the value with every entry a Python float; raises InputError naming the first
@@ -168,8 +170,8 @@ def numbers(value, key: str):
         if not probe:
             raise InputError("is an empty list; expected numbers", key=key + "[0]" * (len(shape) - 1))
         probe = probe[0]
-    if len(shape) > MAX_DEPTH:
-        raise InputError(f"is nested {len(shape)} lists deep; at most {MAX_DEPTH} are used", key=key)
+    if len(shape) > max_depth:
+        raise InputError(f"is nested {len(shape)} lists deep; at most {max_depth} are used", key=key)
     if (array := _rectangular(value, shape)) is not None:
         return array
 
@@ -370,7 +372,7 @@ def read_answers(path: str | Path) -> dict:
     answers = {}
     for name, value in flat.items():
         try:
-            answers[name] = numbers(value, name)
+            answers[name] = numbers(value, name, MAX_ANSWER_DEPTH)
         except InputError as error:
             answers[name] = str(error)
     if not answers:

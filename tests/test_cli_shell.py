@@ -253,6 +253,15 @@ def test_verify_accepts_steps_own_output_and_4_decimal_answers(tmp_path):
     assert f"{len(rounded)} of {len(rounded)} answers right." in result.stdout
 
 
+def test_verify_accepts_steps_own_output_for_a_batch_of_several_filters(tmp_path):
+    """Z1 of a batch with several filters is M×K×h×w: four levels, one more than an input."""
+    path = batch_of_filters(tmp_path)
+    full = json.loads(invoke("step", path, "-f", "json").stdout)
+    assert np.ndim(full["forward"]["Z1"]) == 4
+    result = invoke("verify", path, write(tmp_path, full, "a.json"))
+    assert result.exit_code == 0, result.stdout + result.stderr
+
+
 def test_verify_marks_each_wrong_entry_with_the_correct_value(tmp_path):
     trace = run(load_problem(REFERENCE))
     answer = np.round(trace["dL_dW1"], 4)
