@@ -138,12 +138,17 @@ def reported_errors(file: Path | None = None):
         typer.echo(f"cnntrace: {error}", err=True)
         raise typer.Exit(_exit_status(error)) from None
     except KeyboardInterrupt:
-        typer.echo("cnntrace: interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise _interrupted() from None
     except MemoryError:
         where = f"{file}: " if file is not None else ""
         typer.echo(f"cnntrace: {where}needs more memory than this machine has to give", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _interrupted() -> typer.Exit:
+    """Say on stderr that Ctrl-C stopped cnntrace; the Exit to raise (status 130)."""
+    typer.echo("cnntrace: interrupted", err=True)
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 def _full_width(renderable) -> int:
@@ -605,13 +610,23 @@ def main() -> None:
     """Console-script entry point.
 
     A reader that goes away (``cnntrace … | head -1``) ends the process quietly, as it does
-    ``cat``. Ctrl-C outside a command's own handling exits 130 (typer does that).
+    ``cat``. Ctrl-C anywhere exits 130 with "interrupted" on stderr: the commands report it
+    in ``reported_errors``; elsewhere typer either lets the KeyboardInterrupt through (while
+    it builds the commands) or exits 130 without a word (the SystemExit then comes from an
+    Exit caused by the KeyboardInterrupt), and it is reported here.
     """
     import signal
 
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exit:
+        if not isinstance(getattr(exit.__context__, "__cause__", None), KeyboardInterrupt):
+            raise
+    sys.exit(_interrupted().exit_code)
 
 
 if __name__ == "__main__":
