@@ -462,25 +462,39 @@ class TrainFormat(str, Enum):
     ndjson = "ndjson"
 
 
+class _CtrlC:
+    """Ctrl-C while training. ``pressed()`` turns True at the first press; training asks it
+    after every mini-batch, so the one under way finishes. A second press interrupts at once
+    (a KeyboardInterrupt), unless ``saving`` is set: then every press waits until the
+    parameters are saved."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self.saving = False
+
+    def pressed(self) -> bool:
+        return self.presses > 0
+
+    def press(self, signum, frame) -> None:
+        self.presses += 1
+        if self.presses > 1 and not self.saving:
+            raise KeyboardInterrupt
+
+
 @contextmanager
 def _stop_on_ctrl_c():
-    """Yield ``stop()``, which turns True once Ctrl-C was pressed; training asks it after
-    every mini-batch, so the one under way finishes. A second Ctrl-C interrupts at once."""
+    """Yield a _CtrlC that answers Ctrl-C (SIGINT) while the block runs; outside the main
+    thread, where no handler can be set, Ctrl-C stays a KeyboardInterrupt."""
     import signal
 
-    pressed = []
-
-    def press(signum, frame):
-        pressed.append(signum)
-        signal.signal(signal.SIGINT, previous)
-
+    ctrl_c = _CtrlC()
     try:
-        previous = signal.signal(signal.SIGINT, press)
-    except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
-        yield lambda: False
+        previous = signal.signal(signal.SIGINT, ctrl_c.press)
+    except ValueError:  # not the main thread
+        yield ctrl_c
         return
     try:
-        yield lambda: bool(pressed)
+        yield ctrl_c
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -565,11 +579,11 @@ def train(
 
         history, interrupted = [], False
         last = None  # the last completed epoch, set in one step so Ctrl-C can't split it
-        with _stop_on_ctrl_c() as stop, _progress(epochs) as advance:
+        with _stop_on_ctrl_c() as ctrl_c, _progress(epochs) as advance:
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                    stop=stop,
+                    stop=ctrl_c.pressed,
                 ):  # fmt: skip
                     last = epoch
                     history.append(epoch)
@@ -580,17 +594,18 @@ def train(
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:
+                ctrl_c.saving = True
                 which = f"epoch {error.epoch - 1}'s" if error.epoch > 1 else "the starting"
                 error.message += saved(error.parameters, which)
                 raise
-        done = last.epoch if last else 0
-        parameters = last.parameters if last else training.starting_parameters(problem)
-        if interrupted or done < epochs:  # only a Ctrl-C ends training early
-            which = f"epoch {done}'s" if done else "the starting"
-            raise TrainingInterrupted(
-                f"interrupted after {done} of {epochs} epochs{saved(parameters, which)}"
-            )
-        if note := saved(parameters, "the trained"):
+            ctrl_c.saving = True  # from here on Ctrl-C waits until the parameters are saved
+            done = last.epoch if last else 0
+            parameters = last.parameters if last else training.starting_parameters(problem)
+            which = "the trained" if done == epochs else f"epoch {done}'s" if done else "the starting"
+            note = saved(parameters, which)
+        if interrupted or ctrl_c.pressed() or done < epochs:  # only a Ctrl-C ends training early
+            raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{note}")
+        if note:
             typer.echo(f"cnntrace: {note.removeprefix('; ')}", err=True)
 
         trained = training.presented(problem, parameters)

@@ -284,6 +284,32 @@ def whole_ndjson_lines(stdout: str) -> int:
 PARAMETERS = ("W1", "B1", "W2", "B2")
 
 
+def test_train_saves_the_last_completed_epoch_wherever_ctrl_c_lands(tmp_path):
+    """A Ctrl-C (SIGINT, as the keyboard sends it) at any point once training has begun: the
+    mini-batch under way finishes, the last completed epoch is saved, status 130. Before
+    training begins there is nothing to save and nothing is written."""
+    from cnntrace.io import load_problem
+
+    source = SAMPLES / "bars.json"
+    out = tmp_path / "trained.json"
+    args = ["train", source, "-n", EPOCHS, "-b", "8", "-f", "ndjson", "--save", out]
+    history = trained_parameters(load_problem(source), EPOCHS, batch_size=8)
+    complete = warm_run(args, out, calls_of=("cnntrace.network.forward_backward",))
+    assert saved_epoch(out, history, source) == EPOCHS
+    training_begins = complete.spans["cnntrace.network.forward_backward"][0]
+    for at in spread(complete.calls, 24):
+        run = fresh_run(args, out, at, ctrl_c=send_sigint)
+        assert_interrupted(run, at)
+        epochs = whole_ndjson_lines(run.stdout)
+        assert stray_temporaries(tmp_path) == [], at
+        if at < training_begins:
+            assert not out.exists() and epochs == 0, at
+            continue
+        assert out.exists(), (at, run.stderr)
+        assert saved_epoch(out, history, source) == epochs, at
+        assert f"parameters to {out}" in run.stderr, at
+
+
 def test_train_stopped_at_once_saves_a_completed_epoch_or_nothing(tmp_path):
     """A KeyboardInterrupt at any point (a second Ctrl-C, which stops at once): whatever is
     saved is a valid input holding a completed epoch, and stdout has whole NDJSON lines of
@@ -328,8 +354,9 @@ main()
 """
 
 
-def sigint_while_held(where: str, args) -> subprocess.CompletedProcess:
-    """Run cnntrace ARGS in a process held at the first call of ``where``; send it a SIGINT."""
+def sigint_while_held(where: str, args, presses: int = 1) -> subprocess.CompletedProcess:
+    """Run cnntrace ARGS in a process held at the first call of ``where``; send it
+    ``presses`` SIGINTs."""
     ready_read, ready_write = os.pipe()
     process = subprocess.Popen(
         [sys.executable, "-c", HELD_AT, where, str(ready_write), *map(str, args)],
@@ -340,7 +367,8 @@ def sigint_while_held(where: str, args) -> subprocess.CompletedProcess:
     try:
         assert select.select([ready_read], [], [], 120)[0], f"{where} was not reached in 2 minutes"
         assert os.read(ready_read, 5) == b"ready", f"{where} was never called"
-        process.send_signal(signal.SIGINT)
+        for _ in range(presses):
+            process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate("go\n", timeout=120)
     finally:
         os.close(ready_read)
@@ -390,3 +418,22 @@ def test_train_ndjson_into_a_reader_that_goes_away_ends_quietly(tmp_path):
     assert json.loads(result.stdout)["epoch"] == 1
     assert result.stderr == ""
     assert out.read_text() == "previous" and sorted(tmp_path.iterdir()) == [out]
+
+
+def test_ctrl_c_while_train_saves_waits_for_the_file(tmp_path):
+    # Ctrl-C, even twice, while the trained parameters are being written: the file is
+    # written whole, and the status says training was interrupted.
+    from cnntrace.io import load_problem
+
+    source, out = SAMPLES / "bars.json", tmp_path / "trained.json"
+    args = ["train", source, "-n", EPOCHS, "-b", "8", "-f", "ndjson", "--save", out]
+    result = sigint_while_held("cnntrace.io.write_atomic", args, presses=2)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == (
+        f"cnntrace: {source}: interrupted after {EPOCHS} of {EPOCHS} epochs; "
+        f"saved the trained parameters to {out}\n"
+    )
+    assert whole_ndjson_lines(result.stdout) == EPOCHS
+    history = trained_parameters(load_problem(source), EPOCHS, batch_size=8)
+    assert saved_epoch(out, history, source) == EPOCHS
+    assert stray_temporaries(tmp_path) == []
