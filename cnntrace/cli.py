@@ -556,8 +556,11 @@ def train(
     """
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="'--lr'")
-    if save is not None and not save.parent.is_dir():
-        raise typer.BadParameter(f"{save.parent} is not a directory", param_hint="'--save'")
+    if save is not None:
+        with reported_errors():
+            from cnntrace.io import check_writable
+
+            check_writable(save)  # now, not after the training
     with reported_errors(file):
         from cnntrace import train as training
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
