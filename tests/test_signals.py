@@ -14,6 +14,7 @@ held at a chosen function until the signal arrives.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import io
 import json
@@ -34,9 +35,10 @@ from tests.inputs import REFERENCE, SAMPLES
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
 
-# A KeyboardInterrupt raised where Python resumes a generator that is being finalized is
-# reported by Python itself as "Exception ignored"; calls in generator frames are not counted
-# (the functions they call are).
+# Python itself reports a KeyboardInterrupt raised in a finalizer (__del__, or the resumption
+# of a generator being closed) as "Exception ignored" and goes on: such calls, and those made
+# from __del__, are not counted (those made from generators are). The garbage collector is
+# off while a command runs, so that finalizers run at the same points every time.
 GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
@@ -68,15 +70,24 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
     """
     from cnntrace.__main__ import main
 
-    count, spans = 0, {}
+    count, spans, finalizing = 0, {}, 0
 
     def until_return(frame, event, arg):
         if event == "return":
             spans[name_of(frame)][1] = count
 
+    def until_finalized(frame, event, arg):
+        nonlocal finalizing
+        if event == "return":
+            finalizing -= 1
+        return until_finalized
+
     def trace(frame, event, arg):  # called at every call of a Python function
-        nonlocal count
-        if not frame.f_code.co_flags & GENERATOR_FLAGS:
+        nonlocal count, finalizing
+        if frame.f_code.co_name == "__del__":
+            finalizing += 1
+            return until_finalized
+        if not finalizing and not frame.f_code.co_flags & GENERATOR_FLAGS:
             count += 1
             if count == at:
                 ctrl_c()
@@ -92,7 +103,8 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
     saved = sys.argv, sys.excepthook, sys.gettrace()
     stdout, stderr = io.StringIO(), io.StringIO()
     sys.argv = ["cnntrace", *map(str, args)]
-    status = None
+    status, collecting = None, gc.isenabled()
+    gc.disable()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             sys.settrace(trace)
@@ -107,6 +119,8 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
             finally:
                 sys.settrace(saved[2])
     finally:
+        if collecting:
+            gc.enable()
         sys.argv, sys.excepthook = saved[:2]
         for number, handler in saved_handlers.items():
             signal.signal(number, handler)
@@ -154,7 +168,7 @@ def stray_temporaries(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir() if path.name.endswith(".tmp"))
 
 
-# -- every command, interrupted all along its run -----------------------------------------------
+# -- every command, interrupted all along its run --------------------------------------------------
 
 
 def commands(tmp_path: Path) -> dict[str, tuple[list, Path | None]]:
@@ -240,7 +254,7 @@ def test_ctrl_c_at_every_call_while_a_file_is_written(tmp_path, args):
         assert stray_temporaries(tmp_path) == [], at
 
 
-# -- train: the README's promise ------------------------------------------------------------------
+# -- train: the README's promise -------------------------------------------------------------------
 
 
 EPOCHS = 3
@@ -331,7 +345,7 @@ def test_train_stopped_at_once_saves_a_completed_epoch_or_nothing(tmp_path):
             assert saved_epoch(out, history, source) in (epochs, epochs + 1), at
 
 
-# -- real SIGINTs to real processes ---------------------------------------------------------------
+# -- real SIGINTs to real processes ----------------------------------------------------------------
 
 # Runs cnntrace's entry point and, at the first call of the function named in argv[1], says
 # "ready" on the file descriptor in argv[2] and waits on stdin: a SIGINT that Python's own
@@ -402,7 +416,7 @@ def test_a_real_sigint_while_init_writes_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# -- SIGPIPE --------------------------------------------------------------------------------------
+# -- SIGPIPE ---------------------------------------------------------------------------------------
 
 
 def test_train_ndjson_into_a_reader_that_goes_away_ends_quietly(tmp_path):
