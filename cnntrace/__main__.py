@@ -7,14 +7,18 @@ import sys
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:
-        from cnntrace import __version__
+    try:
+        if sys.argv[1:] == ["--version"]:
+            from cnntrace import __version__
 
-        sys.stdout.write(f"cnntrace {__version__}\n")
-        return
-    from cnntrace.cli import main as cli_main
+            sys.stdout.write(f"cnntrace {__version__}\n")
+            return
+        from cnntrace.cli import main as cli_main
 
-    cli_main()
+        cli_main()
+    except KeyboardInterrupt:  # before cli.main could answer it: answered as it would
+        sys.stderr.write("cnntrace: interrupted\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -139,12 +139,17 @@ def reported_errors(file: Path | None = None):
         typer.echo(f"cnntrace: {error}", err=True)
         raise typer.Exit(_exit_status(error)) from None
     except KeyboardInterrupt:
-        typer.echo("cnntrace: interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise _interrupted() from None
     except MemoryError:
         where = f"{file}: " if file is not None else ""
         typer.echo(f"cnntrace: {where}needs more memory than this machine has to give", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _interrupted() -> typer.Exit:
+    """Say on stderr that Ctrl-C stopped cnntrace; the Exit to raise (status 130)."""
+    typer.echo("cnntrace: interrupted", err=True)
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 def _full_width(renderable) -> int:
@@ -474,25 +479,39 @@ class TrainFormat(str, Enum):
     ndjson = "ndjson"
 
 
+class _CtrlC:
+    """Ctrl-C while training. ``pressed()`` turns True at the first press; training asks it
+    after every mini-batch, so the one under way finishes. A second press interrupts at once
+    (a KeyboardInterrupt), unless ``saving`` is set: then every press waits until the
+    parameters are saved."""
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self.saving = False
+
+    def pressed(self) -> bool:
+        return self.presses > 0
+
+    def press(self, signum, frame) -> None:
+        self.presses += 1
+        if self.presses > 1 and not self.saving:
+            raise KeyboardInterrupt
+
+
 @contextmanager
 def _stop_on_ctrl_c():
-    """Yield ``stop()``, which turns True once Ctrl-C was pressed; training asks it after
-    every mini-batch, so the one under way finishes. A second Ctrl-C interrupts at once."""
+    """Yield a _CtrlC that answers Ctrl-C (SIGINT) while the block runs; outside the main
+    thread, where no handler can be set, Ctrl-C stays a KeyboardInterrupt."""
     import signal
 
-    pressed = []
-
-    def press(signum, frame):
-        pressed.append(signum)
-        signal.signal(signal.SIGINT, previous)
-
+    ctrl_c = _CtrlC()
     try:
-        previous = signal.signal(signal.SIGINT, press)
-    except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
-        yield lambda: False
+        previous = signal.signal(signal.SIGINT, ctrl_c.press)
+    except ValueError:  # not the main thread
+        yield ctrl_c
         return
     try:
-        yield lambda: bool(pressed)
+        yield ctrl_c
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -555,8 +574,11 @@ def train(
     """
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="'--lr'")
-    if save is not None and not save.parent.is_dir():
-        raise typer.BadParameter(f"{save.parent} is not a directory", param_hint="'--save'")
+    if save is not None:
+        with reported_errors():
+            from cnntrace.io import check_writable
+
+            check_writable(save)  # now, not after the training
     with reported_errors(file):
         from cnntrace import train as training
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
@@ -578,11 +600,11 @@ def train(
 
         history, interrupted = [], False
         last = None  # the last completed epoch, set in one step so Ctrl-C can't split it
-        with _stop_on_ctrl_c() as stop, _progress(epochs, "epoch") as advance:
+        with _stop_on_ctrl_c() as ctrl_c, _progress(epochs, "epoch") as advance:
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                    stop=stop,
+                    stop=ctrl_c.pressed,
                 ):  # fmt: skip
                     last = epoch
                     history.append(epoch)
@@ -593,17 +615,18 @@ def train(
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:
+                ctrl_c.saving = True
                 which = f"epoch {error.epoch - 1}'s" if error.epoch > 1 else "the starting"
                 error.message += saved(error.parameters, which)
                 raise
-        done = last.epoch if last else 0
-        parameters = last.parameters if last else training.starting_parameters(problem)
-        if interrupted or done < epochs:  # only a Ctrl-C ends training early
-            which = f"epoch {done}'s" if done else "the starting"
-            raise TrainingInterrupted(
-                f"interrupted after {done} of {epochs} epochs{saved(parameters, which)}"
-            )
-        if note := saved(parameters, "the trained"):
+            ctrl_c.saving = True  # from here on Ctrl-C waits until the parameters are saved
+            done = last.epoch if last else 0
+            parameters = last.parameters if last else training.starting_parameters(problem)
+            which = "the trained" if done == epochs else f"epoch {done}'s" if done else "the starting"
+            note = saved(parameters, which)
+        if interrupted or ctrl_c.pressed() or done < epochs:  # only a Ctrl-C ends training early
+            raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{note}")
+        if note:
             typer.echo(f"cnntrace: {note.removeprefix('; ')}", err=True)
 
         trained = training.presented(problem, parameters)
@@ -624,13 +647,23 @@ def main() -> None:
     """Console-script entry point.
 
     A reader that goes away (``cnntrace … | head -1``) ends the process quietly, as it does
-    ``cat``. Ctrl-C outside a command's own handling exits 130 (typer does that).
+    ``cat``. Ctrl-C anywhere exits 130 with "interrupted" on stderr: the commands report it
+    in ``reported_errors``; elsewhere typer either lets the KeyboardInterrupt through (while
+    it builds the commands) or exits 130 without a word (the SystemExit then comes from an
+    Exit caused by the KeyboardInterrupt), and it is reported here.
     """
     import signal
 
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exit:
+        if not isinstance(getattr(exit.__context__, "__cause__", None), KeyboardInterrupt):
+            raise
+    sys.exit(_interrupted().exit_code)
 
 
 if __name__ == "__main__":

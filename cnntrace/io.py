@@ -355,6 +355,22 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise the OutputError write_atomic would when ``path`` is a directory or its
+    directory is missing: for callers that find out before a long computation, not after."""
+    import errno
+    import os
+
+    path = Path(path)
+    if path.is_dir():
+        problem = errno.EISDIR
+    elif not path.parent.is_dir():
+        problem = errno.ENOTDIR if path.parent.exists() else errno.ENOENT
+    else:
+        return
+    raise OutputError(f"cannot be written ({os.strerror(problem)})", file=str(path))
+
+
 def read_answers(path: str | Path) -> dict:
     """The answers in ``path``: {name: numbers, or a message saying why they are not}.
 
