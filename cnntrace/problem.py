@@ -36,6 +36,22 @@ def _array(key: str, value) -> np.ndarray:
     return array
 
 
+def _number_text(value) -> str:
+    """A number from the input as a message quotes it; an integer too long to read (one of
+    hundreds of digits) by its order of magnitude."""
+    if isinstance(value, Integral) and abs(value) >= 10**18:
+        return f"about {'-' if value < 0 else ''}10^{int(abs(int(value)).bit_length() * math.log10(2))}"
+    return repr(value)
+
+
+def _finite(value: Real) -> bool:
+    """Whether ``value`` is a finite float64 (an integer too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _size(key: str, value, minimum: int) -> int:
     """A whole number >= minimum (an integral float such as 2.0 counts as 2)."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -89,8 +105,8 @@ class Problem:
         padding = _size("padding", padding, 0)
         pool = _size("pool", pool, 1)
         pool_stride = pool if pool_stride is None else _size("pool_stride", pool_stride, 1)
-        if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
-            raise InputError(f"expected a positive number, got {lr!r}", key="lr")
+        if isinstance(lr, bool) or not isinstance(lr, Real) or not _finite(lr) or lr <= 0:
+            raise InputError(f"expected a positive number, got {_number_text(lr)}", key="lr")
 
         X, Y, W1, B1, W2, B2 = (
             _array(key, value)
