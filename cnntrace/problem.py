@@ -17,6 +17,12 @@ import numpy as np
 from cnntrace.errors import InputError
 from cnntrace.ops import output_size
 
+#: The most entries a matrix of the pass may have: 2**40 float64 are 8 TiB, more than any
+#: machine holds. Padding or filters that would make more are refused here, before numpy
+#: is asked for arrays larger than it can index.
+MAX_ENTRIES = 2**40
+
+
 def shape_text(dims, scalar: str = "scalar") -> str:
     """(3, 3) -> '3×3'; no dimensions -> ``scalar``."""
     return "×".join(str(n) for n in dims) if len(dims) else scalar
@@ -59,7 +65,7 @@ def _size(key: str, value, minimum: int) -> int:
     if not isinstance(value, Integral) and not (math.isfinite(value) and float(value).is_integer()):
         raise InputError(f"expected a whole number, got {value!r}", key=key)
     if value < minimum:
-        raise InputError(f"must be at least {minimum}, got {int(value)}", key=key)
+        raise InputError(f"must be at least {minimum}, got {_number_text(int(value))}", key=key)
     return int(value)
 
 
@@ -132,9 +138,16 @@ class Problem:
                 key="W1",
             )
         Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
-        if pool > min(Z1_shape):
+        entries = M * max(H * W, K * Z1_shape[0] * Z1_shape[1])  # the padded X's, Z1's
+        if entries > MAX_ENTRIES:
             raise InputError(
-                f"the {pool}×{pool} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
+                f"makes matrices of {_number_text(entries)} entries, more than any memory holds",
+                key="padding" if padding else "W1",
+            )
+        if pool > min(Z1_shape):
+            side = _number_text(pool)
+            raise InputError(
+                f"the {side}×{side} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
             )
         P1_shape = tuple(output_size(n, pool, pool_stride) for n in Z1_shape)
         n = K * P1_shape[0] * P1_shape[1]
