@@ -161,7 +161,7 @@ class Problem:
         _vector("Y", Y, M, "label")
         if np.any((Y < 0) | (Y > 1)):
             bad = Y.flat[np.argmax((Y.ravel() < 0) | (Y.ravel() > 1))]
-            raise InputError(f"labels must lie in [0, 1], found {bad!r}", key="Y")
+            raise InputError(f"labels must lie in [0, 1], found {float(bad)!r}", key="Y")
 
         return cls(X, Y, W1, B1, W2, B2, stride, padding, pool, pool_stride, float(lr))
 
