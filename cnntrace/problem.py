@@ -34,7 +34,8 @@ def _array(key: str, value) -> np.ndarray:
         # Strings and booleans would convert ("1" -> 1.0, True -> 1.0); numbers only.
         if given.dtype.kind not in "iuf":
             raise TypeError
-        array = np.asarray(given, dtype=np.float64)  # no second copy of a float64 dataset
+        with np.errstate(over="ignore"):  # a longdouble past float64 becomes inf, refused below
+            array = np.asarray(given, dtype=np.float64)  # no second copy of a float64 dataset
     except (TypeError, ValueError):
         raise InputError("expected numbers in a rectangular array", key=key) from None
     if not np.all(np.isfinite(array)):

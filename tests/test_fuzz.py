@@ -75,6 +75,7 @@ def corpus_cases() -> list:
     return [pytest.param(CORPUS / name, case, id=name) for name, case in sorted(cases.items())]
 
 
+@pytest.mark.filterwarnings("error")  # a warning would be a second line on stderr
 @pytest.mark.parametrize("file, case", corpus_cases())
 def test_corpus(tmp_path, file, case):
     """Each input that once failed now gives its expected outcome, cleanly."""
