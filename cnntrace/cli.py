@@ -371,6 +371,14 @@ def init(
         raise typer.BadParameter(f"the {kh}x{kw} kernel is larger than the {H}x{W} image", param_hint="--kernel")
     if image is not None and batch > 1:
         raise typer.BadParameter("--image makes one image; leave out --batch", param_hint="--image")
+    from cnntrace.exercise import MAX_NUMBERS, numbers_in
+
+    if numbers_in((H, W), (kh, kw), filters, batch) > MAX_NUMBERS:
+        raise typer.BadParameter(
+            f"{batch} image(s) of {H}x{W} and {filters} filter(s) of {kh}x{kw} make more than "
+            f"{MAX_NUMBERS} numbers, more than an input file holds",
+            param_hint="--size",
+        )
     with reported_errors(output):
         import secrets
 
