@@ -5,6 +5,26 @@ The CLI turns each into a one-line message and an exit status; nothing below it 
 
 from __future__ import annotations
 
+import json
+
+#: A key longer than this (a stray key of the file, a long TERM) is cut short in messages.
+MAX_KEY_SHOWN = 60
+
+
+def _one_line(text: str) -> str:
+    """``text`` with each unprintable character (a newline, an escape) written as its JSON
+    escape, so that a message stays one line and cannot drive the terminal."""
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
+
+
+def _shown_key(key: str) -> str:
+    """A key as a message names it: as it is when it reads plainly, else quoted (an empty
+    key, spaces at its ends, unprintable characters), and cut short when long."""
+    if key and key.strip() == key and key.isprintable() and len(key) <= MAX_KEY_SHOWN:
+        return key
+    quoted = json.dumps(key, ensure_ascii=False)
+    return quoted if len(quoted) <= MAX_KEY_SHOWN else quoted[: MAX_KEY_SHOWN - 1] + "…"
+
 
 class CnntraceError(Exception):
     """Base of every error cnntrace reports to its user instead of a traceback."""
@@ -16,8 +36,9 @@ class CnntraceError(Exception):
         self.file = file
 
     def __str__(self) -> str:
-        where = ": ".join(part for part in (self.file, self.key) if part)
-        return f"{where}: {self.message}" if where else self.message
+        key = None if self.key is None else _shown_key(self.key)
+        where = ": ".join(part for part in (self.file, key) if part)
+        return _one_line(f"{where}: {self.message}" if where else self.message)
 
     def in_file(self, file: str) -> CnntraceError:
         """The same error, now naming the file it came from."""

@@ -16,6 +16,9 @@ from cnntrace.problem import Problem, check_pass_size
 ATTEMPTS = 200
 #: Exercises with at most this many Z1 entries are taken to be worked by hand.
 HAND_SIZED = 256
+#: The most numbers an exercise holds: at up to 8 bytes a number in JSON, its file stays
+#: within the size cnntrace reads (io.MAX_INPUT_BYTES).
+MAX_NUMBERS = 2**25
 
 
 def random_input(
@@ -41,6 +44,20 @@ def random_input(
     return data
 
 
+def numbers_in(size: tuple[int, int], kernel: tuple[int, int], filters: int = 1, batch: int = 1) -> int:
+    """How many numbers the exercise of ``random_input`` holds: X, Y, W1, B1, W2 and B2."""
+    (H, W), (kh, kw) = size, kernel
+    return batch * (H * W + 1) + filters * (kh * kw + 1) + _pooling(size, kernel, filters)[1] + 1
+
+
+def _pooling(size, kernel, filters) -> tuple[int, int]:
+    """The pool (2×2 where Z1 allows it, else none) and n, the size of F."""
+    (H, W), (kh, kw) = size, kernel
+    Ho, Wo = output_size(H, kh, 1), output_size(W, kw, 1)
+    pool = 2 if min(Ho, Wo) >= 2 else 1
+    return pool, filters * output_size(Ho, pool, pool) * output_size(Wo, pool, pool)
+
+
 def instructive(data: dict) -> bool:
     """Whether every filter's Z1 has entries on both sides of 0 (so the ReLU shows what it
     does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
@@ -57,9 +74,7 @@ def instructive(data: dict) -> bool:
 def _draw(rng, size, kernel, filters, batch, X) -> dict:
     H, W = size
     kh, kw = kernel
-    Ho, Wo = output_size(H, kh, 1), output_size(W, kw, 1)
-    pool = 2 if min(Ho, Wo) >= 2 else 1
-    n = filters * output_size(Ho, pool, pool) * output_size(Wo, pool, pool)
+    pool, n = _pooling(size, kernel, filters)
 
     def rounded(values):
         return np.round(values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0

@@ -100,6 +100,9 @@ class Explanation:
 # -- parsing a TERM ------------------------------------------------------------------------
 
 _TERM = re.compile(r"^\s*(?P<name>[^\[\]\s]+)\s*(?P<index>(?:\[[^\[\]]*\]\s*)*)$")
+#: The longest TERM read: a name with the indices of any matrix fits in far fewer characters
+#: (and an index of thousands of digits is more than Python turns into an int).
+MAX_TERM = 100
 
 
 def parse_term(text: str) -> tuple[str, tuple[int, ...]]:
@@ -107,6 +110,10 @@ def parse_term(text: str) -> tuple[str, tuple[int, ...]]:
 
     Checks the syntax and the name; the index is checked against a trace by ``explain``.
     """
+    if len(text) > MAX_TERM:
+        raise InputError(
+            f"is {len(text)} characters long; a TERM is a name with an index, e.g. dL_dW1[0,1]", key=text
+        )
     match = _TERM.match(text)
     if not match:
         raise InputError("expected a name with an index, e.g. dL_dW1[0,1] or Z1[2,3]", key=text)

@@ -261,6 +261,10 @@ def read_npz(path: str | Path) -> dict:
                 ) from None
             except (OSError, EOFError, zipfile.BadZipFile):
                 raise InputError("cannot be read: the .npz file is damaged", key=key, file=file) from None
+            if not isinstance(array, np.ndarray):  # numpy gives a member that is not .npy as bytes
+                raise InputError(
+                    "is not a numpy array (.npy); an input .npz file holds only arrays", key=key, file=file
+                )
             if array.ndim == 0 and array.dtype.kind == "S":
                 # Bytes (numpy's "S" strings) are text here, as a JSON file would hold it.
                 data[key] = array.item().decode("utf-8", errors="replace")

@@ -34,12 +34,29 @@ def _array(key: str, value) -> np.ndarray:
         # Strings and booleans would convert ("1" -> 1.0, True -> 1.0); numbers only.
         if given.dtype.kind not in "iuf":
             raise TypeError
-        array = np.asarray(given, dtype=np.float64)  # no second copy of a float64 dataset
+        with np.errstate(over="ignore"):  # a longdouble past float64 becomes inf, refused below
+            array = np.asarray(given, dtype=np.float64)  # no second copy of a float64 dataset
     except (TypeError, ValueError):
         raise InputError("expected numbers in a rectangular array", key=key) from None
     if not np.all(np.isfinite(array)):
         raise InputError("expected finite numbers, found NaN or infinity", key=key)
     return array
+
+
+def _number_text(value) -> str:
+    """A number from the input as a message quotes it; an integer too long to read (one of
+    hundreds of digits) by its order of magnitude."""
+    if isinstance(value, Integral) and abs(value) >= 10**18:
+        return f"about {'-' if value < 0 else ''}10^{int(abs(int(value)).bit_length() * math.log10(2))}"
+    return repr(value)
+
+
+def _finite(value: Real) -> bool:
+    """Whether ``value`` is a finite float64 (an integer too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _size(key: str, value, minimum: int) -> int:
@@ -49,7 +66,7 @@ def _size(key: str, value, minimum: int) -> int:
     if not isinstance(value, Integral) and not (math.isfinite(value) and float(value).is_integer()):
         raise InputError(f"expected a whole number, got {value!r}", key=key)
     if value < minimum:
-        raise InputError(f"must be at least {minimum}, got {int(value)}", key=key)
+        raise InputError(f"must be at least {minimum}, got {_number_text(int(value))}", key=key)
     return int(value)
 
 
@@ -68,11 +85,17 @@ def _vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
 
 
 def _binary(n: int) -> str:
-    """1.5e9 bytes -> '1.4 GiB'."""
+    """1.5e9 bytes -> '1.4 GiB'; an absurd number of bytes by its order of magnitude."""
+    if n >= 2**40 * 10**18:
+        return f"{_number_text(n // 2**40).removeprefix('about ')} TiB"
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n / 2**10:.3g} KiB"
+
+
+def _dims_text(*dims: int) -> str:
+    return "×".join(_number_text(n) for n in dims)
 
 
 def check_pass_size(
@@ -100,9 +123,10 @@ def check_pass_size(
     if padding and Hpad * Wpad > 4 * H * W and (need > MAX_PASS_BYTES or work > MAX_MULTIPLY_ADDS):
         key = "padding"
     what = (
-        f"{images} image{'s' * (images > 1)} of {H}×{W}"
-        + (f" padded by {padding}" if padding else "")
-        + f", {filters} {kh}×{kw} filter{'s' * (filters > 1)}: Z1 is {shape_text((Ho, Wo))}"
+        f"{images} image{'s' * (images > 1)} of {_dims_text(H, W)}"
+        + (f" padded by {_number_text(padding)}" if padding else "")
+        + f", {_number_text(filters)} {_dims_text(kh, kw)} filter{'s' * (filters > 1)}: "
+        + f"Z1 is {_dims_text(Ho, Wo)}"
         + (" per image and filter" if images * filters > 1 else "")
     )
     if need > MAX_PASS_BYTES:
@@ -113,7 +137,7 @@ def check_pass_size(
         )
     if work > MAX_MULTIPLY_ADDS:
         raise InputError(
-            f"too large: {what}, and the convolution would take {work:.2g} multiply-adds; "
+            f"too large: {what}, and the convolution would take {_number_text(work) if work >= 10**18 else f'{work:.2g}'} multiply-adds; "
             f"cnntrace allows {MAX_MULTIPLY_ADDS:.0e}",
             key=key,
         )
@@ -147,8 +171,8 @@ class Problem:
         padding = _size("padding", padding, 0)
         pool = _size("pool", pool, 1)
         pool_stride = pool if pool_stride is None else _size("pool_stride", pool_stride, 1)
-        if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
-            raise InputError(f"expected a positive number, got {lr!r}", key="lr")
+        if isinstance(lr, bool) or not isinstance(lr, Real) or not _finite(lr) or lr <= 0:
+            raise InputError(f"expected a positive number, got {_number_text(lr)}", key="lr")
 
         X, Y, W1, B1, W2, B2 = (
             _array(key, value)
@@ -177,8 +201,9 @@ class Problem:
         check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, 1, 1, key="W1" if K > 1 else "X")
         Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
         if pool > min(Z1_shape):
+            side = _number_text(pool)
             raise InputError(
-                f"the {pool}×{pool} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
+                f"the {side}×{side} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
             )
         P1_shape = tuple(output_size(n, pool, pool_stride) for n in Z1_shape)
         n = K * P1_shape[0] * P1_shape[1]
@@ -192,7 +217,7 @@ class Problem:
         _vector("Y", Y, M, "label")
         if np.any((Y < 0) | (Y > 1)):
             bad = Y.flat[np.argmax((Y.ravel() < 0) | (Y.ravel() > 1))]
-            raise InputError(f"labels must lie in [0, 1], found {bad!r}", key="Y")
+            raise InputError(f"labels must lie in [0, 1], found {float(bad)!r}", key="Y")
 
         return cls(X, Y, W1, B1, W2, B2, stride, padding, pool, pool_stride, float(lr))
 
