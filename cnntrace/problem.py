@@ -19,8 +19,11 @@ from cnntrace.ops import output_size
 
 #: A pass keeps every matrix it makes; it may need at most this much memory for them.
 MAX_PASS_BYTES = 4 * 2**30
-#: The most multiply-adds one pass's convolution may take (about a minute of work).
-MAX_MULTIPLY_ADDS = 10**11
+#: The most work one pass may take, counted in multiply-adds: about a minute. The pass loops
+#: in Python over the kernel's offsets and the pool window's, each loop step costing about
+#: OFFSET_COST multiply-adds on top of the cells it covers (see check_pass_size).
+MAX_WORK = 10**11
+OFFSET_COST = 100_000
 
 
 def shape_text(dims, scalar: str = "scalar") -> str:
@@ -104,8 +107,8 @@ def check_pass_size(
     key: str = "X",
 ) -> None:
     """Refuse, before any work, a pass on ``images`` images that would need more memory
-    than MAX_PASS_BYTES or more multiply-adds than MAX_MULTIPLY_ADDS; InputError naming
-    ``key`` (or padding, when the padding is what makes it so large).
+    than MAX_PASS_BYTES or more work than MAX_WORK; InputError naming ``key`` (or padding,
+    or pool, when that is what makes it so large).
 
     The estimate counts what a traced pass keeps per image: the image and its gradient,
     padded and not (4), five maps of Z1's size (Z1, A1, dA1/dZ1, dL/dA1, dL/dZ1) and two
@@ -119,8 +122,12 @@ def check_pass_size(
     Hp, Wp = max(output_size(Ho, pool, pool_stride), 0), max(output_size(Wo, pool, pool_stride), 0)
     per_image = 2 * Hpad * Wpad + 2 * H * W + 7 * filters * Ho * Wo + 4 * filters * Hp * Wp
     need = 8 * images * per_image
-    work = images * filters * Ho * Wo * kh * kw
-    if padding and Hpad * Wpad > 4 * H * W and (need > MAX_PASS_BYTES or work > MAX_MULTIPLY_ADDS):
+    convolution = kh * kw * (OFFSET_COST + images * filters * Ho * Wo)
+    pooling = pool * pool * (OFFSET_COST + images * filters * Hp * Wp)
+    work = convolution + pooling
+    if need <= MAX_PASS_BYTES and work > MAX_WORK and pooling > convolution:
+        key = "pool"
+    elif padding and Hpad * Wpad > 4 * H * W and (need > MAX_PASS_BYTES or work > MAX_WORK):
         key = "padding"
     what = (
         f"{images} image{'s' * (images > 1)} of {_dims_text(H, W)}"
@@ -135,10 +142,12 @@ def check_pass_size(
             f"cnntrace allows {_binary(MAX_PASS_BYTES)}",
             key=key,
         )
-    if work > MAX_MULTIPLY_ADDS:
+    if work > MAX_WORK:
+        amount = _number_text(work) if work >= 10**18 else f"{work:.2g}"
         raise InputError(
-            f"too large: {what}, and the convolution would take {_number_text(work) if work >= 10**18 else f'{work:.2g}'} multiply-adds; "
-            f"cnntrace allows {MAX_MULTIPLY_ADDS:.0e}",
+            f"too large: {what}{f', a {_dims_text(pool, pool)} pool window' if key == 'pool' else ''}, "
+            f"and the pass would take about {amount} multiply-adds; cnntrace allows "
+            f"{MAX_WORK:.0e}, about a minute",
             key=key,
         )
 
@@ -197,14 +206,14 @@ class Problem:
                 f"(X is {shape_text(X.shape[-2:])}, padding {padding})",
                 key="W1",
             )
-        # One image must fit; a whole batch is checked by the pass that holds it at once.
-        check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, 1, 1, key="W1" if K > 1 else "X")
         Z1_shape = (output_size(H, kh, stride), output_size(W, kw, stride))
         if pool > min(Z1_shape):
             side = _number_text(pool)
             raise InputError(
                 f"the {side}×{side} pool window is larger than Z1 ({shape_text(Z1_shape)})", key="pool"
             )
+        # One image must fit; a whole batch is checked by the pass that holds it at once.
+        check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, pool, pool_stride, key="W1" if K > 1 else "X")
         P1_shape = tuple(output_size(n, pool, pool_stride) for n in Z1_shape)
         n = K * P1_shape[0] * P1_shape[1]
 

@@ -270,6 +270,13 @@ def test_a_kernel_that_would_take_hours_is_refused_by_its_multiply_adds():
     assert caught.value.key == "X" and "multiply-adds" in caught.value.message
 
 
+def test_a_pool_window_that_would_take_minutes_is_refused_naming_pool():
+    """The pooling loops over the window's offsets: a tiny file with a huge window is work."""
+    with pytest.raises(InputError) as caught:
+        Problem.build(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0], 0, padding=1000, pool=2000)
+    assert caught.value.key == "pool" and "2000×2000 pool window" in caught.value.message
+
+
 def test_a_batch_is_checked_by_the_pass_that_holds_it(monkeypatch):
     """Each image must fit when the file is read; the whole batch only where a pass holds it
     all at once (step), while training holds one mini-batch."""
