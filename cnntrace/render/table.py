@@ -87,13 +87,12 @@ class MatrixBlocks:
             if r is None or c is None:
                 return [(GAP, DIM)]
             v = rows[r, c]
-            text = number(v, self.precision)
+            text = number(v, precision)
             if wins is not None and wins[r, c]:
                 return [(text, WON), (_mark(wins[r, c]), MARK)]
             padding = border and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
             return [(text, PADDING if padding else DIM if v == 0 else None)]
 
-        self.precision = precision
         self.header = [GAP if c is None else str(c - border) for c in self.col_ids]
         self.labels = [GAP if r is None else str(r - border) for r in row_ids] if self.indexed else []
         self.cells = [[cell(r, c) for c in self.col_ids] for r in row_ids]
@@ -134,7 +133,7 @@ class MatrixBlocks:
             yield Segment(title, TITLE)
             yield Segment.line()
         lead = [(" " * self.label_width, None)] if self.indexed else []
-        header = [(self.header[j].rjust(self.widths[j]), HEADER) for j in columns]
+        header = [[(self.header[j].rjust(self.widths[j]), HEADER)] for j in columns]
         yield from self._row(lead, header)
         yield Segment(RULE * self._block_width(columns))
         yield Segment.line()
@@ -158,7 +157,7 @@ class MatrixBlocks:
             if not first:
                 yield Segment(SEPARATOR)
             first = False
-            for text, style in pieces if isinstance(pieces, list) else [pieces]:
+            for text, style in pieces:
                 yield Segment(text, style)
         yield Segment.line()
 
