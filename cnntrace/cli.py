@@ -389,17 +389,9 @@ def init(
     if image is not None and batch > 1:
         raise typer.BadParameter("--image makes one image; leave out --batch", param_hint="--image")
     with reported_errors():
-        from cnntrace.problem import check_pass_size
+        from cnntrace.exercise import check_size
 
-        check_pass_size(batch, filters, (H, W), (kh, kw), key="--size")  # before any work
-    from cnntrace.exercise import MAX_NUMBERS, numbers_in
-
-    if numbers_in((H, W), (kh, kw), filters, batch) > MAX_NUMBERS:
-        raise typer.BadParameter(
-            f"{batch} image(s) of {H}x{W} and {filters} filter(s) of {kh}x{kw} make more than "
-            f"{MAX_NUMBERS} numbers, more than an input file holds",
-            param_hint="--size",
-        )
+        check_size((H, W), (kh, kw), filters, batch, key="--size")  # before any work
     with reported_errors(output):
         import secrets
 

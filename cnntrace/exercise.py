@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace import ops
+from cnntrace.errors import InputError
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem, check_pass_size
 
@@ -35,13 +36,27 @@ def random_input(
     derivation. ``X`` (H×W, from a picture) replaces the random image when given. Pooling is
     2×2 where Z1 allows it, else none.
     """
-    check_pass_size(batch, filters, size, kernel, key="size")
+    check_size(size, kernel, filters, batch)
     rng = np.random.default_rng(seed)
     for _ in range(ATTEMPTS):
         data = _draw(rng, size, kernel, filters, batch, X)
         if instructive(data):
             break
     return data
+
+
+def check_size(size, kernel, filters: int = 1, batch: int = 1, key: str = "size") -> None:
+    """Refuse, before any work, an exercise too large to trace (see check_pass_size) or to
+    write as an input file (more than MAX_NUMBERS numbers); InputError naming ``key``."""
+    check_pass_size(batch, filters, size, kernel, key=key)
+    if (count := numbers_in(size, kernel, filters, batch)) > MAX_NUMBERS:
+        (H, W), (kh, kw) = size, kernel
+        raise InputError(
+            f"too large: {batch} image{'s' * (batch > 1)} of {H}×{W} and {filters} {kh}×{kw} "
+            f"filter{'s' * (filters > 1)} make {count} numbers, more than an input file holds "
+            f"({MAX_NUMBERS})",
+            key=key,
+        )
 
 
 def numbers_in(size: tuple[int, int], kernel: tuple[int, int], filters: int = 1, batch: int = 1) -> int:

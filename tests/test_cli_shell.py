@@ -502,6 +502,7 @@ def test_check_says_when_no_entry_could_be_compared(tmp_path):
         (["--size", "100000"], "--size"),
         (["--size", "600", "--batch", "10000"], "--size"),
         (["--size", "3000", "--kernel", "1500"], "--size"),
+        (["--size", "58", "--batch", "10000"], "--size"),  # fits in memory, not in a file
     ],
 )
 def test_init_refuses_absurd_sizes_before_any_work(tmp_path, args, key):
