@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnntrace import ops
 from cnntrace.errors import InputError
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem, check_pass_size
@@ -78,9 +77,9 @@ def instructive(data: dict) -> bool:
     does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
     rounding would hide their sign)."""
     problem = Problem.build(**data)
-    X, _, W1, B1, _, _ = problem.general()
-    Z1, _ = ops.conv2d_forward(X, W1, B1, problem.stride, problem.padding)  # (M, K, h, w)
-    per_filter = np.moveaxis(Z1, 1, 0).reshape(problem.K, -1)  # (K, M·h·w)
+    conv = problem.network.layers[0]
+    Z1, _ = conv.forward(problem.general_X(), problem.weights, False)  # (M, K, h, w)
+    per_filter = np.moveaxis(Z1, 1, 0).reshape(Z1.shape[1], -1)  # (K, M·h·w)
     both_signs = per_filter.shape[1] == 1 or all((z > 0).any() and (z < 0).any() for z in per_filter)
     by_hand = Z1.size <= HAND_SIZED
     return both_signs and not (by_hand and np.any(np.abs(Z1) < 0.005))
@@ -107,3 +106,49 @@ def _draw(rng, size, kernel, filters, batch, X) -> dict:
         "pool": pool,
         "lr": 0.1,
     }
+
+
+def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
+    """A fresh random exercise for ``problem``'s network: its layers, loss and lr, its
+    weights' and images' shapes, its classes; ``batch`` images instead of its own count.
+
+    Images are drawn from [0, 1], weights around 0 (both at two decimals), biases 0.1;
+    labels, targets or the given gradient as the problem's loss takes them.
+    """
+    from cnntrace.layers import Softmax
+
+    rng = np.random.default_rng(seed)
+    network = problem.network
+    M = problem.M if batch is None else batch
+    batched = problem.batched or M > 1
+    X_layout = problem.layouts["X"]
+    out = problem.layouts[network.output]
+    image_shape = X_layout.user_shape(False, 1)
+
+    def rounded(values):
+        return np.round(values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+    data = {"X": rounded(rng.uniform(0, 1, size=((M,) if batched else ()) + image_shape)).tolist()}
+    data["layers"] = [layer.options() for layer in network.layers]
+    target_shape = out.user_shape(batched, M)
+    if network.loss.given:
+        data["grad"] = rounded(rng.normal(0, 0.5, size=target_shape)).tolist()
+    else:
+        data["loss"] = network.loss.type
+        last = network.layers[-1]
+        if isinstance(last, Softmax):
+            (classes,) = out.shape
+            labels = rng.integers(0, classes, size=(M,) if batched else ())
+        elif network.loss.type == "bce":
+            labels = rng.integers(0, 2, size=target_shape)
+        else:
+            labels = rounded(rng.normal(0, 0.5, size=target_shape))
+        data["Y"] = labels.tolist()
+    for name in network.params:
+        shape = problem.inputs[name].shape
+        if name.startswith("B"):
+            data[name] = np.full(shape, 0.1).tolist() if shape else 0.1
+        else:
+            data[name] = rounded(rng.normal(0, 0.5, size=shape)).tolist()
+    data["lr"] = problem.lr
+    return data

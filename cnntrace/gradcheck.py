@@ -1,17 +1,17 @@
 """Gradient check: the analytic gradients of a trace against central finite differences.
 
-For every entry p of X, W1, B1, W2 and B2 the loss is evaluated at p ± eps and
+For every entry p of X and of every weight (W1, B1, W2, B2 …) the loss is evaluated at p ± eps and
 
     numeric = (L(p + eps) − L(p − eps)) / (2·eps)
 
 is compared with the analytic dL/dp. An entry passes when |analytic − numeric| ≤ atol +
 rtol·max(|analytic|, |numeric|).
 
-Where the loss has a kink near p (a Z1 entry at 0, or a pool window whose maxima tie), the
+Where the loss has a kink near p (a ReLU input at 0, or a pool window whose maxima tie), the
 central difference straddles two different slopes and cannot agree with any one gradient;
 the analytic gradient takes one side there by convention (ReLU'(0) = 0, the first maximum
-wins). Such an entry is recognised by its activation pattern, the ReLU mask and each pool
-window's winner: if moving p by ±eps changes the pattern, p sits on a kink and is counted as
+wins). Such an entry is recognised by its activation pattern, each layer's kinks (the ReLU
+mask, each pool window's winner): if moving p by ±eps changes the pattern, p sits on a kink and is counted as
 one, not checked. While the pattern holds, the loss is a smooth function of p, so every
 other entry must pass.
 """
@@ -23,20 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnntrace import ops
 from cnntrace.errors import NumericError
-from cnntrace.network import DISPLAY_ONLY, check_finite, forward_backward
+from cnntrace.network import check_finite
 from cnntrace.problem import Problem
-
-TENSORS = ("X", "W1", "B1", "W2", "B2")
-GRADIENT = {name: f"dL_d{name}" for name in TENSORS}
 
 
 @dataclass(frozen=True)
 class TensorCheck:
     """The result of checking every (or a sample of the) entries of one tensor."""
 
-    name: str  # X, W1, B1, W2 or B2
+    name: str  # X or a weight: W1, B1, W2, B2 …
     entries: int  # how many entries the tensor has
     checked: int  # how many of them were checked
     max_abs_error: float  # central differences, over the entries that are not kinks
@@ -55,18 +51,28 @@ class TensorCheck:
         return self.failures == 0
 
 
-def _loss_and_pattern(problem: Problem, g: dict):
-    """L at the inputs ``g`` (general shapes), and the activation pattern that produced it.
+def _loss_and_pattern(problem: Problem, X, weights: dict):
+    """L at the inputs X and ``weights`` (general shapes), and the activation pattern that
+    produced it: every layer's kinks (a ReLU's mask, a max-pool's winners). Where the
+    gradient is given instead of a loss, L = Σ grad ⊙ output, whose gradient it is.
 
-    Raises NumericError naming Z1 or Z2 where one overflows (L is finite wherever Z2 is).
+    Raises NumericError naming the first stage that overflows (L is finite wherever the
+    stages are).
     """
+    network = problem.network
+    outputs, pattern = {}, []
     with np.errstate(all="ignore"):
-        Z1, _ = ops.conv2d_forward(g["X"], g["W1"], g["B1"], problem.stride, problem.padding)
-        P1, pool = ops.maxpool_forward(ops.relu_forward(Z1), problem.pool, problem.pool_stride)
-        Z2 = ops.dense_forward(ops.flatten_forward(P1), g["W2"], g["B2"])
-        L = ops.bce_loss(Z2, g["Y"])
-    check_finite({"Z1": Z1, "Z2": Z2})
-    return float(L), (Z1 > 0, pool.winner)
+        x, cache = X, None
+        for layer in network.layers:
+            x, cache = layer.forward(x, weights, True)
+            outputs[layer.output] = x
+            pattern += layer.kinks(cache)
+        if network.loss.given:
+            L = np.sum(problem.general_target * x)
+        else:
+            L = network.loss.value(x, problem.general_target, cache[0] if network.fused else None)
+    check_finite(outputs, problem.stage)
+    return float(L), pattern
 
 
 def _same(pattern, other) -> bool:
@@ -87,38 +93,37 @@ def check(
     seed: int = 0,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> list[TensorCheck]:
-    """Check dL/dX, dL/dW1, dL/dB1, dL/dW2 and dL/dB2 of ``problem`` entry by entry.
+    """Check dL/dX and the gradient of every weight of ``problem``, entry by entry.
 
     A tensor with more than ``max_entries`` entries is checked on a random sample of that
     many (the same sample for the same ``seed``). Each entry takes two passes, so a large
     input takes a while: ``progress(done, total)`` is called after every entry.
     """
     problem.check_size()
-    general = dict(zip(("X", "Y", "W1", "B1", "W2", "B2"), problem.general()))
+    general = {"X": problem.general_X().copy(), **problem.general_weights()}
+    tensors = tuple(general)
     with np.errstate(all="ignore"):
-        values = forward_backward(
-            *general.values(), stride=problem.stride, padding=problem.padding,
-            pool=problem.pool, pool_stride=problem.pool_stride,
-        )  # fmt: skip
+        values = problem.network.forward_backward(general["X"], problem.general_target, general)
     # An overflow anywhere in the pass is named where it first happened, as step names it;
     # the display-only dL/dA2, which overflows where the sigmoid saturates, is not needed.
-    check_finite({name: value for name, value in values.items() if name not in DISPLAY_ONLY})
-    gradients = {GRADIENT[name]: values[GRADIENT[name]] for name in TENSORS}
+    check_finite({name: value for name, value in values.items() if name not in problem.display_only}, problem.stage)
+    gradients = {f"dL_d{name}": values[f"dL_d{name}"] for name in tensors}
     rng = np.random.default_rng(seed)
-    sizes = [getattr(problem, name).size for name in TENSORS]
+    sizes = [general[name].size for name in tensors]
     total = sum(size if max_entries is None else min(size, max_entries) for size in sizes)
     done = 0
     results = []
-    for name in TENSORS:
+    weights = {name: general[name] for name in tensors[1:]}
+    for name in tensors:
         # Work on the tensor in the user's shape; the pass sees it through the same reshape.
-        given_shape = getattr(problem, name).shape
-        analytic = gradients[GRADIENT[name]].reshape(given_shape)
+        given_shape = problem.inputs[name].shape
+        analytic = gradients[f"dL_d{name}"].reshape(given_shape)
         flat = general[name].reshape(-1)  # a view: writing into it moves the pass's input
         count = flat.size
         positions = np.arange(count)
         if max_entries is not None and count > max_entries:
             positions = np.sort(rng.choice(count, size=max_entries, replace=False))
-        _, pattern = _loss_and_pattern(problem, general)
+        _, pattern = _loss_and_pattern(problem, general["X"], weights)
         max_abs = max_rel = 0.0
         kinks = failures = 0
         worst = 0
@@ -126,9 +131,9 @@ def check(
             original = flat[position]
             try:
                 flat[position] = original + eps
-                L_plus, pattern_plus = _loss_and_pattern(problem, general)
+                L_plus, pattern_plus = _loss_and_pattern(problem, general["X"], weights)
                 flat[position] = original - eps
-                L_minus, pattern_minus = _loss_and_pattern(problem, general)
+                L_minus, pattern_minus = _loss_and_pattern(problem, general["X"], weights)
             except NumericError as error:
                 # The pass is finite, but one of its neighbours p ± eps is not (at float64's edge).
                 index = ",".join(str(i) for i in np.unravel_index(position, given_shape))

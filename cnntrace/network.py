@@ -1,12 +1,14 @@
-"""The reference network, forward and back, with every intermediate kept under its name.
+"""A network is a list of layers and a loss; one generic pass runs it forward and back and
+keeps every intermediate under its name.
 
-    X → Z1 = conv(X, W1) + B1 → A1 = ReLU(Z1) → P1 = MaxPool(A1) → F = flatten(P1)
-      → Z2 = F·W2 + B2 → A2 = σ(Z2) → L = BCE(Y, A2)
+    x = X;  for each layer: x, cache = layer.forward(x)          Z1, A1, P1, F, Z2, A2
+    L = loss(x, Y)
+    d = dL/dA2;  for each layer, last first: d = layer.backward(d, cache)
+                                                  dL/dZ2, dL/dW2 … dL/dW1, dL/dX
 
-then back from dL/dZ2 = (A2 − Y)/M to dL/dW1 = conv(X, dL/dZ1) and dL/dX, and one step of
-gradient descent. ``forward_backward`` is the pass on the general shapes (see ops.py);
-``trace`` is the entry point: it takes the inputs as the user writes them and returns a
-``Trace`` whose matrices have the user's shapes.
+then one step of gradient descent. ``forward_backward`` is the pass on the general shapes
+of ops.py; ``run`` takes a validated Problem and returns a ``Trace`` whose matrices have
+the user's shapes. The reference network is one such list (see reference.py).
 
 >>> t = trace(X, Y, W1, B1, W2, B2)          # doctest: +SKIP
 >>> t["dL_dW1"]                               # doctest: +SKIP
@@ -14,151 +16,170 @@ gradient descent. ``forward_backward`` is the pass on the general shapes (see op
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
-from cnntrace import ops
 from cnntrace.errors import NumericError
-from cnntrace.problem import Problem
-
-
-class Stage(NamedTuple):
-    """One named matrix of the trace: where it belongs and how it was made."""
-
-    name: str  # the key in the JSON output, a valid identifier
-    section: str  # "forward", "backward" or "update"
-    symbol: str  # as the derivation writes it
-    equation: str  # for one image; batch_equation where a batch changes it
-    kind: str  # how its shape follows the input's (see Problem.present)
-    batch_equation: str | None = None
-
-    def formula(self, batched: bool) -> str:
-        return (self.batch_equation if batched and self.batch_equation else self.equation)
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("Z1", "forward", "Z1", "conv(X, W1) + B1", "map"),
-    Stage("A1", "forward", "A1", "ReLU(Z1)", "map"),
-    Stage("P1", "forward", "P1", "MaxPool(A1)", "map"),
-    Stage("F", "forward", "F", "flatten(P1)", "flat"),
-    Stage("Z2", "forward", "Z2", "F·W2 + B2", "batch"),
-    Stage("A2", "forward", "A2", "σ(Z2)", "batch"),
-    Stage("L", "forward", "L", "−Y·log(A2) − (1 − Y)·log(1 − A2)", "scalar",
-          "mean(−Y·log(A2) − (1 − Y)·log(1 − A2))"),
-    Stage("dL_dA2", "backward", "dL/dA2", "−Y/A2 + (1 − Y)/(1 − A2)", "batch",
-          "(−Y/A2 + (1 − Y)/(1 − A2)) / M"),
-    Stage("dA2_dZ2", "backward", "dA2/dZ2", "A2·(1 − A2)", "batch"),
-    Stage("dL_dZ2", "backward", "dL/dZ2", "dL/dA2·dA2/dZ2 = A2 − Y", "batch",
-          "dL/dA2·dA2/dZ2 = (A2 − Y) / M"),
-    Stage("dL_dW2", "backward", "dL/dW2", "Fᵀ·dL/dZ2", "W2"),
-    Stage("dL_dB2", "backward", "dL/dB2", "ΣdL/dZ2", "B2"),
-    Stage("dL_dF", "backward", "dL/dF", "dL/dZ2·W2ᵀ", "flat"),
-    Stage("dL_dP1", "backward", "dL/dP1", "reshape(dL/dF)", "map"),
-    Stage("dL_dA1", "backward", "dL/dA1", "dL/dP1 routed to each window's max", "map"),
-    Stage("dA1_dZ1", "backward", "dA1/dZ1", "1 where Z1 > 0, else 0", "map"),
-    Stage("dL_dZ1", "backward", "dL/dZ1", "dL/dA1 ⊙ dA1/dZ1", "map"),
-    Stage("dL_dB1", "backward", "dL/dB1", "ΣdL/dZ1", "B1"),
-    Stage("dL_dW1", "backward", "dL/dW1", "conv(X, dL/dZ1)", "W1"),
-    Stage("dL_dX", "backward", "dL/dX", "conv_transpose(dL/dZ1, W1)", "X"),
-    Stage("W1", "update", "W1", "W1 − lr·dL/dW1", "W1"),
-    Stage("B1", "update", "B1", "B1 − lr·dL/dB1", "B1"),
-    Stage("W2", "update", "W2", "W2 − lr·dL/dW2", "W2"),
-    Stage("B2", "update", "B2", "B2 − lr·dL/dB2", "B2"),
-)
+from cnntrace.layers import Context, Layer, Rule, Stage, partial
+from cnntrace.losses import Loss
 
 SECTIONS = ("forward", "backward", "update")
-STAGE = {stage.name: stage for stage in STAGES}
 
 
-def forward_backward(
-    X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=2, trace=True
-):
-    """One pass on the general shapes; returns {name: array} for every forward and backward
-    stage, in the derivation's order.
-
-    X (M, H, W), Y (M,), W1 (K, kh, kw), B1 (K,), W2 (n,), B2 ().
-
-    ``trace=False`` is for training: it returns only L, A2 and the parameters' gradients
-    dL_dW1, dL_dB1, dL_dW2, dL_dB2, with exactly the values a trace gives. It skips dL/dX
-    and the display-only dL/dA2 and dA2/dZ2, keeps dA1/dZ1 as booleans (the product
-    dL/dA1 ⊙ dA1/dZ1 is the same), and lets each large matrix go as soon as the pass is
-    done with it (the ``del`` lines), so a whole dataset's pass needs little more memory
-    than the dataset. When tracing, ``traced`` keeps every matrix instead.
-    """
-    traced = {}
-
-    def keep(**matrices):
-        if trace:
-            traced.update(matrices)
-
-    # Forward
-    Z1, conv_cache = ops.conv2d_forward(X, W1, B1, stride, padding)
-    A1 = ops.relu_forward(Z1)
-    # dA1/dZ1 needs Z1 alone: taken now, so that Z1 can go before the pooling.
-    dA1_dZ1 = ops.relu_grad(Z1) if trace else ops.relu_mask(Z1)
-    keep(Z1=Z1, A1=A1)
-    del Z1
-    P1, pool_cache = ops.maxpool_forward(A1, pool, pool_stride)
-    del A1
-    F = ops.flatten_forward(P1)
-    Z2 = ops.dense_forward(F, W2, B2)
-    A2 = ops.sigmoid(Z2)
-    L = ops.bce_loss(Z2, Y)
-    keep(P1=P1, F=F, Z2=Z2, A2=A2, L=L)
-
-    # Backward
-    if trace:
-        keep(dL_dA2=ops.bce_grad_A2(Z2, Y), dA2_dZ2=ops.sigmoid_grad(Z2))
-    dL_dZ2 = ops.bce_sigmoid_backward(A2, Y)
-    dL_dF, dL_dW2, dL_dB2 = ops.dense_backward(dL_dZ2, F, W2)
-    dL_dP1 = ops.flatten_backward(dL_dF, P1.shape)
-    keep(dL_dZ2=dL_dZ2, dL_dW2=dL_dW2, dL_dB2=dL_dB2, dL_dF=dL_dF, dL_dP1=dL_dP1)
-    del P1, F, dL_dF
-    dL_dA1 = ops.maxpool_backward(dL_dP1, pool_cache)
-    del dL_dP1, pool_cache
-    dL_dZ1 = dL_dA1 * dA1_dZ1
-    keep(dL_dA1=dL_dA1, dA1_dZ1=dA1_dZ1, dL_dZ1=dL_dZ1)
-    del dL_dA1, dA1_dZ1
-    dL_dX, dL_dW1, dL_dB1 = ops.conv2d_backward(dL_dZ1, conv_cache, need_dL_dX=trace)
-    keep(dL_dB1=dL_dB1, dL_dW1=dL_dW1, dL_dX=dL_dX)
-
-    if not trace:
-        return {"L": L, "A2": A2, "dL_dW1": dL_dW1, "dL_dB1": dL_dB1, "dL_dW2": dL_dW2,
-                "dL_dB2": dL_dB2}  # fmt: skip
-    return {stage.name: traced[stage.name] for stage in STAGES if stage.section != "update"}
+def _grad(name: str) -> str:
+    return f"dL_d{name}"
 
 
-def gradient_step(W1, B1, W2, B2, grads, lr):
-    """Parameters after one step of gradient descent: P − lr·dL/dP for each of them."""
-    return {
-        "W1": W1 - lr * grads["dL_dW1"],
-        "B1": B1 - lr * grads["dL_dB1"],
-        "W2": W2 - lr * grads["dL_dW2"],
-        "B2": B2 - lr * grads["dL_dB2"],
-    }
+@dataclass(frozen=True)
+class Network:
+    """The layers in order, each at its place, and the loss on the last one's output."""
+
+    layers: tuple[Layer, ...]
+    loss: Loss
+    summary: str | None = None  # the input's one-line description; the layers' by default
+
+    @cached_property
+    def params(self) -> tuple[str, ...]:
+        """Every weight's name, in the order of the update: W1, B1, W2, B2 …"""
+        return tuple(p for layer in self.layers for p in layer.params)
+
+    @property
+    def output(self) -> str:
+        return self.layers[-1].output if self.layers else "X"
+
+    @cached_property
+    def fused(self) -> bool:
+        """Whether the loss cancels against the last activation (sigmoid+bce, softmax+ce)."""
+        return bool(self.layers) and self.loss.fuses(self.layers[-1])
+
+    def describe(self) -> str:
+        return self.summary or " → ".join(layer.describe() for layer in self.layers)
+
+    # -- the pass ------------------------------------------------------------------------
+
+    def forward_backward(self, X, target, weights: dict, *, trace: bool = True) -> dict:
+        """One pass on the general shapes; {name: array} for every forward and backward
+        stage, in the derivation's order.
+
+        ``trace=False`` is for training: it returns only L, the output and the weights'
+        gradients, with exactly the values a trace gives. It skips dL/dX and the
+        display-only stages (dL/dA2 and dA2/dZ2 where the loss cancels against the
+        activation), keeps a ReLU's mask as booleans, and lets each matrix go as soon as
+        the pass is done with it: each layer's cache holds only what its backward needs.
+        """
+        traced: dict[str, np.ndarray] = {}
+        caches = []
+        x = X
+        for layer in self.layers:
+            x, cache = layer.forward(x, weights, trace)
+            caches.append(cache)
+            if trace:
+                traced[layer.output] = x
+        output, loss, layers = x, self.loss, self.layers
+        logits = caches[-1][0] if self.fused else None
+        L = loss.value(output, target, logits)
+        if L is not None:
+            traced["L"] = L
+
+        if self.fused:
+            # The loss cancels against the last activation: the backward pass starts one
+            # layer down, at dL/dZ = (A − Y)/N, exact where the activation saturates.
+            last, layers = layers[-1], layers[:-1]
+            if trace:
+                traced[_grad(last.output)] = loss.gradient(output, target, logits)
+                traced[last.local] = last.derivative(*caches[-1])
+            d = traced[last.input_gradient] = loss.fused_backward(output, target)
+            caches.pop()
+        else:
+            d = traced[_grad(self.output)] = loss.gradient(output, target, logits)
+        grads = {}
+        for position in reversed(range(len(layers))):
+            layer = layers[position]
+            stages = layer.backward(d, caches.pop(), weights, need_input=trace or position > 0, trace=trace)
+            if trace:
+                traced.update(stages)
+            for name in layer.gradients:
+                grads[name] = stages[name]
+            d = stages.get(layer.input_gradient)
+        if not trace:
+            return {"L": L, self.output: output, **grads}
+        return traced
+
+    def gradient_step(self, weights: dict, grads: dict, lr: float) -> dict:
+        """The weights after one step of gradient descent: P − lr·dL/dP for each of them."""
+        return {p: weights[p] - lr * grads[gradient] for p, gradient in self._updates}
+
+    @cached_property
+    def _updates(self) -> tuple[tuple[str, str], ...]:
+        return tuple((p, _grad(p)) for p in self.params)
+
+    # -- the stages ----------------------------------------------------------------------
+
+    def stages(self, layouts: dict, batched: bool, M: int) -> tuple[Stage, ...]:
+        """Every stage of the trace in the derivation's order, with its layout: forward,
+        then backward from the loss to dL/dX, then the update."""
+        units = int(np.prod(layouts[self.output].shape, dtype=np.int64))
+        N = self.loss.entries(layouts[self.output], M)
+        mean, divisor = N > 1, self.loss.divisor(units)
+        loss_forward, loss_backward = self.loss.stages(mean, divisor)
+        forward, backward = [], list(loss_backward)
+        # ∂-factors from L down to each layer's output, for the chain rules.
+        chains = {}
+        chain = (partial(_grad(self.output)),)
+        for layer in reversed(self.layers):
+            chains[layer.output] = chain
+            chain = (*chain, layer.local_factor())
+        closed = self.loss.closed_form(mean, divisor) if self.fused else None
+        last = len(self.layers) - 1
+        backward_by_layer = []
+        for position, layer in enumerate(self.layers):
+            ctx = Context(batched, chains[layer.output], closed if self.fused and position == last - 1 else None, layouts)
+            layer_forward, layer_backward = layer.stages(ctx)
+            forward += layer_forward
+            if self.fused and position == last:  # its dL/dZ is the loss's, straight from A − Y
+                layer_backward = [layer_backward[0], self.loss.fused_stage(mean, divisor)]
+            backward_by_layer.append(layer_backward)
+        for layer_backward in reversed(backward_by_layer):
+            backward += layer_backward
+        forward += loss_forward
+        update = [
+            Stage(p, "update", p, f"{p} − lr·dL/d{p}", layouts[p],
+                  Rule("", "", (p, "lr", _grad(p)), f"{p} on the right is the input's, before the step"))
+            for p in self.params
+        ]  # fmt: skip
+        return tuple(_with_layout(stage, layouts) for stage in (*forward, *backward, *update))
 
 
-#: The stages only ``step`` shows: nothing else is computed from them, and past |Z2| ≈ 709
-#: dL/dA2 overflows where every other stage is finite.
-DISPLAY_ONLY = ("dL_dA2", "dA2_dZ2")
+def _with_layout(stage: Stage, layouts: dict) -> Stage:
+    """The stage with the layout of what it holds, where its layer left it to the network:
+    a matrix's own, a dL/dQ that of Q, a local derivative dA/dZ that of Z (element-wise)."""
+    if stage.layout is not None:
+        return stage
+    name = stage.name
+    if name in layouts:
+        return stage._replace(layout=layouts[name])
+    if name.startswith("dL_d") and name[4:] in layouts:
+        return stage._replace(layout=layouts[name[4:]])
+    _, _, wrt = name.partition("_d")  # dA1_dZ1: Z1
+    return stage._replace(layout=layouts[wrt])
 
 
-def check_finite(values: dict) -> None:
-    """Raise NumericError naming the first stage, in the pass's order, that overflowed."""
+# -- float64's limits ----------------------------------------------------------------------------
+
+
+def check_finite(values: dict, stages: dict, display_only: dict | None = None) -> None:
+    """Raise NumericError naming the first stage, in the pass's order, that overflowed.
+
+    ``display_only`` maps the stages only ``step`` shows to what to say when one of them
+    alone exceeds float64 (see Problem.display_only)."""
     for name, value in values.items():
         if np.all(np.isfinite(value)):
             continue
-        if name == "dL_dA2":
-            # Not an input too large: 1/(1 − A2) or 1/A2 itself exceeds float64.
-            raise NumericError(
-                "exceeds float64: |Z2| is past about 709, where the sigmoid saturates and "
-                "1/(1 − A2) or 1/A2 overflows; L and dL/dZ2 = A2 − Y are still finite "
-                "(cnntrace check and train do not need dL/dA2)",
-                key=name,
-            )
-        stage = STAGE[name]
+        if display_only and name in display_only:
+            raise NumericError(display_only[name], key=name)
+        stage = stages[name]
         raise NumericError(
             f"overflows float64 in {stage.symbol} = {stage.equation}; "
             "the numbers that feed it are too large",
@@ -166,53 +187,99 @@ def check_finite(values: dict) -> None:
         )
 
 
+# -- the trace -----------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Trace:
     """Every named matrix of one pass, in the shapes of the user's input.
 
-    ``trace[name]`` gives any of them by its JSON name (``"Z1"``, ``"dL_dW1"``,
-    ``"W1"`` for the updated W1 ...); ``forward``, ``backward`` and ``update`` hold them
-    section by section, in the derivation's order.
+    ``trace[name]`` gives any of them by its JSON name (``"Z1"``, ``"dL_dW1"``, ``"W1"``
+    for the updated W1 …); ``forward``, ``backward`` and ``update`` hold them section by
+    section, in the derivation's order; ``stage(name)`` tells how each was made.
     """
 
-    problem: Problem
+    problem: object  # a Problem
     forward: dict[str, np.ndarray]
     backward: dict[str, np.ndarray]
     update: dict[str, np.ndarray]
+    _general: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        section = getattr(self, STAGE[name].section)
-        return section[name]
+        return getattr(self, self.stage(name).section)[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.problem.stage
+
+    def stage(self, name: str) -> Stage:
+        return self.problem.stage[name]
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self.problem.stages
 
     def sections(self) -> dict[str, dict[str, np.ndarray]]:
         return {"forward": self.forward, "backward": self.backward, "update": self.update}
 
     def leading_axes(self, name: str) -> tuple[str, ...]:
         """Labels of the image / filter axes that lead the shape of ``name``."""
-        return self.problem.leading_axes(STAGE[name].kind)
+        return self.stage(name).layout.axes(self.problem.batched)[0]
 
     def axis_names(self, name: str) -> tuple[str, ...]:
-        """A name for every axis of ``name``: image, filter, row, col (see Problem.axis_names)."""
-        return self.problem.axis_names(STAGE[name].kind, np.ndim(self[name]))
+        """A name for every axis of ``name``: image, filter, channel, row, col."""
+        leading, trailing = self.stage(name).layout.axes(self.problem.batched)
+        return leading + trailing
+
+    @cached_property
+    def annotations(self) -> dict:
+        """Every layer's marks on the stages, by stage name (see layers.Annotation)."""
+        out = {}
+        for layer in self.problem.network.layers:
+            for name, annotation in layer.annotate(self).items():
+                out[name] = annotation if name not in out else _merged(out[name], annotation)
+        return out
+
+    def general_pass(self):
+        """The trace on the general shapes, and the inputs before the update (for explain)."""
+        from cnntrace.explain import GeneralPass
+
+        if "pass" not in self._general:
+            self._general["pass"] = GeneralPass(self)
+        return self._general["pass"]
+
+    def expression(self, name: str) -> np.ndarray:
+        """A factor of the chain rules that is not a matrix of the trace: "A2 − Y"."""
+        problem = self.problem
+        general = problem.network.loss.expressions(self.general_pass().value(problem.network.output),
+                                                   problem.general_target)[name]  # fmt: skip
+        layout = problem.layouts[problem.network.output]
+        return general.reshape(layout.user_shape(problem.batched, problem.M))
 
 
-def run(problem: Problem) -> Trace:
+def _merged(first, second):
+    """Two layers' annotations of one stage (a ReLU's count and a pool's wins on A1)."""
+    return first._replace(
+        marks=second.marks if second.marks is not None else first.marks,
+        legend=second.legend or first.legend,
+        before=first.before + second.before,
+        after=first.after + second.after,
+        extra=second.extra if second.extra is not None else first.extra,
+    )
+
+
+def run(problem) -> Trace:
     """Trace one validated problem: forward, backward and update, in the user's shapes."""
     problem.check_size()
-    X, Y, W1, B1, W2, B2 = problem.general()
+    network = problem.network
+    weights = problem.general_weights()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        values = forward_backward(
-            X, Y, W1, B1, W2, B2,
-            stride=problem.stride, padding=problem.padding,
-            pool=problem.pool, pool_stride=problem.pool_stride,
-        )  # fmt: skip
-        values.update(gradient_step(W1, B1, W2, B2, values, problem.lr))
-    check_finite(values)
-
-    presented = {name: problem.present(STAGE[name].kind, value) for name, value in values.items()}
+        values = network.forward_backward(problem.general_X(), problem.general_target, weights)
+        values.update(network.gradient_step(weights, values, problem.lr))
+    check_finite(values, problem.stage, problem.display_only)
+    presented = {name: problem.present(name, value) for name, value in values.items()}
     return Trace(
         problem,
-        *({stage.name: presented[stage.name] for stage in STAGES if stage.section == section}
+        *({stage.name: presented[stage.name] for stage in problem.stages if stage.section == section}
           for section in SECTIONS),
     )  # fmt: skip
 
@@ -223,10 +290,20 @@ def trace(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=None
     X: an H×W image or an M×H×W batch; Y: its label(s) in [0, 1]; W1: a kh×kw filter or
     K×kh×kw filters; B1: one bias per filter; W2: one weight per entry of F; B2: a number.
     Lists and numpy arrays both work. Raises InputError for values that don't fit and
-    NumericError when a stage overflows float64.
+    NumericError when a stage overflows float64. For any other network, see ``trace_input``.
     """
+    from cnntrace.problem import Problem
+
     problem = Problem.build(
         X, Y, W1, B1, W2, B2,
         stride=stride, padding=padding, pool=pool, pool_stride=pool_stride, lr=lr,
     )  # fmt: skip
     return run(problem)
+
+
+def trace_input(data: dict) -> Trace:
+    """Trace a whole input as a dict, the way an input file writes it: ``{"X": …, "Y": …,
+    "layers": [...], "W1": …}`` (or the reference form without ``layers``)."""
+    from cnntrace.io import problem_from_dict
+
+    return run(problem_from_dict(data))

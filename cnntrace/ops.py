@@ -1,22 +1,21 @@
-"""The network's operations as forward/backward pairs (numpy only).
+"""The operations of a small CNN as forward/backward pairs (numpy only).
 
-Every function is pure: it returns new arrays and never writes into its arguments.
-Shapes use M images, K filters, and the symbols of the derivation:
+Every function is pure: it returns new arrays and never writes into its arguments. Shapes
+use M images, C input channels, K filters and n units:
 
-    X   (M, H, W)          W1 (K, kh, kw)   B1 (K,)
-    Z1  (M, K, Ho, Wo)     A1 like Z1
-    P1  (M, K, Hp, Wp)     F  (M, n) with n = K*Hp*Wp
-    W2  (n,)               B2 ()            Z2, A2, Y  (M,)
+    maps     (M, C, H, W)          conv W (K, C, kh, kw)   conv B (K,)
+    vectors  (M, n)                dense W (n_in, n_out)   dense B (n_out,)
 
-The convolution and the pooling loop over the offsets of their window (kh*kw or pool*pool
-steps), each step working on a whole strided slice of the batch at once. The backward pass
-of each loops over the same offsets as its forward pass, so one reads against the other.
+Sizes, strides and paddings of windows are (rows, cols) pairs. The convolution and the
+pooling loop over the offsets of their window (kh*kw or ph*pw steps), each step working on a
+whole strided slice of the batch at once; the backward pass of each loops over the same
+offsets as its forward pass, so one reads against the other.
 
 For a small batch the convolution takes a shortcut that gives the same values up to
 float64 rounding: it copies, offset by offset, the slice of X each kernel weight meets
 ("im2col") and does the sum over the kernel as one matrix product, forward and back. That
 saves most of the per-offset calls that dominate small arrays; above ``IM2COL_BYTES`` the
-offset loop keeps the memory at the size of Z1 instead of kh*kw times the size of X.
+offset loop keeps the memory at the size of the output instead of kh*kw times that of X.
 """
 
 from __future__ import annotations
@@ -26,8 +25,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: The largest copy of X's windows (kh*kw × M × Ho × Wo, float64) the convolution makes.
+#: The largest copy of X's windows (C*kh*kw × M × Ho × Wo, float64) the convolution makes.
 IM2COL_BYTES = 8 * 2**20
+
+Pair = tuple[int, int]
 
 
 def output_size(size: int, window: int, stride: int) -> int:
@@ -36,234 +37,368 @@ def output_size(size: int, window: int, stride: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def _offsets(rows: int, cols: int, out_rows: int, out_cols: int, stride: int):
-    """(i, j, slice) for each window offset: the slice picks, for every output position
-    (h, w), the input cell (h*stride + i, w*stride + j). Kept once made: training asks for
-    the same offsets at every step."""
+def _offsets(window: Pair, out: Pair, stride: Pair):
+    """(i, j, rows, cols) for each window offset: the slices pick, for every output
+    position (h, w), the input cell (h*stride + i, w*stride + j). Kept once made: training
+    asks for the same offsets at every step."""
+    (rows, cols), (out_rows, out_cols), (sh, sw) = window, out, stride
     return tuple(
-        (i, j, (slice(i, i + stride * (out_rows - 1) + 1, stride),
-                slice(j, j + stride * (out_cols - 1) + 1, stride)))
+        (i, j, slice(i, i + sh * (out_rows - 1) + 1, sh), slice(j, j + sw * (out_cols - 1) + 1, sw))
         for i in range(rows)
         for j in range(cols)
-    )  # fmt: skip
+    )
 
 
-# -- convolution: Z1 = conv(X, W1) + B1 --------------------------------------------------
+def _pad(maps: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    """``maps`` (M, C, H, W) inside a border of ``value``; the array itself when none."""
+    ph, pw = padding
+    if not (ph or pw):
+        return maps  # no copy of what may be a whole dataset
+    return np.pad(maps, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _unpad(maps: np.ndarray, padding: Pair) -> np.ndarray:
+    ph, pw = padding
+    return maps[:, :, ph : maps.shape[2] - ph, pw : maps.shape[3] - pw]
+
+
+# -- convolution: Z = conv(X, W) + B -------------------------------------------------------
 
 
 class ConvCache(NamedTuple):
-    X_padded: np.ndarray  # (M, H + 2p, W + 2p)
-    W1: np.ndarray  # (K, kh, kw)
-    stride: int
-    padding: int
-    windows: np.ndarray | None = None  # (kh*kw, M, Ho, Wo): see _windows; small batches only
+    X_padded: np.ndarray  # (M, C, H + 2ph, W + 2pw)
+    W: np.ndarray  # (K, C, kh, kw)
+    stride: Pair
+    padding: Pair
+    windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; small batches only
 
 
 def _windows(X_padded, kh, kw, Ho, Wo, stride):
-    """windows[i*kw + j, m, h, w] = Xp[m, h*stride + i, w*stride + j], as a new
-    (kh*kw, M, Ho, Wo) array: for each kernel offset, the slice of X it meets."""
-    windows = np.empty((kh * kw, X_padded.shape[0], Ho, Wo))
-    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
-        windows[i * kw + j] = X_padded[:, window[0], window[1]]
-    return windows
+    """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i, w*sw + j], as a new array:
+    for each kernel weight, the slice of X it meets."""
+    M, C = X_padded.shape[:2]
+    windows = np.empty((C, kh, kw, M, Ho, Wo))
+    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
+        if C == 1:  # one channel: no axes to swap
+            windows[0, i, j] = X_padded[:, 0, rows, cols]
+        else:
+            windows[:, i, j] = X_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    return windows.reshape(C * kh * kw, M, Ho, Wo)
 
 
-def conv2d_forward(X, W1, B1, stride=1, padding=0):
-    """Z1[m,k,h,w] = B1[k] + sum_ij W1[k,i,j] * Xp[m, h*stride + i, w*stride + j].
+def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
+    """Z[m,k,h,w] = B[k] + Σ_c,i,j W[k,c,i,j] · Xp[m, c, h*sh + i, w*sw + j].
 
-    Cross-correlation (no kernel flip), as in PyTorch; Xp is X with ``padding`` zeros on
-    every side. X (M, H, W), W1 (K, kh, kw), B1 (K,) -> Z1 (M, K, Ho, Wo), ConvCache.
+    Cross-correlation (no kernel flip), as in PyTorch; Xp is X inside ``padding`` zeros.
+    X (M, C, H, W), W (K, C, kh, kw), B (K,) -> Z (M, K, Ho, Wo), ConvCache.
     """
-    # Without padding Xp is X itself: no copy of what may be a whole dataset.
-    X_padded = np.pad(X, ((0, 0), (padding, padding), (padding, padding))) if padding else X
-    M = X.shape[0]
-    K, kh, kw = W1.shape
-    Ho = output_size(X_padded.shape[1], kh, stride)
-    Wo = output_size(X_padded.shape[2], kw, stride)
-    if M * Ho * Wo * kh * kw * 8 <= IM2COL_BYTES:
+    X_padded = _pad(X, padding)
+    M, C = X.shape[:2]
+    K, _, kh, kw = W.shape
+    Ho = output_size(X_padded.shape[2], kh, stride[0])
+    Wo = output_size(X_padded.shape[3], kw, stride[1])
+    if M * C * Ho * Wo * kh * kw * 8 <= IM2COL_BYTES:
         windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
-        Z1_by_filter = (W1.reshape(K, kh * kw) @ windows.reshape(kh * kw, -1)).reshape(K, M, Ho, Wo)
-        Z1 = Z1_by_filter.transpose(1, 0, 2, 3) + B1[:, None, None]
-        return Z1, ConvCache(X_padded, W1, stride, padding, windows)
-    Z1 = np.empty((M, K, Ho, Wo))
-    Z1[...] = B1[:, None, None]
-    weighted = np.empty_like(Z1)  # one buffer for every offset's products, not one each
-    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
-        # Each kernel weight W1[k,i,j] meets the same shifted slice of every image.
-        X_slice = X_padded[:, None, window[0], window[1]]
-        np.multiply(W1[None, :, i, j, None, None], X_slice, out=weighted)
-        Z1 += weighted
-    return Z1, ConvCache(X_padded, W1, stride, padding)
+        Z_by_filter = (W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)).reshape(K, M, Ho, Wo)
+        Z = Z_by_filter.transpose(1, 0, 2, 3) + B[:, None, None]
+        return Z, ConvCache(X_padded, W, stride, padding, windows)
+    Z = np.empty((M, K, Ho, Wo))
+    Z[...] = B[:, None, None]
+    weighted = np.empty_like(Z)  # one buffer for every offset's products, not one each
+    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
+        for c in range(C):
+            # Each kernel weight W[k,c,i,j] meets the same shifted slice of every image.
+            np.multiply(W[None, :, c, i, j, None, None], X_padded[:, c, None, rows, cols], out=weighted)
+            Z += weighted
+    return Z, ConvCache(X_padded, W, stride, padding)
 
 
-def conv2d_backward(dL_dZ1, cache: ConvCache, need_dL_dX=True):
-    """dL/dX, dL/dW1, dL/dB1 from dL/dZ1 (M, K, Ho, Wo).
+def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
+    """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo).
 
-    dL/dW1[k,i,j] = sum_mhw Xp[m, h*s + i, w*s + j] * dL/dZ1[m,k,h,w]   (= conv(X, dL/dZ1))
-    dL/dB1[k]     = sum_mhw dL/dZ1[m,k,h,w]
-    dL/dX         = every dL/dZ1 entry sent back to the cells its window covered, times the
-                    weight that met them; the padding's share is cut off at the end.
-    Returns dL_dX (M, H, W), dL_dW1 (K, kh, kw), dL_dB1 (K,). Training needs no dL/dX:
-    with ``need_dL_dX=False`` it is skipped and None is returned in its place.
+    dL/dW[k,c,i,j] = Σ_m,h,w Xp[m, c, h*sh + i, w*sw + j] · dL/dZ[m,k,h,w]  (= conv(X, dL/dZ))
+    dL/dB[k]       = Σ_m,h,w dL/dZ[m,k,h,w]
+    dL/dX          = every dL/dZ entry sent back to the cells its window covered, times the
+                     weight that met them; the padding's share is cut off at the end.
+    Returns dL_dX (M, C, H, W), dL_dW (K, C, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
+    (the first layer, in training) dL/dX is skipped and None returned in its place.
     """
-    X_padded, W1, stride, padding, windows = cache
-    K, kh, kw = W1.shape
-    _, _, Ho, Wo = dL_dZ1.shape
+    X_padded, W, stride, padding, windows = cache
+    K, C, kh, kw = W.shape
+    _, _, Ho, Wo = dL_dZ.shape
+    offsets = _offsets((kh, kw), (Ho, Wo), stride)
     if windows is not None:  # the small-batch shortcut: one product over every position
-        dL_dZ1_by_filter = dL_dZ1.transpose(1, 0, 2, 3).reshape(K, -1)
-        dL_dW1 = (dL_dZ1_by_filter @ windows.reshape(kh * kw, -1).T).reshape(K, kh, kw)
+        dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
+        dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
     else:
-        dL_dW1 = np.empty(W1.shape)  # float64 whatever W1's dtype: int would truncate it
-        for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
-            X_slice = X_padded[:, window[0], window[1]]
-            dL_dW1[:, i, j] = np.einsum("mkhw,mhw->k", dL_dZ1, X_slice)
-    dL_dB1 = dL_dZ1.sum(axis=(0, 2, 3))
+        dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it
+        for i, j, rows, cols in offsets:
+            dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
+    dL_dB = dL_dZ.sum(axis=(0, 2, 3))
     if not need_dL_dX:
-        return None, dL_dW1, dL_dB1
-
-    dL_dXp = np.zeros(X_padded.shape)  # float64, as dL_dW1
-    for i, j, window in _offsets(kh, kw, Ho, Wo, stride):
-        dL_dXp[:, window[0], window[1]] += np.einsum("mkhw,k->mhw", dL_dZ1, W1[:, i, j])
-    H, W = X_padded.shape[1] - 2 * padding, X_padded.shape[2] - 2 * padding
-    dL_dX = dL_dXp[:, padding : padding + H, padding : padding + W]
-    return dL_dX, dL_dW1, dL_dB1
+        return None, dL_dW, dL_dB
+    dL_dXp = np.zeros(X_padded.shape)  # float64, as dL_dW
+    for i, j, rows, cols in offsets:
+        dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
+    return _unpad(dL_dXp, padding), dL_dW, dL_dB
 
 
-# -- ReLU: A1 = max(Z1, 0) ---------------------------------------------------------------
+def padded_input_gradient(dL_dZ, cache: ConvCache) -> np.ndarray:
+    """∂L/∂pad(X): what the backward pass sends to every cell of the padded input, its
+    border included (the part dL/dX drops). (M, C, H + 2ph, W + 2pw)."""
+    no_padding = cache._replace(padding=(0, 0))
+    return conv2d_backward(dL_dZ, no_padding)[0]
 
 
-def relu_forward(Z1):
-    """A1 = max(Z1, 0), element-wise."""
-    return np.maximum(Z1, 0.0)
+# -- activations: A = f(Z), element-wise (softmax: over each image's units) -------------------
 
 
-def relu_mask(Z1):
-    """Where ReLU passes its gradient: Z1 > 0, as booleans (an eighth of dA1/dZ1's memory)."""
-    return Z1 > 0
+def relu_forward(Z):
+    """A = max(Z, 0)."""
+    return np.maximum(Z, 0.0)
 
 
-def relu_grad(Z1):
-    """dA1/dZ1: 1 where Z1 > 0, else 0 (ReLU'(0) = 0, as in PyTorch)."""
-    return relu_mask(Z1).astype(np.float64)
+def relu_mask(Z):
+    """Where ReLU passes its gradient: Z > 0, as booleans (an eighth of dA/dZ's memory)."""
+    return Z > 0
 
 
-# -- max pooling: P1 = MaxPool(A1) -------------------------------------------------------
+def relu_grad(Z):
+    """dA/dZ: 1 where Z > 0, else 0 (ReLU'(0) = 0, as in PyTorch)."""
+    return relu_mask(Z).astype(np.float64)
+
+
+def leaky_relu_forward(Z, alpha):
+    """A = Z where Z > 0, alpha·Z elsewhere."""
+    return np.where(Z > 0, Z, alpha * Z)
+
+
+def leaky_relu_grad(Z, alpha):
+    """dA/dZ: 1 where Z > 0, else alpha (at 0 too, as in PyTorch)."""
+    return np.where(Z > 0, 1.0, alpha)
+
+
+def tanh_forward(Z):
+    return np.tanh(Z)
+
+
+def tanh_grad(A):
+    """dA/dZ = 1 − A², from A = tanh(Z)."""
+    return 1.0 - A * A
+
+
+def sigmoid(Z):
+    """A = 1 / (1 + exp(−Z)), computed without overflow for any finite Z."""
+    e = np.exp(-np.abs(Z))
+    return np.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def sigmoid_grad(Z):
+    """dA/dZ = A·(1 − A) = σ(Z)·σ(−Z)."""
+    return sigmoid(Z) * sigmoid(-Z)
+
+
+def softmax(Z):
+    """A[m,i] = exp(Z[m,i]) / Σ_j exp(Z[m,j]) over each image's units; Z (M, n), shifted by
+    its largest entry so that exp never overflows."""
+    e = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_jacobian(A):
+    """dA/dZ per image: diag(A) − A·Aᵀ, (M, n) -> (M, n, n); entry [m,i,j] = dA_i/dZ_j."""
+    return A[:, :, None] * (np.eye(A.shape[1]) - A[:, None, :])
+
+
+def softmax_backward(dL_dA, A):
+    """dL/dZ = Jacobianᵀ·dL/dA = A ⊙ (dL/dA − Σ_j dL/dA_j·A_j), per image."""
+    return A * (dL_dA - np.sum(dL_dA * A, axis=1, keepdims=True))
+
+
+# -- pooling: P = MaxPool(A) or AvgPool(A) ---------------------------------------------------
+
+
+def pool_output_shape(shape, size: Pair, stride: Pair, padding: Pair) -> tuple[int, ...]:
+    M, C, H, W = shape
+    return (M, C, output_size(H + 2 * padding[0], size[0], stride[0]),
+            output_size(W + 2 * padding[1], size[1], stride[1]))  # fmt: skip
 
 
 class PoolCache(NamedTuple):
-    A1_shape: tuple
-    winner: np.ndarray  # (M, K, Hp, Wp) small ints: the offset i*pool + j that won each window
-    pool: int
-    stride: int
+    input_shape: tuple  # (M, C, H, W), before padding
+    winner: np.ndarray | None  # max-pool: (M, C, Hp, Wp) the offset i*pw + j that won
+    size: Pair
+    stride: Pair
+    padding: Pair
 
 
-def maxpool_forward(A1, pool=2, stride=2):
-    """P1[m,k,h,w] = max_ij A1[m,k, h*stride + i, w*stride + j] over a pool x pool window.
+def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
+    """P[m,c,h,w] = max_i,j Ap[m, c, h*sh + i, w*sw + j] over a size[0]×size[1] window, Ap
+    being A inside a border of −∞ (PyTorch's padding for max-pooling).
 
     A tie goes to the first maximum in row-major order: offsets are visited in that order
-    and only a strictly larger value takes a window over. A1 (M, K, H1, W1) -> P1
-    (M, K, Hp, Wp), PoolCache with the winning offset of each window.
+    and only a strictly larger value takes a window over. A (M, C, H, W) -> P (M, C, Hp, Wp),
+    PoolCache with the winning offset of each window.
     """
-    M, K, H1, W1 = A1.shape
-    Hp, Wp = output_size(H1, pool, stride), output_size(W1, pool, stride)
-    P1 = np.full((M, K, Hp, Wp), -np.inf)
+    A_padded = _pad(A, padding, -np.inf)
+    out = pool_output_shape(A.shape, size, stride, padding)
+    P = np.full(out, -np.inf)
     # The smallest integer type that holds every offset (one byte for pools up to 16×16).
-    winner = np.zeros((M, K, Hp, Wp), dtype=np.min_scalar_type(pool * pool - 1))
-    for i, j, window in _offsets(pool, pool, Hp, Wp, stride):
-        candidate = A1[:, :, window[0], window[1]]
-        larger = candidate > P1
-        P1 = np.where(larger, candidate, P1)
-        winner = np.where(larger, winner.dtype.type(i * pool + j), winner)
-    return P1, PoolCache(A1.shape, winner, pool, stride)
+    winner = np.zeros(out, dtype=np.min_scalar_type(size[0] * size[1] - 1))
+    for i, j, rows, cols in _offsets(size, out[2:], stride):
+        candidate = A_padded[:, :, rows, cols]
+        larger = candidate > P
+        P = np.where(larger, candidate, P)
+        winner = np.where(larger, winner.dtype.type(i * size[1] + j), winner)
+    return P, PoolCache(A.shape, winner, size, stride, padding)
 
 
-def maxpool_backward(dL_dP1, cache: PoolCache):
-    """dL/dA1: each dL/dP1 entry goes to the cell that won its window, 0 elsewhere.
+def maxpool_backward(dL_dP, cache: PoolCache):
+    """dL/dA: each dL/dP entry goes to the cell that won its window, 0 elsewhere.
 
     Where windows overlap, a cell that wins several of them receives the sum.
-    dL_dP1 (M, K, Hp, Wp) -> dL_dA1 (M, K, H1, W1).
+    dL_dP (M, C, Hp, Wp) -> dL_dA (M, C, H, W).
     """
-    A1_shape, winner, pool, stride = cache
-    _, _, Hp, Wp = dL_dP1.shape
-    dL_dA1 = np.zeros(A1_shape)
-    for i, j, window in _offsets(pool, pool, Hp, Wp, stride):
-        routed = np.where(winner == i * pool + j, dL_dP1, 0.0)
-        dL_dA1[:, :, window[0], window[1]] += routed
-    return dL_dA1
+    shape, winner, size, stride, padding = cache
+    M, C, H, W = shape
+    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
+    for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+        dL_dAp[:, :, rows, cols] += np.where(winner == i * size[1] + j, dL_dP, 0.0)
+    return _unpad(dL_dAp, padding)
 
 
-def pool_mask(cache: PoolCache):
-    """How many windows each A1 cell won (0 for the cells that won none), shape of A1."""
+def pool_wins(cache: PoolCache):
+    """How many windows each input cell won (0 for the cells that won none), A's shape."""
     return maxpool_backward(np.ones(cache.winner.shape), cache)
 
 
-# -- flatten: F = flatten(P1) ------------------------------------------------------------
+def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
+    """P[m,c,h,w] = mean_i,j Ap[m, c, h*sh + i, w*sw + j], Ap being A inside a border of
+    zeros that count in the mean (PyTorch's count_include_pad). -> P, PoolCache."""
+    A_padded = _pad(A, padding)
+    out = pool_output_shape(A.shape, size, stride, padding)
+    P = np.zeros(out)
+    for _, _, rows, cols in _offsets(size, out[2:], stride):
+        P += A_padded[:, :, rows, cols]
+    return P / (size[0] * size[1]), PoolCache(A.shape, None, size, stride, padding)
 
 
-def flatten_forward(P1):
-    """F[m] = P1[m] in row-major order: filter, then row, then column. (M, K, Hp, Wp) -> (M, n)."""
-    return P1.reshape(P1.shape[0], -1)
+def avgpool_backward(dL_dP, cache: PoolCache):
+    """dL/dA: each dL/dP entry spread evenly, 1/(ph·pw) of it to every cell of its window."""
+    shape, _, size, stride, padding = cache
+    M, C, H, W = shape
+    share = dL_dP / (size[0] * size[1])
+    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
+    for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+        dL_dAp[:, :, rows, cols] += share
+    return _unpad(dL_dAp, padding)
 
 
-def flatten_backward(dL_dF, P1_shape):
-    """dL/dP1 = dL/dF put back in P1's shape. (M, n) -> (M, K, Hp, Wp)."""
-    return dL_dF.reshape(P1_shape)
+# -- flatten: F = flatten(P) ---------------------------------------------------------------
 
 
-# -- fully connected: Z2 = F·W2 + B2 -----------------------------------------------------
+def flatten_forward(P):
+    """F[m] = P[m] in row-major order: channel, then row, then column. (M, C, H, W) -> (M, n)."""
+    return P.reshape(P.shape[0], -1)
 
 
-def dense_forward(F, W2, B2):
-    """Z2 = F·W2 + B2. F (M, n), W2 (n,), B2 () -> Z2 (M,)."""
-    return F @ W2 + B2
+def flatten_backward(dL_dF, shape):
+    """dL/dP = dL/dF put back in P's shape. (M, n) -> (M, C, H, W)."""
+    return dL_dF.reshape(shape)
 
 
-def dense_backward(dL_dZ2, F, W2):
-    """dL/dF = dL/dZ2 · W2ᵀ, dL/dW2 = Fᵀ · dL/dZ2, dL/dB2 = sum dL/dZ2.
+# -- fully connected: Z = F·W + B ------------------------------------------------------------
 
-    dL_dZ2 (M,), F (M, n), W2 (n,) -> dL_dF (M, n), dL_dW2 (n,), dL_dB2 ().
+
+def dense_forward(F, W, B):
+    """Z = F·W + B. F (M, n_in), W (n_in, n_out), B (n_out,) -> Z (M, n_out).
+
+    One output is a dot product per image (a matrix-vector product), as the seeds write
+    Z2 = F·W2 + B2."""
+    if W.shape[1] == 1:
+        return (F @ W[:, 0] + B[0])[:, None]
+    return F @ W + B
+
+
+def dense_backward(dL_dZ, F, W, need_dL_dF=True):
+    """dL/dF = dL/dZ·Wᵀ, dL/dW = Fᵀ·dL/dZ, dL/dB = Σ_m dL/dZ.
+
+    dL_dZ (M, n_out), F (M, n_in), W (n_in, n_out) -> dL_dF (M, n_in) (None unless
+    ``need_dL_dF``), dL_dW (n_in, n_out), dL_dB (n_out,).
     """
-    return np.outer(dL_dZ2, W2), F.T @ dL_dZ2, dL_dZ2.sum()
+    if W.shape[1] == 1:
+        dL_dW = (F.T @ dL_dZ[:, 0])[:, None]
+        # One product per entry, as the reference's outer product: 0·(−w) stays −0.0 (a
+        # matrix product with one term would add it to +0.0).
+        dL_dF = np.outer(dL_dZ[:, 0], W[:, 0]) if need_dL_dF else None
+    else:
+        dL_dW = F.T @ dL_dZ
+        dL_dF = dL_dZ @ W.T if need_dL_dF else None
+    return dL_dF, dL_dW, dL_dZ.sum(axis=0)
 
 
-# -- sigmoid and binary cross-entropy: A2 = σ(Z2), L = BCE(Y, A2) -------------------------
+# -- losses: the mean, as PyTorch's reduction="mean" computes it -----------------------------
 
 
-def sigmoid(Z2):
-    """A2 = 1 / (1 + exp(-Z2)), computed without overflow for any finite Z2."""
-    e = np.exp(-np.abs(Z2))
-    return np.where(Z2 >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+def bce_loss(Z, Y):
+    """L = mean over every entry of −Y·log(A) − (1 − Y)·log(1 − A), A = σ(Z), written from Z:
 
-
-def bce_loss(Z2, Y):
-    """L = mean over the batch of -Y·log(A2) - (1 - Y)·log(1 - A2), written from Z2:
-
-        max(Z2, 0) - Z2·Y + log(1 + exp(-|Z2|))
+        max(Z, 0) − Z·Y + log(1 + exp(−|Z|))
 
     which never takes the log of 0, so a saturated sigmoid still gives a finite loss.
-    Each image's share is divided by M before the sum, which cannot overflow where the
-    mean itself fits in float64.
-    """
-    losses = np.maximum(Z2, 0.0) - Z2 * Y + np.log1p(np.exp(-np.abs(Z2)))
-    return np.sum(losses / Z2.shape[0])
+    Each entry's share is divided by the count before the sum, which cannot overflow where
+    the mean itself fits in float64."""
+    losses = np.maximum(Z, 0.0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
+    return np.sum(losses / Z.size)
 
 
-def bce_grad_A2(Z2, Y):
-    """dL/dA2 = (-Y/A2 + (1 - Y)/(1 - A2)) / M, with 1 - A2 taken as σ(-Z2) so it keeps
-    its digits when A2 rounds to 1; a term whose label weight is 0 is 0."""
-    M = Z2.shape[0]
-    A2, one_minus_A2 = sigmoid(Z2), sigmoid(-Z2)
+def bce_grad_A(Z, Y):
+    """dL/dA = (−Y/A + (1 − Y)/(1 − A)) / N over N entries, with 1 − A taken as σ(−Z) so it
+    keeps its digits when A rounds to 1; a term whose label weight is 0 is 0."""
+    A, one_minus_A = sigmoid(Z), sigmoid(-Z)
     with np.errstate(divide="ignore", invalid="ignore"):
-        positive = np.where(Y != 0, -Y / A2, 0.0)
-        negative = np.where(Y != 1, (1.0 - Y) / one_minus_A2, 0.0)
-    return (positive + negative) / M
+        positive = np.where(Y != 0, -Y / A, 0.0)
+        negative = np.where(Y != 1, (1.0 - Y) / one_minus_A, 0.0)
+    return (positive + negative) / Z.size
 
 
-def sigmoid_grad(Z2):
-    """dA2/dZ2 = A2·(1 - A2) = σ(Z2)·σ(-Z2)."""
-    return sigmoid(Z2) * sigmoid(-Z2)
+def bce_sigmoid_backward(A, Y):
+    """dL/dZ = dL/dA · dA/dZ = (A − Y) / N: the two factors' A·(1 − A) cancel."""
+    return (A - Y) / A.size
 
 
-def bce_sigmoid_backward(A2, Y):
-    """dL/dZ2 = dL/dA2 · dA2/dZ2 = (A2 - Y) / M: the two factors' A2·(1 - A2) cancel."""
-    return (A2 - Y) / A2.shape[0]
+def log_softmax(Z):
+    """log A = Z − log Σ exp(Z), per image, never the log of 0."""
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy_loss(Z, Y):
+    """L = mean over the M images of −Σ_i Y[m,i]·log A[m,i], A = softmax(Z), from Z (M, n)
+    and Y (M, n) probability rows (one-hot for a class index). A class of weight 0 adds
+    nothing, even where its log A is very negative."""
+    terms = np.where(Y != 0, -Y * log_softmax(Z), 0.0)
+    return np.sum(terms / Z.shape[0])
+
+
+def cross_entropy_grad_A(A, Y):
+    """dL/dA = −Y / (M·A); a class of weight 0 gets 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(Y != 0, -Y / A, 0.0) / A.shape[0]
+
+
+def cross_entropy_softmax_backward(A, Y):
+    """dL/dZ = Jacobianᵀ·dL/dA = (A − Y) / M: the softmax's Jacobian and −Y/A cancel to it,
+    for any Y whose rows sum to 1."""
+    return (A - Y) / A.shape[0]
+
+
+def mse_loss(A, Y):
+    """L = mean over every entry of (A − Y)²."""
+    difference = A - Y
+    return np.sum(difference * difference / A.size)
+
+
+def mse_grad(A, Y):
+    """dL/dA = 2·(A − Y) / N over N entries."""
+    return 2.0 * (A - Y) / A.size

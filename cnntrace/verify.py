@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntrace.network import STAGE
-from cnntrace.problem import shape_text
+from cnntrace.layers import shape_text
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -70,9 +69,10 @@ def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL) -> list
     verdicts = []
     for name, answer in answers.items():
         key = name.replace("/", "_")
-        if key not in STAGE:
-            guess = difflib.get_close_matches(key, list(STAGE), n=1)
-            hint = f"did you mean {guess[0]}?" if guess else f"the names are {', '.join(STAGE)}"
+        if key not in trace:
+            names = [stage.name for stage in trace.stages]
+            guess = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {guess[0]}?" if guess else f"the names are {', '.join(names)}"
             verdicts.append(Verdict(name, "unknown", message=f"no matrix is called {name}; {hint}"))
             continue
         verdicts.append(judge(name, answer, np.asarray(trace[key]), rtol, atol))

@@ -1,0 +1,444 @@
+"""The losses, and the given upstream gradient that can stand in for one.
+
+Each is the mean PyTorch's ``reduction="mean"`` computes: bce and mse over every entry of
+the output, cross-entropy over the images. bce goes with a sigmoid last and cross-entropy
+with a softmax last; both are computed from the logits (the last activation's input), and
+the backward pass goes straight to dL/dZ = (A − Y)/N, where the activation's derivative
+cancels. ``Given`` is the "here is dL/dY" exercise: no L, the backward pass starts from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from cnntrace import ops
+from cnntrace.errors import InputError
+from cnntrace.layers import Layout, Rule, Sigmoid, Softmax, Stage, shape_text, symbol
+from cnntrace.terms import MINUS, Factor, Term, constant, sigmoid
+
+
+def _grad(name: str) -> str:
+    return f"dL_d{name}"
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2)."""
+
+    type: ClassVar[str]
+    fused_with: ClassVar[type | None] = None  # the last activation it cancels against
+    given: ClassVar[bool] = False  # the gradient is given, there is no L
+
+    output: str = "A2"
+    logits: str = "Z2"
+
+    def fuses(self, layer) -> bool:
+        return self.fused_with is not None and isinstance(layer, self.fused_with)
+
+    def check(self, layers, key: str) -> None:
+        """Refuse a network this loss does not fit (InputError naming ``key``)."""
+
+    def target(self, Y: np.ndarray, layout: Layout, M: int, batched: bool) -> np.ndarray:
+        """Y (or the given gradient) as the file wrote it -> the general shape of the output,
+        (M, *layout.shape); InputError naming Y (grad) when it does not fit."""
+        raise NotImplementedError
+
+    def value(self, output, target, logits):
+        raise NotImplementedError
+
+    def gradient(self, output, target, logits):
+        """dL/d(output): what the backward pass starts from (shown only, where it fuses)."""
+        raise NotImplementedError
+
+    def fused_backward(self, output, target):
+        """dL/d(logits), straight from the output and the target."""
+        raise NotImplementedError
+
+    def entries(self, layout: Layout, M: int) -> int:
+        """How many entries the mean divides by."""
+        return M * int(np.prod(layout.shape, dtype=np.int64))
+
+    # -- the derivation ---------------------------------------------------------------
+
+    def expressions(self, output, target) -> dict[str, np.ndarray]:
+        """Named expressions the chain rules use as factors: {"A2 − Y": A2 − Y}."""
+        return {}
+
+    def closed_form(self, mean: bool, divisor: str):
+        """(text, factor, divided) of dL/d(logits) for the layer before the activation,
+        where the loss fuses with it: ("(A2 − Y)/M", "A2 − Y", True)."""
+        return None
+
+    def divisor(self, units: int) -> str:
+        """What the mean divides by, as the equations write it."""
+        return "M" if units == 1 else "N"
+
+    def stages(self, mean: bool, divisor: str) -> tuple[list[Stage], list[Stage]]:
+        """([L], [dL/d(output)]): what the loss adds to the trace; ``mean`` where it
+        divides by more than one."""
+        raise NotImplementedError
+
+    def fused_stage(self, mean: bool, divisor: str) -> Stage | None:
+        """The dL/d(logits) stage that replaces the fused activation's own."""
+        return None
+
+    def saturation(self) -> str:
+        """What to say when the shown-only dL/d(output) of a fused loss exceeds float64
+        while the pass itself is finite."""
+        return ""
+
+    def explain(self, t, name: str, index: tuple[int, ...]):
+        """(formula, terms, function, notes) of an entry of L, dL/d(output) or, where the
+        loss fuses with the activation, dL/d(logits)."""
+        raise NotImplementedError
+
+    def _cells(self, t):
+        """Every general index of the output, in order."""
+        return list(np.ndindex(t.value(self.output).shape))
+
+    def _mean(self, t, N: int) -> tuple:
+        return (constant(f"1/{'N' if N != t.M else 'M'}", 1.0 / N),) if N > 1 else ()
+
+    def _delta(self, t, index, N):
+        """(A − Y)/N as two terms."""
+        mean = self._mean(t, N)
+        a, y = t.factor(self.output, index), t.factor("Y", index)
+        return [Term((*mean, a)), Term((MINUS, *mean, y))]
+
+
+def _labels_like_output(Y, layout: Layout, M: int, batched: bool, what: str) -> np.ndarray:
+    """Targets shaped like the output: a number per output, a list per image for a batch."""
+    expected = layout.user_shape(batched, M)
+    if Y.shape == expected:
+        return Y.reshape(M, *layout.shape)
+    if layout.shape == (1,) and Y.size == M and (Y.ndim == 1 or (Y.ndim == 0 and M == 1)):
+        if batched and Y.ndim != 1:
+            raise InputError(f"expected a list of {M} {what}s, one per image of X, found shape "
+                             f"{shape_text(Y.shape)}", key="Y")  # fmt: skip
+        return Y.reshape(M, 1)
+    if not batched and layout.shape == (1,) and Y.ndim <= 2 and Y.size == 1:
+        return Y.reshape(M, 1)
+    if layout.shape == (1,):
+        if batched:
+            raise InputError(f"expected a list of {M} {what}s, one per image of X, found shape "
+                             f"{shape_text(Y.shape)}", key="Y")  # fmt: skip
+        found = f"{Y.size} entries" if Y.ndim else "a number"
+        raise InputError(f"expected 1 {what}, found {found} (shape {shape_text(Y.shape)})", key="Y")
+    raise InputError(
+        f"expected {what}s shaped like the output, {shape_text(expected, 'a number')}; found "
+        f"{shape_text(Y.shape, 'a number')}",
+        key="Y",
+    )
+
+
+@dataclass(frozen=True)
+class BCE(Loss):
+    """L = mean of −Y·log(A) − (1 − Y)·log(1 − A) over every entry, A = σ(Z)."""
+
+    type: ClassVar[str] = "bce"
+    fused_with: ClassVar[type] = Sigmoid
+
+    def check(self, layers, key):
+        if not layers or not isinstance(layers[-1], Sigmoid):
+            raise InputError("bce needs a sigmoid as the last layer", key=key)
+
+    def target(self, Y, layout, M, batched):
+        general = _labels_like_output(Y, layout, M, batched, "label")
+        if np.any((general < 0) | (general > 1)):
+            bad = general.flat[np.argmax((general.ravel() < 0) | (general.ravel() > 1))]
+            raise InputError(f"labels must lie in [0, 1], found {float(bad)!r}", key="Y")
+        return general
+
+    def value(self, output, target, logits):
+        return ops.bce_loss(logits, target)
+
+    def gradient(self, output, target, logits):
+        return ops.bce_grad_A(logits, target)
+
+    def fused_backward(self, output, target):
+        return ops.bce_sigmoid_backward(output, target)
+
+    def expressions(self, output, target):
+        return {f"{self.output} − Y": output - target}
+
+    def closed_form(self, mean, divisor):
+        a = self.output
+        return (f"({a} − Y)/{divisor}" if mean else f"{a} − Y", f"{a} − Y", mean)
+
+    def saturation(self):
+        a, z = self.output, self.logits
+        return (f"exceeds float64: |{z}| is past about 709, where the sigmoid saturates and "
+                f"1/(1 − {a}) or 1/{a} overflows; L and dL/d{z} = {a} − Y are still finite "
+                f"(cnntrace check and train do not need dL/d{a})")  # fmt: skip
+
+    def explain(self, t, name, index):
+        a, z = self.output, self.logits
+        N = t.value(a).size
+        mean = self._mean(t, N)
+        if name == "L":
+            terms = []
+            for cell in self._cells(t):
+                y = t.factor("Y", cell)
+                zc = float(t.value(z)[cell])
+                if y.value != 0:
+                    log_a = Factor(f"log({a})", t.user_index(z, cell), float(-np.logaddexp(0.0, -zc)))
+                    terms.append(Term((MINUS, *mean, y, log_a)))
+                if y.value != 1:
+                    log_1a = Factor(f"log(1 − {a})", t.user_index(z, cell), float(-np.logaddexp(0.0, zc)))
+                    terms.append(Term((MINUS, *mean, Factor("(1 − Y)", y.index, 1.0 - y.value), log_1a)))
+            formula = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
+            if N > 1:
+                formula = f"(1/{'M' if N == t.M else 'N'})·Σ_m ({formula})"
+            return formula, terms, None, ["a term whose label weight (Y or 1 − Y) is 0 is left out"]
+        if name == f"dL_d{a}":
+            y = t.factor("Y", index)
+            zc = float(t.value(z)[index])
+            terms = []
+            if y.value != 0:
+                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / sigmoid(zc)))))
+            if y.value != 1:
+                terms.append(Term((*mean, Factor("(1 − Y)", y.index, 1.0 - y.value),
+                                   Factor(f"1/(1 − {a})", y.index, 1.0 / sigmoid(-zc)))))  # fmt: skip
+            grad = f"−Y/{a} + (1 − Y)/(1 − {a})"
+            formula = f"(1/{'M' if N == t.M else 'N'})·({grad})" if mean else grad
+            return formula, terms, None, ["a term whose label weight is 0 is left out"]
+        notes = [f"the chain rule dL/d{a}·d{a}/d{z} gives the same: {a}·(1 − {a}) cancels"]
+        divisor = "M" if N == t.M else "N"
+        return f"({a} − Y)/{divisor}" if mean else f"{a} − Y", self._delta(t, index, N), None, notes
+
+    def stages(self, mean, divisor):
+        a = self.output
+        loss = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
+        grad = f"−Y/{a} + (1 − Y)/(1 − {a})"
+        L = Stage("L", "forward", "L", f"mean({loss})" if mean else loss, Layout(()))
+        dL_dA = Stage(
+            _grad(a), "backward", symbol(_grad(a)), f"({grad}) / {divisor}" if mean else grad, None,
+            Rule(f"∂L/∂{a} = ∂/∂{a} ({loss})",
+                 f"(1/{divisor})·({grad})" if mean else f"{grad} = ({a} − Y)/({a}·(1 − {a}))",
+                 ("Y", a)),
+        )  # fmt: skip
+        return [L], [dL_dA]
+
+    def fused_stage(self, mean, divisor):
+        a, z = self.output, self.logits
+        result = f"({a} − Y) / {divisor}" if mean else f"{a} − Y"
+        simplified = (f"({a} − Y)/{divisor}" if mean
+                      else f"({a} − Y)/({a}·(1 − {a})) · {a}·(1 − {a}) = {a} − Y")  # fmt: skip
+        return Stage(
+            _grad(z), "backward", symbol(_grad(z)), f"dL/d{a}·d{a}/d{z} = {result}", None,
+            Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", simplified,
+                 (_grad(a), f"d{a}_d{z}", f"{a} − Y"), "the sigmoid's derivative cancels"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CrossEntropy(Loss):
+    """L = mean over the images of −Σ_i Y[i]·log(A[i]), A = softmax(Z); Y a class index or
+    a probability vector per image."""
+
+    type: ClassVar[str] = "cross_entropy"
+    fused_with: ClassVar[type] = Softmax
+
+    def check(self, layers, key):
+        if not layers or not isinstance(layers[-1], Softmax):
+            raise InputError("cross_entropy needs a softmax as the last layer", key=key)
+
+    def entries(self, layout, M):
+        return M
+
+    def divisor(self, units):
+        return "M"
+
+    def target(self, Y, layout, M, batched):
+        (n,) = layout.shape
+        indices = Y.ndim == (1 if batched else 0)
+        if indices:
+            classes = Y.reshape(M)
+            bad = classes[(classes != np.round(classes)) | (classes < 0) | (classes >= n)]
+            if bad.size:
+                raise InputError(
+                    f"a class index is a whole number from 0 to {n - 1} (the softmax has {n} "
+                    f"units); found {float(bad[0])!r}",
+                    key="Y",
+                )
+            return np.eye(n)[classes.astype(np.int64)]
+        if Y.shape != ((M, n) if batched else (n,)):
+            per = "for each image " if batched else ""
+            raise InputError(
+                f"expected a class index or a probability vector of {n} {per}(the softmax has "
+                f"{n} units); found shape {shape_text(Y.shape, 'a number')}",
+                key="Y",
+            )
+        general = Y.reshape(M, n)
+        if np.any(general < 0):
+            raise InputError("probabilities cannot be negative", key="Y")
+        sums = general.sum(axis=1)
+        if np.any(np.abs(sums - 1) > 1e-9):
+            raise InputError(f"the probabilities of an image sum to 1; found {float(sums[np.argmax(np.abs(sums - 1))])!r}",
+                             key="Y")  # fmt: skip
+        return general
+
+    def value(self, output, target, logits):
+        return ops.cross_entropy_loss(logits, target)
+
+    def gradient(self, output, target, logits):
+        return ops.cross_entropy_grad_A(output, target)
+
+    def fused_backward(self, output, target):
+        return ops.cross_entropy_softmax_backward(output, target)
+
+    def expressions(self, output, target):
+        return {f"{self.output} − Y": output - target}
+
+    def closed_form(self, mean, divisor):
+        a = self.output
+        return (f"({a} − Y)/M", f"{a} − Y", True) if mean else (f"{a} − Y", f"{a} − Y", False)
+
+    def saturation(self):
+        a, z = self.output, self.logits
+        return (f"exceeds float64: a labelled class's {a} rounds to 0 (its {z} lies some 745 or "
+                f"more below the largest), where −Y/{a} overflows; L and dL/d{z} = {a} − Y are "
+                f"still finite (cnntrace check and train do not need dL/d{a})")  # fmt: skip
+
+    def explain(self, t, name, index):
+        a, z = self.output, self.logits
+        mean = t.mean()
+        if name == "L":
+            terms = []
+            log_A = ops.log_softmax(t.value(z))
+            for cell in self._cells(t):
+                y = t.factor("Y", cell)
+                if y.value != 0:
+                    log_a = Factor(f"log({a})", t.user_index(a, cell), float(log_A[cell]))
+                    terms.append(Term((MINUS, *mean, y, log_a)))
+            formula = f"−Σ_i Y[i]·log({a}[i])"
+            if mean:
+                formula = f"(1/M)·Σ_m ({formula})"
+            return formula, terms, None, [f"a class of weight 0 is left out; log({a}) is taken from {z}"]
+        if name == f"dL_d{a}":
+            y = t.factor("Y", index)
+            terms = []
+            if y.value != 0:
+                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / float(t.value(a)[index])))))
+            formula = f"(1/M)·(−Y/{a})" if mean else f"−Y/{a}"
+            return formula, terms, None, ["a class of weight 0 gets 0"]
+        a_factor, y = t.factor(a, index), t.factor("Y", index)
+        terms = [Term((*mean, a_factor)), Term((MINUS, *mean, y))]
+        notes = [f"the chain rule (d{a}/d{z})ᵀ·dL/d{a} gives the same: the Jacobian and −Y/{a} cancel"]
+        return f"({a} − Y)/M" if mean else f"{a} − Y", terms, None, notes
+
+    def stages(self, mean, divisor):
+        a = self.output
+        loss = f"−Σ Y·log({a})"
+        L = Stage("L", "forward", "L", f"mean({loss})" if mean else loss, Layout(()))
+        dL_dA = Stage(
+            _grad(a), "backward", symbol(_grad(a)), f"−Y/{a} / M" if mean else f"−Y/{a}", None,
+            Rule(f"∂L/∂{a} = ∂/∂{a} ({loss})", f"(1/M)·(−Y/{a})" if mean else f"−Y/{a}", ("Y", a)),
+        )  # fmt: skip
+        return [L], [dL_dA]
+
+    def fused_stage(self, mean, divisor):
+        a, z = self.output, self.logits
+        result = f"({a} − Y) / M" if mean else f"{a} − Y"
+        return Stage(
+            _grad(z), "backward", symbol(_grad(z)), f"(d{a}/d{z})ᵀ·dL/d{a} = {result}", None,
+            Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", result.replace(" / ", "/"),
+                 (_grad(a), f"d{a}_d{z}", f"{a} − Y"),
+                 f"the softmax's Jacobian and −Y/{a} cancel, since Σ Y = 1"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MSE(Loss):
+    """L = mean of (A − Y)² over every entry."""
+
+    type: ClassVar[str] = "mse"
+
+    def target(self, Y, layout, M, batched):
+        return _labels_like_output(Y, layout, M, batched, "target")
+
+    def value(self, output, target, logits):
+        return ops.mse_loss(output, target)
+
+    def explain(self, t, name, index):
+        a = self.output
+        N = t.value(a).size
+        mean = self._mean(t, N)
+        if name == "L":
+            terms = []
+            for cell in self._cells(t):
+                d = float(t.value(a)[cell] - t.value("Y")[cell])
+                difference = Factor(f"({a} − Y)", t.user_index(a, cell), d)
+                terms.append(Term((*mean, difference, difference)))
+            return (f"(1/N)·Σ ({a} − Y)²" if mean else f"({a} − Y)²"), terms, None, []
+        two = constant("2", 2.0)
+        terms = [Term((two, *mean, t.factor(a, index))), Term((MINUS, two, *mean, t.factor("Y", index)))]
+        return (f"2·({a} − Y)/N" if mean else f"2·({a} − Y)"), terms, None, []
+
+    def gradient(self, output, target, logits):
+        return ops.mse_grad(output, target)
+
+    def stages(self, mean, divisor):
+        a = self.output
+        L = Stage("L", "forward", "L", f"mean(({a} − Y)²)" if mean else f"({a} − Y)²", Layout(()))
+        dL_dA = Stage(
+            _grad(a), "backward", symbol(_grad(a)), f"2·({a} − Y) / N" if mean else f"2·({a} − Y)", None,
+            Rule(f"∂L/∂{a} = ∂/∂{a} mean(({a} − Y)²)" if mean else f"∂L/∂{a} = ∂/∂{a} ({a} − Y)²",
+                 f"2·({a} − Y)/N" if mean else f"2·({a} − Y)", ("Y", a),
+                 "N: the number of entries the mean is over" if mean else ""),
+        )  # fmt: skip
+        return [L], [dL_dA]
+
+
+@dataclass(frozen=True)
+class Given(Loss):
+    """No loss: ``grad`` gives dL/d(output) itself, in the output's shape."""
+
+    type: ClassVar[str] = "grad"
+    given: ClassVar[bool] = True
+
+    def target(self, grad, layout, M, batched):
+        expected = layout.user_shape(batched, M)
+        if grad.shape != expected and not (grad.size == 1 and np.prod(expected, dtype=np.int64) == 1):
+            raise InputError(
+                f"the gradient has the output's shape ({self.output}: "
+                f"{shape_text(expected, 'a number')}); found {shape_text(grad.shape, 'a number')}",
+                key="grad",
+            )
+        return grad.reshape(M, *layout.shape)
+
+    def value(self, output, target, logits):
+        return None
+
+    def explain(self, t, name, index):
+        return "given", [Term((t.factor("grad", index, "grad"),))], None, ["the input's grad, where the backward pass starts"]
+
+    def gradient(self, output, target, logits):
+        return target
+
+    def stages(self, mean, divisor):
+        a = self.output
+        return [], [
+            Stage(_grad(a), "backward", symbol(_grad(a)), "given", None,
+                  Rule("", "the gradient the input gives", ("grad",),
+                       "the backward pass starts from it"))  # fmt: skip
+        ]
+
+
+LOSSES: dict[str, type[Loss]] = {kind.type: kind for kind in (BCE, CrossEntropy, MSE)}
+
+
+def default_loss(layers) -> str | None:
+    """The loss a network implies when the file leaves it out: bce after a sigmoid,
+    cross_entropy after a softmax; None when it implies none."""
+    last = layers[-1] if layers else None
+    if isinstance(last, Sigmoid):
+        return "bce"
+    if isinstance(last, Softmax):
+        return "cross_entropy"
+    return None
+
+
