@@ -80,19 +80,35 @@ def _renderer(table: dict, format: Format):
 
 
 def _only_names(value: str | None) -> tuple[str, ...] | None:
-    """Parse --only: JSON names (dL_dW1) or the derivation's (dL/dW1), comma-separated."""
+    """Parse --only: JSON names (dL_dW1) or the derivation's (dL/dW1), comma-separated.
+    Each file's trace checks them against its own names (see _check_only)."""
     if value is None:
         return None
-    from cnntrace.network import STAGE
-
     names = tuple(name.strip().replace("/", "_") for name in value.split(",") if name.strip())
-    unknown = [name for name in names if name not in STAGE]
-    if unknown or not names:
+    if not names:
+        raise typer.BadParameter(f"no name in {value!r}; e.g. --only dL_dW1,P1", param_hint="--only")
+    from cnntrace.problem import NAME
+
+    impossible = [name for name in names if not NAME.fullmatch(name)]
+    if impossible:  # no network has it: said before any file is read
+        from cnntrace.reference import reference_stages
+
+        known = ", ".join(stage.name for stage in reference_stages())
         raise typer.BadParameter(
-            f"unknown name {', '.join(unknown) or repr(value)}; the names are {', '.join(STAGE)}",
+            f"unknown name {', '.join(impossible)}; the names are the trace's, e.g. the reference's {known}",
             param_hint="--only",
         )
     return names
+
+
+def _check_only(trace, names: tuple[str, ...] | None) -> None:
+    """Refuse --only names this trace does not have (InputError naming --only)."""
+    from cnntrace.errors import InputError
+
+    unknown = [name for name in names or () if name not in trace]
+    if unknown:
+        known = ", ".join(stage.name for stage in trace.stages)
+        raise InputError(f"unknown name {', '.join(unknown)}; the names are {known}", key="--only")
 
 
 def _finite(value: float | None) -> float | None:
@@ -227,10 +243,12 @@ def step(
     names = _only_names(only)
     render = _renderer(STEP_RENDERERS, format)
     several = len(files) > 1
+    csv_columns = None
     if several and format is Format.csv:
         from cnntrace.render import csv as render_csv
 
-        sys.stdout.write(render_csv.header_many())
+        csv_columns = render_csv.shared_columns(any(_has_channels(file, names) for file in files))
+        sys.stdout.write(render_csv.header_many(csv_columns))
     # Several files in JSON make one array of objects, each carrying its file.
     separator = "[" if several and format is Format.json else ""
     failed = False
@@ -238,7 +256,7 @@ def step(
     for index, file in enumerate(files):
         view = View(
             precision=precision, only=names, brief=brief, full=full,
-            file=str(file) if several or format is Format.ndjson else None,
+            file=str(file) if several or format is Format.ndjson else None, columns=csv_columns,
         )  # fmt: skip
         heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
         try:
@@ -247,6 +265,7 @@ def step(
                 from cnntrace.network import run
 
                 trace = run(load_problem(file))
+                _check_only(trace, names)
                 output = render(trace, view)
                 if html or svg:
                     table = output if format is Format.table else _renderer(STEP_RENDERERS, Format.table)(trace, view)
@@ -275,6 +294,21 @@ def step(
         _save_exports(recorded, html, svg, title=", ".join(map(str, files)))
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _has_channels(file: Path, names) -> bool:
+    """Whether a matrix of FILE's trace (of those --only names) has a channel axis, for the
+    header several CSV files share; a file that cannot be read has none (the pass that
+    follows reports it)."""
+    from cnntrace.errors import CnntraceError
+    from cnntrace.io import load_problem
+    from cnntrace.render.csv import has_channels
+
+    with reported_errors():  # Ctrl-C: exit 130
+        try:
+            return has_channels(load_problem(file), names)
+        except (CnntraceError, MemoryError):
+            return False
 
 
 class CheckFormat(str, Enum):
@@ -369,19 +403,39 @@ def _dims(text: str, option: str) -> tuple[int, int]:
 
 @app.command()
 def init(
-    size: str = typer.Option("6", "--size", help="Image size: N or HxW."),
-    kernel: str = typer.Option("3", "--kernel", help="Kernel size: N or HxW."),
-    filters: int = typer.Option(1, "--filters", min=1, max=64, help="Number of filters."),
-    batch: int = typer.Option(1, "--batch", min=1, max=10_000, help="Number of images."),
+    size: str = typer.Option(None, "--size", help="Image size: N or HxW (default 6).", show_default=False),
+    kernel: str = typer.Option(None, "--kernel", help="Kernel size: N or HxW (default 3).", show_default=False),
+    filters: int = typer.Option(None, "--filters", min=1, max=64, help="Number of filters (default 1).", show_default=False),
+    batch: int = typer.Option(
+        None, "--batch", min=1, max=10_000, show_default=False,
+        help="Number of images (default 1, or --like FILE's number).",
+    ),
     seed: int = typer.Option(None, "--seed", min=0, help="Random seed (default: a new one, noted in the file).", show_default=False),
     image: Path = typer.Option(None, "--image", help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False),
     invert: bool = typer.Option(False, "--invert", help="With --image: dark ink on light paper becomes bright on dark."),
     output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
+    like: Path = typer.Option(
+        None, "--like", metavar="FILE", show_default=False,
+        help="A fresh exercise with FILE's network: its layers, loss, shapes and classes.",
+    ),
 ) -> None:
     """Write a valid random input file: the same file for the same --seed.
 
     Example: cnntrace init --size 6 --kernel 3 --seed 7 -o exercise7.json
     """
+    if like is not None:
+        given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
+                                              ("--image", image)) if value is not None]  # fmt: skip
+        if given:
+            raise typer.BadParameter(f"the shapes come from {like}; leave out {', '.join(given)}", param_hint="--like")
+        with reported_errors(like):
+            from cnntrace.io import load_problem
+
+            problem = load_problem(like)
+        _write_exercise(like_exercise(problem, seed, batch, like), output)
+        return
+    size, kernel = size or "6", kernel or "3"
+    filters, batch = filters or 1, batch or 1
     H, W = _dims(size, "--size")
     kh, kw = _dims(kernel, "--kernel")
     if kh > H or kw > W:
@@ -404,6 +458,28 @@ def init(
         if image is not None:
             data["comment"] += f", X from {image.name}"
         data.update(random_input((H, W), (kh, kw), filters, batch, seed, X=X))
+    _write_exercise(data, output)
+
+
+def like_exercise(problem, seed: int | None, batch: int | None, like: Path) -> dict:
+    """init --like: a fresh random input with the problem's network (see exercise.like_input)."""
+    import secrets
+
+    from cnntrace.exercise import like_input
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    with reported_errors(like):
+        problem.check_size(1)
+        data = {"comment": f"cnntrace init --like {like.name} --seed {seed}" + (f" --batch {batch}" if batch else "")}
+        data.update(like_input(problem, seed, batch))
+    return data
+
+
+def _write_exercise(data: dict, output: Path | None) -> None:
+    """An exercise as JSON for people, on stdout or atomically to ``output``."""
+    with reported_errors(output):
+        from cnntrace import io
+
         text = io.format_input(data)
         if output is None:
             sys.stdout.write(text)
@@ -461,7 +537,7 @@ def explain(
         from cnntrace.explain import explain as explain_term
         from cnntrace.explain import parse_term
 
-        parse_term(term)  # a bad TERM is reported before the file is read
+        parse_term(term)  # a TERM that is no name with an index is reported before the file is read
     with reported_errors(file):
         from cnntrace.io import load_problem
         from cnntrace.network import run
@@ -528,7 +604,11 @@ def _progress(total: int | None, unit: str):
         yield lambda done, status="", total=None: None
         return
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
     )  # fmt: skip
 
@@ -611,7 +691,7 @@ def train(
                     if format is TrainFormat.ndjson:
                         sys.stdout.write(render_train.ndjson_line(epoch))
                         sys.stdout.flush()
-                    advance(epoch.epoch, f"loss {epoch.loss:.4f}  accuracy {epoch.accuracy:.1%}")
+                    advance(epoch.epoch, f"loss {epoch.loss:.4f}  accuracy {render_train.percent(epoch.accuracy)}")
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:
@@ -633,10 +713,8 @@ def train(
         if format is TrainFormat.json:
             sys.stdout.write(render_train.render_json(history, trained))
         elif format is TrainFormat.table:
-            import dataclasses
-
             view = render_train.render(
-                history, dataclasses.replace(problem, **trained), precision,
+                history, problem, trained, precision,
                 lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
                 full=full,
             )  # fmt: skip

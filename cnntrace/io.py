@@ -1,10 +1,15 @@
 """Reading input files into a validated Problem, and writing them back.
 
-An input file is a JSON object with the keys X, Y, W1, B1, W2, B2 and the optional stride,
-padding, pool, pool_stride and lr (see ``cnntrace schema`` and the README), or a ``.npz``
-file holding the same keys as arrays (for datasets too large for JSON; pickles refused).
-Every error names the file, the key (down to the offending entry, e.g. ``X[2][5]``) and
-what is wrong.
+An input file is a JSON object (see ``cnntrace schema`` and the README) in one of two forms:
+
+- the reference network's: X, Y, W1, B1, W2, B2 and the optional stride, padding, pool,
+  pool_stride and lr;
+- any network's: X, ``layers``, Y and ``loss`` (or ``grad``), W1, B1 … for each weighted
+  layer, and lr.
+
+A ``.npz`` file holds the same keys as arrays (for datasets too large for JSON; pickles
+refused), ``layers`` and ``loss`` as JSON text in 0-d string arrays. Every error names the
+file, the key (down to the offending entry, e.g. ``X[2][5]``) and what is wrong.
 """
 
 from __future__ import annotations
@@ -12,15 +17,26 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from pathlib import Path
 
 from cnntrace.errors import InputError, OutputError
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
 OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
+#: The reference form's options, which a network of layers writes in its layers instead.
+REFERENCE_OPTIONS = {
+    "stride": "the conv layer's \"stride\"",
+    "padding": "the conv layer's \"padding\"",
+    "pool": "the pooling layer's \"size\"",
+    "pool_stride": "the pooling layer's \"stride\"",
+}
 #: Keys that carry notes for people and are otherwise ignored.
 FREE_KEYS = ("comment", "$schema")
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
+#: The keys of a network of layers, besides its weights W1, B1, W2 ….
+LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr") + FREE_KEYS
+WEIGHT = re.compile(r"[WB][1-9]\d*")
 
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
 #: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
@@ -48,8 +64,13 @@ def _describe(value) -> str:
     return repr(value)
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows; write a finite number")
+class _Constant(float):
+    """NaN or Infinity where the JSON file wrote it: kept to be refused under its key."""
+
+    def __new__(cls, name: str):
+        value = super().__new__(cls, {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[name])
+        value.token = name
+        return value
 
 
 def _unique_keys(pairs):
@@ -85,7 +106,7 @@ def read_json(path: str | Path) -> dict:
     except OSError as error:
         raise InputError(f"cannot be read ({error.strerror or error})", file=file) from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        data = json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise InputError(
             f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})", file=file
@@ -118,6 +139,8 @@ def check_keys(data: dict) -> None:
 
 
 def _number(value, where: str) -> float:
+    if isinstance(value, _Constant):
+        raise InputError(f"{value.token} is not a number JSON allows; write a finite number", key=where)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"expected a number, got {_describe(value)}", key=where)
     try:
@@ -144,7 +167,7 @@ def _rectangular(value: list, shape: list[int]):
     rows = [value]
     for _ in shape[:-1]:
         rows = [item for row in rows for item in row]
-    # numpy reads True, "1.5" and None as numbers; a JSON input must not.
+    # numpy reads True, "1.5" and None as numbers; a JSON input must not (nor NaN tokens).
     if not all(set(map(type, row)) <= {int, float} for row in rows):
         return None
     return array
@@ -196,10 +219,54 @@ def numbers(value, key: str, max_depth: int = MAX_DEPTH):
     return walk(value, 0, key)
 
 
+def _text_value(value):
+    """A .npz file's JSON text (layers, loss) as the value it spells; others as they are."""
+    if isinstance(value, str) and value[:1] in "[{\"":
+        try:
+            return json.loads(value, parse_constant=_Constant)
+        except ValueError:
+            return value
+    return value
+
+
+def check_layers_keys(data: dict) -> None:
+    """A network of layers: no reference-form option beside it, Y or grad (not both)."""
+    for key in data:
+        if key in REFERENCE_OPTIONS:
+            raise InputError(
+                f"belongs to the reference form; with layers, write {REFERENCE_OPTIONS[key]} "
+                f"in the layer, e.g. {{\"type\": \"conv\", \"stride\": 2}}",
+                key=key,
+            )
+        if key not in LAYERS_KEYS and not WEIGHT.fullmatch(key):
+            guess = difflib.get_close_matches(key, LAYERS_KEYS, n=1, cutoff=0.5)
+            hint = f"did you mean {guess[0]}?" if guess else "known keys are X, Y, grad, layers, loss, lr and W1, B1, W2, B2 …"
+            raise InputError(f"unknown key; {hint}", key=key)
+    if "X" not in data:
+        raise InputError("missing; an input needs X", key="X")
+    if "Y" in data and "grad" in data:
+        raise InputError("give Y (with a loss) or grad, not both", key="grad")
+    if "Y" not in data and "grad" not in data:
+        raise InputError("missing: give Y (the labels or targets), or grad (dL/d of the output)", key="Y")
+
+
 def problem_from_dict(data: dict):
     """Validate a parsed input object and return its Problem (InputError names the key)."""
     from cnntrace.problem import Problem
 
+    if "layers" in data:
+        data = {key: _text_value(value) for key, value in data.items()}
+        check_layers_keys(data)
+        given = "grad" in data
+        target = "grad" if given else "Y"
+        weights = {key: numbers(value, key, MAX_DEPTH + 1) for key, value in data.items() if WEIGHT.fullmatch(key)}
+        lr = data.get("lr", 0.1)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+            raise InputError(f"expected a number, got {_describe(lr)}", key="lr")
+        return Problem.from_layers(
+            numbers(data["X"], "X", MAX_DEPTH + 1), numbers(data[target], target, MAX_DEPTH + 1),
+            data["layers"], weights, loss=data.get("loss"), given_gradient=given, lr=lr,
+        )  # fmt: skip
     check_keys(data)
     arrays = {key: numbers(data[key], key) for key in REQUIRED_KEYS}
     options = {key: data[key] for key in OPTIONAL_KEYS if key in data}
@@ -269,7 +336,7 @@ def read_npz(path: str | Path) -> dict:
                 # Bytes (numpy's "S" strings) are text here, as a JSON file would hold it.
                 data[key] = array.item().decode("utf-8", errors="replace")
             elif array.ndim == 0 and array.dtype.kind in "iufU":
-                data[key] = array.item()
+                data[key] = array.item()  # layers and loss: JSON text, read as the file's own
             else:
                 data[key] = array
     return data
@@ -314,7 +381,11 @@ def write_input(path: str | Path, data: dict) -> None:
 
         buffer = BytesIO()
         # A null (pool_stride: the default) has no array form: leaving it out means the same.
-        arrays = {key: np.asarray(value) for key, value in data.items() if value is not None}
+        # Layers (a list of strings and objects) are JSON text in a 0-d string array.
+        arrays = {
+            key: np.array(json.dumps(value)) if key == "layers" and not isinstance(value, str) else np.asarray(value)
+            for key, value in data.items() if value is not None
+        }  # fmt: skip
         np.savez(buffer, allow_pickle=False, **arrays)
         write_atomic(path, buffer.getvalue())
     else:

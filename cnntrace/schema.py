@@ -1,4 +1,5 @@
-"""The JSON Schema of cnntrace's input files (``cnntrace schema``)."""
+"""The JSON Schema of cnntrace's input files (``cnntrace schema``): the reference form, or a
+network written as a list of layers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ _NUMBER = {"type": "number"}
 _VECTOR = {"type": "array", "items": _NUMBER, "minItems": 1}
 _MATRIX = {"type": "array", "items": _VECTOR, "minItems": 1}
 _MATRICES = {"type": "array", "items": _MATRIX, "minItems": 1}
+_TENSOR4 = {"type": "array", "items": _MATRICES, "minItems": 1}
+#: A number or a rectangular array of numbers up to four axes deep.
+_ARRAY = {"oneOf": [_NUMBER, _VECTOR, _MATRIX, _MATRICES, _TENSOR4]}
 
 
 def _size(minimum: int, default: int | None, description: str) -> dict:
@@ -15,13 +19,65 @@ def _size(minimum: int, default: int | None, description: str) -> dict:
     return schema
 
 
-INPUT_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "cnntrace input",
+def _pair(minimum: int, default: int | None, description: str) -> dict:
+    """A whole number, or [rows, cols]."""
+    pair = {"type": "array", "items": {"type": "integer", "minimum": minimum}, "minItems": 2, "maxItems": 2}
+    schema = {"description": description, "oneOf": [{"type": "integer", "minimum": minimum}, pair]}
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _layer(kind: str, description: str, options: dict | None = None) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {"type": {"const": kind}, **(options or {})},
+    }
+
+
+_POOL = {
+    "size": _pair(1, 2, "The window, size×size or [rows, cols]."),
+    "stride": _pair(1, None, "How far the window moves; by default its size."),
+    "padding": _pair(0, 0, "Added on every side, at most half the window: −∞ for max-pooling, zeros that count in the mean for average pooling."),
+}
+LAYER_SCHEMA = {
+    "oneOf": [
+        {"enum": ["conv", "dense", "flatten", "maxpool", "avgpool", "relu", "leaky_relu", "tanh", "sigmoid", "softmax"],
+         "description": "A layer type with its default options."},
+        _layer("conv", "Z = conv(input, W) + B; W is K×C×kh×kw (PyTorch's order), K×kh×kw or kh×kw.", {
+            "stride": _pair(1, 1, "The convolution's stride."),
+            "padding": _pair(0, 0, "Zeros added on every side of the input."),
+            "flip": {"type": "boolean", "default": False,
+                     "description": "A true convolution: the kernel rotated 180°; false is cross-correlation."},
+        }),
+        _layer("dense", "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."),
+        _layer("flatten", "F: channel, then row, then column; between the last conv block and the first dense layer."),
+        _layer("maxpool", "The largest entry of each window; ties go to the first in row-major order.", _POOL),
+        _layer("avgpool", "The mean of each window.", _POOL),
+        _layer("relu", "max(Z, 0); ReLU′(0) = 0."),
+        _layer("leaky_relu", "Z where Z > 0, alpha·Z elsewhere.",
+               {"alpha": {"type": "number", "default": 0.01, "description": "The slope where Z ≤ 0."}}),
+        _layer("tanh", "tanh(Z)."),
+        _layer("sigmoid", "σ(Z) = 1 / (1 + e^−Z)."),
+        _layer("softmax", "exp(Z)/Σexp(Z) over the units; only as the last layer."),
+    ]
+}  # fmt: skip
+
+_COMMON = {
+    "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Learning rate of the update."},
+    "comment": {"type": "string", "description": "Free text, ignored."},
+    "$schema": {"type": "string", "description": "The schema's address, ignored."},
+}
+
+REFERENCE_FORM = {
+    "title": "the reference network",
     "description": (
-        "One problem for the reference CNN: X → conv(W1, B1) → ReLU → MaxPool → flatten → "
-        "dense(W2, B2) → sigmoid → binary cross-entropy with Y. Rows must all have the same "
-        "length; the sizes must fit together (see the README)."
+        "X → conv(W1, B1) → ReLU → MaxPool → flatten → dense(W2, B2) → sigmoid → binary "
+        "cross-entropy with Y. Rows must all have the same length; the sizes must fit "
+        "together (see the README)."
     ),
     "type": "object",
     "required": ["X", "Y", "W1", "B1", "W2", "B2"],
@@ -46,8 +102,39 @@ INPUT_SCHEMA = {
         "padding": _size(0, 0, "Zeros added on every side of X."),
         "pool": _size(1, 2, "The max-pool window, pool×pool; 1 means no pooling."),
         "pool_stride": _size(1, None, "The max-pool stride; by default the same as pool."),
-        "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Learning rate of the update."},
-        "comment": {"type": "string", "description": "Free text, ignored."},
-        "$schema": {"type": "string", "description": "The schema's address, ignored."},
+        **_COMMON,
     },
+}
+
+LAYERS_FORM = {
+    "title": "a network of layers",
+    "description": (
+        "Any small CNN: the layers in order, the l-th conv or dense layer with weights Wl and "
+        "Bl; Y with a loss, or grad, the gradient of the loss at the network's output."
+    ),
+    "type": "object",
+    "required": ["X", "layers"],
+    "oneOf": [{"required": ["Y"]}, {"required": ["grad"]}],
+    "additionalProperties": False,
+    "properties": {
+        "X": {"description": "H×W or M×H×W; C×H×W or M×C×H×W with a K×C×kh×kw W1; n or M×n for a network that starts with dense.",
+              **_ARRAY},
+        "layers": {"type": "array", "items": LAYER_SCHEMA, "minItems": 1},
+        "loss": {"enum": ["bce", "cross_entropy", "mse"],
+                 "description": "The mean, as PyTorch computes it; by default bce after a sigmoid, cross_entropy after a softmax."},
+        "Y": {"description": "bce: labels in [0, 1] shaped like the output; cross_entropy: a class index or a probability vector per image; mse: targets shaped like the output.",
+              **_ARRAY},
+        "grad": {"description": "dL/d(output) in the output's shape, instead of Y and a loss.", **_ARRAY},
+        **_COMMON,
+    },
+    "patternProperties": {
+        "^[WB][1-9][0-9]*$": {"description": "The weights of the l-th conv or dense layer.", **_ARRAY},
+    },
+}  # fmt: skip
+
+INPUT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "cnntrace input",
+    "description": "An input file: the reference network (without layers) or a network written as layers.",
+    "oneOf": [REFERENCE_FORM, LAYERS_FORM],
 }

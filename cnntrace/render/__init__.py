@@ -18,6 +18,7 @@ class View:
     brief: bool = False  # matrices without their derivation
     file: str | None = None  # the input file's name, for formats that carry it
     full: bool = False  # every entry of large matrices and batches, not their corners
+    columns: tuple[str, ...] | None = None  # CSV of several files: the header they share
 
 
 def selected(trace, view: View) -> dict[str, dict]:

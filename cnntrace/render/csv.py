@@ -4,10 +4,12 @@
     Z1,0,0,-0.125
     ...
 
-Columns ``image`` and ``filter`` come before ``row`` when the input is a batch or has several
-filters; a cell is empty where a matrix has no such axis (W2 has no image, L no row). Values
-are written at full precision. When several files are traced, every row starts with ``file``
-and all index columns are present, so that one header serves them all (``HEADER_MANY``).
+Columns ``image``, ``filter`` and ``channel`` come before ``row`` when the input is a batch,
+has several filters or channels; a cell is empty where a matrix has no such axis (W2 has no
+image, L no row). Values are written at full precision. When several files are traced, every
+row starts with ``file`` and the index columns image, filter, row and col are present, with
+channel too when a matrix of some file has a channel axis, so that one header serves them
+all (``shared_columns``).
 """
 
 from __future__ import annotations
@@ -21,17 +23,31 @@ import numpy as np
 
 from cnntrace.render import View, selected
 
-INDEX_COLUMNS = ("image", "filter", "row", "col")
+INDEX_COLUMNS = ("image", "filter", "channel", "row", "col")
 HEADER_MANY = ("file", "name", *INDEX_COLUMNS, "value")
+
+
+def has_channels(problem, only: tuple[str, ...] | None = None) -> bool:
+    """Whether a matrix of the problem's trace (of those ``only`` names) has a channel axis."""
+    return any(
+        "channel" in (axes := stage.layout.axes(problem.batched))[0] + axes[1]
+        for stage in problem.stages if only is None or stage.name in only
+    )  # fmt: skip
+
+
+def shared_columns(channels: bool) -> tuple[str, ...]:
+    """The header several files share: every index column, channel only when ``channels``
+    (a matrix of some file has a channel axis)."""
+    return tuple(c for c in HEADER_MANY if c != "channel" or channels)
 
 
 def columns(trace, view: View) -> tuple[str, ...]:
     """The header for one file: only the index columns its matrices can use."""
     if view.file is not None:
-        return HEADER_MANY
+        return view.columns or shared_columns(has_channels(trace.problem))
     used = {"row", "col"}
-    used |= {"image"} if trace.problem.batched else set()
-    used |= {"filter"} if trace.problem.multi_filter else set()
+    for stage in trace.stages:
+        used |= set(trace.axis_names(stage.name))
     return ("name", *(c for c in INDEX_COLUMNS if c in used), "value")
 
 
@@ -76,5 +92,5 @@ def render(trace, view: View = View()) -> Iterator[str]:
     yield from lines(trace, view)
 
 
-def header_many() -> str:
-    return ",".join(HEADER_MANY) + "\n"
+def header_many(columns: tuple[str, ...] = HEADER_MANY) -> str:
+    return ",".join(columns) + "\n"

@@ -19,8 +19,7 @@ import re
 
 import numpy as np
 
-from cnntrace.derivation import derivation, pool_wins
-from cnntrace.network import STAGE
+from cnntrace.derivation import derivation
 from cnntrace.render import View, selected
 from cnntrace.render.format import (
     axes_label,
@@ -166,10 +165,15 @@ def bmatrix(values: np.ndarray, precision: int, marks: np.ndarray | None = None,
             return "\\ddots" if c is None else "\\vdots"
         if c is None:
             return "\\cdots"
-        return number(float(rows[r, c]), precision) + ("^{*}" * bool(wins[r, c]))
+        return number(float(rows[r, c]), precision) + mark(int(wins[r, c]))
 
     body = " \\\\\n".join(" & ".join(cell(r, c) for c in col_ids) for r in row_ids)
     return "\\begin{bmatrix}\n" + body + "\n\\end{bmatrix}"
+
+
+def mark(wins: int) -> str:
+    """The mark of a cell that won ``wins`` pool windows: ^{*}, ^{*2} …; none for 0."""
+    return "" if wins == 0 else "^{*}" if wins == 1 else f"^{{*{wins}}}"
 
 
 def _equation(symbol: str, equation: str | None) -> str:
@@ -225,6 +229,8 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
 
 def render(trace, view: View = View()) -> str:
     """The selected matrices as a LaTeX fragment (see the module's docstring)."""
+    from cnntrace.render.table import input_axes, legend_parts
+
     problem = trace.problem
     out = [
         "% cnntrace step: a fragment for the body of an article that loads amsmath",
@@ -233,29 +239,26 @@ def render(trace, view: View = View()) -> str:
     ]
     if view.only is None:
         out.append("\\subsection*{Input}")
-        out.append(
-            f"Stride {problem.stride}, padding {problem.padding}, pool ${problem.pool}\\times "
-            f"{problem.pool}$ with stride {problem.pool_stride}, learning rate {problem.lr:g}."
-        )
+        out.append(prose(problem.summary().replace("lr ", "learning rate ")) + ".")
         out.append("")
-        for name in ("X", "Y", "W1", "B1", "W2", "B2"):
-            values = getattr(problem, name)
-            out += _block(trace, name, name, None, values, problem.leading_axes(name), view.precision, [], None, view.full)
+        for name, values in problem.inputs.items():
+            out += _block(trace, name, name, None, values, input_axes(problem, name), view.precision, [], None, view.full)
             out.append("")
     titles = {"forward": "Forward pass", "backward": "Backward pass",
               "update": f"Update: one step of gradient descent, $\\mathrm{{lr}} = {problem.lr:g}$"}  # fmt: skip
-    wins = pool_wins(trace)
+    annotations = trace.annotations
     for section, matrices in selected(trace, view).items():
         out.append(f"\\subsection*{{{titles[section]}}}")
         for name, values in matrices.items():
-            stage = STAGE[name]
+            stage = trace.stage(name)
+            note = annotations.get(name)
             derivation = [] if view.brief else _derivation(trace, name, view.precision)
-            marks = wins if name in ("A1", "dL_dA1") and wins.any() else None
-            if marks is not None and name == "A1" and not view.brief:
-                derivation.append("A $^{*}$ marks the cell that won its pool window: "
-                                  "$\\partial L/\\partial P_{1}$ flows back to it only.")  # fmt: skip
+            marks = None if note is None else note.marks
+            if note is not None and note.legend and not view.brief:
+                first, meaning, many = legend_parts(note, lambda n: f"${mark(n)}$")
+                derivation.append(f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".")
             out += _block(
-                trace, name, stage.symbol, stage.formula(problem.batched), values,
+                trace, name, stage.symbol, stage.equation, values,
                 trace.leading_axes(name), view.precision, derivation, marks, view.full,
             )  # fmt: skip
             out.append("")

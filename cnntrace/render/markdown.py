@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnntrace.derivation import derivation, pool_wins
-from cnntrace.network import STAGE
+from cnntrace.derivation import derivation
 from cnntrace.render import View, selected
 from cnntrace.render.format import (
     axes_label,
@@ -54,12 +53,17 @@ def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = No
     for r in row_ids:
         cells = [
             GAP if r is None or c is None
-            else number(float(rows[r, c]), precision) + ("\\*" * bool(wins[r, c]))
+            else number(float(rows[r, c]), precision) + mark(int(wins[r, c]))
             for c in col_ids
         ]  # fmt: skip
         label = [GAP if r is None else str(r)] if values.ndim == 2 else []
         lines.append("| " + " | ".join(label + cells) + " |")
     return lines
+
+
+def mark(wins: int) -> str:
+    """The mark of a cell that won ``wins`` pool windows: \\*, \\*2 …; none for 0."""
+    return "" if wins == 0 else "\\*" if wins == 1 else f"\\*{wins}"
 
 
 def _block(symbol, equation, values, axes, precision, derivation, marks, full=False) -> list[str]:
@@ -101,28 +105,27 @@ def file_heading(file: str) -> str:
 
 def render(trace, view: View = View()) -> str:
     """The selected matrices as Markdown (see the module's docstring)."""
+    from cnntrace.render.table import input_axes, legend_parts
+
     problem = trace.problem
     out = []
     if view.only is None:
-        out += [
-            "### Input", "",
-            f"stride {problem.stride}, padding {problem.padding}, pool {problem.pool}×{problem.pool} "
-            f"with stride {problem.pool_stride}, lr {problem.lr:g}", "",
-        ]  # fmt: skip
-        for name in ("X", "Y", "W1", "B1", "W2", "B2"):
-            values = getattr(problem, name)
-            out += _block(name, None, values, problem.leading_axes(name), view.precision, [], None, view.full)
-    wins = pool_wins(trace)
+        out += ["### Input", "", problem.summary(), ""]
+        for name, values in problem.inputs.items():
+            out += _block(name, None, values, input_axes(problem, name), view.precision, [], None, view.full)
+    annotations = trace.annotations
     for section, matrices in selected(trace, view).items():
         out += [f"### {SECTION_TITLES[section].format(lr=f'{problem.lr:g}')}", ""]
         for name, values in matrices.items():
-            stage = STAGE[name]
+            stage = trace.stage(name)
+            note = annotations.get(name)
             derivation = [] if view.brief else _derivation(trace, name, view.precision)
-            marks = wins if name in ("A1", "dL_dA1") and wins.any() else None
-            if marks is not None and name == "A1" and not view.brief:
-                derivation += [f"\\* won its pool window: {prose('dL/dP1')} flows back to this cell.", ""]
+            marks = None if note is None else note.marks
+            if note is not None and note.legend and not view.brief:
+                first, meaning, many = legend_parts(note, mark)
+                derivation += [f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".", ""]
             out += _block(
-                stage.symbol, stage.formula(problem.batched), values,
+                stage.symbol, stage.equation, values,
                 trace.leading_axes(name), view.precision, derivation, marks, view.full,
             )  # fmt: skip
     return "\n".join(out).rstrip("\n") + "\n"

@@ -19,8 +19,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from cnntrace.derivation import derivation, padded_gradient, pool_wins
-from cnntrace.network import STAGE
+from cnntrace.derivation import derivation
 from cnntrace.render import View, selected
 from cnntrace.render.format import (
     axes_label,
@@ -37,10 +36,6 @@ SECTION_TITLES = {
     "update": "Update: one step of gradient descent, lr = {lr}",
 }
 
-#: The stages whose cells are marked where A1 won a pool window.
-MARKED = ("A1", "dL_dA1")
-WIN_LEGEND = "* won its pool window: dL/dP1 flows back to this cell"
-WIN_LEGEND_MANY = " (*2: won two windows)"
 #: Factors with at most this many entries are shown with their numbers.
 INLINE_ENTRIES = 4
 
@@ -81,7 +76,8 @@ class MatrixBlocks:
         wins = None if marks is None else marks.reshape(rows.shape)
         n_rows, n_cols = rows.shape
         row_ids, self.col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
-        inside = (border, n_rows - border, border, n_cols - border)
+        bh, bw = (border, border) if isinstance(border, int) else border
+        inside = (bh, n_rows - bh, bw, n_cols - bw)
 
         def cell(r, c):
             if r is None or c is None:
@@ -90,11 +86,11 @@ class MatrixBlocks:
             text = number(v, precision)
             if wins is not None and wins[r, c]:
                 return [(text, WON), (_mark(wins[r, c]), MARK)]
-            padding = border and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
+            padding = (bh or bw) and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
             return [(text, PADDING if padding else DIM if v == 0 else None)]
 
-        self.header = [GAP if c is None else str(c - border) for c in self.col_ids]
-        self.labels = [GAP if r is None else str(r - border) for r in row_ids] if self.indexed else []
+        self.header = [GAP if c is None else str(c - bw) for c in self.col_ids]
+        self.labels = [GAP if r is None else str(r - bh) for r in row_ids] if self.indexed else []
         self.cells = [[cell(r, c) for c in self.col_ids] for r in row_ids]
         self.widths = [
             max(len(self.header[j]), *(sum(len(t) for t, _ in row[j]) for row in self.cells))
@@ -220,9 +216,6 @@ def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
     lines.append(Text(f"with {factors}", style="dim"))
     if d.note:
         lines.append(Text(d.note, style="dim"))
-    if name == "dA1_dZ1":
-        mask = np.asarray(trace["dA1_dZ1"])
-        lines.append(Text(f"{int(mask.sum())} of {mask.size} cells of Z1 are > 0 and pass the gradient", style="dim"))
     return [_indented(line) for line in lines]
 
 
@@ -231,16 +224,30 @@ def _indented(line: Text) -> Padding:
     return Padding(line, (0, 0, 0, 2), expand=False)
 
 
+def input_axes(problem, name: str) -> tuple[str, ...]:
+    """The axes that split an input into one table per image or filter."""
+    return problem.layouts[name].axes(problem.batched)[0]
+
+
 def _input_blocks(problem, precision: int, full: bool = False) -> list[RenderableType]:
-    options = (
-        f"stride {problem.stride}, padding {problem.padding}, "
-        f"pool {problem.pool}×{problem.pool} with stride {problem.pool_stride}, lr {problem.lr:g}"
-    )
-    blocks: list[RenderableType] = [Text(options, style="dim")]
-    for name in ("X", "Y", "W1", "B1", "W2", "B2"):
-        values = getattr(problem, name)
-        blocks.append(matrix_block(name, None, values, problem.leading_axes(name), precision, full=full))
+    blocks: list[RenderableType] = [Text(problem.summary(), style="dim")]
+    for name, values in problem.inputs.items():
+        blocks.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
     return blocks
+
+
+def legend_parts(annotation, mark_text=_mark) -> tuple[str, str, str]:
+    """What the marks mean, in three parts: the mark '*', its meaning, and where some cell
+    won more than one window how a count reads ('*2: won two windows', the notation's
+    example whatever the counts), else ''."""
+    many = f"{mark_text(2)}: won two windows" if np.max(annotation.marks) > 1 else ""
+    return mark_text(1), annotation.legend, many
+
+
+def legend(annotation, mark_text=_mark) -> str:
+    """What the marks mean: '* won its pool window: … (*2: won two windows)'."""
+    first, meaning, many = legend_parts(annotation, mark_text)
+    return f"{first} {meaning}" + (f" ({many})" if many else "")
 
 
 def render(trace, view: View = View()) -> RenderableType:
@@ -252,49 +259,38 @@ def render(trace, view: View = View()) -> RenderableType:
     parts: list[RenderableType] = []
     if view.only is None:
         parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision, view.full)]
-    wins = None
+    annotations = trace.annotations
     for section, matrices in selected(trace, view).items():
         heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
         parts.append(Text(("\n" if parts else "") + heading, style="bold underline"))
         for name, values in matrices.items():
-            stage = STAGE[name]
+            stage = trace.stage(name)
+            note = annotations.get(name)
             derivation = [] if view.brief else derivation_lines(trace, name, view.precision)
-            marks = None
-            if name in MARKED:
-                wins = pool_wins(trace) if wins is None else wins  # once, for A1 and dL/dA1
-                marks = wins if wins.any() else None
-                if marks is not None and name == "A1" and not view.brief:
-                    legend = WIN_LEGEND + (WIN_LEGEND_MANY if marks.max() > 1 else "")
-                    derivation.append(_indented(Text(legend, style="dim")))
-            if name == "A1" and not view.brief:
-                mask = np.asarray(trace["dA1_dZ1"])
-                derivation.insert(0, _indented(Text(
-                    f"Z1 > 0 in {int(mask.sum())} of {mask.size} cells: A1 = Z1 there, 0 elsewhere "
-                    "(the ReLU mask dA1/dZ1)", style="dim",
-                )))  # fmt: skip
+            marks = None if note is None else note.marks
+            if note is not None and not view.brief:
+                derivation = [_indented(Text(line, style="dim")) for line in note.before] + derivation
+                derivation += [_indented(Text(line, style="dim")) for line in note.after]
+                if note.legend:
+                    derivation.append(_indented(Text(legend(note), style="dim")))
             parts.append(
                 matrix_block(
-                    stage.symbol, stage.formula(problem.batched), values,
-                    trace.leading_axes(name), view.precision, derivation, marks, full=view.full,
+                    stage.symbol, stage.equation, values, trace.leading_axes(name),
+                    view.precision, derivation, marks, full=view.full,
                 )  # fmt: skip
             )
-            if name == "dL_dX" and problem.padding and not view.brief:
-                parts.append(_indented(padded_block(trace, view.precision, view.full)))
+            if note is not None and note.extra is not None and not view.brief:
+                parts.append(_indented(extra_block(note.extra, problem.batched, view.precision, view.full)))
     return Group(*parts)
 
 
-def padded_block(trace, precision: int, full: bool = False) -> RenderableType:
-    """∂L/∂pad(X), its padding border indexed from −p and shown in italics: what the
-    windows sent to the padding, which dL/dX leaves out."""
-    problem = trace.problem
-    p, (H, W) = problem.padding, problem.X.shape[-2:]
-    outside = (
-        f"in italics, the padding: rows −{p}…−1 and {H}…{H + p - 1}, "
-        f"columns −{p}…−1 and {W}…{W + p - 1}"
-    )
+def extra_block(extra, batched: bool, precision: int, full: bool = False) -> RenderableType:
+    """A layer's further matrix, such as ∂L/∂pad(X), its padding border indexed from −p and
+    shown in italics: what the windows sent to the padding, which dL/dX leaves out."""
+    title, values, layout, border, note = extra
     return matrix_block(
-        "∂L/∂pad(X)", None, padded_gradient(trace), problem.leading_axes("X"), precision,
-        [_indented(Text(outside, style="dim"))], border=p, full=full,
+        title, None, values, layout.axes(batched)[0], precision,
+        [_indented(Text(note, style="dim"))], border=border, full=full,
     )  # fmt: skip
 
 

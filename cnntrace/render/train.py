@@ -13,8 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cnntrace.render.format import number
-from cnntrace.render.table import matrix_block
-from cnntrace.train import PARAMETERS
+from cnntrace.render.table import input_axes, matrix_block
 
 #: The epoch table shows every epoch up to this many, else this many evenly spaced ones.
 SHOWN_EPOCHS = 20
@@ -40,7 +39,7 @@ def render_json(history, parameters: dict) -> str:
     {"W1", "B1", "W2", "B2"}}, the parameters in the input's shapes, every digit kept."""
     document = {
         "history": [epoch_dict(epoch) for epoch in history],
-        "parameters": {name: parameters[name].tolist() for name in PARAMETERS},
+        "parameters": {name: value.tolist() for name, value in parameters.items()},
     }
     return json.dumps(document, allow_nan=False, separators=(",", ":")) + "\n"
 
@@ -64,7 +63,7 @@ def epoch_table(history, precision: int) -> Table:
     table.add_column("accuracy", justify="right")
     for index in shown_epochs(len(history)):
         epoch = history[index]
-        table.add_row(str(epoch.epoch), number(epoch.loss, precision), f"{epoch.accuracy:.1%}")
+        table.add_row(str(epoch.epoch), number(epoch.loss, precision), percent(epoch.accuracy))
     return table
 
 
@@ -97,17 +96,24 @@ def loss_curve(losses: list[float], width: int = 60, height: int = 8) -> str:
     return "\n".join(rows)
 
 
-def render(history, problem, precision: int, *, lr: float, batch_size: int, full: bool = False) -> RenderableType:
+def percent(accuracy: float | None) -> str:
+    """91.7%; a dash where nothing is classified (an mse loss)."""
+    return "—" if accuracy is None else f"{accuracy:.1%}"
+
+
+def render(history, problem, trained: dict, precision: int, *, lr: float, batch_size: int,
+           full: bool = False) -> RenderableType:  # fmt: skip
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
-    the final parameters. ``problem`` holds the trained parameters in the input's shapes;
-    large ones are summarized unless ``full``."""
+    the final parameters (``trained``, in the input's shapes); large ones are summarized
+    unless ``full``."""
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
     summary = (
         f"{len(history)} epoch{'s' * (len(history) > 1)} of gradient descent on {problem.M} "
         f"image{'s' * (problem.M > 1)}, lr {lr:g}, batch size {batch_size} "
         f"({steps} step{'s' * (steps > 1)} per epoch): loss {number(first.loss, precision)} → "
-        f"{number(last.loss, precision)}, accuracy {first.accuracy:.1%} → {last.accuracy:.1%}"
+        f"{number(last.loss, precision)}"
+        + ("" if first.accuracy is None else f", accuracy {percent(first.accuracy)} → {percent(last.accuracy)}")
     )
     parts: list[RenderableType] = [
         Text("Training", style="bold underline"),
@@ -117,7 +123,6 @@ def render(history, problem, precision: int, *, lr: float, batch_size: int, full
         Text(loss_curve([epoch.loss for epoch in history])),
         Text("\nTrained parameters", style="bold underline"),
     ]
-    for name in PARAMETERS:
-        values = getattr(problem, name)
-        parts.append(matrix_block(name, None, values, problem.leading_axes(name), precision, full=full))
+    for name, values in trained.items():
+        parts.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
     return Group(*parts)
