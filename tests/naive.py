@@ -5,11 +5,14 @@ so that it can be read against the derivation line by line. It is written indepe
 cnntrace.ops and does not import cnntrace: when the two agree to 1e-12, each vouches for the
 other. Each backward pass loops over the same positions as its forward pass.
 
-Shapes are the general ones of the pass (M images, K filters):
+Shapes are the general ones of the pass (M images, C channels, K filters, n units):
 
-    X   (M, H, W)        W1 (K, kh, kw)     B1 (K,)
-    Z1  (M, K, Ho, Wo)   A1 like Z1         P1 (M, K, Hp, Wp)
-    F   (M, n)           W2 (n,)            B2 ()          Z2, A2, Y (M,)
+    maps     (M, C, H, W)        conv W (K, C, kh, kw)     conv B (K,)
+    vectors  (M, n)              dense W (n_in, n_out)     dense B (n_out,)
+
+Window sizes, strides and paddings are (rows, cols) pairs; a plain int means the same
+number for both. The reference network's pass (``forward_backward``) takes X (M, C, H, W),
+Y (M, 1), W1 (K, C, kh, kw), B1 (K,), W2 (n, 1), B2 (1,), as cnntrace's network does.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+
+def pair(value) -> tuple[int, int]:
+    """(rows, cols) from a pair or from one int for both."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    rows, cols = value
+    return (int(rows), int(cols))
 
 
 def positions(size: int, window: int, stride: int) -> int:
@@ -27,186 +38,116 @@ def positions(size: int, window: int, stride: int) -> int:
     return count
 
 
-# -- convolution: Z1 = conv(X, W1) + B1 ---------------------------------------------------
+def padded_value(A, m: int, c: int, row: int, col: int, padding, fill: float = 0.0) -> float:
+    """Ap[m, c, row, col], where Ap is A framed by ``padding`` (rows, cols) cells of
+    ``fill`` on every side."""
+    r, s = row - padding[0], col - padding[1]
+    if 0 <= r < A.shape[2] and 0 <= s < A.shape[3]:
+        return A[m, c, r, s]
+    return fill
 
 
-def padded_pixel(X, m: int, row: int, col: int, padding: int) -> float:
-    """Xp[m, row, col], where Xp is X framed by ``padding`` zeros on every side."""
-    r, c = row - padding, col - padding
-    if 0 <= r < X.shape[1] and 0 <= c < X.shape[2]:
-        return X[m, r, c]
-    return 0.0
+def inside(shape, row: int, col: int, padding) -> tuple[int, int] | None:
+    """(r, c) in the unpadded map of the padded cell (row, col); None for a padding cell."""
+    r, c = row - padding[0], col - padding[1]
+    if 0 <= r < shape[2] and 0 <= c < shape[3]:
+        return r, c
+    return None
 
 
-def conv_forward(X, W1, B1, stride: int, padding: int):
-    """Z1[m,k,h,w] = B1[k] + sum_ij W1[k,i,j] * Xp[m, h*stride + i, w*stride + j].
+# -- convolution: Z = conv(X, W) + B -------------------------------------------------------
+
+
+def conv_forward(X, W, B, stride=1, padding=0):
+    """Z[m,k,h,w] = B[k] + sum_cij W[k,c,i,j] * Xp[m, c, h*sh + i, w*sw + j].
 
     Cross-correlation: the kernel is laid on the image as written, never flipped.
     """
-    M, H, W = X.shape
-    K, kh, kw = W1.shape
-    Ho = positions(H + 2 * padding, kh, stride)
-    Wo = positions(W + 2 * padding, kw, stride)
-    Z1 = np.zeros((M, K, Ho, Wo))
+    stride, padding = pair(stride), pair(padding)
+    M, C, H, Wd = X.shape
+    K, _, kh, kw = W.shape
+    Ho = positions(H + 2 * padding[0], kh, stride[0])
+    Wo = positions(Wd + 2 * padding[1], kw, stride[1])
+    Z = np.zeros((M, K, Ho, Wo))
     for m in range(M):
         for k in range(K):
             for h in range(Ho):
                 for w in range(Wo):
-                    total = B1[k]
-                    for i in range(kh):
-                        for j in range(kw):
-                            pixel = padded_pixel(X, m, h * stride + i, w * stride + j, padding)
-                            total += W1[k, i, j] * pixel
-                    Z1[m, k, h, w] = total
-    return Z1
+                    total = B[k]
+                    for c in range(C):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row, col = h * stride[0] + i, w * stride[1] + j
+                                total += W[k, c, i, j] * padded_value(X, m, c, row, col, padding)
+                    Z[m, k, h, w] = total
+    return Z
 
 
-def conv_backward(dL_dZ1, X, W1, stride: int, padding: int):
-    """dL/dX, dL/dW1, dL/dB1: each Z1 entry hands its gradient back to its bias, to each
+def conv_backward(dL_dZ, X, W, stride=1, padding=0):
+    """dL/dX, dL/dW, dL/dB: each Z entry hands its gradient back to its bias, to each
     weight (times the pixel the weight met) and to each real pixel (times that weight);
     the pixels of the zero frame are not inputs and keep nothing."""
-    M, K, Ho, Wo = dL_dZ1.shape
-    _, kh, kw = W1.shape
+    stride, padding = pair(stride), pair(padding)
+    M, K, Ho, Wo = dL_dZ.shape
+    _, C, kh, kw = W.shape
     dL_dX = np.zeros(X.shape)
-    dL_dW1 = np.zeros(W1.shape)
-    dL_dB1 = np.zeros(K)
+    dL_dW = np.zeros(W.shape)
+    dL_dB = np.zeros(K)
     for m in range(M):
         for k in range(K):
             for h in range(Ho):
                 for w in range(Wo):
-                    g = dL_dZ1[m, k, h, w]
-                    dL_dB1[k] += g
-                    for i in range(kh):
-                        for j in range(kw):
-                            row, col = h * stride + i, w * stride + j
-                            dL_dW1[k, i, j] += g * padded_pixel(X, m, row, col, padding)
-                            r, c = row - padding, col - padding
-                            if 0 <= r < X.shape[1] and 0 <= c < X.shape[2]:
-                                dL_dX[m, r, c] += g * W1[k, i, j]
-    return dL_dX, dL_dW1, dL_dB1
+                    g = dL_dZ[m, k, h, w]
+                    dL_dB[k] += g
+                    for c in range(C):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row, col = h * stride[0] + i, w * stride[1] + j
+                                dL_dW[k, c, i, j] += g * padded_value(X, m, c, row, col, padding)
+                                cell = inside(X.shape, row, col, padding)
+                                if cell is not None:
+                                    dL_dX[m, c, cell[0], cell[1]] += g * W[k, c, i, j]
+    return dL_dX, dL_dW, dL_dB
 
 
-# -- ReLU: A1 = max(Z1, 0) ----------------------------------------------------------------
+# -- element-wise activations: A = f(Z) ------------------------------------------------------
 
 
-def relu_forward(Z1):
-    A1 = np.zeros(Z1.shape)
-    for index in np.ndindex(Z1.shape):
-        A1[index] = Z1[index] if Z1[index] > 0 else 0.0
-    return A1
+def elementwise(Z, f):
+    """f applied to each entry of Z, one at a time."""
+    Z = np.asarray(Z, dtype=np.float64)
+    out = np.zeros(Z.shape)
+    for index in np.ndindex(Z.shape):
+        out[index] = f(float(Z[index]))
+    return out
 
 
-def relu_grad(Z1):
-    """dA1/dZ1 = 1 where Z1 > 0, else 0: at Z1 = 0 exactly the slope is taken as 0."""
-    dA1_dZ1 = np.zeros(Z1.shape)
-    for index in np.ndindex(Z1.shape):
-        dA1_dZ1[index] = 1.0 if Z1[index] > 0 else 0.0
-    return dA1_dZ1
+def relu_forward(Z):
+    return elementwise(Z, lambda z: z if z > 0 else 0.0)
 
 
-# -- max pooling: P1 = MaxPool(A1) --------------------------------------------------------
+def relu_grad(Z):
+    """dA/dZ = 1 where Z > 0, else 0: at Z = 0 exactly the slope is taken as 0."""
+    return elementwise(Z, lambda z: 1.0 if z > 0 else 0.0)
 
 
-def window_argmax(A1, m: int, k: int, h: int, w: int, pool: int, stride: int):
-    """(row, col) in A1 of the maximum of window (h, w); a tie goes to the first maximum
-    met in row-major order, because only a strictly larger value replaces it."""
-    best = None
-    for i in range(pool):
-        for j in range(pool):
-            row, col = h * stride + i, w * stride + j
-            if best is None or A1[m, k, row, col] > A1[m, k, best[0], best[1]]:
-                best = (row, col)
-    return best
+def leaky_relu_forward(Z, alpha: float):
+    """A = Z where Z > 0, alpha·Z elsewhere."""
+    return elementwise(Z, lambda z: z if z > 0 else alpha * z)
 
 
-def maxpool_forward(A1, pool: int, stride: int):
-    """P1[m,k,h,w] = the largest A1 entry in the pool x pool window at (h*stride, w*stride)."""
-    M, K, H1, W1 = A1.shape
-    Hp, Wp = positions(H1, pool, stride), positions(W1, pool, stride)
-    P1 = np.zeros((M, K, Hp, Wp))
-    for m in range(M):
-        for k in range(K):
-            for h in range(Hp):
-                for w in range(Wp):
-                    row, col = window_argmax(A1, m, k, h, w, pool, stride)
-                    P1[m, k, h, w] = A1[m, k, row, col]
-    return P1
+def leaky_relu_grad(Z, alpha: float):
+    """dA/dZ = 1 where Z > 0, alpha elsewhere (at 0 too, as in PyTorch)."""
+    return elementwise(Z, lambda z: 1.0 if z > 0 else alpha)
 
 
-def maxpool_backward(dL_dP1, A1, pool: int, stride: int):
-    """dL/dA1: each window sends its gradient to the cell that won it. Where windows
-    overlap, one cell can win several and receives the sum."""
-    M, K, Hp, Wp = dL_dP1.shape
-    dL_dA1 = np.zeros(A1.shape)
-    for m in range(M):
-        for k in range(K):
-            for h in range(Hp):
-                for w in range(Wp):
-                    row, col = window_argmax(A1, m, k, h, w, pool, stride)
-                    dL_dA1[m, k, row, col] += dL_dP1[m, k, h, w]
-    return dL_dA1
+def tanh_forward(Z):
+    return elementwise(Z, math.tanh)
 
 
-# -- flatten: F = flatten(P1) -------------------------------------------------------------
-
-
-def flatten_forward(P1):
-    """F[m] lists P1[m] filter by filter, each filter row by row, each row left to right."""
-    M, K, Hp, Wp = P1.shape
-    F = np.zeros((M, K * Hp * Wp))
-    for m in range(M):
-        position = 0
-        for k in range(K):
-            for r in range(Hp):
-                for c in range(Wp):
-                    F[m, position] = P1[m, k, r, c]
-                    position += 1
-    return F
-
-
-def flatten_backward(dL_dF, P1_shape):
-    """dL/dP1: each entry of dL/dF goes back to the P1 cell it was read from."""
-    M, K, Hp, Wp = P1_shape
-    dL_dP1 = np.zeros(P1_shape)
-    for m in range(M):
-        position = 0
-        for k in range(K):
-            for r in range(Hp):
-                for c in range(Wp):
-                    dL_dP1[m, k, r, c] = dL_dF[m, position]
-                    position += 1
-    return dL_dP1
-
-
-# -- fully connected: Z2 = F·W2 + B2 ------------------------------------------------------
-
-
-def dense_forward(F, W2, B2):
-    M, n = F.shape
-    Z2 = np.zeros(M)
-    for m in range(M):
-        total = float(B2)
-        for i in range(n):
-            total += F[m, i] * W2[i]
-        Z2[m] = total
-    return Z2
-
-
-def dense_backward(dL_dZ2, F, W2):
-    """dL/dF[m,i] = dL/dZ2[m]·W2[i];  dL/dW2[i] = sum_m F[m,i]·dL/dZ2[m];  dL/dB2 = sum dL/dZ2."""
-    M, n = F.shape
-    dL_dF = np.zeros((M, n))
-    dL_dW2 = np.zeros(n)
-    dL_dB2 = 0.0
-    for m in range(M):
-        dL_dB2 += dL_dZ2[m]
-        for i in range(n):
-            dL_dF[m, i] = dL_dZ2[m] * W2[i]
-            dL_dW2[i] += F[m, i] * dL_dZ2[m]
-    return dL_dF, dL_dW2, np.float64(dL_dB2)
-
-
-# -- sigmoid and binary cross-entropy: A2 = σ(Z2), L = BCE(Y, A2) ---------------------------
+def tanh_grad(Z):
+    """dA/dZ = 1 - tanh(z)², from Z (cnntrace.ops takes it from A)."""
+    return elementwise(Z, lambda z: 1.0 - math.tanh(z) ** 2)
 
 
 def sigmoid(z: float) -> float:
@@ -216,6 +157,10 @@ def sigmoid(z: float) -> float:
     return math.exp(z) / (1.0 + math.exp(z))
 
 
+def sigmoid_forward(Z):
+    return elementwise(Z, sigmoid)
+
+
 def log_sigmoid(z: float) -> float:
     """log σ(z) = -log(1 + e^-z), which stays finite where σ(z) rounds to 0 or 1."""
     if z >= 0:
@@ -223,54 +168,310 @@ def log_sigmoid(z: float) -> float:
     return z - math.log1p(math.exp(z))
 
 
-def bce_loss(Z2, Y) -> float:
-    """L = mean_m [ -Y·log A2 - (1 - Y)·log(1 - A2) ], with log(1 - σ(z)) = log σ(-z)."""
-    M = len(Z2)
+def sigmoid_grad(Z):
+    """dA/dZ = σ(z)·(1 - σ(z)) = σ(z)·σ(-z)."""
+    return elementwise(Z, lambda z: sigmoid(z) * sigmoid(-z))
+
+
+# -- softmax: A[m] = softmax(Z[m]), over each image's units ---------------------------------
+
+
+def log_softmax_row(row) -> list[float]:
+    """log A_i = z_i - max - log Σ_j e^(z_j - max): every exponent <= 0, never the log of 0."""
+    largest = max(row)
+    total = sum(math.exp(z - largest) for z in row)
+    return [z - largest - math.log(total) for z in row]
+
+
+def softmax(Z):
+    """A[m,i] = e^Z[m,i] / Σ_j e^Z[m,j], image by image; Z (M, n)."""
+    M, n = Z.shape
+    A = np.zeros((M, n))
+    for m in range(M):
+        largest = max(Z[m])
+        exps = [math.exp(z - largest) for z in Z[m]]
+        total = sum(exps)
+        for i in range(n):
+            A[m, i] = exps[i] / total
+    return A
+
+
+def softmax_backward(dL_dA, Z):
+    """dL/dZ[m,j] = Σ_i dL/dA[m,i] · dA_i/dZ_j with dA_i/dZ_j = A_i·(δij - A_j): the whole
+    Jacobian, entry by entry."""
+    A = softmax(Z)
+    M, n = A.shape
+    dL_dZ = np.zeros((M, n))
+    for m in range(M):
+        for j in range(n):
+            total = 0.0
+            for i in range(n):
+                delta = 1.0 if i == j else 0.0
+                total += dL_dA[m, i] * A[m, i] * (delta - A[m, j])
+            dL_dZ[m, j] = total
+    return dL_dZ
+
+
+# -- pooling: P = MaxPool(A) or AvgPool(A) --------------------------------------------------
+
+
+def pool_shape(shape, size, stride, padding):
+    M, C, H, W = shape
+    return (M, C, positions(H + 2 * padding[0], size[0], stride[0]),
+            positions(W + 2 * padding[1], size[1], stride[1]))  # fmt: skip
+
+
+def window_argmax(A, m: int, c: int, h: int, w: int, size, stride, padding=(0, 0)):
+    """(row, col) in A of the maximum of window (h, w), padding cells being −∞; a tie goes
+    to the first maximum met in row-major order, because only a strictly larger value
+    replaces it. None if no cell of A beats the padding (a window of padding only)."""
+    size, stride, padding = pair(size), pair(stride), pair(padding)
+    best, best_value = None, -math.inf
+    for i in range(size[0]):
+        for j in range(size[1]):
+            cell = inside(A.shape, h * stride[0] + i, w * stride[1] + j, padding)
+            if cell is None:
+                continue  # −∞ never beats anything, not even another −∞
+            if best is None or A[m, c, cell[0], cell[1]] > best_value:
+                best, best_value = cell, A[m, c, cell[0], cell[1]]
+    return best
+
+
+def maxpool_forward(A, size=2, stride=2, padding=0):
+    """P[m,c,h,w] = the largest entry of the size[0]×size[1] window at (h*sh, w*sw) of A
+    framed by −∞."""
+    size, stride, padding = pair(size), pair(stride), pair(padding)
+    P = np.full(pool_shape(A.shape, size, stride, padding), -math.inf)
+    M, C, Hp, Wp = P.shape
+    for m in range(M):
+        for c in range(C):
+            for h in range(Hp):
+                for w in range(Wp):
+                    best = window_argmax(A, m, c, h, w, size, stride, padding)
+                    if best is not None:
+                        P[m, c, h, w] = A[m, c, best[0], best[1]]
+    return P
+
+
+def maxpool_backward(dL_dP, A, size=2, stride=2, padding=0):
+    """dL/dA: each window sends its gradient to the cell that won it. Where windows
+    overlap, one cell can win several and receives the sum."""
+    M, C, Hp, Wp = dL_dP.shape
+    dL_dA = np.zeros(A.shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(Hp):
+                for w in range(Wp):
+                    best = window_argmax(A, m, c, h, w, size, stride, padding)
+                    if best is not None:
+                        dL_dA[m, c, best[0], best[1]] += dL_dP[m, c, h, w]
+    return dL_dA
+
+
+def avgpool_forward(A, size=2, stride=2, padding=0):
+    """P[m,c,h,w] = the mean of the size[0]×size[1] window at (h*sh, w*sw) of A framed by
+    zeros; the zeros count in the mean (PyTorch's count_include_pad)."""
+    size, stride, padding = pair(size), pair(stride), pair(padding)
+    P = np.zeros(pool_shape(A.shape, size, stride, padding))
+    M, C, Hp, Wp = P.shape
+    for m in range(M):
+        for c in range(C):
+            for h in range(Hp):
+                for w in range(Wp):
+                    total = 0.0
+                    for i in range(size[0]):
+                        for j in range(size[1]):
+                            row, col = h * stride[0] + i, w * stride[1] + j
+                            total += padded_value(A, m, c, row, col, padding)
+                    P[m, c, h, w] = total / (size[0] * size[1])
+    return P
+
+
+def avgpool_backward(dL_dP, A_shape, size=2, stride=2, padding=0):
+    """dL/dA: each window's gradient shared equally among its size[0]·size[1] cells; the
+    padding's shares are dropped."""
+    size, stride, padding = pair(size), pair(stride), pair(padding)
+    M, C, Hp, Wp = dL_dP.shape
+    dL_dA = np.zeros(A_shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(Hp):
+                for w in range(Wp):
+                    share = dL_dP[m, c, h, w] / (size[0] * size[1])
+                    for i in range(size[0]):
+                        for j in range(size[1]):
+                            cell = inside(A_shape, h * stride[0] + i, w * stride[1] + j, padding)
+                            if cell is not None:
+                                dL_dA[m, c, cell[0], cell[1]] += share
+    return dL_dA
+
+
+# -- flatten: F = flatten(P) ---------------------------------------------------------------
+
+
+def flatten_forward(P):
+    """F[m] lists P[m] channel by channel, each channel row by row, each row left to right."""
+    M, C, Hp, Wp = P.shape
+    F = np.zeros((M, C * Hp * Wp))
+    for m in range(M):
+        position = 0
+        for c in range(C):
+            for r in range(Hp):
+                for s in range(Wp):
+                    F[m, position] = P[m, c, r, s]
+                    position += 1
+    return F
+
+
+def flatten_backward(dL_dF, P_shape):
+    """dL/dP: each entry of dL/dF goes back to the P cell it was read from."""
+    M, C, Hp, Wp = P_shape
+    dL_dP = np.zeros(P_shape)
+    for m in range(M):
+        position = 0
+        for c in range(C):
+            for r in range(Hp):
+                for s in range(Wp):
+                    dL_dP[m, c, r, s] = dL_dF[m, position]
+                    position += 1
+    return dL_dP
+
+
+# -- fully connected: Z = F·W + B ----------------------------------------------------------
+
+
+def dense_forward(F, W, B):
+    """Z[m,o] = B[o] + sum_i F[m,i]·W[i,o]."""
+    M, n_in = F.shape
+    n_out = W.shape[1]
+    Z = np.zeros((M, n_out))
+    for m in range(M):
+        for o in range(n_out):
+            total = float(B[o])
+            for i in range(n_in):
+                total += F[m, i] * W[i, o]
+            Z[m, o] = total
+    return Z
+
+
+def dense_backward(dL_dZ, F, W):
+    """dL/dF[m,i] = sum_o dL/dZ[m,o]·W[i,o];  dL/dW[i,o] = sum_m F[m,i]·dL/dZ[m,o];
+    dL/dB[o] = sum_m dL/dZ[m,o]."""
+    M, n_in = F.shape
+    n_out = W.shape[1]
+    dL_dF = np.zeros((M, n_in))
+    dL_dW = np.zeros((n_in, n_out))
+    dL_dB = np.zeros(n_out)
+    for m in range(M):
+        for o in range(n_out):
+            g = dL_dZ[m, o]
+            dL_dB[o] += g
+            for i in range(n_in):
+                dL_dF[m, i] += g * W[i, o]
+                dL_dW[i, o] += F[m, i] * g
+    return dL_dF, dL_dW, dL_dB
+
+
+# -- losses: the mean, as PyTorch's reduction="mean" computes it ----------------------------
+
+
+def bce_loss(Z, Y) -> float:
+    """L = mean over every entry of -Y·log A - (1 - Y)·log(1 - A), A = σ(Z), with
+    log(1 - σ(z)) = log σ(-z)."""
+    Z, Y = np.asarray(Z, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    total = 0.0
+    for index in np.ndindex(Z.shape):
+        z, y = float(Z[index]), float(Y[index])
+        total += -y * log_sigmoid(z) - (1.0 - y) * log_sigmoid(-z)
+    return np.float64(total / Z.size)
+
+
+def bce_grad_A(Z, Y):
+    """dL/dA = (-Y/A + (1 - Y)/(1 - A)) / N over N entries; a term whose label weight is 0
+    is 0."""
+    Z, Y = np.asarray(Z, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    dL_dA = np.zeros(Z.shape)
+    for index in np.ndindex(Z.shape):
+        z, y = float(Z[index]), float(Y[index])
+        a, one_minus_a = sigmoid(z), sigmoid(-z)
+        term = 0.0
+        if y != 0:
+            term -= y / a if a != 0 else math.copysign(math.inf, y)
+        if y != 1:
+            term += (
+                (1.0 - y) / one_minus_a if one_minus_a != 0 else math.copysign(math.inf, 1.0 - y)
+            )
+        dL_dA[index] = term / Z.size
+    return dL_dA
+
+
+def cross_entropy_loss(Z, Y) -> float:
+    """L = mean over the M images of -Σ_i Y[m,i]·log softmax(Z[m])_i; a class of weight 0
+    adds nothing."""
+    M, n = Z.shape
     total = 0.0
     for m in range(M):
-        total += -Y[m] * log_sigmoid(Z2[m]) - (1.0 - Y[m]) * log_sigmoid(-Z2[m])
+        logs = log_softmax_row(list(Z[m]))
+        for i in range(n):
+            if Y[m, i] != 0:
+                total -= Y[m, i] * logs[i]
     return np.float64(total / M)
 
 
-def bce_grad_A2(Z2, Y):
-    """dL/dA2[m] = (-Y/A2 + (1 - Y)/(1 - A2)) / M; a term whose label weight is 0 is 0."""
-    M = len(Z2)
-    dL_dA2 = np.zeros(M)
+def cross_entropy_grad_A(A, Y):
+    """dL/dA[m,i] = -Y[m,i] / (M·A[m,i]); a class of weight 0 gets 0."""
+    M, n = A.shape
+    dL_dA = np.zeros((M, n))
     for m in range(M):
-        a2, one_minus_a2 = sigmoid(Z2[m]), sigmoid(-Z2[m])
-        term = 0.0
-        if Y[m] != 0:
-            term -= Y[m] / a2
-        if Y[m] != 1:
-            term += (1.0 - Y[m]) / one_minus_a2
-        dL_dA2[m] = term / M
-    return dL_dA2
+        for i in range(n):
+            if Y[m, i] != 0:
+                dL_dA[m, i] = -Y[m, i] / A[m, i] / M
+    return dL_dA
 
 
-def sigmoid_grad(Z2):
-    """dA2/dZ2 = σ(z)·(1 - σ(z)) = σ(z)·σ(-z)."""
-    return np.array([sigmoid(z) * sigmoid(-z) for z in Z2])
+def mse_loss(A, Y) -> float:
+    """L = mean over every entry of (A - Y)²."""
+    A, Y = np.asarray(A, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    total = 0.0
+    for index in np.ndindex(A.shape):
+        total += (float(A[index]) - float(Y[index])) ** 2
+    return np.float64(total / A.size)
 
 
-# -- the whole pass ----------------------------------------------------------------------
+def mse_grad(A, Y):
+    """dL/dA = 2·(A - Y) / N over N entries."""
+    A, Y = np.asarray(A, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    dL_dA = np.zeros(A.shape)
+    for index in np.ndindex(A.shape):
+        dL_dA[index] = 2.0 * (float(A[index]) - float(Y[index])) / A.size
+    return dL_dA
 
 
-def forward_backward(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=2):
-    """The same {name: array} as cnntrace.network.forward_backward, the slow way."""
-    M = X.shape[0]
+# -- the reference network's whole pass ------------------------------------------------------
+
+
+def forward_backward(X, Y, weights, *, stride=1, padding=0, pool=2, pool_stride=2):
+    """The same {name: array} as the reference network's Network.forward_backward, the
+    slow way: conv → relu → maxpool → flatten → dense → sigmoid, loss bce.
+
+    X (M, C, H, W), Y (M, 1); weights W1 (K, C, kh, kw), B1 (K,), W2 (n, 1), B2 (1,).
+    """
+    W1, B1, W2, B2 = (np.asarray(weights[p], dtype=np.float64) for p in ("W1", "B1", "W2", "B2"))
     Z1 = conv_forward(X, W1, B1, stride, padding)
     A1 = relu_forward(Z1)
     P1 = maxpool_forward(A1, pool, pool_stride)
     F = flatten_forward(P1)
     Z2 = dense_forward(F, W2, B2)
-    A2 = np.array([sigmoid(z) for z in Z2])
+    A2 = sigmoid_forward(Z2)
     L = bce_loss(Z2, Y)
 
-    dL_dA2 = bce_grad_A2(Z2, Y)
+    dL_dA2 = bce_grad_A(Z2, Y)
     dA2_dZ2 = sigmoid_grad(Z2)
-    # The product dL/dA2·dA2/dZ2 simplifies to (A2 - Y)/M; the simplified form keeps its
+    # The product dL/dA2·dA2/dZ2 simplifies to (A2 - Y)/N; the simplified form keeps its
     # digits where A2 saturates and the two factors would be 0 and huge.
-    dL_dZ2 = np.array([(A2[m] - Y[m]) / M for m in range(M)])
+    dL_dZ2 = np.zeros(Z2.shape)
+    for index in np.ndindex(Z2.shape):
+        dL_dZ2[index] = (A2[index] - Y[index]) / Z2.size
     dL_dF, dL_dW2, dL_dB2 = dense_backward(dL_dZ2, F, W2)
     dL_dP1 = flatten_backward(dL_dF, P1.shape)
     dL_dA1 = maxpool_backward(dL_dP1, A1, pool, pool_stride)
@@ -289,10 +490,10 @@ def forward_backward(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_
     }  # fmt: skip
 
 
-def gradient_step(W1, B1, W2, B2, grads, lr):
-    """One step of gradient descent, P - lr·dL/dP, entry by entry."""
+def gradient_step(weights: dict, grads: dict, lr):
+    """One step of gradient descent, P - lr·dL/dP, entry by entry, for each weight P."""
     updated = {}
-    for name, value in (("W1", W1), ("B1", B1), ("W2", W2), ("B2", B2)):
+    for name, value in weights.items():
         value = np.asarray(value, dtype=np.float64)
         gradient = np.asarray(grads["dL_d" + name])
         step = np.zeros(value.shape)

@@ -16,9 +16,12 @@ from typer.testing import CliRunner
 
 from cnntrace.cli import app
 from cnntrace.io import load_problem
-from cnntrace.network import STAGE, run
+from cnntrace.network import run
+from cnntrace.reference import reference_stages
 from cnntrace.schema import INPUT_SCHEMA
 from tests.inputs import REFERENCE, reference, variant, write
+
+STAGE = {stage.name: stage for stage in reference_stages()}
 
 runner = CliRunner()
 
@@ -326,7 +329,7 @@ def test_init_shapes(tmp_path, args, X_shape, W1_shape):
     result = invoke("init", *args, "--seed", "1", "-o", output)
     assert result.exit_code == 0 and result.stdout == "" and "wrote" in result.stderr
     problem = load_problem(output)
-    assert problem.X.shape == X_shape and problem.W1.shape == W1_shape
+    assert problem.X.shape == X_shape and problem.inputs["W1"].shape == W1_shape
 
 
 def test_init_notes_a_new_seed_in_the_file():
@@ -371,12 +374,14 @@ def test_init_image_that_is_not_a_picture(tmp_path):
 
 
 def test_schema_names_every_key_the_reader_knows():
-    from cnntrace.io import KNOWN_KEYS, REQUIRED_KEYS
+    from cnntrace.io import KNOWN_KEYS, LAYERS_KEYS, REQUIRED_KEYS
 
     data = json.loads(invoke("schema").stdout)
     assert data == json.loads(json.dumps(INPUT_SCHEMA))
-    assert set(data["properties"]) == set(KNOWN_KEYS)
-    assert data["required"] == list(REQUIRED_KEYS)
+    reference_form, layers_form = data["oneOf"]  # the file without layers, and with them
+    assert set(reference_form["properties"]) == set(KNOWN_KEYS)
+    assert reference_form["required"] == list(REQUIRED_KEYS)
+    assert set(layers_form["properties"]) == set(LAYERS_KEYS) and "layers" in layers_form["required"]
 
 
 def test_schema_accepts_the_samples_and_rejects_a_bad_file(tmp_path):

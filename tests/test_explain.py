@@ -13,8 +13,11 @@ import cnntrace
 from cnntrace.errors import InputError
 from cnntrace.explain import explain, explain_all, parse_term
 from cnntrace.io import load_problem
-from cnntrace.network import STAGES, run
+from cnntrace.network import run
+from cnntrace.reference import reference_stages
 from tests.inputs import REFERENCE
+
+STAGES = reference_stages()
 
 
 def reference_trace():

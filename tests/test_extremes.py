@@ -24,14 +24,17 @@ from typer.testing import CliRunner
 
 from cnntrace import ops
 from cnntrace.cli import app
-from cnntrace.derivation import pool_wins
 from cnntrace.errors import NumericError, TrainingDiverged
 from cnntrace.gradcheck import check
-from cnntrace.network import STAGES, forward_backward, gradient_step, trace
+from cnntrace.network import trace
 from cnntrace.problem import Problem
+from cnntrace.reference import reference_network, reference_stages
 from cnntrace.train import train
 from tests import naive
+from tests.inputs import reference_pass
 from tests.torch_reference import torch_pass
+
+STAGES = reference_stages()
 
 ORACLE = {"rtol": 1e-12, "atol": 0}
 PARAMS = ("X", "W1", "B1", "W2", "B2")
@@ -39,6 +42,19 @@ PARAMS = ("X", "W1", "B1", "W2", "B2")
 LOG_MAX = math.log(np.finfo(np.float64).max)  # 709.78...
 
 runner = CliRunner()
+#: The reference network's stages in the pass's order.
+
+
+def pool_wins(t) -> np.ndarray:
+    """How many pool windows each cell of A1 won, in A1's shape, as the trace marks them."""
+    (pool,) = (layer for layer in t.problem.network.layers if layer.type == "maxpool")
+    return pool.wins(t)
+
+
+def gradient_step(W1, B1, W2, B2, grads, lr):
+    """The reference network's update of these weights, in the shapes they are given in."""
+    weights = {"W1": W1, "B1": B1, "W2": W2, "B2": B2}
+    return reference_network().gradient_step(weights, grads, lr)
 
 
 # -- a problem in the pass's general shapes ---------------------------------------------
@@ -73,11 +89,11 @@ class Net:
     def values(self, **replaced):
         """Every stage of the pass (the display-only dL/dA2 too), overflow or not."""
         with np.errstate(all="ignore"):
-            return forward_backward(*self.arrays(**replaced), **self.options)
+            return reference_pass(*self.arrays(**replaced), **self.options)
 
     def oracle(self):
         with np.errstate(all="ignore"):
-            return naive.forward_backward(*self.arrays(), **self.options)
+            return reference_pass(*self.arrays(), oracle=True, **self.options)
 
     def trace(self, lr=0.1):
         return trace(*self.arrays(), **self.options, lr=lr)
@@ -111,7 +127,8 @@ def assert_matches_the_oracle(net: Net, exact=False, skip=()):
 
 def activation_pattern(values, options):
     """The ReLU mask and each pool window's winner: while they hold, L is smooth."""
-    _, cache = ops.maxpool_forward(values["A1"], options["pool"], options["pool_stride"])
+    pool, pool_stride = (options["pool"],) * 2, (options["pool_stride"],) * 2
+    _, cache = ops.maxpool_forward(values["A1"], pool, pool_stride)
     return values["Z1"] > 0, cache.winner
 
 
@@ -239,7 +256,7 @@ def test_saturated_sigmoid_gives_the_stable_loss_and_dL_dZ2_exactly_A2_minus_Y(Z
     if dL_dA2_overflows(z, Y):
         assert not np.isfinite(values["dL_dA2"][0])
     else:
-        assert values["dL_dA2"][0] == pytest.approx(naive.bce_grad_A2([z], [Y])[0], rel=1e-13)
+        assert values["dL_dA2"][0] == pytest.approx(naive.bce_grad_A([z], [Y])[0], rel=1e-13)
 
 
 @pytest.mark.parametrize("Y", [0.0, 1.0, 0.25])
@@ -571,7 +588,7 @@ def test_subnormals_give_exactly_the_oracles_numbers(monkeypatch, where, unit, p
         assert np.any((stage != 0) & (np.abs(stage) < np.finfo(float).tiny)), name
     assert_matches_the_oracle(net, exact=True)
     t = net.trace(lr=0.5)
-    expected = naive.gradient_step(*net.arrays()[2:], net.oracle(), lr=0.5)
+    expected = naive.gradient_step(dict(zip(PARAMS[1:], net.arrays()[2:])), net.oracle(), lr=0.5)
     for name in ("W1", "B1", "W2", "B2"):
         assert_array_equal(t[name], expected[name], name)
 
@@ -600,10 +617,10 @@ def test_relu_of_negative_zero_is_positive_zero_with_slope_zero():
     [[[-0.0, 0.0], [0.0, 0.0]], [[0.0, -0.0], [-0.0, -0.0]], [[-0.0, -0.0], [0.0, -0.0]]],
 )
 def test_zero_and_negative_zero_tie_and_the_first_cell_wins(window):
-    P1, cache = ops.maxpool_forward(np.array(window)[None, None], 2, 2)
+    P1, cache = ops.maxpool_forward(np.array(window)[None, None], (2, 2), (2, 2))
     assert cache.winner[0, 0, 0, 0] == 0
     assert np.signbit(P1[0, 0, 0, 0]) == np.signbit(window[0][0])  # the first cell's value
-    assert naive.window_argmax(np.array(window)[None, None], 0, 0, 0, 0, 2, 2) == (0, 0)
+    assert naive.window_argmax(np.array(window)[None, None], 0, 0, 0, 0, (2, 2), (2, 2)) == (0, 0)
     dL_dA1 = ops.maxpool_backward(np.array([[[[3.0]]]]), cache)
     assert_array_equal(dL_dA1[0, 0], [[3.0, 0.0], [0.0, 0.0]])
 

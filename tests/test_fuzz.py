@@ -39,8 +39,11 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.errors import CnntraceError
 from cnntrace.io import load_problem, problem_from_dict
-from cnntrace.network import STAGE, run
+from cnntrace.network import run
+from cnntrace.reference import reference_stages
 from tests.inputs import REFERENCE, reference
+
+STAGE = {stage.name: stage for stage in reference_stages()}
 
 # A warning would reach stderr as a second line (and may hide a bug): each one fails the test.
 # Except one: np.load leaves a damaged .npz file open, which Python reports (as a
@@ -513,7 +516,7 @@ def assert_training_outcome(outcome: Outcome, path: Path, saved: Path) -> None:
         assert len(data["history"]) == 2
         problem = load_problem(saved)  # the saved input is valid
         for name, value in data["parameters"].items():
-            assert np.array_equal(np.asarray(value, dtype=np.float64), getattr(problem, name))
+            assert np.array_equal(np.asarray(value, dtype=np.float64), problem.inputs[name])
     elif outcome.status == 1:
         assert "diverged" in outcome.stderr
         assert_clean_error(outcome, path, status=1)

@@ -14,13 +14,25 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from cnntrace.errors import CnntraceError, NumericError
-from cnntrace.network import STAGES, forward_backward, gradient_step, trace
+from cnntrace.network import trace
+from cnntrace.reference import reference_network, reference_stages
 from tests import naive
+from tests.inputs import reference_pass
 from tests.torch_reference import torch_pass
+
+STAGES = reference_stages()
 
 ORACLE = {"rtol": 1e-12, "atol": 1e-12}
 TORCH = {"rtol": 1e-9, "atol": 1e-9}
 PARAMS = ("X", "W1", "B1", "W2", "B2")
+#: The reference network's stages in the derivation's order (their names are the same for
+#: one image and for a batch).
+
+
+def gradient_step(W1, B1, W2, B2, grads, lr):
+    """The reference network's update of these weights, in the shapes they are given in."""
+    weights = {"W1": W1, "B1": B1, "W2": W2, "B2": B2}
+    return reference_network().gradient_step(weights, grads, lr)
 
 
 # -- random problems ----------------------------------------------------------------------
@@ -53,7 +65,8 @@ class Case:
         )  # fmt: skip
 
     def forward_backward(self, **replaced):
-        return forward_backward(*self.general(**replaced), **self.options)
+        """The reference network's pass, every result in the shapes of ``general``."""
+        return reference_pass(*self.general(**replaced), **self.options)
 
 
 @st.composite
@@ -176,7 +189,7 @@ def test_central_differences_catch_a_wrong_gradient():
 
 def assert_matches_the_oracle(case: Case):
     general = case.general()
-    expected = naive.forward_backward(*general, **case.options)
+    expected = reference_pass(*general, oracle=True, **case.options)
     values = case.forward_backward()
     assert list(values) == list(expected)
     for name, value in values.items():
@@ -186,7 +199,7 @@ def assert_matches_the_oracle(case: Case):
     # The trace presents the same numbers, in the same order, in the user's shapes,
     # and its update is one step of gradient descent.
     t = case.trace(lr=0.25)
-    expected.update(naive.gradient_step(*general[2:], expected, lr=0.25))
+    expected.update(naive.gradient_step(dict(zip(PARAMS[1:], general[2:])), expected, lr=0.25))
     for stage in STAGES:
         assert_allclose(
             np.ravel(t[stage.name]), np.ravel(expected[stage.name]), **ORACLE, err_msg=stage.name

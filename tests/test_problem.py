@@ -19,6 +19,12 @@ def inputs(**changed):
     return {**values, **changed}
 
 
+def filters(problem) -> int:
+    """K, the number of filters of W1 as the user wrote it."""
+    W1 = problem.inputs["W1"]
+    return W1.shape[0] if W1.ndim == 3 else 1
+
+
 def refused(**changed) -> InputError:
     with pytest.raises(InputError) as raised:
         Problem.build(**inputs(**changed))
@@ -28,10 +34,12 @@ def refused(**changed) -> InputError:
 
 def test_the_reference_problem_is_accepted_with_the_default_options():
     problem = Problem.build(**inputs())
-    options = (problem.stride, problem.padding, problem.pool, problem.pool_stride, problem.lr)
+    r = problem.reference
+    options = (r.stride, r.padding, r.pool, r.pool_stride, problem.lr)
     assert options == (1, 0, 2, 2, 0.1)
-    assert (problem.M, problem.K, problem.batched, problem.multi_filter) == (1, 1, False, False)
-    assert problem.X.dtype == np.float64 and problem.W2.shape == (4,)
+    multi_filter = problem.inputs["W1"].ndim == 3
+    assert (problem.M, filters(problem), problem.batched, multi_filter) == (1, 1, False, False)
+    assert problem.X.dtype == np.float64 and problem.inputs["W2"].shape == (4,)
 
 
 # -- the arrays ---------------------------------------------------------------------------
@@ -75,7 +83,7 @@ def test_a_kernel_larger_than_the_image_is_refused(X_shape, W1_shape):
 def test_padding_that_makes_the_kernel_fit_is_accepted():
     # 2×2 framed by 1 zero is 4×4: the 3×3 kernel fits, Z1 is 2×2, pool 2 leaves a single P1.
     problem = Problem.build(**inputs(X=np.ones((2, 2)), W2=[1.0]), padding=1)
-    assert problem.padding == 1
+    assert problem.reference.padding == 1
 
 
 @pytest.mark.parametrize(("W1_shape", "pool"), [((5, 5), 3), ((5, 4), 3)], ids=["Z1 2×2", "Z1 2×3"])
@@ -85,7 +93,7 @@ def test_a_pool_window_larger_than_Z1_is_refused(W1_shape, pool):
 
 
 def test_a_pool_window_as_large_as_Z1_is_accepted():
-    assert Problem.build(**inputs(W1=np.ones((5, 4)), W2=[1.0]), pool=2).pool == 2
+    assert Problem.build(**inputs(W1=np.ones((5, 4)), W2=[1.0]), pool=2).reference.pool == 2
 
 
 @pytest.mark.parametrize(
@@ -103,7 +111,7 @@ def test_W2_length_follows_the_number_of_filters():
     # Two filters double F: 2 × 2×2 = 8.
     error = refused(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0])
     assert error.key == "W2" and "expected 8 " in error.message
-    assert Problem.build(**inputs(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0], W2=np.ones(8))).K == 2
+    assert filters(Problem.build(**inputs(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0], W2=np.ones(8)))) == 2
 
 
 @pytest.mark.parametrize(
@@ -146,7 +154,7 @@ def test_labels_must_lie_in_0_to_1(Y):
 @pytest.mark.parametrize("Y", [0.0, 1.0, 0.25, [1.0], [0.0, 1.0, 0.5]])
 def test_labels_at_and_between_0_and_1_are_accepted(Y):
     X = np.ones((3, 6, 6)) if np.size(Y) == 3 else np.ones((6, 6))
-    assert Problem.build(**inputs(X=X, Y=Y)).Y.size == np.size(Y)
+    assert Problem.build(**inputs(X=X, Y=Y)).inputs["Y"].size == np.size(Y)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
@@ -187,14 +195,15 @@ def test_integral_floats_and_numpy_integers_are_accepted_as_sizes():
     # 8×8 framed by 1 is 10×10; the 3×3 kernel at stride 2 gives Z1 4×4 and pool 2 P1 2×2.
     sizes = {"stride": 2.0, "padding": np.int64(1), "pool": 2.0, "pool_stride": np.float64(2.0)}
     problem = Problem.build(**inputs(X=np.ones((8, 8))), **sizes)
-    built = (problem.stride, problem.padding, problem.pool, problem.pool_stride)
+    r = problem.reference
+    built = (r.stride, r.padding, r.pool, r.pool_stride)
     assert built == (2, 1, 2, 2)
     assert all(type(size) is int for size in built)
 
 
 def test_pool_stride_defaults_to_pool():
-    assert Problem.build(**inputs(W2=[1.0]), pool=3).pool_stride == 3
-    assert Problem.build(**inputs(W2=np.ones(9)), pool=2, pool_stride=1).pool_stride == 1
+    assert Problem.build(**inputs(W2=[1.0]), pool=3).reference.pool_stride == 3
+    assert Problem.build(**inputs(W2=np.ones(9)), pool=2, pool_stride=1).reference.pool_stride == 1
 
 
 def test_lr_is_stored_as_a_float():
@@ -206,29 +215,37 @@ def test_lr_is_stored_as_a_float():
 
 
 def test_general_shapes_add_the_image_and_filter_axes():
-    general = Problem.build(**inputs(W2=np.ones((4, 1)), B2=[[0.5]])).general()
-    shapes = [array.shape for array in general]
-    assert shapes == [(1, 6, 6), (1,), (1, 3, 3), (1,), (4,), ()]  # X, Y, W1, B1, W2, B2
+    problem = Problem.build(**inputs(W2=np.ones((4, 1)), B2=[[0.5]]))
+    weights = problem.general_weights()
+    shapes = [problem.general_X().shape, problem.general_target.shape,
+              *(weights[p].shape for p in ("W1", "B1", "W2", "B2"))]  # fmt: skip
+    # X (M, C, H, W), Y (M, 1), W1 (K, C, kh, kw), B1 (K,), W2 (n_in, n_out), B2 (n_out,)
+    assert shapes == [(1, 1, 6, 6), (1, 1), (1, 1, 3, 3), (1,), (4, 1), (1,)]
 
 
 def test_general_returns_copies_that_leave_the_problem_untouched():
     problem = Problem.build(**inputs())
-    X, *_ = problem.general()
-    X[0, 0, 0] = 99.0
-    assert problem.X[0, 0] == 0.0
+    weights = problem.general_weights()
+    for value in weights.values():
+        value.flat[0] = 99.0
+    assert problem.inputs["W1"][0, 0] == 1 / 9 and problem.inputs["W2"][0] == 0.1
+    assert problem.inputs["B1"] == 0.0 and problem.inputs["B2"] == 0.0
+    assert all(value.flat[0] != 99.0 for value in problem.general_weights().values())
 
 
 def test_present_drops_the_axes_the_user_did_not_write():
+    from cnntrace.network import run
+
     single = Problem.build(**inputs())
-    assert single.present("map", np.zeros((1, 1, 4, 4))).shape == (4, 4)
-    assert single.present("flat", np.zeros((1, 4))).shape == (4,)
-    assert single.present("batch", np.zeros(1)).shape == ()
+    assert single.present("Z1", np.zeros((1, 1, 4, 4))).shape == (4, 4)
+    assert single.present("F", np.zeros((1, 4))).shape == (4,)
+    assert single.present("Z2", np.zeros((1, 1))).shape == ()
     three_filters = {"W1": np.ones((3, 3, 3)), "B1": [0.0] * 3, "W2": np.ones(12)}
     batch = Problem.build(**inputs(X=np.ones((2, 6, 6)), Y=[0.0, 1.0], **three_filters))
-    assert batch.present("map", np.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)
-    assert batch.present("flat", np.zeros((2, 12))).shape == (2, 12)
-    assert batch.present("batch", np.zeros(2)).shape == (2,)
-    assert batch.leading_axes("map") == ("image", "filter")
+    assert batch.present("Z1", np.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)
+    assert batch.present("F", np.zeros((2, 12))).shape == (2, 12)
+    assert batch.present("Z2", np.zeros((2, 1))).shape == (2,)
+    assert run(batch).leading_axes("Z1") == ("image", "filter")
 
 
 @pytest.mark.parametrize(

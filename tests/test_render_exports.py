@@ -23,9 +23,12 @@ from rich.console import Console
 
 import cnntrace
 from cnntrace.io import load_problem
-from cnntrace.network import STAGES, run
+from cnntrace.network import run
+from cnntrace.reference import reference_stages
 from cnntrace.render import View, latex, markdown, table
 from tests.inputs import REFERENCE
+
+STAGES = reference_stages()
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("CNNTRACE_UPDATE_GOLDEN") == "1"
@@ -194,13 +197,13 @@ def test_every_stage_has_a_title_in_every_export():
 
 
 def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
-    from cnntrace.derivation import padded_gradient
     from cnntrace.network import trace as run_trace
 
     rng = np.random.default_rng(5)
     t = run_trace(rng.normal(size=(2, 4, 5)), [1, 0], rng.normal(size=(2, 3, 3)), [0.1, -0.1],
                   rng.normal(size=2 * 2 * 2), 0.0, padding=1)  # fmt: skip
-    padded = padded_gradient(t)
+    title, padded, _, border, _ = t.annotations["dL_dX"].extra  # the conv's ∂L/∂pad(X)
+    assert title == "∂L/∂pad(X)" and border == (1, 1)
     assert padded.shape == (2, 6, 7)
     # Inside the border it is dL/dX; the border is what the windows sent to the padding.
     np.testing.assert_array_equal(padded[:, 1:-1, 1:-1], t["dL_dX"])

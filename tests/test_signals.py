@@ -35,11 +35,19 @@ from tests.inputs import REFERENCE, SAMPLES
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
 
-# Python itself reports a KeyboardInterrupt raised in a finalizer (__del__, or the resumption
-# of a generator being closed) as "Exception ignored" and goes on: such calls, and those made
-# from __del__, are not counted (those made from generators are). The garbage collector is
-# off while a command runs, so that finalizers run at the same points every time.
+# Python itself reports a KeyboardInterrupt raised in a finalizer (__del__, a weakref's
+# callback such as the one importlib sets on each module lock, or the resumption of a
+# generator being closed) as "Exception ignored" and goes on: such calls, and those made from
+# __del__ and those callbacks, are not counted (those made from generators are). The garbage
+# collector is off while a command runs, so that finalizers run at the same points every time.
 GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+#: Finalizers by (module, function name): importlib's module locks go with a weakref callback.
+FINALIZERS = {("importlib._bootstrap", "cb")}
+
+
+def is_finalizer(frame) -> bool:
+    code = frame.f_code
+    return code.co_name == "__del__" or (frame.f_globals.get("__name__"), code.co_name) in FINALIZERS
 
 
 def raise_keyboard_interrupt():
@@ -65,7 +73,8 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
     ``ctrl_c()`` at the ``at``-th call of a Python function (never when ``at`` is None).
 
     ``calls_of`` names functions ("module.function") whose span is recorded in ``Run.spans``:
-    the number of their first call, and of the last call made before it returned. What the
+    the number of their first call, and of the last call made before it returned (or, a
+    generator, first yielded). What the
     run changes (the loaded command line, signal handlers, sys.excepthook) is put back.
     """
     from cnntrace.__main__ import main
@@ -73,7 +82,7 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
     count, spans, finalizing = 0, {}, 0
 
     def until_return(frame, event, arg):
-        if event == "return":
+        if event == "return" and spans[name_of(frame)][1] is None:  # a generator: its first yield
             spans[name_of(frame)][1] = count
 
     def until_finalized(frame, event, arg):
@@ -84,7 +93,7 @@ def run_entry(args, at: int | None = None, ctrl_c=raise_keyboard_interrupt, call
 
     def trace(frame, event, arg):  # called at every call of a Python function
         nonlocal count, finalizing
-        if frame.f_code.co_name == "__del__":
+        if is_finalizer(frame):
             finalizing += 1
             return until_finalized
         if not finalizing and not frame.f_code.co_flags & GENERATOR_FLAGS:
@@ -308,9 +317,12 @@ def test_train_saves_the_last_completed_epoch_wherever_ctrl_c_lands(tmp_path):
     out = tmp_path / "trained.json"
     args = ["train", source, "-n", EPOCHS, "-b", "8", "-f", "ndjson", "--save", out]
     history = trained_parameters(load_problem(source), EPOCHS, batch_size=8)
-    complete = warm_run(args, out, calls_of=("cnntrace.network.forward_backward",))
+    complete = warm_run(args, out, calls_of=("cnntrace.cli._stop_on_ctrl_c", "cnntrace.network.forward_backward"))
     assert saved_epoch(out, history, source) == EPOCHS
-    training_begins = complete.spans["cnntrace.network.forward_backward"][0]
+    # Training begins when its Ctrl-C handler is in place: the last call before
+    # _stop_on_ctrl_c yields comes after signal.signal set it (the first pass follows).
+    training_begins = complete.spans["cnntrace.cli._stop_on_ctrl_c"][1]
+    assert training_begins < complete.spans["cnntrace.network.forward_backward"][0]
     for at in spread(complete.calls, 24):
         run = fresh_run(args, out, at, ctrl_c=send_sigint)
         assert_interrupted(run, at)

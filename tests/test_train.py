@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from cnntrace import ops
 from cnntrace.errors import TrainingDiverged
 from cnntrace.io import load_problem
-from cnntrace.network import forward_backward, gradient_step, run
+from cnntrace.network import run
 from cnntrace.problem import Problem
 from cnntrace.train import minibatches, presented, starting_parameters, train
 from tests.inputs import REFERENCE, SAMPLES
 
-PARAMETERS = ("W1", "B1", "W2", "B2")
+PARAMETERS = ("W1", "B1", "W2", "B2")  # the reference network's, in the update's order
 
 
 def batch_problem(M=6, seed=0, **options) -> Problem:
@@ -27,8 +27,23 @@ def batch_problem(M=6, seed=0, **options) -> Problem:
     reference = load_problem(REFERENCE)
     return Problem.build(
         rng.uniform(0, 2, size=(M, 6, 6)), (rng.random(M) < 0.5).astype(float),
-        reference.W1, reference.B1, reference.W2, reference.B2, **options,
+        *(reference.inputs[name] for name in PARAMETERS), **options,
     )  # fmt: skip
+
+
+def with_parameters(problem: Problem, parameters: dict) -> Problem:
+    """The reference problem with these parameters (in the input's shapes) instead of its own."""
+    r = problem.reference
+    values = {**problem.inputs, **parameters}
+    return Problem.build(
+        *(values[name] for name in ("X", "Y", *PARAMETERS)),
+        stride=r.stride, padding=r.padding, pool=r.pool, pool_stride=r.pool_stride, lr=problem.lr,
+    )  # fmt: skip
+
+
+def general_pass(problem: Problem, X, Y, weights, trace=True) -> dict:
+    """The problem's network on these images and labels (general shapes) and weights."""
+    return problem.network.forward_backward(X, Y, weights, trace=trace)
 
 
 def epochs_of(problem, epochs, **options):
@@ -51,9 +66,11 @@ def test_training_pass_gives_exactly_the_traced_values(M, K, kernel, stride, pad
     n = K * ops.output_size(Ho, pool, pool) * ops.output_size(Wo, pool, pool)
     args = (X, rng.random(M), rng.normal(size=(K, kernel, kernel)), rng.normal(size=K),
             rng.normal(size=n), np.array(rng.normal()))  # fmt: skip
-    options = dict(stride=stride, padding=padding, pool=pool, pool_stride=pool)
-    traced = forward_backward(*args, **options)
-    lean = forward_backward(*args, **options, trace=False)
+    problem = Problem.build(*args, stride=stride, padding=padding, pool=pool, pool_stride=pool)
+    assert problem.network.params == PARAMETERS
+    inputs = (problem, problem.general_X(), problem.general_target, problem.general_weights())
+    traced = general_pass(*inputs)
+    lean = general_pass(*inputs, trace=False)
     assert set(lean) == {"L", "A2", "dL_dW1", "dL_dB1", "dL_dW2", "dL_dB2"}
     for name, value in lean.items():
         assert np.array_equal(value, traced[name]), name
@@ -66,9 +83,9 @@ def test_full_batch_epochs_are_steps_applied_again_and_again():
     for epoch in history:
         trace = run(stepped)
         assert epoch.loss == pytest.approx(float(trace["L"]), rel=1e-15)
-        stepped = dataclasses.replace(stepped, **{name: trace.update[name] for name in PARAMETERS})
+        stepped = with_parameters(stepped, {name: trace.update[name] for name in PARAMETERS})
         for name in PARAMETERS:
-            assert np.array_equal(presented(problem, epoch.parameters)[name], stepped.__dict__[name])
+            assert np.array_equal(presented(problem, epoch.parameters)[name], stepped.inputs[name])
 
 
 def test_one_image_first_epoch_loss_is_steps_loss():
@@ -96,14 +113,13 @@ def test_minibatches_cover_the_order_in_turn():
 
 def manual_training(problem, epochs, batch_size, orders):
     """Steps on the mini-batches of the given orders, one epoch per order, by hand."""
-    X, Y, W1, B1, W2, B2 = problem.general()
+    X, Y, weights = problem.general_X(), problem.general_target, problem.general_weights()
     for order in orders[:epochs]:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            grads = forward_backward(X[batch], Y[batch], W1, B1, W2, B2)
-            new = gradient_step(W1, B1, W2, B2, grads, problem.lr)
-            W1, B1, W2, B2 = (new[name] for name in PARAMETERS)
-    return {"W1": W1, "B1": B1, "W2": W2, "B2": B2}
+            grads = general_pass(problem, X[batch], Y[batch], weights)
+            weights = problem.network.gradient_step(weights, grads, problem.lr)
+    return {name: weights[name] for name in PARAMETERS}
 
 
 def test_minibatches_are_taken_in_order_one_step_each():
@@ -137,14 +153,13 @@ def test_a_single_minibatch_is_not_shuffled():
 def test_epoch_loss_and_accuracy_average_the_minibatches_before_their_steps():
     problem = batch_problem(M=5)
     epoch = epochs_of(problem, 1, batch_size=2)[0]
-    X, Y, W1, B1, W2, B2 = problem.general()
+    X, Y, weights = problem.general_X(), problem.general_target, problem.general_weights()
     loss, correct = 0.0, 0
     for batch in (slice(0, 2), slice(2, 4), slice(4, 5)):
-        grads = forward_backward(X[batch], Y[batch], W1, B1, W2, B2)
+        grads = general_pass(problem, X[batch], Y[batch], weights)
         loss += float(grads["L"]) * len(Y[batch]) / 5
         correct += int(np.sum((grads["A2"] >= 0.5) == (Y[batch] >= 0.5)))
-        new = gradient_step(W1, B1, W2, B2, grads, problem.lr)
-        W1, B1, W2, B2 = (new[name] for name in PARAMETERS)
+        weights = problem.network.gradient_step(weights, grads, problem.lr)
     assert epoch.loss == pytest.approx(loss, rel=1e-14)
     assert epoch.accuracy == correct / 5
 
@@ -190,19 +205,22 @@ def test_stop_at_an_epochs_last_minibatch_keeps_that_epoch():
 
 def test_training_never_writes_to_the_problem():
     problem = batch_problem(M=4)
-    before = {name: getattr(problem, name).copy() for name in ("X", "Y", *PARAMETERS)}
+    before = {name: problem.inputs[name].copy() for name in ("X", "Y", *PARAMETERS)}
+    general = problem.general_weights()
     epochs_of(problem, 3, batch_size=3, shuffle=True, seed=0)
     for name, value in before.items():
-        assert np.array_equal(getattr(problem, name), value)
+        assert np.array_equal(problem.inputs[name], value)
+    for name, value in general.items():
+        assert np.array_equal(problem.general_weights()[name], value)
 
 
 # -- the samples train as documented ----------------------------------------------------------------
 
 
 def accuracy(problem, parameters) -> float:
-    trained = dataclasses.replace(problem, **presented(problem, parameters))
+    trained = with_parameters(problem, presented(problem, parameters))
     A2 = run(trained)["A2"]
-    return float(np.mean((A2 >= 0.5) == (problem.Y >= 0.5)))
+    return float(np.mean((A2 >= 0.5) == (problem.inputs["Y"] >= 0.5)))
 
 
 def test_bars_sample_reaches_full_accuracy_as_documented():
@@ -214,7 +232,7 @@ def test_bars_sample_reaches_full_accuracy_as_documented():
 
 def test_digits_sample_reaches_99_percent_as_documented():
     problem = load_problem(SAMPLES / "digits.npz")
-    assert problem.X.shape == (360, 8, 8) and problem.W2.shape == (9,)
+    assert problem.X.shape == (360, 8, 8) and problem.inputs["W2"].shape == (9,)
     history = epochs_of(problem, 20, batch_size=32, shuffle=True, seed=0)
     assert history[5].accuracy >= 0.99  # epoch 6
     assert all(epoch.accuracy >= 0.99 for epoch in history[9:])  # from epoch 10 on
