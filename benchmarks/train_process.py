@@ -1,0 +1,191 @@
+"""Training speed through the command line, as a user runs it, against the leanest PyTorch
+loop. Run by hand, never in CI:
+
+    pip install -e '.[bench]'
+    python benchmarks/train_process.py [--runs 3] [--only NAME]
+
+Each setting writes one dataset (.npz, synthetic, seed 0) with its network and starting
+weights, then times, alternately and ``--runs`` times each:
+
+- cnntrace: the whole process ``cnntrace train DATA --epochs E --batch-size B --save OUT``,
+  start-up, reading and validating the file, and saving included;
+- PyTorch: the training loop alone, in a process of its own that has already imported torch
+  and loaded the arrays: functional ops (conv2d, max_pool2d, linear algebra), the loss
+  from the logits, ``torch.autograd.grad`` and the update in place under ``no_grad``; no
+  nn.Module, no optimizer.
+
+Both sides use float64 and one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1 and
+torch.set_num_threads(1)); each side's time is its best run; and before any timing both
+train the same way once and must end on the same parameters (to 1e-9), or the script stops.
+The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+SCRIPT = Path(sys.executable).with_name("cnntrace")
+CNNTRACE = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "cnntrace"]
+
+REFERENCE = ["conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "sigmoid"]
+TWO_CONV = [{"type": "conv", "padding": 1}, "relu", {"type": "maxpool", "size": 2},
+            "conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "softmax"]  # fmt: skip
+
+#: name, layers, loss, images, one image's shape, weight shapes, batch size, epochs
+SETTINGS = [
+    ("reference 6×6, batch 1", REFERENCE, "bce", 2_000, (6, 6),
+     {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}, 1, 1),
+    ("reference 28×28, batch 32", REFERENCE, "bce", 4_000, (28, 28),
+     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 32, 3),
+    ("reference 28×28, full batch", REFERENCE, "bce", 20_000, (28, 28),
+     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 20_000, 5),
+    ("two-conv softmax 3×12×12, batch 32", TWO_CONV, "cross_entropy", 4_000, (3, 12, 12),
+     {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}, 32, 2),
+]  # fmt: skip
+LR = 0.05
+
+
+def write_dataset(setting, path: Path) -> None:
+    name, layers, loss, images, shape, weights, _, _ = setting
+    rng = np.random.default_rng(0)
+    arrays = {"X": rng.random((images, *shape))}
+    if loss == "bce":
+        arrays["Y"] = (rng.random(images) < 0.5).astype(np.float64)
+    else:
+        arrays["Y"] = rng.integers(0, 10, size=images).astype(np.float64)
+    for key, weight_shape in weights.items():
+        arrays[key] = rng.normal(0.0, 0.05 if key.startswith("B") else 0.3, size=weight_shape)
+    np.savez(path, layers=np.array(json.dumps(layers)), loss=np.array(loss), lr=np.array(LR), **arrays)
+
+
+# -- PyTorch, in a process of its own ---------------------------------------------------------
+
+
+def torch_child(data: Path, batch_size: int, epochs: int, out: Path) -> None:
+    """Train as cnntrace does, time the loop, save the parameters; print the seconds."""
+    import torch
+
+    torch.set_num_threads(1)
+    functional = torch.nn.functional
+    archive = np.load(data)
+    layers = json.loads(str(archive["layers"]))
+    loss = str(archive["loss"])
+    X = torch.from_numpy(archive["X"])
+    if X.ndim == 3:
+        X = X.unsqueeze(1)
+    Y = torch.from_numpy(archive["Y"])
+    if loss == "cross_entropy":
+        Y = Y.long()
+    params = {key: torch.from_numpy(archive[key].copy()) for key in archive.files if key[0] in "WB"}
+    # The reference form's shapes as the pass uses them: K×C×kh×kw filters, n_in×n_out.
+    weights = []
+    for key in sorted(params, key=lambda k: (int(k[1:]), k[0] == "B")):
+        value = params[key]
+        if key == "W1" and value.ndim == 2:
+            value = value.reshape(1, 1, *value.shape)
+        if key.startswith("B") and value.ndim == 0:
+            value = value.reshape(1)
+        if key.startswith("W") and value.ndim == 1:
+            value = value.reshape(-1, 1)
+        weights.append(value.clone().requires_grad_(True))
+
+    def forward(x):
+        w = iter(weights)
+        for layer in layers:
+            kind = layer if isinstance(layer, str) else layer["type"]
+            if kind == "conv":
+                x = functional.conv2d(x, next(w), next(w), padding=layer.get("padding", 0) if isinstance(layer, dict) else 0)
+            elif kind == "relu":
+                x = torch.relu(x)
+            elif kind == "maxpool":
+                x = functional.max_pool2d(x, layer["size"])
+            elif kind == "flatten":
+                x = x.reshape(x.shape[0], -1)
+            elif kind == "dense":
+                x = x @ next(w) + next(w)
+        return x  # the logits: the loss takes them, as cnntrace does
+
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for first in range(0, len(Y), batch_size):
+            logits = forward(X[first : first + batch_size])
+            batch = Y[first : first + batch_size]
+            if loss == "bce":
+                L = functional.binary_cross_entropy_with_logits(logits.squeeze(1), batch)
+            else:
+                L = functional.cross_entropy(logits, batch)
+            grads = torch.autograd.grad(L, weights)
+            with torch.no_grad():
+                for weight, grad in zip(weights, grads):
+                    weight.sub_(LR * grad)
+    seconds = time.perf_counter() - start
+    np.savez(out, *[w.detach().numpy() for w in weights])
+    print(seconds)
+
+
+def run_torch(data: Path, batch_size: int, epochs: int, out: Path) -> float:
+    command = [sys.executable, __file__, "--torch-child", str(data), str(batch_size), str(epochs), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path) -> float:
+    command = [*CNNTRACE, "train", str(data), "--epochs", str(epochs), "--batch-size", str(batch_size),
+               "--format", "json", "--save", str(out)]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True, env={**os.environ, **ONE_THREAD})
+    return time.perf_counter() - start
+
+
+def largest_difference(ours: Path, theirs: Path) -> float:
+    mine = np.load(ours)
+    other = np.load(theirs)
+    keys = sorted((k for k in mine.files if k[0] in "WB"), key=lambda k: (int(k[1:]), k[0] == "B"))
+    return max(float(np.max(np.abs(mine[k].ravel() - other[f"arr_{i}"].ravel()))) for i, k in enumerate(keys))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", help="run the settings whose name contains this")
+    parser.add_argument("--torch-child", nargs=4, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.torch_child:
+        data, batch, epochs, out = arguments.torch_child
+        torch_child(Path(data), int(batch), int(epochs), Path(out))
+        return
+    print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace |")
+    print("|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        for setting in SETTINGS:
+            name, *_, batch_size, epochs = setting
+            if arguments.only and arguments.only not in name:
+                continue
+            data, ours, theirs = folder / "data.npz", folder / "ours.npz", folder / "theirs.npz"
+            write_dataset(setting, data)
+            run_cnntrace(data, batch_size, epochs, ours)
+            run_torch(data, batch_size, epochs, theirs)
+            difference = largest_difference(ours, theirs)
+            if difference > 1e-9:
+                raise SystemExit(f"{name}: the two sides end {difference:.1e} apart: nothing to compare")
+            cnntrace_best = torch_best = float("inf")
+            for _ in range(arguments.runs):
+                cnntrace_best = min(cnntrace_best, run_cnntrace(data, batch_size, epochs, ours))
+                torch_best = min(torch_best, run_torch(data, batch_size, epochs, theirs))
+            print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {torch_best / cnntrace_best:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
