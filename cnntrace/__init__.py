@@ -10,11 +10,12 @@ The names are loaded on first use, so ``import cnntrace`` (and the CLI's --help 
 
 __version__ = "0.1.0"
 
-__all__ = ["Trace", "trace", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
+__all__ = ["Trace", "trace", "trace_input", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
 
 _LAZY = {
     "Trace": "cnntrace.network",
     "trace": "cnntrace.network",
+    "trace_input": "cnntrace.network",
     "run": "cnntrace.network",
     "Problem": "cnntrace.problem",
     "CnntraceError": "cnntrace.errors",

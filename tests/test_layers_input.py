@@ -191,3 +191,18 @@ def test_init_like_keeps_the_target_form(tmp_path, network_id):
 def test_init_like_refuses_shapes_of_its_own(tmp_path):
     result = invoke("init", "--like", write(tmp_path, softmax_net()), "--kernel", "2")
     assert result.exit_code == 2 and result.stdout == "" and "leave out --kernel" in result.stderr
+
+
+def test_a_network_too_large_is_refused_before_any_work(tmp_path, monkeypatch):
+    import cnntrace.problem
+
+    data = {"X": np.zeros((2, 3, 40, 40)).tolist(), "Y": [0, 1],
+            "layers": ["conv", "relu", "flatten", "dense", "softmax"],
+            "W1": np.zeros((8, 3, 3, 3)).tolist(), "B1": [0.0] * 8,
+            "W2": np.zeros((8 * 38 * 38, 2)).tolist(), "B2": [0.0, 0.0]}  # fmt: skip
+    path = write(tmp_path, data)
+    assert invoke("step", path, "--format", "json").exit_code == 0
+    monkeypatch.setattr(cnntrace.problem, "MAX_PASS_BYTES", 10**5)
+    result = invoke("step", path, "--format", "json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "X: too large: 2 images of 3×40×40" in result.stderr and "of memory" in result.stderr

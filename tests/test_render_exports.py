@@ -98,6 +98,18 @@ def test_overlapping_windows_count_their_wins():
     assert "1.0000*4" in out and "*2: won two windows" in out
 
 
+def test_markdown_and_latex_mark_each_count_and_name_the_counts_that_occur():
+    """The peak wins all four 2×2 windows at stride 1 of a 3×3 A1."""
+    peak = np.zeros((3, 3))
+    peak[1, 1] = 1.0
+    trace = cnntrace.trace(peak, 1, [[1.0]], 0.0, [0.5] * 4, 0.0, pool=2, pool_stride=1)
+    md = markdown.render(trace, View(only=("A1", "dL_dA1")))
+    assert "| 1 | 0.0000 | 1.0000\\*4 | 0.0000 |" in md
+    assert "(\\*4: won four windows)." in md and "two windows" not in md
+    tex = latex.render(trace, View(only=("A1",)))
+    assert "1.0000^{*4}" in tex and "($^{*4}$: won four windows)" in tex
+
+
 def test_batch_gets_one_labelled_table_per_image_and_filter():
     out = text_at(table.render(batch_trace()), 200)
     for label in ("image 0, filter 0", "image 0, filter 1", "image 1, filter 0", "image 1, filter 1"):

@@ -255,7 +255,7 @@ def render(trace, view: View = View()) -> str:
             derivation = [] if view.brief else _derivation(trace, name, view.precision)
             marks = None if note is None else note.marks
             if note is not None and note.legend and not view.brief:
-                first, meaning, many = legend_parts(note, lambda n: f"${mark(n)}$")
+                first, meaning, many = legend_parts(note, lambda n: f"${mark(n)}$", every_count=True)
                 derivation.append(f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".")
             out += _block(
                 trace, name, stage.symbol, stage.equation, values,

@@ -122,7 +122,7 @@ def render(trace, view: View = View()) -> str:
             derivation = [] if view.brief else _derivation(trace, name, view.precision)
             marks = None if note is None else note.marks
             if note is not None and note.legend and not view.brief:
-                first, meaning, many = legend_parts(note, mark)
+                first, meaning, many = legend_parts(note, mark, every_count=True)
                 derivation += [f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".", ""]
             out += _block(
                 stage.symbol, stage.equation, values,

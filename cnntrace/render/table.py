@@ -236,11 +236,19 @@ def _input_blocks(problem, precision: int, full: bool = False) -> list[Renderabl
     return blocks
 
 
-def legend_parts(annotation, mark_text=_mark) -> tuple[str, str, str]:
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
+
+
+def legend_parts(annotation, mark_text=_mark, every_count: bool = False) -> tuple[str, str, str]:
     """What the marks mean, in three parts: the mark '*', its meaning, and where some cell
-    won more than one window how a count reads ('*2: won two windows', the notation's
-    example whatever the counts), else ''."""
-    many = f"{mark_text(2)}: won two windows" if np.max(annotation.marks) > 1 else ""
+    won more than one window how a count reads: the notation's example '*2: won two
+    windows' (the table view's, whatever the counts), or with ``every_count`` each count
+    that occurs ('*2: won two windows, *4: won four windows'); else ''."""
+    counts = sorted({int(n) for n in np.unique(annotation.marks) if n > 1})
+    if not counts:
+        return mark_text(1), annotation.legend, ""
+    shown = counts if every_count else [2]
+    many = ", ".join(f"{mark_text(n)}: won {NUMBER_WORDS.get(n, str(n))} windows" for n in shown)
     return mark_text(1), annotation.legend, many
 
 
