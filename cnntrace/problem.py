@@ -412,7 +412,10 @@ class Problem:
         loss = network.loss
         target_key = "grad" if loss.given else "Y"
         general_target = loss.target(target, layout, M, batched)
-        layouts[target_key] = Given(target.shape)
+        # Y (or grad) is shaped like the output, except a class index per image.
+        output_layout = layouts[network.output]
+        fits = target.shape == output_layout.user_shape(batched, M)
+        layouts[target_key] = output_layout if fits else Given(target.shape)
         inputs = {"X": X, target_key: target, **{p: arrays[p] for p in network.params}}
         return cls(network, inputs, float(lr), layouts, weights, general_target, reference)
 

@@ -206,3 +206,20 @@ def test_a_flipped_kernel_is_a_true_convolution():
     # With dL/dZ1 = 1 at [0,0] only, dL/dW1[a,b] is the X cell that W1[a,b] met there.
     np.testing.assert_array_equal(plain["dL_dW1"], [[1.0, 2.0], [0.0, 1.0]])
     np.testing.assert_array_equal(flipped["dL_dW1"], [[1.0, 0.0], [2.0, 1.0]])
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "ndjson", "csv", "markdown", "latex"])
+@pytest.mark.parametrize("network_id", IDS)
+def test_every_network_steps_in_every_format(tmp_path, network_id, fmt):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cnntrace.cli import app
+
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(make(network_id, 0)))
+    result = CliRunner().invoke(app, ["step", str(path), "--format", fmt, "--html", str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "" and result.stdout
+    assert (tmp_path / "p.html").stat().st_size > 0
