@@ -16,7 +16,7 @@ the user's shapes. The reference network is one such list (see reference.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -203,7 +203,6 @@ class Trace:
     forward: dict[str, np.ndarray]
     backward: dict[str, np.ndarray]
     update: dict[str, np.ndarray]
-    _general: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return getattr(self, self.stage(name).section)[name]
@@ -239,13 +238,16 @@ class Trace:
                 out[name] = annotation if name not in out else _merged(out[name], annotation)
         return out
 
-    def general_pass(self):
-        """The trace on the general shapes, and the inputs before the update (for explain)."""
+    @cached_property
+    def _general_pass(self):
         from cnntrace.explain import GeneralPass
 
-        if "pass" not in self._general:
-            self._general["pass"] = GeneralPass(self)
-        return self._general["pass"]
+        return GeneralPass(self)
+
+    def general_pass(self):
+        """The trace on the general shapes, and the inputs before the update (for explain
+        and the layers' marks); made once."""
+        return self._general_pass
 
     def expression(self, name: str) -> np.ndarray:
         """A factor of the chain rules that is not a matrix of the trace: "A2 − Y"."""
