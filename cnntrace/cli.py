@@ -534,10 +534,11 @@ def explain(
     """
     render = _renderer(EXPLAIN_RENDERERS, format)
     with reported_errors():
+        from cnntrace.explain import check_possible, parse_term
         from cnntrace.explain import explain as explain_term
-        from cnntrace.explain import parse_term
 
-        parse_term(term)  # a TERM that is no name with an index is reported before the file is read
+        # A TERM that no network could have is reported before the file is read.
+        check_possible(parse_term(term)[0], term)
     with reported_errors(file):
         from cnntrace.io import load_problem
         from cnntrace.network import run

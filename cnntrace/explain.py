@@ -88,6 +88,18 @@ def parse_term(text: str) -> tuple[str, tuple[int, ...]]:
     return name, tuple(index)
 
 
+def check_possible(name: str, term: str) -> None:
+    """Refuse, before any file is read, a name that no network has (Q7, W0)."""
+    from cnntrace.problem import NAME
+
+    if not NAME.fullmatch(name):
+        raise InputError(
+            f"unknown name {name!r}; names are those of the trace: Z1, A1, P1, F, L, W1, dL_dW1, "
+            "dA1_dZ1 … (cnntrace step FILE lists them)",
+            key=term,
+        )
+
+
 def check_name(trace, name: str, term: str) -> None:
     if name not in trace:
         names = ", ".join(stage.name for stage in trace.stages)

@@ -206,3 +206,10 @@ def test_a_network_too_large_is_refused_before_any_work(tmp_path, monkeypatch):
     result = invoke("step", path, "--format", "json")
     assert result.exit_code == 2 and result.stdout == ""
     assert "X: too large: 2 images of 3×40×40" in result.stderr and "of memory" in result.stderr
+
+
+def test_a_name_no_network_has_is_refused_before_the_file_is_read(tmp_path):
+    for args in (("explain", tmp_path / "missing.json", "Q7[0]"), ("step", tmp_path / "missing.json", "--only", "Q7")):
+        result = invoke(*args)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "Q7" in result.stderr and "no such file" not in result.stderr
