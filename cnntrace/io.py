@@ -33,9 +33,9 @@ REFERENCE_OPTIONS = {
 }
 #: Keys that carry notes for people and are otherwise ignored.
 FREE_KEYS = ("comment", "$schema")
-KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
+KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + ("conventions",) + FREE_KEYS
 #: The keys of a network of layers, besides its weights W1, B1, W2 ….
-LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr") + FREE_KEYS
+LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions") + FREE_KEYS
 WEIGHT = re.compile(r"[WB][1-9]\d*")
 
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
@@ -251,7 +251,18 @@ def check_layers_keys(data: dict) -> None:
 
 
 def problem_from_dict(data: dict):
-    """Validate a parsed input object and return its Problem (InputError names the key)."""
+    """Validate a parsed input object and return its Problem (InputError names the key).
+
+    ``conventions`` (pool_ties, relu_grad_at_zero, flatten) set the layers' options."""
+    from cnntrace.problem import parse_conventions
+
+    problem = _problem(data)
+    if "conventions" in data:
+        problem = problem.with_conventions(parse_conventions(_text_value(data["conventions"])))
+    return problem
+
+
+def _problem(data: dict):
     from cnntrace.problem import Problem
 
     if "layers" in data:
