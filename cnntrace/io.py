@@ -458,13 +458,19 @@ def check_writable(path: str | Path) -> None:
 
 
 def read_answers(path: str | Path) -> dict:
-    """The answers in ``path``: {name: numbers, or a message saying why they are not}.
+    """The answers in ``path``: {name: numbers, None (not answered), or a message saying why
+    they are not numbers}.
 
-    The file holds step's JSON names at the top level ({"P1": …, "dL_dW1": …}) or in step's
-    own sections ({"forward": {…}, "backward": {…}}), so step's output can be used as is.
-    An answer that is not numbers is kept as its message, for the caller to report.
+    A JSON file holds step's names at the top level ({"P1": …, "dL_dW1": …}), single
+    entries as explain spells them ({"Z1[0,1]": 39, "dL/dW1[0][1]": 0.5}), or step's own
+    sections ({"forward": {…}, "backward": {…}}), so step's output can be used as is. A .npz
+    file holds arrays under step's names (pickles are refused). An answer that is not
+    numbers is kept as its message, for the caller to report.
     """
-    data = read_json(path)
+    if is_npz(path):
+        data = read_npz(path)
+    else:
+        data = read_json(path)
     flat = {}
     for key, value in data.items():
         if key in ("forward", "backward", "update") and isinstance(value, dict):
@@ -473,6 +479,9 @@ def read_answers(path: str | Path) -> dict:
             flat[key] = value
     answers = {}
     for name, value in flat.items():
+        if value is None:
+            answers[name] = None
+            continue
         try:
             answers[name] = numbers(value, name, MAX_ANSWER_DEPTH)
         except InputError as error:
