@@ -306,10 +306,6 @@ class Layer:
         chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
         return replace(self, **chosen) if chosen else self
 
-    def convention_text(self) -> str:
-        """", ties: all" for the describe line where a convention differs from the default."""
-        return "".join(f", {switch} {value}" for switch, value in self.conventions().items())
-
 
 def _stage(name, section, equation, layout, rule=None) -> Stage:
     return Stage(name, section, symbol(name), equation, layout, rule)
@@ -904,17 +900,24 @@ class MaxPool(Pool):
                    Rule(f"∂L/∂{a} = ∂L/∂{p} · ∂{p}/∂{a}", f"∂L/∂{p} at the max of each window, 0 elsewhere",
                         (_grad(p),),
                         f"dL/d{p} goes to the cell of {a} that won each window (marked * in {a}), "
-                        "0 to the others")),
+                        "0 to the others" + ("" if self.ties == "first" else f"; in a tie, {self._tie_words()}"))),
         ]  # fmt: skip
 
     def kinks(self, cache):
         return ((cache.pool if isinstance(cache, TiedPool) else cache).winner,)
 
     def wins(self, trace) -> np.ndarray:
-        """How many windows each cell of the input won, in the input's user shape."""
+        """How many windows each cell of the input won (under ``ties`` all and split, each
+        tied maximum wins), in the input's user shape."""
         t = trace.general_pass()
-        _, cache = ops.maxpool_forward(t.value(self.input), self.size, self.stride, self.padding)
-        return ops.pool_wins(cache).astype(int).reshape(np.shape(trace[self.input]))
+        A = t.value(self.input)
+        _, cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        if self.ties == "first":
+            won = ops.pool_wins(cache)
+        else:
+            won = ops.maxpool_backward_tied(np.ones(cache.winner.shape), A, cache, "all")
+        shape = np.shape(trace.problem.X if self.place.first else trace[self.input])  # X is no stage
+        return won.astype(int).reshape(shape)
 
     def annotate(self, trace):
         wins = self.wins(trace)
@@ -922,6 +925,11 @@ class MaxPool(Pool):
             return {}
         legend = f"won its pool window: dL/d{self.output} flows back to this cell"
         return {self.input: Annotation(wins, legend), _grad(self.input): Annotation(wins)}
+
+    def _tie_words(self) -> str:
+        return {"first": "the first in row-major order wins",
+                "all": "every tied cell gets the whole gradient (conventions: pool_ties all)",
+                "split": "the gradient is shared equally among them (conventions: pool_ties split)"}[self.ties]  # fmt: skip
 
     def winner(self, t, m, c, h, w):
         """The first maximum of window (h, w) in row-major order, as ops.maxpool_forward
@@ -933,6 +941,14 @@ class MaxPool(Pool):
             if 0 <= r < H and 0 <= col < W and (best is None or A[m, c, r, col] > A[m, c, best[0], best[1]]):
                 best = (r, col)
         return best
+
+    def tied(self, t, m, c, h, w) -> list:
+        """Every cell of window (h, w) that holds its maximum, in row-major order."""
+        A = t.value(self.input)
+        H, W = A.shape[2:]
+        inside = [(r, col) for r, col in self.window_cells(h, w) if 0 <= r < H and 0 <= col < W]
+        top = max(A[m, c, r, col] for r, col in inside)
+        return [(r, col) for r, col in inside if A[m, c, r, col] == top]
 
     def explain(self, t, name, index):
         a, p = self.input, self.output
@@ -949,7 +965,7 @@ class MaxPool(Pool):
             notes = [
                 f"window rows {cells[0][0]}..{cells[-1][0]}, columns {cells[0][1]}..{cells[-1][1]} "
                 f"(pool {pool}, stride {ps})",
-                f"the max is {won.label}" + (f"; {ties} cells tie, the first in row-major order wins" if ties > 1 else ""),
+                f"the max is {won.label}" + (f"; {ties} cells tie, {self._tie_words()}" if ties > 1 else ""),
             ]
             if len(inside) < len(cells):
                 notes.append("cells outside the input are the padding, −∞, and never win")
@@ -964,7 +980,14 @@ class MaxPool(Pool):
                 windows += 1
                 d = t.factor(_grad(p), (m, c, h, w))
                 winner = self.winner(t, m, c, h, w)
-                if winner == (r, col):
+                tied = self.tied(t, m, c, h, w)
+                if self.ties != "first" and (r, col) in tied:
+                    if self.ties == "split" and len(tied) > 1:
+                        share = constant(f"1/{len(tied)}", 1.0 / len(tied))
+                        terms.append(Term((share, d), f"tied for window {d.label}, shared by {len(tied)}"))
+                    else:
+                        terms.append(Term((d,), f"won window {d.label}" + (" (a tie: every tied cell gets it)" if len(tied) > 1 else "")))
+                elif winner == (r, col) and self.ties == "first":
                     terms.append(Term((d,), f"won window {d.label}"))
                 else:
                     by = t.factor(a, (m, c, *winner))
@@ -1306,8 +1329,9 @@ class Sigmoid(Activation):
         A = values[a]
         twice = values[self.input_gradient] * A * (1 - A)
         return [
-            Mistake("sigmoid_derivative_twice", f"dL/d{z} multiplied by {a}·(1 − {a}) once more: the "
-                    f"sigmoid's derivative was applied twice (with BCE it cancels: dL/d{z} = ({a} − Y)/N)",
+            Mistake("sigmoid_derivative_twice", f"the right dL/d{z} times {a}·(1 − {a}) again, with BCE "
+                    f"(({a} − Y)/N)·{a}·(1 − {a}): the sigmoid's derivative was applied twice; with BCE "
+                    f"it cancels, dL/d{z} = ({a} − Y)/N",
                     {self.input_gradient: twice}),
             self._local_mistake(values, "sigmoid_grad_from_input", f"σ′ taken as {z}·(1 − {z}) (from {z}, "
                                 f"not from {a} = σ({z}))", values[z] * (1 - values[z])),

@@ -129,10 +129,12 @@ class Network:
         out = [mistake for layer in self.layers for mistake in layer.mistakes(values, weights)]
         first = self.layers[-1].input_gradient if self.fused else _grad(self.output)
         output = values[self.output]
-        for N, what in ((M, f"the {M} images"), (output.size, f"all {output.size} outputs")):
-            if N > 1 and not any(m.id == "batch_mean_missing" and m.message.endswith(f"({N})") for m in out):
+        # The mean is over the images (bce, cross-entropy) or over every output (mse): try both.
+        means = {M: f"the {M} images", output.size: f"all {output.size} outputs"}
+        for N, what in means.items():
+            if N > 1:
                 out.append(Mistake("batch_mean_missing", f"dL/d{first[4:]} without the 1/N of the mean over "
-                                   f"{what}: N times too large ({N})", {first: values[first] * N}))  # fmt: skip
+                                   f"{what}: N = {N} times too large", {first: values[first] * N}))  # fmt: skip
         for p, gradient in self._updates:
             out.append(Mistake("update_sign", f"{p} + lr·dL/d{p}: the step went uphill, the sign of the update "
                                "reversed", {p: weights[p] + lr * values[gradient]}))  # fmt: skip

@@ -70,6 +70,28 @@ def test_the_pass_resumes_from_a_given_backward_stage(reference):
     assert np.array_equal(resumed["dL_dZ1"], right["dL_dA1"])
 
 
+@pytest.mark.parametrize("network_id, loss", [("mlp-soft-labels", "mse"), ("mlp", None), ("mlp-soft-labels", None)])
+def test_a_given_local_derivative_gives_dL_dZ_through_it(network_id, loss):
+    data = make(network_id, 9)
+    if loss:
+        data["loss"] = loss  # softmax with mse: the Jacobian is not cancelled by the loss
+    t = trace_input(data)
+    problem = t.problem
+    network, weights = problem.network, problem.general_weights()
+    X, Y = problem.general_X(), problem.general_target
+    right = network.forward_backward(X, Y, weights)
+    last = network.layers[-1]
+    local = right[last.local]
+    same = network.forward_backward(X, Y, weights, given={last.local: local})
+    assert np.allclose(same[last.input_gradient], right[last.input_gradient])
+    doubled = network.forward_backward(X, Y, weights, given={last.local: 2 * local})
+    if network.fused:  # the loss's closed form does not go through dA/dZ
+        assert np.array_equal(doubled[last.input_gradient], right[last.input_gradient])
+    else:
+        assert np.allclose(doubled[last.input_gradient], 2 * right[last.input_gradient])
+        assert not np.allclose(doubled[last.input_gradient], right[last.input_gradient])
+
+
 def test_resume_takes_a_given_update_and_derives_it_from_a_given_gradient(reference):
     problem = reference.problem
     network, weights = problem.network, problem.general_weights()

@@ -89,9 +89,6 @@ def render_table(verdicts, file: str, answers: str, settings: dict, precision: i
             table.add_row(v.name, "", "", "", Text(summary + _error_text(v), style="bold red"))
         else:
             table.add_row(v.name, "", "", "", Text(f"✗ {v.message}", style="bold red"))
-        for d in v.diagnosis:
-            style = "yellow" if d.id == "carried_forward" else "magenta"
-            table.add_row("", "", "", "", Text(f"↳ {d.message} [{d.id}]", style=style))
     tolerance = Text(
         f"An entry is right when |answer − correct| ≤ {settings['atol']:g} + "
         f"{settings['rtol']:g}·|correct|.",
@@ -108,4 +105,10 @@ def render_table(verdicts, file: str, answers: str, settings: dict, precision: i
     if conventions:
         switches = ", ".join(f"{switch} {value}" for switch, value in conventions.items())
         parts.append(Text(f"Conventions that differ from the default: {switches}.", style="bold yellow"))
-    return Group(*parts, table, tolerance, Text(text, style="bold"))
+    diagnoses = [
+        Text(f"{v.name}: {d.message} [{d.id}]", style="yellow" if d.id == "carried_forward" else "magenta")
+        for v in verdicts for d in v.diagnosis
+    ]  # fmt: skip
+    if diagnoses:
+        diagnoses.insert(0, Text("Diagnosis", style="bold"))
+    return Group(*parts, table, *diagnoses, tolerance, Text(text, style="bold"))
