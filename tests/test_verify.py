@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.network import trace_input
 from cnntrace.verify import PRESETS, summary, verify
-from tests.networks import make
+from tests.networks import IDS, make
 
 REFERENCE = json.loads((Path(__file__).parent.parent / "samples" / "reference.json").read_text())
 runner = CliRunner()
@@ -482,3 +482,38 @@ def test_a_training_pass_keeps_the_convention_of_relu_at_zero():
                                               problem.general_weights(), trace=False)  # fmt: skip
     for name in problem.network.params:
         assert np.array_equal(values[f"dL_d{name}"], t.general_pass().value(f"dL_d{name}")), name
+
+
+# -- every network of the table: each mistake it offers, answered, is named --------------------------
+
+
+@pytest.mark.parametrize("network_id", IDS)
+def test_every_mistake_of_every_network_is_named_when_made(network_id):
+    t = trace_input(make(network_id, 11))
+    problem = t.problem
+    values = {"X": problem.general_X(), **problem.network.forward_backward(
+        problem.general_X(), problem.general_target, problem.general_weights())}  # fmt: skip
+    mistakes = problem.network.mistakes(values, problem.general_weights(), problem.lr, problem.M)
+    assert mistakes
+    named = 0
+    for mistake in mistakes:
+        for name, value in mistake.given.items():
+            answer = problem.present(name, value)
+            if np.allclose(answer, t[name], rtol=1e-3, atol=1e-4):
+                continue  # this input does not tell the mistake from the right answer (no tie, no Z = 0)
+            assert mistake.id in ids(t, {name: answer.tolist()}), (mistake.id, name)
+            named += 1
+    assert named
+
+
+def test_explain_and_marks_follow_the_tie_rule(tmp_path):
+    problem = tmp_path / "tie.json"
+    problem.write_text(json.dumps({**_TIED, "conventions": {"pool_ties": "split"}}))
+    result = runner.invoke(app, ["explain", str(problem), "dL_dX[0,1]"])
+    assert result.exit_code == 0 and "1/2·dL/dP0[0,0]" in result.stdout and "shared by 2" in result.stdout
+    step = runner.invoke(app, ["step", str(problem)])  # a max-pool straight on X: marks on X's gradient
+    assert step.exit_code == 0 and "ties split" in step.stdout, step.output
+    default = tmp_path / "first.json"
+    default.write_text(json.dumps(_TIED))
+    result = runner.invoke(app, ["explain", str(default), "dL_dX[0,1]"])
+    assert result.exit_code == 0 and "won none" in result.stdout
