@@ -316,6 +316,13 @@ class CheckFormat(str, Enum):
     json = "json"
 
 
+class VerifyPreset(str, Enum):
+    """verify's tolerances (cnntrace.verify.PRESETS)."""
+
+    hand = "hand"
+    float64 = "float64"
+
+
 @app.command()
 def check(
     file: Path = typer.Argument(..., help="Input JSON file."),
@@ -357,33 +364,44 @@ def check(
 @app.command()
 def verify(
     file: Path = typer.Argument(..., help="Input JSON file."),
-    answers: Path = typer.Argument(..., help='JSON answers, e.g. {"P1": [[…]], "dL_dW1": [[…]]}.'),
+    answers: Path = typer.Argument(
+        ..., help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.'
+    ),
     format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
-    rtol: float = typer.Option(1e-3, min=0, callback=_finite, help="Relative tolerance."),
-    atol: float = typer.Option(1e-4, min=0, callback=_finite, help="Absolute tolerance."),
+    preset: VerifyPreset = typer.Option(
+        VerifyPreset.hand, "--preset",
+        help="Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
+             "(rtol 1e-9, atol 1e-12, code in double precision).",
+    ),  # fmt: skip
+    rtol: float | None = typer.Option(None, min=0, callback=_finite, help="Relative tolerance (overrides the preset)."),
+    atol: float | None = typer.Option(None, min=0, callback=_finite, help="Absolute tolerance (overrides the preset)."),
 ) -> None:
-    """Check hand-computed ANSWERS against FILE's trace, entry by entry.
+    """Check hand-computed ANSWERS against FILE's trace, entry by entry, and name the mistakes.
 
-    ANSWERS holds any of step's JSON names (or step's own output). Exit status 0 when every
-    answer is right, 1 otherwise.
+    ANSWERS holds any of step's JSON names (or step's own output), single entries as
+    explain spells them, null for not answered. Each wrong answer gets a diagnosis: an error
+    carried forward from the learner's own earlier answers, or a known mistake. Exit status
+    0 when every answer given is right, 1 otherwise.
     """
     with reported_errors(file):
         from cnntrace.io import load_problem, read_answers
         from cnntrace.network import run
+        from cnntrace.verify import passed, tolerances
         from cnntrace.verify import verify as judge_answers
 
         trace = run(load_problem(file))
+    rtol, atol = tolerances(preset.value, rtol, atol)
     with reported_errors(answers):
         verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
         from cnntrace.render import verify as render_verify
 
-        settings = {"rtol": rtol, "atol": atol}
+        settings = {"rtol": rtol, "atol": atol, "conventions": trace.problem.network.conventions()}
         if format is CheckFormat.json:
             output = render_verify.render_json(verdicts, str(file), str(answers), settings)
         else:
             output = _table_text(render_verify.render_table(verdicts, str(file), str(answers), settings))
     sys.stdout.write(output)
-    if not all(verdict.ok for verdict in verdicts):
+    if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
 
 

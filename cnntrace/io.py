@@ -33,9 +33,9 @@ REFERENCE_OPTIONS = {
 }
 #: Keys that carry notes for people and are otherwise ignored.
 FREE_KEYS = ("comment", "$schema")
-KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + FREE_KEYS
+KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + ("conventions",) + FREE_KEYS
 #: The keys of a network of layers, besides its weights W1, B1, W2 ….
-LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr") + FREE_KEYS
+LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions") + FREE_KEYS
 WEIGHT = re.compile(r"[WB][1-9]\d*")
 
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
@@ -251,7 +251,18 @@ def check_layers_keys(data: dict) -> None:
 
 
 def problem_from_dict(data: dict):
-    """Validate a parsed input object and return its Problem (InputError names the key)."""
+    """Validate a parsed input object and return its Problem (InputError names the key).
+
+    ``conventions`` (pool_ties, relu_grad_at_zero, flatten) set the layers' options."""
+    from cnntrace.problem import parse_conventions
+
+    problem = _problem(data)
+    if "conventions" in data:
+        problem = problem.with_conventions(parse_conventions(_text_value(data["conventions"])))
+    return problem
+
+
+def _problem(data: dict):
     from cnntrace.problem import Problem
 
     if "layers" in data:
@@ -447,13 +458,19 @@ def check_writable(path: str | Path) -> None:
 
 
 def read_answers(path: str | Path) -> dict:
-    """The answers in ``path``: {name: numbers, or a message saying why they are not}.
+    """The answers in ``path``: {name: numbers, None (not answered), or a message saying why
+    they are not numbers}.
 
-    The file holds step's JSON names at the top level ({"P1": …, "dL_dW1": …}) or in step's
-    own sections ({"forward": {…}, "backward": {…}}), so step's output can be used as is.
-    An answer that is not numbers is kept as its message, for the caller to report.
+    A JSON file holds step's names at the top level ({"P1": …, "dL_dW1": …}), single
+    entries as explain spells them ({"Z1[0,1]": 39, "dL/dW1[0][1]": 0.5}), or step's own
+    sections ({"forward": {…}, "backward": {…}}), so step's output can be used as is. A .npz
+    file holds arrays under step's names (pickles are refused). An answer that is not
+    numbers is kept as its message, for the caller to report.
     """
-    data = read_json(path)
+    if is_npz(path):
+        data = read_npz(path)
+    else:
+        data = read_json(path)
     flat = {}
     for key, value in data.items():
         if key in ("forward", "backward", "update") and isinstance(value, dict):
@@ -462,6 +479,9 @@ def read_answers(path: str | Path) -> dict:
             flat[key] = value
     answers = {}
     for name, value in flat.items():
+        if value is None:
+            answers[name] = None
+            continue
         try:
             answers[name] = numbers(value, name, MAX_ANSWER_DEPTH)
         except InputError as error:

@@ -9,7 +9,11 @@ Each kind has the same small interface (see ``Layer``):
 - ``explain``: the arithmetic of one entry of one of its stages;
 - ``kinks``: what of its pattern (a ReLU mask, a pool window's winner) the gradient check
   must see unchanged;
-- ``annotate``: its marks on the trace (pool winners, the ReLU count).
+- ``annotate``: its marks on the trace (pool winners, the ReLU count);
+- ``mistakes``: the wrong turns a learner commonly takes at this layer, each as the values
+  of the stages where it is made (``verify`` resumes the pass from them to name a mistake);
+- ``CONVENTIONS``: the switches of the input's ``conventions`` key it honours, each an
+  option of the layer (a max-pool's ``ties``, a ReLU's ``grad_at_zero``, a flatten's ``order``).
 
 A layer sits at a ``Place`` in a network: the number of its weighted layer and the names of
 what it reads and writes (X → Z1, Z1 → A1 …), which is all it needs to name its stages.
@@ -175,6 +179,23 @@ class Place:
         return f"{self.where}.{option}" if option else self.where
 
 
+class Mistake(NamedTuple):
+    """A known mistake made at one layer: the values (general shapes) it gives to the stages
+    where it is made; the rest of the pass follows from them correctly."""
+
+    id: str  # part of verify's JSON interface: "relu_mask_missing"
+    message: str  # what was done: "dL/dZ1 = dL/dA1: the ReLU mask was left out"
+    given: dict  # {stage name: general array}
+    convention: tuple[str, Any] | None = None  # the conventions switch that gives it
+
+
+class Convention(NamedTuple):
+    """One switch of the input's ``conventions`` key: the layer option it sets."""
+
+    option: str  # the layer's field
+    choices: tuple  # the default first
+
+
 def _grad(name: str) -> str:
     return f"dL_d{name}"
 
@@ -191,6 +212,9 @@ class Layer:
     weighted: ClassVar[bool] = False
     activation: ClassVar[bool] = False
     pooling: ClassVar[bool] = False
+
+    #: {switch of the ``conventions`` key: Convention} this kind honours
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {}
 
     place: Place = field(default=Place(), compare=False, repr=False)
 
@@ -257,6 +281,30 @@ class Layer:
     def explain(self, t, name: str, index: tuple[int, ...]):
         """(formula, terms, function, notes) of entry ``index`` (general) of stage ``name``."""
         raise NotImplementedError
+
+    def resume(self, d_out, stages: dict, given: dict) -> dict:
+        """Its backward stages with those in ``given`` taken as given, and what follows from
+        them inside the layer recomputed (see Activation)."""
+        return {name: given.get(name, value) for name, value in stages.items()}
+
+    def mistakes(self, values: dict, weights: dict) -> list[Mistake]:
+        """The common mistakes at this layer, from the correct pass's ``values`` (general
+        shapes, X included) and the weights."""
+        return []
+
+    def conventions(self) -> dict:
+        """The switches of ``conventions`` where this layer differs from the default."""
+        return {
+            switch: getattr(self, c.option) for switch, c in self.CONVENTIONS.items()
+            if getattr(self, c.option) != c.choices[0]
+        }  # fmt: skip
+
+    def with_conventions(self, conventions: dict) -> Layer:
+        """This layer with the switches of ``conventions`` that it honours set."""
+        from dataclasses import replace
+
+        chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
+        return replace(self, **chosen) if chosen else self
 
 
 def _stage(name, section, equation, layout, rule=None) -> Stage:
@@ -439,6 +487,17 @@ class Conv(Layer):
         presented = values.reshape(shown.user_shape(trace.problem.batched, values.shape[0]))
         extra = (f"∂L/∂pad({self.input})", presented, shown, self.padding, outside)
         return {_grad(self.input): Annotation(extra=extra)}
+
+    def mistakes(self, values, weights):
+        x, z, W = self.input, self.output, self.W
+        other = "cross-correlation" if self.flip else "a true convolution (kernel rotated 180°)"
+        flipped = {**weights, W: weights[W][:, :, ::-1, ::-1]}
+        Z, _ = ops.conv2d_forward(values[x], self.kernel(flipped), weights[self.B], self.stride, self.padding)
+        return [
+            Mistake("kernel_flipped", f"{z} computed as {other}: the kernel {W} flipped", {z: Z}),
+            Mistake("kernel_flipped", f"dL/d{W} flipped 180°, as {other} would give it",
+                    {_grad(W): values[_grad(W)][:, :, ::-1, ::-1]}),
+        ]  # fmt: skip
 
     def _offset(self, i: int, j: int, kh: int, kw: int) -> tuple[int, int]:
         """The kernel entry that meets window offset (i, j): itself, or rotated 180°."""
@@ -648,6 +707,15 @@ class Flatten(Layer):
 
     type: ClassVar[str] = "flatten"
     letter: ClassVar[str] = "F"
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {"flatten": Convention("order", ("chw", "hwc"))}
+
+    order: str = "chw"  # "hwc": channels last, as NHWC code flattens
+
+    def options(self):
+        return "flatten" if self.order == "chw" else {"type": "flatten", "order": self.order}
+
+    def describe(self):
+        return "flatten" if self.order == "chw" else f"flatten ({self.order}, channels last)"
 
     def infer(self, layout, given):
         if layout.form != "map":
@@ -655,11 +723,31 @@ class Flatten(Layer):
                              f"it gets {layout.form}s", key=self.place.key())  # fmt: skip
         return Layout((math.prod(layout.shape),), origin=layout.shape), {}
 
+    _ORDERS: ClassVar[dict] = {
+        "chw": (ops.flatten_forward, ops.flatten_backward, "row-major order (channel, row, column)"),
+        "hwc": (ops.flatten_channels_last_forward, ops.flatten_channels_last_backward,
+                "channels last (row, column, channel), as NHWC code flattens"),
+        "column-major": (ops.flatten_column_major_forward, ops.flatten_column_major_backward,
+                         "column-major order (column, row, channel), as Fortran or MATLAB flattens"),
+    }  # fmt: skip
+
     def forward(self, x, weights, trace):
-        return ops.flatten_forward(x), x.shape
+        return self._ORDERS[self.order][0](x), x.shape
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
-        return {self.input_gradient: ops.flatten_backward(d_out, cache)} if need_input else {}
+        return {self.input_gradient: self._ORDERS[self.order][1](d_out, cache)} if need_input else {}
+
+    def mistakes(self, values, weights):
+        x, f = self.input, self.output
+        out = []
+        for order, (forward, backward, words) in self._ORDERS.items():
+            if order == self.order:
+                continue
+            switch = ("flatten", order) if order in self.CONVENTIONS["flatten"].choices else None
+            out.append(Mistake("flatten_order", f"{f} flattened in {words}", {f: forward(values[x])}, switch))
+            out.append(Mistake("flatten_order", f"dL/d{x} put back from dL/d{f} in {words}",
+                               {_grad(x): backward(values[_grad(f)], values[x].shape)}, switch))  # fmt: skip
+        return out
 
     def stages(self, ctx):
         x, f = self.input, self.output
@@ -672,16 +760,23 @@ class Flatten(Layer):
     def explain(self, t, name, index):
         x, f = self.input, self.output
         _, C, H, W = t.value(x).shape
+        last = self.order == "hwc"
+        words = "channels last (row, column, filter)" if last else "row-major order (filter, row, column)"
         if name == f:
             m, n = index
-            c, rest = divmod(n, H * W)
-            h, w = divmod(rest, W)
+            if last:
+                h, rest = divmod(n, W * C)
+                w, c = divmod(rest, C)
+            else:
+                c, rest = divmod(n, H * W)
+                h, w = divmod(rest, W)
             entry = t.factor(x, (m, c, h, w))
-            return (f"{x} in row-major order (filter, row, column)", [Term((entry,))], None,
+            return (f"{x} in {words}", [Term((entry,))], None,
                     [f"{f} entry {n} is {entry.label}"])  # fmt: skip
         m, c, h, w = index
-        n = (c * H + h) * W + w
-        return f"dL/d{f} at the same place in row-major order", [Term((t.factor(_grad(f), (m, n)),))], None, []
+        n = (h * W + w) * C + c if last else (c * H + h) * W + w
+        words = "channels last" if last else "row-major order"
+        return f"dL/d{f} at the same place in {words}", [Term((t.factor(_grad(f), (m, n)),))], None, []
 
 
 # -- pooling -------------------------------------------------------------------------------------
@@ -754,12 +849,49 @@ class MaxPool(Pool):
     order. Padding is −∞."""
 
     type: ClassVar[str] = "maxpool"
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {"pool_ties": Convention("ties", ("first", "all", "split"))}
+
+    ties: str = "first"  # "all": every tied maximum gets the gradient; "split": shared equally
+
+    def options(self):
+        out = super().options()
+        return out if self.ties == "first" else {**out, "ties": self.ties}
+
+    def describe(self):
+        return super().describe() + (f", ties {self.ties}" if self.ties != "first" else "")
 
     def forward(self, x, weights, trace):
-        return ops.maxpool_forward(x, self.size, self.stride, self.padding)
+        P, cache = ops.maxpool_forward(x, self.size, self.stride, self.padding)
+        # Another tie rule needs the input to find the tied cells.
+        return P, (cache if self.ties == "first" else TiedPool(cache, x))
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
-        return {self.input_gradient: ops.maxpool_backward(d_out, cache)} if need_input else {}
+        if not need_input:
+            return {}
+        if self.ties == "first":
+            return {self.input_gradient: ops.maxpool_backward(d_out, cache)}
+        return {self.input_gradient: ops.maxpool_backward_tied(d_out, cache.A, cache.pool, self.ties)}
+
+    _TIE_MISTAKES: ClassVar[dict] = {
+        "first": ("pool_first_tie", "only the first tied maximum (row-major) got the gradient"),
+        "all": ("pool_all_ties", "the whole gradient went to every tied maximum of a window"),
+        "split": ("pool_split_ties", "the gradient was shared equally among a window's tied maxima"),
+    }
+
+    def mistakes(self, values, weights):
+        a, p = self.input, self.output
+        A, d = values[a], values[_grad(p)]
+        _, cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        out = []
+        for rule, (id_, words) in self._TIE_MISTAKES.items():
+            if rule != self.ties:
+                routed = ops.maxpool_backward(d, cache) if rule == "first" else ops.maxpool_backward_tied(d, A, cache, rule)
+                out.append(Mistake(id_, f"dL/d{a}: {words}", {_grad(a): routed}, ("pool_ties", rule)))
+        n = self.size[0] * self.size[1]
+        out.append(Mistake("pool_spread", f"dL/d{a}: dL/d{p} spread over the whole window (1/{n} to each "
+                           "cell, as avg-pool would) instead of sent to its maximum",
+                           {_grad(a): ops.avgpool_backward(d, cache)}))  # fmt: skip
+        return out
 
     def stages(self, ctx):
         a, p = self.input, self.output
@@ -768,17 +900,24 @@ class MaxPool(Pool):
                    Rule(f"∂L/∂{a} = ∂L/∂{p} · ∂{p}/∂{a}", f"∂L/∂{p} at the max of each window, 0 elsewhere",
                         (_grad(p),),
                         f"dL/d{p} goes to the cell of {a} that won each window (marked * in {a}), "
-                        "0 to the others")),
+                        "0 to the others" + ("" if self.ties == "first" else f"; in a tie, {self._tie_words()}"))),
         ]  # fmt: skip
 
     def kinks(self, cache):
-        return (cache.winner,)
+        return ((cache.pool if isinstance(cache, TiedPool) else cache).winner,)
 
     def wins(self, trace) -> np.ndarray:
-        """How many windows each cell of the input won, in the input's user shape."""
+        """How many windows each cell of the input won (under ``ties`` all and split, each
+        tied maximum wins), in the input's user shape."""
         t = trace.general_pass()
-        _, cache = ops.maxpool_forward(t.value(self.input), self.size, self.stride, self.padding)
-        return ops.pool_wins(cache).astype(int).reshape(np.shape(trace[self.input]))
+        A = t.value(self.input)
+        _, cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        if self.ties == "first":
+            won = ops.pool_wins(cache)
+        else:
+            won = ops.maxpool_backward_tied(np.ones(cache.winner.shape), A, cache, "all")
+        shape = np.shape(trace.problem.X if self.place.first else trace[self.input])  # X is no stage
+        return won.astype(int).reshape(shape)
 
     def annotate(self, trace):
         wins = self.wins(trace)
@@ -786,6 +925,11 @@ class MaxPool(Pool):
             return {}
         legend = f"won its pool window: dL/d{self.output} flows back to this cell"
         return {self.input: Annotation(wins, legend), _grad(self.input): Annotation(wins)}
+
+    def _tie_words(self) -> str:
+        return {"first": "the first in row-major order wins",
+                "all": "every tied cell gets the whole gradient (conventions: pool_ties all)",
+                "split": "the gradient is shared equally among them (conventions: pool_ties split)"}[self.ties]  # fmt: skip
 
     def winner(self, t, m, c, h, w):
         """The first maximum of window (h, w) in row-major order, as ops.maxpool_forward
@@ -797,6 +941,14 @@ class MaxPool(Pool):
             if 0 <= r < H and 0 <= col < W and (best is None or A[m, c, r, col] > A[m, c, best[0], best[1]]):
                 best = (r, col)
         return best
+
+    def tied(self, t, m, c, h, w) -> list:
+        """Every cell of window (h, w) that holds its maximum, in row-major order."""
+        A = t.value(self.input)
+        H, W = A.shape[2:]
+        inside = [(r, col) for r, col in self.window_cells(h, w) if 0 <= r < H and 0 <= col < W]
+        top = max(A[m, c, r, col] for r, col in inside)
+        return [(r, col) for r, col in inside if A[m, c, r, col] == top]
 
     def explain(self, t, name, index):
         a, p = self.input, self.output
@@ -813,7 +965,7 @@ class MaxPool(Pool):
             notes = [
                 f"window rows {cells[0][0]}..{cells[-1][0]}, columns {cells[0][1]}..{cells[-1][1]} "
                 f"(pool {pool}, stride {ps})",
-                f"the max is {won.label}" + (f"; {ties} cells tie, the first in row-major order wins" if ties > 1 else ""),
+                f"the max is {won.label}" + (f"; {ties} cells tie, {self._tie_words()}" if ties > 1 else ""),
             ]
             if len(inside) < len(cells):
                 notes.append("cells outside the input are the padding, −∞, and never win")
@@ -828,7 +980,14 @@ class MaxPool(Pool):
                 windows += 1
                 d = t.factor(_grad(p), (m, c, h, w))
                 winner = self.winner(t, m, c, h, w)
-                if winner == (r, col):
+                tied = self.tied(t, m, c, h, w)
+                if self.ties != "first" and (r, col) in tied:
+                    if self.ties == "split" and len(tied) > 1:
+                        share = constant(f"1/{len(tied)}", 1.0 / len(tied))
+                        terms.append(Term((share, d), f"tied for window {d.label}, shared by {len(tied)}"))
+                    else:
+                        terms.append(Term((d,), f"won window {d.label}" + (" (a tie: every tied cell gets it)" if len(tied) > 1 else "")))
+                elif winner == (r, col) and self.ties == "first":
                     terms.append(Term((d,), f"won window {d.label}"))
                 else:
                     by = t.factor(a, (m, c, *winner))
@@ -852,6 +1011,19 @@ class AvgPool(Pool):
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
         return {self.input_gradient: ops.avgpool_backward(d_out, cache)} if need_input else {}
+
+    def mistakes(self, values, weights):
+        a, p = self.input, self.output
+        A, d = values[a], values[_grad(p)]
+        n = self.size[0] * self.size[1]
+        _, cache = ops.avgpool_forward(A, self.size, self.stride, self.padding)
+        _, max_cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        return [
+            Mistake("avgpool_undivided", f"dL/d{a}: dL/d{p} copied to every cell of its window, "
+                    f"without the 1/{n}", {_grad(a): ops.avgpool_backward(d, cache) * n}),
+            Mistake("avgpool_as_max", f"dL/d{a}: dL/d{p} sent to the window's maximum, as max-pool "
+                    "would, instead of spread evenly", {_grad(a): ops.maxpool_backward(d, max_cache)}),
+        ]  # fmt: skip
 
     def stages(self, ctx):
         a, p = self.input, self.output
@@ -886,6 +1058,13 @@ class AvgPool(Pool):
         ]  # fmt: skip
         notes = [] if terms else [f"{a}[{r},{col}] lies in no pool window: 0"]
         return f"Σ over the windows that contain this cell of dL/d{p}[window]/{n}", terms, None, notes
+
+
+class TiedPool(NamedTuple):
+    """A max-pool's cache under another tie rule: ops' cache and the pool's input."""
+
+    pool: Any  # ops.PoolCache
+    A: np.ndarray
 
 
 # -- activations -----------------------------------------------------------------------------------
@@ -927,6 +1106,21 @@ class Activation(Layer):
             out[self.input_gradient] = d_out * local
         return out
 
+    def through(self, d_out, local):
+        """dL/dZ from dL/dA and dA/dZ: element-wise (softmax: the Jacobian's transpose)."""
+        return d_out * local
+
+    def resume(self, d_out, stages, given):
+        out = super().resume(d_out, stages, given)
+        grad = self.input_gradient
+        if self.local in given and grad in out and grad not in given:
+            out[grad] = self.through(d_out, given[self.local])
+        return out
+
+    def _local_mistake(self, values, id_: str, message: str, local) -> Mistake:
+        """The local derivative dA/dZ taken as ``local``, and dL/dZ from it."""
+        return Mistake(id_, message, {self.local: local, self.input_gradient: self.through(values[_grad(self.output)], local)})
+
     def local_stage(self, ctx) -> Stage:
         z, a = self.input, self.output
         equation, chain, simplified, factors, note = self.derivative_text()
@@ -967,6 +1161,15 @@ class Activation(Layer):
 class ReLU(Activation):
     type: ClassVar[str] = "relu"
     function: ClassVar[str] = "ReLU"
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {"relu_grad_at_zero": Convention("grad_at_zero", (0, 1))}
+
+    grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
+
+    def options(self):
+        return "relu" if self.grad_at_zero == 0 else {"type": "relu", "grad_at_zero": self.grad_at_zero}
+
+    def describe(self):
+        return "relu" if self.grad_at_zero == 0 else "relu (ReLU′(0) = 1)"
 
     def value(self, z):
         return ops.relu_forward(z)
@@ -975,7 +1178,20 @@ class ReLU(Activation):
         a = self.value(x)
         # Training keeps only the mask, as booleans (an eighth of dA/dZ's memory): Z and A
         # can go as soon as the next layer is done with A.
-        return a, (x, a) if trace else (ops.relu_mask(x), None)
+        mask = ops.relu_mask if self.grad_at_zero == 0 else ops.relu_mask_inclusive
+        return a, (x, a) if trace else (mask(x), None)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        Z = values[z]
+        at_zero = 1 - self.grad_at_zero
+        local = ops.relu_grad_inclusive(Z) if at_zero else ops.relu_grad(Z)
+        return [
+            self._local_mistake(values, "relu_grad_at_zero", f"ReLU′(0) taken as {at_zero} where {z} = 0", local)
+            ._replace(convention=("relu_grad_at_zero", at_zero)),
+            Mistake("relu_mask_missing", f"dL/d{z} = dL/d{a}: the ReLU mask (1 where {z} > 0) was left out",
+                    {self.input_gradient: values[_grad(a)]}),
+        ]  # fmt: skip
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
         if trace:
@@ -984,7 +1200,7 @@ class ReLU(Activation):
         return {self.input_gradient: d_out * mask} if need_input else {}
 
     def derivative(self, z, a):
-        return ops.relu_grad(z)
+        return ops.relu_grad(z) if self.grad_at_zero == 0 else ops.relu_grad_inclusive(z)
 
     def derivative_text(self):
         z = self.input
@@ -1003,6 +1219,9 @@ class ReLU(Activation):
 
     def explain_local(self, t, index):
         z = t.factor(self.input, index)
+        if self.grad_at_zero:
+            note = f"{z.label} {'≥ 0, so 1 (ReLU′(0) = 1 by the convention)' if z.value >= 0 else '< 0, so 0'}"
+            return f"1 if {self.input}[h,w] ≥ 0 else 0", [Term((z,))], "step", [note]
         note = f"{z.label} {'> 0, so 1' if z.value > 0 else '≤ 0, so 0 (ReLU′(0) = 0)'}"
         return f"1 if {self.input}[h,w] > 0 else 0", [Term((z,))], "step", [note]
 
@@ -1073,6 +1292,15 @@ class Tanh(Activation):
     def derivative(self, z, a):
         return ops.tanh_grad(a)
 
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        Z, A = values[z], values[a]
+        return [
+            self._local_mistake(values, "tanh_grad_from_input", f"tanh′ taken as 1 − {z}² (from {z}, "
+                                f"not from {a} = tanh({z}))", 1 - Z * Z),
+            self._local_mistake(values, "tanh_grad_unsquared", f"tanh′ taken as 1 − {a} (the square left out)", 1 - A),
+        ]  # fmt: skip
+
     def derivative_text(self):
         a, z = self.output, self.input
         return (f"1 − {a}²", f"tanh′({z})", f"1 − tanh²({z}) = 1 − {a}²", (a,), "")
@@ -1095,6 +1323,19 @@ class Sigmoid(Activation):
 
     def derivative(self, z, a):
         return ops.sigmoid_grad(z)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        A = values[a]
+        twice = values[self.input_gradient] * A * (1 - A)
+        return [
+            Mistake("sigmoid_derivative_twice", f"the right dL/d{z} times {a}·(1 − {a}) again, with BCE "
+                    f"(({a} − Y)/N)·{a}·(1 − {a}): the sigmoid's derivative was applied twice; with BCE "
+                    f"it cancels, dL/d{z} = ({a} − Y)/N",
+                    {self.input_gradient: twice}),
+            self._local_mistake(values, "sigmoid_grad_from_input", f"σ′ taken as {z}·(1 − {z}) (from {z}, "
+                                f"not from {a} = σ({z}))", values[z] * (1 - values[z])),
+        ]  # fmt: skip
 
     def derivative_text(self):
         a, z = self.output, self.input
@@ -1136,6 +1377,23 @@ class Softmax(Activation):
         if need_input:  # Jacobianᵀ·dL/dA without making the Jacobian
             out[self.input_gradient] = ops.softmax_backward(d_out, a)
         return out
+
+    def through(self, d_out, local):
+        return np.einsum("mji,mj->mi", local, d_out)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        A = values[a]
+        return [
+            Mistake("softmax_derivative_twice", f"dL/d{z} passed through the softmax's Jacobian once more: "
+                    f"with cross-entropy it cancels, dL/d{z} = ({a} − Y)/N",
+                    {self.input_gradient: ops.softmax_backward(values[self.input_gradient], A)}),
+            Mistake("softmax_diagonal_only", f"dL/d{z} = dL/d{a} ⊙ {a}·(1 − {a}): the softmax taken "
+                    "element-wise, its Jacobian's off-diagonal terms −A[i]·A[j] left out",
+                    {self.input_gradient: values[_grad(a)] * A * (1 - A)}),
+            Mistake("softmax_target_missing", f"dL/d{z} = {a}/N: the −Y of softmax with cross-entropy left out",
+                    {self.input_gradient: A / len(A)}),
+        ]  # fmt: skip
 
     def derivative_text(self):
         a, z = self.output, self.input

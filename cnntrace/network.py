@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from cnntrace.errors import NumericError
-from cnntrace.layers import Context, Layer, Rule, Stage, partial
+from cnntrace.layers import Context, Layer, Mistake, Rule, Stage, partial
 from cnntrace.losses import Loss
 
 SECTIONS = ("forward", "backward", "update")
@@ -59,9 +59,13 @@ class Network:
 
     # -- the pass ------------------------------------------------------------------------
 
-    def forward_backward(self, X, target, weights: dict, *, trace: bool = True) -> dict:
+    def forward_backward(self, X, target, weights: dict, *, trace: bool = True, given: dict | None = None) -> dict:
         """One pass on the general shapes; {name: array} for every forward and backward
         stage, in the derivation's order.
+
+        ``given`` ({stage name: array on the general shapes}) resumes the pass from any
+        stages: each forward or backward stage named there is taken as given, and all that
+        comes after it is computed from it (a learner's wrong P1 → their F → their Z2 …).
 
         ``trace=False`` is for training: it returns only L, the output and the weights'
         gradients, with exactly the values a trace gives. It skips dL/dX and the
@@ -71,9 +75,11 @@ class Network:
         """
         traced: dict[str, np.ndarray] = {}
         caches = []
+        given = given or {}
         x = X
         for layer in self.layers:
             x, cache = layer.forward(x, weights, trace)
+            x = given.get(layer.output, x)
             caches.append(cache)
             if trace:
                 traced[layer.output] = x
@@ -88,16 +94,18 @@ class Network:
             # layer down, at dL/dZ = (A − Y)/N, exact where the activation saturates.
             last, layers = layers[-1], layers[:-1]
             if trace:
-                traced[_grad(last.output)] = loss.gradient(output, target, logits)
-                traced[last.local] = last.derivative(*caches[-1])
-            d = traced[last.input_gradient] = loss.fused_backward(output, target)
+                traced[_grad(last.output)] = given.get(_grad(last.output), loss.gradient(output, target, logits))
+                traced[last.local] = given.get(last.local, last.derivative(*caches[-1]))
+            d = traced[last.input_gradient] = given.get(last.input_gradient, loss.fused_backward(output, target))
             caches.pop()
         else:
-            d = traced[_grad(self.output)] = loss.gradient(output, target, logits)
+            d = traced[_grad(self.output)] = given.get(_grad(self.output), loss.gradient(output, target, logits))
         grads = {}
         for position in reversed(range(len(layers))):
             layer = layers[position]
             stages = layer.backward(d, caches.pop(), weights, need_input=trace or position > 0, trace=trace)
+            if given:
+                stages = layer.resume(d, stages, given)
             if trace:
                 traced.update(stages)
             for name in layer.gradients:
@@ -106,6 +114,43 @@ class Network:
         if not trace:
             return {"L": L, self.output: output, **grads}
         return traced
+
+    def resume(self, X, target, weights: dict, lr: float, given: dict) -> dict:
+        """Every stage of the pass and the update, from the stages in ``given`` on (see
+        forward_backward); an update stage in ``given`` (W1 after the step) is taken as is."""
+        values = self.forward_backward(X, target, weights, given=given)
+        update = self.gradient_step(weights, values, lr)
+        values.update({p: given.get(p, value) for p, value in update.items()})
+        return values
+
+    def mistakes(self, values: dict, weights: dict, lr: float, M: int) -> list[Mistake]:
+        """The known mistakes of this network from the correct pass's ``values`` (general
+        shapes, X included): each layer kind's, the loss's mean left out, the update's sign."""
+        out = [mistake for layer in self.layers for mistake in layer.mistakes(values, weights)]
+        first = self.layers[-1].input_gradient if self.fused else _grad(self.output)
+        output = values[self.output]
+        # The mean is over the images (bce, cross-entropy) or over every output (mse): try both.
+        means = {M: f"the {M} images", output.size: f"all {output.size} outputs"}
+        for N, what in means.items():
+            if N > 1:
+                out.append(Mistake("batch_mean_missing", f"dL/d{first[4:]} without the 1/N of the mean over "
+                                   f"{what}: N = {N} times too large", {first: values[first] * N}))  # fmt: skip
+        for p, gradient in self._updates:
+            out.append(Mistake("update_sign", f"{p} + lr·dL/d{p}: the step went uphill, the sign of the update "
+                               "reversed", {p: weights[p] + lr * values[gradient]}))  # fmt: skip
+        return out
+
+    def conventions(self) -> dict:
+        """The switches of ``conventions`` where a layer differs from the default."""
+        out = {}
+        for layer in self.layers:
+            out.update(layer.conventions())
+        return out
+
+    def with_conventions(self, conventions: dict) -> Network:
+        from dataclasses import replace
+
+        return replace(self, layers=tuple(layer.with_conventions(conventions) for layer in self.layers))
 
     def gradient_step(self, weights: dict, grads: dict, lr: float) -> dict:
         """The weights after one step of gradient descent: P − lr·dL/dP for each of them."""

@@ -402,3 +402,59 @@ def mse_loss(A, Y):
 def mse_grad(A, Y):
     """dL/dA = 2·(A − Y) / N over N entries."""
     return 2.0 * (A - Y) / A.size
+
+
+# -- other conventions and the mistakes verify tries: new functions beside the defaults ---------
+
+
+def relu_grad_inclusive(Z):
+    """ReLU′ with ReLU′(0) taken as 1: 1 where Z ≥ 0, else 0. Same shape as Z."""
+    return (Z >= 0).astype(np.float64)
+
+
+def relu_mask_inclusive(Z):
+    """Where ReLU′ is 1 when ReLU′(0) = 1: Z ≥ 0, as booleans (training's mask)."""
+    return Z >= 0
+
+
+def maxpool_backward_tied(dL_dP, A, cache: PoolCache, rule: str):
+    """dL/dA where a window's maximum is tied: ``"all"`` gives each tied cell the whole
+    dL/dP entry (as several course solutions do), ``"split"`` shares it equally among them.
+    Untied windows give the same as maxpool_backward. A (M, C, H, W) is the pool's input.
+    """
+    _, _, size, stride, padding = cache
+    A_padded = _pad(A, padding, -np.inf)
+    out = dL_dP.shape
+    P = np.full(out, -np.inf)
+    for _, _, rows, cols in _offsets(size, out[2:], stride):
+        P = np.maximum(P, A_padded[:, :, rows, cols])
+    ties = np.zeros(out)
+    for _, _, rows, cols in _offsets(size, out[2:], stride):
+        ties += A_padded[:, :, rows, cols] == P
+    share = dL_dP if rule == "all" else dL_dP / ties
+    dL_dAp = np.zeros(A_padded.shape)
+    for _, _, rows, cols in _offsets(size, out[2:], stride):
+        dL_dAp[:, :, rows, cols] += np.where(A_padded[:, :, rows, cols] == P, share, 0.0)
+    return _unpad(dL_dAp, padding)
+
+
+def flatten_channels_last_forward(P):
+    """F[m] = P[m] channels last (as NHWC code flattens): row, then column, then channel.
+    (M, C, H, W) -> (M, n)."""
+    return P.transpose(0, 2, 3, 1).reshape(P.shape[0], -1)
+
+
+def flatten_channels_last_backward(dL_dF, shape):
+    """dL/dP from dL/dF flattened channels last. (M, n) -> (M, C, H, W)."""
+    M, C, H, W = shape
+    return dL_dF.reshape(M, H, W, C).transpose(0, 3, 1, 2)
+
+
+def flatten_column_major_forward(P):
+    """F[m] = P[m] in column-major (Fortran) order: the last axis changes slowest."""
+    return np.stack([image.ravel(order="F") for image in P]) if len(P) else P.reshape(0, -1)
+
+
+def flatten_column_major_backward(dL_dF, shape):
+    """dL/dP from dL/dF flattened in column-major order."""
+    return np.stack([row.reshape(shape[1:], order="F") for row in dL_dF])

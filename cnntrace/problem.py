@@ -198,7 +198,39 @@ def _parse_option(kind, option: str, value, key: str):
         if isinstance(value, bool) or not isinstance(value, Real) or not is_finite(value):
             raise InputError(f"alpha is a finite number, got {value!r}", key=key)
         return float(value)
+    for convention in kind.CONVENTIONS.values():
+        if option == convention.option:
+            return convention_value(convention, value, key)
     raise AssertionError(option)  # pragma: no cover - every field is handled above
+
+
+def convention_value(convention, value, key: str):
+    """One convention's value, checked against its choices (the default first)."""
+    if value not in convention.choices or isinstance(value, bool):
+        choices = " | ".join(map(str, convention.choices))
+        raise InputError(f"expected {choices} (the default is {convention.choices[0]}), got {value!r}"[:200], key=key)
+    return value
+
+
+def all_conventions() -> dict:
+    """Every switch of the ``conventions`` key, from the layer kinds that honour them."""
+    return {switch: c for kind in KINDS.values() for switch, c in kind.CONVENTIONS.items()}
+
+
+def parse_conventions(value) -> dict:
+    """The input's ``conventions`` object, checked: {"pool_ties": "all", …}."""
+    known = all_conventions()
+    if not isinstance(value, dict):
+        raise InputError('expected an object, e.g. {"pool_ties": "all", "relu_grad_at_zero": 1}', key="conventions")
+    out = {}
+    for switch, choice in value.items():
+        if switch not in known:
+            guess = difflib.get_close_matches(switch, list(known), n=1)
+            hint = f"did you mean {guess[0]}? " if guess else ""
+            raise InputError(f"unknown convention; {hint}the conventions are {', '.join(known)}",
+                             key=f"conventions.{switch}")  # fmt: skip
+        out[switch] = convention_value(known[switch], choice, f"conventions.{switch}")
+    return out
 
 
 def parse_layer(description, key: str) -> Layer:
@@ -436,6 +468,12 @@ class Problem:
     @property
     def M(self) -> int:
         return self.X.shape[0] if self.batched else 1
+
+    def with_conventions(self, conventions: dict) -> Problem:
+        """The problem with its layers set to ``conventions`` (see layers.Convention)."""
+        from dataclasses import replace
+
+        return replace(self, network=self.network.with_conventions(conventions))
 
     def general_X(self) -> np.ndarray:
         """X as (M, C, H, W) maps or (M, n) vectors: a view, nothing writes to it."""

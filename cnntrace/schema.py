@@ -54,10 +54,19 @@ LAYER_SCHEMA = {
                      "description": "A true convolution: the kernel rotated 180°; false is cross-correlation."},
         }),
         _layer("dense", "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."),
-        _layer("flatten", "F: channel, then row, then column; between the last conv block and the first dense layer."),
-        _layer("maxpool", "The largest entry of each window; ties go to the first in row-major order.", _POOL),
+        _layer("flatten", "F: channel, then row, then column; between the last conv block and the first dense layer.", {
+            "order": {"enum": ["chw", "hwc"], "default": "chw",
+                      "description": "chw: channel, row, column (PyTorch); hwc: channels last (NHWC code)."},
+        }),
+        _layer("maxpool", "The largest entry of each window; ties go to the first in row-major order.", {
+            **_POOL,
+            "ties": {"enum": ["first", "all", "split"], "default": "first",
+                     "description": "Where dL/dP goes in a tied window: the first maximum (PyTorch), all of them, or shared."},
+        }),
         _layer("avgpool", "The mean of each window.", _POOL),
-        _layer("relu", "max(Z, 0); ReLU′(0) = 0."),
+        _layer("relu", "max(Z, 0); ReLU′(0) = 0.", {
+            "grad_at_zero": {"enum": [0, 1], "default": 0, "description": "ReLU′(0): 0 (PyTorch) or 1."},
+        }),
         _layer("leaky_relu", "Z where Z > 0, alpha·Z elsewhere.",
                {"alpha": {"type": "number", "default": 0.01, "description": "The slope where Z ≤ 0."}}),
         _layer("tanh", "tanh(Z)."),
@@ -68,6 +77,16 @@ LAYER_SCHEMA = {
 
 _COMMON = {
     "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Learning rate of the update."},
+    "conventions": {
+        "type": "object", "additionalProperties": False,
+        "description": "Conventions other than PyTorch's, set on every layer they concern.",
+        "properties": {
+            "pool_ties": {"enum": ["first", "all", "split"], "default": "first",
+                          "description": "Max-pool ties: the first maximum, every tied one, or shared equally."},
+            "relu_grad_at_zero": {"enum": [0, 1], "default": 0, "description": "ReLU′(0)."},
+            "flatten": {"enum": ["chw", "hwc"], "default": "chw", "description": "The flatten order: chw, or hwc (channels last)."},
+        },
+    },
     "comment": {"type": "string", "description": "Free text, ignored."},
     "$schema": {"type": "string", "description": "The schema's address, ignored."},
 }

@@ -283,7 +283,7 @@ def test_verify_marks_each_wrong_entry_with_the_correct_value(tmp_path):
 
 
 def test_verify_reports_wrong_shapes_unknown_names_and_non_numbers(tmp_path):
-    answers = write(tmp_path, {"P1": [1, 2, 3], "dL_dZ9": 1, "A2": None, "L": [0.5104]}, "a.json")
+    answers = write(tmp_path, {"P1": [1, 2, 3], "dL_dZ9": 1, "A2": "0.6", "L": [0.5104]}, "a.json")
     result = invoke("verify", REFERENCE, answers, "-f", "json")
     assert result.exit_code == 1 and result.stderr == ""
     results = json.loads(result.stdout)["results"]
