@@ -551,11 +551,141 @@ def _write_exercise(data: dict, output: Path | None) -> None:
         from cnntrace import io
 
         text = io.format_input(data)
+    _write_text(text, output)
+
+
+class SheetFormat(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+
+
+#: The renderer of each format of ``sheet``.
+SHEET_RENDERERS = {
+    SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
+    SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
+}
+
+
+@app.command()
+def sheet(
+    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
+    format: SheetFormat = typer.Option(SheetFormat.markdown, "--format", "-f", help="Output format."),
+    key: bool = typer.Option(False, "--key", help="The answer key: the values and each step's chain rule."),
+    only: str = typer.Option(
+        None, "--only", metavar="NAME[,NAME…]", show_default=False,
+        help="Ask only for these matrices (e.g. P1,dL_dW1).",
+    ),
+    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals of the key's values."),
+    standalone: bool = typer.Option(False, "--standalone", help="LaTeX: a whole document, not a fragment."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
+) -> None:
+    """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
+
+    Example: cnntrace sheet ex.json -f latex --standalone -o ex.tex; cnntrace sheet ex.json --key
+    """
+    if standalone and format is not SheetFormat.latex:
+        raise typer.BadParameter("a whole document is LaTeX; add --format latex", param_hint="--standalone")
+    names = _only_names(only)
+    render = _renderer(SHEET_RENDERERS, format)
+    with reported_errors(file):
+        from cnntrace.io import load_problem
+        from cnntrace.network import run
+        from cnntrace.render.sheet import Sheet
+
+        trace = run(load_problem(file))
+        _check_only(trace, names)
+        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
+    _write_text(text, output)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
+    with reported_errors(output):
+        from cnntrace import io
+
         if output is None:
             sys.stdout.write(text)
         else:
             io.write_atomic(output, text)
             typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def quiz(
+    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
+    only: str = typer.Option(
+        None, "--only", metavar="NAME[,NAME…]", show_default=False,
+        help="Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.",
+    ),
+    tries: int = typer.Option(3, "--tries", min=1, max=100, help="Tries per matrix before the answer is shown."),
+    record: Path = typer.Option(
+        None, "--record", metavar="FILE", show_default=False,
+        help='Write the session as JSON: {"file", "score", "total", "answers": […]}.',
+    ),
+    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals shown in feedback."),
+    rtol: float = typer.Option(1e-3, min=0, callback=_finite, help="Relative tolerance, as verify's."),
+    atol: float = typer.Option(1e-4, min=0, callback=_finite, help="Absolute tolerance, as verify's."),
+) -> None:
+    """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
+
+    Answers are numbers in row-major order (spaces or commas) or a JSON value; '?' gives a
+    hint. Prompts and feedback go to stderr when stdout is not a terminal, the score to
+    stdout. Exit status 0 when every answer was right, 1 otherwise.
+
+    Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
+    """
+    names = _only_names(only)
+    if record is not None:
+        with reported_errors():
+            from cnntrace.io import check_writable
+
+            check_writable(record)
+    with reported_errors(file):
+        from cnntrace.io import load_problem
+        from cnntrace.network import run
+        from cnntrace.quiz import Session, run_quiz
+
+        trace = run(load_problem(file))
+        _check_only(trace, names)
+    questions = [stage.name for stage in trace.stages if names is None or stage.name in names]
+    talk = sys.stdout if sys.stdout.isatty() else sys.stderr
+    interactive = sys.stdin.isatty()
+
+    def say(text: str) -> None:
+        talk.write(text)
+        talk.flush()
+
+    def ask(prompt: str) -> str | None:
+        say(prompt)
+        try:
+            line = sys.stdin.readline()
+        except (OSError, ValueError):  # stdin closed under us
+            return None
+        if not line:
+            return None
+        if not interactive:  # piped answers: the transcript shows them after their prompts
+            say(line if line.endswith("\n") else line + "\n")
+        return line.rstrip("\r\n")
+
+    session = Session(str(file), len(questions))
+    interrupted = False
+    try:
+        run_quiz(trace, questions, ask, say, file=str(file), tries=tries, precision=precision,
+                 rtol=rtol, atol=atol, session=session)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    if record is not None:
+        with reported_errors(record):
+            import json
+
+            from cnntrace.io import write_atomic
+
+            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n")
+    if interrupted:
+        raise _interrupted()
+    sys.stdout.write(f"{chr(10) if talk is sys.stdout else ''}score {session.score}/{session.total}\n")
+    if session.score < session.total:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
