@@ -412,7 +412,8 @@ class Problem:
         loss = network.loss
         target_key = "grad" if loss.given else "Y"
         general_target = loss.target(target, layout, M, batched)
-        layouts[target_key] = Given(target.shape)
+        # A given gradient is split as the output it belongs to is (per image, per filter).
+        layouts[target_key] = Given(target.shape, layout.axes(batched)[0] if loss.given else ())
         inputs = {"X": X, target_key: target, **{p: arrays[p] for p in network.params}}
         return cls(network, inputs, float(lr), layouts, weights, general_target, reference)
 

@@ -191,8 +191,9 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
         if sheet.key:
             out += _derivation(trace, q.name, sheet.precision)
         if not q.shape or len(q.shape) == len(q.axes):
-            cell = "\\rule{3cm}{0.4pt}" if values is None else f"${number(float(values), sheet.precision)}$"
-            out += [f"\\smallskip ${math(q.symbol)} = $ {cell}", "\\end{minipage}", ""]
+            cell = "\\rule{3cm}{0.4pt}" if values is None else number(float(values), sheet.precision)
+            out += [f"\\smallskip ${math(q.symbol)} = {cell}$" if values is not None else
+                    f"\\smallskip ${math(q.symbol)} = $ {cell}", "\\end{minipage}", ""]
             continue
         for label, index in _tables(q.shape, q.axes):
             part = None if values is None else values[index]
@@ -211,8 +212,8 @@ def _given_latex(problem, name: str, values: np.ndarray) -> list[str]:
     axes = input_axes(problem, name)
     if values.ndim == 0 or values.ndim == len(axes):
         text = given(values) if values.ndim == 0 else ", ".join(map(given, values))
-        return [f"\\noindent ${math(name)} = {text}$", ""]
+        return [f"\\noindent ${math(name)} = {text}$\\par\\medskip", ""]
     out = [f"\\noindent ${math(name)}$ (${math(shape(values.shape))}$)", ""]
     for label, index in _tables(values.shape, axes):
         out += [f"\\textit{{{label}}}\\\\" if label else "", _tabular(values[index], values.shape[len(axes):], given), ""]
-    return out
+    return out + ["\\medskip", ""]
