@@ -120,7 +120,7 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
     from cnntrace.render.format import shape
 
     session = session if session is not None else Session(file, len(names))
-    say(f"{len(names)} matrices to compute from {file or 'the input'}. Type each as numbers in row-major "
+    say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {file or 'the input'}. Type each as numbers in row-major "
         f"order or as JSON; '?' for a hint, 'skip' to see the answer, 'quit' to stop. {tries} "
         f"tr{'ies' if tries > 1 else 'y'} each.\n")  # fmt: skip
     for position, name in enumerate(names, 1):
