@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cnntrace.cli import app
 from cnntrace.exercise import hand_input, hand_ready, hand_report, random_input
 from cnntrace.io import load_problem, problem_from_dict
-from cnntrace.layers import ReLU
+from cnntrace.layers import LeakyReLU, ReLU
 from cnntrace.network import run
 
 runner = CliRunner()
@@ -43,7 +45,7 @@ def check_promises(data: dict, allow_ties: bool = False, level: int = 1) -> None
     ties = 0
     for layer in problem.network.layers:
         x = np.asarray(trace[layer.input]) if layer.input != "X" else problem.inputs["X"]
-        if isinstance(layer, ReLU):
+        if isinstance(layer, (ReLU, LeakyReLU)):
             assert np.all(x != 0), f"a ReLU input at 0 in {layer.input}"
             assert np.all(np.abs(x) > 1e-9)
         if layer.type == "maxpool":
@@ -159,3 +161,39 @@ def test_count_into_a_file_is_refused(tmp_path):
     result = runner.invoke(app, ["init", "--hand", "--count", "2", "-o", str(target)])
     assert result.exit_code == 2
     assert str(target) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+#: A network with a leaky ReLU and an avg-pool after the max-pool's block, written here.
+LEAKY = {
+    "X": [[1, 2, 0, 1, 2, 1], [0, 1, 3, 1, 0, 2], [2, 0, 1, 2, 1, 0], [1, 1, 0, 1, 2, 3],
+          [0, 2, 1, 0, 1, 1], [1, 0, 2, 1, 0, 2]],
+    "layers": ["conv", {"type": "leaky_relu", "alpha": 0.1}, {"type": "maxpool", "size": 2}, "flatten",
+               "dense", "sigmoid"],
+    "loss": "bce", "Y": 1, "W1": [[1, 0, -1], [1, 0, -1], [1, 0, -1]], "B1": 0.5,
+    "W2": [[0.1], [0.2], [-0.1], [0.3]], "B2": [0], "lr": 0.1,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_leaky_relu_network_keeps_the_promises(tmp_path, seed):
+    like = tmp_path / "leaky.json"
+    like.write_text(json.dumps(LEAKY))
+    data = init("--like", like, "--seed", seed)
+    assert data["layers"] == LEAKY["layers"]
+    check_promises(data)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.integers(4, 7), kernel=st.integers(2, 3),
+       filters=st.integers(1, 2), level=st.sampled_from([1, 2]))  # fmt: skip
+def test_any_seed_and_size_keeps_the_promises(seed, size, kernel, filters, level):
+    data = hand_input(random_input((size, size), (kernel, kernel), filters, 1, seed), seed, level)
+    check_promises(data, level=level)
+    assert hand_input(random_input((size, size), (kernel, kernel), filters, 1, seed), seed, level) == data
+
+
+def test_count_works_without_hand_too(tmp_path):
+    result = runner.invoke(app, ["init", "--seed", "1", "--count", "3", "-o", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["exercise-01.json", "exercise-02.json",
+                                                                 "exercise-03.json"]  # fmt: skip

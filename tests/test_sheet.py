@@ -170,3 +170,13 @@ def test_standalone_is_a_whole_document(tmp_path, key):
     document = sheet(HAND, "--format", "latex", "--standalone", *(["--key"] if key else []))
     assert document.count("\\documentclass") == 1 and document.rstrip().endswith("\\end{document}")
     pdflatex(tmp_path, document)
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_step_s_markdown_and_latex_work_on_every_sample(sample):
+    """A given gradient has the layout of its output (step -f markdown once crashed on
+    conv-given-grad.json), and the LaTeX notation covers every formula (², δ, ∂, →)."""
+    for format in ("markdown", "latex"):
+        result = runner.invoke(app, ["step", sample, "--format", format])
+        assert result.exit_code == 0, result.stderr
+    assert result.stdout.isascii(), sorted({c for c in result.stdout if not c.isascii()})
