@@ -252,12 +252,13 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
     samplers = _hand_samplers(rng, base, template, level)
     values = {name: draw(np.shape(template_value)) for name, (draw, template_value) in samplers.items()}
 
-    def score(values) -> tuple[int, dict]:
+    def score(values) -> tuple[int, dict, HandReport]:
         data = {**base, **{name: _listed(value) for name, value in values.items()}}
         with np.errstate(all="ignore"):
-            return flaws(hand_report(problem_from_dict(data)), allow_ties), data
+            report = hand_report(problem_from_dict(data))
+        return flaws(report, allow_ties), data, report
 
-    current, data = score(values)
+    current, data, report = score(values)
     names = list(values)
     for _ in range(HAND_ATTEMPTS):
         if current == 0:
@@ -272,15 +273,31 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
             trial[name] = changed
         else:
             trial[name] = draw(())
-        flawed, trial_data = score(trial)
+        flawed, trial_data, trial_report = score(trial)
         if flawed <= current:
-            values, current, data = trial, flawed, trial_data
+            values, current, data, report = trial, flawed, trial_data, trial_report
     wanted = "a tie in a pool window" if allow_ties else "the promises of a hand exercise"
     raise InputError(
         f"no exercise found that keeps {wanted} for this network at level {level} in "
-        f"{HAND_ATTEMPTS} tries; try another seed, --level 1 or smaller sizes",
+        f"{HAND_ATTEMPTS} tries (the closest has {_flaws_text(report, allow_ties)}); try another "
+        f"seed{', --level 2' if level == 1 else ''} or smaller sizes",
         key="--seed",
     )
+
+
+def _flaws_text(report: HandReport, allow_ties: bool) -> str:
+    """'2 tied pool windows, a saturated Z2': what keeps a draw from the promises."""
+    parts = []
+    if report.zeros:
+        parts.append(f"{report.zeros} ReLU input{'s' * (report.zeros > 1)} at 0")
+    if allow_ties and report.pools and not report.ties:
+        parts.append("no tie")
+    elif report.ties and not allow_ties:
+        parts.append(f"{report.ties} tied pool window{'s' * (report.ties > 1)}")
+    parts += [f"more than two decimals in {name}" for name in report.inexact]
+    parts += [f"one sign only in {name}" for name in report.one_sided]
+    parts += [f"a saturated {name} (beyond ±{SMOOTH_RANGE:g})" for name in report.saturated]
+    return ", ".join(parts)
 
 
 def _listed(values):

@@ -197,3 +197,15 @@ def test_count_works_without_hand_too(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["exercise-01.json", "exercise-02.json",
                                                                  "exercise-03.json"]  # fmt: skip
+
+
+def test_an_exercise_too_large_for_the_promises_says_what_is_left(monkeypatch):
+    """A search that cannot finish is one line naming --seed and the flaws that remain."""
+    import cnntrace.exercise as exercise
+
+    monkeypatch.setattr(exercise, "HAND_ATTEMPTS", 3)
+    result = runner.invoke(app, ["init", "--hand", "--size", "16", "--filters", "4", "--batch", "4", "--seed", "0"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("cnntrace: --seed: no exercise found")
+    assert "the closest has" in result.stderr and "--level 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
