@@ -436,11 +436,37 @@ def init(
         None, "--like", metavar="FILE", show_default=False,
         help="A fresh exercise with FILE's network: its layers, loss, shapes and classes.",
     ),
+    hand: bool = typer.Option(
+        False, "--hand",
+        help="Made for pencil and paper: small numbers, forward matrices up to F exact at two "
+             "decimals, no ReLU input at 0, no tied pool maxima.",
+    ),
+    level: int = typer.Option(
+        1, "--level", min=1, max=2,
+        help="With --hand: 1 small integers, 2 one decimal.",
+    ),
+    allow_ties: bool = typer.Option(
+        False, "--allow-ties", help="With --hand: a tie in a pool window on purpose (at least one)."
+    ),
+    count: int = typer.Option(
+        None, "--count", min=1, max=10_000, show_default=False,
+        help="Write this many different exercises (seeds --seed, --seed + 1 …) into the directory -o DIR.",
+    ),
 ) -> None:
     """Write a valid random input file: the same file for the same --seed.
 
     Example: cnntrace init --size 6 --kernel 3 --seed 7 -o exercise7.json
+
+    A class set for pencil and paper: cnntrace init --hand --seed 1 --count 30 -o class/
     """
+    if count is not None and output is None:
+        raise typer.BadParameter("--count writes a directory of files; give it with -o DIR", param_hint="--count")
+    if (level != 1 or allow_ties) and not hand:
+        given = "--level" if level != 1 else "--allow-ties"
+        raise typer.BadParameter(f"{given} goes with --hand", param_hint=given)
+    if hand and image is not None:
+        raise typer.BadParameter("--hand draws X itself; leave out --image", param_hint="--image")
+    hand_options = (level, allow_ties) if hand else None
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip
@@ -450,7 +476,7 @@ def init(
             from cnntrace.io import load_problem
 
             problem = load_problem(like)
-        _write_exercise(like_exercise(problem, seed, batch, like), output)
+        _write_exercises(lambda seed: like_exercise(problem, seed, batch, like, hand_options), seed, count, output)
         return
     size, kernel = size or "6", kernel or "3"
     filters, batch = filters or 1, batch or 1
@@ -465,32 +491,76 @@ def init(
 
         check_size((H, W), (kh, kw), filters, batch, key="--size")  # before any work
     with reported_errors(output):
-        import secrets
-
         from cnntrace import io
+
+        X = None if image is None else io.image_to_X(image, (H, W), invert=invert)
+
+    def exercise(seed: int) -> dict:
         from cnntrace.exercise import random_input
 
-        seed = secrets.randbelow(2**31) if seed is None else seed
-        X = None if image is None else io.image_to_X(image, (H, W), invert=invert)
-        data = {"comment": f"cnntrace init --size {H}x{W} --kernel {kh}x{kw} --seed {seed}"}
-        if image is not None:
-            data["comment"] += f", X from {image.name}"
-        data.update(random_input((H, W), (kh, kw), filters, batch, seed, X=X))
-    _write_exercise(data, output)
+        with reported_errors(output):
+            data = {"comment": f"cnntrace init --size {H}x{W} --kernel {kh}x{kw} --seed {seed}"}
+            if image is not None:
+                data["comment"] += f", X from {image.name}"
+            data.update(random_input((H, W), (kh, kw), filters, batch, seed, X=X))
+            if filters > 1:
+                data["comment"] += f" --filters {filters}"
+            if batch > 1:
+                data["comment"] += f" --batch {batch}"
+            return _by_hand(data, seed, hand_options)
+
+    _write_exercises(exercise, seed, count, output)
 
 
-def like_exercise(problem, seed: int | None, batch: int | None, like: Path) -> dict:
+def _by_hand(data: dict, seed: int, hand_options) -> dict:
+    """``data`` remade for pencil and paper (see exercise.hand_input), when --hand asks."""
+    if hand_options is None:
+        return data
+    from cnntrace.exercise import hand_input
+
+    level, allow_ties = hand_options
+    comment = data.pop("comment") + f" --hand --level {level}" + " --allow-ties" * allow_ties
+    return {"comment": comment, **hand_input(data, seed, level, allow_ties)}
+
+
+def like_exercise(problem, seed: int, batch: int | None, like: Path, hand_options=None) -> dict:
     """init --like: a fresh random input with the problem's network (see exercise.like_input)."""
-    import secrets
-
     from cnntrace.exercise import like_input
 
-    seed = secrets.randbelow(2**31) if seed is None else seed
     with reported_errors(like):
         problem.check_size(1)
         data = {"comment": f"cnntrace init --like {like.name} --seed {seed}" + (f" --batch {batch}" if batch else "")}
         data.update(like_input(problem, seed, batch))
-    return data
+        return _by_hand(data, seed, hand_options)
+
+
+def _write_exercises(make, seed: int | None, count: int | None, output: Path | None) -> None:
+    """One exercise ``make(seed)`` to ``output`` (or stdout); with ``count``, that many
+    different ones into the directory ``output``, named exercise-01.json … so they sort,
+    from seeds ``seed``, ``seed`` + 1 … (a draw equal to an earlier one is skipped)."""
+    import secrets
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    if count is None:
+        _write_exercise(make(seed), output)
+        return
+    with reported_errors(output):
+        from cnntrace.errors import OutputError
+
+        if output.exists() and not output.is_dir():
+            raise OutputError("is a file; --count writes a directory of exercises", file=str(output))
+        output.mkdir(parents=True, exist_ok=True)
+    width = max(2, len(str(count)))
+    made: set[str] = set()
+    while len(made) < count:
+        data = make(seed)
+        seed += 1
+        numbers = {key: value for key, value in data.items() if key != "comment"}
+        key = repr(numbers)
+        if key in made:
+            continue
+        made.add(key)
+        _write_exercise(data, output / f"exercise-{len(made):0{width}d}.json")
 
 
 def _write_exercise(data: dict, output: Path | None) -> None:
@@ -499,11 +569,141 @@ def _write_exercise(data: dict, output: Path | None) -> None:
         from cnntrace import io
 
         text = io.format_input(data)
+    _write_text(text, output)
+
+
+class SheetFormat(str, Enum):
+    markdown = "markdown"
+    latex = "latex"
+
+
+#: The renderer of each format of ``sheet``.
+SHEET_RENDERERS = {
+    SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
+    SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
+}
+
+
+@app.command()
+def sheet(
+    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
+    format: SheetFormat = typer.Option(SheetFormat.markdown, "--format", "-f", help="Output format."),
+    key: bool = typer.Option(False, "--key", help="The answer key: the values and each step's chain rule."),
+    only: str = typer.Option(
+        None, "--only", metavar="NAME[,NAME…]", show_default=False,
+        help="Ask only for these matrices (e.g. P1,dL_dW1).",
+    ),
+    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals of the key's values."),
+    standalone: bool = typer.Option(False, "--standalone", help="LaTeX: a whole document, not a fragment."),
+    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
+) -> None:
+    """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
+
+    Example: cnntrace sheet ex.json -f latex --standalone -o ex.tex; cnntrace sheet ex.json --key
+    """
+    if standalone and format is not SheetFormat.latex:
+        raise typer.BadParameter("a whole document is LaTeX; add --format latex", param_hint="--standalone")
+    names = _only_names(only)
+    render = _renderer(SHEET_RENDERERS, format)
+    with reported_errors(file):
+        from cnntrace.io import load_problem
+        from cnntrace.network import run
+        from cnntrace.render.sheet import Sheet
+
+        trace = run(load_problem(file))
+        _check_only(trace, names)
+        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
+    _write_text(text, output)
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
+    with reported_errors(output):
+        from cnntrace import io
+
         if output is None:
             sys.stdout.write(text)
         else:
             io.write_atomic(output, text)
             typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def quiz(
+    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
+    only: str = typer.Option(
+        None, "--only", metavar="NAME[,NAME…]", show_default=False,
+        help="Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.",
+    ),
+    tries: int = typer.Option(3, "--tries", min=1, max=100, help="Tries per matrix before the answer is shown."),
+    record: Path = typer.Option(
+        None, "--record", metavar="FILE", show_default=False,
+        help='Write the session as JSON: {"file", "score", "total", "answers": […]}.',
+    ),
+    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals shown in feedback."),
+    rtol: float = typer.Option(1e-3, min=0, callback=_finite, help="Relative tolerance, as verify's."),
+    atol: float = typer.Option(1e-4, min=0, callback=_finite, help="Absolute tolerance, as verify's."),
+) -> None:
+    """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
+
+    Answers are numbers in row-major order (spaces or commas) or a JSON value; '?' gives a
+    hint. Prompts and feedback go to stderr when stdout is not a terminal, the score to
+    stdout. Exit status 0 when every answer was right, 1 otherwise.
+
+    Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
+    """
+    names = _only_names(only)
+    if record is not None:
+        with reported_errors():
+            from cnntrace.io import check_writable
+
+            check_writable(record)
+    with reported_errors(file):
+        from cnntrace.io import load_problem
+        from cnntrace.network import run
+        from cnntrace.quiz import Session, run_quiz
+
+        trace = run(load_problem(file))
+        _check_only(trace, names)
+    questions = [stage.name for stage in trace.stages if names is None or stage.name in names]
+    talk = sys.stdout if sys.stdout.isatty() else sys.stderr
+    interactive = sys.stdin.isatty()
+
+    def say(text: str) -> None:
+        talk.write(text)
+        talk.flush()
+
+    def ask(prompt: str) -> str | None:
+        say(prompt)
+        try:
+            line = sys.stdin.readline()
+        except (OSError, ValueError):  # stdin closed under us
+            return None
+        if not line:
+            return None
+        if not interactive:  # piped answers: the transcript shows them after their prompts
+            say(line if line.endswith("\n") else line + "\n")
+        return line.rstrip("\r\n")
+
+    session = Session(str(file), len(questions))
+    interrupted = False
+    try:
+        run_quiz(trace, questions, ask, say, file=str(file), tries=tries, precision=precision,
+                 rtol=rtol, atol=atol, session=session)  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    if record is not None:
+        with reported_errors(record):
+            import json
+
+            from cnntrace.io import write_atomic
+
+            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n")
+    if interrupted:
+        raise _interrupted()
+    sys.stdout.write(f"{chr(10) if talk is sys.stdout else ''}score {session.score}/{session.total}\n")
+    if session.score < session.total:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

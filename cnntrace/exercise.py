@@ -6,6 +6,8 @@ Draws that would make a dull or ambiguous exercise are drawn again (see ``instru
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from cnntrace.errors import InputError
@@ -152,3 +154,186 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
             data[name] = rounded(rng.normal(0, 0.5, size=shape)).tolist()
     data["lr"] = problem.lr
     return data
+
+
+# -- exercises made for solving by hand -------------------------------------------------------
+
+#: What each --level of a hand exercise draws: X's entries, a conv's weights and biases.
+#: Dense weights have one decimal at every level, so that the output stays away from the
+#: flat ends of a sigmoid.
+LEVELS = {
+    1: "small integers: X from 0 to 3, conv weights and biases from −2 to 2",
+    2: "one decimal: X from 0 to 1, conv weights from −1 to 1, biases from −0.5 to 0.5",
+}
+#: How many draws ``hand_input`` tries before it gives up.
+HAND_ATTEMPTS = 5000
+#: The input of a hand exercise's output sigmoid (or tanh) stays within ±SMOOTH_RANGE, where its
+#: derivative is not yet too small to compute with.
+SMOOTH_RANGE = 4.0
+
+
+class HandReport(NamedTuple):
+    """What one draw of a hand exercise is like (see ``hand_report``)."""
+
+    zeros: int  # ReLU (or leaky ReLU) inputs exactly 0
+    ties: int  # pool windows with tied maxima
+    inexact: tuple[str, ...]  # forward matrices up to F with more than two decimals
+    one_sided: tuple[str, ...]  # ReLU inputs with entries of one sign only
+    saturated: tuple[str, ...]  # the output sigmoid's (or tanh's) input beyond ±SMOOTH_RANGE
+    pools: int  # max-pool layers
+
+
+def hand_report(problem) -> HandReport:
+    """Check the promises of a hand exercise on ``problem``'s forward pass.
+
+    "Up to F" is every matrix made by the layers before the first dense layer or smooth
+    activation (conv, ReLU, pools, flatten): what the learner computes entry by entry.
+    """
+    from cnntrace.layers import Activation, Dense, LeakyReLU, MaxPool, ReLU
+
+    network = problem.network
+    values = network.forward_backward(problem.general_X(), problem.general_target, problem.weights)
+    values["X"] = problem.general_X()
+    zeros = ties = pools = 0
+    inexact, one_sided, saturated = [], [], []
+    exact_part = True
+    for layer in network.layers:
+        x = values[layer.input]
+        found = layer.ambiguities(x)
+        zeros += found.get("zero", 0)
+        ties += found.get("tie", 0)
+        pools += isinstance(layer, MaxPool)
+        if isinstance(layer, (ReLU, LeakyReLU)) and x.size > 1 and not ((x > 0).any() and (x < 0).any()):
+            one_sided.append(layer.input)
+        smooth = isinstance(layer, Activation) and not isinstance(layer, (ReLU, LeakyReLU))
+        last = layer is network.layers[-1]
+        if last and layer.type in ("sigmoid", "tanh") and np.any(np.abs(x) > SMOOTH_RANGE):
+            saturated.append(layer.input)
+        exact_part = exact_part and not smooth and not isinstance(layer, Dense)
+        if exact_part and not _two_decimals(values[layer.output]):
+            inexact.append(layer.output)
+    return HandReport(zeros, ties, tuple(inexact), tuple(one_sided), tuple(saturated), pools)
+
+
+def _two_decimals(values: np.ndarray) -> bool:
+    hundredths = np.asarray(values) * 100
+    return bool(np.all(np.abs(hundredths - np.round(hundredths)) < 1e-6))
+
+
+def hand_ready(report: HandReport, allow_ties: bool = False) -> bool:
+    """Whether a draw keeps every promise: no ReLU input at 0, forward matrices up to F
+    exact at two decimals, both signs into each ReLU, no saturated output; no tie in a pool
+    window, or, with ``allow_ties`` and a max-pool, at least one (a tie on purpose)."""
+    return flaws(report, allow_ties) == 0
+
+
+def flaws(report: HandReport, allow_ties: bool = False) -> int:
+    """How far a draw is from keeping the promises (0: it keeps them all)."""
+    ties = (report.ties == 0) if allow_ties and report.pools else 0 if allow_ties else report.ties
+    return report.zeros + ties + 100 * len(report.inexact) + len(report.one_sided) + len(report.saturated)
+
+
+def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = False) -> dict:
+    """An exercise for pencil and paper with the network and shapes of ``base`` (an input
+    dict, as ``random_input`` or ``like_input`` write it): X, the conv weights and biases
+    small integers or one decimal (see LEVELS), dense weights one decimal.
+
+    A local search from ``seed``: one draw, then one entry drawn again at a time, kept when
+    the exercise has no more flaws than before, until it has none. Level 1 gives each conv
+    bias a half (±0.5, ±1.5), so that no ReLU input after a conv can be 0. The same seed
+    gives the same exercise. InputError (key --seed) after HAND_ATTEMPTS tries.
+    """
+    from cnntrace.io import problem_from_dict
+
+    if level not in LEVELS:
+        raise InputError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="--level")
+    template = problem_from_dict(base)
+    rng = np.random.default_rng(seed)
+    samplers = _hand_samplers(rng, base, template, level)
+    values = {name: draw(np.shape(template_value)) for name, (draw, template_value) in samplers.items()}
+
+    def score(values) -> tuple[int, dict, HandReport]:
+        data = {**base, **{name: _listed(value) for name, value in values.items()}}
+        with np.errstate(all="ignore"):
+            report = hand_report(problem_from_dict(data))
+        return flaws(report, allow_ties), data, report
+
+    current, data, report = score(values)
+    names = list(values)
+    for _ in range(HAND_ATTEMPTS):
+        if current == 0:
+            return data
+        name = names[rng.integers(len(names))]
+        draw, _ = samplers[name]
+        trial = dict(values)
+        if np.ndim(values[name]):
+            changed = np.array(values[name], copy=True)
+            index = tuple(int(rng.integers(n)) for n in changed.shape)
+            changed[index] = draw(())
+            trial[name] = changed
+        else:
+            trial[name] = draw(())
+        flawed, trial_data, trial_report = score(trial)
+        if flawed <= current:
+            values, current, data, report = trial, flawed, trial_data, trial_report
+    wanted = "a tie in a pool window" if allow_ties else "the promises of a hand exercise"
+    raise InputError(
+        f"no exercise found that keeps {wanted} for this network at level {level} in "
+        f"{HAND_ATTEMPTS} tries (the closest has {_flaws_text(report, allow_ties)}); try another "
+        f"seed{', --level 2' if level == 1 else ''} or smaller sizes",
+        key="--seed",
+    )
+
+
+def _flaws_text(report: HandReport, allow_ties: bool) -> str:
+    """'2 tied pool windows, a saturated Z2': what keeps a draw from the promises."""
+    parts = []
+    if report.zeros:
+        parts.append(f"{report.zeros} ReLU input{'s' * (report.zeros > 1)} at 0")
+    if allow_ties and report.pools and not report.ties:
+        parts.append("no tie")
+    elif report.ties and not allow_ties:
+        parts.append(f"{report.ties} tied pool window{'s' * (report.ties > 1)}")
+    parts += [f"more than two decimals in {name}" for name in report.inexact]
+    parts += [f"one sign only in {name}" for name in report.one_sided]
+    parts += [f"a saturated {name} (beyond ±{SMOOTH_RANGE:g})" for name in report.saturated]
+    return ", ".join(parts)
+
+
+def _listed(values):
+    """As JSON writes it for people: whole numbers without a decimal point."""
+    tidy = np.vectorize(lambda v: int(v) if v == int(v) else float(v), otypes=[object])
+    return tidy(values).tolist() if np.ndim(values) else tidy(values).item()
+
+
+def _hand_samplers(rng, base: dict, template, level: int) -> dict:
+    """{name: (draw(shape) -> values, the base's value)} for X, every weight and bias, and
+    targets or given gradients that are numbers rather than labels."""
+
+    def tenths(low: float, high: float):
+        """Multiples of 0.1 from ``low`` to ``high``."""
+        return lambda shape: rng.integers(round(low * 10), round(high * 10) + 1, size=shape) / 10 + 0.0
+
+    def whole(low: int, high: int, offset: float = 0.0):
+        return lambda shape: rng.integers(low, high + 1, size=shape) + offset
+
+    # The first conv works on the image: its weights are the level's. Every later weight
+    # gets one decimal, so the numbers stay small as they go through the layers.
+    first_conv = next((layer for layer in template.network.layers if layer.type == "conv"), None)
+    conv_params = set(first_conv.params) if first_conv else set()
+    samplers = {"X": (whole(0, 3) if level == 1 else tenths(0, 1), base["X"])}
+    for name in template.network.params:
+        bias = name.startswith("B")
+        if name in conv_params:
+            if level == 1:
+                draw = whole(-2, 1, 0.5) if bias else whole(-2, 2)
+            else:
+                draw = tenths(-0.5, 0.5) if bias else tenths(-1, 1)
+        else:
+            draw = tenths(-0.2, 0.2) if bias else tenths(-0.5, 0.5)
+        samplers[name] = (draw, template.inputs[name])
+    if "grad" in base:
+        samplers["grad"] = (tenths(-1, 1), base["grad"])
+    elif base.get("loss") == "mse":  # targets, not labels: one decimal too
+        samplers["Y"] = (tenths(0, 1), base["Y"])
+    return samplers

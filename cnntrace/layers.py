@@ -34,6 +34,10 @@ from cnntrace.errors import InputError
 from cnntrace.ops import Pair, output_size
 from cnntrace.terms import MINUS, Factor, Term, constant
 
+#: Two numbers of a hand exercise this close are one number on paper (a ReLU input at 0,
+#: a tie in a pool window): its entries have at most two decimals.
+AMBIGUITY = 1e-9
+
 
 def shape_text(dims, scalar: str = "scalar") -> str:
     """(3, 3) -> '3×3'; no dimensions -> ``scalar``."""
@@ -276,6 +280,12 @@ class Layer:
         return ()
 
     def annotate(self, trace) -> dict[str, Annotation]:
+        return {}
+
+    def ambiguities(self, x) -> dict[str, int]:
+        """What of its input ``x`` (general shapes) makes an exercise ambiguous by hand:
+        {"zero": how many ReLU inputs are exactly 0} or {"tie": how many pool windows have
+        tied maxima}; {} for a layer kind where nothing can be."""
         return {}
 
     def explain(self, t, name: str, index: tuple[int, ...]):
@@ -906,6 +916,16 @@ class MaxPool(Pool):
     def kinks(self, cache):
         return ((cache.pool if isinstance(cache, TiedPool) else cache).winner,)
 
+    def ambiguities(self, x):
+        # A window ties when its maximum occurs more than once; the tolerance sees 0.1 + 0.2
+        # and 0.3 as the tie they are on paper.
+        P, _ = self.forward(x, {}, False)
+        x_padded = np.pad(x, ((0, 0), (0, 0), *((p, p) for p in self.padding)), constant_values=-np.inf)
+        at_max = np.zeros(P.shape, dtype=int)
+        for _, _, rows, cols in ops._offsets(self.size, P.shape[2:], self.stride):
+            at_max += np.abs(x_padded[:, :, rows, cols] - P) <= AMBIGUITY
+        return {"tie": int(np.count_nonzero(at_max > 1))}
+
     def wins(self, trace) -> np.ndarray:
         """How many windows each cell of the input won (under ``ties`` all and split, each
         tied maximum wins), in the input's user shape."""
@@ -1229,6 +1249,9 @@ class ReLU(Activation):
         z, _ = cache
         return (z > 0,) if z.dtype != bool else (z,)
 
+    def ambiguities(self, x):
+        return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
+
     def annotate(self, trace):
         z, a = self.input, self.output
         mask = np.asarray(trace[self.local])
@@ -1279,6 +1302,9 @@ class LeakyReLU(Activation):
     def kinks(self, cache):
         z, _ = cache
         return (z > 0,)
+
+    def ambiguities(self, x):
+        return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
 
 
 @dataclass(frozen=True)

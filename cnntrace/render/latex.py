@@ -43,7 +43,7 @@ _TOKEN = re.compile(
 FUNCTIONS = {"conv", "conv_transpose", "reshape", "ReLU", "MaxPool", "flatten", "mean", "max", "route", "pad"}
 SYMBOLS = {
     "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
-    "σ": r"\sigma ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
+    "σ": r"\sigma ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
     "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
     "*": r"{*}",
 }  # fmt: skip
@@ -79,7 +79,7 @@ def _pieces(text: str):
             elif re.fullmatch(r"[A-Z]\d*|lr", word):
                 yield "math", _symbol(word) if word != "lr" else r"\mathrm{lr}"
             else:
-                yield "word", word
+                yield "word", word.replace("_", r"\_")  # cross_entropy in a summary
         elif kind == "space":
             yield "space", " "
         elif kind == "number":

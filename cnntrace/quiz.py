@@ -1,0 +1,221 @@
+"""A quiz on one trace: ask for each matrix in the derivation's order, judge each answer as
+``verify`` does, and keep a record of the session.
+
+The session talks through two functions it is given, ``ask(prompt) -> line | None`` (None:
+the input is closed) and ``say(text)``, so the command line decides where prompts go and
+tests drive it with a list of lines. A wrong answer shows which entries are off (the values
+the learner wrote, not the right ones, so that the next try is still a try) and verify's
+diagnosis; ``?`` gives a hint, the arithmetic of the first wrong entry as ``explain`` gives
+it; after the last try the answer is shown and the quiz goes on.
+
+    1/20  Z1 = conv(X, W1) + B1   (4×4)
+    > 1 2 3 …
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnntrace.verify import ATOL, RTOL, judge
+
+#: The most lines one JSON answer may span.
+MAX_ANSWER_LINES = 200
+#: What the learner types instead of an answer.
+HINT, SKIP, QUIT = "?", {"skip", "!"}, {"quit", "exit", "q"}
+#: How many wrong entries a feedback lists before it says "and N more".
+SHOWN_WRONG = 6
+
+
+def diagnose(trace, name: str, answer, earlier: dict | None = None, *, rtol: float = RTOL,
+             atol: float = ATOL) -> list[dict]:  # fmt: skip
+    """verify's diagnosis of a wrong ``answer`` to ``name``: [{"id", "message"}, …], empty
+    when none fits. ``earlier`` holds the learner's earlier wrong answers ({name: array}),
+    so that an answer that follows from them is named ``carried_forward``."""
+    from cnntrace.verify import verify
+
+    verdicts = verify(trace, {**(earlier or {}), name: answer}, rtol=rtol, atol=atol)
+    verdict = next(v for v in verdicts if v.name == name)
+    return [{"id": d.id, "message": d.message} for d in verdict.diagnosis]
+
+
+def parse_answer(text: str, shape: tuple[int, ...]):
+    """An answer as typed: a JSON value, or numbers separated by spaces or commas in
+    row-major order (reshaped to ``shape`` when there are as many). An array, or a message
+    saying why the text is not one."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"not a JSON value ({error.msg} at character {error.pos + 1})"
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            return "not a rectangular list of numbers"
+    else:
+        words = [word for word in re.split(r"[\s,;]+", text) if word]
+        try:
+            array = np.array([float(word) for word in words], dtype=np.float64)
+        except ValueError as error:
+            return f"not a number: {str(error).rpartition(': ')[2]}"
+        if array.size == int(np.prod(shape, dtype=np.int64)):
+            array = array.reshape(shape)
+    if not np.all(np.isfinite(array)):
+        return "numbers only: no NaN or infinity"
+    return array
+
+
+def entry_label(symbol: str, index: tuple[int, ...]) -> str:
+    return symbol + (f"[{','.join(map(str, index))}]" if index else "")
+
+
+@dataclass
+class Answer:
+    """One question's outcome, as the record keeps it."""
+
+    name: str
+    answer: list | float | None = None  # the last answer given, in the matrix's shape
+    status: str = "unanswered"  # right, wrong (every try used), skipped, unanswered
+    diagnosis: list[dict] = field(default_factory=list)
+    tries: int = 0
+
+    def record(self) -> dict:
+        return {"name": self.name, "answer": self.answer, "status": self.status,
+                "diagnosis": self.diagnosis, "tries": self.tries}  # fmt: skip
+
+
+@dataclass
+class Session:
+    file: str
+    total: int
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def score(self) -> int:
+        return sum(answer.status == "right" for answer in self.answers)
+
+    def record(self) -> dict:
+        return {"file": self.file, "score": self.score, "total": self.total,
+                "answers": [answer.record() for answer in self.answers]}  # fmt: skip
+
+
+def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precision: int = 4,
+             rtol: float = RTOL, atol: float = ATOL, session: Session | None = None) -> Session:  # fmt: skip
+    """Ask for each of ``names`` in turn (see the module's docstring); the session so far
+    when the input closes or the learner quits. ``session`` is filled as it goes, so a
+    caller that is interrupted still has what was answered."""
+    from cnntrace.render.format import shape
+
+    session = session if session is not None else Session(file, len(names))
+    say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {file or 'the input'}. Type each as numbers in row-major "
+        f"order or as JSON; '?' for a hint, 'skip' to see the answer, 'quit' to stop. {tries} "
+        f"tr{'ies' if tries > 1 else 'y'} each.\n")  # fmt: skip
+    for position, name in enumerate(names, 1):
+        stage = trace.stage(name)
+        correct = np.asarray(trace[name])
+        outcome = Answer(name)
+        session.answers.append(outcome)
+        say(f"\n{position}/{len(names)}  {stage.symbol} = {stage.equation}   ({shape(correct.shape)})\n")
+        last_wrong: tuple[int, ...] | None = None
+        while outcome.tries < tries:
+            text = _read_answer(ask, f"{stage.symbol}> ")
+            if text is None:
+                say("\n(input closed)\n")
+                return _ended(session, outcome)
+            word = text.strip().lower()
+            if not word:
+                continue
+            if word == HINT:
+                index = last_wrong if last_wrong is not None else (0,) * correct.ndim
+                say(_hint(trace, name, index, precision))
+                continue
+            if word in QUIT:
+                return _ended(session, outcome)
+            if word in SKIP:
+                outcome.status = "skipped"
+                break
+            answer = parse_answer(text, correct.shape)
+            verdict = judge(name, answer, correct, rtol, atol)
+            if verdict.status == "invalid":
+                say(f"  {verdict.message}; try again (this does not count as a try)\n")
+                continue
+            outcome.tries += 1
+            if verdict.status == "shape":
+                outcome.answer = np.asarray(answer).tolist()
+                say(f"  wrong shape: {verdict.message}\n")
+                continue
+            given = np.asarray(answer, dtype=np.float64).reshape(correct.shape)
+            outcome.answer = given.tolist()
+            if verdict.ok:
+                outcome.status, outcome.diagnosis = "right", []
+                say(f"  right{' on try ' + str(outcome.tries) if outcome.tries > 1 else ''}\n")
+                break
+            outcome.status = "wrong"
+            last_wrong = verdict.wrong[0].index
+            earlier = {a.name: np.asarray(a.answer) for a in session.answers[:-1] if a.status == "wrong"}
+            outcome.diagnosis = diagnose(trace, name, given, earlier, rtol=rtol, atol=atol)
+            say(_feedback(stage.symbol, verdict, outcome, tries, precision))
+        if outcome.status != "right":
+            say(f"  the answer: {stage.symbol} =\n{_matrix_text(correct, precision)}")
+    return session
+
+
+def _ended(session: Session, outcome: Answer) -> Session:
+    """Input closed or the learner quit during ``outcome``: keep it only if it was tried."""
+    if outcome.tries == 0 and outcome.status == "unanswered":
+        session.answers.pop()
+    return session
+
+
+def _read_answer(ask, prompt: str) -> str | None:
+    """One answer: a line, or the lines a JSON value spans until its brackets close."""
+    text = ask(prompt)
+    if text is None or not text.lstrip().startswith("["):
+        return text
+    for _ in range(MAX_ANSWER_LINES):
+        if text.count("[") <= text.count("]"):
+            break
+        more = ask("... ")
+        if more is None:
+            break
+        text += "\n" + more
+    return text
+
+
+def _feedback(symbol: str, verdict, outcome: Answer, tries: int, precision: int) -> str:
+    from cnntrace.render.format import number
+
+    lines = [f"  wrong: {len(verdict.wrong)} of {verdict.entries} entries"]
+    shown = ", ".join(f"{entry_label(symbol, w.index)} = {number(w.answer, precision)}"
+                      for w in verdict.wrong[:SHOWN_WRONG])  # fmt: skip
+    more = len(verdict.wrong) - SHOWN_WRONG
+    lines[0] += f" ({shown}{f', and {more} more' if more > 0 else ''})"
+    lines += [f"  it looks like: {d['message']} [{d['id']}]" for d in outcome.diagnosis]
+    left = tries - outcome.tries
+    if left:
+        lines.append(f"  {left} tr{'ies' if left > 1 else 'y'} left; '?' for a hint")
+    return "\n".join(lines) + "\n"
+
+
+def _hint(trace, name: str, index: tuple[int, ...], precision: int) -> str:
+    """The arithmetic of one entry, as ``cnntrace explain`` shows it."""
+    from cnntrace.explain import explain_entry
+    from cnntrace.render.explanation import render_text
+
+    text = render_text(explain_entry(trace, name, index), precision)
+    return "".join(f"  {line}\n" for line in text.rstrip("\n").splitlines())
+
+
+def _matrix_text(values: np.ndarray, precision: int) -> str:
+    """A matrix as rows of numbers, the way one types it back (leading axes as blocks)."""
+    from cnntrace.render.format import number
+
+    if values.ndim == 0:
+        return f"    {number(float(values), precision)}\n"
+    rows = values.reshape(-1, values.shape[-1])
+    width = max(len(number(float(v), precision)) for v in rows.ravel())
+    return "".join("    " + "  ".join(f"{number(float(v), precision):>{width}}" for v in row) + "\n" for row in rows)
