@@ -30,13 +30,21 @@ def _applied(explanation, precision: int) -> str | None:
     """The function applied to the terms, with numbers: max(…), ReLU(…), σ(…), or None."""
     values = [number(term.value, precision) for term in explanation.terms]
     total = number(sum(term.value for term in explanation.terms), precision)
+    alpha = number(explanation.parameter, precision) if explanation.parameter is not None else ""
+    share = ""
+    if explanation.function == "share":
+        share = f"{values[int(explanation.parameter)]} / ({' + '.join(values)})"
     return {
         None: None,
+        "tanh": f"tanh({total})",
+        "LeakyReLU": f"LeakyReLU({total}) = {total} if {total} > 0 else {alpha}·{total}",
+        "leaky step": f"1 if {total} > 0 else {alpha}",
+        "share": share,
         "max": f"max({', '.join(values)})",
         "ReLU": f"ReLU({total}) = max({total}, 0)",
         "step": f"1 if {total} > 0 else 0",
         "σ": f"σ({total}) = 1 / (1 + e^(−{total}))".replace("−-", ""),
-    }[explanation.function]
+    }.get(explanation.function)
 
 
 def render_text(explanation, precision: int = 4) -> str:
