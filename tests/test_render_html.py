@@ -266,3 +266,17 @@ def test_cli_html_of_several_files_gives_one_section_each(tmp_path):
     text = out.read_text()
     assert text.count('<section class="trace"') == 2 and str(SOFTMAX) in text
     assert len(parse(text).explanations) == 2
+
+
+def test_step_without_html_does_not_load_the_page_renderer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.argv = ['cnntrace', 'step', sys.argv[1], '-f', 'json']\n"
+        "from cnntrace.__main__ import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('cnntrace.render.html' in sys.modules, 'cnntrace.explain' in sys.modules, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(REFERENCE)], capture_output=True, text=True, check=False)
+    assert result.stderr.strip().splitlines()[-1] == "False False"

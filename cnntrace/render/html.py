@@ -347,6 +347,7 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
 CSS = """
 :root { --font: clamp(13px, 0.55vw + 7px, 22px); --mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 * { box-sizing: border-box; }
+html { scroll-padding-top: 3.5em; }  /* a focused or stepped-to cell is never under the header */
 body { margin: 0; font: var(--font)/1.4 system-ui, "DejaVu Sans", sans-serif; color: #1b1b1f; background: #fafafa; }
 header { position: sticky; top: 0; z-index: 2; display: flex; flex-wrap: wrap; align-items: center; gap: 1em;
   padding: .4em 1em; background: #20242c; color: #fff; }
