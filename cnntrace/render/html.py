@@ -336,7 +336,7 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
         '<button type="button" id="next" title="next stage (→)">next →</button></nav></header>'
         '<div class="layout"><main>' + "".join(sections) + "</main>"
         '<aside id="panel"><h2>Stage</h2><div id="stage-info"><p class="hint">← and → walk the stages.</p></div>'
-        '<h2>Entry</h2><pre id="explanation" aria-live="polite">'
+        '<h2>Entry</h2><pre id="explanation" class="empty" aria-live="polite">'
         "Click a cell (or focus it and press Enter) to see its arithmetic.</pre>"
         '<p class="key"><span class="swatch source-swatch"></span> the cells it is computed from'
         ' <span class="swatch won-swatch">*</span> won its pool window</p></aside></div>'
@@ -345,7 +345,7 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
 
 
 CSS = """
-:root { --font: clamp(13px, 0.55vw + 7px, 22px); --mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+:root { --font: clamp(14px, 0.6vw + 8px, 24px); --mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 * { box-sizing: border-box; }
 html { scroll-padding-top: 3.5em; }  /* a focused or stepped-to cell is never under the header */
 body { margin: 0; font: var(--font)/1.4 system-ui, "DejaVu Sans", sans-serif; color: #1b1b1f; background: #fafafa; }
@@ -355,13 +355,14 @@ header h1 { font-size: 1.05em; margin: 0; font-weight: 600; }
 .stepper { display: flex; align-items: center; gap: .6em; }
 .stepper button { font: inherit; padding: .2em .8em; border-radius: .3em; border: 1px solid #889; background: #343a46; color: #fff; cursor: pointer; }
 .stepper button:focus-visible { outline: 3px solid #ffbf47; }
-#position { font-family: var(--mono); min-width: 12em; }
-.layout { display: grid; grid-template-columns: minmax(0, 1fr) minmax(18em, 30%); gap: 1em; padding: 0 1em; }
+#position { font-family: var(--mono); min-width: 9em; }
+.layout { display: grid; grid-template-columns: minmax(0, 1fr) minmax(20em, 38%); gap: 1em; padding: 0 1em; }
 main { min-width: 0; }
 aside { position: sticky; top: 3em; align-self: start; max-height: calc(100vh - 3.5em); overflow: auto; padding: .5em 0 1em; }
 aside h2 { font-size: .95em; margin: .6em 0 .3em; color: #555; text-transform: uppercase; letter-spacing: .05em; }
-#explanation { font: .85em/1.35 var(--mono); white-space: pre; overflow-x: auto; background: #fff; border: 1px solid #ccd;
+#explanation { font: .72em/1.35 var(--mono); white-space: pre; overflow-x: auto; background: #fff; border: 1px solid #ccd;
   border-radius: .3em; padding: .6em; margin: 0; min-height: 4em; }
+#explanation.empty { font-family: inherit; color: #666; white-space: normal; }
 #stage-info { background: #fff; border: 1px solid #ccd; border-radius: .3em; padding: .5em .7em; }
 #stage-info h3 { margin: 0 0 .3em; }
 h2 { font-size: 1.15em; margin: 1.2em 0 .4em; border-bottom: 1px solid #ccd; }
@@ -402,7 +403,7 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
 .extra { margin-top: .4em; }
 .extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
 @media (max-width: 900px) { .layout { grid-template-columns: 1fr; } aside { position: static; max-height: none; } }
-@media (min-width: 1800px) { .layout { grid-template-columns: minmax(0, 1fr) minmax(22em, 28%); } }
+@media (min-width: 1800px) { .layout { grid-template-columns: minmax(0, 1fr) minmax(24em, 36%); } }
 @media print {
   header .stepper, .hint { display: none; }
   header { position: static; background: none; color: #000; border-bottom: 1px solid #000; }
@@ -432,6 +433,7 @@ SCRIPT = """
   function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; }
   function show(el) {
     clear();
+    explanation.classList.remove("empty");
     var trace = traces.find(function (t) { return t.section.contains(el); });
     el.classList.add("selected"); lit.push(el);
     if (el.dataset.input !== undefined) {
