@@ -402,7 +402,11 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
 .gap-tables { align-self: center; color: #888; }
 .extra { margin-top: .4em; }
 .extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
-@media (max-width: 900px) { .layout { grid-template-columns: 1fr; } aside { position: static; max-height: none; } }
+@media (max-width: 900px) {  /* one column: the panel stays in sight at the bottom */
+  .layout { grid-template-columns: 1fr; }
+  aside { position: sticky; top: auto; bottom: 0; max-height: 42vh; background: #fafafa; border-top: 2px solid #ccd; }
+  #stage-info .derivation { display: none; }
+}
 @media (min-width: 1800px) { .layout { grid-template-columns: minmax(0, 1fr) minmax(24em, 36%); } }
 @media print {
   header .stepper, .hint { display: none; }
@@ -410,6 +414,9 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
   body { background: #fff; font-size: 10pt; }
   .layout { display: block; padding: 0; }
   aside { position: static; max-height: none; }
+  aside > h2:first-child, #stage-info, .key { display: none; }
+  body:has(#explanation.empty) aside { display: none; }
+  #explanation { white-space: pre-wrap; }
   article { break-inside: avoid; overflow: visible; box-shadow: none !important; border-color: #bbb !important; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
