@@ -36,8 +36,8 @@ from cnntrace.render.format import (
 )
 from cnntrace.render.table import SECTION_TITLES, input_axes, legend
 
-#: An explanation with more terms than this shows its first HEAD and last TAIL terms.
-MAX_TERMS, HEAD, TAIL = 48, 24, 8
+#: An explanation with more terms than this shows its first and last ones (render_text).
+MAX_TERMS = 32
 GAP = "…"
 
 
@@ -188,14 +188,7 @@ def _derivation(trace, name: str, precision: int) -> str:
 
 def _explanation_text(explanation, precision: int) -> str:
     """render_text's lines, the middle terms of a very long sum left out."""
-    text = render_text(explanation, precision)
-    n = len(explanation.terms)
-    if n <= MAX_TERMS:
-        return text
-    lines = text.splitlines()
-    terms = lines[1: 1 + n]
-    kept = [*terms[:HEAD], f"    {GAP} {n - HEAD - TAIL} more terms {GAP}", *terms[-TAIL:]]
-    return "\n".join([lines[0], *kept, *lines[1 + n:]]) + "\n"
+    return render_text(explanation, precision, most=MAX_TERMS)
 
 
 def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
