@@ -227,7 +227,7 @@ def step(
     ),
     html: Path = typer.Option(
         None, "--html", metavar="FILE", show_default=False,
-        help="Also save the table view as an HTML page.",
+        help="Also save an interactive page of the whole pass: click an entry to see its arithmetic.",
     ),
     svg: Path = typer.Option(
         None, "--svg", metavar="FILE", show_default=False,
@@ -252,7 +252,8 @@ def step(
     # Several files in JSON make one array of objects, each carrying its file.
     separator = "[" if several and format is Format.json else ""
     failed = False
-    recorded = []  # the table view of each file, for --html and --svg
+    recorded = []  # the table view of each file, for --svg
+    explored = []  # (file, trace) of each file, for --html
     for index, file in enumerate(files):
         view = View(
             precision=precision, only=names, brief=brief, full=full,
@@ -267,9 +268,11 @@ def step(
                 trace = run(load_problem(file))
                 _check_only(trace, names)
                 output = render(trace, view)
-                if html or svg:
+                if svg:
                     table = output if format is Format.table else _renderer(STEP_RENDERERS, Format.table)(trace, view)
                     recorded += [heading.strip("\n"), table] if heading else [table]
+                if html:
+                    explored.append((str(file) if several else None, trace))
                 if format is Format.table:
                     output = heading + _table_text(output)
                 elif several and format in FILE_HEADINGS:
@@ -290,8 +293,11 @@ def step(
             continue
     if several and format is Format.json:
         sys.stdout.write("[]\n" if separator == "[" else "]\n")
+    title = f"cnntrace step {', '.join(map(str, files))}"
     if recorded:
-        _save_exports(recorded, html, svg, title=", ".join(map(str, files)))
+        _save_svg(recorded, svg, title)
+    if explored:
+        _save_html(explored, html, View(precision=precision, only=names, brief=brief, full=full), title)
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -716,8 +722,8 @@ def schema() -> None:
     sys.stdout.write(json.dumps(INPUT_SCHEMA, indent=2, ensure_ascii=False) + "\n")
 
 
-def _save_exports(renderables: list, html: Path | None, svg: Path | None, title: str) -> None:
-    """Save the recorded table view as an HTML page and/or an SVG picture, atomically."""
+def _save_svg(renderables: list, svg: Path, title: str) -> None:
+    """Save the recorded table view as an SVG picture, atomically."""
     from rich.console import Group
 
     from cnntrace.io import write_atomic
@@ -726,9 +732,16 @@ def _save_exports(renderables: list, html: Path | None, svg: Path | None, title:
     view = Group(*renderables)
     width = _full_width(view)
     with reported_errors():
-        for path, kind in ((html, "html"), (svg, "svg")):
-            if path is not None:
-                write_atomic(path, export(view, kind, width, title=f"cnntrace step {title}"))
+        write_atomic(svg, export(view, "svg", width, title=title))
+
+
+def _save_html(traces: list, html: Path, view, title: str) -> None:
+    """Save the explorer page of the traces (see render.html), atomically."""
+    from cnntrace.io import write_atomic
+    from cnntrace.render import html as render_html
+
+    with reported_errors():
+        write_atomic(html, render_html.page(traces, view, title=title))
 
 
 @app.command()

@@ -17,6 +17,7 @@ first. The computation runs on the general shapes of ops.py and maps indices bot
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -136,6 +137,7 @@ class GeneralPass:
         self.weights = problem.general_weights()  # before the update
         self.lr = problem.lr
         self._cache: dict[str, np.ndarray] = {}
+        self._shape_cache: dict[str, tuple] = {}
 
     def _shape(self, name: str) -> tuple[int, ...]:
         """The general shape of ``name``."""
@@ -170,15 +172,37 @@ class GeneralPass:
             return self.problem.inputs[name].shape
         return np.shape(self.trace[name])
 
+    def _shapes(self, name: str):
+        """(general, user) shapes of ``name``, whether they hold as many entries, and where
+        the user's index starts in a general one (None: computed); found once, as an
+        explanation of a large matrix asks for them for each of its factors."""
+        if name not in self._shape_cache:
+            general, user = tuple(self._shape(name)), tuple(self._user_shape(name))
+            same_size = math.prod(general) == math.prod(user)
+            # Where the user's shape is the general one without leading 1s (one image, one
+            # channel), an index is the general one's tail: no arithmetic needed.
+            lead = len(general) - len(user)
+            tail = lead if lead >= 0 and general[lead:] == user and all(n == 1 for n in general[:lead]) else None
+            self._shape_cache[name] = (general, user, same_size, tail)
+        return self._shape_cache[name]
+
     def user_index(self, name: str, index: tuple[int, ...]) -> tuple[int, ...]:
         """The user's index of the entry at general ``index`` of ``name``."""
-        general, user = self._shape(name), self._user_shape(name)
+        general, user, same_size, tail = self._shapes(name)
         if not general or not user:
             return ()
-        if int(np.prod(general)) != int(np.prod(user)):  # a class index for a one-hot Y
+        if tail is not None:
+            return tuple(int(i) for i in index[tail:])
+        if not same_size:  # a class index for a one-hot Y
             return tuple(index[1:] if not self.problem.batched else index)
-        flat = int(np.ravel_multi_index(index, general))
-        return tuple(int(i) for i in np.unravel_index(flat, user))
+        flat = 0
+        for i, n in zip(index, general):  # row-major, as np.ravel_multi_index
+            flat = flat * n + int(i)
+        out = []
+        for n in reversed(user):
+            flat, i = divmod(flat, n)
+            out.append(i)
+        return tuple(reversed(out))
 
     def general_index(self, name: str, index: tuple[int, ...]) -> tuple[int, ...]:
         general, user = self._shape(name), self._user_shape(name)

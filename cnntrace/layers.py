@@ -846,6 +846,15 @@ class Pool(Layer):
         return [(h * sh + a - ph, w * sw + b - pw) for a in range(self.size[0]) for b in range(self.size[1])]
 
 
+    def windows_over(self, r: int, col: int, Hp: int, Wp: int) -> list[tuple[int, int]]:
+        """The windows (h, w) of an Hp×Wp output that contain cell (r, col) of the input, in
+        row-major order; only those whose span can reach it are looked at."""
+        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.padding, self.size
+        rows = range(max(0, -(-(r + ph - kh + 1) // sh)), min(Hp - 1, (r + ph) // sh) + 1)
+        cols = range(max(0, -(-(col + pw - kw + 1) // sw)), min(Wp - 1, (col + pw) // sw) + 1)
+        return [(h, w) for h in rows for w in cols if (r, col) in self.window_cells(h, w)]
+
+
 def _window_text(window: str) -> str:
     from cnntrace.problem import number_text
 
@@ -993,25 +1002,22 @@ class MaxPool(Pool):
         m, c, r, col = index
         terms, notes, windows = [], [], 0
         Hp, Wp = t.value(p).shape[2:]
-        for h in range(Hp):
-            for w in range(Wp):
-                if (r, col) not in self.window_cells(h, w):
-                    continue
-                windows += 1
-                d = t.factor(_grad(p), (m, c, h, w))
-                winner = self.winner(t, m, c, h, w)
-                tied = self.tied(t, m, c, h, w)
-                if self.ties != "first" and (r, col) in tied:
-                    if self.ties == "split" and len(tied) > 1:
-                        share = constant(f"1/{len(tied)}", 1.0 / len(tied))
-                        terms.append(Term((share, d), f"tied for window {d.label}, shared by {len(tied)}"))
-                    else:
-                        terms.append(Term((d,), f"won window {d.label}" + (" (a tie: every tied cell gets it)" if len(tied) > 1 else "")))
-                elif winner == (r, col) and self.ties == "first":
-                    terms.append(Term((d,), f"won window {d.label}"))
+        for h, w in self.windows_over(r, col, Hp, Wp):
+            windows += 1
+            d = t.factor(_grad(p), (m, c, h, w))
+            winner = self.winner(t, m, c, h, w)
+            tied = self.tied(t, m, c, h, w)
+            if self.ties != "first" and (r, col) in tied:
+                if self.ties == "split" and len(tied) > 1:
+                    share = constant(f"1/{len(tied)}", 1.0 / len(tied))
+                    terms.append(Term((share, d), f"tied for window {d.label}, shared by {len(tied)}"))
                 else:
-                    by = t.factor(a, (m, c, *winner))
-                    notes.append(f"window {d.label[len(symbol(_grad(p))):]}: won by {by.label}, not this cell")
+                    terms.append(Term((d,), f"won window {d.label}" + (" (a tie: every tied cell gets it)" if len(tied) > 1 else "")))
+            elif winner == (r, col) and self.ties == "first":
+                terms.append(Term((d,), f"won window {d.label}"))
+            else:
+                by = t.factor(a, (m, c, *winner))
+                notes.append(f"window {d.label[len(symbol(_grad(p))):]}: won by {by.label}, not this cell")
         here = t.factor(a, (m, c, r, col)).label
         if not windows:
             notes.append(f"{here} lies in no pool window (pool {pool}, stride {ps}): 0")
@@ -1074,7 +1080,7 @@ class AvgPool(Pool):
         Hp, Wp = t.value(p).shape[2:]
         terms = [
             Term((share, t.factor(_grad(p), (m, c, h, w))))
-            for h in range(Hp) for w in range(Wp) if (r, col) in self.window_cells(h, w)
+            for h, w in self.windows_over(r, col, Hp, Wp)
         ]  # fmt: skip
         notes = [] if terms else [f"{a}[{r},{col}] lies in no pool window: 0"]
         return f"Σ over the windows that contain this cell of dL/d{p}[window]/{n}", terms, None, notes

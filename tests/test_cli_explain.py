@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.explain import explain_all
 from cnntrace.io import load_problem
-from cnntrace.network import run
+from cnntrace.network import run, trace_input
+from cnntrace.render.explanation import render_text
 from cnntrace.render.format import number
 from tests.inputs import REFERENCE, write
+from tests.networks import IDS, make
 
 runner = CliRunner()
 
@@ -132,3 +134,25 @@ def test_html_into_a_missing_directory_is_exit_2(tmp_path):
     result = invoke("step", REFERENCE, "--html", tmp_path / "no" / "trace.html")
     assert result.exit_code == 2
     assert "trace.html: cannot be written" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("network_id", IDS)
+def test_every_entry_of_every_network_renders_as_text_ending_in_its_value(network_id):
+    """tanh, leaky ReLU and softmax entries once raised KeyError in render_text."""
+    trace = trace_input(make(network_id))
+    for e in explain_all(trace):
+        text = render_text(e, 4)
+        value = number(float(np.asarray(trace[e.name])[e.index]), 4)
+        assert text.splitlines()[-1] == f"{e.label} = {value}"
+
+
+def test_render_text_can_leave_out_the_middle_of_a_long_sum_but_not_its_value():
+    trace = run(load_problem(REFERENCE))
+    explanation = next(e for e in explain_all(trace) if e.name == "dL_dW1" and e.index == (0, 1))
+    full = render_text(explanation, 4).splitlines()
+    short = render_text(explanation, 4, most=8).splitlines()
+    assert full[-1] == short[-1] == "dL/dW1[0,1] = -0.3998"
+    assert "    … 8 more terms …" in short and len(short) == len(full) - 8 + 1
+    assert short[1:7] == full[1:7]
+    assert short[8:10] == full[15:17]  # the last two terms
+    assert render_text(explanation, 4, most=16) == render_text(explanation, 4)

@@ -30,27 +30,48 @@ def _applied(explanation, precision: int) -> str | None:
     """The function applied to the terms, with numbers: max(…), ReLU(…), σ(…), or None."""
     values = [number(term.value, precision) for term in explanation.terms]
     total = number(sum(term.value for term in explanation.terms), precision)
+    alpha = number(explanation.parameter, precision) if explanation.parameter is not None else ""
+    share = ""
+    if explanation.function == "share":
+        share = f"{values[int(explanation.parameter)]} / ({' + '.join(values)})"
     return {
         None: None,
+        "tanh": f"tanh({total})",
+        "LeakyReLU": f"LeakyReLU({total}) = {total} if {total} > 0 else {alpha}·{total}",
+        "leaky step": f"1 if {total} > 0 else {alpha}",
+        "share": share,
         "max": f"max({', '.join(values)})",
         "ReLU": f"ReLU({total}) = max({total}, 0)",
         "step": f"1 if {total} > 0 else 0",
         "σ": f"σ({total}) = 1 / (1 + e^(−{total}))".replace("−-", ""),
-    }[explanation.function]
+    }.get(explanation.function)
 
 
-def render_text(explanation, precision: int = 4) -> str:
-    """The explanation as lines of plain text; the last line is ``LABEL = value``."""
+def render_text(explanation, precision: int = 4, most: int | None = None) -> str:
+    """The explanation as lines of plain text; the last line is ``LABEL = value``.
+
+    ``most`` terms at the most are written out (the first three quarters of them and the
+    last quarter, a line saying how many are left out between): for a page that explains
+    every entry of a large trace. The value is always the sum of them all."""
     label = explanation.label
     lines = [f"{label} = {explanation.formula}"]
     terms = explanation.terms
-    symbols = [_symbols(term) for term in terms]
-    numbers = [_numbers(term, precision) for term in terms]
-    width_s = max(map(len, symbols), default=0)
-    width_n = max(map(len, numbers), default=0)
-    width_p = max((len(number(term.value, precision)) for term in terms), default=0)
+    shown = list(enumerate(terms))
+    if most is not None and len(terms) > most:
+        tail = max(most // 4, 1)
+        shown = shown[: most - tail] + [(None, None)] + shown[len(terms) - tail:]
+    written = [(position, term) for position, term in shown if term is not None]
+    symbols = {position: _symbols(term) for position, term in written}
+    numbers = {position: _numbers(term, precision) for position, term in written}
+    width_s = max(map(len, symbols.values()), default=0)
+    width_n = max(map(len, numbers.values()), default=0)
+    width_p = max((len(number(term.value, precision)) for _, term in written), default=0)
     joiner = "  " if explanation.function == "max" else "+ "
-    for position, (term, s, n) in enumerate(zip(terms, symbols, numbers)):
+    for position, term in shown:
+        if term is None:
+            lines.append(f"    … {len(terms) - len(written)} more terms …")
+            continue
+        s, n = symbols[position], numbers[position]
         sign = "  " if position == 0 else joiner
         product = f"{number(term.value, precision):>{width_p}}"
         line = f"  {sign}{s:<{width_s}}"

@@ -1,0 +1,488 @@
+"""The trace as one self-contained web page: an explorer of the whole pass.
+
+Every matrix (the inputs, then forward, backward and update, in the derivation's order) is a
+grid of coloured cells titled with its symbol, equation and shape. Each cell of the trace
+carries ``data-term``, its ``cnntrace explain`` TERM (``dL_dW1[0,1]``, ``Z1[1,0,2,3]``,
+``L``); each cell of an input ``data-input`` (``X[0,1]``, ``W1[0,1]`` for the starting W1).
+Clicking a cell (or Enter on a focused one) writes its arithmetic into ``#explanation`` and
+gives the cells that feed it the class ``source``; the arrow keys walk the stages, the current
+one getting the class ``current``.
+
+Each entry's explanation (the text ``cnntrace explain`` prints) and the cells it reads are
+computed here and embedded as JSON, so the page needs no server and fetches nothing. Large
+matrices are summarized as the table view summarizes them (``view.full`` shows everything);
+only the cells on the page are explained, and an explanation of thousands of terms shows its
+first and last ones.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+
+from cnntrace.derivation import derivation
+from cnntrace.explain import explain_entry
+from cnntrace.render import View, selected
+from cnntrace.render.explanation import render_text
+from cnntrace.render.format import (
+    axes_label,
+    number,
+    shape,
+    shown_indices,
+    shown_tables,
+    summary_note,
+)
+from cnntrace.render.table import SECTION_TITLES, input_axes, legend
+
+#: An explanation with more terms than this shows its first and last ones (render_text).
+MAX_TERMS = 32
+GAP = "…"
+
+
+def _key(name: str, index) -> str:
+    """``dL_dW1``, (0, 1) -> ``dL_dW1[0,1]``; a scalar is its name alone."""
+    return name + (f"[{','.join(map(str, index))}]" if len(index) else "")
+
+
+def _colour(value: float, scale: float) -> str:
+    """A diverging colour: blue below zero, red above, white at zero, by |value| / scale."""
+    if not np.isfinite(value) or scale == 0 or value == 0:
+        return "hsl(0 0% 99%)"
+    t = min(abs(value) / scale, 1.0)
+    hue = 4 if value > 0 else 214
+    return f"hsl({hue} {round(30 + 55 * t)}% {round(97 - 35 * t)}%)"
+
+
+class _Cells:
+    """Which cells a page shows, by key ("t:Z1[0,1]" or "i:X[0,1]"), for the sources."""
+
+    def __init__(self):
+        self.keys: set[str] = set()
+
+
+def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precision: int,
+          marks=None, border=0, full=False, cells: _Cells | None = None, scale: float = 1.0) -> str:
+    """One 1-D or 2-D block as a table of cells with their row and column indices."""
+    rows = values.reshape(1, -1) if values.ndim == 1 else values
+    wins = None if marks is None else np.asarray(marks).reshape(rows.shape)
+    n_rows, n_cols = rows.shape
+    bh, bw = (border, border) if isinstance(border, int) else border
+    row_ids, col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
+    out = ['<table class="grid">']
+    header = "".join(f"<th>{GAP if c is None else c - bw}</th>" for c in col_ids)
+    out.append(f"<thead><tr>{'<th></th>' if values.ndim == 2 else ''}{header}</tr></thead><tbody>")
+    for r in row_ids:
+        line = ["<tr>"]
+        if values.ndim == 2:
+            line.append(f"<th>{GAP if r is None else r - bh}</th>")
+        for c in col_ids:
+            if r is None or c is None:
+                line.append('<td class="gap">…</td>')
+                continue
+            v = float(rows[r, c])
+            classes = []
+            mark = ""
+            if wins is not None and wins[r, c]:
+                classes.append("won")
+                mark = f'<span class="mark">{"*" if wins[r, c] == 1 else f"*{wins[r, c]}"}</span>'
+            if (bh or bw) and not (bh <= r < n_rows - bh and bw <= c < n_cols - bw):
+                classes.append("pad")
+            if v == 0:
+                classes.append("zero")
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            style = f' style="background:{_colour(v, scale)}"'
+            if attribute:
+                index = (*prefix, r, c) if values.ndim == 2 else (*prefix, c)
+                key = _key(name, index)
+                if cells is not None:
+                    cells.keys.add(("t:" if attribute == "data-term" else "i:") + key)
+                attrs = f' {attribute}="{key}" tabindex="0"'
+            else:
+                attrs = ""
+            line.append(f"<td{attrs}{cls}{style}>{number(v, precision)}{mark}</td>")
+        line.append("</tr>")
+        out.append("".join(line))
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _scale(values: np.ndarray) -> float:
+    finite = np.asarray(values, dtype=float)
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
+
+
+def _legend(scale: float, precision: int) -> str:
+    """The colour scale of one matrix: −m … 0 … +m."""
+    low, high = number(-scale, precision), number(scale, precision)
+    stops = ", ".join(_colour(scale * t, scale) for t in (-1, -0.5, 0, 0.5, 1)) if scale else "#fff, #fff"
+    return (f'<div class="legend" aria-label="colour scale"><span>{low}</span>'
+            f'<span class="bar" style="background:linear-gradient(to right, {stops})"></span>'
+            f"<span>{high}</span></div>")
+
+
+def _matrix(values, axes, attribute, name, precision, marks=None, border=0, full=False, cells=None) -> str:
+    """The tables of one matrix: one per image or filter (its leading ``axes``), summarized."""
+    values = np.asarray(values, dtype=float)
+    scale = _scale(values)
+    if values.ndim == 0:
+        key = _key(name, ())
+        if cells is not None and attribute:
+            cells.keys.add(("t:" if attribute == "data-term" else "i:") + key)
+        attrs = f' {attribute}="{key}" tabindex="0"' if attribute else ""
+        v = float(values)
+        return (f'<div class="scalar"><span class="cell"{attrs} style="background:{_colour(v, scale)}">'
+                f"{number(v, precision)}</span></div>")
+    parts = ['<div class="tables">']
+    for index in shown_tables(values.shape[: len(axes)], full) if axes else [()]:
+        if index is None:
+            parts.append('<div class="gap-tables">…</div>')
+            continue
+        block = values[index]
+        block_marks = None if marks is None else np.asarray(marks)[index]
+        label = f"<figcaption>{html.escape(axes_label(axes, index))}</figcaption>" if axes else ""
+        if block.ndim > 2:  # defensive: a matrix of more trailing axes, one table per leading index
+            for sub in np.ndindex(block.shape[:-2]):
+                sub_label = f"<figcaption>{html.escape(axes_label(axes, index))} {list(sub)}</figcaption>"
+                parts.append(f"<figure>{sub_label}" + _grid(
+                    block[sub], attribute, name, (*index, *sub), precision,
+                    None if block_marks is None else block_marks[sub], border, full, cells, scale) + "</figure>")
+            continue
+        parts.append(f"<figure>{label}" + _grid(block, attribute, name, tuple(index), precision,
+                                                block_marks, border, full, cells, scale) + "</figure>")
+    parts.append("</div>")
+    return "".join(parts) + _legend(scale, precision)
+
+
+def _title(symbol: str, equation: str | None, values) -> str:
+    dims = np.shape(values)
+    eq = f' <span class="equation">= {html.escape(equation)}</span>' if equation else ""
+    return (f'<h3><span class="symbol">{html.escape(symbol)}</span>{eq}'
+            f' <span class="shape">{html.escape(shape(dims))}</span></h3>')
+
+
+def _factor_text(symbol: str, value: np.ndarray, precision: int) -> str:
+    if value.ndim == 0:
+        return f"{symbol} = {number(float(value), precision)}"
+    if value.ndim == 1 and value.size <= 4:
+        return f"{symbol} = [{', '.join(number(float(v), precision) for v in value)}]"
+    return f"{symbol} ({shape(value.shape)})"
+
+
+def _derivation(trace, name: str, precision: int) -> str:
+    """The chain rule of ``name``, what it simplifies to and its factors' numbers."""
+    d = derivation(trace, name)
+    if d is None:
+        return ""
+    lines = []
+    if d.left:
+        lines.append(f'<div class="chain"><i>{html.escape(d.left)}</i> = {html.escape(d.chain)}</div>')
+        lines.append(f'<div class="chain">= {html.escape(d.simplified)}</div>')
+    factors = ",  ".join(_factor_text(s, v, precision) for s, v in d.factors)
+    lines.append(f'<div class="with">with {html.escape(factors)}</div>')
+    if d.note:
+        lines.append(f'<div class="note">{html.escape(d.note)}</div>')
+    return "".join(lines)
+
+
+def _explanation_text(explanation, precision: int) -> str:
+    """render_text's lines, the middle terms of a very long sum left out."""
+    return render_text(explanation, precision, most=MAX_TERMS)
+
+
+def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
+    """The keys of the cells on the page that the explanation's factors read."""
+    inputs = trace.problem.inputs
+    out = []
+    for term in explanation.terms:
+        for factor in term.factors:
+            if factor.symbol in inputs:
+                key = "i:" + _key(factor.symbol, factor.index)
+            elif factor.symbol in symbols:
+                key = "t:" + _key(symbols[factor.symbol], factor.index)
+            else:
+                continue  # a constant (lr, 1/M) or a padding zero
+            if key != own and key in cells.keys and key not in out:
+                out.append(key)
+    return out
+
+
+def _trace_section(trace, view: View, file: str | None, number_from: int) -> str:
+    """One trace: the inputs, then every selected stage, then the embedded explanations."""
+    problem = trace.problem
+    precision = view.precision
+    cells = _Cells()
+    parts = [f'<section class="trace"{f" data-file={json.dumps(file)}" if file else ""}>']
+    if file:
+        parts.append(f"<h2 class=file>{html.escape(file)}</h2>")
+    if view.only is None:
+        parts.append(f'<h2>Input</h2><p class="summary">{html.escape(problem.summary())}</p><div class="stages">')
+        for name, values in problem.inputs.items():
+            parts.append(f'<article class="input-block" data-name="{html.escape(name)}">')
+            parts.append(_title(name, None, values))
+            parts.append(_matrix(values, input_axes(problem, name), "data-input", name, precision,
+                                 full=view.full, cells=cells))
+            parts.append("</article>")
+        parts.append("</div>")
+    annotations = trace.annotations
+    shown = []
+    step = number_from
+    for section, matrices in selected(trace, view).items():
+        heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
+        parts.append(f'<h2>{html.escape(heading)}</h2><div class="stages">')
+        for name, values in matrices.items():
+            stage = trace.stage(name)
+            note = annotations.get(name)
+            marks = None if note is None else note.marks
+            about = [] if view.brief else ([*note.before] if note is not None else [])
+            info = "" if view.brief else _derivation(trace, name, precision)
+            after = []
+            if note is not None and not view.brief:
+                after = [*note.after] + ([legend(note)] if note.legend else [])
+            notes = "".join(f'<div class="note">{html.escape(line)}</div>' for line in (*about, *after))
+            summary = summary_note(np.shape(values), trace.leading_axes(name), view.full)
+            parts.append(
+                f'<article class="stage {section}" id="stage-{step}" data-step="{step}" '
+                f'data-name="{html.escape(name)}">'
+            )
+            parts.append(_title(stage.symbol, stage.equation, values))
+            if summary:
+                parts.append(f'<p class="summary">{html.escape(summary)}</p>')
+            parts.append('<div class="body"><div class="values">')
+            parts.append(_matrix(values, trace.leading_axes(name), "data-term", name, precision, marks,
+                                 full=view.full, cells=cells))
+            if note is not None and note.extra is not None and not view.brief:
+                title, extra, layout, border, extra_note = note.extra
+                parts.append(f'<div class="extra"><h4>{html.escape(title)}</h4>'
+                             f'<div class="note">{html.escape(extra_note)}</div>')
+                parts.append(_matrix(extra, layout.axes(problem.batched)[0], "", title, precision,
+                                     border=border, full=view.full))
+                parts.append("</div>")
+            parts.append(f'</div><div class="derivation">{info}{notes}</div></div></article>')
+            shown.append(name)
+            step += 1
+        parts.append("</div>")
+    symbols = {trace.stage(name).symbol: name for name in shown}
+    explanations = {}
+    for name in shown:
+        values = np.asarray(trace[name])
+        for index in _shown_entries(values.shape, trace.leading_axes(name), view.full):
+            explanation = explain_entry(trace, name, index)
+            key = _key(name, index)
+            explanations[key] = {
+                "text": _explanation_text(explanation, precision),
+                "value": number(explanation.value, precision),
+                "sources": _sources(trace, explanation, symbols, cells, "t:" + key),
+            }
+    parts.append(f'<script type="application/json" class="explanations">{_json(explanations)}</script>')
+    parts.append("</section>")
+    return "".join(parts), step
+
+
+def _shown_entries(dims, axes, full):
+    """Every index of a matrix of shape ``dims`` that the page shows."""
+    if not dims:
+        yield ()
+        return
+    lead = len(axes)
+    trailing = dims[lead:]
+    for table in (shown_tables(dims[:lead], full) if lead else [()]):
+        if table is None:
+            continue
+        if len(trailing) > 2:
+            middles = list(np.ndindex(trailing[:-2]))
+            trailing2 = trailing[-2:]
+        else:
+            middles, trailing2 = [()], trailing
+        for middle in middles:
+            ids = [[i for i in shown_indices(n, full) if i is not None] for n in trailing2]
+            for inner in np.ndindex(*(len(i) for i in ids)):
+                yield tuple(int(i) for i in (*table, *middle, *(ids[k][j] for k, j in enumerate(inner))))
+
+
+def _json(data) -> str:
+    """JSON safe inside a <script> element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def render(trace, view: View = View()) -> str:
+    """The page of one trace."""
+    return page([(None, trace)], view)
+
+
+def page(traces, view: View = View(), title: str = "cnntrace") -> str:
+    """The page of several traces, ``[(file or None, trace), …]``, one section each."""
+    sections = []
+    step = 0
+    for file, trace in traces:
+        section, step = _trace_section(trace, view, file, step)
+        sections.append(section)
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        '<header><h1>' + html.escape(title) + '</h1><nav class="stepper" aria-label="stages">'
+        '<button type="button" id="previous" title="previous stage (←)">← previous</button>'
+        '<span id="position" aria-live="polite"></span>'
+        '<button type="button" id="next" title="next stage (→)">next →</button></nav></header>'
+        '<div class="layout"><main>' + "".join(sections) + "</main>"
+        '<aside id="panel"><h2>Stage</h2><div id="stage-info"><p class="hint">← and → walk the stages.</p></div>'
+        '<h2>Entry</h2><pre id="explanation" class="empty" aria-live="polite">'
+        "Click a cell (or focus it and press Enter) to see its arithmetic.</pre>"
+        '<p class="key"><span class="swatch source-swatch"></span> the cells it is computed from'
+        ' <span class="swatch won-swatch">*</span> won its pool window</p></aside></div>'
+        f"<script>{SCRIPT}</script></body></html>\n"
+    )
+
+
+CSS = """
+:root { --font: clamp(14px, 0.6vw + 8px, 24px); --mono: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+* { box-sizing: border-box; }
+html { scroll-padding-top: 3.5em; }  /* a focused or stepped-to cell is never under the header */
+body { margin: 0; font: var(--font)/1.4 system-ui, "DejaVu Sans", sans-serif; color: #1b1b1f; background: #fafafa; }
+header { position: sticky; top: 0; z-index: 2; display: flex; flex-wrap: wrap; align-items: center; gap: 1em;
+  padding: .4em 1em; background: #20242c; color: #fff; }
+header h1 { font-size: 1.05em; margin: 0; font-weight: 600; }
+.stepper { display: flex; align-items: center; gap: .6em; }
+.stepper button { font: inherit; padding: .2em .8em; border-radius: .3em; border: 1px solid #889; background: #343a46; color: #fff; cursor: pointer; }
+.stepper button:focus-visible { outline: 3px solid #ffbf47; }
+#position { font-family: var(--mono); min-width: 9em; }
+.layout { display: grid; grid-template-columns: minmax(0, 1fr) minmax(20em, 38%); gap: 1em; padding: 0 1em; }
+main { min-width: 0; }
+aside { position: sticky; top: 3em; align-self: start; max-height: calc(100vh - 3.5em); overflow: auto; padding: .5em 0 1em; }
+aside h2 { font-size: .95em; margin: .6em 0 .3em; color: #555; text-transform: uppercase; letter-spacing: .05em; }
+#explanation { font: .72em/1.35 var(--mono); white-space: pre; overflow-x: auto; background: #fff; border: 1px solid #ccd;
+  border-radius: .3em; padding: .6em; margin: 0; min-height: 4em; }
+#explanation.empty { font-family: inherit; color: #666; white-space: normal; }
+#stage-info { background: #fff; border: 1px solid #ccd; border-radius: .3em; padding: .5em .7em; }
+#stage-info h3 { margin: 0 0 .3em; }
+h2 { font-size: 1.15em; margin: 1.2em 0 .4em; border-bottom: 1px solid #ccd; }
+h2.file { font-family: var(--mono); }
+.stages { display: flex; flex-wrap: wrap; gap: .8em; align-items: flex-start; }
+article { background: #fff; border: 1px solid #d6d6de; border-radius: .4em; padding: .4em .7em .6em; max-width: 100%; overflow-x: auto; scroll-margin-top: 3.5em; }
+article.current { border-color: #d97706; box-shadow: 0 0 0 3px #fbbf24; }
+h3 { font-size: 1em; font-weight: normal; margin: 0 0 .3em; }
+.symbol { font-weight: 700; color: #0f5d8c; }
+.shape { color: #777; font-size: .85em; margin-left: .4em; }
+.summary { color: #666; font-size: .85em; margin: 0 0 .3em; }
+.body { display: flex; flex-wrap: wrap; gap: .3em 1.2em; align-items: flex-start; }
+.derivation { font-size: .85em; color: #333; max-width: 34em; }
+.derivation .chain { font-family: var(--mono); }
+.derivation .with, .derivation .note, .extra .note { color: #666; }
+.tables { display: flex; flex-wrap: wrap; gap: .3em 1em; }
+figure { margin: 0; }
+figcaption { font-size: .8em; color: #666; }
+table.grid { border-collapse: collapse; font: .85em var(--mono); }
+.grid th { font-weight: normal; color: #888; padding: 0 .35em; font-size: .85em; }
+.grid td, .scalar .cell { padding: .12em .45em; text-align: right; border: 1px solid #e4e4ea; cursor: pointer; white-space: nowrap; }
+.scalar .cell { display: inline-block; font: .95em var(--mono); }
+.grid td.zero { color: #999; }
+.grid td.pad { font-style: italic; color: #888; }
+.grid td.gap { cursor: default; color: #888; text-align: center; }
+.grid td.won { font-weight: 700; text-decoration: underline; }
+.mark { color: #b45309; font-weight: 700; }
+[data-term]:focus-visible, [data-input]:focus-visible { outline: 3px solid #2563eb; outline-offset: -2px; }
+.selected { outline: 3px solid #111 !important; outline-offset: -2px; }
+.source { outline: 3px solid #16a34a !important; outline-offset: -3px; box-shadow: inset 0 0 0 2px #bbf7d0; }
+.legend { display: flex; align-items: center; gap: .4em; font: .7em var(--mono); color: #777; margin-top: .3em; }
+.legend .bar { display: inline-block; width: 7em; height: .7em; border: 1px solid #ccd; }
+.key { font-size: .8em; color: #555; }
+.swatch { display: inline-block; min-width: 1.2em; text-align: center; }
+.source-swatch { height: .9em; outline: 3px solid #16a34a; outline-offset: -3px; }
+.won-swatch { color: #b45309; font-weight: 700; }
+.gap-tables { align-self: center; color: #888; }
+.extra { margin-top: .4em; }
+.extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
+@media (max-width: 900px) {  /* one column: the panel stays in sight at the bottom */
+  .layout { grid-template-columns: 1fr; }
+  aside { position: sticky; top: auto; bottom: 0; max-height: 42vh; background: #fafafa; border-top: 2px solid #ccd; }
+  #stage-info .derivation { display: none; }
+}
+@media (min-width: 1800px) { .layout { grid-template-columns: minmax(0, 1fr) minmax(24em, 36%); } }
+@media print {
+  header .stepper, .hint { display: none; }
+  header { position: static; background: none; color: #000; border-bottom: 1px solid #000; }
+  body { background: #fff; font-size: 10pt; }
+  .layout { display: block; padding: 0; }
+  aside { position: static; max-height: none; }
+  aside > h2:first-child, #stage-info, .key { display: none; }
+  body:has(#explanation.empty) aside { display: none; }
+  #explanation { white-space: pre-wrap; }
+  article { break-inside: avoid; overflow: visible; box-shadow: none !important; border-color: #bbb !important; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
+"""
+
+SCRIPT = """
+(function () {
+  "use strict";
+  var explanation = document.getElementById("explanation");
+  var info = document.getElementById("stage-info");
+  var position = document.getElementById("position");
+  var traces = [];
+  document.querySelectorAll("section.trace").forEach(function (section) {
+    var cells = new Map();
+    section.querySelectorAll("[data-term]").forEach(function (el) { cells.set("t:" + el.dataset.term, el); });
+    section.querySelectorAll("[data-input]").forEach(function (el) { cells.set("i:" + el.dataset.input, el); });
+    var data = JSON.parse(section.querySelector("script.explanations").textContent);
+    traces.push({ section: section, cells: cells, data: data });
+  });
+  var lit = [];
+  function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; }
+  function show(el) {
+    clear();
+    explanation.classList.remove("empty");
+    var trace = traces.find(function (t) { return t.section.contains(el); });
+    el.classList.add("selected"); lit.push(el);
+    if (el.dataset.input !== undefined) {
+      explanation.textContent = el.dataset.input + " = " + el.textContent.replace(/\\*\\d*$/, "") +
+        "\\n  an input, as the pass used it (before the update)";
+      return;
+    }
+    var entry = trace.data[el.dataset.term];
+    if (!entry) { explanation.textContent = el.dataset.term + ": no explanation on this page"; return; }
+    explanation.textContent = entry.text.replace(/\\n$/, "");
+    entry.sources.forEach(function (key) {
+      var source = trace.cells.get(key);
+      if (source) { source.classList.add("source"); lit.push(source); }
+    });
+    var stage = el.closest("article.stage");
+    if (stage) { setCurrent(stages.indexOf(stage), false); }
+  }
+  document.addEventListener("click", function (event) {
+    var el = event.target.closest("[data-term], [data-input]");
+    if (el) { show(el); }
+  });
+  var stages = Array.prototype.slice.call(document.querySelectorAll("article.stage"));
+  var current = -1;
+  function setCurrent(i, scroll) {
+    if (!stages.length) { return; }
+    i = Math.max(0, Math.min(stages.length - 1, i));
+    if (current >= 0) { stages[current].classList.remove("current"); }
+    current = i;
+    var stage = stages[i];
+    stage.classList.add("current");
+    position.textContent = (i + 1) + " / " + stages.length + "  " + stage.querySelector(".symbol").textContent;
+    info.innerHTML = "";
+    info.appendChild(stage.querySelector("h3").cloneNode(true));
+    var derivation = stage.querySelector(".derivation");
+    if (derivation) { info.appendChild(derivation.cloneNode(true)); }
+    if (scroll) { stage.scrollIntoView({ block: "nearest", behavior: "auto" }); }
+  }
+  function move(by) { setCurrent(current < 0 ? 0 : current + by, true); }
+  document.getElementById("previous").addEventListener("click", function () { move(-1); });
+  document.getElementById("next").addEventListener("click", function () { move(1); });
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey) { return; }
+    if (event.key === "ArrowRight") { event.preventDefault(); move(1); }
+    else if (event.key === "ArrowLeft") { event.preventDefault(); move(-1); }
+    else if (event.key === "Enter" || event.key === " ") {
+      var el = document.activeElement && document.activeElement.closest && document.activeElement.closest("[data-term], [data-input]");
+      if (el) { event.preventDefault(); show(el); }
+    }
+  });
+  if (stages.length) { setCurrent(0, false); }
+})();
+"""
