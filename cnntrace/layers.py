@@ -1379,7 +1379,7 @@ class Sigmoid(Activation):
     def explain_local(self, t, index):
         a = t.factor(self.output, index)
         z = float(t.value(self.input)[index])
-        one_minus = Factor(f"(1 − {self.output})", a.index, float(ops.sigmoid(np.float64(-z))))
+        one_minus = Factor(f"(1 − {self.output})", a.index, float(ops.sigmoid(np.float64(-z))), self.output)
         return f"{self.output}·(1 − {self.output})", [Term((a, one_minus))], None, []
 
 
@@ -1454,7 +1454,7 @@ class Softmax(Activation):
             m, i = index
             Z = t.value(z)[m]
             top = float(Z.max())
-            terms = [Term((Factor(f"exp({z}[{j}] − max)", t.user_index(z, (m, j)), float(np.exp(Z[j] - top))),))
+            terms = [Term((Factor(f"exp({z}[{j}] − max)", t.user_index(z, (m, j)), float(np.exp(Z[j] - top)), z),))
                      for j in range(Z.shape[0])]  # fmt: skip
             notes = [f"max = {top!r}, subtracted from every {z} entry so that exp never overflows",
                      f"the share of term {i} in the sum"]  # fmt: skip

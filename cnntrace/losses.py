@@ -184,11 +184,11 @@ class BCE(Loss):
                 y = t.factor("Y", cell)
                 zc = float(t.value(z)[cell])
                 if y.value != 0:
-                    log_a = Factor(f"log({a})", t.user_index(z, cell), float(-np.logaddexp(0.0, -zc)))
+                    log_a = Factor(f"log({a})", t.user_index(z, cell), float(-np.logaddexp(0.0, -zc)), a)
                     terms.append(Term((MINUS, *mean, y, log_a)))
                 if y.value != 1:
-                    log_1a = Factor(f"log(1 − {a})", t.user_index(z, cell), float(-np.logaddexp(0.0, zc)))
-                    terms.append(Term((MINUS, *mean, Factor("(1 − Y)", y.index, 1.0 - y.value), log_1a)))
+                    log_1a = Factor(f"log(1 − {a})", t.user_index(z, cell), float(-np.logaddexp(0.0, zc)), a)
+                    terms.append(Term((MINUS, *mean, Factor("(1 − Y)", y.index, 1.0 - y.value, "Y"), log_1a)))
             formula = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
             if N > 1:
                 formula = f"(1/{'M' if N == t.M else 'N'})·Σ_m ({formula})"
@@ -198,10 +198,10 @@ class BCE(Loss):
             zc = float(t.value(z)[index])
             terms = []
             if y.value != 0:
-                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / sigmoid(zc)))))
+                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / sigmoid(zc), a))))
             if y.value != 1:
-                terms.append(Term((*mean, Factor("(1 − Y)", y.index, 1.0 - y.value),
-                                   Factor(f"1/(1 − {a})", y.index, 1.0 / sigmoid(-zc)))))  # fmt: skip
+                terms.append(Term((*mean, Factor("(1 − Y)", y.index, 1.0 - y.value, "Y"),
+                                   Factor(f"1/(1 − {a})", y.index, 1.0 / sigmoid(-zc), a))))  # fmt: skip
             grad = f"−Y/{a} + (1 − Y)/(1 − {a})"
             formula = f"(1/{'M' if N == t.M else 'N'})·({grad})" if mean else grad
             return formula, terms, None, ["a term whose label weight is 0 is left out"]
@@ -312,7 +312,7 @@ class CrossEntropy(Loss):
             for cell in self._cells(t):
                 y = t.factor("Y", cell)
                 if y.value != 0:
-                    log_a = Factor(f"log({a})", t.user_index(a, cell), float(log_A[cell]))
+                    log_a = Factor(f"log({a})", t.user_index(a, cell), float(log_A[cell]), a)
                     terms.append(Term((MINUS, *mean, y, log_a)))
             formula = f"−Σ_i Y[i]·log({a}[i])"
             if mean:
@@ -322,7 +322,7 @@ class CrossEntropy(Loss):
             y = t.factor("Y", index)
             terms = []
             if y.value != 0:
-                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / float(t.value(a)[index])))))
+                terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / float(t.value(a)[index]), a))))
             formula = f"(1/M)·(−Y/{a})" if mean else f"−Y/{a}"
             return formula, terms, None, ["a class of weight 0 gets 0"]
         a_factor, y = t.factor(a, index), t.factor("Y", index)
@@ -371,7 +371,7 @@ class MSE(Loss):
             terms = []
             for cell in self._cells(t):
                 d = float(t.value(a)[cell] - t.value("Y")[cell])
-                difference = Factor(f"({a} − Y)", t.user_index(a, cell), d)
+                difference = Factor(f"({a} − Y)", t.user_index(a, cell), d, a)
                 terms.append(Term((*mean, difference, difference)))
             return (f"(1/N)·Σ ({a} − Y)²" if mean else f"({a} − Y)²"), terms, None, []
         two = constant("2", 2.0)

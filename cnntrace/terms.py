@@ -16,6 +16,9 @@ class Factor:
     symbol: str  # "X", "dL/dZ1", "lr", "1/M", "pad" …
     index: tuple[int, ...]  # the user's index into ``symbol``; () for scalars and constants
     value: float
+    #: The matrix the factor is read from, where its symbol is a function of one: "Z4" for
+    #: exp(Z4 − max), "A2" for log(A2); "" where the symbol names it (or it is a constant).
+    source: str = ""
 
     @property
     def label(self) -> str:

@@ -149,6 +149,15 @@ def test_sources_of_a_weight_gradient_and_a_convolution():
     assert set(data["W1[0,0]"]["sources"]) == {"i:W1[0,0]", "t:dL_dW1[0,0]"}
 
 
+def test_a_softmax_output_and_the_loss_light_the_cells_they_are_computed_from():
+    """A4[1,2] = exp(Z4[1,2] − max)/Σ exp(Z4[1,j] − max): every Z4 cell of image 1;
+    L reads log(A4) of the labelled classes."""
+    trace = run(load_problem(SAMPLES / "rgb-softmax.json"))
+    (data,) = parse(page_of(trace)).explanations
+    assert set(data["A4[1,2]"]["sources"]) == {f"t:Z4[1,{j}]" for j in range(3)}
+    assert {s for s in data["L"]["sources"] if s.startswith("t:")} == {"t:A4[0,0]", "t:A4[1,1]"}
+
+
 def test_marks_come_from_the_traces_annotations(sample):
     trace, page = sample
     marked = 0

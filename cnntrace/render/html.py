@@ -197,10 +197,11 @@ def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list
     out = []
     for term in explanation.terms:
         for factor in term.factors:
-            if factor.symbol in inputs:
-                key = "i:" + _key(factor.symbol, factor.index)
-            elif factor.symbol in symbols:
-                key = "t:" + _key(symbols[factor.symbol], factor.index)
+            read = factor.source or factor.symbol  # exp(Z4 − max) reads Z4
+            if read in inputs:
+                key = "i:" + _key(read, factor.index)
+            elif read in symbols:
+                key = "t:" + _key(symbols[read], factor.index)
             else:
                 continue  # a constant (lr, 1/M) or a padding zero
             if key != own and key in cells.keys and key not in out:
