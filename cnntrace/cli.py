@@ -870,7 +870,18 @@ def train(
     shuffle: bool = typer.Option(
         False, "--shuffle/--no-shuffle", help="Shuffle the images before every epoch."
     ),
-    seed: int = typer.Option(None, "--seed", min=0, help="Seed for --shuffle, for the same order again."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, help="Seed for --shuffle and --holdout, for the same run again."
+    ),
+    momentum: float = typer.Option(
+        0.0, "--momentum", help="Momentum β, 0 ≤ β < 1, as PyTorch's SGD: v ← β·v + g, P ← P − lr·v."
+    ),
+    test: Path = typer.Option(
+        None, "--test", help="A test set: the same network on other images (missing weights: FILE's)."
+    ),
+    holdout: float = typer.Option(
+        None, "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed)."
+    ),
     save: Path = typer.Option(
         None, "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz)."
     ),
@@ -886,6 +897,12 @@ def train(
     """
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise typer.BadParameter(f"must be a positive number, got {lr}", param_hint="'--lr'")
+    if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        raise typer.BadParameter(f"must be at least 0 and below 1, got {momentum}", param_hint="'--momentum'")
+    if holdout is not None and not (math.isfinite(holdout) and 0 < holdout < 1):
+        raise typer.BadParameter(f"must be a fraction between 0 and 1, got {holdout}", param_hint="'--holdout'")
+    if holdout is not None and test is not None:
+        raise typer.BadParameter("give --test or --holdout, not both", param_hint="'--holdout'")
     if save is not None:
         with reported_errors():
             from cnntrace.io import check_writable
@@ -899,6 +916,15 @@ def train(
 
         data = read_input(file)
         problem = problem_from_dict(data)
+        test_set = None
+        if test is not None:
+            with reported_errors(test):
+                test_set = training.test_problem(read_input(test), data)
+        elif holdout is not None:
+            problem, test_set = training.holdout(problem, holdout, seed)
+        if test_set is not None:
+            with reported_errors(test if test is not None else file):
+                training.check_same_network(problem, test_set)
 
         def saved(parameters, which: str) -> str:
             """Save ``parameters`` when --save was given; say what was saved where."""
@@ -916,14 +942,14 @@ def train(
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                    stop=ctrl_c.pressed,
+                    momentum=momentum, test=test_set, stop=ctrl_c.pressed,
                 ):  # fmt: skip
                     last = epoch
                     history.append(epoch)
                     if format is TrainFormat.ndjson:
                         sys.stdout.write(render_train.ndjson_line(epoch))
                         sys.stdout.flush()
-                    advance(epoch.epoch, f"loss {epoch.loss:.4f}  accuracy {render_train.percent(epoch.accuracy)}")
+                    advance(epoch.epoch, render_train.progress_text(epoch))
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:
@@ -942,13 +968,17 @@ def train(
             typer.echo(f"cnntrace: {note.removeprefix('; ')}", err=True)
 
         trained = training.presented(problem, parameters)
+        counts = None
+        if format is not TrainFormat.ndjson:
+            counts = training.confusion(test_set if test_set is not None else problem, parameters)
         if format is TrainFormat.json:
-            sys.stdout.write(render_train.render_json(history, trained))
+            sys.stdout.write(render_train.render_json(history, trained, counts))
         elif format is TrainFormat.table:
             view = render_train.render(
                 history, problem, trained, precision,
                 lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
-                full=full,
+                full=full, momentum=momentum, confusion=counts,
+                confusion_of="test" if test_set is not None else "training",
             )  # fmt: skip
             sys.stdout.write(_table_text(view))
 

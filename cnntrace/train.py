@@ -1,10 +1,16 @@
-"""Training by plain gradient descent, epoch by epoch (numpy only; nothing here prints).
+"""Training by gradient descent, epoch by epoch (numpy only; nothing here prints).
 
 Each epoch walks through the mini-batches in order (after shuffling the images, when asked)
 and takes one step P ← P − lr·dL/dP per mini-batch on the mini-batch's mean loss. The
 gradients are ``network.forward_backward``'s and the step is ``network.gradient_step``, the
 very ones ``step`` reports, so full-batch training for N epochs is step's update applied N
-times, to the last bit.
+times, to the last bit. With momentum β > 0 the step is PyTorch's ``SGD(momentum=β)``:
+v ← β·v + dL/dP (v = dL/dP at the first step), P ← P − lr·v.
+
+A test set (``test=``, another Problem of the same network, or one split off with
+``holdout``) is measured after every epoch's last step: its mean loss and accuracy, on the
+parameters the epoch ended with. ``confusion`` counts, at the end, how each true class was
+classified.
 
 An epoch's loss and accuracy are measured on the way, at no extra cost: each mini-batch's
 loss and predictions are taken before its step, and averaged over the epoch's images. With
@@ -36,12 +42,16 @@ class Epoch:
     step of its mini-batch.   accuracy: the fraction of those images classified right (None
     for a network that classifies nothing: an mse loss).
     parameters: every weight, on the general shapes, after the epoch's last step.
+    test_loss, test_accuracy: the same of the test set, measured with those parameters
+    (None without a test set; test_accuracy None too where nothing is classified).
     """
 
     epoch: int
     loss: float
     accuracy: float | None
     parameters: dict[str, np.ndarray]
+    test_loss: float | None = None  # on the test set, after the epoch's last step
+    test_accuracy: float | None = None
 
 
 def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
@@ -72,6 +82,165 @@ def classifier(network):
     if isinstance(last, Sigmoid) and not network.loss.given:
         return _threshold_right, None  # per_image: the output's size, known from the data
     return None, 0
+
+
+# -- a test set ---------------------------------------------------------------------------------
+
+
+def subset(problem: Problem, indices: np.ndarray) -> Problem:
+    """The problem on the images ``indices`` (in that order) of a batch, everything else
+    as it was."""
+    from dataclasses import replace
+
+    from cnntrace.layers import Given
+
+    key = problem.target_key
+    target = problem.inputs[key][indices]
+    return replace(
+        problem,
+        inputs={**problem.inputs, "X": problem.X[indices], key: target},
+        layouts={**problem.layouts, key: Given(target.shape)},
+        general_target=problem.general_target[indices],
+    )
+
+
+def holdout(problem: Problem, fraction: float, seed: int | None = None) -> tuple[Problem, Problem]:
+    """(training, test): ``fraction`` of the images, picked at random from ``seed`` (0 when
+    None, so that the same file always splits the same way), set aside as the test set.
+    Both keep the images' order in the input. InputError (key "X") when either part would
+    be empty."""
+    if not 0 < fraction < 1:
+        raise InputError(f"--holdout must be a fraction between 0 and 1 (exclusive), got {fraction:g}")
+    M = problem.M if problem.batched else 1
+    test_count = round(fraction * M)
+    if not problem.batched or test_count < 1 or test_count >= M:
+        raise InputError(
+            f"holding out {fraction:g} of {M} image{'s' * (M != 1)} leaves "
+            f"{'no test image' if test_count < 1 else 'no image to train on'}; give a larger "
+            f"input or another fraction",
+            key="X",
+        )
+    chosen = np.random.default_rng(0 if seed is None else seed).permutation(M)[:test_count]
+    is_test = np.zeros(M, dtype=bool)
+    is_test[chosen] = True
+    return subset(problem, np.flatnonzero(~is_test)), subset(problem, np.flatnonzero(is_test))
+
+
+def check_same_network(problem: Problem, test: Problem) -> None:
+    """InputError naming the key where the test set's network is not the training one's: its
+    layers and loss, the shape of one image and of each weight."""
+    if test.network.layers != problem.network.layers:
+        raise InputError(
+            f"the test set's network is not the one trained: {test.network.describe()} "
+            f"against {problem.network.describe()}",
+            key="layers",
+        )
+    if type(test.network.loss) is not type(problem.network.loss):
+        raise InputError(
+            f"the test set's loss is {test.network.loss.type}; training uses {problem.network.loss.type}",
+            key="loss",
+        )
+    if test.layouts["X"].shape != problem.layouts["X"].shape:
+        raise InputError(
+            f"the test images are {_shape(test.layouts['X'].shape)}; the training images are "
+            f"{_shape(problem.layouts['X'].shape)}",
+            key="X",
+        )
+    for name in problem.network.params:
+        if test.weights[name].shape != problem.weights[name].shape:
+            raise InputError(
+                f"has shape {_shape(test.inputs[name].shape)} in the test set, "
+                f"{_shape(problem.inputs[name].shape)} in training",
+                key=name,
+            )
+
+
+#: The keys a test file may leave out, taken from the training file: the network and its weights.
+NETWORK_KEYS = ("layers", "loss", "stride", "padding", "pool", "pool_stride")
+
+
+def test_problem(test_data: dict, training_data: dict) -> Problem:
+    """The test set's Problem from its file's keys: X and Y (or grad) of its own, and the
+    network (layers, loss, options, weights) the training file's where the test file leaves
+    it out. Call check_same_network on it before training."""
+    import re
+
+    from cnntrace.io import problem_from_dict
+
+    filled = dict(test_data)
+    for key, value in training_data.items():
+        if key not in filled and (key in NETWORK_KEYS or re.fullmatch(r"[WB][0-9]+", key)):
+            filled[key] = value
+    return problem_from_dict(filled)
+
+
+def _shape(shape) -> str:
+    from cnntrace.layers import shape_text
+
+    return shape_text(shape)
+
+
+def forward(network, X, target, parameters) -> tuple[float | None, np.ndarray]:
+    """(L, output) of a forward pass alone: the mean loss of these images and the last
+    layer's output, (M, …)."""
+    x, cache = X, None
+    for layer in network.layers:
+        x, cache = layer.forward(x, parameters, False)
+    logits = cache[0] if network.fused else None
+    return network.loss.value(x, target, logits), x
+
+
+#: Images per forward pass when measuring a test set: enough to amortize numpy's calls,
+#: few enough to keep the memory at a mini-batch's.
+EVALUATION_BATCH = 1024
+
+
+def evaluate(problem: Problem, parameters: dict, batch_size: int = EVALUATION_BATCH):
+    """(loss, accuracy) of every image of ``problem`` with these parameters (general
+    shapes); accuracy None where nothing is classified."""
+    network = problem.network
+    X, target = problem.general_X(), problem.general_target
+    M = problem.M
+    count_right, per_image = classifier(network)
+    if per_image is None:
+        per_image = target[0].size
+    loss, correct = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for start in range(0, M, batch_size):
+            batch = slice(start, start + batch_size)
+            L, output = forward(network, X[batch], target[batch], parameters)
+            loss += float(L) * (len(target[batch]) / M)
+            if count_right is not None:
+                correct += count_right(output, target[batch])
+    return loss, (correct / (M * per_image) if count_right is not None else None)
+
+
+def confusion(problem: Problem, parameters: dict, batch_size: int = EVALUATION_BATCH) -> np.ndarray | None:
+    """counts[true, predicted]: how many images of each true class (rows) the network gives
+    each class (columns), by argmax after a softmax, by ≥ 0.5 after one sigmoid unit (class
+    0 and 1). None for a network that gives no single class per image (mse, several
+    sigmoid units)."""
+    network = problem.network
+    count_right, per_image = classifier(network)
+    X, target = problem.general_X(), problem.general_target
+    if count_right is None or (per_image is None and target[0].size != 1):
+        return None
+    classes = target.shape[1] if per_image == 1 else 2
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for start in range(0, problem.M, batch_size):
+            batch = slice(start, start + batch_size)
+            _, output = forward(network, X[batch], target[batch], parameters)
+            if per_image == 1:
+                true, predicted = target[batch].argmax(axis=1), output.argmax(axis=1)
+            else:
+                true = (target[batch].reshape(-1) >= 0.5).astype(np.int64)
+                predicted = (output.reshape(-1) >= 0.5).astype(np.int64)
+            np.add.at(counts, (true, predicted), 1)
+    return counts
+
+
+# -- the loop -----------------------------------------------------------------------------------
 
 
 def minibatches(order: np.ndarray, batch_size: int) -> list:
@@ -113,6 +282,8 @@ def train(
     batch_size: int | None = None,
     shuffle: bool = False,
     seed: int | None = None,
+    momentum: float = 0.0,
+    test: Problem | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Epoch]:
     """Yield one Epoch as each of ``epochs`` epochs ends.
@@ -122,7 +293,9 @@ def train(
     every epoch, from ``seed``; a single mini-batch is never shuffled, as its mean gradient
     does not depend on the order. ``stop`` is asked once after every mini-batch; when it
     says True the generator ends there: after yielding the epoch if that was its last
-    mini-batch, else without yielding the unfinished epoch.
+    mini-batch, else without yielding the unfinished epoch. momentum: β of PyTorch's
+    SGD(momentum=β), 0 for plain gradient descent. test: a Problem of the same network
+    (see check_same_network) whose images are measured after every epoch.
 
     Raises TrainingDiverged naming the epoch when a loss or a parameter stops being finite;
     nothing non-finite is ever yielded.
@@ -131,6 +304,10 @@ def train(
     if network.loss.given:
         raise InputError("training needs a loss: give Y (and a loss) instead of grad", key="grad")
     lr = problem.lr if lr is None else lr
+    if not (0 <= momentum < 1):
+        raise InputError(f"--momentum must be at least 0 and below 1, got {momentum:g}")
+    if test is not None:
+        check_same_network(problem, test)
     # The images as a view (no copy of what may be a large dataset); nothing writes to them.
     X, target = problem.general_X(), problem.general_target
     M = problem.M
@@ -143,6 +320,8 @@ def train(
     if per_image is None:  # a sigmoid output with several units counts each of them
         per_image = target[0].size
 
+    velocity = None  # momentum's v for each parameter, from the first step on
+
     for epoch in range(1, epochs + 1):
         order = rng.permutation(M) if shuffle and batch_size < M else np.arange(M)
         epoch_start = parameters
@@ -152,7 +331,11 @@ def train(
             X_batch, target_batch = X[batch], target[batch]
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
                 grads = network.forward_backward(X_batch, target_batch, parameters, trace=False)
-                stepped = network.gradient_step(parameters, grads, lr)
+                if momentum:
+                    velocity = _velocity(network, velocity, grads, momentum)
+                    stepped = network.gradient_step(parameters, velocity, lr)
+                else:
+                    stepped = network.gradient_step(parameters, grads, lr)
             if epoch == 1 and index == 1 and not all(np.isfinite(g).all() for g in grads.values()):
                 # No step has been taken: the pass overflows at the input's own parameters,
                 # whatever the lr. Named as step names it (dL/dX, which training skips,
@@ -171,6 +354,20 @@ def train(
                 correct += count_right(grads[output], target_batch)
             if index < len(batches) and stop():
                 return  # in the middle of an epoch: the unfinished epoch is dropped
-        yield Epoch(epoch, loss, correct / (M * per_image) if count_right else None, parameters)
+        accuracy = correct / (M * per_image) if count_right else None
+        test_loss = test_accuracy = None
+        if test is not None:
+            test_loss, test_accuracy = evaluate(test, parameters)
+        yield Epoch(epoch, loss, accuracy, parameters, test_loss, test_accuracy)
         if stop():
             return
+
+
+def _velocity(network, velocity, grads: dict, momentum: float) -> dict:
+    """v ← β·v + dL/dP for every parameter, keyed by its gradient's name as ``grads`` is
+    (so that ``gradient_step`` takes it in place of the gradients); v = dL/dP at first, as
+    PyTorch starts its buffer."""
+    names = [f"dL_d{p}" for p in network.params]
+    if velocity is None:
+        return {name: grads[name] for name in names}
+    return {name: momentum * velocity[name] + grads[name] for name in names}

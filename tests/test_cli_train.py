@@ -67,7 +67,8 @@ def test_ndjson_writes_one_line_per_epoch(tmp_path):
 def test_json_holds_the_history_and_the_parameters_in_the_inputs_shapes(tmp_path):
     source = batch_input(tmp_path, W2=[[0.5], [-0.25], [0.75], [0.25]])
     document = json.loads(ok(invoke("train", source, "--epochs", 3, "-f", "json")).stdout)
-    assert set(document) == {"history", "parameters"}
+    assert set(document) == {"history", "parameters", "confusion"}  # a classifier: its confusion matrix too
+    assert np.sum(document["confusion"]) == 6 and np.shape(document["confusion"]) == (2, 2)
     assert [row["epoch"] for row in document["history"]] == [1, 2, 3]
     assert np.shape(document["parameters"]["W1"]) == (3, 3)
     assert np.shape(document["parameters"]["W2"]) == (4, 1)

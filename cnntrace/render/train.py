@@ -25,8 +25,12 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
 def epoch_dict(epoch) -> dict:
-    """{"epoch", "loss", "accuracy"} of one Epoch, as plain numbers."""
-    return {"epoch": epoch.epoch, "loss": epoch.loss, "accuracy": epoch.accuracy}
+    """{"epoch", "loss", "accuracy"} of one Epoch, as plain numbers, and "test_loss",
+    "test_accuracy" when there is a test set."""
+    out = {"epoch": epoch.epoch, "loss": epoch.loss, "accuracy": epoch.accuracy}
+    if epoch.test_loss is not None:
+        out["test_loss"], out["test_accuracy"] = epoch.test_loss, epoch.test_accuracy
+    return out
 
 
 def ndjson_line(epoch) -> str:
@@ -34,13 +38,16 @@ def ndjson_line(epoch) -> str:
     return json.dumps(epoch_dict(epoch), allow_nan=False) + "\n"
 
 
-def render_json(history, parameters: dict) -> str:
+def render_json(history, parameters: dict, confusion=None) -> str:
     """One JSON object: {"history": [{"epoch", "loss", "accuracy"}, ...], "parameters":
-    {"W1", "B1", "W2", "B2"}}, the parameters in the input's shapes, every digit kept."""
+    {"W1", "B1", "W2", "B2"}}, the parameters in the input's shapes, every digit kept, and
+    "confusion" (counts, rows the true class) when the network classifies."""
     document = {
         "history": [epoch_dict(epoch) for epoch in history],
         "parameters": {name: value.tolist() for name, value in parameters.items()},
     }
+    if confusion is not None:
+        document["confusion"] = confusion.tolist()
     return json.dumps(document, allow_nan=False, separators=(",", ":")) + "\n"
 
 
@@ -56,14 +63,43 @@ def shown_epochs(count: int, limit: int = SHOWN_EPOCHS) -> list[int]:
 
 
 def epoch_table(history, precision: int) -> Table:
-    """Epoch, loss and accuracy, one row per shown epoch."""
+    """Epoch, loss and accuracy (and the test set's, when there is one), one row per shown
+    epoch."""
+    tested = history[0].test_loss is not None
     table = Table(box=box.SIMPLE_HEAD, header_style="dim", pad_edge=False, show_edge=False)
-    table.add_column("epoch", justify="right")
-    table.add_column("loss", justify="right")
-    table.add_column("accuracy", justify="right")
+    columns = ["epoch", "loss", "accuracy"] + (["test_loss", "test_accuracy"] if tested else [])
+    for column in columns:
+        table.add_column(column, justify="right")
     for index in shown_epochs(len(history)):
         epoch = history[index]
-        table.add_row(str(epoch.epoch), number(epoch.loss, precision), percent(epoch.accuracy))
+        row = [str(epoch.epoch), number(epoch.loss, precision), percent(epoch.accuracy)]
+        if tested:
+            row += [number(epoch.test_loss, precision), percent(epoch.test_accuracy)]
+        table.add_row(*row)
+    return table
+
+
+def progress_text(epoch) -> str:
+    """The progress bar's status after an epoch: its loss and accuracy, and the test set's."""
+    text = f"loss {epoch.loss:.4f}  accuracy {percent(epoch.accuracy)}"
+    if epoch.test_loss is not None:
+        text += f"  test_loss {epoch.test_loss:.4f}  test_accuracy {percent(epoch.test_accuracy)}"
+    return text
+
+
+def confusion_table(counts) -> Table:
+    """The confusion matrix: a row per true class, a column per predicted one, the
+    diagonal (right answers) in bold, and each row's accuracy."""
+    classes = len(counts)
+    table = Table(box=box.SIMPLE_HEAD, header_style="dim", pad_edge=False, show_edge=False)
+    table.add_column("true \\ predicted", justify="right")
+    for column in range(classes):
+        table.add_column(str(column), justify="right")
+    table.add_column("right", justify="right")
+    for row in range(classes):
+        total = int(counts[row].sum())
+        cells = [Text(str(int(counts[row, c])), style="bold" if c == row else "") for c in range(classes)]
+        table.add_row(str(row), *cells, percent(counts[row, row] / total) if total else "—")
     return table
 
 
@@ -102,7 +138,8 @@ def percent(accuracy: float | None) -> str:
 
 
 def render(history, problem, trained: dict, precision: int, *, lr: float, batch_size: int,
-           full: bool = False) -> RenderableType:  # fmt: skip
+           full: bool = False, momentum: float = 0.0, confusion=None,
+           confusion_of: str = "training") -> RenderableType:  # fmt: skip
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
     the final parameters (``trained``, in the input's shapes); large ones are summarized
     unless ``full``."""
@@ -110,10 +147,13 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     steps = -(-problem.M // batch_size)
     summary = (
         f"{len(history)} epoch{'s' * (len(history) > 1)} of gradient descent on {problem.M} "
-        f"image{'s' * (problem.M > 1)}, lr {lr:g}, batch size {batch_size} "
+        f"image{'s' * (problem.M > 1)}, lr {lr:g}" + (f", momentum {momentum:g}" if momentum else "")
+        + f", batch size {batch_size} "
         f"({steps} step{'s' * (steps > 1)} per epoch): loss {number(first.loss, precision)} → "
         f"{number(last.loss, precision)}"
         + ("" if first.accuracy is None else f", accuracy {percent(first.accuracy)} → {percent(last.accuracy)}")
+        + ("" if last.test_loss is None else f"; test loss {number(last.test_loss, precision)}"
+           + ("" if last.test_accuracy is None else f", test accuracy {percent(last.test_accuracy)}"))
     )
     parts: list[RenderableType] = [
         Text("Training", style="bold underline"),
@@ -121,6 +161,13 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
         epoch_table(history, precision),
         Text("\nLoss by epoch", style="bold underline"),
         Text(loss_curve([epoch.loss for epoch in history])),
+    ]
+    if confusion is not None:
+        parts += [
+            Text(f"\nConfusion matrix of the {confusion_of} set (rows: the true class)", style="bold underline"),
+            confusion_table(confusion),
+        ]
+    parts += [
         Text("\nTrained parameters", style="bold underline"),
     ]
     for name, values in trained.items():
