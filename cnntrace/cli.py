@@ -919,7 +919,7 @@ def train(
         test_set = None
         if test is not None:
             with reported_errors(test):
-                test_set = training.test_problem(read_input(test), data)
+                test_set = training.problem_for_testing(read_input(test), data)
         elif holdout is not None:
             problem, test_set = training.holdout(problem, holdout, seed)
         if test_set is not None:

@@ -159,7 +159,7 @@ def check_same_network(problem: Problem, test: Problem) -> None:
 NETWORK_KEYS = ("layers", "loss", "stride", "padding", "pool", "pool_stride")
 
 
-def test_problem(test_data: dict, training_data: dict) -> Problem:
+def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
     """The test set's Problem from its file's keys: X and Y (or grad) of its own, and the
     network (layers, loss, options, weights) the training file's where the test file leaves
     it out. Call check_same_network on it before training."""
