@@ -1,14 +1,15 @@
-"""Training speed through the command line, as a user runs it, against the leanest PyTorch
-loop. Run by hand, never in CI:
+"""Training speed and memory through the command line, as a user runs it, against the
+leanest PyTorch loop. Run by hand, never in CI:
 
     pip install -e '.[bench]'
-    python benchmarks/train_process.py [--runs 3] [--only NAME]
+    python benchmarks/train_process.py [--runs 3] [--only NAME] [--profile NAME]
 
 Each setting writes one dataset (.npz, synthetic, seed 0) with its network and starting
 weights, then times, alternately and ``--runs`` times each:
 
-- cnntrace: the whole process ``cnntrace train DATA --epochs E --batch-size B --save OUT``,
-  start-up, reading and validating the file, and saving included;
+- cnntrace: the whole process ``cnntrace train DATA --epochs E --batch-size B --format
+  json``, start-up, reading and validating the file, the confusion matrix at the end and
+  the JSON of the trained parameters included;
 - PyTorch: the training loop alone, in a process of its own that has already imported torch
   and loaded the arrays: functional ops (conv2d, max_pool2d, linear algebra), the loss
   from the logits, ``torch.autograd.grad`` and the update in place under ``no_grad``; no
@@ -17,7 +18,12 @@ weights, then times, alternately and ``--runs`` times each:
 Both sides use float64 and one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1 and
 torch.set_num_threads(1)); each side's time is its best run; and before any timing both
 train the same way once and must end on the same parameters (to 1e-9), or the script stops.
-The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster.
+The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster. The last column is
+the cnntrace process's peak resident size (Linux's ru_maxrss of that child alone: Python, the
+libraries and all) over the size of the dataset's X and Y.
+
+``--profile NAME`` runs the setting's cnntrace command once under cProfile instead and
+prints where its time went.
 """
 
 from __future__ import annotations
@@ -42,22 +48,22 @@ REFERENCE = ["conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense",
 TWO_CONV = [{"type": "conv", "padding": 1}, "relu", {"type": "maxpool", "size": 2},
             "conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "softmax"]  # fmt: skip
 
-#: name, layers, loss, images, one image's shape, weight shapes, batch size, epochs
+#: name, layers, loss, images, one image's shape, weight shapes, batch size, epochs, target
 SETTINGS = [
     ("reference 6×6, batch 1", REFERENCE, "bce", 2_000, (6, 6),
-     {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}, 1, 1),
+     {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}, 1, 1, 2.0),
     ("reference 28×28, batch 32", REFERENCE, "bce", 4_000, (28, 28),
-     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 32, 3),
+     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 32, 3, 1.2),
     ("reference 28×28, full batch", REFERENCE, "bce", 20_000, (28, 28),
-     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 20_000, 5),
+     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 20_000, 5, 2.0),
     ("two-conv softmax 3×12×12, batch 32", TWO_CONV, "cross_entropy", 4_000, (3, 12, 12),
-     {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}, 32, 2),
+     {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}, 32, 2, 1.0),
 ]  # fmt: skip
 LR = 0.05
 
 
 def write_dataset(setting, path: Path) -> None:
-    name, layers, loss, images, shape, weights, _, _ = setting
+    name, layers, loss, images, shape, weights, *_ = setting
     rng = np.random.default_rng(0)
     arrays = {"X": rng.random((images, *shape))}
     if loss == "bce":
@@ -140,51 +146,86 @@ def run_torch(data: Path, batch_size: int, epochs: int, out: Path) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path) -> float:
-    command = [*CNNTRACE, "train", str(data), "--epochs", str(epochs), "--batch-size", str(batch_size),
-               "--format", "json", "--save", str(out)]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True, env={**os.environ, **ONE_THREAD})
-    return time.perf_counter() - start
+def cnntrace_command(data: Path, batch_size: int, epochs: int) -> list[str]:
+    return [*CNNTRACE, "train", str(data), "--epochs", str(epochs), "--batch-size", str(batch_size),
+            "--format", "json"]  # fmt: skip
+
+
+def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path) -> tuple[float, int]:
+    """(seconds, peak resident bytes) of the whole process; its JSON goes to ``out``."""
+    with open(out, "wb") as stdout:
+        start = time.perf_counter()
+        child = subprocess.Popen(cnntrace_command(data, batch_size, epochs), stdout=stdout,
+                                 stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})  # fmt: skip
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"cnntrace exited with {child.returncode}: {' '.join(child.args)}")
+    return seconds, usage.ru_maxrss * 1024  # Linux gives kibibytes
 
 
 def largest_difference(ours: Path, theirs: Path) -> float:
-    mine = np.load(ours)
+    """The largest difference between cnntrace's trained parameters (its JSON) and PyTorch's."""
+    mine = json.loads(ours.read_text())["parameters"]
     other = np.load(theirs)
-    keys = sorted((k for k in mine.files if k[0] in "WB"), key=lambda k: (int(k[1:]), k[0] == "B"))
-    return max(float(np.max(np.abs(mine[k].ravel() - other[f"arr_{i}"].ravel()))) for i, k in enumerate(keys))
+    keys = sorted(mine, key=lambda k: (int(k[1:]), k[0] == "B"))
+    return max(float(np.max(np.abs(np.ravel(mine[k]) - other[f"arr_{i}"].ravel()))) for i, k in enumerate(keys))
+
+
+def profile(data: Path, batch_size: int, epochs: int) -> None:
+    """Run the cnntrace command once under cProfile; print its 30 largest own times."""
+    command = cnntrace_command(data, batch_size, epochs)
+    program = [sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "cnntrace", *command[len(CNNTRACE):]]
+    result = subprocess.run(program, capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})
+    report = result.stdout[result.stdout.index("function calls"):].splitlines()
+    print("\n".join(report[:40]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", help="run the settings whose name contains this")
+    parser.add_argument("--profile", metavar="NAME", help="profile the cnntrace command of the settings so named")
     parser.add_argument("--torch-child", nargs=4, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.torch_child:
         data, batch, epochs, out = arguments.torch_child
         torch_child(Path(data), int(batch), int(epochs), Path(out))
         return
-    print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace |")
-    print("|---|---:|---:|---:|")
+    if not arguments.profile:
+        print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace | target | peak memory |")
+        print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         for setting in SETTINGS:
-            name, *_, batch_size, epochs = setting
-            if arguments.only and arguments.only not in name:
+            name, *_, batch_size, epochs, target = setting
+            chosen = arguments.profile or arguments.only
+            if chosen and chosen not in name:
                 continue
-            data, ours, theirs = folder / "data.npz", folder / "ours.npz", folder / "theirs.npz"
+            data, ours, theirs = folder / "data.npz", folder / "ours.json", folder / "theirs.npz"
             write_dataset(setting, data)
+            if arguments.profile:
+                print(f"## {name}")
+                profile(data, batch_size, epochs)
+                continue
             run_cnntrace(data, batch_size, epochs, ours)
             run_torch(data, batch_size, epochs, theirs)
             difference = largest_difference(ours, theirs)
             if difference > 1e-9:
                 raise SystemExit(f"{name}: the two sides end {difference:.1e} apart: nothing to compare")
+            archive = np.load(data)
+            dataset_bytes = archive["X"].nbytes + archive["Y"].nbytes
             cnntrace_best = torch_best = float("inf")
+            peak = 0
             for _ in range(arguments.runs):
-                cnntrace_best = min(cnntrace_best, run_cnntrace(data, batch_size, epochs, ours))
+                seconds, resident = run_cnntrace(data, batch_size, epochs, ours)
+                cnntrace_best, peak = min(cnntrace_best, seconds), max(peak, resident)
                 torch_best = min(torch_best, run_torch(data, batch_size, epochs, theirs))
-            print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {torch_best / cnntrace_best:.2f}× |")
+            ratio = torch_best / cnntrace_best
+            verdict = "met" if ratio >= target else "missed"
+            print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {ratio:.2f}× | ≥ {target:g}× ({verdict}) "
+                  f"| {peak / 2**20:.0f} MiB = {peak / dataset_bytes:.2f}× the data |")  # fmt: skip
 
 
 if __name__ == "__main__":

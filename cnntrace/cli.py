@@ -829,11 +829,21 @@ def _progress(total: int | None, unit: str):
     """Yield ``advance(done, status, total)``: a progress bar on stderr when stderr is a
     terminal, counting ``unit``s with a status text; a function that does nothing otherwise.
     ``total`` may be given (or corrected) by the first call."""
+    import os
+
+    def nothing(done, status="", total=None):
+        return None
+
+    # Decided without rich where stderr is plainly no terminal (rich, too, lets TTY_COMPATIBLE
+    # and FORCE_COLOR say otherwise): a pipe's run starts a hundredth of a second sooner.
+    if not sys.stderr.isatty() and not {"TTY_COMPATIBLE", "FORCE_COLOR"} & set(os.environ):
+        yield nothing
+        return
     from rich.console import Console
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda done, status="", total=None: None
+        yield nothing
         return
     from rich.progress import (
         BarColumn,

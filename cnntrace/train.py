@@ -23,6 +23,7 @@ An image counts as right when the prediction A2 >= 0.5 (class 1) agrees with Y >
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -257,10 +258,6 @@ def minibatches(order: np.ndarray, batch_size: int) -> list:
     ]
 
 
-def _finite(L, parameters) -> bool:
-    return bool(np.isfinite(L)) and all(np.isfinite(p).all() for p in parameters.values())
-
-
 def _name_the_overflow(problem: Problem, X, target, weights) -> None:
     """Raise the NumericError that step would for this pass: naming the first stage, in the
     pass's order, that overflows float64."""
@@ -313,7 +310,8 @@ def train(
     M = problem.M
     batch_size = M if batch_size is None else min(batch_size, M)
     problem.check_size(batch_size)
-    rng = np.random.default_rng(seed)
+    # numpy.random is imported only to shuffle (a hundredth of a second of start-up).
+    rng = np.random.default_rng(seed) if shuffle and batch_size < M else None
     parameters = starting_parameters(problem)
     output = network.output
     count_right, per_image = classifier(network)
@@ -323,37 +321,44 @@ def train(
     velocity = None  # momentum's v for each parameter, from the first step on
 
     for epoch in range(1, epochs + 1):
-        order = rng.permutation(M) if shuffle and batch_size < M else np.arange(M)
+        order = rng.permutation(M) if rng is not None else np.arange(M)
         epoch_start = parameters
         loss, correct = 0.0, 0
         batches = minibatches(order, batch_size)
-        for index, batch in enumerate(batches, 1):
-            X_batch, target_batch = X[batch], target[batch]
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        diverged = False
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for index, batch in enumerate(batches, 1):
+                X_batch, target_batch = X[batch], target[batch]
                 grads = network.forward_backward(X_batch, target_batch, parameters, trace=False)
                 if momentum:
                     velocity = _velocity(network, velocity, grads, momentum)
                     stepped = network.gradient_step(parameters, velocity, lr)
                 else:
                     stepped = network.gradient_step(parameters, grads, lr)
-            if epoch == 1 and index == 1 and not all(np.isfinite(g).all() for g in grads.values()):
-                # No step has been taken: the pass overflows at the input's own parameters,
-                # whatever the lr. Named as step names it (dL/dX, which training skips,
-                # comes last in the pass and cannot be the first to overflow here).
-                _name_the_overflow(problem, X_batch, target_batch, parameters)
-            parameters = stepped
-            if not _finite(grads["L"], parameters):
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch}: the loss or a parameter became NaN "
-                    f"or infinite; try a smaller lr (it is {lr:g})",
-                    epoch=epoch, parameters=epoch_start,
-                )  # fmt: skip
-            # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
-            loss += float(grads["L"]) * (len(target_batch) / M)
-            if count_right is not None:
-                correct += count_right(grads[output], target_batch)
-            if index < len(batches) and stop():
-                return  # in the middle of an epoch: the unfinished epoch is dropped
+                if epoch == 1 and index == 1 and not all(np.isfinite(g).all() for g in grads.values()):
+                    # No step has been taken: the pass overflows at the input's own parameters,
+                    # whatever the lr. Named as step names it (dL/dX, which training skips,
+                    # comes last in the pass and cannot be the first to overflow here).
+                    _name_the_overflow(problem, X_batch, target_batch, parameters)
+                parameters = stepped
+                L = float(grads["L"])
+                # A loss that stops being finite ends the epoch; a parameter that does is
+                # found at the epoch's end (before anything is yielded), whatever the loss.
+                if not math.isfinite(L):
+                    diverged = True
+                    break
+                # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
+                loss += L * (len(target_batch) / M)
+                if count_right is not None:
+                    correct += count_right(grads[output], target_batch)
+                if index < len(batches) and stop():
+                    return  # in the middle of an epoch: the unfinished epoch is dropped
+        if diverged or not all(np.isfinite(p).all() for p in parameters.values()):
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: the loss or a parameter became NaN "
+                f"or infinite; try a smaller lr (it is {lr:g})",
+                epoch=epoch, parameters=epoch_start,
+            )  # fmt: skip
         accuracy = correct / (M * per_image) if count_right else None
         test_loss = test_accuracy = None
         if test is not None:

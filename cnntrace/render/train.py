@@ -1,19 +1,19 @@
 """Training's outputs: the epoch table, the loss curve drawn with plain unicode, the final
 parameters as tables, and the JSON forms (one line per epoch, or one object). Each function
-returns a value; none prints.
+returns a value; none prints. rich is imported by the tables alone: the JSON forms start
+without it.
 """
 
 from __future__ import annotations
 
 import json
-
-from rich import box
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from cnntrace.render.format import number
-from cnntrace.render.table import input_axes, matrix_block
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
 
 #: The epoch table shows every epoch up to this many, else this many evenly spaced ones.
 SHOWN_EPOCHS = 20
@@ -66,6 +66,9 @@ def epoch_table(history, precision: int) -> Table:
     """Epoch, loss and accuracy (and the test set's, when there is one), one row per shown
     epoch."""
     tested = history[0].test_loss is not None
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, header_style="dim", pad_edge=False, show_edge=False)
     columns = ["epoch", "loss", "accuracy"] + (["test_loss", "test_accuracy"] if tested else [])
     for column in columns:
@@ -90,6 +93,10 @@ def progress_text(epoch) -> str:
 def confusion_table(counts) -> Table:
     """The confusion matrix: a row per true class, a column per predicted one, the
     diagonal (right answers) in bold, and each row's accuracy."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     classes = len(counts)
     table = Table(box=box.SIMPLE_HEAD, header_style="dim", pad_edge=False, show_edge=False)
     table.add_column("true \\ predicted", justify="right")
@@ -143,6 +150,11 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
     the final parameters (``trained``, in the input's shapes); large ones are summarized
     unless ``full``."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from cnntrace.render.table import input_axes, matrix_block
+
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
     summary = (
