@@ -19,11 +19,6 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import BinaryIO
 
 from cnntrace.errors import InputError, OutputError
 
@@ -393,22 +388,24 @@ def write_input(path: str | Path, data: dict) -> None:
     import numpy as np
 
     if is_npz(path):
+        from io import BytesIO
+
+        buffer = BytesIO()
         # A null (pool_stride: the default) has no array form: leaving it out means the same.
         # Layers (a list of strings and objects) are JSON text in a 0-d string array.
         arrays = {
             key: np.array(json.dumps(value)) if key == "layers" and not isinstance(value, str) else np.asarray(value)
             for key, value in data.items() if value is not None
         }  # fmt: skip
-        # Written straight into the file: no copy of what may be a whole dataset in memory.
-        write_atomic(path, lambda handle: np.savez(handle, allow_pickle=False, **arrays))
+        np.savez(buffer, allow_pickle=False, **arrays)
+        write_atomic(path, buffer.getbuffer())  # a view of the buffer: no second copy of it
     else:
         plain = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in data.items()}
         write_atomic(path, format_input(plain))
 
 
-def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], object]) -> None:
+def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-    ``data`` may also be a function that writes the contents into the binary file it is given.
 
     The data goes to a temporary file in the same directory, is flushed to disk, and then
     renamed over ``path``. On any failure the temporary file is removed and the previous
@@ -419,7 +416,6 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
 
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    write = payload if callable(payload) else lambda handle: handle.write(payload)
     directory = path.parent if str(path.parent) else Path(".")
     try:
         # A new file gets the usual permissions (0666 less the umask), not mkstemp's 0600;
@@ -430,7 +426,7 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[BinaryIO], obje
         raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)
