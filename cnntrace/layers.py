@@ -216,6 +216,10 @@ class Layer:
     weighted: ClassVar[bool] = False
     activation: ClassVar[bool] = False
     pooling: ClassVar[bool] = False
+    #: Whether its cache holds its output in training: then nothing may write over it.
+    keeps_output: ClassVar[bool] = False
+    #: Whether its output is a view of its input (flatten): a write to one is a write to both.
+    views_input: ClassVar[bool] = False
 
     #: {switch of the ``conventions`` key: Convention} this kind honours
     CONVENTIONS: ClassVar[dict[str, Convention]] = {}
@@ -258,7 +262,11 @@ class Layer:
         receives; return the layout it makes and its weights on the general shapes."""
         return layout, {}
 
-    def forward(self, x, weights: dict, trace: bool):
+    def forward(self, x, weights: dict, trace: bool, overwrite: bool = False):
+        """(output, cache) of this layer on ``x``; the cache holds what backward needs (in
+        training, ``trace`` False, no more). ``overwrite``: ``x`` is the pass's own and
+        nothing else holds it (see Network.overwritable), so the layer may write its output
+        into it."""
         raise NotImplementedError
 
     def backward(self, d_out, cache, weights: dict, *, need_input: bool, trace: bool) -> dict:
@@ -429,7 +437,7 @@ class Conv(Layer):
         W = weights[self.W]
         return W[:, :, ::-1, ::-1] if self.flip else W
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         return ops.conv2d_forward(x, self.kernel(weights), weights[self.B], self.stride, self.padding)
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
@@ -652,7 +660,7 @@ class Dense(Layer):
         }
         return Layout((n_out,), shown=n_out > 1), weights
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         return ops.dense_forward(x, weights[self.W], weights[self.B]), x
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
@@ -719,6 +727,8 @@ class Flatten(Layer):
     letter: ClassVar[str] = "F"
     CONVENTIONS: ClassVar[dict[str, Convention]] = {"flatten": Convention("order", ("chw", "hwc"))}
 
+    views_input: ClassVar[bool] = True  # in row-major order, F is P reshaped
+
     order: str = "chw"  # "hwc": channels last, as NHWC code flattens
 
     def options(self):
@@ -741,7 +751,7 @@ class Flatten(Layer):
                          "column-major order (column, row, channel), as Fortran or MATLAB flattens"),
     }  # fmt: skip
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         return self._ORDERS[self.order][0](x), x.shape
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
@@ -879,7 +889,7 @@ class MaxPool(Pool):
     def describe(self):
         return super().describe() + (f", ties {self.ties}" if self.ties != "first" else "")
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         P, cache = ops.maxpool_forward(x, self.size, self.stride, self.padding)
         # Another tie rule needs the input to find the tied cells.
         return P, (cache if self.ties == "first" else TiedPool(cache, x))
@@ -1032,7 +1042,7 @@ class AvgPool(Pool):
 
     type: ClassVar[str] = "avgpool"
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         return ops.avgpool_forward(x, self.size, self.stride, self.padding)
 
     def backward(self, d_out, cache, weights, *, need_input, trace):
@@ -1102,6 +1112,7 @@ class Activation(Layer):
 
     letter: ClassVar[str] = "A"
     activation: ClassVar[bool] = True
+    keeps_output: ClassVar[bool] = True  # (Z, A): tanh′ and σ′ are read from A
     function: ClassVar[str]  # as equations write it: ReLU, σ, tanh
 
     @property
@@ -1120,7 +1131,7 @@ class Activation(Layer):
         """(equation, chain's right side, simplified, factors, note) of dA/dZ."""
         raise NotImplementedError
 
-    def forward(self, x, weights, trace):
+    def forward(self, x, weights, trace, overwrite=False):
         a = self.value(x)
         return a, (x, a)
 
@@ -1189,6 +1200,8 @@ class ReLU(Activation):
     function: ClassVar[str] = "ReLU"
     CONVENTIONS: ClassVar[dict[str, Convention]] = {"relu_grad_at_zero": Convention("grad_at_zero", (0, 1))}
 
+    keeps_output: ClassVar[bool] = False  # in training, only its mask
+
     grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
 
     def options(self):
@@ -1200,12 +1213,14 @@ class ReLU(Activation):
     def value(self, z):
         return ops.relu_forward(z)
 
-    def forward(self, x, weights, trace):
-        a = self.value(x)
+    def forward(self, x, weights, trace, overwrite=False):
+        if trace:
+            a = self.value(x)
+            return a, (x, a)
         # Training keeps only the mask, as booleans (an eighth of dA/dZ's memory): Z and A
-        # can go as soon as the next layer is done with A.
-        mask = ops.relu_mask if self.grad_at_zero == 0 else ops.relu_mask_inclusive
-        return a, (x, a) if trace else (mask(x), None)
+        # can go as soon as the next layer is done with A; A takes Z's place when it may.
+        mask = (ops.relu_mask if self.grad_at_zero == 0 else ops.relu_mask_inclusive)(x)
+        return ops.relu_forward(x, out=x if overwrite else None), (mask, None)
 
     def mistakes(self, values, weights):
         z, a = self.input, self.output
@@ -1223,7 +1238,8 @@ class ReLU(Activation):
         if trace:
             return super().backward(d_out, cache, weights, need_input=need_input, trace=trace)
         mask, _ = cache
-        return {self.input_gradient: d_out * mask} if need_input else {}
+        # In training, dL/dA is the pass's own and read no more: dL/dZ takes its place.
+        return {self.input_gradient: np.multiply(d_out, mask, out=d_out)} if need_input else {}
 
     def derivative(self, z, a):
         return ops.relu_grad(z) if self.grad_at_zero == 0 else ops.relu_grad_inclusive(z)

@@ -54,6 +54,16 @@ class Network:
         """Whether the loss cancels against the last activation (sigmoid+bce, softmax+ce)."""
         return bool(self.layers) and self.loss.fuses(self.layers[-1])
 
+    @cached_property
+    def overwritable(self) -> tuple[bool, ...]:
+        """For each layer, whether a training pass may write over the input it receives: an
+        array the pass made that no cache holds (never X, nor a view of it)."""
+        out, owned = [], False
+        for layer in self.layers:
+            out.append(owned)
+            owned = owned if layer.views_input else not layer.keeps_output
+        return tuple(out)
+
     def describe(self) -> str:
         return self.summary or " → ".join(layer.describe() for layer in self.layers)
 
@@ -71,14 +81,19 @@ class Network:
         gradients, with exactly the values a trace gives. It skips dL/dX and the
         display-only stages (dL/dA2 and dA2/dZ2 where the loss cancels against the
         activation), keeps a ReLU's mask as booleans, and lets each matrix go as soon as
-        the pass is done with it: each layer's cache holds only what its backward needs.
+        the pass is done with it: each layer's cache holds only what its backward needs,
+        and a layer may write its output over an input no one else holds (``overwritable``).
+        X and the weights are never written to.
         """
+        if given and not trace:
+            raise ValueError("a pass that resumes from given stages is a trace")
         traced: dict[str, np.ndarray] = {}
         caches = []
         given = given or {}
+        overwritable = self.overwritable if not trace else (False,) * len(self.layers)
         x = X
-        for layer in self.layers:
-            x, cache = layer.forward(x, weights, trace)
+        for layer, overwrite in zip(self.layers, overwritable):
+            x, cache = layer.forward(x, weights, trace, overwrite)
             x = given.get(layer.output, x)
             caches.append(cache)
             if trace:

@@ -153,9 +153,9 @@ def padded_input_gradient(dL_dZ, cache: ConvCache) -> np.ndarray:
 # -- activations: A = f(Z), element-wise (softmax: over each image's units) -------------------
 
 
-def relu_forward(Z):
-    """A = max(Z, 0)."""
-    return np.maximum(Z, 0.0)
+def relu_forward(Z, out=None):
+    """A = max(Z, 0); written into ``out`` when given (Z itself, where the caller may)."""
+    return np.maximum(Z, 0.0, out=out)
 
 
 def relu_mask(Z):

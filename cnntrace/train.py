@@ -185,8 +185,8 @@ def forward(network, X, target, parameters) -> tuple[float | None, np.ndarray]:
     """(L, output) of a forward pass alone: the mean loss of these images and the last
     layer's output, (M, …)."""
     x, cache = X, None
-    for layer in network.layers:
-        x, cache = layer.forward(x, parameters, False)
+    for layer, overwrite in zip(network.layers, network.overwritable):
+        x, cache = layer.forward(x, parameters, False, overwrite)
     logits = cache[0] if network.fused else None
     return network.loss.value(x, target, logits), x
 

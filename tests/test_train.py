@@ -76,6 +76,39 @@ def test_training_pass_gives_exactly_the_traced_values(M, K, kernel, stride, pad
         assert np.array_equal(value, traced[name]), name
 
 
+#: Networks where a training pass must not write over what it reads: a ReLU on X, on a view
+#: of X (after flatten), after a pooling, and the layers after an activation whose cache
+#: holds its output.
+OVERWRITE_CASES = [
+    (["relu", "flatten", "dense", "sigmoid"], [False, True, True, True]),
+    (["flatten", "relu", "dense", "sigmoid"], [False, False, True, True]),
+    (["conv", "maxpool", "relu", "flatten", "dense", "sigmoid"], [False, True, True, True, True, True]),
+    (["conv", "tanh", "maxpool", "flatten", "dense", "sigmoid"], [False, True, False, True, True, True]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("layers", "overwritable"), OVERWRITE_CASES)
+def test_training_pass_writes_over_nothing_it_does_not_own(layers, overwritable):
+    from cnntrace.io import problem_from_dict
+
+    rng = np.random.default_rng(1)
+    data = {"layers": layers, "X": rng.normal(size=(3, 6, 6)), "Y": [0.0, 1.0, 1.0]}
+    if layers[0] == "conv":  # 6×6 → 4×4 → pooled 2×2: F has 4 entries
+        data |= {"W1": rng.normal(size=(3, 3)), "B1": 0.1, "W2": rng.normal(size=4), "B2": -0.2}
+    else:
+        data |= {"W1": rng.normal(size=36), "B1": -0.2}
+    problem = problem_from_dict(data)
+    assert list(problem.network.overwritable) == overwritable
+    X, Y, weights = problem.general_X(), problem.general_target, problem.general_weights()
+    before = X.copy(), {name: value.copy() for name, value in weights.items()}
+    lean = general_pass(problem, X, Y, weights, trace=False)
+    assert np.array_equal(X, before[0])
+    assert all(np.array_equal(weights[name], value) for name, value in before[1].items())
+    traced = general_pass(problem, X, Y, weights)
+    for name, value in lean.items():
+        assert np.array_equal(value, traced[name]), name
+
+
 def test_full_batch_epochs_are_steps_applied_again_and_again():
     problem = batch_problem(M=5)
     history = epochs_of(problem, 4)
