@@ -16,8 +16,9 @@ float64 rounding: it copies the slice of X each kernel weight meets ("im2col", o
 copy) and does the sum over the kernel as one matrix product, forward and back. That saves
 most of the per-offset calls that dominate small arrays. Above ``IM2COL_BYTES`` it does the
 same a chunk of images at a time (``IM2COL_CHUNK_BYTES`` of windows each), which keeps the
-memory bounded instead of kh*kw times that of X; only where one image's windows alone are
-larger than ``IM2COL_BYTES`` does it fall back to the offset loop.
+memory bounded instead of kh*kw times that of X. The offset loop is left for an image whose
+windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
+through one filter, where it measured faster than copying the windows a second time.
 
 A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
 visits the same offsets in the same order on a window-major copy of A, and routes dL/dP back
@@ -169,7 +170,8 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     if windows is not None:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
-    elif chunk := _chunk(M, C, kh, kw, Ho, Wo):
+    elif K > 1 and (chunk := _chunk(M, C, kh, kw, Ho, Wo)):
+        # (One filter's dL/dW is a plain dot product per weight: faster than a second copy.)
         return _conv_backward_chunks(dL_dZ, cache, chunk, need_dL_dX) + (dL_dB,)
     else:
         dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it

@@ -96,18 +96,32 @@ def copies_of_windows(monkeypatch):
     return made
 
 
+def naive_dL_dX_of_ones(M, K):
+    """dL/dX of a 3×3 kernel of ones on 6×6 images, dL/dZ all ones: K times how many of the
+    4×4 windows cover each cell."""
+    covers = np.array([1, 2, 3, 3, 2, 1], dtype=float)
+    return np.broadcast_to(K * np.outer(covers, covers), (M, 1, 6, 6))
+
+
 def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     made = copies_of_windows(monkeypatch)
     one_image = 9 * 16 * 8  # 3×3 kernel on 6×6: 4×4 positions
     monkeypatch.setattr(ops, "IM2COL_BYTES", 3 * one_image)
     X = np.ones((7, 1, 6, 6))
-    Z1, cache = ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
+    Z1, cache = ops.conv2d_forward(X, np.ones((2, 1, 3, 3)), np.zeros(2))
     assert made == [3, 3, 1] and cache.windows is None
-    assert np.array_equal(Z1, np.full((7, 1, 4, 4), 9.0))
+    assert np.array_equal(Z1, np.full((7, 2, 4, 4), 9.0))
     made.clear()
     dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
     assert made == [3, 3, 1]  # copied again, chunk by chunk
-    assert np.array_equal(dL_dW, np.full((1, 1, 3, 3), 7 * 16.0))
+    assert np.array_equal(dL_dW, np.full((2, 1, 3, 3), 7 * 16.0))
+    assert np.array_equal(dL_dX, naive_dL_dX_of_ones(7, 2))
+    # One filter's backward pass takes the offset loop: no second copy.
+    Z1, cache = ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
+    made.clear()
+    dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
+    assert made == [] and np.array_equal(dL_dW, np.full((1, 1, 3, 3), 7 * 16.0))
+    assert np.array_equal(dL_dX, naive_dL_dX_of_ones(7, 1))
     # A chunk never holds more than IM2COL_CHUNK_BYTES of windows, whatever IM2COL_BYTES.
     monkeypatch.setattr(ops, "IM2COL_BYTES", 2**40)
     monkeypatch.setattr(ops, "IM2COL_CHUNK_BYTES", 2 * one_image)
