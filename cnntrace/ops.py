@@ -170,8 +170,10 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     if windows is not None:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
-    elif K > 1 and (chunk := _chunk(M, C, kh, kw, Ho, Wo)):
-        # (One filter's dL/dW is a plain dot product per weight: faster than a second copy.)
+    elif K > 1 and 0 < (chunk := _chunk(M, C, kh, kw, Ho, Wo)) < M:
+        # A batch too large for its windows. (A cache made without windows for a batch that
+        # fits keeps the offset loop and its bits; one filter's dL/dW is a plain dot product
+        # per weight, faster than copying the windows again.)
         return _conv_backward_chunks(dL_dZ, cache, chunk, need_dL_dX) + (dL_dB,)
     else:
         dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it

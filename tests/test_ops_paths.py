@@ -240,3 +240,15 @@ def test_strided_windows_are_the_offset_loops(M, C, H, W, kh, kw, stride, kind, 
     windows = ops._windows(X, kh, kw, Ho, Wo, stride)
     assert_same_bits(windows, offset_by_offset(X, kh, kw, Ho, Wo, stride), "windows")
     assert windows.flags.c_contiguous and windows.flags.writeable
+
+
+def test_a_cache_without_windows_for_a_batch_that_fits_keeps_the_offset_loop(monkeypatch):
+    # As the conv layer's ∂L/∂pad(X) makes it: its dL/dX must be the pass's, bit for bit.
+    rng = np.random.default_rng(5)
+    X, W1 = rng.normal(size=(2, 1, 4, 5)), rng.normal(size=(2, 1, 3, 3))
+    Z1, cache = ops.conv2d_forward(X, W1, np.zeros(2), (1, 1), (1, 1))
+    dL_dZ1 = rng.normal(size=Z1.shape)
+    made = copies_of_windows(monkeypatch)
+    without = ops.conv2d_backward(dL_dZ1, cache._replace(windows=None))
+    assert made == []
+    assert_same_bits(without[0], ops.conv2d_backward(dL_dZ1, cache)[0], "dL/dX")
