@@ -12,10 +12,17 @@ whole strided slice of the batch at once; the backward pass of each loops over t
 offsets as its forward pass, so one reads against the other.
 
 For a small batch the convolution takes a shortcut that gives the same values up to
-float64 rounding: it copies, offset by offset, the slice of X each kernel weight meets
-("im2col") and does the sum over the kernel as one matrix product, forward and back. That
-saves most of the per-offset calls that dominate small arrays; above ``IM2COL_BYTES`` the
-offset loop keeps the memory at the size of the output instead of kh*kw times that of X.
+float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
+copy) and does the sum over the kernel as one matrix product, forward and back. That saves
+most of the per-offset calls that dominate small arrays. Above ``IM2COL_BYTES`` it does the
+same a chunk of images at a time (``IM2COL_CHUNK_BYTES`` of windows each), which keeps the
+memory bounded instead of kh*kw times that of X. The offset loop is left for an image whose
+windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
+through one filter, where it measured faster than copying the windows a second time.
+
+A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
+visits the same offsets in the same order on a window-major copy of A, and routes dL/dP back
+with one scatter; the results are the offset loop's, bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import numpy as np
 
 #: The largest copy of X's windows (C*kh*kw × M × Ho × Wo, float64) the convolution makes.
 IM2COL_BYTES = 8 * 2**20
+#: A larger batch is convolved in chunks of images with at most this much of windows each
+#: (and never more than IM2COL_BYTES): 2 MiB stays in cache and measured fastest.
+IM2COL_CHUNK_BYTES = 2 * 2**20
 
 Pair = tuple[int, int]
 
@@ -75,15 +85,38 @@ class ConvCache(NamedTuple):
 
 def _windows(X_padded, kh, kw, Ho, Wo, stride):
     """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i, w*sw + j], as a new array:
-    for each kernel weight, the slice of X it meets."""
+    for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
     M, C = X_padded.shape[:2]
-    windows = np.empty((C, kh, kw, M, Ho, Wo))
-    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
-        if C == 1:  # one channel: no axes to swap
-            windows[0, i, j] = X_padded[:, 0, rows, cols]
-        else:
-            windows[:, i, j] = X_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    step_m, step_c, step_h, step_w = X_padded.strides
+    # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
+    view = np.lib.stride_tricks.as_strided(
+        X_padded, (C, kh, kw, M, Ho, Wo),
+        (step_c, step_h, step_w, step_m, step_h * stride[0], step_w * stride[1]), writeable=False,
+    )  # fmt: skip
+    windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
+    windows[...] = view
     return windows.reshape(C * kh * kw, M, Ho, Wo)
+
+
+def _chunk(M, C, kh, kw, Ho, Wo) -> int:
+    """How many images the convolution takes at a time: M when all their windows fit in
+    IM2COL_BYTES (the whole batch at once), else as many as fit in IM2COL_CHUNK_BYTES (at
+    least 1), or 0 when one image's windows alone are too large (the offset loop)."""
+    per_image = C * kh * kw * Ho * Wo * 8
+    if M * per_image <= IM2COL_BYTES:
+        return M
+    if per_image > IM2COL_BYTES:
+        return 0
+    return max(1, min(IM2COL_CHUNK_BYTES, IM2COL_BYTES) // per_image)
+
+
+def _conv_windows(X_padded, W, B, Ho, Wo, stride):
+    """Z = W·windows + B as one matrix product: -> Z (M, K, Ho, Wo), windows."""
+    M = X_padded.shape[0]
+    K, C, kh, kw = W.shape
+    windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
+    Z_by_filter = (W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)).reshape(K, M, Ho, Wo)
+    return Z_by_filter.transpose(1, 0, 2, 3) + B[:, None, None], windows
 
 
 def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
@@ -97,12 +130,17 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
     K, _, kh, kw = W.shape
     Ho = output_size(X_padded.shape[2], kh, stride[0])
     Wo = output_size(X_padded.shape[3], kw, stride[1])
-    if M * C * Ho * Wo * kh * kw * 8 <= IM2COL_BYTES:
-        windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
-        Z_by_filter = (W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)).reshape(K, M, Ho, Wo)
-        Z = Z_by_filter.transpose(1, 0, 2, 3) + B[:, None, None]
+    chunk = _chunk(M, C, kh, kw, Ho, Wo)
+    if chunk == M:
+        Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride)
         return Z, ConvCache(X_padded, W, stride, padding, windows)
     Z = np.empty((M, K, Ho, Wo))
+    if chunk:
+        # The windows of a chunk are dropped once used: the backward pass copies them again.
+        for start in range(0, M, chunk):
+            images = slice(start, start + chunk)
+            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride)[0]
+        return Z, ConvCache(X_padded, W, stride, padding)
     Z[...] = B[:, None, None]
     weighted = np.empty_like(Z)  # one buffer for every offset's products, not one each
     for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
@@ -124,23 +162,54 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     (the first layer, in training) dL/dX is skipped and None returned in its place.
     """
     X_padded, W, stride, padding, windows = cache
+    M = X_padded.shape[0]
     K, C, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride)
+    dL_dB = dL_dZ.sum(axis=(0, 2, 3))
     if windows is not None:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
+    elif K > 1 and 0 < (chunk := _chunk(M, C, kh, kw, Ho, Wo)) < M:
+        # A batch too large for its windows. (A cache made without windows for a batch that
+        # fits keeps the offset loop and its bits; one filter's dL/dW is a plain dot product
+        # per weight, faster than copying the windows again.)
+        return _conv_backward_chunks(dL_dZ, cache, chunk, need_dL_dX) + (dL_dB,)
     else:
         dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it
         for i, j, rows, cols in offsets:
             dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
-    dL_dB = dL_dZ.sum(axis=(0, 2, 3))
     if not need_dL_dX:
         return None, dL_dW, dL_dB
     dL_dXp = np.zeros(X_padded.shape)  # float64, as dL_dW
     for i, j, rows, cols in offsets:
         dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
     return _unpad(dL_dXp, padding), dL_dW, dL_dB
+
+
+def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
+    """dL/dX (or None) and dL/dW of a large batch, ``chunk`` images at a time: each chunk's
+    windows copied again, dL/dW the sum of the chunks' products, dL/dX each chunk's
+    dL/dwindows = Wᵀ·dL/dZ sent back offset by offset."""
+    X_padded, W, stride, padding, _ = cache
+    M = X_padded.shape[0]
+    K, C, kh, kw = W.shape
+    _, _, Ho, Wo = dL_dZ.shape
+    offsets = _offsets((kh, kw), (Ho, Wo), stride)
+    W_by_filter = W.reshape(K, -1)
+    dL_dW = np.zeros((K, C * kh * kw))
+    dL_dXp = np.zeros(X_padded.shape) if need_dL_dX else None
+    for start in range(0, M, chunk):
+        images = slice(start, start + chunk)
+        windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride)
+        dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
+        dL_dW += dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T
+        if need_dL_dX:
+            dL_dwindows = (W_by_filter.T @ dL_dZ_by_filter).reshape(C, kh, kw, -1, Ho, Wo)
+            for i, j, rows, cols in offsets:
+                dL_dXp[images, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
+    dL_dX = _unpad(dL_dXp, padding) if need_dL_dX else None
+    return dL_dX, dL_dW.reshape(W.shape)
 
 
 def padded_input_gradient(dL_dZ, cache: ConvCache) -> np.ndarray:
@@ -240,6 +309,8 @@ def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair
     and only a strictly larger value takes a window over. A (M, C, H, W) -> P (M, C, Hp, Wp),
     PoolCache with the winning offset of each window.
     """
+    if _tiles(size, stride, padding):
+        return _maxpool_forward_tiles(A, size)
     A_padded = _pad(A, padding, -np.inf)
     out = pool_output_shape(A.shape, size, stride, padding)
     P = np.full(out, -np.inf)
@@ -253,6 +324,32 @@ def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair
     return P, PoolCache(A.shape, winner, size, stride, padding)
 
 
+def _tiles(size: Pair, stride: Pair, padding: Pair) -> bool:
+    """Whether the pool's windows tile the map: stride = size and no padding."""
+    return tuple(stride) == tuple(size) and not any(padding)
+
+
+def _maxpool_forward_tiles(A, size: Pair):
+    """maxpool_forward for windows that tile A, step for step the same: the offsets are
+    visited in the same order, on a copy of A in which each offset's cells lie together."""
+    M, C, H, W = A.shape
+    ph, pw = size
+    Hp, Wp = H // ph, W // pw
+    tiles = A[:, :, : Hp * ph, : Wp * pw].reshape(M, C, Hp, ph, Wp, pw)  # a view
+    candidates = np.empty((ph, pw, M, C, Hp, Wp))  # float64, as the loop compares them
+    candidates[...] = tiles.transpose(3, 5, 0, 1, 2, 4)
+    candidates = candidates.reshape(ph * pw, M, C, Hp, Wp)
+    # The loop's first step: the first cell takes its window from −∞ unless it is NaN.
+    P = np.fmax(candidates[0], -np.inf)
+    winner = np.zeros(P.shape, dtype=np.min_scalar_type(ph * pw - 1))
+    for offset in range(1, ph * pw):
+        larger = candidates[offset] > P
+        P = np.where(larger, candidates[offset], P)
+        # The last offset that was larger is the largest one, offsets coming in order.
+        np.maximum(winner, larger * winner.dtype.type(offset), out=winner)
+    return P, PoolCache(A.shape, winner, size, size, (0, 0))
+
+
 def maxpool_backward(dL_dP, cache: PoolCache):
     """dL/dA: each dL/dP entry goes to the cell that won its window, 0 elsewhere.
 
@@ -261,6 +358,17 @@ def maxpool_backward(dL_dP, cache: PoolCache):
     """
     shape, winner, size, stride, padding = cache
     M, C, H, W = shape
+    if _tiles(size, stride, padding):
+        # Each cell is in one window at most: one scatter of dL/dP to the winners. The loop
+        # adds every entry to a 0.0, which turns −0.0 into +0.0; so does the `+ 0.0`.
+        Hp, Wp = winner.shape[2:]
+        corner = (np.arange(M * C)[:, None, None] * (H * W) + (np.arange(Hp) * (size[0] * W))[:, None]
+                  + np.arange(Wp) * size[1])  # fmt: skip
+        # Offset i*pw + j of a window is i*W + j cells past its corner.
+        within = (np.arange(size[0])[:, None] * W + np.arange(size[1])).ravel()
+        dL_dA = np.zeros(shape)
+        dL_dA.reshape(-1)[corner.reshape(winner.shape) + within[winner]] = dL_dP + 0.0
+        return dL_dA
     dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
     for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
         dL_dAp[:, :, rows, cols] += np.where(winner == i * size[1] + j, dL_dP, 0.0)

@@ -1,5 +1,10 @@
-"""The convolution's two ways of summing over the kernel give the same values: the offset
-loop (large batches) and the window matrix (small batches, see ops.IM2COL_BYTES)."""
+"""The fast paths of the ops against their general ones.
+
+The convolution's three ways of summing over the kernel give the same values: the window
+matrix (small batches, see ops.IM2COL_BYTES), the same in chunks of images (large batches)
+and the offset loop (an image whose windows alone pass the limit). The max-pool's path for
+windows that tile the map gives the offset loop's results bit for bit, signed zeros and
+ties included, and so does the one strided copy of the convolution's windows."""
 
 from __future__ import annotations
 
@@ -12,11 +17,19 @@ from cnntrace import ops
 
 
 def both_paths(monkeypatch, X, W1, B1, stride, padding, dL_dZ1_seed, dyadic=False):
+    """Z1, dL/dX, dL/dW1, dL/dB1 by each path: ``chunks`` takes one image at a time."""
+    M, C = X.shape[:2]
+    _, _, kh, kw = W1.shape
+    Ho = ops.output_size(X.shape[2] + 2 * padding[0], kh, stride[0])
+    Wo = ops.output_size(X.shape[3] + 2 * padding[1], kw, stride[1])
+    one_image = C * kh * kw * Ho * Wo * 8
     results = {}
-    for name, limit in (("loop", 0), ("windows", 2**40)):
+    for name, limit in (("loop", 0), ("windows", 2**40), ("chunks", one_image)):
+        if name == "chunks" and M == 1:
+            continue  # one image fits its own windows: no chunks to take
         monkeypatch.setattr(ops, "IM2COL_BYTES", limit)
         Z1, cache = ops.conv2d_forward(X, W1, B1, stride, padding)
-        assert (cache.windows is None) == (name == "loop")
+        assert (cache.windows is None) == (name != "windows")
         rng = np.random.default_rng(dL_dZ1_seed)
         dL_dZ1 = rng.integers(-8, 9, size=Z1.shape) / 8 if dyadic else rng.normal(size=Z1.shape)
         results[name] = (Z1, *ops.conv2d_backward(dL_dZ1, cache))
@@ -36,9 +49,10 @@ def test_window_matrix_and_offset_loop_agree(M, C, K, H, W, kh, kw, stride, padd
     B1 = rng.normal(size=K)
     with pytest.MonkeyPatch.context() as monkeypatch:
         results = both_paths(monkeypatch, X, W1, B1, stride, padding, seed)
-    for loop, windows in zip(results["loop"], results["windows"]):
-        assert loop.shape == windows.shape
-        np.testing.assert_allclose(windows, loop, rtol=1e-12, atol=1e-12)
+    for path in results:
+        for loop, other in zip(results["loop"], results[path], strict=True):
+            assert loop.shape == other.shape
+            np.testing.assert_allclose(other, loop, rtol=1e-12, atol=1e-12)
 
 
 def test_exact_numbers_give_exactly_the_same_result(monkeypatch):
@@ -49,12 +63,14 @@ def test_exact_numbers_give_exactly_the_same_result(monkeypatch):
     results = both_paths(
         monkeypatch, X, W1, np.array([0.125, -0.5]), (1, 1), (1, 1), 0, dyadic=True
     )
-    # Z1, dL/dX, dL/dW1 and dL/dB1 alike.
-    for loop, windows in zip(results["loop"], results["windows"], strict=True):
-        assert np.array_equal(loop, windows)
+    # Z1, dL/dX, dL/dW1 and dL/dB1 alike, by each of the three paths.
+    assert set(results) == {"loop", "windows", "chunks"}
+    for path in results:
+        for loop, other in zip(results["loop"], results[path], strict=True):
+            assert np.array_equal(loop, other)
 
 
-def test_large_batches_take_the_offset_loop():
+def test_large_batches_keep_no_windows():
     X = np.zeros((ops.IM2COL_BYTES // (8 * 9 * 16) + 1, 1, 6, 6))
     _, cache = ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
     assert cache.windows is None
@@ -66,3 +82,173 @@ def test_large_batches_take_the_offset_loop():
     assert cache.windows is None
     _, cache = ops.conv2d_forward(two_channels[:, :1], np.ones((1, 1, 3, 3)), np.zeros(1))
     assert cache.windows is not None
+
+
+def copies_of_windows(monkeypatch):
+    """A list that gets the number of images of every copy of windows the conv makes."""
+    made, windows = [], ops._windows
+
+    def counted(X_padded, *rest):
+        made.append(len(X_padded))
+        return windows(X_padded, *rest)
+
+    monkeypatch.setattr(ops, "_windows", counted)
+    return made
+
+
+def naive_dL_dX_of_ones(M, K):
+    """dL/dX of a 3×3 kernel of ones on 6×6 images, dL/dZ all ones: K times how many of the
+    4×4 windows cover each cell."""
+    covers = np.array([1, 2, 3, 3, 2, 1], dtype=float)
+    return np.broadcast_to(K * np.outer(covers, covers), (M, 1, 6, 6))
+
+
+def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
+    made = copies_of_windows(monkeypatch)
+    one_image = 9 * 16 * 8  # 3×3 kernel on 6×6: 4×4 positions
+    monkeypatch.setattr(ops, "IM2COL_BYTES", 3 * one_image)
+    X = np.ones((7, 1, 6, 6))
+    Z1, cache = ops.conv2d_forward(X, np.ones((2, 1, 3, 3)), np.zeros(2))
+    assert made == [3, 3, 1] and cache.windows is None
+    assert np.array_equal(Z1, np.full((7, 2, 4, 4), 9.0))
+    made.clear()
+    dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
+    assert made == [3, 3, 1]  # copied again, chunk by chunk
+    assert np.array_equal(dL_dW, np.full((2, 1, 3, 3), 7 * 16.0))
+    assert np.array_equal(dL_dX, naive_dL_dX_of_ones(7, 2))
+    # One filter's backward pass takes the offset loop: no second copy.
+    Z1, cache = ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
+    made.clear()
+    dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
+    assert made == [] and np.array_equal(dL_dW, np.full((1, 1, 3, 3), 7 * 16.0))
+    assert np.array_equal(dL_dX, naive_dL_dX_of_ones(7, 1))
+    # A chunk never holds more than IM2COL_CHUNK_BYTES of windows, whatever IM2COL_BYTES.
+    monkeypatch.setattr(ops, "IM2COL_BYTES", 2**40)
+    monkeypatch.setattr(ops, "IM2COL_CHUNK_BYTES", 2 * one_image)
+    made.clear()
+    ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
+    assert made == [7]  # the whole batch fits IM2COL_BYTES: one copy, as before
+    monkeypatch.setattr(ops, "IM2COL_BYTES", 6 * one_image)
+    made.clear()
+    ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
+    assert made == [2, 2, 2, 1]
+
+
+def test_an_image_too_large_for_its_windows_takes_the_offset_loop(monkeypatch):
+    made = copies_of_windows(monkeypatch)
+    monkeypatch.setattr(ops, "IM2COL_BYTES", 9 * 16 * 8 - 1)
+    Z1, cache = ops.conv2d_forward(np.ones((2, 1, 6, 6)), np.ones((1, 1, 3, 3)), np.zeros(1))
+    ops.conv2d_backward(np.ones(Z1.shape), cache)
+    assert made == [] and np.array_equal(Z1, np.full((2, 1, 4, 4), 9.0))
+
+
+# -- bit for bit: the fast paths against the general ones ------------------------------------
+
+
+def assert_same_bits(fast, general, what):
+    assert fast.dtype == general.dtype and fast.shape == general.shape, what
+    assert np.array_equal(fast, general), what
+    assert np.array_equal(np.signbit(fast), np.signbit(general)), f"{what}: the signs of zero"
+
+
+def values(rng, shape, kind):
+    """Arrays with many exact ties: ReLU outputs, small integers, ±0.0 and ±1."""
+    if kind == "normal":
+        return rng.normal(size=shape)
+    if kind == "relu":
+        return np.maximum(rng.normal(size=shape), 0.0)
+    if kind == "integers":
+        return rng.integers(-2, 3, size=shape).astype(float)
+    if kind == "int64":
+        return rng.integers(-2, 3, size=shape)
+    if kind == "signed zeros":
+        return rng.choice([-0.0, 0.0], size=shape)
+    return rng.choice([-1.0, -0.0, 0.0, 1.0], size=shape)
+
+
+KINDS = ["normal", "relu", "integers", "int64", "signed zeros", "zeros and ones"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    M=st.sampled_from([1, 2, 3, 5, 32, 64]), C=st.integers(1, 4), H=st.integers(1, 13),
+    W=st.integers(1, 13), size=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    kind=st.sampled_from(KINDS), gradient=st.sampled_from(KINDS), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed):
+    rng = np.random.default_rng(seed)
+    A = values(rng, (M, C, H, W), kind)
+    fast = ops.maxpool_forward(A, size, size)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(ops, "_tiles", lambda *_: False)
+        general = ops.maxpool_forward(A, size, size)
+        dL_dP = values(rng, general[0].shape, gradient)
+        general_dL_dA = ops.maxpool_backward(dL_dP, general[1])
+        general_wins = ops.pool_wins(general[1])
+    assert_same_bits(fast[0], general[0], "P")
+    assert_same_bits(fast[1].winner, general[1].winner, "winner")
+    assert fast[1]._replace(winner=None) == general[1]._replace(winner=None)
+    assert_same_bits(ops.maxpool_backward(dL_dP, fast[1]), general_dL_dA, "dL/dA")
+    assert_same_bits(ops.pool_wins(fast[1]), general_wins, "wins")
+
+
+def test_maxpool_on_tiles_keeps_the_first_tie_and_its_sign():
+    A = np.array([[[[-0.0, 0.0, 1.0, 1.0], [0.0, -0.0, 1.0, 1.0], [-1.0, -1.0, 0.0, -0.0]]]])
+    P, cache = ops.maxpool_forward(A, (3, 2), (3, 2))
+    assert np.array_equal(P, [[[[0.0, 1.0]]]]) and np.signbit(P[0, 0, 0, 0])  # the first zero
+    assert np.array_equal(cache.winner, [[[[0, 0]]]])
+    dL_dA = ops.maxpool_backward(np.array([[[[-0.0, -2.0]]]]), cache)
+    # The winners get 0.0 + dL/dP, as the loop gives them: −0.0 becomes +0.0.
+    assert np.array_equal(dL_dA, [[[[0.0, 0.0, -2.0, 0.0], [0.0] * 4, [0.0] * 4]]])
+    assert not np.any(np.signbit(dL_dA[..., :2]))
+
+
+def test_maxpool_on_tiles_passes_over_nan_as_the_loop_does(monkeypatch):
+    # NaN is never larger: it takes no window, not even as the first cell.
+    A = np.array([[[[np.nan, 1.0, -np.inf, np.nan], [2.0, np.nan, 3.0, -np.inf]]]])
+    P, cache = ops.maxpool_forward(A, (2, 2), (2, 2))
+    assert np.array_equal(P, [[[[2.0, 3.0]]]]) and np.array_equal(cache.winner, [[[[2, 2]]]])
+    monkeypatch.setattr(ops, "_tiles", lambda *_: False)
+    general = ops.maxpool_forward(A, (2, 2), (2, 2))
+    assert_same_bits(P, general[0], "P")
+    assert_same_bits(cache.winner, general[1].winner, "winner")
+
+
+def offset_by_offset(X_padded, kh, kw, Ho, Wo, stride):
+    """The windows as the offset loop would copy them, one slice per kernel weight."""
+    M, C = X_padded.shape[:2]
+    windows = np.empty((C, kh, kw, M, Ho, Wo))
+    for i, j, rows, cols in ops._offsets((kh, kw), (Ho, Wo), stride):
+        windows[:, i, j] = X_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    return windows.reshape(C * kh * kw, M, Ho, Wo)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    M=st.sampled_from([1, 2, 7, 32]), C=st.integers(1, 4), H=st.integers(3, 10),
+    W=st.integers(3, 10), kh=st.integers(1, 3), kw=st.integers(1, 3),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), kind=st.sampled_from(KINDS),
+    layout=st.sampled_from(["C", "channels first", "slice"]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_strided_windows_are_the_offset_loops(M, C, H, W, kh, kw, stride, kind, layout, seed):
+    X = values(np.random.default_rng(seed), (M, C, H, W + 1), kind)
+    # Not only C-contiguous arrays: a conv's output lies filter by filter, a batch may be a view.
+    if layout == "channels first":
+        X = X.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    X = X[..., 1:] if layout == "slice" else X[..., :W]
+    Ho, Wo = ops.output_size(H, kh, stride[0]), ops.output_size(W, kw, stride[1])
+    windows = ops._windows(X, kh, kw, Ho, Wo, stride)
+    assert_same_bits(windows, offset_by_offset(X, kh, kw, Ho, Wo, stride), "windows")
+    assert windows.flags.c_contiguous and windows.flags.writeable
+
+
+def test_a_cache_without_windows_for_a_batch_that_fits_keeps_the_offset_loop(monkeypatch):
+    # As the conv layer's ∂L/∂pad(X) makes it: its dL/dX must be the pass's, bit for bit.
+    rng = np.random.default_rng(5)
+    X, W1 = rng.normal(size=(2, 1, 4, 5)), rng.normal(size=(2, 1, 3, 3))
+    Z1, cache = ops.conv2d_forward(X, W1, np.zeros(2), (1, 1), (1, 1))
+    dL_dZ1 = rng.normal(size=Z1.shape)
+    made = copies_of_windows(monkeypatch)
+    without = ops.conv2d_backward(dL_dZ1, cache._replace(windows=None))
+    assert made == []
+    assert_same_bits(without[0], ops.conv2d_backward(dL_dZ1, cache)[0], "dL/dX")
