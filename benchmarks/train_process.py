@@ -48,16 +48,20 @@ REFERENCE = ["conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense",
 TWO_CONV = [{"type": "conv", "padding": 1}, "relu", {"type": "maxpool", "size": 2},
             "conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "softmax"]  # fmt: skip
 
-#: name, layers, loss, images, one image's shape, weight shapes, batch size, epochs, target
+#: name, layers, loss, images, one image's shape, weight shapes, batch size, epochs, target.
+#: Each targeted training takes PyTorch's loop a second or more, so that it is the loop that
+#: is compared; the two short ones after them (no target) are what the fixed costs of a
+#: process weigh on a run of a few tenths of a second.
+ONE_CONV_6 = {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}
+ONE_CONV_28 = {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}
+TWO_CONV_WEIGHTS = {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}
 SETTINGS = [
-    ("reference 6×6, batch 1", REFERENCE, "bce", 2_000, (6, 6),
-     {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}, 1, 1, 2.0),
-    ("reference 28×28, batch 32", REFERENCE, "bce", 4_000, (28, 28),
-     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 32, 3, 1.2),
-    ("reference 28×28, full batch", REFERENCE, "bce", 20_000, (28, 28),
-     {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}, 20_000, 5, 2.0),
-    ("two-conv softmax 3×12×12, batch 32", TWO_CONV, "cross_entropy", 4_000, (3, 12, 12),
-     {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}, 32, 2, 1.0),
+    ("reference 6×6, batch 1", REFERENCE, "bce", 20_000, (6, 6), ONE_CONV_6, 1, 1, 2.0),
+    ("reference 28×28, batch 32", REFERENCE, "bce", 20_000, (28, 28), ONE_CONV_28, 32, 3, 1.2),
+    ("reference 28×28, full batch", REFERENCE, "bce", 20_000, (28, 28), ONE_CONV_28, 20_000, 5, 2.0),
+    ("two-conv softmax 3×12×12, batch 32", TWO_CONV, "cross_entropy", 20_000, (3, 12, 12), TWO_CONV_WEIGHTS, 32, 2, 1.0),
+    ("short: reference 28×28, batch 32, 4,000 images", REFERENCE, "bce", 4_000, (28, 28), ONE_CONV_28, 32, 3, None),
+    ("short: two-conv softmax, batch 32, 4,000 images", TWO_CONV, "cross_entropy", 4_000, (3, 12, 12), TWO_CONV_WEIGHTS, 32, 2, None),
 ]  # fmt: skip
 LR = 0.05
 
@@ -223,9 +227,9 @@ def main() -> None:
                 cnntrace_best, peak = min(cnntrace_best, seconds), max(peak, resident)
                 torch_best = min(torch_best, run_torch(data, batch_size, epochs, theirs))
             ratio = torch_best / cnntrace_best
-            verdict = "met" if ratio >= target else "missed"
-            print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {ratio:.2f}× | ≥ {target:g}× ({verdict}) "
-                  f"| {peak / 2**20:.0f} MiB = {peak / dataset_bytes:.2f}× the data |")  # fmt: skip
+            verdict = "" if target is None else f"≥ {target:g}× ({'met' if ratio >= target else 'missed'})"
+            print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {ratio:.2f}× | {verdict} "
+                  f"| {peak / 2**20:.0f} MiB = {peak / dataset_bytes:.2f}× the data |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
