@@ -37,6 +37,8 @@ IM2COL_BYTES = 8 * 2**20
 #: A larger batch is convolved in chunks of images with at most this much of windows each
 #: (and never more than IM2COL_BYTES): 2 MiB stays in cache and measured fastest.
 IM2COL_CHUNK_BYTES = 2 * 2**20
+#: A max-pool on tiling windows works through at most this much of A at a time.
+POOL_CHUNK_BYTES = 2 * 2**20
 
 Pair = tuple[int, int]
 
@@ -340,25 +342,61 @@ def _tiles(size: Pair, stride: Pair, padding: Pair) -> bool:
     return tuple(stride) == tuple(size) and not any(padding)
 
 
+def _chunks_of_images(M: int, image_bytes: int) -> list[slice]:
+    """Consecutive slices of the M images with at most POOL_CHUNK_BYTES of them each (one
+    image at least): a large batch is pooled a chunk at a time, in cache and in little memory."""
+    step = max(1, POOL_CHUNK_BYTES // max(image_bytes, 1))
+    return [slice(start, min(start + step, M)) for start in range(0, M, step)]
+
+
 def _maxpool_forward_tiles(A, size: Pair):
     """maxpool_forward for windows that tile A, step for step the same: the offsets are
-    visited in the same order, on a copy of A in which each offset's cells lie together."""
+    visited in the same order, on a copy of A in which each offset's cells lie together
+    (a chunk of images at a time)."""
     M, C, H, W = A.shape
     ph, pw = size
     Hp, Wp = H // ph, W // pw
     tiles = A[:, :, : Hp * ph, : Wp * pw].reshape(M, C, Hp, ph, Wp, pw)  # a view
+    dtype = np.min_scalar_type(ph * pw - 1)
+    chunks = _chunks_of_images(M, C * H * W * 8)
+    if len(chunks) == 1:
+        P, winner = _max_of_tiles(tiles, dtype)
+    else:
+        P, winner = np.empty((M, C, Hp, Wp)), np.empty((M, C, Hp, Wp), dtype=dtype)
+        for images in chunks:
+            P[images], winner[images] = _max_of_tiles(tiles[images], dtype)
+    return P, PoolCache(A.shape, winner, size, size, (0, 0))
+
+
+def _max_of_tiles(tiles, dtype):
+    """(P, winner) of tiles (M, C, Hp, ph, Wp, pw): the offset loop on a window-major copy."""
+    M, C, Hp, ph, Wp, pw = tiles.shape
     candidates = np.empty((ph, pw, M, C, Hp, Wp))  # float64, as the loop compares them
     candidates[...] = tiles.transpose(3, 5, 0, 1, 2, 4)
     candidates = candidates.reshape(ph * pw, M, C, Hp, Wp)
     # The loop's first step: the first cell takes its window from −∞ unless it is NaN.
     P = np.fmax(candidates[0], -np.inf)
-    winner = np.zeros(P.shape, dtype=np.min_scalar_type(ph * pw - 1))
+    winner = np.zeros(P.shape, dtype=dtype)
     for offset in range(1, ph * pw):
         larger = candidates[offset] > P
         P = np.where(larger, candidates[offset], P)
         # The last offset that was larger is the largest one, offsets coming in order.
         np.maximum(winner, larger * winner.dtype.type(offset), out=winner)
-    return P, PoolCache(A.shape, winner, size, size, (0, 0))
+    return P, winner
+
+
+@lru_cache(maxsize=64)
+def _tile_cells(M: int, C: int, H: int, W: int, size: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """(corner, within): the flat index in (M, C, H, W) of each tiling window's top-left
+    cell, (M, C, Hp, Wp), and how far past it each offset i*pw + j lies (i*W + j). Kept once
+    made, read-only: training asks for the same ones at every step."""
+    ph, pw = size
+    Hp, Wp = H // ph, W // pw
+    corner = (np.arange(M * C)[:, None, None] * (H * W) + (np.arange(Hp) * (ph * W))[:, None]
+              + np.arange(Wp) * pw).reshape(M, C, Hp, Wp)  # fmt: skip
+    within = (np.arange(ph)[:, None] * W + np.arange(pw)).ravel()
+    corner.flags.writeable = within.flags.writeable = False
+    return corner, within
 
 
 def maxpool_backward(dL_dP, cache: PoolCache):
@@ -370,15 +408,13 @@ def maxpool_backward(dL_dP, cache: PoolCache):
     shape, winner, size, stride, padding = cache
     M, C, H, W = shape
     if _tiles(size, stride, padding):
-        # Each cell is in one window at most: one scatter of dL/dP to the winners. The loop
-        # adds every entry to a 0.0, which turns −0.0 into +0.0; so does the `+ 0.0`.
-        Hp, Wp = winner.shape[2:]
-        corner = (np.arange(M * C)[:, None, None] * (H * W) + (np.arange(Hp) * (size[0] * W))[:, None]
-                  + np.arange(Wp) * size[1])  # fmt: skip
-        # Offset i*pw + j of a window is i*W + j cells past its corner.
-        within = (np.arange(size[0])[:, None] * W + np.arange(size[1])).ravel()
+        # Each cell is in one window at most: one scatter of dL/dP to the winners, a chunk
+        # of images at a time. The loop adds every entry to a 0.0, which turns −0.0 into
+        # +0.0; so does the `+ 0.0`.
         dL_dA = np.zeros(shape)
-        dL_dA.reshape(-1)[corner.reshape(winner.shape) + within[winner]] = dL_dP + 0.0
+        for images in _chunks_of_images(M, C * H * W * 8):
+            corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
+            dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
         return dL_dA
     dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
     for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride):

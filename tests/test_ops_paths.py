@@ -174,21 +174,27 @@ KINDS = ["normal", "relu", "integers", "int64", "signed zeros", "zeros and ones"
     M=st.sampled_from([1, 2, 3, 5, 32, 64]), C=st.integers(1, 4), H=st.integers(1, 13),
     W=st.integers(1, 13), size=st.tuples(st.integers(1, 4), st.integers(1, 4)),
     kind=st.sampled_from(KINDS), gradient=st.sampled_from(KINDS), seed=st.integers(0, 2**16),
+    chunk=st.sampled_from([None, 1, 2000]),
 )  # fmt: skip
-def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed):
+def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed, chunk):
+    """chunk: POOL_CHUNK_BYTES, so that a batch goes one image or a few at a time."""
     rng = np.random.default_rng(seed)
     A = values(rng, (M, C, H, W), kind)
-    fast = ops.maxpool_forward(A, size, size)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if chunk is not None:
+            monkeypatch.setattr(ops, "POOL_CHUNK_BYTES", chunk)
+        fast = ops.maxpool_forward(A, size, size)
+        fast_dL_dA = ops.maxpool_backward(values(np.random.default_rng(seed + 1), fast[0].shape, gradient), fast[1])
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(ops, "_tiles", lambda *_: False)
         general = ops.maxpool_forward(A, size, size)
-        dL_dP = values(rng, general[0].shape, gradient)
+        dL_dP = values(np.random.default_rng(seed + 1), general[0].shape, gradient)
         general_dL_dA = ops.maxpool_backward(dL_dP, general[1])
         general_wins = ops.pool_wins(general[1])
     assert_same_bits(fast[0], general[0], "P")
     assert_same_bits(fast[1].winner, general[1].winner, "winner")
     assert fast[1]._replace(winner=None) == general[1]._replace(winner=None)
-    assert_same_bits(ops.maxpool_backward(dL_dP, fast[1]), general_dL_dA, "dL/dA")
+    assert_same_bits(fast_dL_dA, general_dL_dA, "dL/dA")
     assert_same_bits(ops.pool_wins(fast[1]), general_wins, "wins")
 
 
