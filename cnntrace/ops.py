@@ -21,7 +21,8 @@ windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a l
 through one filter, where it measured faster than copying the windows a second time.
 
 A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
-visits the same offsets in the same order on a window-major copy of A, and routes dL/dP back
+visits the same offsets in the same order on a window-major copy of A, a chunk of images at a
+time (a small map takes each window's first maximum from one argmax), and routes dL/dP back
 with one scatter; the results are the offset loop's, bit for bit.
 """
 
@@ -39,6 +40,9 @@ IM2COL_BYTES = 8 * 2**20
 IM2COL_CHUNK_BYTES = 2 * 2**20
 #: A max-pool on tiling windows works through at most this much of A at a time.
 POOL_CHUNK_BYTES = 2 * 2**20
+#: Up to this many cells a max-pool on tiling windows takes each window's winner from one
+#: argmax; on larger maps the offset loop is faster (an argmax over a short axis is slow).
+SMALL_POOL_CELLS = 1024
 
 Pair = tuple[int, int]
 
@@ -369,8 +373,18 @@ def _maxpool_forward_tiles(A, size: Pair):
 
 
 def _max_of_tiles(tiles, dtype):
-    """(P, winner) of tiles (M, C, Hp, ph, Wp, pw): the offset loop on a window-major copy."""
+    """(P, winner) of tiles (M, C, Hp, ph, Wp, pw): the offset loop on a window-major copy;
+    for a small map, the first maximum of each window by one argmax (fewer calls, the same
+    values: NaN, which the loop never lets win, taken as −∞)."""
     M, C, Hp, ph, Wp, pw = tiles.shape
+    if tiles.size <= SMALL_POOL_CELLS:
+        cells = np.empty((M, C, Hp, Wp, ph, pw))
+        cells[...] = tiles.transpose(0, 1, 2, 4, 3, 5)
+        cells = cells.reshape(-1, ph * pw)
+        np.copyto(cells, -np.inf, where=cells != cells)
+        winner = cells.argmax(axis=1)
+        P = cells[np.arange(len(winner)), winner]  # the winner itself: its sign of zero too
+        return P.reshape(M, C, Hp, Wp), winner.astype(dtype).reshape(M, C, Hp, Wp)
     candidates = np.empty((ph, pw, M, C, Hp, Wp))  # float64, as the loop compares them
     candidates[...] = tiles.transpose(3, 5, 0, 1, 2, 4)
     candidates = candidates.reshape(ph * pw, M, C, Hp, Wp)

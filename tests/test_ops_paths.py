@@ -174,15 +174,20 @@ KINDS = ["normal", "relu", "integers", "int64", "signed zeros", "zeros and ones"
     M=st.sampled_from([1, 2, 3, 5, 32, 64]), C=st.integers(1, 4), H=st.integers(1, 13),
     W=st.integers(1, 13), size=st.tuples(st.integers(1, 4), st.integers(1, 4)),
     kind=st.sampled_from(KINDS), gradient=st.sampled_from(KINDS), seed=st.integers(0, 2**16),
-    chunk=st.sampled_from([None, 1, 2000]),
+    chunk=st.sampled_from([None, 1, 2000]), small=st.sampled_from([None, 0, 2**40]),
 )  # fmt: skip
-def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed, chunk):
-    """chunk: POOL_CHUNK_BYTES, so that a batch goes one image or a few at a time."""
+def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed, chunk, small):
+    """chunk: POOL_CHUNK_BYTES, so that a batch goes one image or a few at a time; small:
+    SMALL_POOL_CELLS, so that every map takes the argmax (2**40) or none does (0)."""
     rng = np.random.default_rng(seed)
     A = values(rng, (M, C, H, W), kind)
+    if kind == "normal" and seed % 3 == 0:
+        A[rng.random(A.shape) < 0.2] = np.nan  # never a window's maximum
     with pytest.MonkeyPatch.context() as monkeypatch:
         if chunk is not None:
             monkeypatch.setattr(ops, "POOL_CHUNK_BYTES", chunk)
+        if small is not None:
+            monkeypatch.setattr(ops, "SMALL_POOL_CELLS", small)
         fast = ops.maxpool_forward(A, size, size)
         fast_dL_dA = ops.maxpool_backward(values(np.random.default_rng(seed + 1), fast[0].shape, gradient), fast[1])
     with pytest.MonkeyPatch.context() as monkeypatch:
