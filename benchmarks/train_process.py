@@ -19,8 +19,8 @@ Both sides use float64 and one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1 and
 torch.set_num_threads(1)); each side's time is its best run; and before any timing both
 train the same way once and must end on the same parameters (to 1e-9), or the script stops.
 The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster. The last column is
-the cnntrace process's peak resident size (Linux's ru_maxrss of that child alone: Python, the
-libraries and all) over the size of the dataset's X and Y.
+the cnntrace process's peak resident size (Python, the libraries and all; measured in one
+more run, forked from a small launcher, Linux only) over the size of the dataset's X and Y.
 
 ``--profile NAME`` runs the setting's cnntrace command once under cProfile instead and
 prints where its time went.
@@ -155,18 +155,30 @@ def cnntrace_command(data: Path, batch_size: int, epochs: int) -> list[str]:
             "--format", "json"]  # fmt: skip
 
 
-def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path) -> tuple[float, int]:
-    """(seconds, peak resident bytes) of the whole process; its JSON goes to ``out``."""
+def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path) -> float:
+    """Seconds of the whole process; its JSON goes to ``out``."""
     with open(out, "wb") as stdout:
         start = time.perf_counter()
-        child = subprocess.Popen(cnntrace_command(data, batch_size, epochs), stdout=stdout,
-                                 stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})  # fmt: skip
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"cnntrace exited with {child.returncode}: {' '.join(child.args)}")
-    return seconds, usage.ru_maxrss * 1024  # Linux gives kibibytes
+        subprocess.run(cnntrace_command(data, batch_size, epochs), stdout=stdout, stderr=subprocess.DEVNULL,
+                       check=True, env={**os.environ, **ONE_THREAD})  # fmt: skip
+        return time.perf_counter() - start
+
+
+#: Runs a command and prints its peak resident size (KiB). A child's ru_maxrss starts from
+#: the size of the process that forked it, so the command is forked from this small one,
+#: not from the benchmark, which holds a dataset.
+LAUNCHER = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def peak_memory(data: Path, batch_size: int, epochs: int) -> int:
+    """The cnntrace process's peak resident size in bytes: Python, the libraries and all."""
+    command = [sys.executable, "-c", LAUNCHER, *cnntrace_command(data, batch_size, epochs)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})
+    return int(result.stdout.strip()) * 1024  # Linux gives kibibytes
 
 
 def largest_difference(ours: Path, theirs: Path) -> float:
@@ -221,11 +233,10 @@ def main() -> None:
             archive = np.load(data)
             dataset_bytes = archive["X"].nbytes + archive["Y"].nbytes
             cnntrace_best = torch_best = float("inf")
-            peak = 0
             for _ in range(arguments.runs):
-                seconds, resident = run_cnntrace(data, batch_size, epochs, ours)
-                cnntrace_best, peak = min(cnntrace_best, seconds), max(peak, resident)
+                cnntrace_best = min(cnntrace_best, run_cnntrace(data, batch_size, epochs, ours))
                 torch_best = min(torch_best, run_torch(data, batch_size, epochs, theirs))
+            peak = peak_memory(data, batch_size, epochs)
             ratio = torch_best / cnntrace_best
             verdict = "" if target is None else f"≥ {target:g}× ({'met' if ratio >= target else 'missed'})"
             print(f"| {name} | {cnntrace_best:.3f} | {torch_best:.3f} | {ratio:.2f}× | {verdict} "
