@@ -980,7 +980,8 @@ def train(
         trained = training.presented(problem, parameters)
         counts = None
         if format is not TrainFormat.ndjson:
-            counts = training.confusion(test_set if test_set is not None else problem, parameters)
+            # The training set's is the last epoch's, as its accuracy: no pass more over it.
+            counts = training.confusion(test_set, parameters) if test_set is not None else last.confusion
         if format is TrainFormat.json:
             sys.stdout.write(render_train.render_json(history, trained, counts))
         elif format is TrainFormat.table:
@@ -988,7 +989,7 @@ def train(
                 history, problem, trained, precision,
                 lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
                 full=full, momentum=momentum, confusion=counts,
-                confusion_of="test" if test_set is not None else "training",
+                confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
             )  # fmt: skip
             sys.stdout.write(_table_text(view))
 

@@ -9,8 +9,9 @@ v ← β·v + dL/dP (v = dL/dP at the first step), P ← P − lr·v.
 
 A test set (``test=``, another Problem of the same network, or one split off with
 ``holdout``) is measured after every epoch's last step: its mean loss and accuracy, on the
-parameters the epoch ended with. ``confusion`` counts, at the end, how each true class was
-classified.
+parameters the epoch ended with. ``confusion`` counts how each of its true classes was
+classified with the trained parameters; without a test set, the last Epoch carries the
+training set's, counted as its accuracy is (below), with no pass more over the images.
 
 An epoch's loss and accuracy are measured on the way, at no extra cost: each mini-batch's
 loss and predictions are taken before its step, and averaged over the epoch's images. With
@@ -53,6 +54,9 @@ class Epoch:
     parameters: dict[str, np.ndarray]
     test_loss: float | None = None  # on the test set, after the epoch's last step
     test_accuracy: float | None = None
+    #: counts[true, predicted] of the epoch's own images as its accuracy counts them (each
+    #: before its mini-batch's step): the last epoch's, when there is no test set
+    confusion: np.ndarray | None = None
 
 
 def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
@@ -219,28 +223,43 @@ def evaluate(problem: Problem, parameters: dict, batch_size: int = EVALUATION_BA
     return loss, (correct / (M * per_image) if count_right is not None else None)
 
 
-def confusion(problem: Problem, parameters: dict, batch_size: int = EVALUATION_BATCH) -> np.ndarray | None:
-    """counts[true, predicted]: how many images of each true class (rows) the network gives
-    each class (columns), by argmax after a softmax, by ≥ 0.5 after one sigmoid unit (class
-    0 and 1). None for a network that gives no single class per image (mse, several
+def classes(network, target) -> int | None:
+    """How many classes the network tells apart, one per image: the softmax's units, or 2
+    for one sigmoid unit. None where it gives no single class per image (mse, several
     sigmoid units)."""
-    network = problem.network
     count_right, per_image = classifier(network)
-    X, target = problem.general_X(), problem.general_target
     if count_right is None or (per_image is None and target[0].size != 1):
         return None
-    classes = target.shape[1] if per_image == 1 else 2
-    counts = np.zeros((classes, classes), dtype=np.int64)
+    return target.shape[1] if per_image == 1 else 2
+
+
+def add_to_confusion(counts: np.ndarray, output: np.ndarray, target: np.ndarray) -> None:
+    """Count the images of a mini-batch into counts[true, predicted]: by argmax of a
+    softmax's output, by ≥ 0.5 of one sigmoid unit's (class 0 and 1)."""
+    if target.shape[1] == 1 and len(counts) == 2:  # one sigmoid unit
+        true = (target.reshape(-1) >= 0.5).astype(np.int64)
+        predicted = (output.reshape(-1) >= 0.5).astype(np.int64)
+    else:
+        true, predicted = target.argmax(axis=1), output.argmax(axis=1)
+    np.add.at(counts, (true, predicted), 1)
+
+
+def confusion(problem: Problem, parameters: dict, batch_size: int = EVALUATION_BATCH) -> np.ndarray | None:
+    """counts[true, predicted]: how many images of each true class (rows) the network gives
+    each class (columns) with these parameters, by argmax after a softmax, by ≥ 0.5 after
+    one sigmoid unit (class 0 and 1). None for a network that gives no single class per
+    image (mse, several sigmoid units)."""
+    network = problem.network
+    X, target = problem.general_X(), problem.general_target
+    count = classes(network, target)
+    if count is None:
+        return None
+    counts = np.zeros((count, count), dtype=np.int64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for start in range(0, problem.M, batch_size):
             batch = slice(start, start + batch_size)
             _, output = forward(network, X[batch], target[batch], parameters, loss=False)
-            if per_image == 1:
-                true, predicted = target[batch].argmax(axis=1), output.argmax(axis=1)
-            else:
-                true = (target[batch].reshape(-1) >= 0.5).astype(np.int64)
-                predicted = (output.reshape(-1) >= 0.5).astype(np.int64)
-            np.add.at(counts, (true, predicted), 1)
+            add_to_confusion(counts, output, target[batch])
     return counts
 
 
@@ -322,6 +341,8 @@ def train(
         per_image = target[0].size
 
     velocity = None  # momentum's v for each parameter, from the first step on
+    count = classes(network, target) if test is None else None  # the last epoch's confusion
+
 
     for epoch in range(1, epochs + 1):
         order = rng.permutation(M) if rng is not None else np.arange(M)
@@ -329,6 +350,7 @@ def train(
         loss, correct = 0.0, 0
         batches = minibatches(order, batch_size)
         diverged = False
+        counts = np.zeros((count, count), dtype=np.int64) if count and epoch == epochs else None
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
@@ -354,6 +376,8 @@ def train(
                 loss += L * (len(target_batch) / M)
                 if count_right is not None:
                     correct += count_right(grads[output], target_batch)
+                if counts is not None:
+                    add_to_confusion(counts, grads[output], target_batch)
                 if index < len(batches) and stop():
                     return  # in the middle of an epoch: the unfinished epoch is dropped
         if diverged or not all(np.isfinite(p).all() for p in parameters.values()):
@@ -366,7 +390,7 @@ def train(
         test_loss = test_accuracy = None
         if test is not None:
             test_loss, test_accuracy = evaluate(test, parameters)
-        yield Epoch(epoch, loss, accuracy, parameters, test_loss, test_accuracy)
+        yield Epoch(epoch, loss, accuracy, parameters, test_loss, test_accuracy, counts)
         if stop():
             return
 

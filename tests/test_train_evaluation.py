@@ -137,6 +137,29 @@ def test_confusion_of_a_sigmoid_by_hand(tmp_path):
     np.testing.assert_array_equal(counts, expected)
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, None])
+def test_without_a_test_set_the_confusion_is_the_last_epochs_accuracy(tmp_path, batch_size):
+    """The training set's counts are its last epoch's predictions, each before its
+    mini-batch's step: the diagonal is that epoch's accuracy, image for image."""
+    problem = load_problem(batch(tmp_path, M=7, seed=3))
+    epochs = list(train(problem, 3, batch_size=batch_size))
+    assert all(epoch.confusion is None for epoch in epochs[:-1])
+    counts = epochs[-1].confusion
+    assert counts.sum() == 7 and np.trace(counts) == round(epochs[-1].accuracy * 7)
+    if batch_size is None:  # one step an epoch: the predictions of the parameters before the last
+        np.testing.assert_array_equal(counts, confusion(problem, epochs[-2].parameters))
+    options = ["--epochs", 3, "-f", "json"] + (["--batch-size", batch_size] if batch_size else [])
+    document = json.loads(invoke("train", batch(tmp_path, M=7, seed=3), *options).stdout)
+    assert document["confusion"] == counts.tolist()
+
+
+def test_the_softmax_confusion_of_the_last_epoch_counts_by_argmax():
+    problem = load_problem(DIGITS10)
+    *_, last = train(problem, 1, batch_size=64)
+    assert last.confusion.shape == (10, 10) and last.confusion.sum() == problem.M
+    assert np.trace(last.confusion) == round(last.accuracy * problem.M)
+
+
 def test_cli_test_file_in_every_format(tmp_path):
     train_file = batch(tmp_path, M=8, seed=0)
     test_file = batch(tmp_path, M=5, seed=1, name="test.json")

@@ -146,7 +146,7 @@ def percent(accuracy: float | None) -> str:
 
 def render(history, problem, trained: dict, precision: int, *, lr: float, batch_size: int,
            full: bool = False, momentum: float = 0.0, confusion=None,
-           confusion_of: str = "training") -> RenderableType:  # fmt: skip
+           confusion_of: str = "training set") -> RenderableType:  # fmt: skip
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
     the final parameters (``trained``, in the input's shapes); large ones are summarized
     unless ``full``."""
@@ -176,7 +176,7 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     ]
     if confusion is not None:
         parts += [
-            Text(f"\nConfusion matrix of the {confusion_of} set (rows: the true class)", style="bold underline"),
+            Text(f"\nConfusion matrix of the {confusion_of} (rows: the true class)", style="bold underline"),
             confusion_table(confusion),
         ]
     parts += [
