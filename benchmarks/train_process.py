@@ -190,7 +190,8 @@ def largest_difference(ours: Path, theirs: Path) -> float:
 
 
 def profile(data: Path, batch_size: int, epochs: int) -> None:
-    """Run the cnntrace command once under cProfile; print its 30 largest own times."""
+    """Run the cnntrace command once under cProfile; print the head of its report, the
+    largest own times first."""
     command = cnntrace_command(data, batch_size, epochs)
     program = [sys.executable, "-m", "cProfile", "-s", "tottime", "-m", "cnntrace", *command[len(CNNTRACE):]]
     result = subprocess.run(program, capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})

@@ -15,7 +15,7 @@ For a small batch the convolution takes a shortcut that gives the same values up
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
 copy) and does the sum over the kernel as one matrix product, forward and back. That saves
 most of the per-offset calls that dominate small arrays. Above ``IM2COL_BYTES`` it does the
-same a chunk of images at a time (``IM2COL_CHUNK_BYTES`` of windows each), which keeps the
+same a chunk of images at a time (``CHUNK_BYTES`` of windows each), which keeps the
 memory bounded instead of kh*kw times that of X. The offset loop is left for an image whose
 windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
 through one filter, where it measured faster than copying the windows a second time.
@@ -35,11 +35,10 @@ import numpy as np
 
 #: The largest copy of X's windows (C*kh*kw × M × Ho × Wo, float64) the convolution makes.
 IM2COL_BYTES = 8 * 2**20
-#: A larger batch is convolved in chunks of images with at most this much of windows each
-#: (and never more than IM2COL_BYTES): 2 MiB stays in cache and measured fastest.
-IM2COL_CHUNK_BYTES = 2 * 2**20
-#: A max-pool on tiling windows works through at most this much of A at a time.
-POOL_CHUNK_BYTES = 2 * 2**20
+#: A larger batch goes a chunk of images at a time, each chunk's copy at most this large:
+#: the convolution's windows (never more than IM2COL_BYTES), a tiling max-pool's A. 2 MiB
+#: stays in cache and measured fastest.
+CHUNK_BYTES = 2 * 2**20
 #: Up to this many cells a max-pool on tiling windows takes each window's winner from one
 #: argmax; on larger maps the offset loop is faster (an argmax over a short axis is slow).
 SMALL_POOL_CELLS = 1024
@@ -110,14 +109,19 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride):
 
 def _chunk(M, C, kh, kw, Ho, Wo) -> int:
     """How many images the convolution takes at a time: M when all their windows fit in
-    IM2COL_BYTES (the whole batch at once), else as many as fit in IM2COL_CHUNK_BYTES (at
-    least 1), or 0 when one image's windows alone are too large (the offset loop)."""
+    IM2COL_BYTES (the whole batch at once), else as many as fit in CHUNK_BYTES (at least
+    1), or 0 when one image's windows alone are too large (the offset loop)."""
     per_image = C * kh * kw * Ho * Wo * 8
     if M * per_image <= IM2COL_BYTES:
         return M
     if per_image > IM2COL_BYTES:
         return 0
-    return max(1, min(IM2COL_CHUNK_BYTES, IM2COL_BYTES) // per_image)
+    return max(1, min(CHUNK_BYTES, IM2COL_BYTES) // per_image)
+
+
+def _image_slices(M: int, step: int) -> list[slice]:
+    """Consecutive slices of the M images, ``step`` images each (the last may have fewer)."""
+    return [slice(start, min(start + step, M)) for start in range(0, M, step)]
 
 
 def _conv_windows(X_padded, W, B, Ho, Wo, stride):
@@ -147,8 +151,7 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
     Z = np.empty((M, K, Ho, Wo))
     if chunk:
         # The windows of a chunk are dropped once used: the backward pass copies them again.
-        for start in range(0, M, chunk):
-            images = slice(start, start + chunk)
+        for images in _image_slices(M, chunk):
             Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride)[0]
         return Z, ConvCache(X_padded, W, stride, padding)
     Z[...] = B[:, None, None]
@@ -197,11 +200,18 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
         # filters, whose every digit the reference's outputs have always shown.
         for i, j, rows, cols in offsets:
             dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
-    else:  # dL/dwindows = Wᵀ·dL/dZ as one product, sent back offset by offset
-        dL_dwindows = (W.reshape(K, -1).T @ dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)).reshape(C, kh, kw, M, Ho, Wo)
-        for i, j, rows, cols in offsets:
-            dL_dXp[:, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
+    else:
+        _send_back(dL_dXp, W, dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1), (Ho, Wo), offsets)
     return _unpad(dL_dXp, padding), dL_dW, dL_dB
+
+
+def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets) -> None:
+    """dL_dXp (M, C, Hp, Wp) += the gradient of the windows, dL/dwindows = Wᵀ·dL/dZ as one
+    product (dL/dZ by filter: K × M·Ho·Wo, ``out`` = (Ho, Wo)), sent back offset by offset."""
+    K, C, kh, kw = W.shape
+    dL_dwindows = (W.reshape(K, -1).T @ dL_dZ_by_filter).reshape(C, kh, kw, len(dL_dXp), *out)
+    for i, j, rows, cols in offsets:
+        dL_dXp[:, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
 
 
 def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
@@ -213,18 +223,14 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     K, C, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride)
-    W_by_filter = W.reshape(K, -1)
     dL_dW = np.zeros((K, C * kh * kw))
     dL_dXp = np.zeros(X_padded.shape) if need_dL_dX else None
-    for start in range(0, M, chunk):
-        images = slice(start, start + chunk)
+    for images in _image_slices(M, chunk):
         windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride)
         dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW += dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T
         if need_dL_dX:
-            dL_dwindows = (W_by_filter.T @ dL_dZ_by_filter).reshape(C, kh, kw, -1, Ho, Wo)
-            for i, j, rows, cols in offsets:
-                dL_dXp[images, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
+            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets)
     dL_dX = _unpad(dL_dXp, padding) if need_dL_dX else None
     return dL_dX, dL_dW.reshape(W.shape)
 
@@ -346,11 +352,11 @@ def _tiles(size: Pair, stride: Pair, padding: Pair) -> bool:
     return tuple(stride) == tuple(size) and not any(padding)
 
 
-def _chunks_of_images(M: int, image_bytes: int) -> list[slice]:
-    """Consecutive slices of the M images with at most POOL_CHUNK_BYTES of them each (one
-    image at least): a large batch is pooled a chunk at a time, in cache and in little memory."""
-    step = max(1, POOL_CHUNK_BYTES // max(image_bytes, 1))
-    return [slice(start, min(start + step, M)) for start in range(0, M, step)]
+def _pool_chunks(shape) -> list[slice]:
+    """The images of A (M, C, H, W) in chunks of at most CHUNK_BYTES (one image at least):
+    a large batch is pooled a chunk at a time, in cache and in little memory."""
+    M, C, H, W = shape
+    return _image_slices(M, max(1, CHUNK_BYTES // max(C * H * W * 8, 1)))
 
 
 def _maxpool_forward_tiles(A, size: Pair):
@@ -362,7 +368,7 @@ def _maxpool_forward_tiles(A, size: Pair):
     Hp, Wp = H // ph, W // pw
     tiles = A[:, :, : Hp * ph, : Wp * pw].reshape(M, C, Hp, ph, Wp, pw)  # a view
     dtype = np.min_scalar_type(ph * pw - 1)
-    chunks = _chunks_of_images(M, C * H * W * 8)
+    chunks = _pool_chunks(A.shape)
     if len(chunks) == 1:
         P, winner = _max_of_tiles(tiles, dtype)
     else:
@@ -426,7 +432,7 @@ def maxpool_backward(dL_dP, cache: PoolCache):
         # of images at a time. The loop adds every entry to a 0.0, which turns −0.0 into
         # +0.0; so does the `+ 0.0`.
         dL_dA = np.zeros(shape)
-        for images in _chunks_of_images(M, C * H * W * 8):
+        for images in _pool_chunks(shape):
             corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
             dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
         return dL_dA

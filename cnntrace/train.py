@@ -343,7 +343,6 @@ def train(
     velocity = None  # momentum's v for each parameter, from the first step on
     count = classes(network, target) if test is None else None  # the last epoch's confusion
 
-
     for epoch in range(1, epochs + 1):
         order = rng.permutation(M) if rng is not None else np.arange(M)
         epoch_start = parameters

@@ -122,9 +122,9 @@ def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
     assert made == [] and np.array_equal(dL_dW, np.full((1, 1, 3, 3), 7 * 16.0))
     assert np.array_equal(dL_dX, naive_dL_dX_of_ones(7, 1))
-    # A chunk never holds more than IM2COL_CHUNK_BYTES of windows, whatever IM2COL_BYTES.
+    # A chunk never holds more than CHUNK_BYTES of windows, whatever IM2COL_BYTES.
     monkeypatch.setattr(ops, "IM2COL_BYTES", 2**40)
-    monkeypatch.setattr(ops, "IM2COL_CHUNK_BYTES", 2 * one_image)
+    monkeypatch.setattr(ops, "CHUNK_BYTES", 2 * one_image)
     made.clear()
     ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
     assert made == [7]  # the whole batch fits IM2COL_BYTES: one copy, as before
@@ -177,7 +177,7 @@ KINDS = ["normal", "relu", "integers", "int64", "signed zeros", "zeros and ones"
     chunk=st.sampled_from([None, 1, 2000]), small=st.sampled_from([None, 0, 2**40]),
 )  # fmt: skip
 def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind, gradient, seed, chunk, small):
-    """chunk: POOL_CHUNK_BYTES, so that a batch goes one image or a few at a time; small:
+    """chunk: CHUNK_BYTES, so that a batch goes one image or a few at a time; small:
     SMALL_POOL_CELLS, so that every map takes the argmax (2**40) or none does (0)."""
     rng = np.random.default_rng(seed)
     A = values(rng, (M, C, H, W), kind)
@@ -185,7 +185,7 @@ def test_maxpool_on_tiles_is_the_offset_loop_bit_for_bit(M, C, H, W, size, kind,
         A[rng.random(A.shape) < 0.2] = np.nan  # never a window's maximum
     with pytest.MonkeyPatch.context() as monkeypatch:
         if chunk is not None:
-            monkeypatch.setattr(ops, "POOL_CHUNK_BYTES", chunk)
+            monkeypatch.setattr(ops, "CHUNK_BYTES", chunk)
         if small is not None:
             monkeypatch.setattr(ops, "SMALL_POOL_CELLS", small)
         fast = ops.maxpool_forward(A, size, size)
