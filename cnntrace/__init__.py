@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 __all__ = ["Trace", "trace", "trace_input", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
 
 _LAZY = {
-    "Trace": "cnntrace.network",
-    "trace": "cnntrace.network",
-    "trace_input": "cnntrace.network",
-    "run": "cnntrace.network",
+    "Trace": "cnntrace.tracer",
+    "trace": "cnntrace.api",
+    "trace_input": "cnntrace.api",
+    "run": "cnntrace.tracer",
     "Problem": "cnntrace.problem",
     "CnntraceError": "cnntrace.errors",
     "InputError": "cnntrace.errors",

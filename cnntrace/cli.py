@@ -87,7 +87,7 @@ def _only_names(value: str | None) -> tuple[str, ...] | None:
     names = tuple(name.strip().replace("/", "_") for name in value.split(",") if name.strip())
     if not names:
         raise typer.BadParameter(f"no name in {value!r}; e.g. --only dL_dW1,P1", param_hint="--only")
-    from cnntrace.problem import NAME
+    from cnntrace.naming import NAME
 
     impossible = [name for name in names if not NAME.fullmatch(name)]
     if impossible:  # no network has it: said before any file is read
@@ -263,7 +263,7 @@ def step(
         try:
             with reported_errors(file):
                 from cnntrace.io import load_problem
-                from cnntrace.network import run
+                from cnntrace.tracer import run
 
                 trace = run(load_problem(file))
                 _check_only(trace, names)
@@ -391,7 +391,7 @@ def verify(
     """
     with reported_errors(file):
         from cnntrace.io import load_problem, read_answers
-        from cnntrace.network import run
+        from cnntrace.tracer import run
         from cnntrace.verify import passed, tolerances
         from cnntrace.verify import verify as judge_answers
 
@@ -613,8 +613,8 @@ def sheet(
     render = _renderer(SHEET_RENDERERS, format)
     with reported_errors(file):
         from cnntrace.io import load_problem
-        from cnntrace.network import run
         from cnntrace.render.sheet import Sheet
+        from cnntrace.tracer import run
 
         trace = run(load_problem(file))
         _check_only(trace, names)
@@ -666,8 +666,8 @@ def quiz(
             check_writable(record)
     with reported_errors(file):
         from cnntrace.io import load_problem
-        from cnntrace.network import run
         from cnntrace.quiz import Session, run_quiz
+        from cnntrace.tracer import run
 
         trace = run(load_problem(file))
         _check_only(trace, names)
@@ -772,7 +772,7 @@ def explain(
         check_possible(parse_term(term)[0], term)
     with reported_errors(file):
         from cnntrace.io import load_problem
-        from cnntrace.network import run
+        from cnntrace.tracer import run
 
         trace = run(load_problem(file))
     with reported_errors():

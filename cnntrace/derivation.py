@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnntrace.layers import symbol
+from cnntrace.text import symbol
 
 
 class Derivation(NamedTuple):

@@ -11,8 +11,9 @@ from typing import NamedTuple
 import numpy as np
 
 from cnntrace.errors import InputError
+from cnntrace.naming import is_bias
 from cnntrace.ops import output_size
-from cnntrace.problem import Problem, check_pass_size
+from cnntrace.reference import check_pass_size, reference_problem
 
 #: How many draws ``random_input`` makes before it settles for the last one.
 ATTEMPTS = 200
@@ -78,7 +79,7 @@ def instructive(data: dict) -> bool:
     """Whether every filter's Z1 has entries on both sides of 0 (so the ReLU shows what it
     does) and, in an exercise small enough to work by hand, none within 0.005 of 0 (where
     rounding would hide their sign)."""
-    problem = Problem.build(**data)
+    problem = reference_problem(**data)
     conv = problem.network.layers[0]
     Z1, _ = conv.forward(problem.general_X(), problem.weights, False)  # (M, K, h, w)
     per_filter = np.moveaxis(Z1, 1, 0).reshape(Z1.shape[1], -1)  # (K, M·h·w)
@@ -117,8 +118,6 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
     Images are drawn from [0, 1], weights around 0 (both at two decimals), biases 0.1;
     labels, targets or the given gradient as the problem's loss takes them.
     """
-    from cnntrace.layers import Softmax
-
     rng = np.random.default_rng(seed)
     network = problem.network
     M = problem.M if batch is None else batch
@@ -137,8 +136,7 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
         data["grad"] = rounded(rng.normal(0, 0.5, size=target_shape)).tolist()
     else:
         data["loss"] = network.loss.type
-        last = network.layers[-1]
-        if isinstance(last, Softmax):
+        if network.loss.type == "cross_entropy":  # a class index per image
             (classes,) = out.shape
             labels = rng.integers(0, classes, size=(M,) if batched else ())
         elif network.loss.type == "bce":
@@ -148,7 +146,7 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
         data["Y"] = labels.tolist()
     for name in network.params:
         shape = problem.inputs[name].shape
-        if name.startswith("B"):
+        if is_bias(name):
             data[name] = np.full(shape, 0.1).tolist() if shape else 0.1
         else:
             data[name] = rounded(rng.normal(0, 0.5, size=shape)).tolist()
@@ -189,8 +187,6 @@ def hand_report(problem) -> HandReport:
     "Up to F" is every matrix made by the layers before the first dense layer or smooth
     activation (conv, ReLU, pools, flatten): what the learner computes entry by entry.
     """
-    from cnntrace.layers import Activation, Dense, LeakyReLU, MaxPool, ReLU
-
     network = problem.network
     values = network.forward_backward(problem.general_X(), problem.general_target, problem.weights)
     values["X"] = problem.general_X()
@@ -202,14 +198,14 @@ def hand_report(problem) -> HandReport:
         found = layer.ambiguities(x)
         zeros += found.get("zero", 0)
         ties += found.get("tie", 0)
-        pools += isinstance(layer, MaxPool)
-        if isinstance(layer, (ReLU, LeakyReLU)) and x.size > 1 and not ((x > 0).any() and (x < 0).any()):
+        hand = layer.HAND
+        pools += hand.ties
+        if hand.both_signs and x.size > 1 and not ((x > 0).any() and (x < 0).any()):
             one_sided.append(layer.input)
-        smooth = isinstance(layer, Activation) and not isinstance(layer, (ReLU, LeakyReLU))
         last = layer is network.layers[-1]
-        if last and layer.type in ("sigmoid", "tanh") and np.any(np.abs(x) > SMOOTH_RANGE):
+        if last and hand.saturates and np.any(np.abs(x) > SMOOTH_RANGE):
             saturated.append(layer.input)
-        exact_part = exact_part and not smooth and not isinstance(layer, Dense)
+        exact_part = exact_part and hand.exact
         if exact_part and not _two_decimals(values[layer.output]):
             inexact.append(layer.output)
     return HandReport(zeros, ties, tuple(inexact), tuple(one_sided), tuple(saturated), pools)
@@ -319,11 +315,11 @@ def _hand_samplers(rng, base: dict, template, level: int) -> dict:
 
     # The first conv works on the image: its weights are the level's. Every later weight
     # gets one decimal, so the numbers stay small as they go through the layers.
-    first_conv = next((layer for layer in template.network.layers if layer.type == "conv"), None)
+    first_conv = next((layer for layer in template.network.layers if layer.HAND.level_weights), None)
     conv_params = set(first_conv.params) if first_conv else set()
     samplers = {"X": (whole(0, 3) if level == 1 else tenths(0, 1), base["X"])}
     for name in template.network.params:
-        bias = name.startswith("B")
+        bias = is_bias(name)
         if name in conv_params:
             if level == 1:
                 draw = whole(-2, 1, 0.5) if bias else whole(-2, 2)

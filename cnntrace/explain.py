@@ -17,16 +17,17 @@ first. The computation runs on the general shapes of ops.py and maps indices bot
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cnntrace.errors import InputError
-from cnntrace.layers import Given, symbol
-from cnntrace.render.format import shape as shape_text
+from cnntrace.layers.base import Explained
+from cnntrace.naming import NAME, grad
 from cnntrace.terms import FUNCTIONS, MINUS, Factor, Term, constant
+from cnntrace.text import shape_text, symbol
+from cnntrace.tracer import GeneralPass, Trace
 
 __all__ = ["Explanation", "Factor", "Term", "explain", "explain_all", "explain_entry", "parse_term"]
 
@@ -91,8 +92,6 @@ def parse_term(text: str) -> tuple[str, tuple[int, ...]]:
 
 def check_possible(name: str, term: str) -> None:
     """Refuse, before any file is read, a name that no network has (Q7, W0)."""
-    from cnntrace.problem import NAME
-
     if not NAME.fullmatch(name):
         raise InputError(
             f"unknown name {name!r}; names are those of the trace: Z1, A1, P1, F, L, W1, dL_dW1, "
@@ -122,150 +121,24 @@ def check_index(trace, name: str, index: tuple[int, ...], term: str) -> None:
         raise InputError(_ranges(name, shape, trace.axis_names(name)) + got, key=term)
 
 
-# -- the general shapes, and the user's indices ---------------------------------------------
-
-
-class GeneralPass:
-    """The trace's matrices on ops.py's general shapes, and the inputs before the update:
-    what the layer kinds' explanations read."""
-
-    def __init__(self, trace):
-        self.trace = trace
-        problem = trace.problem
-        self.problem = problem
-        self.M = problem.M
-        self.weights = problem.general_weights()  # before the update
-        self.lr = problem.lr
-        self._cache: dict[str, np.ndarray] = {}
-        self._shape_cache: dict[str, tuple] = {}
-
-    def _shape(self, name: str) -> tuple[int, ...]:
-        """The general shape of ``name``."""
-        problem = self.problem
-        if name in self.weights:
-            return self.weights[name].shape
-        if name in ("Y", "grad"):
-            return problem.general_target.shape
-        stage = problem.stage.get(name)
-        layout = stage.layout if stage is not None else problem.layouts[name]
-        if isinstance(layout, Given):  # a weight's gradient, or a weight after the update
-            return self.weights[name.removeprefix("dL_d")].shape
-        return (self.M, *layout.shape) if layout.form != "scalar" else ()
-
-    def value(self, name: str) -> np.ndarray:
-        """``name`` on the general shapes; an input (X, Y, a weight) as the pass used it."""
-        if name not in self._cache:
-            problem = self.problem
-            if name == "X":
-                value = problem.general_X()
-            elif name in self.weights:
-                value = self.weights[name]
-            elif name in ("Y", "grad"):
-                value = problem.general_target
-            else:
-                value = np.asarray(self.trace[name]).reshape(self._shape(name))
-            self._cache[name] = value
-        return self._cache[name]
-
-    def _user_shape(self, name: str) -> tuple[int, ...]:
-        if name == "X" or name in self.weights or name in ("Y", "grad"):
-            return self.problem.inputs[name].shape
-        return np.shape(self.trace[name])
-
-    def _shapes(self, name: str):
-        """(general, user) shapes of ``name``, whether they hold as many entries, and where
-        the user's index starts in a general one (None: computed); found once, as an
-        explanation of a large matrix asks for them for each of its factors."""
-        if name not in self._shape_cache:
-            general, user = tuple(self._shape(name)), tuple(self._user_shape(name))
-            same_size = math.prod(general) == math.prod(user)
-            # Where the user's shape is the general one without leading 1s (one image, one
-            # channel), an index is the general one's tail: no arithmetic needed.
-            lead = len(general) - len(user)
-            tail = lead if lead >= 0 and general[lead:] == user and all(n == 1 for n in general[:lead]) else None
-            self._shape_cache[name] = (general, user, same_size, tail)
-        return self._shape_cache[name]
-
-    def user_index(self, name: str, index: tuple[int, ...]) -> tuple[int, ...]:
-        """The user's index of the entry at general ``index`` of ``name``."""
-        general, user, same_size, tail = self._shapes(name)
-        if not general or not user:
-            return ()
-        if tail is not None:
-            return tuple(int(i) for i in index[tail:])
-        if not same_size:  # a class index for a one-hot Y
-            return tuple(index[1:] if not self.problem.batched else index)
-        flat = 0
-        for i, n in zip(index, general):  # row-major, as np.ravel_multi_index
-            flat = flat * n + int(i)
-        out = []
-        for n in reversed(user):
-            flat, i = divmod(flat, n)
-            out.append(i)
-        return tuple(reversed(out))
-
-    def general_index(self, name: str, index: tuple[int, ...]) -> tuple[int, ...]:
-        general, user = self._shape(name), self._user_shape(name)
-        if not general:
-            return ()
-        flat = int(np.ravel_multi_index(index, user)) if user else 0
-        return tuple(int(i) for i in np.unravel_index(flat, general))
-
-    def factor(self, name: str, index: tuple[int, ...], label: str | None = None) -> Factor:
-        """Entry ``index`` (general) of ``name`` as a Factor labelled with the user's index."""
-        value = float(self.value(name)[index])
-        return Factor(label or symbol(name), self.user_index(name, index), value)
-
-    def padded(self, name: str, m: int, c: int, row: int, col: int, padding=(0, 0)) -> Factor:
-        """Cell (row, col) of map ``name`` framed by ``padding`` zeros (row, col in the
-        map's own coordinates): its entry, or a padding zero."""
-        H, W = self.value(name).shape[2:]
-        if 0 <= row < H and 0 <= col < W:
-            return self.factor(name, (m, c, row, col))
-        return Factor(f"pad({name})[{row},{col}]", (), 0.0)
-
-    def mean(self) -> tuple[Factor, ...]:
-        """The 1/M of a batch's mean, as a factor; nothing for a single image."""
-        return (constant("1/M", 1.0 / self.M),) if self.problem.batched else ()
-
-
-def _explain_update(t: GeneralPass, name: str, index):
+def _explain_update(t: GeneralPass, name: str, index) -> Explained:
     lr = constant("lr", t.lr)
-    gradient = f"dL_d{name}"
+    gradient = grad(name)
     terms = [
         Term((t.factor(name, index),), "before the step, as the input gives it"),
         Term((MINUS, lr, t.factor(gradient, index))),
     ]
-    return f"{name} − lr·{symbol(gradient)}", terms, None, []
+    return Explained(f"{name} − lr·{symbol(gradient)}", terms)
 
 
-def _owner(trace, name: str):
-    """The layer (or the loss) whose explain covers stage ``name``."""
-    network = trace.problem.network
-    if name == "L" or (trace.stage(name).section == "backward" and name == f"dL_d{network.output}"):
-        return network.loss
-    if network.fused and name == f"dL_d{network.layers[-1].input}":
-        return network.loss
-    for layer in network.layers:
-        if name == layer.output or name in (getattr(layer, "local", None),) or name in {
-            f"dL_d{p}" for p in layer.params
-        } or name == f"dL_d{layer.input}":
-            return layer
-    raise KeyError(name)
-
-
-def explain_entry(trace, name: str, index: tuple[int, ...]) -> Explanation:
+def explain_entry(trace: Trace, name: str, index: tuple[int, ...]) -> Explanation:
     """The arithmetic of ``trace[name][index]`` (the user's index, already checked)."""
     t = trace.general_pass()
     general = t.general_index(name, index)
-    if trace.stage(name).section == "update":
-        formula, terms, function, notes = _explain_update(t, name, general)
-        parameter = None
-    else:
-        explained = _owner(trace, name).explain(t, name, general)
-        formula, terms, function, notes, *rest = explained
-        parameter = rest[0] if rest else None
-    return Explanation(name, tuple(index), formula, tuple(terms), function, tuple(notes), parameter)
+    owner = trace.stage(name).owner  # the layer or loss that made the stage; None: the update
+    explained = _explain_update(t, name, general) if owner is None else owner.explain(t, name, general)
+    return Explanation(name, tuple(index), explained.formula, tuple(explained.terms), explained.function,
+                       tuple(explained.notes), explained.parameter)  # fmt: skip
 
 
 def explain(trace, term: str) -> Explanation:

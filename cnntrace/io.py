@@ -17,10 +17,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import re
 from pathlib import Path
 
 from cnntrace.errors import InputError, OutputError
+from cnntrace.naming import WEIGHT
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
 OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
@@ -36,7 +36,6 @@ FREE_KEYS = ("comment", "$schema")
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + ("conventions",) + FREE_KEYS
 #: The keys of a network of layers, besides its weights W1, B1, W2 ….
 LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions") + FREE_KEYS
-WEIGHT = re.compile(r"[WB][1-9]\d*")
 
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
 #: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
@@ -254,7 +253,7 @@ def problem_from_dict(data: dict):
     """Validate a parsed input object and return its Problem (InputError names the key).
 
     ``conventions`` (pool_ties, relu_grad_at_zero, flatten) set the layers' options."""
-    from cnntrace.problem import parse_conventions
+    from cnntrace.problem import parse_conventions  # imported on use: numpy stays out of start-up
 
     problem = _problem(data)
     if "conventions" in data:
@@ -263,7 +262,9 @@ def problem_from_dict(data: dict):
 
 
 def _problem(data: dict):
+    # Imported on use: numpy and the layers stay out of start-up.
     from cnntrace.problem import Problem
+    from cnntrace.reference import reference_problem
 
     if "layers" in data:
         data = {key: _text_value(value) for key, value in data.items()}
@@ -286,7 +287,7 @@ def _problem(data: dict):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"expected a number, got {_describe(value)}", key=key)
-    return Problem.build(**arrays, **options)
+    return reference_problem(**arrays, **options)
 
 
 def is_npz(path: str | Path) -> bool:

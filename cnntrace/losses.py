@@ -16,12 +16,10 @@ import numpy as np
 
 from cnntrace import ops
 from cnntrace.errors import InputError
-from cnntrace.layers import Layout, Rule, Sigmoid, Softmax, Stage, shape_text, symbol
+from cnntrace.layers.base import ClosedForm, Explained, Layout, Rule, Stage, grad_stage
+from cnntrace.naming import grad
 from cnntrace.terms import MINUS, Factor, Term, constant, sigmoid
-
-
-def _grad(name: str) -> str:
-    return f"dL_d{name}"
+from cnntrace.text import shape_text
 
 
 @dataclass(frozen=True)
@@ -29,17 +27,21 @@ class Loss:
     """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2)."""
 
     type: ClassVar[str]
-    fused_with: ClassVar[type | None] = None  # the last activation it cancels against
+    #: The last layer it needs and cancels against, as messages name it ("a sigmoid"); the
+    #: layer kind says which loss it pairs with (Layer.pairs_with).
+    needs: ClassVar[str | None] = None
     given: ClassVar[bool] = False  # the gradient is given, there is no L
 
     output: str = "A2"
     logits: str = "Z2"
 
     def fuses(self, layer) -> bool:
-        return self.fused_with is not None and isinstance(layer, self.fused_with)
+        return self.needs is not None and layer.pairs_with == self.type
 
     def check(self, layers, key: str) -> None:
         """Refuse a network this loss does not fit (InputError naming ``key``)."""
+        if self.needs is not None and not (layers and self.fuses(layers[-1])):
+            raise InputError(f"{self.type} needs {self.needs} as the last layer", key=key)
 
     def target(self, Y: np.ndarray, layout: Layout, M: int, batched: bool) -> np.ndarray:
         """Y (or the given gradient) as the file wrote it -> the general shape of the output,
@@ -67,9 +69,9 @@ class Loss:
         """Named expressions the chain rules use as factors: {"A2 − Y": A2 − Y}."""
         return {}
 
-    def closed_form(self, mean: bool, divisor: str):
-        """(text, factor, divided) of dL/d(logits) for the layer before the activation,
-        where the loss fuses with it: ("(A2 − Y)/M", "A2 − Y", True)."""
+    def closed_form(self, mean: bool, divisor: str) -> ClosedForm | None:
+        """dL/d(logits) for the layer before the activation, where the loss fuses with it:
+        ("(A2 − Y)/M", "A2 − Y", True)."""
         return None
 
     def divisor(self, units: int) -> str:
@@ -90,9 +92,9 @@ class Loss:
         while the pass itself is finite."""
         return ""
 
-    def explain(self, t, name: str, index: tuple[int, ...]):
-        """(formula, terms, function, notes) of an entry of L, dL/d(output) or, where the
-        loss fuses with the activation, dL/d(logits)."""
+    def explain(self, t, name: str, index: tuple[int, ...]) -> Explained:
+        """The arithmetic of an entry of L, dL/d(output) or, where the loss fuses with the
+        activation, dL/d(logits)."""
         raise NotImplementedError
 
     def _cells(self, t):
@@ -139,11 +141,7 @@ class BCE(Loss):
     """L = mean of −Y·log(A) − (1 − Y)·log(1 − A) over every entry, A = σ(Z)."""
 
     type: ClassVar[str] = "bce"
-    fused_with: ClassVar[type] = Sigmoid
-
-    def check(self, layers, key):
-        if not layers or not isinstance(layers[-1], Sigmoid):
-            raise InputError("bce needs a sigmoid as the last layer", key=key)
+    needs: ClassVar[str] = "a sigmoid"
 
     def target(self, Y, layout, M, batched):
         general = _labels_like_output(Y, layout, M, batched, "label")
@@ -166,7 +164,7 @@ class BCE(Loss):
 
     def closed_form(self, mean, divisor):
         a = self.output
-        return (f"({a} − Y)/{divisor}" if mean else f"{a} − Y", f"{a} − Y", mean)
+        return ClosedForm(f"({a} − Y)/{divisor}" if mean else f"{a} − Y", f"{a} − Y", mean)
 
     def saturation(self):
         a, z = self.output, self.logits
@@ -192,7 +190,7 @@ class BCE(Loss):
             formula = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
             if N > 1:
                 formula = f"(1/{'M' if N == t.M else 'N'})·Σ_m ({formula})"
-            return formula, terms, None, ["a term whose label weight (Y or 1 − Y) is 0 is left out"]
+            return Explained(formula, terms, None, ["a term whose label weight (Y or 1 − Y) is 0 is left out"])
         if name == f"dL_d{a}":
             y = t.factor("Y", index)
             zc = float(t.value(z)[index])
@@ -202,22 +200,21 @@ class BCE(Loss):
             if y.value != 1:
                 terms.append(Term((*mean, Factor("(1 − Y)", y.index, 1.0 - y.value, "Y"),
                                    Factor(f"1/(1 − {a})", y.index, 1.0 / sigmoid(-zc), a))))  # fmt: skip
-            grad = f"−Y/{a} + (1 − Y)/(1 − {a})"
-            formula = f"(1/{'M' if N == t.M else 'N'})·({grad})" if mean else grad
-            return formula, terms, None, ["a term whose label weight is 0 is left out"]
+            dL_dA = f"−Y/{a} + (1 − Y)/(1 − {a})"
+            formula = f"(1/{'M' if N == t.M else 'N'})·({dL_dA})" if mean else dL_dA
+            return Explained(formula, terms, None, ["a term whose label weight is 0 is left out"])
         notes = [f"the chain rule dL/d{a}·d{a}/d{z} gives the same: {a}·(1 − {a}) cancels"]
         divisor = "M" if N == t.M else "N"
-        return f"({a} − Y)/{divisor}" if mean else f"{a} − Y", self._delta(t, index, N), None, notes
+        return Explained(f"({a} − Y)/{divisor}" if mean else f"{a} − Y", self._delta(t, index, N), None, notes)
 
     def stages(self, mean, divisor):
         a = self.output
         loss = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
-        grad = f"−Y/{a} + (1 − Y)/(1 − {a})"
+        gradient = f"−Y/{a} + (1 − Y)/(1 − {a})"
         L = Stage("L", "forward", "L", f"mean({loss})" if mean else loss, Layout(()))
-        dL_dA = Stage(
-            _grad(a), "backward", symbol(_grad(a)), f"({grad}) / {divisor}" if mean else grad, None,
+        dL_dA = grad_stage(a, f"({gradient}) / {divisor}" if mean else gradient, None,
             Rule(f"∂L/∂{a} = ∂/∂{a} ({loss})",
-                 f"(1/{divisor})·({grad})" if mean else f"{grad} = ({a} − Y)/({a}·(1 − {a}))",
+                 f"(1/{divisor})·({gradient})" if mean else f"{gradient} = ({a} − Y)/({a}·(1 − {a}))",
                  ("Y", a)),
         )  # fmt: skip
         return [L], [dL_dA]
@@ -227,10 +224,9 @@ class BCE(Loss):
         result = f"({a} − Y) / {divisor}" if mean else f"{a} − Y"
         simplified = (f"({a} − Y)/{divisor}" if mean
                       else f"({a} − Y)/({a}·(1 − {a})) · {a}·(1 − {a}) = {a} − Y")  # fmt: skip
-        return Stage(
-            _grad(z), "backward", symbol(_grad(z)), f"dL/d{a}·d{a}/d{z} = {result}", None,
+        return grad_stage(z, f"dL/d{a}·d{a}/d{z} = {result}", None,
             Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", simplified,
-                 (_grad(a), f"d{a}_d{z}", f"{a} − Y"), "the sigmoid's derivative cancels"),
+                 (grad(a), f"d{a}_d{z}", f"{a} − Y"), "the sigmoid's derivative cancels"),
         )  # fmt: skip
 
 
@@ -240,11 +236,7 @@ class CrossEntropy(Loss):
     a probability vector per image."""
 
     type: ClassVar[str] = "cross_entropy"
-    fused_with: ClassVar[type] = Softmax
-
-    def check(self, layers, key):
-        if not layers or not isinstance(layers[-1], Softmax):
-            raise InputError("cross_entropy needs a softmax as the last layer", key=key)
+    needs: ClassVar[str] = "a softmax"
 
     def entries(self, layout, M):
         return M
@@ -295,7 +287,7 @@ class CrossEntropy(Loss):
 
     def closed_form(self, mean, divisor):
         a = self.output
-        return (f"({a} − Y)/M", f"{a} − Y", True) if mean else (f"{a} − Y", f"{a} − Y", False)
+        return ClosedForm(f"({a} − Y)/M" if mean else f"{a} − Y", f"{a} − Y", mean)
 
     def saturation(self):
         a, z = self.output, self.logits
@@ -317,25 +309,24 @@ class CrossEntropy(Loss):
             formula = f"−Σ_i Y[i]·log({a}[i])"
             if mean:
                 formula = f"(1/M)·Σ_m ({formula})"
-            return formula, terms, None, [f"a class of weight 0 is left out; log({a}) is taken from {z}"]
+            return Explained(formula, terms, None, [f"a class of weight 0 is left out; log({a}) is taken from {z}"])
         if name == f"dL_d{a}":
             y = t.factor("Y", index)
             terms = []
             if y.value != 0:
                 terms.append(Term((MINUS, *mean, y, Factor(f"1/{a}", y.index, 1.0 / float(t.value(a)[index]), a))))
             formula = f"(1/M)·(−Y/{a})" if mean else f"−Y/{a}"
-            return formula, terms, None, ["a class of weight 0 gets 0"]
+            return Explained(formula, terms, None, ["a class of weight 0 gets 0"])
         a_factor, y = t.factor(a, index), t.factor("Y", index)
         terms = [Term((*mean, a_factor)), Term((MINUS, *mean, y))]
         notes = [f"the chain rule (d{a}/d{z})ᵀ·dL/d{a} gives the same: the Jacobian and −Y/{a} cancel"]
-        return f"({a} − Y)/M" if mean else f"{a} − Y", terms, None, notes
+        return Explained(f"({a} − Y)/M" if mean else f"{a} − Y", terms, None, notes)
 
     def stages(self, mean, divisor):
         a = self.output
         loss = f"−Σ Y·log({a})"
         L = Stage("L", "forward", "L", f"mean({loss})" if mean else loss, Layout(()))
-        dL_dA = Stage(
-            _grad(a), "backward", symbol(_grad(a)), f"−Y/{a} / M" if mean else f"−Y/{a}", None,
+        dL_dA = grad_stage(a, f"−Y/{a} / M" if mean else f"−Y/{a}", None,
             Rule(f"∂L/∂{a} = ∂/∂{a} ({loss})", f"(1/M)·(−Y/{a})" if mean else f"−Y/{a}", ("Y", a)),
         )  # fmt: skip
         return [L], [dL_dA]
@@ -343,10 +334,9 @@ class CrossEntropy(Loss):
     def fused_stage(self, mean, divisor):
         a, z = self.output, self.logits
         result = f"({a} − Y) / M" if mean else f"{a} − Y"
-        return Stage(
-            _grad(z), "backward", symbol(_grad(z)), f"(d{a}/d{z})ᵀ·dL/d{a} = {result}", None,
+        return grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a} = {result}", None,
             Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", result.replace(" / ", "/"),
-                 (_grad(a), f"d{a}_d{z}", f"{a} − Y"),
+                 (grad(a), f"d{a}_d{z}", f"{a} − Y"),
                  f"the softmax's Jacobian and −Y/{a} cancel, since Σ Y = 1"),
         )  # fmt: skip
 
@@ -373,10 +363,10 @@ class MSE(Loss):
                 d = float(t.value(a)[cell] - t.value("Y")[cell])
                 difference = Factor(f"({a} − Y)", t.user_index(a, cell), d, a)
                 terms.append(Term((*mean, difference, difference)))
-            return (f"(1/N)·Σ ({a} − Y)²" if mean else f"({a} − Y)²"), terms, None, []
+            return Explained(f"(1/N)·Σ ({a} − Y)²" if mean else f"({a} − Y)²", terms, None, [])
         two = constant("2", 2.0)
         terms = [Term((two, *mean, t.factor(a, index))), Term((MINUS, two, *mean, t.factor("Y", index)))]
-        return (f"2·({a} − Y)/N" if mean else f"2·({a} − Y)"), terms, None, []
+        return Explained(f"2·({a} − Y)/N" if mean else f"2·({a} − Y)", terms, None, [])
 
     def gradient(self, output, target, logits):
         return ops.mse_grad(output, target)
@@ -384,8 +374,7 @@ class MSE(Loss):
     def stages(self, mean, divisor):
         a = self.output
         L = Stage("L", "forward", "L", f"mean(({a} − Y)²)" if mean else f"({a} − Y)²", Layout(()))
-        dL_dA = Stage(
-            _grad(a), "backward", symbol(_grad(a)), f"2·({a} − Y) / N" if mean else f"2·({a} − Y)", None,
+        dL_dA = grad_stage(a, f"2·({a} − Y) / N" if mean else f"2·({a} − Y)", None,
             Rule(f"∂L/∂{a} = ∂/∂{a} mean(({a} − Y)²)" if mean else f"∂L/∂{a} = ∂/∂{a} ({a} − Y)²",
                  f"2·({a} − Y)/N" if mean else f"2·({a} − Y)", ("Y", a),
                  "N: the number of entries the mean is over" if mean else ""),
@@ -394,7 +383,7 @@ class MSE(Loss):
 
 
 @dataclass(frozen=True)
-class Given(Loss):
+class GivenGradient(Loss):
     """No loss: ``grad`` gives dL/d(output) itself, in the output's shape."""
 
     type: ClassVar[str] = "grad"
@@ -414,7 +403,7 @@ class Given(Loss):
         return None
 
     def explain(self, t, name, index):
-        return "given", [Term((t.factor("grad", index, "grad"),))], None, ["the input's grad, where the backward pass starts"]
+        return Explained("given", [Term((t.factor("grad", index, "grad"),))], None, ["the input's grad, where the backward pass starts"])
 
     def gradient(self, output, target, logits):
         return target
@@ -422,7 +411,7 @@ class Given(Loss):
     def stages(self, mean, divisor):
         a = self.output
         return [], [
-            Stage(_grad(a), "backward", symbol(_grad(a)), "given", None,
+            grad_stage(a, "given", None,
                   Rule("", "the gradient the input gives", ("grad",),
                        "the backward pass starts from it"))  # fmt: skip
         ]
@@ -432,13 +421,8 @@ LOSSES: dict[str, type[Loss]] = {kind.type: kind for kind in (BCE, CrossEntropy,
 
 
 def default_loss(layers) -> str | None:
-    """The loss a network implies when the file leaves it out: bce after a sigmoid,
-    cross_entropy after a softmax; None when it implies none."""
-    last = layers[-1] if layers else None
-    if isinstance(last, Sigmoid):
-        return "bce"
-    if isinstance(last, Softmax):
-        return "cross_entropy"
-    return None
+    """The loss a network implies when the file leaves it out: the one its last layer pairs
+    with (bce after a sigmoid, cross_entropy after a softmax); None when it implies none."""
+    return layers[-1].pairs_with if layers else None
 
 

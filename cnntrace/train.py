@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError, TrainingDiverged
-from cnntrace.layers import Sigmoid, Softmax
+from cnntrace.naming import WEIGHT
 from cnntrace.network import check_finite
 from cnntrace.problem import Problem
+from cnntrace.text import shape_text
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ def classifier(network):
     answers each image gives. By argmax after a softmax (one per image), by ≥ 0.5 after a
     sigmoid (one per output unit); (None, 0) for a network that classifies nothing."""
     last = network.layers[-1] if network.layers else None
-    if isinstance(last, Softmax):
+    if last is not None and last.classifies == "argmax":
         return _argmax_right, 1
-    if isinstance(last, Sigmoid) and not network.loss.given:
+    if last is not None and last.classifies == "threshold" and not network.loss.given:
         return _threshold_right, None  # per_image: the output's size, known from the data
     return None, 0
 
@@ -97,14 +98,14 @@ def subset(problem: Problem, indices: np.ndarray) -> Problem:
     as it was."""
     from dataclasses import replace
 
-    from cnntrace.layers import Given
+    from cnntrace.layers import GivenLayout
 
     key = problem.target_key
     target = problem.inputs[key][indices]
     return replace(
         problem,
         inputs={**problem.inputs, "X": problem.X[indices], key: target},
-        layouts={**problem.layouts, key: Given(target.shape)},
+        layouts={**problem.layouts, key: GivenLayout(target.shape)},
         general_target=problem.general_target[indices],
     )
 
@@ -147,15 +148,15 @@ def check_same_network(problem: Problem, test: Problem) -> None:
         )
     if test.layouts["X"].shape != problem.layouts["X"].shape:
         raise InputError(
-            f"the test images are {_shape(test.layouts['X'].shape)}; the training images are "
-            f"{_shape(problem.layouts['X'].shape)}",
+            f"the test images are {shape_text(test.layouts['X'].shape)}; the training images are "
+            f"{shape_text(problem.layouts['X'].shape)}",
             key="X",
         )
     for name in problem.network.params:
         if test.weights[name].shape != problem.weights[name].shape:
             raise InputError(
-                f"has shape {_shape(test.inputs[name].shape)} in the test set, "
-                f"{_shape(problem.inputs[name].shape)} in training",
+                f"has shape {shape_text(test.inputs[name].shape)} in the test set, "
+                f"{shape_text(problem.inputs[name].shape)} in training",
                 key=name,
             )
 
@@ -168,21 +169,13 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
     """The test set's Problem from its file's keys: X and Y (or grad) of its own, and the
     network (layers, loss, options, weights) the training file's where the test file leaves
     it out. Call check_same_network on it before training."""
-    import re
-
     from cnntrace.io import problem_from_dict
 
     filled = dict(test_data)
     for key, value in training_data.items():
-        if key not in filled and (key in NETWORK_KEYS or re.fullmatch(r"[WB][0-9]+", key)):
+        if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key)):
             filled[key] = value
     return problem_from_dict(filled)
-
-
-def _shape(shape) -> str:
-    from cnntrace.layers import shape_text
-
-    return shape_text(shape)
 
 
 def forward(network, X, target, parameters, loss: bool = True) -> tuple[float | None, np.ndarray]:
@@ -193,7 +186,7 @@ def forward(network, X, target, parameters, loss: bool = True) -> tuple[float | 
         x, cache = layer.forward(x, parameters, False, overwrite)
     if not loss:
         return None, x
-    logits = cache[0] if network.fused else None
+    logits = cache.z if network.fused else None
     return network.loss.value(x, target, logits), x
 
 
@@ -353,7 +346,7 @@ def train(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
-                grads = network.forward_backward(X_batch, target_batch, parameters, trace=False)
+                grads = network.forward_backward(X_batch, target_batch, parameters, tracing=False)
                 if momentum:
                     velocity = _velocity(network, velocity, grads, momentum)
                     stepped = network.gradient_step(parameters, velocity, lr)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnntrace.errors import InputError
-from cnntrace.layers import shape_text, symbol
+from cnntrace.text import shape_text, symbol
 
 RTOL, ATOL = 1e-3, 1e-4
 #: Named tolerances: ``hand`` for answers worked out by hand, ``float64`` for code.

@@ -43,8 +43,7 @@ def reference_pass(
     B1 (K,), W2 (n,), B2 (): the pass runs on the general shapes (a channel axis for X and
     W1, a unit axis for W2, Z2 and Y) and every result comes back in these shapes.
     ``oracle`` runs tests/naive.py's loop-based pass instead of cnntrace's."""
-    from cnntrace.problem import ReferenceOptions
-    from cnntrace.reference import reference_network
+    from cnntrace.reference import ReferenceOptions, reference_network
     from tests import naive
 
     X, Y, W1, B1, W2, B2 = (np.asarray(a, dtype=np.float64) for a in (X, Y, W1, B1, W2, B2))
@@ -54,7 +53,7 @@ def reference_pass(
         values = naive.forward_backward(X[:, None], Y[:, None], weights, **options)
     else:
         network = reference_network(ReferenceOptions(**options))
-        values = network.forward_backward(X[:, None], Y[:, None], weights, trace=trace)
+        values = network.forward_backward(X[:, None], Y[:, None], weights, tracing=trace)
     M = X.shape[0]
     shapes = {"X": X.shape, "W1": W1.shape, "B1": B1.shape, "W2": W2.shape, "B2": B2.shape}
     for name in ("Z2", "A2", "dA2_dZ2"):

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from cnntrace import __version__
 from cnntrace.cli import app
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.reference import reference_stages
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE, reference, variant, write
 
 STAGES = reference_stages()

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cnntrace.api import trace_input
 from cnntrace.cli import app
 from cnntrace.explain import explain_all
 from cnntrace.io import load_problem
-from cnntrace.network import run, trace_input
 from cnntrace.render.explanation import render_text
 from cnntrace.render.format import number
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE, write
 from tests.networks import IDS, make
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from cnntrace.cli import app
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.reference import reference_stages
 from cnntrace.schema import INPUT_SCHEMA
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE, reference, variant, write
 
 STAGE = {stage.name: stage for stage in reference_stages()}
@@ -479,7 +479,7 @@ def test_check_works_where_the_sigmoid_saturates_past_float64(tmp_path):
 
 
 def test_an_input_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
-    import cnntrace.network as network
+    import cnntrace.tracer as network
 
     def out_of_memory(problem):
         raise MemoryError

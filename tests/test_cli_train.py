@@ -150,7 +150,7 @@ def interrupt_after(monkeypatch, calls: int, how):
     forward_backward = network.Network.forward_backward
 
     def counting(self, *args, **kwargs):
-        if kwargs.get("trace", True) is False:  # a training pass, not a trace
+        if kwargs.get("tracing", True) is False:  # a training pass, not a trace
             count.append(1)
             if len(count) == calls:
                 how()

@@ -13,8 +13,8 @@ import cnntrace
 from cnntrace.errors import InputError
 from cnntrace.explain import explain, explain_all, parse_term
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.reference import reference_stages
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE
 
 STAGES = reference_stages()

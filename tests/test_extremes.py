@@ -23,12 +23,11 @@ from numpy.testing import assert_allclose, assert_array_equal
 from typer.testing import CliRunner
 
 from cnntrace import ops
+from cnntrace.api import trace
 from cnntrace.cli import app
 from cnntrace.errors import NumericError, TrainingDiverged
 from cnntrace.gradcheck import check
-from cnntrace.network import trace
-from cnntrace.problem import Problem
-from cnntrace.reference import reference_network, reference_stages
+from cnntrace.reference import reference_network, reference_problem, reference_stages
 from cnntrace.train import train
 from tests import naive
 from tests.inputs import reference_pass
@@ -48,7 +47,7 @@ runner = CliRunner()
 def pool_wins(t) -> np.ndarray:
     """How many pool windows each cell of A1 won, in A1's shape, as the trace marks them."""
     (pool,) = (layer for layer in t.problem.network.layers if layer.type == "maxpool")
-    return pool.wins(t)
+    return pool.wins(t.general_pass())
 
 
 def gradient_step(W1, B1, W2, B2, grads, lr):
@@ -99,7 +98,7 @@ class Net:
         return trace(*self.arrays(), **self.options, lr=lr)
 
     def problem(self, lr=0.1):
-        return Problem.build(*self.arrays(), **self.options, lr=lr)
+        return reference_problem(*self.arrays(), **self.options, lr=lr)
 
     def file(self, directory, name="in.json", lr=0.1):
         """The problem as an input file (repr keeps every float's digits, -0.0 included)."""

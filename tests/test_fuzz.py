@@ -39,8 +39,8 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.errors import CnntraceError
 from cnntrace.io import load_problem, problem_from_dict
-from cnntrace.network import run
 from cnntrace.reference import reference_stages
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE, reference
 
 STAGE = {stage.name: stage for stage in reference_stages()}

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.exercise import hand_input, hand_ready, hand_report, random_input
 from cnntrace.io import load_problem, problem_from_dict
-from cnntrace.layers import LeakyReLU, ReLU
-from cnntrace.network import run
+from cnntrace.layers.activation import LeakyReLU, ReLU
+from cnntrace.tracer import run
 
 runner = CliRunner()
 

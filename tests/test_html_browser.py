@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.render import View
 from cnntrace.render import html as render_html
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE, SAMPLES
 
 SOFTMAX = SAMPLES / "rgb-softmax.json"

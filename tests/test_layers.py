@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from networks import IDS, make
 
+from cnntrace.api import trace_input
 from cnntrace.gradcheck import check
 from cnntrace.io import problem_from_dict
-from cnntrace.network import run, trace_input
+from cnntrace.tracer import run
 
 SEEDS = (0, 1, 2)
 

@@ -194,7 +194,7 @@ def test_init_like_refuses_shapes_of_its_own(tmp_path):
 
 
 def test_a_network_too_large_is_refused_before_any_work(tmp_path, monkeypatch):
-    import cnntrace.problem
+    import cnntrace.limits
 
     data = {"X": np.zeros((2, 3, 40, 40)).tolist(), "Y": [0, 1],
             "layers": ["conv", "relu", "flatten", "dense", "softmax"],
@@ -202,7 +202,7 @@ def test_a_network_too_large_is_refused_before_any_work(tmp_path, monkeypatch):
             "W2": np.zeros((8 * 38 * 38, 2)).tolist(), "B2": [0.0, 0.0]}  # fmt: skip
     path = write(tmp_path, data)
     assert invoke("step", path, "--format", "json").exit_code == 0
-    monkeypatch.setattr(cnntrace.problem, "MAX_PASS_BYTES", 10**5)
+    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 10**5)
     result = invoke("step", path, "--format", "json")
     assert result.exit_code == 2 and result.stdout == ""
     assert "X: too large: 2 images of 3×40×40" in result.stderr and "of memory" in result.stderr

@@ -13,8 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
+from cnntrace.api import trace
 from cnntrace.errors import CnntraceError, NumericError
-from cnntrace.network import trace
 from cnntrace.reference import reference_network, reference_stages
 from tests import naive
 from tests.inputs import reference_pass

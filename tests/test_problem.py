@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cnntrace.errors import CnntraceError, InputError
-from cnntrace.problem import Problem
+from cnntrace.reference import reference_problem
 
 
 def inputs(**changed):
@@ -27,13 +27,13 @@ def filters(problem) -> int:
 
 def refused(**changed) -> InputError:
     with pytest.raises(InputError) as raised:
-        Problem.build(**inputs(**changed))
+        reference_problem(**inputs(**changed))
     assert isinstance(raised.value, CnntraceError)
     return raised.value
 
 
 def test_the_reference_problem_is_accepted_with_the_default_options():
-    problem = Problem.build(**inputs())
+    problem = reference_problem(**inputs())
     r = problem.reference
     options = (r.stride, r.padding, r.pool, r.pool_stride, problem.lr)
     assert options == (1, 0, 2, 2, 0.1)
@@ -82,7 +82,7 @@ def test_a_kernel_larger_than_the_image_is_refused(X_shape, W1_shape):
 
 def test_padding_that_makes_the_kernel_fit_is_accepted():
     # 2×2 framed by 1 zero is 4×4: the 3×3 kernel fits, Z1 is 2×2, pool 2 leaves a single P1.
-    problem = Problem.build(**inputs(X=np.ones((2, 2)), W2=[1.0]), padding=1)
+    problem = reference_problem(**inputs(X=np.ones((2, 2)), W2=[1.0]), padding=1)
     assert problem.reference.padding == 1
 
 
@@ -93,7 +93,7 @@ def test_a_pool_window_larger_than_Z1_is_refused(W1_shape, pool):
 
 
 def test_a_pool_window_as_large_as_Z1_is_accepted():
-    assert Problem.build(**inputs(W1=np.ones((5, 4)), W2=[1.0]), pool=2).reference.pool == 2
+    assert reference_problem(**inputs(W1=np.ones((5, 4)), W2=[1.0]), pool=2).reference.pool == 2
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_W2_length_follows_the_number_of_filters():
     # Two filters double F: 2 × 2×2 = 8.
     error = refused(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0])
     assert error.key == "W2" and "expected 8 " in error.message
-    assert filters(Problem.build(**inputs(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0], W2=np.ones(8)))) == 2
+    assert filters(reference_problem(**inputs(W1=np.ones((2, 3, 3)), B1=[0.0, 0.0], W2=np.ones(8)))) == 2
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_labels_must_lie_in_0_to_1(Y):
 @pytest.mark.parametrize("Y", [0.0, 1.0, 0.25, [1.0], [0.0, 1.0, 0.5]])
 def test_labels_at_and_between_0_and_1_are_accepted(Y):
     X = np.ones((3, 6, 6)) if np.size(Y) == 3 else np.ones((6, 6))
-    assert Problem.build(**inputs(X=X, Y=Y)).inputs["Y"].size == np.size(Y)
+    assert reference_problem(**inputs(X=X, Y=Y)).inputs["Y"].size == np.size(Y)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
@@ -180,21 +180,21 @@ def test_NaN_or_infinity_anywhere_is_refused_under_its_key(key, bad):
 )  # fmt: skip
 def test_sizes_must_be_whole_numbers_in_range(option, value):
     with pytest.raises(InputError) as raised:
-        Problem.build(**inputs(), **{option: value})
+        reference_problem(**inputs(), **{option: value})
     assert raised.value.key == option
 
 
 @pytest.mark.parametrize("lr", [0, 0.0, -0.1, math.nan, math.inf, True, False, "0.1", None])
 def test_lr_must_be_a_positive_finite_number(lr):
     with pytest.raises(InputError) as raised:
-        Problem.build(**inputs(), lr=lr)
+        reference_problem(**inputs(), lr=lr)
     assert raised.value.key == "lr"
 
 
 def test_integral_floats_and_numpy_integers_are_accepted_as_sizes():
     # 8×8 framed by 1 is 10×10; the 3×3 kernel at stride 2 gives Z1 4×4 and pool 2 P1 2×2.
     sizes = {"stride": 2.0, "padding": np.int64(1), "pool": 2.0, "pool_stride": np.float64(2.0)}
-    problem = Problem.build(**inputs(X=np.ones((8, 8))), **sizes)
+    problem = reference_problem(**inputs(X=np.ones((8, 8))), **sizes)
     r = problem.reference
     built = (r.stride, r.padding, r.pool, r.pool_stride)
     assert built == (2, 1, 2, 2)
@@ -202,12 +202,12 @@ def test_integral_floats_and_numpy_integers_are_accepted_as_sizes():
 
 
 def test_pool_stride_defaults_to_pool():
-    assert Problem.build(**inputs(W2=[1.0]), pool=3).reference.pool_stride == 3
-    assert Problem.build(**inputs(W2=np.ones(9)), pool=2, pool_stride=1).reference.pool_stride == 1
+    assert reference_problem(**inputs(W2=[1.0]), pool=3).reference.pool_stride == 3
+    assert reference_problem(**inputs(W2=np.ones(9)), pool=2, pool_stride=1).reference.pool_stride == 1
 
 
 def test_lr_is_stored_as_a_float():
-    problem = Problem.build(**inputs(), lr=1)
+    problem = reference_problem(**inputs(), lr=1)
     assert problem.lr == 1.0 and type(problem.lr) is float
 
 
@@ -215,7 +215,7 @@ def test_lr_is_stored_as_a_float():
 
 
 def test_general_shapes_add_the_image_and_filter_axes():
-    problem = Problem.build(**inputs(W2=np.ones((4, 1)), B2=[[0.5]]))
+    problem = reference_problem(**inputs(W2=np.ones((4, 1)), B2=[[0.5]]))
     weights = problem.general_weights()
     shapes = [problem.general_X().shape, problem.general_target.shape,
               *(weights[p].shape for p in ("W1", "B1", "W2", "B2"))]  # fmt: skip
@@ -224,7 +224,7 @@ def test_general_shapes_add_the_image_and_filter_axes():
 
 
 def test_general_returns_copies_that_leave_the_problem_untouched():
-    problem = Problem.build(**inputs())
+    problem = reference_problem(**inputs())
     weights = problem.general_weights()
     for value in weights.values():
         value.flat[0] = 99.0
@@ -234,14 +234,14 @@ def test_general_returns_copies_that_leave_the_problem_untouched():
 
 
 def test_present_drops_the_axes_the_user_did_not_write():
-    from cnntrace.network import run
+    from cnntrace.tracer import run
 
-    single = Problem.build(**inputs())
+    single = reference_problem(**inputs())
     assert single.present("Z1", np.zeros((1, 1, 4, 4))).shape == (4, 4)
     assert single.present("F", np.zeros((1, 4))).shape == (4,)
     assert single.present("Z2", np.zeros((1, 1))).shape == ()
     three_filters = {"W1": np.ones((3, 3, 3)), "B1": [0.0] * 3, "W2": np.ones(12)}
-    batch = Problem.build(**inputs(X=np.ones((2, 6, 6)), Y=[0.0, 1.0], **three_filters))
+    batch = reference_problem(**inputs(X=np.ones((2, 6, 6)), Y=[0.0, 1.0], **three_filters))
     assert batch.present("Z1", np.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)
     assert batch.present("F", np.zeros((2, 12))).shape == (2, 12)
     assert batch.present("Z2", np.zeros((2, 1))).shape == (2,)
@@ -259,13 +259,13 @@ def test_strings_booleans_and_none_inside_arrays_are_refused(key, value):
     }  # fmt: skip
     inputs[key] = value
     with pytest.raises(InputError) as caught:
-        Problem.build(**inputs)
+        reference_problem(**inputs)
     assert caught.value.key == key
 
 
 def test_a_single_weight_is_named_in_the_singular():
     with pytest.raises(InputError, match="expected 1 weight, one per entry"):
-        Problem.build([[0.1, 0.2], [0.3, 0.4]], 1, [[0.5, 0.5], [0.5, 0.5]], 0.0, [0.1, 0.2], 0.0, pool=1)
+        reference_problem([[0.1, 0.2], [0.3, 0.4]], 1, [[0.5, 0.5], [0.5, 0.5]], 0.0, [0.1, 0.2], 0.0, pool=1)
 
 
 # -- sizes refused before any work ---------------------------------------------------------
@@ -273,14 +273,14 @@ def test_a_single_weight_is_named_in_the_singular():
 
 def test_huge_padding_is_refused_naming_padding_before_any_work():
     with pytest.raises(InputError) as caught:
-        Problem.build(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0] * 4, 0, padding=100_000)
+        reference_problem(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0] * 4, 0, padding=100_000)
     error = caught.value
     assert error.key == "padding"
     assert "Z1 is 200004×200004" in error.message and "TiB of memory" in error.message and "allows 4 GiB" in error.message
 
 
 def test_a_kernel_that_would_take_hours_is_refused_by_its_multiply_adds():
-    from cnntrace.problem import check_pass_size
+    from cnntrace.reference import check_pass_size
 
     with pytest.raises(InputError) as caught:
         check_pass_size(1, 1, (3000, 3000), (1500, 1500))
@@ -290,20 +290,20 @@ def test_a_kernel_that_would_take_hours_is_refused_by_its_multiply_adds():
 def test_a_pool_window_that_would_take_minutes_is_refused_naming_pool():
     """The pooling loops over the window's offsets: a tiny file with a huge window is work."""
     with pytest.raises(InputError) as caught:
-        Problem.build(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0], 0, padding=1000, pool=2000)
+        reference_problem(np.ones((6, 6)), 1, np.ones((3, 3)), 0, [1.0], 0, padding=1000, pool=2000)
     assert caught.value.key == "pool" and "2000×2000 pool window" in caught.value.message
 
 
 def test_a_batch_is_checked_by_the_pass_that_holds_it(monkeypatch):
     """Each image must fit when the file is read; the whole batch only where a pass holds it
     all at once (step), while training holds one mini-batch."""
-    import cnntrace.problem
-    from cnntrace.network import run
+    import cnntrace.limits
+    from cnntrace.tracer import run
     from cnntrace.train import train
 
-    problem = Problem.build(np.ones((50, 6, 6)), [1.0] * 50, np.ones((3, 3)), 0, [0.1] * 4, 0)
+    problem = reference_problem(np.ones((50, 6, 6)), [1.0] * 50, np.ones((3, 3)), 0, [0.1] * 4, 0)
     per_image = 8 * (2 * 36 + 2 * 36 + 7 * 16 + 4 * 4)
-    monkeypatch.setattr(cnntrace.problem, "MAX_PASS_BYTES", 10 * per_image)
+    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 10 * per_image)
     with pytest.raises(InputError, match="50 images of 6×6"):
         run(problem)
     assert len(list(train(problem, 1, batch_size=10))) == 1
@@ -312,7 +312,7 @@ def test_a_batch_is_checked_by_the_pass_that_holds_it(monkeypatch):
 
 
 def test_sizes_of_a_large_but_sane_input_pass():
-    from cnntrace.problem import check_pass_size
+    from cnntrace.reference import check_pass_size
 
     check_pass_size(20_000, 1, (28, 28), (3, 3))  # the benchmark's dataset
     check_pass_size(1, 1, (600, 600), (3, 3))

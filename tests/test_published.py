@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from cnntrace.network import trace_input
+from cnntrace.api import trace_input
 
 
 def _conv_case():

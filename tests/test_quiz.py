@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from cnntrace.cli import app
 from cnntrace.explain import explain_entry
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.quiz import diagnose, parse_answer, run_quiz
 from cnntrace.render.explanation import render_text
+from cnntrace.tracer import run
 
 runner = CliRunner()
 HAND = Path(__file__).parent / "golden" / "hand-12.json"

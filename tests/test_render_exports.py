@@ -23,9 +23,9 @@ from rich.console import Console
 
 import cnntrace
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.reference import reference_stages
 from cnntrace.render import View, latex, markdown, table
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE
 
 STAGES = reference_stages()
@@ -209,7 +209,7 @@ def test_every_stage_has_a_title_in_every_export():
 
 
 def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
-    from cnntrace.network import trace as run_trace
+    from cnntrace.api import trace as run_trace
 
     rng = np.random.default_rng(5)
     t = run_trace(rng.normal(size=(2, 4, 5)), [1, 0], rng.normal(size=(2, 3, 3)), [0.1, -0.1],

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from cnntrace.cli import app
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.render.format import number
 from cnntrace.render.sheet import Sheet, render_latex, render_markdown
+from cnntrace.tracer import run
 
 runner = CliRunner()
 GOLDEN = Path(__file__).parent / "golden"

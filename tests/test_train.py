@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from cnntrace import ops
 from cnntrace.errors import TrainingDiverged
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.problem import Problem
+from cnntrace.reference import reference_problem
+from cnntrace.tracer import run
 from cnntrace.train import minibatches, presented, starting_parameters, train
 from tests.inputs import REFERENCE, SAMPLES
 
@@ -25,7 +26,7 @@ def batch_problem(M=6, seed=0, **options) -> Problem:
     """M random 6×6 images with labels 0/1 and the reference's parameters."""
     rng = np.random.default_rng(seed)
     reference = load_problem(REFERENCE)
-    return Problem.build(
+    return reference_problem(
         rng.uniform(0, 2, size=(M, 6, 6)), (rng.random(M) < 0.5).astype(float),
         *(reference.inputs[name] for name in PARAMETERS), **options,
     )  # fmt: skip
@@ -35,7 +36,7 @@ def with_parameters(problem: Problem, parameters: dict) -> Problem:
     """The reference problem with these parameters (in the input's shapes) instead of its own."""
     r = problem.reference
     values = {**problem.inputs, **parameters}
-    return Problem.build(
+    return reference_problem(
         *(values[name] for name in ("X", "Y", *PARAMETERS)),
         stride=r.stride, padding=r.padding, pool=r.pool, pool_stride=r.pool_stride, lr=problem.lr,
     )  # fmt: skip
@@ -43,7 +44,7 @@ def with_parameters(problem: Problem, parameters: dict) -> Problem:
 
 def general_pass(problem: Problem, X, Y, weights, trace=True) -> dict:
     """The problem's network on these images and labels (general shapes) and weights."""
-    return problem.network.forward_backward(X, Y, weights, trace=trace)
+    return problem.network.forward_backward(X, Y, weights, tracing=trace)
 
 
 def epochs_of(problem, epochs, **options):
@@ -66,7 +67,7 @@ def test_training_pass_gives_exactly_the_traced_values(M, K, kernel, stride, pad
     n = K * ops.output_size(Ho, pool, pool) * ops.output_size(Wo, pool, pool)
     args = (X, rng.random(M), rng.normal(size=(K, kernel, kernel)), rng.normal(size=K),
             rng.normal(size=n), np.array(rng.normal()))  # fmt: skip
-    problem = Problem.build(*args, stride=stride, padding=padding, pool=pool, pool_stride=pool)
+    problem = reference_problem(*args, stride=stride, padding=padding, pool=pool, pool_stride=pool)
     assert problem.network.params == PARAMETERS
     inputs = (problem, problem.general_X(), problem.general_target, problem.general_weights())
     traced = general_pass(*inputs)

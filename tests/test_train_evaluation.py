@@ -40,9 +40,9 @@ def test_momentum_by_hand_two_steps():
     network, lr, beta = problem.network, problem.lr, 0.5
     X, Y = problem.general_X(), problem.general_target
     P0 = problem.general_weights()
-    g0 = network.forward_backward(X, Y, P0, trace=False)
+    g0 = network.forward_backward(X, Y, P0, tracing=False)
     P1 = {p: P0[p] - lr * g0[f"dL_d{p}"] for p in network.params}
-    g1 = network.forward_backward(X, Y, P1, trace=False)
+    g1 = network.forward_backward(X, Y, P1, tracing=False)
     P2 = {p: P1[p] - lr * (beta * g0[f"dL_d{p}"] + g1[f"dL_d{p}"]) for p in network.params}
     epochs = list(train(problem, 2, momentum=beta))
     for p in network.params:
@@ -116,7 +116,7 @@ def test_test_loss_and_accuracy_are_the_trained_networks_on_the_test_set():
     assert epochs[-1].test_loss == pytest.approx(loss, rel=1e-12)
     assert epochs[-1].test_accuracy == accuracy
     # the loss of the pass itself on all the test images at once
-    whole = test.network.forward_backward(test.general_X(), test.general_target, epochs[-1].parameters, trace=False)
+    whole = test.network.forward_backward(test.general_X(), test.general_target, epochs[-1].parameters, tracing=False)
     assert loss == pytest.approx(float(whole["L"]), rel=1e-12)
     counts = confusion(test, epochs[-1].parameters)
     assert counts.shape == (10, 10) and counts.sum() == test.M

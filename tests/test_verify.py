@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cnntrace.api import trace_input
 from cnntrace.cli import app
-from cnntrace.network import trace_input
 from cnntrace.verify import PRESETS, summary, verify
 from tests.networks import IDS, make
 
@@ -479,7 +479,7 @@ def test_a_training_pass_keeps_the_convention_of_relu_at_zero():
     t = relu_at_zero({"relu_grad_at_zero": 1})
     problem = t.problem
     values = problem.network.forward_backward(problem.general_X(), problem.general_target,
-                                              problem.general_weights(), trace=False)  # fmt: skip
+                                              problem.general_weights(), tracing=False)  # fmt: skip
     for name in problem.network.params:
         assert np.array_equal(values[f"dL_d{name}"], t.general_pass().value(f"dL_d{name}")), name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from cnntrace.problem import shape_text
+from cnntrace.text import shape_text
 
 #: The human-readable views summarize what no one reads entry by entry: a matrix with more
 #: rows or columns than SUMMARY_SIDE shows its first and last EDGE rows and columns, and of

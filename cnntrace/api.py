@@ -1,0 +1,31 @@
+"""The Python functions the README documents: trace the reference network from its arrays,
+or any input as a dict, the way an input file writes it."""
+
+from __future__ import annotations
+
+from cnntrace.io import problem_from_dict
+from cnntrace.reference import reference_problem
+from cnntrace.tracer import Trace, run
+
+__all__ = ["Trace", "run", "trace", "trace_input"]
+
+
+def trace(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=None, lr=0.1) -> Trace:
+    """Run the reference network on these inputs and return every matrix of the pass.
+
+    X: an H×W image or an M×H×W batch; Y: its label(s) in [0, 1]; W1: a kh×kw filter or
+    K×kh×kw filters; B1: one bias per filter; W2: one weight per entry of F; B2: a number.
+    Lists and numpy arrays both work. Raises InputError for values that don't fit and
+    NumericError when a stage overflows float64. For any other network, see ``trace_input``.
+    """
+    problem = reference_problem(
+        X, Y, W1, B1, W2, B2,
+        stride=stride, padding=padding, pool=pool, pool_stride=pool_stride, lr=lr,
+    )  # fmt: skip
+    return run(problem)
+
+
+def trace_input(data: dict) -> Trace:
+    """Trace a whole input as a dict, the way an input file writes it: ``{"X": …, "Y": …,
+    "layers": [...], "W1": …}`` (or the reference form without ``layers``)."""
+    return run(problem_from_dict(data))

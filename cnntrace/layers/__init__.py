@@ -1,0 +1,19 @@
+"""The layer kinds: one module per kind or family, and the registry, the one list to add a
+kind to. Everything cnntrace knows about a kind lives in its module (see base.Layer); the
+input's parser, the JSON Schema, the size guard, the hand exercises and the tests read it
+from here.
+"""
+
+from cnntrace.layers.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
+from cnntrace.layers.conv import Conv
+from cnntrace.layers.dense import Dense
+from cnntrace.layers.flatten import Flatten
+from cnntrace.layers.pool import AvgPool, MaxPool
+
+#: Every layer kind by the name input files give it, in the order the schema lists them.
+KINDS: dict[str, type[Layer]] = {
+    kind.type: kind for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax)
+}
+
+__all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]

@@ -1,0 +1,444 @@
+"""Element-wise activations (and the softmax): A = f(Z), with dA/dZ a stage of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from cnntrace import naming, ops
+from cnntrace.errors import InputError
+from cnntrace.layers.base import (
+    AMBIGUITY,
+    Annotation,
+    Convention,
+    Explained,
+    Hand,
+    Layer,
+    Layout,
+    Mistake,
+    Rule,
+    Stage,
+    convention_option,
+    grad_stage,
+    number_option,
+    stage,
+)
+from cnntrace.naming import grad
+from cnntrace.terms import MINUS, Factor, Term, constant
+
+
+class ActivationCache(NamedTuple):
+    """What an activation keeps for its backward pass: its input and output (in training, a
+    ReLU keeps only its mask, as ``z``)."""
+
+    z: np.ndarray
+    a: np.ndarray | None
+
+
+class LocalDerivative(NamedTuple):
+    """How the derivation writes an activation's dA/dZ."""
+
+    equation: str  # "1 − A1²"
+    chain: str  # the chain rule's right side: "tanh′(Z1)"
+    simplified: str
+    factors: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """A = f(Z) element-wise; its local derivative dA/dZ is a stage of its own."""
+
+    letter: ClassVar[str] = "A"
+    activation: ClassVar[bool] = True
+    keeps_output: ClassVar[bool] = True  # (Z, A): tanh′ and σ′ are read from A
+    function: ClassVar[str]  # as equations write it: ReLU, σ, tanh
+
+    @property
+    def local(self) -> str:
+        """The name of its local derivative: dA1_dZ1 (dA1_dP1 after a pooling)."""
+        return naming.local(self.output, self.input)
+
+    def value(self, z):
+        raise NotImplementedError
+
+    def derivative(self, z, a):
+        """dA/dZ, element-wise, from its input and output."""
+        raise NotImplementedError
+
+    def derivative_text(self) -> LocalDerivative:
+        """How the derivation writes dA/dZ."""
+        raise NotImplementedError
+
+    def forward(self, x, weights, tracing, overwrite=False):
+        a = self.value(x)
+        return a, ActivationCache(x, a)
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        z, a = cache
+        local = self.derivative(z, a)
+        out = {self.local: local} if tracing else {}
+        if need_input:
+            out[self.input_gradient] = d_out * local
+        return out
+
+    def through(self, d_out, local):
+        """dL/dZ from dL/dA and dA/dZ: element-wise (softmax: the Jacobian's transpose)."""
+        return d_out * local
+
+    def resume(self, d_out, stages, given):
+        out = super().resume(d_out, stages, given)
+        d_in = self.input_gradient
+        if self.local in given and d_in in out and d_in not in given:
+            out[d_in] = self.through(d_out, given[self.local])
+        return out
+
+    def _local_mistake(self, values, id_: str, message: str, local) -> Mistake:
+        """The local derivative dA/dZ taken as ``local``, and dL/dZ from it."""
+        return Mistake(id_, message, {self.local: local, self.input_gradient: self.through(values[grad(self.output)], local)})
+
+    def local_stage(self, ctx) -> Stage:
+        z, a = self.input, self.output
+        local = self.derivative_text()
+        rule = Rule(f"∂{a}/∂{z} = {local.chain}", local.simplified, local.factors, local.note)
+        return stage(self.local, "backward", local.equation, None, rule, of=z)
+
+    def stages(self, ctx):
+        z, a = self.input, self.output
+        forward = [stage(a, "forward", f"{self.function}({z})", None)]
+        backward = [
+            self.local_stage(ctx),
+            grad_stage(z, f"dL/d{a} ⊙ d{a}/d{z}", None,
+                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", f"∂L/∂{a} ⊙ {self.function}′({z})",
+                        (grad(a), self.local), self.flow_note())),
+        ]  # fmt: skip
+        return forward, backward
+
+    def flow_note(self) -> str:
+        return ""
+
+    def explain(self, t, name, index):
+        z, a = self.input, self.output
+        if name == a:
+            return self.explain_value(t, t.factor(z, index))
+        if name == self.local:
+            return self.explain_local(t, index)
+        terms = [Term((t.factor(grad(a), index), t.factor(self.local, index)))]
+        return Explained(f"dL/d{a}[h,w]·d{a}/d{z}[h,w]", terms, None, [])
+
+    def explain_value(self, t, z: Factor):
+        return Explained(f"{self.function}({self.input})", [Term((z,))], self.function, [])
+
+    def explain_local(self, t, index):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ReLU(Activation):
+    type: ClassVar[str] = "relu"
+    function: ClassVar[str] = "ReLU"
+    DESCRIPTION: ClassVar[str] = "max(Z, 0); ReLU′(0) = 0."
+    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {
+        "relu_grad_at_zero": Convention("grad_at_zero", (0, 1), "ReLU′(0)."),
+    }
+    OPTIONS: ClassVar[dict] = {
+        "grad_at_zero": convention_option(CONVENTIONS["relu_grad_at_zero"], "ReLU′(0): 0 (PyTorch) or 1."),
+    }
+
+    keeps_output: ClassVar[bool] = False  # in training, only its mask
+
+    grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
+
+    def options(self):
+        return "relu" if self.grad_at_zero == 0 else {"type": "relu", "grad_at_zero": self.grad_at_zero}
+
+    def describe(self):
+        return "relu" if self.grad_at_zero == 0 else "relu (ReLU′(0) = 1)"
+
+    def value(self, z):
+        return ops.relu_forward(z)
+
+    def forward(self, x, weights, tracing, overwrite=False):
+        if tracing:
+            a = self.value(x)
+            return a, (x, a)
+        # Training keeps only the mask, as booleans (an eighth of dA/dZ's memory): Z and A
+        # can go as soon as the next layer is done with A; A takes Z's place when it may.
+        mask = (ops.relu_mask if self.grad_at_zero == 0 else ops.relu_mask_inclusive)(x)
+        return ops.relu_forward(x, out=x if overwrite else None), ActivationCache(mask, None)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        Z = values[z]
+        at_zero = 1 - self.grad_at_zero
+        local = ops.relu_grad_inclusive(Z) if at_zero else ops.relu_grad(Z)
+        return [
+            self._local_mistake(values, "relu_grad_at_zero", f"ReLU′(0) taken as {at_zero} where {z} = 0", local)
+            ._replace(convention=("relu_grad_at_zero", at_zero)),
+            Mistake("relu_mask_missing", f"dL/d{z} = dL/d{a}: the ReLU mask (1 where {z} > 0) was left out",
+                    {self.input_gradient: values[grad(a)]}),
+        ]  # fmt: skip
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        if tracing:
+            return super().backward(d_out, cache, weights, need_input=need_input, tracing=tracing)
+        mask, _ = cache
+        # In training, dL/dA is the pass's own and read no more: dL/dZ takes its place.
+        return {self.input_gradient: np.multiply(d_out, mask, out=d_out)} if need_input else {}
+
+    def derivative(self, z, a):
+        return ops.relu_grad(z) if self.grad_at_zero == 0 else ops.relu_grad_inclusive(z)
+
+    def derivative_text(self):
+        z = self.input
+        return LocalDerivative(f"1 where {z} > 0, else 0", f"ReLU′({z})", f"1 where {z} > 0, 0 where {z} ≤ 0", (z,), f"the ReLU mask, read from {z}")  # fmt: skip
+
+    def flow_note(self):
+        z = self.input
+        return f"the gradient passes where {z} > 0 and stops where {z} ≤ 0"
+
+    def explain_value(self, t, z):
+        a = self.output
+        note = f"{z.label} {f'> 0, so {a} = {self.input}' if z.value > 0 else f'≤ 0, so {a} = 0'}"
+        zz = self.input
+        return Explained(f"ReLU({zz}[h,w]) = max({zz}[h,w], 0)", [Term((z,))], "ReLU", [note])
+
+    def explain_local(self, t, index):
+        z = t.factor(self.input, index)
+        if self.grad_at_zero:
+            note = f"{z.label} {'≥ 0, so 1 (ReLU′(0) = 1 by the convention)' if z.value >= 0 else '< 0, so 0'}"
+            return Explained(f"1 if {self.input}[h,w] ≥ 0 else 0", [Term((z,))], "step", [note])
+        note = f"{z.label} {'> 0, so 1' if z.value > 0 else '≤ 0, so 0 (ReLU′(0) = 0)'}"
+        return Explained(f"1 if {self.input}[h,w] > 0 else 0", [Term((z,))], "step", [note])
+
+    def kinks(self, cache):
+        z, _ = cache
+        return (z > 0,) if z.dtype != bool else (z,)
+
+    def ambiguities(self, x):
+        return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
+
+    def annotate(self, t):
+        z, a = self.input, self.output
+        mask = t.value(self.local)
+        passed, total = int(mask.sum()), mask.size
+        return {
+            a: Annotation(before=(f"{z} > 0 in {passed} of {total} cells: {a} = {z} there, 0 elsewhere "
+                                  f"(the ReLU mask d{a}/d{z})",)),  # fmt: skip
+            self.local: Annotation(after=(f"{passed} of {total} cells of {z} are > 0 and pass the gradient",)),
+        }
+
+
+@dataclass(frozen=True)
+class LeakyReLU(Activation):
+    type: ClassVar[str] = "leaky_relu"
+    function: ClassVar[str] = "LeakyReLU"
+    DESCRIPTION: ClassVar[str] = "Z where Z > 0, alpha·Z elsewhere."
+    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
+    OPTIONS: ClassVar[dict] = {"alpha": number_option(0.01, "The slope where Z ≤ 0.", "alpha")}
+
+    alpha: float = 0.01
+
+    def options(self):
+        return {"type": "leaky_relu", "alpha": self.alpha}
+
+    def describe(self):
+        return f"leaky_relu (alpha {self.alpha:g})"
+
+    def value(self, z):
+        return ops.leaky_relu_forward(z, self.alpha)
+
+    def derivative(self, z, a):
+        return ops.leaky_relu_grad(z, self.alpha)
+
+    def derivative_text(self):
+        z = self.input
+        return LocalDerivative(f"1 where {z} > 0, else {self.alpha:g}", f"LeakyReLU′({z})", f"1 where {z} > 0, α = {self.alpha:g} where {z} ≤ 0", (z,), f"read from {z}: the slope is α = {self.alpha:g} where {z} ≤ 0")  # fmt: skip
+
+    def explain_value(self, t, z):
+        zz, a = self.input, self.output
+        note = f"{z.label} {f'> 0, so {a} = {zz}' if z.value > 0 else f'≤ 0, so {a} = {self.alpha:g}·{zz}'}"
+        return Explained(f"LeakyReLU({zz}[h,w]) = {zz} if > 0 else {self.alpha:g}·{zz}", [Term((z,))], "LeakyReLU", [note], self.alpha)  # fmt: skip
+
+    def explain_local(self, t, index):
+        z = t.factor(self.input, index)
+        note = f"{z.label} {'> 0, so 1' if z.value > 0 else f'≤ 0, so α = {self.alpha:g}'}"
+        return Explained(f"1 if {self.input}[h,w] > 0 else α", [Term((z,))], "leaky step", [note], self.alpha)
+
+    def kinks(self, cache):
+        z, _ = cache
+        return (z > 0,)
+
+    def ambiguities(self, x):
+        return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
+
+
+@dataclass(frozen=True)
+class Tanh(Activation):
+    type: ClassVar[str] = "tanh"
+    function: ClassVar[str] = "tanh"
+    DESCRIPTION: ClassVar[str] = "tanh(Z)."
+    HAND: ClassVar[Hand] = Hand(saturates=True)
+
+    def value(self, z):
+        return ops.tanh_forward(z)
+
+    def derivative(self, z, a):
+        return ops.tanh_grad(a)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        Z, A = values[z], values[a]
+        return [
+            self._local_mistake(values, "tanh_grad_from_input", f"tanh′ taken as 1 − {z}² (from {z}, "
+                                f"not from {a} = tanh({z}))", 1 - Z * Z),
+            self._local_mistake(values, "tanh_grad_unsquared", f"tanh′ taken as 1 − {a} (the square left out)", 1 - A),
+        ]  # fmt: skip
+
+    def derivative_text(self):
+        a, z = self.output, self.input
+        return LocalDerivative(f"1 − {a}²", f"tanh′({z})", f"1 − tanh²({z}) = 1 − {a}²", (a,), "")
+
+    def explain_value(self, t, z):
+        return Explained(f"tanh({self.input}) = (e^z − e^−z)/(e^z + e^−z)", [Term((z,))], "tanh", [])
+
+    def explain_local(self, t, index):
+        a = t.factor(self.output, index)
+        return Explained(f"1 − {self.output}²", [Term((constant("1", 1.0),)), Term((MINUS, a, a))], None, [])
+
+
+@dataclass(frozen=True)
+class Sigmoid(Activation):
+    type: ClassVar[str] = "sigmoid"
+    function: ClassVar[str] = "σ"
+    DESCRIPTION: ClassVar[str] = "σ(Z) = 1 / (1 + e^−Z)."
+    HAND: ClassVar[Hand] = Hand(saturates=True)
+    pairs_with: ClassVar[str] = "bce"
+    classifies: ClassVar[str] = "threshold"
+
+    def value(self, z):
+        return ops.sigmoid(z)
+
+    def derivative(self, z, a):
+        return ops.sigmoid_grad(z)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        A = values[a]
+        twice = values[self.input_gradient] * A * (1 - A)
+        return [
+            Mistake("sigmoid_derivative_twice", f"the right dL/d{z} times {a}·(1 − {a}) again, with BCE "
+                    f"(({a} − Y)/N)·{a}·(1 − {a}): the sigmoid's derivative was applied twice; with BCE "
+                    f"it cancels, dL/d{z} = ({a} − Y)/N",
+                    {self.input_gradient: twice}),
+            self._local_mistake(values, "sigmoid_grad_from_input", f"σ′ taken as {z}·(1 − {z}) (from {z}, "
+                                f"not from {a} = σ({z}))", values[z] * (1 - values[z])),
+        ]  # fmt: skip
+
+    def derivative_text(self):
+        a, z = self.output, self.input
+        return LocalDerivative(f"{a}·(1 − {a})", f"σ′({z})", f"σ({z})·(1 − σ({z})) = {a}·(1 − {a})", (a,), "")
+
+    def explain_value(self, t, z):
+        return Explained(f"σ({self.input}) = 1 / (1 + e^(−{self.input}))", [Term((z,))], "σ", [])
+
+    def explain_local(self, t, index):
+        a = t.factor(self.output, index)
+        z = float(t.value(self.input)[index])
+        one_minus = Factor(f"(1 − {self.output})", a.index, float(ops.sigmoid(np.float64(-z))), self.output)
+        return Explained(f"{self.output}·(1 − {self.output})", [Term((a, one_minus))], None, [])
+
+
+@dataclass(frozen=True)
+class Softmax(Activation):
+    """A = softmax(Z) over each image's units; its local derivative is the Jacobian
+    diag(A) − A·Aᵀ of each image, (n, n)."""
+
+    type: ClassVar[str] = "softmax"
+    function: ClassVar[str] = "softmax"
+    DESCRIPTION: ClassVar[str] = "exp(Z)/Σexp(Z) over the units; only as the last layer."
+    input_form: ClassVar[str] = "vector"
+    last_only: ClassVar[bool] = True
+    pairs_with: ClassVar[str] = "cross_entropy"
+    classifies: ClassVar[str] = "argmax"
+
+    def infer(self, layout, given):
+        if layout.form != "vector":
+            raise InputError("softmax works over a vector of units: it comes after a dense layer",
+                             key=self.place.key())  # fmt: skip
+        return Layout(layout.shape, True), {}
+
+    def value(self, z):
+        return ops.softmax(z)
+
+    def derivative(self, z, a):
+        return ops.softmax_jacobian(a)
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        z, a = cache
+        out = {self.local: self.derivative(z, a)} if tracing else {}
+        if need_input:  # Jacobianᵀ·dL/dA without making the Jacobian
+            out[self.input_gradient] = ops.softmax_backward(d_out, a)
+        return out
+
+    def through(self, d_out, local):
+        return np.einsum("mji,mj->mi", local, d_out)
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        A = values[a]
+        return [
+            Mistake("softmax_derivative_twice", f"dL/d{z} passed through the softmax's Jacobian once more: "
+                    f"with cross-entropy it cancels, dL/d{z} = ({a} − Y)/N",
+                    {self.input_gradient: ops.softmax_backward(values[self.input_gradient], A)}),
+            Mistake("softmax_diagonal_only", f"dL/d{z} = dL/d{a} ⊙ {a}·(1 − {a}): the softmax taken "
+                    "element-wise, its Jacobian's off-diagonal terms −A[i]·A[j] left out",
+                    {self.input_gradient: values[grad(a)] * A * (1 - A)}),
+            Mistake("softmax_target_missing", f"dL/d{z} = {a}/N: the −Y of softmax with cross-entropy left out",
+                    {self.input_gradient: A / len(A)}),
+        ]  # fmt: skip
+
+    def derivative_text(self):
+        a, z = self.output, self.input
+        return LocalDerivative(f"diag({a}) − {a}·{a}ᵀ", f"softmax′({z})", f"∂{a}[i]/∂{z}[j] = {a}[i]·(δij − {a}[j])", (a,), "one n×n Jacobian per image: row i, column j")  # fmt: skip
+
+    def local_stage(self, ctx) -> Stage:
+        (n,) = ctx.layouts[self.input].shape
+        return super().local_stage(ctx)._replace(layout=Layout((n, n), kind="jacobian"))
+
+    def stages(self, ctx):
+        z, a = self.input, self.output
+        forward = [stage(a, "forward", f"exp({z}) / Σexp({z})", None)]
+        backward = [
+            self.local_stage(ctx),
+            grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a}", None,
+                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", f"{a} ⊙ (∂L/∂{a} − Σ ∂L/∂{a}⊙{a})",
+                        (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
+        ]  # fmt: skip
+        return forward, backward
+
+    def explain(self, t, name, index):
+        z, a = self.input, self.output
+        if name == a:
+            m, i = index
+            Z = t.value(z)[m]
+            top = float(Z.max())
+            terms = [Term((Factor(f"exp({z}[{j}] − max)", t.user_index(z, (m, j)), float(np.exp(Z[j] - top)), z),))
+                     for j in range(Z.shape[0])]  # fmt: skip
+            notes = [f"max = {top!r}, subtracted from every {z} entry so that exp never overflows",
+                     f"the share of term {i} in the sum"]  # fmt: skip
+            return Explained(f"exp({z}[i]) / Σ_j exp({z}[j])", terms, "share", notes, i)
+        if name == self.local:
+            m, i, j = index
+            ai, aj = t.factor(a, (m, i)), t.factor(a, (m, j))
+            terms = ([Term((ai,))] if i == j else []) + [Term((MINUS, ai, aj))]
+            return Explained(f"{a}[i]·(δij − {a}[j])", terms, None, [f"i = {i}, j = {j}"])
+        m, i = index
+        n = t.value(a).shape[1]
+        terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
+        return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
+
+

@@ -1,0 +1,474 @@
+"""The interface every layer kind has, and the records it speaks in.
+
+Each kind (one module of this package) has the same small interface (see ``Layer``):
+
+- ``OPTIONS``: its options as an input file writes them, each with its parser and its part of
+  the JSON Schema; ``CONVENTIONS``: the switches of the input's ``conventions`` key it
+  honours, each one of its options (a max-pool's ``ties``, a ReLU's ``grad_at_zero``);
+- ``infer``: check its weights and the shape it receives, and give the shape it makes;
+- ``forward`` and ``backward`` on the general shapes of ops.py, pure, with a cache between;
+- ``stages``: the names, symbols and equations of what it adds to the trace, each backward
+  stage with its chain-rule step;
+- ``explain``: the arithmetic of one entry of one of its stages;
+- ``kinks``: what of its pattern (a ReLU mask, a pool window's winner) the gradient check
+  must see unchanged;
+- ``annotate``: its marks on the trace (pool winners, the ReLU count) and their legend;
+- ``mistakes``: the wrong turns a learner commonly takes at this layer, each as the values
+  of the stages where it is made (``verify`` resumes the pass from them to name a mistake);
+- ``work``: what one pass through it costs, for the size guard;
+- ``HAND`` and ``ambiguities``: what a hand exercise must avoid in it.
+
+A layer sits at a ``Place`` in a network: the number of its weighted layer and the names of
+what it reads and writes (X → Z1, Z1 → A1 …), which is all it needs to name its stages.
+Explanations and marks read the pass through a ``View`` (the trace on the general shapes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import numpy as np
+
+from cnntrace import checks
+from cnntrace.errors import InputError
+from cnntrace.naming import grad
+from cnntrace.terms import Factor, Term
+from cnntrace.text import symbol
+
+#: Two numbers of a hand exercise this close are one number on paper (a ReLU input at 0,
+#: a tie in a pool window): its entries have at most two decimals.
+AMBIGUITY = 1e-9
+
+
+# -- shapes as the user writes them ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one named matrix of the pass is shaped: ``shape`` for one image on the general
+    shapes (C, H, W) for a map, (n,) for a vector, (n, n) for a Jacobian, () for L; and
+    how the user sees it: without the image axis for a single image, without the channel
+    axis of a map (or the unit axis of a vector) where ``shown`` is False."""
+
+    shape: tuple[int, ...]
+    shown: bool = True
+    channel: str = "filter"  # what a map's channel axis is called
+    kind: str = ""  # "map", "vector", "jacobian", "scalar"; from the shape when empty
+    origin: tuple[int, ...] = ()  # a flattened vector's maps (C, H, W), for messages
+
+    @property
+    def form(self) -> str:
+        return self.kind or {3: "map", 1: "vector", 0: "scalar"}[len(self.shape)]
+
+    def user_shape(self, batched: bool, M: int) -> tuple[int, ...]:
+        images = (M,) if batched else ()
+        if self.form == "map":
+            C, H, W = self.shape
+            return images + ((C,) if self.shown else ()) + (H, W)
+        if self.form == "vector":
+            return images + (self.shape if self.shown else ())
+        if self.form == "jacobian":
+            return images + self.shape
+        return ()
+
+    def axes(self, batched: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(leading, trailing): the axes that split a matrix into one table per image or
+        filter, and the table's own axes."""
+        images = ("image",) if batched else ()
+        if self.form == "map":
+            return images + ((self.channel,) if self.shown else ()), ("row", "col")
+        if self.form == "vector":
+            return (images, ("col",)) if self.shown else ((), images)
+        if self.form == "jacobian":
+            return images, ("row", "col")
+        return (), ()
+
+
+@dataclass(frozen=True)
+class GivenLayout:
+    """The layout of an input as the file gave it (a W, a B, Y): its own shape, its axes."""
+
+    shape: tuple[int, ...]
+    leading: tuple[str, ...] = ()
+
+    def user_shape(self, batched: bool, M: int) -> tuple[int, ...]:
+        return self.shape
+
+    def axes(self, batched: bool):
+        trailing = {0: (), 1: ("col",), 2: ("row", "col")}[len(self.shape) - len(self.leading)]
+        return self.leading, trailing
+
+
+# -- the derivation's pieces -------------------------------------------------------------------
+
+
+class Rule(NamedTuple):
+    """How one backward stage follows from the ones before it."""
+
+    chain: str  # "∂L/∂W2 = ∂L/∂A2 · ∂A2/∂Z2 · ∂Z2/∂W2"; "" for the update
+    simplified: str  # what it comes to, in matrices already computed
+    factors: tuple[str, ...]  # what goes into it: names in the trace, inputs, "lr", "A2 − Y"
+    note: str = ""  # prose: why it simplifies, where the gradient flows
+
+
+class Stage(NamedTuple):
+    """One named matrix of the trace: where it belongs, how it was made and by whom."""
+
+    name: str  # the key in the JSON output, a valid identifier
+    section: str  # "forward", "backward" or "update"
+    symbol: str  # as the derivation writes it
+    equation: str
+    layout: Any  # Layout or GivenLayout; None: that of ``of``, set by the network
+    rule: Rule | None = None
+    owner: Any = None  # the Layer or Loss that made it (whose explain covers it); None: the update
+    of: str = ""  # the matrix whose layout it has: Q for dL/dQ, Z for dA/dZ, itself otherwise
+
+
+def stage(name: str, section: str, equation: str, layout=None, rule: Rule | None = None, *, of: str = "") -> Stage:
+    """A stage named as the derivation names it; ``of`` the matrix whose layout it has."""
+    return Stage(name, section, symbol(name), equation, layout, rule, of=of or name)
+
+
+def grad_stage(of: str, equation: str, layout=None, rule: Rule | None = None) -> Stage:
+    """dL/d``of``, a backward stage with the layout of ``of``."""
+    return stage(grad(of), "backward", equation, layout, rule, of=of)
+
+
+class Context(NamedTuple):
+    """What a layer's stages need to know of the rest of the network."""
+
+    batched: bool
+    chain: tuple[str, ...]  # ∂-factors from L down to this layer's output: ("∂L/∂A2", "∂A2/∂Z2")
+    closed: ClosedForm | None = None  # the loss's closed form of dL/d(this output), where it has one
+    layouts: dict | None = None  # every matrix's layout, by name
+
+    def full_chain(self, *tail: str) -> str:
+        """The chain rule's factors from L down to this layer, and ``tail``."""
+        return " · ".join((*self.chain, *tail))
+
+
+class ClosedForm(NamedTuple):
+    """What a loss that cancels against the last activation makes of dL/d(logits)."""
+
+    text: str  # "(A2 − Y)/M"
+    factor: str  # the named expression it is read from: "A2 − Y"
+    divided: bool  # whether it divides by the batch
+
+
+class Extra(NamedTuple):
+    """A further matrix shown after a stage (a conv's ∂L/∂pad(X))."""
+
+    title: str
+    values: np.ndarray  # in the user's shape
+    layout: Layout
+    border: tuple[int, int]  # how many of its rows and columns around it are padding
+    note: str
+
+
+class Annotation(NamedTuple):
+    """A layer's marks on one of the stages: counts to mark cells with (pool wins), what a
+    mark means, and lines of prose to show before and after the derivation."""
+
+    marks: np.ndarray | None = None  # ints in the stage's user shape; 0 = no mark
+    legend: str = ""  # "won its pool window: dL/dP1 flows back to this cell"
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    extra: Extra | None = None
+
+    def merged(self, other: Annotation) -> Annotation:
+        """Two layers' annotations of one stage (a ReLU's count and a pool's wins on A1)."""
+        return self._replace(
+            marks=other.marks if other.marks is not None else self.marks,
+            legend=other.legend or self.legend,
+            before=self.before + other.before,
+            after=self.after + other.after,
+            extra=other.extra if other.extra is not None else self.extra,
+        )
+
+
+class Explained(NamedTuple):
+    """The arithmetic of one entry as its layer writes it: ``formula`` in symbols, the
+    ``terms`` it adds up, the ``function`` applied to their sum (None: the sum itself) with
+    its ``parameter``, and notes."""
+
+    formula: str
+    terms: list[Term]
+    function: str | None = None
+    notes: list[str] | tuple[str, ...] = ()
+    parameter: float | None = None
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a layer sits: its weighted layer's number and what it reads and writes.
+
+    ``where`` is the key of the input that describes the layer (``layers[2]``), named in
+    errors; ``option_keys`` names options written elsewhere (the reference form's ``pool``).
+    """
+
+    number: int = 1
+    input: str = "X"
+    output: str = "Z1"
+    where: str = "layers"
+    option_keys: tuple[tuple[str, str], ...] = ()
+    first: bool = True  # reads X
+
+    def key(self, option: str | None = None) -> str:
+        """The key an error about ``option`` (or the layer itself) names: layers[2].size."""
+        if option in dict(self.option_keys):
+            return dict(self.option_keys)[option]
+        return f"{self.where}.{option}" if option else self.where
+
+
+class Mistake(NamedTuple):
+    """A known mistake made at one layer: the values (general shapes) it gives to the stages
+    where it is made; the rest of the pass follows from them correctly."""
+
+    id: str  # part of verify's JSON interface: "relu_mask_missing"
+    message: str  # what was done: "dL/dZ1 = dL/dA1: the ReLU mask was left out"
+    given: dict  # {stage name: general array}
+    convention: tuple[str, Any] | None = None  # the conventions switch that gives it
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+class Option(NamedTuple):
+    """One option of a layer kind as an input file writes it: how a value is checked (raising
+    InputError naming ``key``) and its part of the JSON Schema."""
+
+    parse: Callable[[Any, str], Any]  # (value, key) -> the layer's field
+    schema: dict
+
+
+class Convention(NamedTuple):
+    """One switch of the input's ``conventions`` key: the layer option it sets."""
+
+    option: str  # the layer's field
+    choices: tuple  # the default first
+    description: str  # for the JSON Schema
+
+    def parse(self, value, key: str):
+        return checks.choice(key, value, self.choices)
+
+    def schema(self) -> dict:
+        return {"enum": list(self.choices), "default": self.choices[0], "description": self.description}
+
+
+def pair_option(minimum: int, default: int | None, description: str, what: str) -> Option:
+    """A whole number, or [rows, cols], each at least ``minimum``."""
+    pair = {"type": "array", "items": {"type": "integer", "minimum": minimum}, "minItems": 2, "maxItems": 2}
+    schema = {"description": description, "oneOf": [{"type": "integer", "minimum": minimum}, pair]}
+    if default is not None:
+        schema["default"] = default
+    return Option(lambda value, key: checks.pair(key, value, minimum, what), schema)
+
+
+def flag_option(default: bool, description: str, what: str) -> Option:
+    def parse(value, key):
+        if not isinstance(value, bool):
+            raise InputError(f"{what} is true or false, got {value!r}", key=key)
+        return value
+
+    return Option(parse, {"type": "boolean", "default": default, "description": description})
+
+
+def number_option(default: float, description: str, what: str) -> Option:
+    return Option(lambda value, key: checks.finite_number(key, value, what),
+                  {"type": "number", "default": default, "description": description})  # fmt: skip
+
+
+def choice_option(choices: tuple, description: str) -> Option:
+    """One of ``choices``, the default first."""
+    return Option(lambda value, key: checks.choice(key, value, choices),
+                  {"enum": list(choices), "default": choices[0], "description": description})  # fmt: skip
+
+
+def convention_option(convention: Convention, description: str) -> Option:
+    """An option that a switch of ``conventions`` can also set."""
+    return Option(convention.parse, {"enum": list(convention.choices), "default": convention.choices[0],
+                                     "description": description})  # fmt: skip
+
+
+# -- what explanations and marks read ------------------------------------------------------------
+
+
+class View(Protocol):
+    """The pass on ops.py's general shapes, as explanations and marks read it (see
+    trace.GeneralPass): values by name, and factors labelled with the user's indices."""
+
+    M: int
+    batched: bool
+    weights: dict[str, np.ndarray]  # before the update
+
+    def value(self, name: str) -> np.ndarray: ...
+    def factor(self, name: str, index: tuple[int, ...], label: str | None = None) -> Factor: ...
+    def padded(self, name: str, m: int, c: int, row: int, col: int) -> Factor: ...
+    def user_index(self, name: str, index: tuple[int, ...]) -> tuple[int, ...]: ...
+    def user_shape(self, name: str) -> tuple[int, ...]: ...
+    def layout(self, name: str): ...
+    def mean(self) -> tuple[Factor, ...]: ...
+
+
+class Hand(NamedTuple):
+    """What a hand exercise asks of a layer kind (see exercise.hand_report)."""
+
+    exact: bool = False  # its output stays exact at two decimals when worked by hand
+    both_signs: bool = False  # its input should hold both signs (a ReLU's kink at 0)
+    saturates: bool = False  # as the last layer, its input must stay where a calculator copes
+    ties: bool = False  # its input can tie on purpose (a max-pool window)
+    level_weights: bool = False  # the first such layer's weights are drawn at the exercise's level
+
+
+# -- the interface -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer kind with its options; ``place`` is set when the network is built."""
+
+    type: ClassVar[str]
+    letter: ClassVar[str]  # what its output is called: Z, A, P or F
+    DESCRIPTION: ClassVar[str]  # one line for the JSON Schema
+    weighted: ClassVar[bool] = False
+    activation: ClassVar[bool] = False
+    pooling: ClassVar[bool] = False
+    #: Only as the network's last layer (a softmax).
+    last_only: ClassVar[bool] = False
+    #: What the input must be ("map", "vector"), where the kind fixes it; the first such
+    #: layer tells how X is read.
+    input_form: ClassVar[str | None] = None
+    #: The loss that goes with it as the last layer, and cancels against it (sigmoid: bce).
+    pairs_with: ClassVar[str | None] = None
+    #: How a classifier that ends in it counts a right answer: "argmax", "threshold".
+    classifies: ClassVar[str | None] = None
+    #: Whether its cache holds its output in training: then nothing may write over it.
+    keeps_output: ClassVar[bool] = False
+    #: Whether its output is a view of its input (flatten): a write to one is a write to both.
+    views_input: ClassVar[bool] = False
+    HAND: ClassVar[Hand] = Hand()
+
+    #: {option: Option} as an input file writes the kind
+    OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: {switch of the ``conventions`` key: Convention} this kind honours
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {}
+
+    place: Place = field(default=Place(), compare=False, repr=False)
+
+    @classmethod
+    def from_options(cls, options: dict) -> Layer:
+        """The layer with the checked ``options`` of its description."""
+        return cls(**options)
+
+    @property
+    def input(self) -> str:
+        return self.place.input
+
+    @property
+    def output(self) -> str:
+        return self.place.output
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The names of its weights, in the order of the update."""
+        return ()
+
+    @cached_property
+    def gradients(self) -> tuple[str, ...]:
+        """The names of its weights' gradients: dL_dW1, dL_dB1."""
+        return tuple(grad(p) for p in self.params)
+
+    @cached_property
+    def input_gradient(self) -> str:
+        """The name of the gradient it sends back: dL_dX, dL_dP1 …"""
+        return grad(self.input)
+
+    def options(self) -> str | dict:
+        """The layer as an input file writes it: its type, or an object with its options."""
+        return self.type
+
+    def describe(self) -> str:
+        """One line for the input summary: 'conv (stride 1, padding 1)'."""
+        return self.type
+
+    def infer(self, layout: Layout, given: dict[str, np.ndarray]) -> tuple[Layout, dict]:
+        """Check the weights ``given`` (as the file wrote them) against the layout this layer
+        receives; return the layout it makes and its weights on the general shapes."""
+        return layout, {}
+
+    def weight_leading(self, name: str, given: np.ndarray) -> tuple[str, ...]:
+        """The leading axes of weight ``name`` as the file gave it (a conv's filters)."""
+        return ()
+
+    def reads_channels(self, given: dict[str, np.ndarray]) -> bool:
+        """Whether its weights, as given, say that its input has a channel axis."""
+        return False
+
+    def work(self, layouts: dict, weights: dict) -> tuple[int, int]:
+        """(loop steps, multiply-adds per image and step) of one pass through it: the
+        size guard's estimate (see problem.check_network_size)."""
+        return (0, 0)
+
+    def forward(self, x, weights: dict, tracing: bool, overwrite: bool = False):
+        """(output, cache) of this layer on ``x``; the cache holds what backward needs (in
+        training, ``tracing`` False, no more). ``overwrite``: ``x`` is the pass's own and
+        nothing else holds it (see Network.overwritable), so the layer may write its output
+        into it."""
+        raise NotImplementedError
+
+    def backward(self, d_out, cache, weights: dict, *, need_input: bool, tracing: bool) -> dict:
+        """The layer's backward stages in the trace's order, dL/d(input) last under its
+        name (left out where ``need_input`` is False); in training (``tracing`` False) only
+        what the pass goes on with."""
+        raise NotImplementedError
+
+    def local_factor(self) -> str:
+        """This layer's factor in a chain rule: ∂Z2/∂F."""
+        return f"∂{self.output}/∂{self.input}"
+
+    def stages(self, ctx: Context) -> tuple[list[Stage], list[Stage]]:
+        """(forward stages, backward stages) of this layer."""
+        raise NotImplementedError
+
+    def kinks(self, cache) -> tuple[np.ndarray, ...]:
+        """Its part of the activation pattern: where it is one smooth function."""
+        return ()
+
+    def annotate(self, view: View) -> dict[str, Annotation]:
+        """Its marks on the stages, by stage name."""
+        return {}
+
+    def ambiguities(self, x) -> dict[str, int]:
+        """What of its input ``x`` (general shapes) makes an exercise ambiguous by hand:
+        {"zero": how many ReLU inputs are exactly 0} or {"tie": how many pool windows have
+        tied maxima}; {} for a layer kind where nothing can be."""
+        return {}
+
+    def explain(self, t: View, name: str, index: tuple[int, ...]) -> Explained:
+        """The arithmetic of entry ``index`` (general) of stage ``name``."""
+        raise NotImplementedError
+
+    def resume(self, d_out, stages: dict, given: dict) -> dict:
+        """Its backward stages with those in ``given`` taken as given, and what follows from
+        them inside the layer recomputed (see Activation)."""
+        return {name: given.get(name, value) for name, value in stages.items()}
+
+    def mistakes(self, values: dict, weights: dict) -> list[Mistake]:
+        """The common mistakes at this layer, from the correct pass's ``values`` (general
+        shapes, X included) and the weights."""
+        return []
+
+    def conventions(self) -> dict:
+        """The switches of ``conventions`` where this layer differs from the default."""
+        return {
+            switch: getattr(self, c.option) for switch, c in self.CONVENTIONS.items()
+            if getattr(self, c.option) != c.choices[0]
+        }  # fmt: skip
+
+    def with_conventions(self, conventions: dict) -> Layer:
+        """This layer with the switches of ``conventions`` that it honours set."""
+        chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
+        return replace(self, **chosen) if chosen else self

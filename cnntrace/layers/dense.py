@@ -1,0 +1,133 @@
+"""Dense (fully connected): Z = F·W + B."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cnntrace import ops
+from cnntrace.checks import vector
+from cnntrace.errors import InputError
+from cnntrace.layers.base import Explained, Layer, Layout, Rule, grad_stage, stage
+from cnntrace.naming import grad, numbered
+from cnntrace.terms import Term
+from cnntrace.text import shape_text
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Z = F·W + B. W (n_in, n_out), B (n_out,)."""
+
+    type: ClassVar[str] = "dense"
+    letter: ClassVar[str] = "Z"
+    DESCRIPTION: ClassVar[str] = "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."
+    weighted: ClassVar[bool] = True
+    input_form: ClassVar[str] = "vector"
+
+    _one_output: bool = False  # the reference form's single sigmoid neuron: W2 a list
+
+    @property
+    def W(self) -> str:
+        return numbered("W", self.place.number)
+
+    @property
+    def B(self) -> str:
+        return numbered("B", self.place.number)
+
+    @property
+    def params(self):
+        return (self.W, self.B)
+
+    def infer(self, layout, given):
+        W, B = given[self.W], given[self.B]
+        if layout.form != "vector":
+            raise InputError(
+                f"a dense layer needs vectors, but it gets maps of {shape_text(layout.shape)}; "
+                "put a flatten before it",
+                key=self.place.key(),
+            )
+        (n,) = layout.shape
+        if W.ndim == 2 and W.shape[0] == n and W.shape[1] > 1 and not self._one_output:
+            n_out, W_general = W.shape[1], W
+        elif W.ndim <= 2 and W.size == n and (W.ndim < 2 or 1 in W.shape):
+            n_out, W_general = 1, W.reshape(n, 1)
+        elif W.ndim == 2 and W.shape[1] > 1 and not self._one_output:
+            raise InputError(f"expected n_in×n_out with n_in = {n}, one row per entry of "
+                             f"{self.input}; found shape {shape_text(W.shape)}", key=self.W)  # fmt: skip
+        else:
+            per_entry = f"one per entry of {self.input}"
+            if layout.origin:
+                C, H, Wd = layout.origin
+                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd})"
+            found = f"{W.size} entries" if W.ndim else "a number"
+            raise InputError(
+                f"expected {n} weight{'s' * (n > 1)}, {per_entry}, found {found} "
+                f"(shape {shape_text(W.shape)})",
+                key=self.W,
+            )
+        weights = {
+            self.W: W_general,
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output").copy(),
+        }
+        return Layout((n_out,), shown=n_out > 1), weights
+
+    def work(self, layouts, weights):
+        n_out = weights[self.W].shape[1]
+        return 1, n_out * n_out
+
+    def forward(self, x, weights, tracing, overwrite=False):
+        return ops.dense_forward(x, weights[self.W], weights[self.B]), x
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        dL_dF, dL_dW, dL_dB = ops.dense_backward(d_out, cache, weights[self.W], need_input)
+        out = {grad(self.W): dL_dW, grad(self.B): dL_dB}
+        if need_input:
+            out[self.input_gradient] = dL_dF
+        return out
+
+    def stages(self, ctx):
+        x, z, W, B = self.input, self.output, self.W, self.B
+        forward = [stage(z, "forward", f"{x}·{W} + {B}", None)]
+        chain = ctx.full_chain(f"∂{z}/∂")
+        if ctx.closed is None:
+            dW = Rule(f"∂L/∂{W} = {chain}{W}", f"{x}ᵀ·∂L/∂{z}", (x, grad(z)), f"∂{z}/∂{W} = {x}")
+            dB = Rule(f"∂L/∂{B} = {chain}{B}", f"Σ ∂L/∂{z}", (grad(z),), f"∂{z}/∂{B} = 1")
+        else:
+            text, factor, divided = ctx.closed
+            dW = Rule(f"∂L/∂{W} = {chain}{W}", f"{x}ᵀ·{text}" if divided else f"({text})·{x}ᵀ",
+                      (factor, x), f"∂{z}/∂{W} = {x}")  # fmt: skip
+            dB = Rule(f"∂L/∂{B} = {chain}{B}", f"Σ {text}" if divided else f"({text})·1",
+                      (factor,), f"∂{z}/∂{B} = 1")  # fmt: skip
+        backward = [
+            grad_stage(W, f"{x}ᵀ·dL/d{z}", None, dW),
+            grad_stage(B, f"ΣdL/d{z}", None, dB),
+            grad_stage(x, f"dL/d{z}·{W}ᵀ", None,
+                   Rule(f"∂L/∂{x} = {chain}{x}", f"∂L/∂{z}·{W}ᵀ", (grad(z), W), f"∂{z}/∂{x} = {W}ᵀ")),
+        ]  # fmt: skip
+        return forward, backward
+
+    def explain(self, t, name, index):
+        x, z, W, B = self.input, self.output, self.W, self.B
+        n_in, n_out = t.value(W).shape
+        one = n_out == 1
+        if name == z:
+            m, o = index
+            terms = [Term((t.factor(x, (m, c)), t.factor(W, (c, o)))) for c in range(n_in)]
+            terms.append(Term((t.factor(B, (o,)),)))
+            if one:
+                return Explained(f"Σ_c {x}[c]·{W}[c] + {B}", terms, None, [])
+            return Explained(f"Σ_c {x}[c]·{W}[c,o] + {B}[o]", terms, None, [])
+        M = t.value(x).shape[0]
+        if name == grad(W):
+            c, o = index
+            terms = [Term((t.factor(x, (m, c)), t.factor(grad(z), (m, o)))) for m in range(M)]
+            return Explained(f"Σ_m {x}[m,c]·dL/d{z}[m]  ({x}ᵀ·dL/d{z})", terms, None, [])
+        if name == grad(B):
+            (o,) = index
+            terms = [Term((t.factor(grad(z), (m, o)),)) for m in range(M)]
+            return Explained(f"Σ_m dL/d{z}[m]", terms, None, [])
+        m, c = index
+        terms = [Term((t.factor(grad(z), (m, o)), t.factor(W, (c, o)))) for o in range(n_out)]
+        return Explained(f"dL/d{z}·{W}[c]" if one else f"Σ_o dL/d{z}[o]·{W}[c,o]", terms, None, [])
+
+

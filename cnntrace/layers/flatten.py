@@ -1,0 +1,113 @@
+"""Flatten: each image's maps as one vector, in a stated order."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cnntrace import ops
+from cnntrace.errors import InputError
+from cnntrace.layers.base import (
+    Convention,
+    Explained,
+    Hand,
+    Layer,
+    Layout,
+    Mistake,
+    Rule,
+    convention_option,
+    grad_stage,
+    stage,
+)
+from cnntrace.naming import grad
+from cnntrace.terms import Term
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """F = flatten(P): each image's maps in row-major order, channel, then row, then column."""
+
+    type: ClassVar[str] = "flatten"
+    letter: ClassVar[str] = "F"
+    DESCRIPTION: ClassVar[str] = "F: channel, then row, then column; between the last conv block and the first dense layer."
+    input_form: ClassVar[str] = "map"
+    HAND: ClassVar[Hand] = Hand(exact=True)
+    CONVENTIONS: ClassVar[dict[str, Convention]] = {
+        "flatten": Convention("order", ("chw", "hwc"), "The flatten order: chw, or hwc (channels last)."),
+    }
+    OPTIONS: ClassVar[dict] = {
+        "order": convention_option(CONVENTIONS["flatten"], "chw: channel, row, column (PyTorch); hwc: channels last (NHWC code)."),
+    }
+
+    views_input: ClassVar[bool] = True  # in row-major order, F is P reshaped
+
+    order: str = "chw"  # "hwc": channels last, as NHWC code flattens
+
+    def options(self):
+        return "flatten" if self.order == "chw" else {"type": "flatten", "order": self.order}
+
+    def describe(self):
+        return "flatten" if self.order == "chw" else f"flatten ({self.order}, channels last)"
+
+    def infer(self, layout, given):
+        if layout.form != "map":
+            raise InputError("flatten needs maps (it comes after the last conv block), and "
+                             f"it gets {layout.form}s", key=self.place.key())  # fmt: skip
+        return Layout((math.prod(layout.shape),), origin=layout.shape), {}
+
+    _ORDERS: ClassVar[dict] = {
+        "chw": (ops.flatten_forward, ops.flatten_backward, "row-major order (channel, row, column)"),
+        "hwc": (ops.flatten_channels_last_forward, ops.flatten_channels_last_backward,
+                "channels last (row, column, channel), as NHWC code flattens"),
+        "column-major": (ops.flatten_column_major_forward, ops.flatten_column_major_backward,
+                         "column-major order (column, row, channel), as Fortran or MATLAB flattens"),
+    }  # fmt: skip
+
+    def forward(self, x, weights, tracing, overwrite=False):
+        return self._ORDERS[self.order][0](x), x.shape
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        return {self.input_gradient: self._ORDERS[self.order][1](d_out, cache)} if need_input else {}
+
+    def mistakes(self, values, weights):
+        x, f = self.input, self.output
+        out = []
+        for order, (forward, backward, words) in self._ORDERS.items():
+            if order == self.order:
+                continue
+            switch = ("flatten", order) if order in self.CONVENTIONS["flatten"].choices else None
+            out.append(Mistake("flatten_order", f"{f} flattened in {words}", {f: forward(values[x])}, switch))
+            out.append(Mistake("flatten_order", f"dL/d{x} put back from dL/d{f} in {words}",
+                               {grad(x): backward(values[grad(f)], values[x].shape)}, switch))  # fmt: skip
+        return out
+
+    def stages(self, ctx):
+        x, f = self.input, self.output
+        return [stage(f, "forward", f"flatten({x})", None)], [
+            grad_stage(x, f"reshape(dL/d{f})", None,
+                   Rule(f"∂L/∂{x} = ∂L/∂{f} · ∂{f}/∂{x}", f"reshape(∂L/∂{f})", (grad(f),),
+                        f"flatten only moves entries: each goes back to its place in {x}")),
+        ]  # fmt: skip
+
+    def explain(self, t, name, index):
+        x, f = self.input, self.output
+        _, C, H, W = t.value(x).shape
+        last = self.order == "hwc"
+        words = "channels last (row, column, filter)" if last else "row-major order (filter, row, column)"
+        if name == f:
+            m, n = index
+            if last:
+                h, rest = divmod(n, W * C)
+                w, c = divmod(rest, C)
+            else:
+                c, rest = divmod(n, H * W)
+                h, w = divmod(rest, W)
+            entry = t.factor(x, (m, c, h, w))
+            return Explained(f"{x} in {words}", [Term((entry,))], None, [f"{f} entry {n} is {entry.label}"])  # fmt: skip
+        m, c, h, w = index
+        n = (h * W + w) * C + c if last else (c * H + h) * W + w
+        words = "channels last" if last else "row-major order"
+        return Explained(f"dL/d{f} at the same place in {words}", [Term((t.factor(grad(f), (m, n)),))], None, [])
+
+

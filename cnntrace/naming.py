@@ -1,0 +1,40 @@
+"""The naming scheme of a trace, in one place.
+
+The l-th weighted layer (conv or dense) has weights W{l} and B{l} and makes Z{l}; what
+follows it is named after it: an activation A{l}, a pooling P{l}; the flatten makes F. The
+loss's gradient with respect to a matrix Q is dL_dQ, an activation's local derivative
+dA{l}_dZ{l} (dA{l}_dP{l} after a pooling). ``Network.place`` puts these names on the layers;
+input files, the CLI's --only and explain's TERM are read through the patterns below.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: A weight of the input file: W1, B1, W2 …
+WEIGHT = re.compile(r"[WB][1-9]\d*")
+#: Every name a trace can hold, in any network: X, F, what the layers make (Z1, A1, P0 …),
+#: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}).
+NAME = re.compile(r"(?:dL_d)?(?:X|F|[ZAP]\d+|[WB][1-9]\d*)|L|dA\d+_d[ZP]\d+")
+#: What a layer's output is called when it has no number: the flatten's F.
+UNNUMBERED = ("F",)
+
+
+def grad(name: str) -> str:
+    """The JSON name of the loss's gradient with respect to ``name``: W1 -> dL_dW1."""
+    return f"dL_d{name}"
+
+
+def numbered(letter: str, number: int) -> str:
+    """The name of the l-th weighted layer's matrix: ("W", 2) -> W2, ("A", 1) -> A1; F alone."""
+    return letter if letter in UNNUMBERED else f"{letter}{number}"
+
+
+def local(output: str, input: str) -> str:
+    """An activation's local derivative: (A1, Z1) -> dA1_dZ1."""
+    return f"d{output}_d{input}"
+
+
+def is_bias(name: str) -> bool:
+    """Whether the weight ``name`` is a bias: B1, B2 …"""
+    return name.startswith("B")
