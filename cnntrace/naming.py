@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 #: A weight of the input file: W1, B1, W2 …
-WEIGHT = re.compile(r"[WB][1-9]\d*")
+WEIGHT = re.compile(r"[WB][1-9][0-9]*")
 #: Every name a trace can hold, in any network: X, F, what the layers make (Z1, A1, P0 …),
 #: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}).
 NAME = re.compile(r"(?:dL_d)?(?:X|F|[ZAP]\d+|[WB][1-9]\d*)|L|dA\d+_d[ZP]\d+")

@@ -1,7 +1,12 @@
 """The JSON Schema of cnntrace's input files (``cnntrace schema``): the reference form, or a
-network written as a list of layers."""
+network written as a list of layers. The layers' part, the conventions, the losses and the
+weights' names come from the registries (layers.KINDS, losses.LOSSES, naming.WEIGHT)."""
 
 from __future__ import annotations
+
+from cnntrace.layers import KINDS
+from cnntrace.losses import LOSSES
+from cnntrace.naming import WEIGHT
 
 _NUMBER = {"type": "number"}
 _VECTOR = {"type": "array", "items": _NUMBER, "minItems": 1}
@@ -19,61 +24,23 @@ def _size(minimum: int, default: int | None, description: str) -> dict:
     return schema
 
 
-def _pair(minimum: int, default: int | None, description: str) -> dict:
-    """A whole number, or [rows, cols]."""
-    pair = {"type": "array", "items": {"type": "integer", "minimum": minimum}, "minItems": 2, "maxItems": 2}
-    schema = {"description": description, "oneOf": [{"type": "integer", "minimum": minimum}, pair]}
-    if default is not None:
-        schema["default"] = default
-    return schema
-
-
-def _layer(kind: str, description: str, options: dict | None = None) -> dict:
+def _layer(kind) -> dict:
+    """One layer kind's object form, from its description and its options."""
     return {
         "type": "object",
-        "description": description,
+        "description": kind.DESCRIPTION,
         "required": ["type"],
         "additionalProperties": False,
-        "properties": {"type": {"const": kind}, **(options or {})},
+        "properties": {"type": {"const": kind.type}, **{name: option.schema for name, option in kind.OPTIONS.items()}},
     }
 
 
-_POOL = {
-    "size": _pair(1, 2, "The window, size×size or [rows, cols]."),
-    "stride": _pair(1, None, "How far the window moves; by default its size."),
-    "padding": _pair(0, 0, "Added on every side, at most half the window: −∞ for max-pooling, zeros that count in the mean for average pooling."),
-}
 LAYER_SCHEMA = {
     "oneOf": [
-        {"enum": ["conv", "dense", "flatten", "maxpool", "avgpool", "relu", "leaky_relu", "tanh", "sigmoid", "softmax"],
-         "description": "A layer type with its default options."},
-        _layer("conv", "Z = conv(input, W) + B; W is K×C×kh×kw (PyTorch's order), K×kh×kw or kh×kw.", {
-            "stride": _pair(1, 1, "The convolution's stride."),
-            "padding": _pair(0, 0, "Zeros added on every side of the input."),
-            "flip": {"type": "boolean", "default": False,
-                     "description": "A true convolution: the kernel rotated 180°; false is cross-correlation."},
-        }),
-        _layer("dense", "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."),
-        _layer("flatten", "F: channel, then row, then column; between the last conv block and the first dense layer.", {
-            "order": {"enum": ["chw", "hwc"], "default": "chw",
-                      "description": "chw: channel, row, column (PyTorch); hwc: channels last (NHWC code)."},
-        }),
-        _layer("maxpool", "The largest entry of each window; ties go to the first in row-major order.", {
-            **_POOL,
-            "ties": {"enum": ["first", "all", "split"], "default": "first",
-                     "description": "Where dL/dP goes in a tied window: the first maximum (PyTorch), all of them, or shared."},
-        }),
-        _layer("avgpool", "The mean of each window.", _POOL),
-        _layer("relu", "max(Z, 0); ReLU′(0) = 0.", {
-            "grad_at_zero": {"enum": [0, 1], "default": 0, "description": "ReLU′(0): 0 (PyTorch) or 1."},
-        }),
-        _layer("leaky_relu", "Z where Z > 0, alpha·Z elsewhere.",
-               {"alpha": {"type": "number", "default": 0.01, "description": "The slope where Z ≤ 0."}}),
-        _layer("tanh", "tanh(Z)."),
-        _layer("sigmoid", "σ(Z) = 1 / (1 + e^−Z)."),
-        _layer("softmax", "exp(Z)/Σexp(Z) over the units; only as the last layer."),
+        {"enum": list(KINDS), "description": "A layer type with its default options."},
+        *(_layer(kind) for kind in KINDS.values()),
     ]
-}  # fmt: skip
+}
 
 _COMMON = {
     "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Learning rate of the update."},
@@ -81,10 +48,7 @@ _COMMON = {
         "type": "object", "additionalProperties": False,
         "description": "Conventions other than PyTorch's, set on every layer they concern.",
         "properties": {
-            "pool_ties": {"enum": ["first", "all", "split"], "default": "first",
-                          "description": "Max-pool ties: the first maximum, every tied one, or shared equally."},
-            "relu_grad_at_zero": {"enum": [0, 1], "default": 0, "description": "ReLU′(0)."},
-            "flatten": {"enum": ["chw", "hwc"], "default": "chw", "description": "The flatten order: chw, or hwc (channels last)."},
+            switch: convention.schema() for kind in KINDS.values() for switch, convention in kind.CONVENTIONS.items()
         },
     },
     "comment": {"type": "string", "description": "Free text, ignored."},
@@ -139,7 +103,7 @@ LAYERS_FORM = {
         "X": {"description": "H×W or M×H×W; C×H×W or M×C×H×W with a K×C×kh×kw W1; n or M×n for a network that starts with dense.",
               **_ARRAY},
         "layers": {"type": "array", "items": LAYER_SCHEMA, "minItems": 1},
-        "loss": {"enum": ["bce", "cross_entropy", "mse"],
+        "loss": {"enum": list(LOSSES),
                  "description": "The mean, as PyTorch computes it; by default bce after a sigmoid, cross_entropy after a softmax."},
         "Y": {"description": "bce: labels in [0, 1] shaped like the output; cross_entropy: a class index or a probability vector per image; mse: targets shaped like the output.",
               **_ARRAY},
@@ -147,7 +111,7 @@ LAYERS_FORM = {
         **_COMMON,
     },
     "patternProperties": {
-        "^[WB][1-9][0-9]*$": {"description": "The weights of the l-th conv or dense layer.", **_ARRAY},
+        f"^{WEIGHT.pattern}$": {"description": "The weights of the l-th conv or dense layer.", **_ARRAY},
     },
 }  # fmt: skip
 
