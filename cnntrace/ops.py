@@ -469,6 +469,17 @@ def avgpool_backward(dL_dP, cache: PoolCache):
     return _unpad(dL_dAp, padding)
 
 
+def global_avgpool_forward(A):
+    """P[m,c,0,0] = mean_h,w A[m,c,h,w]: each map's mean. (M, C, H, W) -> (M, C, 1, 1)."""
+    return A.mean(axis=(2, 3), keepdims=True)
+
+
+def global_avgpool_backward(dL_dP, shape):
+    """dL/dA: each map's dL/dP spread evenly, 1/(H·W) of it to every cell. -> ``shape``."""
+    H, W = shape[2:]
+    return np.broadcast_to(dL_dP / (H * W), shape).copy()
+
+
 # -- flatten: F = flatten(P) ---------------------------------------------------------------
 
 

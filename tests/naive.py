@@ -309,6 +309,32 @@ def avgpool_backward(dL_dP, A_shape, size=2, stride=2, padding=0):
 # -- flatten: F = flatten(P) ---------------------------------------------------------------
 
 
+def global_avgpool_forward(A):
+    """P[m][c][0][0] = the mean of map A[m][c], by loops."""
+    M, C, H, W = np.shape(A)
+    P = np.zeros((M, C, 1, 1))
+    for m in range(M):
+        for c in range(C):
+            total = 0.0
+            for h in range(H):
+                for w in range(W):
+                    total += A[m][c][h][w]
+            P[m, c, 0, 0] = total / (H * W)
+    return P
+
+
+def global_avgpool_backward(dL_dP, A_shape):
+    """dL/dA[m][c][h][w] = dL/dP[m][c][0][0] / (H·W), by loops."""
+    M, C, H, W = A_shape
+    dL_dA = np.zeros(A_shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    dL_dA[m, c, h, w] = dL_dP[m][c][0][0] / (H * W)
+    return dL_dA
+
+
 def flatten_forward(P):
     """F[m] lists P[m] channel by channel, each channel row by row, each row left to right."""
     M, C, Hp, Wp = P.shape

@@ -9,11 +9,12 @@ from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
 from cnntrace.layers.conv import Conv
 from cnntrace.layers.dense import Dense
 from cnntrace.layers.flatten import Flatten
+from cnntrace.layers.global_pool import GlobalAvgPool
 from cnntrace.layers.pool import AvgPool, MaxPool
 
 #: Every layer kind by the name input files give it, in the order the schema lists them.
 KINDS: dict[str, type[Layer]] = {
-    kind.type: kind for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax)
+    kind.type: kind for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax)
 }
 
 __all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]

@@ -1,0 +1,69 @@
+"""Global average pooling: each channel's whole map to its mean, C maps in, C×1×1 out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cnntrace import ops
+from cnntrace.errors import InputError
+from cnntrace.layers.base import Explained, Layer, Layout, Mistake, Rule, grad_stage, stage
+from cnntrace.naming import grad
+from cnntrace.terms import Term, constant
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """P = GlobalAvgPool(A): P[c] = (1/(H·W))·Σ_h,w A[c,h,w]. A (M, C, H, W) -> P (M, C, 1, 1)."""
+
+    type: ClassVar[str] = "global_avgpool"
+    letter: ClassVar[str] = "P"
+    DESCRIPTION: ClassVar[str] = "The mean of each channel's whole map: C maps in, C×1×1 out; a flatten follows."
+    pooling: ClassVar[bool] = True
+    input_form: ClassVar[str] = "map"
+
+    def infer(self, layout, given):
+        if layout.form != "map":
+            raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
+                             "the flatten", key=self.place.key())  # fmt: skip
+        C = layout.shape[0]
+        return Layout((C, 1, 1), layout.shown, layout.channel), {}
+
+    def work(self, layouts, weights):
+        C, H, W = layouts[self.input].shape
+        return 1, C * H * W
+
+    def forward(self, x, weights, tracing, overwrite=False):
+        return ops.global_avgpool_forward(x), x.shape
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        return {self.input_gradient: ops.global_avgpool_backward(d_out, cache)} if need_input else {}
+
+    def stages(self, ctx):
+        a, p = self.input, self.output
+        return [stage(p, "forward", f"GlobalAvgPool({a})")], [
+            grad_stage(a, f"dL/d{p} spread evenly over each map", None,
+                       Rule(f"∂L/∂{a} = ∂L/∂{p} · ∂{p}/∂{a}", f"∂L/∂{p}/(H·W) at every cell of its map",
+                            (grad(p),), f"every cell of a map gets 1/(H·W) of its channel's dL/d{p}")),
+        ]  # fmt: skip
+
+    def mistakes(self, values, weights):
+        a, p = self.input, self.output
+        A, d = values[a], values[grad(p)]
+        n = A.shape[2] * A.shape[3]
+        return [
+            Mistake("global_avgpool_undivided", f"dL/d{a}: dL/d{p} copied to every cell of its map, "
+                    f"without the 1/{n}", {grad(a): ops.global_avgpool_backward(d, A.shape) * n}),
+        ]  # fmt: skip
+
+    def explain(self, t, name, index):
+        a, p = self.input, self.output
+        H, W = t.value(a).shape[2:]
+        share = constant(f"1/{H * W}", 1.0 / (H * W))
+        if name == p:
+            m, c, _, _ = index
+            terms = [Term((share, t.factor(a, (m, c, h, w)))) for h in range(H) for w in range(W)]
+            return Explained(f"(1/(H·W))·Σ_h,w {a}[h,w]", terms, None, [f"H·W = {H}·{W} = {H * W} cells"])
+        m, c, _, _ = index
+        terms = [Term((share, t.factor(grad(p), (m, c, 0, 0))))]
+        return Explained(f"dL/d{p}[c]/(H·W)", terms, None, ["every cell of the map gets the same share"])
