@@ -70,7 +70,7 @@ def _loss_and_pattern(problem: Problem, X, weights: dict):
         if network.loss.given:
             L = np.sum(problem.general_target * x)
         else:
-            L = network.loss.value(x, problem.general_target, cache[0] if network.fused else None)
+            L = network.loss.value(x, problem.general_target, cache.z if network.fused else None)
     check_finite(outputs, problem.stage)
     return float(L), pattern
 
@@ -79,7 +79,7 @@ def _same(pattern, other) -> bool:
     return all(np.array_equal(a, b) for a, b in zip(pattern, other))
 
 
-def _close(analytic, numeric, rtol, atol) -> bool:
+def _agree(analytic, numeric, rtol, atol) -> bool:
     return abs(analytic - numeric) <= atol + rtol * max(abs(analytic), abs(numeric))
 
 
@@ -150,7 +150,7 @@ def check(
                 continue
             a = float(analytic.reshape(-1)[position])
             numeric = (L_plus - L_minus) / (2 * eps)
-            failures += not _close(a, numeric, rtol, atol)
+            failures += not _agree(a, numeric, rtol, atol)
             abs_error = abs(a - numeric)
             scale = max(abs(a), abs(numeric))
             rel_error = abs_error / scale if scale > atol else 0.0

@@ -101,7 +101,7 @@ def passed(verdicts) -> bool:
 # -- one answer ----------------------------------------------------------------------------------
 
 
-def _close(answer, correct, rtol, atol) -> np.ndarray:
+def _within(answer, correct, rtol, atol) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # an answer beyond float64 is just wrong
         return np.abs(answer - correct) <= atol + rtol * np.abs(correct)
 
@@ -147,7 +147,7 @@ def judge(name: str, answer, correct: np.ndarray, rtol: float, atol: float, inde
             answer = answer.reshape(correct.shape)
         else:
             return _shape_verdict(name, answer, correct, rtol, atol)
-    off = ~_close(answer, correct, rtol, atol)
+    off = ~_within(answer, correct, rtol, atol)
     if index is not None:
         wrong = [Wrong(index, float(answer), float(correct))] if off else []
     else:
@@ -164,7 +164,7 @@ def _shape_verdict(name, answer, correct, rtol, atol) -> Verdict:
     diagnosis = []
     for axes, id_, words in _layouts(answer.shape, correct.shape):
         if answer.ndim == len(axes) and np.transpose(answer, axes).shape == correct.shape:
-            off = int(np.sum(~_close(np.transpose(answer, axes), correct, rtol, atol)))
+            off = int(np.sum(~_within(np.transpose(answer, axes), correct, rtol, atol)))
             verdict = "every entry is right there" if not off else f"{off} of {correct.size} entries are still wrong there"
             diagnosis.append(Diagnosis(id_, f"your {symbol(name)} is {words}: put in cnntrace's layout, {verdict}"))
     return Verdict(name, "shape", message=message, diagnosis=diagnosis)
@@ -267,8 +267,8 @@ class _Doctor:
             made, correct, given = made[answer.index], correct[answer.index], given.reshape(())
         else:
             given = given.reshape(correct.shape)
-        return bool(np.all(_close(given, made, self.rtol, self.atol)) and
-                    not np.all(_close(made, correct, self.rtol, self.atol)))  # fmt: skip
+        return bool(np.all(_within(given, made, self.rtol, self.atol)) and
+                    not np.all(_within(made, correct, self.rtol, self.atol)))  # fmt: skip
 
     def _general(self, answers: list[Answer]) -> dict:
         """The learner's answers as stages on the general shapes: single entries put into
@@ -332,9 +332,9 @@ class _Doctor:
             given = given.reshape(correct.shape)
         out = []
         here = symbol(answer.name)
-        if np.all(_close(given, -correct, self.rtol, self.atol)):
+        if np.all(_within(given, -correct, self.rtol, self.atol)):
             out.append(Diagnosis("sign", f"your {here} has the right size and the wrong sign"))
-        if given.ndim == 2 and given.shape[0] == given.shape[1] and np.all(_close(given.T, correct, self.rtol, self.atol)):
+        if given.ndim == 2 and given.shape[0] == given.shape[1] and np.all(_within(given.T, correct, self.rtol, self.atol)):
             out.append(Diagnosis("transposed", f"your {here} is the right matrix transposed"))
         return out
 

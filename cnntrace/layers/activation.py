@@ -55,7 +55,6 @@ class Activation(Layer):
     activation: ClassVar[bool] = True
     keeps_output: ClassVar[bool] = True  # (Z, A): tanh′ and σ′ are read from A
     function: ClassVar[str]  # as equations write it: ReLU, σ, tanh
-
     @property
     def local(self) -> str:
         """The name of its local derivative: dA1_dZ1 (dA1_dP1 after a pooling)."""
@@ -139,6 +138,7 @@ class Activation(Layer):
 class ReLU(Activation):
     type: ClassVar[str] = "relu"
     function: ClassVar[str] = "ReLU"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("ReLU",)
     DESCRIPTION: ClassVar[str] = "max(Z, 0); ReLU′(0) = 0."
     HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
     CONVENTIONS: ClassVar[dict[str, Convention]] = {
@@ -236,6 +236,7 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     type: ClassVar[str] = "leaky_relu"
     function: ClassVar[str] = "LeakyReLU"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("LeakyReLU",)
     DESCRIPTION: ClassVar[str] = "Z where Z > 0, alpha·Z elsewhere."
     HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
     OPTIONS: ClassVar[dict] = {"alpha": number_option(0.01, "The slope where Z ≤ 0.", "alpha")}
@@ -280,6 +281,7 @@ class LeakyReLU(Activation):
 class Tanh(Activation):
     type: ClassVar[str] = "tanh"
     function: ClassVar[str] = "tanh"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("tanh",)
     DESCRIPTION: ClassVar[str] = "tanh(Z)."
     HAND: ClassVar[Hand] = Hand(saturates=True)
 
@@ -359,6 +361,7 @@ class Softmax(Activation):
 
     type: ClassVar[str] = "softmax"
     function: ClassVar[str] = "softmax"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("softmax", "exp", "diag")
     DESCRIPTION: ClassVar[str] = "exp(Z)/Σexp(Z) over the units; only as the last layer."
     input_form: ClassVar[str] = "vector"
     last_only: ClassVar[bool] = True

@@ -350,6 +350,8 @@ class Layer:
     #: Whether its output is a view of its input (flatten): a write to one is a write to both.
     views_input: ClassVar[bool] = False
     HAND: ClassVar[Hand] = Hand()
+    #: The functions its equations write by name (conv, ReLU, MaxPool): typeset as operators.
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ()
 
     #: {option: Option} as an input file writes the kind
     OPTIONS: ClassVar[dict[str, Option]] = {}

@@ -39,6 +39,7 @@ class Conv(Layer):
     weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "map"
     HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "rot180", "pad")
     OPTIONS: ClassVar[dict] = {
         "stride": pair_option(1, 1, "The convolution's stride.", "stride"),
         "padding": pair_option(0, 0, "Zeros added on every side of the input.", "padding"),

@@ -33,6 +33,7 @@ class Flatten(Layer):
     DESCRIPTION: ClassVar[str] = "F: channel, then row, then column; between the last conv block and the first dense layer."
     input_form: ClassVar[str] = "map"
     HAND: ClassVar[Hand] = Hand(exact=True)
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("flatten", "reshape")
     CONVENTIONS: ClassVar[dict[str, Convention]] = {
         "flatten": Convention("order", ("chw", "hwc"), "The flatten order: chw, or hwc (channels last)."),
     }

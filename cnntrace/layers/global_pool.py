@@ -21,6 +21,7 @@ class GlobalAvgPool(Layer):
     DESCRIPTION: ClassVar[str] = "The mean of each channel's whole map: C maps in, C×1×1 out; a flatten follows."
     pooling: ClassVar[bool] = True
     input_form: ClassVar[str] = "map"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("GlobalAvgPool",)
 
     def infer(self, layout, given):
         if layout.form != "map":

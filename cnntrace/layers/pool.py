@@ -125,6 +125,7 @@ class MaxPool(Pool):
     type: ClassVar[str] = "maxpool"
     DESCRIPTION: ClassVar[str] = "The largest entry of each window; ties go to the first in row-major order."
     HAND: ClassVar[Hand] = Hand(exact=True, ties=True)
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("MaxPool", "max", "route")
     CONVENTIONS: ClassVar[dict[str, Convention]] = {
         "pool_ties": Convention("ties", ("first", "all", "split"),
                                 "Max-pool ties: the first maximum, every tied one, or shared equally."),
@@ -294,6 +295,7 @@ class AvgPool(Pool):
 
     type: ClassVar[str] = "avgpool"
     DESCRIPTION: ClassVar[str] = "The mean of each window."
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("AvgPool",)
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.avgpool_forward(x, self.size, self.stride, self.padding)
