@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError, TrainingDiverged
-from cnntrace.naming import WEIGHT
+from cnntrace.naming import RUNNING, WEIGHT
 from cnntrace.network import check_finite
 from cnntrace.problem import Problem
 from cnntrace.text import shape_text
@@ -173,7 +173,7 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
 
     filled = dict(test_data)
     for key, value in training_data.items():
-        if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key)):
+        if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key) or RUNNING.fullmatch(key)):
             filled[key] = value
     return problem_from_dict(filled)
 

@@ -527,3 +527,86 @@ def gradient_step(weights: dict, grads: dict, lr):
             step[index] = value[index] - lr * gradient[index]
         updated[name] = step
     return updated
+
+
+def _channel_values(X, c):
+    """Every value of channel (or unit) c of a batch, in order: X[m][c] or X[m][c][h][w]."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        return [(m,) for m in range(X.shape[0])]
+    M, _, H, W = X.shape
+    return [(m, h, w) for m in range(M) for h in range(H) for w in range(W)]
+
+
+def _at(X, place, c):
+    return (place[0], c, *place[1:])
+
+
+def batchnorm_forward(X, gamma, beta, mean=None, var=None, eps=1e-5):
+    """Z[..c..] = γ[c]·(X − μ[c])/√(σ²[c] + ε) + β[c], by loops; μ, σ² the batch's (biased)
+    unless ``mean`` and ``var`` are given. Returns Z, μ, σ²."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    Z = np.zeros_like(X)
+    mus, variances = np.zeros(C), np.zeros(C)
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        if mean is None:
+            mu = sum(X[_at(X, q, c)] for q in places) / N
+            sigmasq = sum((X[_at(X, q, c)] - mu) ** 2 for q in places) / N
+        else:
+            mu, sigmasq = mean[c], var[c]
+        mus[c], variances[c] = mu, sigmasq
+        for q in places:
+            Z[_at(X, q, c)] = gamma[c] * (X[_at(X, q, c)] - mu) / math.sqrt(sigmasq + eps) + beta[c]
+    return Z, mus, variances
+
+
+def batchnorm_backward(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5):
+    """dL/dX, dL/dγ, dL/dβ by loops, straight from the derivation: through x̂, σ² and μ
+    (training), or through x̂ alone with given statistics (evaluation)."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    _, mus, variances = batchnorm_forward(X, gamma, np.zeros(C), mean, var, eps)
+    dL_dX = np.zeros_like(X)
+    dL_dgamma, dL_dbeta = np.zeros(C), np.zeros(C)
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        mu, sigmasq = mus[c], variances[c]
+        std = math.sqrt(sigmasq + eps)
+        dxhat = {}
+        for q in places:
+            i = _at(X, q, c)
+            xhat = (X[i] - mu) / std
+            dL_dgamma[c] += dL_dZ[i] * xhat
+            dL_dbeta[c] += dL_dZ[i]
+            dxhat[q] = dL_dZ[i] * gamma[c]
+        if mean is not None:
+            for q in places:
+                dL_dX[_at(X, q, c)] = dxhat[q] / std
+            continue
+        dvar = sum(dxhat[q] * (X[_at(X, q, c)] - mu) * -0.5 * (sigmasq + eps) ** -1.5 for q in places)
+        dmu = sum(-dxhat[q] / std for q in places) + dvar * sum(-2 * (X[_at(X, q, c)] - mu) for q in places) / N
+        for q in places:
+            i = _at(X, q, c)
+            dL_dX[i] = dxhat[q] / std + dvar * 2 * (X[i] - mu) / N + dmu / N
+    return dL_dX, dL_dgamma, dL_dbeta
+
+
+def dropout_forward(X, mask, p):
+    """D = X·mask/(1 − p), entry by entry."""
+    X = np.asarray(X, dtype=float)
+    D = np.zeros_like(X)
+    for i in np.ndindex(X.shape):
+        D[i] = X[i] * mask[i] / (1 - p)
+    return D
+
+
+def dropout_backward(dL_dD, mask, p):
+    """dL/dX = dL/dD·mask/(1 − p), entry by entry."""
+    dL_dX = np.zeros(np.shape(dL_dD))
+    for i in np.ndindex(dL_dX.shape):
+        dL_dX[i] = dL_dD[i] * mask[i] / (1 - p)
+    return dL_dX
