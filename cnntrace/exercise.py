@@ -150,6 +150,11 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
             data[name] = np.full(shape, 0.1).tolist() if shape else 0.1
         else:
             data[name] = rounded(rng.normal(0, 0.5, size=shape)).tolist()
+    # The running statistics (batch norm's) where the problem has them, as training starts them.
+    for layer in network.layers:
+        for name, value in layer.start_running(problem.weights).items():
+            if name in problem.inputs:
+                data[name] = value.reshape(problem.inputs[name].shape).tolist()
     data["lr"] = problem.lr
     return data
 

@@ -67,7 +67,12 @@ def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
 
 def presented(problem: Problem, parameters: dict) -> dict[str, np.ndarray]:
     """The parameters in the shapes the problem's input gave them."""
-    return {name: parameters[name].reshape(problem.inputs[name].shape) for name in problem.network.params}
+    out = {name: parameters[name].reshape(problem.inputs[name].shape) for name in problem.network.params}
+    # The running statistics (batch norm's) as the input gave them, or as training made them.
+    for name in problem.network.running:
+        if name in parameters:
+            out[name] = parameters[name].reshape(problem.inputs[name].shape) if name in problem.inputs else parameters[name]
+    return out
 
 
 def _argmax_right(output: np.ndarray, target: np.ndarray) -> int:
@@ -179,9 +184,11 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
 
 
 def forward(network, X, target, parameters, loss: bool = True) -> tuple[float | None, np.ndarray]:
-    """(L, output) of a forward pass alone: the mean loss of these images (None unless
-    ``loss``) and the last layer's output, (M, …)."""
+    """(L, output) of a forward pass alone, as a trained network evaluates (see
+    Network.evaluating): the mean loss of these images (None unless ``loss``) and the last
+    layer's output, (M, …)."""
     x, cache = X, None
+    network = network.evaluating()  # batch norm's running statistics, no dropout
     for layer, overwrite in zip(network.layers, network.overwritable):
         x, cache = layer.forward(x, parameters, False, overwrite)
     if not loss:
@@ -327,7 +334,14 @@ def train(
     problem.check_size(batch_size)
     # numpy.random is imported only to shuffle (a hundredth of a second of start-up).
     rng = np.random.default_rng(seed) if shuffle and batch_size < M else None
-    parameters = starting_parameters(problem)
+    # Batch norm's running statistics start where PyTorch starts them, where the input
+    # leaves them out; each training pass updates them.
+    parameters = network.start_running(starting_parameters(problem))
+    for size in {batch_size, M % batch_size} - {0}:  # every mini-batch must go through every layer
+        for layer in network.layers:
+            layer.for_batch(problem.layouts[layer.input], True, size)
+    # A fresh dropout mask every step, drawn from seed.
+    draws = np.random.default_rng(seed) if network.draws else None
     output = network.output
     count_right, per_image = classifier(network)
     if per_image is None:  # a sigmoid output with several units counts each of them
@@ -346,7 +360,8 @@ def train(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
-                grads = network.forward_backward(X_batch, target_batch, parameters, tracing=False)
+                step_network = network.for_step(draws) if draws is not None else network
+                grads = step_network.forward_backward(X_batch, target_batch, parameters, tracing=False)
                 if momentum:
                     velocity = _velocity(network, velocity, grads, momentum)
                     stepped = network.gradient_step(parameters, velocity, lr)
@@ -357,7 +372,7 @@ def train(
                     # whatever the lr. Named as step names it (dL/dX, which training skips,
                     # comes last in the pass and cannot be the first to overflow here).
                     _name_the_overflow(problem, X_batch, target_batch, parameters)
-                parameters = stepped
+                parameters = {**parameters, **stepped, **{name: grads[name] for name in network.running if name in grads}}
                 L = float(grads["L"])
                 # A loss that stops being finite ends the epoch; a parameter that does is
                 # found at the epoch's end (before anything is yielded), whatever the loss.

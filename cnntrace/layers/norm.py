@@ -386,10 +386,10 @@ class BatchNorm(Layer):
         # the running statistics after the step
         m = self.momentum
         if name == self.MEAN:
-            terms = [Term((constant("1 − momentum", 1 - m), t.factor(self.MEAN, (c,))), "before the step"),
+            terms = [Term((constant("(1 − momentum)", 1 - m), t.factor(self.MEAN, (c,))), "before the step"),
                      Term((constant("momentum", m), t.factor(self.mu, (c,))))]  # fmt: skip
             return Explained(f"(1 − momentum)·{self.MEAN} + momentum·{mu}", terms)
-        terms = [Term((constant("1 − momentum", 1 - m), t.factor(self.VAR, (c,))), "before the step"),
+        terms = [Term((constant("(1 − momentum)", 1 - m), t.factor(self.VAR, (c,))), "before the step"),
                  Term((constant("momentum", m), t.factor(self.sigmasq, (c,)), constant(f"N/(N − 1) = {N}/{N - 1}", N / (N - 1))),
                       "the unbiased variance")]  # fmt: skip
         return Explained(f"(1 − momentum)·{self.VAR} + momentum·{var}·N/(N − 1)", terms, None, [over])
