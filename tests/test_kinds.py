@@ -143,7 +143,8 @@ def test_trace_agrees_with_the_naive_twins(case, shape):
     problem = problem_of(case, **shape)
     trace = run(problem)
     expected = naive_pass(problem)
-    assert [stage.name for stage in trace.stages] == sorted(expected, key=[s.name for s in trace.stages].index)
+    names = [stage.name for stage in trace.stages]
+    assert set(names) == set(expected), f"only in the trace: {set(names) - set(expected)}; only in the twins' pass: {set(expected) - set(names)}"
     assert_matches(trace, problem, expected, ORACLE)
 
 
