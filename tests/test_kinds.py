@@ -30,9 +30,11 @@ from tests.kinds import (
     CASES,
     LOSS_ROWS,
     ROWS,
+    SELF,
     kind_options,
     make,
     naive_pass,
+    options,
     torch_pass,
 )
 
@@ -123,6 +125,18 @@ def test_every_option_and_every_convention_of_a_kind_is_a_variant(kind):
         # the default is what the other variants run
         untried = {json.dumps(c) for c in convention.choices[1:]} - varied[convention.option]
         assert not untried, f"{kind}: no variant tries {convention.option} = {sorted(untried)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_the_layer_takes_the_options_its_variant_gives(case):
+    """The twins run with the options the parsed layer holds: each of the variant's must
+    be there, or an option the parser dropped would go unseen by every oracle."""
+    (position,) = [i for i, layer in enumerate(case.variant.layers or case.row.layers) if layer == SELF]
+    taken = options(problem_of(case).network.layers[position])
+    for option, value in case.variant.options.items():
+        if isinstance(taken[option], tuple):  # a (rows, cols) pair: a number is both
+            value = tuple(value) if isinstance(value, list) else (value, value)
+        assert taken[option] == value, (option, taken[option], value)
 
 
 # -- oracle 1: the naive twins -------------------------------------------------------------
