@@ -104,6 +104,7 @@ def test_every_loss_row_has_its_naive_twin(loss):
     assert _from_naive(twin.gradient), loss
     assert twin.value is None or _from_naive(twin.value), loss
     assert (twin.fused is not None) == (LOSS_ROWS[loss].fuses is not None), loss
+    assert LOSS_ROWS[loss].fuses in (None, *KINDS), f"{loss} fuses with an unregistered kind"
 
 
 @by_kind
