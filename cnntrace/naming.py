@@ -16,9 +16,11 @@ import re
 #: A weight of the input file: W1, B1, W2 …
 WEIGHT = re.compile(r"[WB][1-9][0-9]*")
 #: Every name a trace can hold, in any network: X, F, what the layers make (Z1, A1, P0 …),
-#: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}).
+#: the weights, L, their gradients dL_d…, each activation's dA{l}_dZ{l} (or _dP{l}, _dD{l}, or
+#: dA0_dX for an activation that comes first), a batch norm's mu{l}, sigmasq{l}, xhat{l} and
+#: running mean{l}, var{l}, a dropout's mask{l}.
 NAME = re.compile(
-    r"(?:dL_d)?(?:X|F|[ZAPD]\d+|[WB][1-9]\d*|(?:mu|sigmasq|xhat)[1-9]\d*)|L|dA\d+_d[ZPD]\d+"
+    r"(?:dL_d)?(?:X|F|[ZAPD]\d+|[WB][1-9]\d*|(?:mu|sigmasq|xhat)[1-9]\d*)|L|dA\d+_d(?:X|[ZPD]\d+)"
     r"|(?:mean|var)[1-9]\d*|mask\d+"
 )
 #: A running statistic of the input file (a batch norm's): mean1, var1 …

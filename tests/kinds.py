@@ -172,6 +172,12 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("rectangular-padded", {"size": [2, 3], "stride": [1, 2], "padding": [1, 1]}, X=(1, 4, 5)),
         Variant("after-conv", {"size": 2}, layers=("conv", SELF, "flatten", "dense"), X=(1, 5, 5)),
     )),
+    Row("global_avgpool", ON_MAPS, (2, 3, 4), "mse", naive.GLOBAL_AVGPOOL,
+        lambda torch, x: torch.nn.functional.adaptive_avg_pool2d(x, 1), (
+        Variant("default"),
+        Variant("after-conv-relu", layers=("conv", "relu", SELF, "flatten", "dense", "softmax"), X=(1, 5, 5),
+                loss="cross_entropy", target="classes"),
+    )),
     Row("relu", ON_VECTORS, (5,), "mse", naive.RELU, _torch_relu, (
         Variant("default"),
         Variant("zeros", discrete=True),

@@ -724,6 +724,7 @@ DENSE = Twin(dense_forward, dense_layer_backward)
 FLATTEN = Twin(flatten_layer, flatten_layer_backward)
 MAXPOOL = Twin(maxpool_layer, maxpool_layer_backward)
 AVGPOOL = Twin(avgpool_layer, avgpool_layer_backward)
+GLOBAL_AVGPOOL = Twin(global_avgpool_forward, lambda dL_dP, A: (global_avgpool_backward(dL_dP, A.shape), ()))
 RELU = activation_twin(lambda Z, *, grad_at_zero=0: relu_forward(Z), relu_local)
 LEAKY_RELU = activation_twin(lambda Z, *, alpha=0.01: leaky_relu_forward(Z, alpha),
                              lambda Z, *, alpha=0.01: leaky_relu_grad(Z, alpha))  # fmt: skip
