@@ -656,11 +656,18 @@ class Twin(NamedTuple):
     forward(x, *weights, **options) -> y
     backward(dL_dy, x, *weights, **options) -> (dL_dx, (dL_dW, dL_dB, ...))
     local(x, **options) -> dy/dx, the stage an activation shows of its own derivative
+    stages(x, dL_dy, *weights, **options) -> its other stages (see below)
+
+    A kind that keeps running statistics (batch norm) gets them as options: mean=, var=.
     """
 
     forward: Callable
     backward: Callable
     local: Callable | None = None
+    #: stages(x, dL_dy, *weights, **options) -> {name without the layer's number: value}: the
+    #: stages a kind shows besides its output, its weights' gradients and dL/dx (batch norm's
+    #: mu, sigmasq, xhat, dL_dxhat …, a dropout's mask, the running mean and var after the step)
+    stages: Callable | None = None
 
 
 def _conv_kernel(W, flip):
@@ -789,36 +796,46 @@ def batchnorm_forward(X, gamma, beta, mean=None, var=None, eps=1e-5):
     return Z, mus, variances
 
 
-def batchnorm_backward(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5):
-    """dL/dX, dL/dγ, dL/dβ by loops, straight from the derivation: through x̂, σ² and μ
-    (training), or through x̂ alone with given statistics (evaluation)."""
+def batchnorm_pass(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5) -> dict:
+    """Every stage of batch norm's backward pass by loops, straight from the derivation:
+    x̂, dL/dγ, dL/dβ, dL/dx̂, and in training (no ``mean``, ``var``) dL/dσ², dL/dμ, then dL/dX
+    through x̂, σ² and μ (through x̂ alone with given statistics)."""
     X = np.asarray(X, dtype=float)
     C = X.shape[1]
     _, mus, variances = batchnorm_forward(X, gamma, np.zeros(C), mean, var, eps)
-    dL_dX = np.zeros_like(X)
-    dL_dgamma, dL_dbeta = np.zeros(C), np.zeros(C)
+    out = {name: np.zeros_like(X) for name in ("xhat", "dL_dxhat", "dL_dX")}
+    out.update({name: np.zeros(C) for name in ("dL_dW", "dL_dB", "dL_dsigmasq", "dL_dmu")})
+    out["mu"], out["sigmasq"] = mus, variances
     for c in range(C):
         places = _channel_values(X, c)
         N = len(places)
         mu, sigmasq = mus[c], variances[c]
         std = math.sqrt(sigmasq + eps)
-        dxhat = {}
         for q in places:
             i = _at(X, q, c)
-            xhat = (X[i] - mu) / std
-            dL_dgamma[c] += dL_dZ[i] * xhat
-            dL_dbeta[c] += dL_dZ[i]
-            dxhat[q] = dL_dZ[i] * gamma[c]
+            out["xhat"][i] = (X[i] - mu) / std
+            out["dL_dW"][c] += dL_dZ[i] * out["xhat"][i]
+            out["dL_dB"][c] += dL_dZ[i]
+            out["dL_dxhat"][i] = dL_dZ[i] * gamma[c]
         if mean is not None:
             for q in places:
-                dL_dX[_at(X, q, c)] = dxhat[q] / std
+                out["dL_dX"][_at(X, q, c)] = out["dL_dxhat"][_at(X, q, c)] / std
             continue
-        dvar = sum(dxhat[q] * (X[_at(X, q, c)] - mu) * -0.5 * (sigmasq + eps) ** -1.5 for q in places)
-        dmu = sum(-dxhat[q] / std for q in places) + dvar * sum(-2 * (X[_at(X, q, c)] - mu) for q in places) / N
+        dvar = sum(out["dL_dxhat"][_at(X, q, c)] * (X[_at(X, q, c)] - mu) * -0.5 * (sigmasq + eps) ** -1.5
+                   for q in places)  # fmt: skip
+        dmu = (sum(-out["dL_dxhat"][_at(X, q, c)] / std for q in places)
+               + dvar * sum(-2 * (X[_at(X, q, c)] - mu) for q in places) / N)  # fmt: skip
+        out["dL_dsigmasq"][c], out["dL_dmu"][c] = dvar, dmu
         for q in places:
             i = _at(X, q, c)
-            dL_dX[i] = dxhat[q] / std + dvar * 2 * (X[i] - mu) / N + dmu / N
-    return dL_dX, dL_dgamma, dL_dbeta
+            out["dL_dX"][i] = out["dL_dxhat"][i] / std + dvar * 2 * (X[i] - mu) / N + dmu / N
+    return out
+
+
+def batchnorm_backward(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5):
+    """dL/dX, dL/dγ, dL/dβ by loops (see batchnorm_pass)."""
+    out = batchnorm_pass(dL_dZ, X, gamma, mean, var, eps)
+    return out["dL_dX"], out["dL_dW"], out["dL_dB"]
 
 
 def dropout_forward(X, mask, p):
@@ -836,3 +853,67 @@ def dropout_backward(dL_dD, mask, p):
     for i in np.ndindex(dL_dX.shape):
         dL_dX[i] = dL_dD[i] * mask[i] / (1 - p)
     return dL_dX
+
+
+# -- batch norm and dropout as layer twins -------------------------------------------------------
+
+
+def _given_statistics(mode, mean, var):
+    """The statistics batch norm normalizes with: the batch's in training (None), else the running ones."""
+    return (None, None) if mode == "train" else (mean, var)
+
+
+def batchnorm_layer(X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    return batchnorm_forward(X, W, B, *_given_statistics(mode, mean, var), eps)[0]
+
+
+def batchnorm_layer_backward(dL_dZ, X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    dL_dX, dL_dW, dL_dB = batchnorm_backward(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    return dL_dX, (dL_dW, dL_dB)
+
+
+def batchnorm_layer_stages(X, dL_dZ, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    """Its stages besides its output and its weights' gradients, named without the layer's
+    number: x̂ and dL/dx̂, in training μ, σ², dL/dσ², dL/dμ and (with running statistics
+    given) the running statistics after the step, PyTorch's: σ² unbiased."""
+    out = batchnorm_pass(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    stages = {"xhat": out["xhat"], "dL_dxhat": out["dL_dxhat"]}
+    if mode != "train":
+        return stages
+    stages.update(mu=out["mu"], sigmasq=out["sigmasq"], dL_dsigmasq=out["dL_dsigmasq"], dL_dmu=out["dL_dmu"])
+    if mean is not None:
+        N = len(_channel_values(X, 0))
+        stages["mean"] = [(1 - momentum) * mean[c] + momentum * out["mu"][c] for c in range(len(mean))]
+        stages["var"] = [(1 - momentum) * var[c] + momentum * out["sigmasq"][c] * N / (N - 1) for c in range(len(var))]
+    return stages
+
+
+def dropout_mask_of(shape, p, mask=None, seed=0):
+    """The layer's mask: the given one, or drawn from ``seed`` (kept where a uniform draw is ≥ p)."""
+    if mask is not None:
+        return np.asarray(mask, dtype=float).reshape(shape)
+    draws = np.random.default_rng(seed).random(shape)
+    kept = np.zeros(shape)
+    for i in np.ndindex(shape):
+        kept[i] = 1.0 if draws[i] >= p else 0.0
+    return kept
+
+
+def dropout_layer(X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(X, dtype=float)
+    return dropout_forward(X, dropout_mask_of(np.shape(X), p, mask, seed), p)
+
+
+def dropout_layer_backward(dL_dD, X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(dL_dD, dtype=float), ()
+    return dropout_backward(dL_dD, dropout_mask_of(np.shape(X), p, mask, seed), p), ()
+
+
+def dropout_layer_stages(X, dL_dD, *, p=0.5, mask=None, seed=0, mode="train"):
+    return {"mask": dropout_mask_of(np.shape(X), p, mask, seed)} if mode == "train" else {}
+
+
+BATCHNORM = Twin(batchnorm_layer, batchnorm_layer_backward, stages=batchnorm_layer_stages)
+DROPOUT = Twin(dropout_layer, dropout_layer_backward, stages=dropout_layer_stages)
