@@ -280,3 +280,94 @@ def test_a_given_mask_is_the_traces_mask():
     t2 = trace_input(data)
     np.testing.assert_array_equal(t2["mask2"], mask)
     np.testing.assert_allclose(t2["D2"], np.asarray(t2["A2"]) * mask / 0.75)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from cnntrace.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"layers": [{"type": "conv"}, "batchnorm", "relu", {"type": "dropout", "p": -0.1}, "maxpool", "flatten",
+                     "dense", "batchnorm", "softmax"]}, "layers[3].p"),
+        ({"layers": [{"type": "conv"}, "batchnorm", "relu", {"type": "dropout", "mask": [[2, 0]]}, "maxpool",
+                     "flatten", "dense", "batchnorm", "softmax"]}, "layers[3].mask"),
+        ({"W4": [[1.0, 2.0, 3.0]] * 2}, "W4"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_naming_the_file_and_the_key(tmp_path, change, key):
+    import json
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**network(), **change}))
+    result = _invoke("step", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{path}" in line and f"{key}:" in line
+
+
+def test_every_command_takes_the_network(tmp_path):
+    import json
+
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(network(M=4)))
+    for args in (["step", path, "--format", "json"], ["step", path, "--html", tmp_path / "page.html"],
+                 ["explain", path, "dL_dmu2[1]"], ["explain", path, "D2[0,1,2,3]"], ["check", path],
+                 ["sheet", path], ["sheet", path, "--key", "--format", "latex"], ["schema"],
+                 ["init", "--like", path, "--seed", "1"], ["train", path, "--epochs", "2", "--seed", "3"]):  # fmt: skip
+        result = _invoke(*args)
+        assert result.exit_code == 0, (args, result.stderr)
+        assert result.stdout.strip(), args
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"sigmasq2": [1, 1, 1]}))
+    result = _invoke("verify", path, answers)
+    assert result.exit_code == 1 and "sigmasq2" in result.stdout
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def test_training_moves_the_running_statistics_each_step_as_step_does():
+    from cnntrace.train import train
+
+    data = network(M=4, dropout={"type": "dropout", "mode": "eval"})
+    problem = problem_from_dict(data)
+    epochs = list(train(problem, 2))
+    # the first epoch's step is step's update, running statistics included
+    t = trace_input(data)
+    for name in ("W1", "W2", "mean2", "var2", "mean4", "var4"):
+        np.testing.assert_allclose(problem.present(name, epochs[0].parameters[name]), t[name], rtol=1e-13, err_msg=name)
+    # and the second starts from where the first ended
+    assert not np.allclose(epochs[1].parameters["mean2"], epochs[0].parameters["mean2"])
+
+
+def test_training_draws_a_fresh_dropout_mask_each_step_from_its_seed():
+    from cnntrace.train import train
+
+    problem = problem_from_dict(network(M=4))
+    first = [e.parameters["W1"] for e in train(problem, 3, seed=5)]
+    again = [e.parameters["W1"] for e in train(problem, 3, seed=5)]
+    other = [e.parameters["W1"] for e in train(problem, 3, seed=6)]
+    np.testing.assert_array_equal(first[-1], again[-1])
+    assert not np.allclose(first[-1], other[-1])
+
+
+def test_a_test_set_is_evaluated_with_the_running_statistics_and_no_dropout():
+    from cnntrace.train import evaluate, train
+
+    problem = problem_from_dict(network(M=6))
+    test = problem_from_dict(network(M=3, seed=9))
+    (epoch,) = list(train(problem, 1, test=test))
+    data = network(M=3, seed=9, bn_mode="eval", dropout={"type": "dropout", "mode": "eval"})
+    for name, value in epoch.parameters.items():
+        data[name] = value.tolist()
+    assert epoch.test_loss == pytest.approx(float(trace_input(data)["L"]), rel=1e-12)
+    assert evaluate(test, epoch.parameters)[0] == pytest.approx(epoch.test_loss, rel=1e-15)
