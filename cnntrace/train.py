@@ -18,6 +18,11 @@ loss and predictions are taken before its step, and averaged over the epoch's im
 one mini-batch, epoch 1's loss is the L that ``step`` shows for the starting parameters.
 An image counts as right when the prediction A2 >= 0.5 (class 1) agrees with Y >= 0.5.
 
+Batch norm's running statistics (mean{l}, var{l}) start as the input gives them, or at
+PyTorch's 0 and 1, and each training pass moves them as ``step``'s update does; a dropout
+draws a fresh mask every step from ``seed``. A test set is measured as a trained network
+evaluates (Network.evaluating): batch norm with the running statistics, no dropout.
+
     for epoch in train(problem, epochs=30, batch_size=32, shuffle=True, seed=0):
         print(epoch.epoch, epoch.loss, epoch.accuracy)   # epoch.parameters: W1, B1, W2, B2
 """

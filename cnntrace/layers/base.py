@@ -16,7 +16,13 @@ Each kind (one module of this package) has the same small interface (see ``Layer
 - ``mistakes``: the wrong turns a learner commonly takes at this layer, each as the values
   of the stages where it is made (``verify`` resumes the pass from them to name a mistake);
 - ``work``: what one pass through it costs, for the size guard;
-- ``HAND`` and ``ambiguities``: what a hand exercise must avoid in it.
+- ``HAND`` and ``ambiguities``: what a hand exercise must avoid in it;
+- where a kind needs more of the pass around it (batch norm, dropout): ``shown``, the stages
+  it shows besides its output, with ``forward_from`` and ``backward_from`` taking any of them
+  as given; ``running``, the statistics it keeps besides its weights (``start_running``,
+  ``update_running``); ``for_batch``, its check of (or draw for) the batch; ``draws`` and
+  ``for_step``, its random draws in training; ``evaluating``, the layer as a trained
+  network evaluates.
 
 A layer sits at a ``Place`` in a network: the number of its weighted layer and the names of
 what it reads and writes (X → Z1, Z1 → A1 …), which is all it needs to name its stages.
