@@ -90,6 +90,22 @@ def test_a_batch_norm_by_hand():
     assert t["mean1"] == pytest.approx(0.3) and t["var1"] == pytest.approx(0.9 + 0.1 * 3.5 * 4 / 3)
 
 
+def test_a_batch_norm_backward_by_hand():
+    """The same four values, γ = 1, β = 0, and dL/dZ = (1, 0, 0, 0) given: x̂ = (−2, −1, 0, 3)/σ
+    with σ = √3.5, and dL/dX_i = (1/(N·σ))·(N·g_i − Σ g − x̂_i·Σ g·x̂) = (1/(4σ))·(4g_i − 1 −
+    x̂_i·x̂_0): x̂_0² = 4/3.5 = 8/7, x̂_1·x̂_0 = 2/3.5 = 4/7, x̂_3·x̂_0 = −6/3.5 = −12/7, so
+    dL/dX = (13, −11, −7, 5)/(28σ), and through the three steps dL/dσ² = g_0·(X_0 − μ)·(−½)σ⁻³ = σ⁻³,
+    dL/dμ = −g_0/σ + 0 = −1/σ."""
+    data = {"X": [[1.0], [2.0], [3.0], [6.0]], "grad": [[1.0], [0.0], [0.0], [0.0]],
+            "layers": [{"type": "batchnorm", "eps": 1e-300}], "W1": 1.0, "B1": 0.0}  # fmt: skip
+    t = trace_input(data)
+    sigma = math.sqrt(3.5)
+    np.testing.assert_allclose(np.ravel(t["dL_dX"]), np.array([13, -11, -7, 5]) / (28 * sigma), rtol=1e-13)
+    assert float(t["dL_dsigmasq1"]) == pytest.approx(sigma**-3, rel=1e-13)
+    assert float(t["dL_dmu1"]) == pytest.approx(-1 / sigma, rel=1e-13)
+    assert float(t["dL_dW1"]) == pytest.approx(-2 / sigma, rel=1e-13)  # Σ g·x̂ = x̂_0
+
+
 def test_cs231n_batchnorm_shapes_and_statistics():
     """cs231n's check of batchnorm_forward: after it, each feature has mean β and std γ."""
     rng = np.random.default_rng(231)
