@@ -387,3 +387,26 @@ def test_a_test_set_is_evaluated_with_the_running_statistics_and_no_dropout():
         data[name] = value.tolist()
     assert epoch.test_loss == pytest.approx(float(trace_input(data)["L"]), rel=1e-12)
     assert evaluate(test, epoch.parameters)[0] == pytest.approx(epoch.test_loss, rel=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_latex_typesets_batch_norms_names_and_compiles(tmp_path, mode):
+    """μ2, σ²2, x̂2, ε, √ and ½ in LaTeX's notation: ASCII, and a document pdflatex takes."""
+    import json
+    import shutil
+    import subprocess
+
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(network(M=2, bn_mode=mode)))
+    for args in (["step", path, "--format", "latex"], ["sheet", path, "--key", "--format", "latex"]):
+        result = _invoke(*args)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.isascii(), sorted({c for c in result.stdout if not c.isascii()})
+    assert r"\hat{x}_{2}" in result.stdout and (r"\sigma^{2}_{2}" in result.stdout) == (mode == "train")
+    if shutil.which("pdflatex") is None:
+        pytest.skip("no pdflatex on this machine")
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{amsmath}\n\\begin{document}\n"
+                                      + result.stdout + "\\end{document}\n")  # fmt: skip
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout.decode("latin-1")[-2000:]

@@ -136,7 +136,9 @@ class BatchNorm(Layer):
         return out if len(out) > 1 else self.type
 
     def describe(self):
-        return f"batchnorm ({self.mode}, ε {self.eps:g}{f', momentum {self.momentum:g}' if self.training else ''})"
+        eps = f", eps {self.eps:g}" if self.eps != 1e-5 else ""
+        momentum = f", momentum {self.momentum:g}" if self.training and self.momentum != 0.1 else ""
+        return f"batchnorm ({self.mode}{eps}{momentum})"
 
     # -- shapes ---------------------------------------------------------------------------
 
