@@ -131,7 +131,9 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
         return np.round(values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     data = {"X": rounded(rng.uniform(0, 1, size=((M,) if batched else ()) + image_shape)).tolist()}
-    data["layers"] = [layer.options() for layer in network.layers]
+    # Each layer's random draws made afresh (a dropout's mask from a new seed: a given mask
+    # would not fit another batch).
+    data["layers"] = [layer.for_step(rng).options() for layer in network.layers]
     target_shape = out.user_shape(batched, M)
     if network.loss.given:
         data["grad"] = rounded(rng.normal(0, 0.5, size=target_shape)).tolist()

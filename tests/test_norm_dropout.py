@@ -410,3 +410,17 @@ def test_latex_typesets_batch_norms_names_and_compiles(tmp_path, mode):
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
                           cwd=tmp_path, capture_output=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout.decode("latin-1")[-2000:]
+
+
+def test_init_like_a_given_mask_draws_one_for_its_own_batch(tmp_path):
+    import json
+
+    data = network(M=2)
+    data["layers"][3] = {"type": "dropout", "p": 0.25, "mask": np.ones((2, 3, 4, 4)).tolist()}
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(data))
+    result = _invoke("init", "--like", path, "--batch", "3", "--seed", "4")
+    assert result.exit_code == 0, result.stderr
+    fresh = json.loads(result.stdout)
+    assert "seed" in fresh["layers"][3] and "mask" not in fresh["layers"][3]
+    assert np.shape(trace_input(fresh)["mask2"]) == (3, 3, 4, 4)

@@ -116,7 +116,7 @@ class Dropout(Layer):
     def for_step(self, rng):
         if not self.dropping:
             return self
-        return replace(self, mask=None, seed=int(rng.integers(2**63)), _general=None)
+        return replace(self, mask=None, seed=int(rng.integers(2**31)), _general=None)
 
     def evaluating(self):
         return replace(self, mode="eval", mask=None, _general=None)
