@@ -339,8 +339,10 @@ def train(
     # Batch norm's running statistics start where PyTorch starts them, where the input
     # leaves them out; each training pass updates them.
     parameters = network.start_running(starting_parameters(problem))
-    for size in {batch_size, M % batch_size} - {0}:  # every mini-batch must go through every layer
-        for layer in network.layers:
+    # Every mini-batch must go through every layer as a step runs it (batch norm in training
+    # refuses a mini-batch of one value per channel).
+    for size in {batch_size, M % batch_size} - {0}:
+        for layer in network.for_step(np.random.default_rng(0)).layers:
             layer.for_batch(problem.layouts[layer.input], True, size)
     # A fresh dropout mask every step, drawn from seed.
     draws = np.random.default_rng(seed) if network.draws else None

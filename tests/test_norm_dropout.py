@@ -424,3 +424,12 @@ def test_init_like_a_given_mask_draws_one_for_its_own_batch(tmp_path):
     fresh = json.loads(result.stdout)
     assert "seed" in fresh["layers"][3] and "mask" not in fresh["layers"][3]
     assert np.shape(trace_input(fresh)["mask2"]) == (3, 3, 4, 4)
+
+
+def test_training_with_a_given_mask_in_mini_batches():
+    from cnntrace.train import train
+
+    data = network(M=4)
+    data["layers"][3] = {"type": "dropout", "p": 0.25, "mask": np.ones((4, 3, 4, 4)).tolist()}
+    (epoch,) = list(train(problem_from_dict(data), 1, batch_size=2, seed=1))
+    assert np.all(np.isfinite(epoch.parameters["W1"]))

@@ -69,7 +69,7 @@ class Dropout(Layer):
     mask: Any = field(default=None, compare=False)  # as the input gave it
     seed: int = 0
     mode: str = "train"
-    #: The mask on the general shapes, for the batch (see for_batch); None: drawn from seed.
+    #: The given mask on the general shapes, for the batch (see for_batch); None: drawn from seed.
     _general: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -102,7 +102,7 @@ class Dropout(Layer):
             return self
         general = (M, *layout.shape)
         if self.mask is None:
-            return replace(self, _general=ops.dropout_mask(self.seed, general, self.p))
+            return self  # drawn from the seed as the pass reaches it (a dataset's mask would be large)
         expected = layout.user_shape(batched, M)
         if self.mask.shape != expected:
             raise InputError(f"the mask is shaped like {self.input}, {shape_text(expected)}; "
