@@ -200,4 +200,8 @@ class Dropout(Layer):
         if grad(x) in values:
             out.append(Mistake("dropout_unscaled", f"dL/d{x} = dL/d{d}·mask: the 1/(1 − p) left out",
                                {grad(x): values[grad(d)] * mask}))  # fmt: skip
+            if not np.all(mask == 1):
+                out.append(Mistake("dropout_mask_missing", f"dL/d{x} = dL/d{d}/(1 − p): the mask left out of the "
+                                   "backward pass, as if no unit had been dropped",
+                                   {grad(x): values[grad(d)] / (1 - self.p)}))  # fmt: skip
         return out

@@ -407,10 +407,17 @@ class BatchNorm(Layer):
             Mistake("batchnorm_gamma_forgotten", f"dL/d{xhat} = dL/d{z}: γ ({self.W}) was left out of it",
                     {grad(self.xhat): dL_dZ}),
         ]  # fmt: skip
-        if not self.training:
-            return out
         X = values[x]
         N = ops.batch_count(X)
+        if not self.training:
+            if N > 1:  # eval mode normalized with the batch's statistics, as in training
+                mu, sigmasq = ops.batchnorm_statistics(X)
+                _, op = ops.batchnorm_forward(X, gamma, weights[self.B], mu, sigmasq, self.eps)
+                out.append(Mistake("batchnorm_batch_statistics_in_eval",
+                                   f"{xhat} taken with the batch's mean and variance; in eval mode batch norm "
+                                   f"normalizes with the running statistics {self.MEAN} and {self.VAR}",
+                                   {self.xhat: op.xhat}))  # fmt: skip
+            return out
         if grad(x) in values:
             inv_std = ops.per_channel(1.0 / np.sqrt(values[self.sigmasq] + self.eps), X)
             out.append(Mistake("batchnorm_mean_variance_dropped",
