@@ -246,11 +246,13 @@ class BatchNorm(Layer):
         x, z, W, B = self.input, self.output, self.W, self.B
         mu, var, xhat = symbol(self.mu), symbol(self.sigmasq), symbol(self.xhat)
         mean, running = (mu, var) if self.training else (self.MEAN, self.VAR)
+        maps = bool(ctx.layouts) and ctx.layouts[x].form == "map"
+        channel = "channel" if maps else "unit"
         forward = []
         if self.training:
             forward += [
-                stage(self.mu, "forward", f"Σ {x}/N over each channel's N values", None, of=W),
-                stage(self.sigmasq, "forward", f"Σ ({x} − {mu})²/N over each channel's N values", None, of=W),
+                stage(self.mu, "forward", f"Σ {x}/N over each {channel}'s N values", None, of=W),
+                stage(self.sigmasq, "forward", f"Σ ({x} − {mu})²/N over each {channel}'s N values", None, of=W),
             ]
         forward += [
             stage(self.xhat, "forward", f"({x} − {mean})/√({running} + ε)", None, of=x),
@@ -267,7 +269,7 @@ class BatchNorm(Layer):
             ]  # fmt: skip
         chain = ctx.full_chain(f"∂{z}/∂")
         d_z, d_xhat = f"∂L/∂{z}", f"∂L/∂{xhat}"
-        per = "summed over each channel's N values"
+        per = f"summed over each {channel}'s N values"
         backward = [
             grad_stage(W, f"Σ dL/d{z}·{xhat}", None,
                        Rule(f"∂L/∂{W} = {chain}{W}", f"Σ {d_z} ⊙ {xhat}", (grad(z), self.xhat),
@@ -283,7 +285,7 @@ class BatchNorm(Layer):
                 stage(grad(self.sigmasq), "backward", f"Σ dL/d{xhat}·({x} − {mu})·(−½)({var} + ε)^(−3/2)", None,
                       Rule(f"{d_var} = {d_xhat} · ∂{xhat}/∂{var}", f"Σ {d_xhat}·({x} − {mu})·(−½)({var} + ε)^(−3/2)",
                            (grad(self.xhat), x, self.mu, self.sigmasq),
-                           f"every {xhat} of the channel depends on {var}: {per}"), of=W),
+                           f"every {xhat} of the {channel} depends on {var}: {per}"), of=W),
                 stage(grad(self.mu), "backward",
                       f"Σ dL/d{xhat}·(−1/√({var} + ε)) + dL/d{var}·Σ −2({x} − {mu})/N", None,
                       Rule(f"{d_mu} = {d_xhat} · ∂{xhat}/∂{mu} + {d_var} · ∂{var}/∂{mu}",
@@ -296,7 +298,7 @@ class BatchNorm(Layer):
                                 f"({W}/(N·√({var} + ε)))·(N·{d_z} − Σ {d_z} − {xhat}·Σ {d_z}·{xhat})",
                                 (grad(self.xhat), grad(self.sigmasq), grad(self.mu), x, self.mu),
                                 f"each {x} reaches L three ways: through its own {xhat}, through {var} and "
-                                f"through {mu}; the three come to the compact form, with sums {per}")),
+                                f"through {mu}; the three come to the compact form, its sums over each {channel}'s N values")),
             ]  # fmt: skip
         else:
             backward.append(
@@ -341,7 +343,8 @@ class BatchNorm(Layer):
             c = index[1]
         places = self._places(t, c)
         N = len(places)
-        over = f"over the {N} values of channel {c}: every image{', row and column' if len(places[0]) > 2 else ''}"
+        maps = len(places[0]) > 2
+        over = f"over the {N} values of {'channel' if maps else 'unit'} {c}: every image{', row and column' if maps else ''}"
         one_over_N = constant("1/N", 1.0 / N)
         mean_factor, inv_std = self._statistics(t, c)
         running = self.sigmasq if self.training else self.VAR
@@ -384,7 +387,7 @@ class BatchNorm(Layer):
                 Term((t.factor(grad(self.mu), (c,)), one_over_N), "through μ"),
             ]  # fmt: skip
             return Explained(f"dL/d{xhat}/√({var} + ε) + dL/d{var}·2({x} − {mu})/N + dL/d{mu}/N", terms, None,
-                             [f"N = {N}: the values of channel {c}", eps])  # fmt: skip
+                             [f"N = {N}: the values of {'channel' if maps else 'unit'} {c}", eps])  # fmt: skip
         # the running statistics after the step
         m = self.momentum
         if name == self.MEAN:
