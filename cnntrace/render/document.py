@@ -80,15 +80,15 @@ class Extra(NamedTuple):
 
 
 class Entry(NamedTuple):
-    """One matrix of the trace with everything shown around it; without its prose (chain,
-    notes, legend, extra) in a brief view."""
+    """One matrix of the trace with everything shown around it; without its prose
+    (derivation, notes, legend, extra) in a brief view."""
 
     name: str  # its JSON name, as ``--only``, explain and an answers file write it
     section: str  # "forward", "backward" or "update"
     symbol: str  # as the derivation writes it: dL/dW1
     equation: str
     matrix: Matrix
-    chain: Derivation | None = None  # its chain rule with its factors' values
+    derivation: Derivation | None = None  # its chain rule with its factors' values
     before: tuple[str, ...] = ()  # prose before the chain rule
     after: tuple[str, ...] = ()  # and after it
     legend: Legend | None = None
@@ -123,7 +123,7 @@ def _entry(trace, name: str, values: np.ndarray, annotation, brief: bool) -> Ent
     entry = Entry(name, stage.section, stage.symbol, stage.equation, matrix)
     if brief:
         return entry
-    entry = entry._replace(chain=derivation(trace, name))
+    entry = entry._replace(derivation=derivation(trace, name))
     if annotation is None:
         return entry
     legend = None

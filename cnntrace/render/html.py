@@ -169,19 +169,19 @@ def _title(symbol: str, equation: str | None, values) -> str:
             f' <span class="shape">{html.escape(shape(dims))}</span></h3>')
 
 
-def _chain(chain, precision: int) -> str:
-    """A stage's chain rule (document.Entry.chain), what it simplifies to and its factors'
+def _derivation(d, precision: int) -> str:
+    """A stage's chain rule (document.Entry.derivation), what it simplifies to and its factors'
     numbers; nothing for a stage without one."""
-    if chain is None:
+    if d is None:
         return ""
     lines = []
-    if chain.left:
-        lines.append(f'<div class="chain"><i>{html.escape(chain.left)}</i> = {html.escape(chain.chain)}</div>')
-        lines.append(f'<div class="chain">= {html.escape(chain.simplified)}</div>')
-    factors = ",  ".join(factor_text(factor, precision) for factor in chain.factors)
+    if d.left:
+        lines.append(f'<div class="chain"><i>{html.escape(d.left)}</i> = {html.escape(d.chain)}</div>')
+        lines.append(f'<div class="chain">= {html.escape(d.simplified)}</div>')
+    factors = ",  ".join(factor_text(factor, precision) for factor in d.factors)
     lines.append(f'<div class="with">with {html.escape(factors)}</div>')
-    if chain.note:
-        lines.append(f'<div class="note">{html.escape(chain.note)}</div>')
+    if d.note:
+        lines.append(f'<div class="note">{html.escape(d.note)}</div>')
     return "".join(lines)
 
 
@@ -280,7 +280,7 @@ def _stage(entry: Entry, step: int, precision: int, full: bool, cells: _Cells) -
                              border=extra.matrix.border, full=full))
         parts.append("</div>")
     note_html = "".join(f'<div class="note">{html.escape(line)}</div>' for line in notes)
-    parts.append(f'</div><div class="derivation">{_chain(entry.chain, precision)}{note_html}</div></div></article>')
+    parts.append(f'</div><div class="derivation">{_derivation(entry.derivation, precision)}{note_html}</div></div></article>')
     return "".join(parts)
 
 

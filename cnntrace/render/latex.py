@@ -207,25 +207,25 @@ def _block(symbol, equation, matrix, precision, prose, full=False) -> list[str]:
     return lines
 
 
-def chain_lines(chain, precision: int) -> list[str]:
-    """A stage's chain rule (document.Entry.chain) as an align*, then the values that go
+def derivation_lines(d, precision: int) -> list[str]:
+    """A stage's chain rule (document.Entry.derivation) as an align*, then the values that go
     into it and its note; nothing for a stage without one."""
-    if chain is None:
+    if d is None:
         return []
     lines = []
-    if chain.left:
+    if d.left:
         lines += [
             "\\begin{align*}",
-            f"{math(chain.left)} &= {math(chain.chain)} \\\\",
-            f"&= {math(chain.simplified)}",
+            f"{math(d.left)} &= {math(d.chain)} \\\\",
+            f"&= {math(d.simplified)}",
             "\\end{align*}",
         ]
     factors = [
         f"${math(symbol)} = {number(float(value), precision)}$" if value.ndim == 0
         else f"${math(symbol)}$ (${math(shape(value.shape))}$)"
-        for symbol, value in chain.factors
+        for symbol, value in d.factors
     ]  # fmt: skip
-    note = f"; {prose(chain.note)}." if chain.note else "."
+    note = f"; {prose(d.note)}." if d.note else "."
     return lines + ["with " + ", ".join(factors) + note, ""]
 
 
@@ -253,7 +253,7 @@ def render(trace, view: View = View()) -> str:
                 out += _block(name, None, matrix, view.precision, [], view.full)
                 out.append("")
             case Entry():
-                lines = chain_lines(block.chain, view.precision)
+                lines = derivation_lines(block.derivation, view.precision)
                 if block.legend:
                     first, meaning, many = legend_parts(block.legend, lambda n: f"${mark(n)}$", every_count=True)
                     lines.append(f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".")

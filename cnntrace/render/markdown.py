@@ -57,7 +57,7 @@ def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = No
 
 def mark(count: int) -> str:
     """A cell's mark (document.mark_text), escaped: \\*, \\*2 …; none for 0."""
-    return escape(mark_text(count))
+    return escape(mark_text(count)) if count else ""
 
 
 def _block(symbol, equation, matrix, precision, prose, full=False) -> list[str]:
@@ -79,18 +79,18 @@ def _block(symbol, equation, matrix, precision, prose, full=False) -> list[str]:
     return lines
 
 
-def chain_lines(chain, precision: int) -> list[str]:
-    """A stage's chain rule (document.Entry.chain) as display math, then the values that go
+def derivation_lines(d, precision: int) -> list[str]:
+    """A stage's chain rule (document.Entry.derivation) as display math, then the values that go
     into it and its note; nothing for a stage without one."""
-    if chain is None:
+    if d is None:
         return []
-    lines = [f"$${math(chain.left)} = {math(chain.chain)} = {math(chain.simplified)}$$", ""] if chain.left else []
+    lines = [f"$${math(d.left)} = {math(d.chain)} = {math(d.simplified)}$$", ""] if d.left else []
     factors = [
         f"${math(symbol)}$ = {number(float(value), precision)}" if value.ndim == 0
         else f"${math(symbol)}$ ({shape(value.shape)})"
-        for symbol, value in chain.factors
+        for symbol, value in d.factors
     ]  # fmt: skip
-    note = f"; {prose(chain.note)}" if chain.note else ""
+    note = f"; {prose(d.note)}" if d.note else ""
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 
@@ -110,7 +110,7 @@ def render(trace, view: View = View()) -> str:
             case Given(name=name, matrix=matrix):
                 out += _block(name, None, matrix, view.precision, [], view.full)
             case Entry():
-                lines = chain_lines(block.chain, view.precision)
+                lines = derivation_lines(block.derivation, view.precision)
                 if block.legend:
                     first, meaning, many = legend_parts(block.legend, mark, every_count=True)
                     lines += [f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".", ""]

@@ -102,7 +102,7 @@ def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
         head = f"### {position}. {escape(q.symbol)}  ({shape(dims)}, answer as `{q.name}`)"
         out += [head, "", f"${math(q.symbol)} = {math(q.equation)}$", ""]
         values = q.matrix.values if sheet.key else None
-        out += markdown.chain_lines(q.chain, sheet.precision)
+        out += markdown.derivation_lines(q.derivation, sheet.precision)
         if not dims or len(dims) == len(axes):
             blank = "________"
             cell = blank if values is None else f"**{number(float(values), sheet.precision)}**"
@@ -177,7 +177,7 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
             "",
         ]  # fmt: skip
         values = q.matrix.values if sheet.key else None
-        out += latex.chain_lines(q.chain, sheet.precision)
+        out += latex.derivation_lines(q.derivation, sheet.precision)
         if not dims or len(dims) == len(axes):
             cell = "\\rule{3cm}{0.4pt}" if values is None else number(float(values), sheet.precision)
             out += [f"\\smallskip ${math(q.symbol)} = {cell}$" if values is not None else

@@ -3,9 +3,11 @@
 Each matrix is titled with its symbol, the equation that made it and its shape, e.g.
 ``dL/dW1 = conv(X, dL/dZ1)   3×3``. Each backward stage also shows its chain rule, the form
 it simplifies to and the values that go into it (``view.brief`` leaves them out). The cells
-of A1 that won a pool window, the ones dL/dP1 is routed to, are marked ``*`` in A1 and
-dL/dA1. A batch or several filters give one labelled table per image or filter, side by side
-where the width allows; a matrix wider than the console is split into blocks of columns.
+a layer marks carry its mark in bold yellow: in the reference, the cells of A1 that won a pool
+window, the ones dL/dP1 is routed to, are marked ``*`` in A1 and dL/dA1. A batch or several
+filters give one labelled table per image or filter, side by side where the width allows; a
+matrix wider than the console is split into blocks of columns. What is shown comes from the
+trace's document (render.document), block by block.
 """
 
 from __future__ import annotations
@@ -185,21 +187,21 @@ def matrix_block(
     return Group(title, *derivation, Columns(tables, padding=(0, 4)))
 
 
-def chain_lines(chain, precision: int) -> list[RenderableType]:
-    """A stage's chain rule (document.Entry.chain), its simplified form, the values that go
+def derivation_lines(d, precision: int) -> list[RenderableType]:
+    """A stage's chain rule (document.Entry.derivation), its simplified form, the values that go
     into it and a note, as indented dim lines; nothing for a stage without one."""
-    if chain is None:
+    if d is None:
         return []
     lines = []
-    if chain.left:
+    if d.left:
         lines += [
-            Text.assemble((chain.left, "italic"), " = ", chain.chain),
-            Text(f"{' ' * len(chain.left)} = {chain.simplified}"),
+            Text.assemble((d.left, "italic"), " = ", d.chain),
+            Text(f"{' ' * len(d.left)} = {d.simplified}"),
         ]
-    factors = ",  ".join(factor_text(factor, precision) for factor in chain.factors)
+    factors = ",  ".join(factor_text(factor, precision) for factor in d.factors)
     lines.append(Text(f"with {factors}", style="dim"))
-    if chain.note:
-        lines.append(Text(chain.note, style="dim"))
+    if d.note:
+        lines.append(Text(d.note, style="dim"))
     return [_indented(line) for line in lines]
 
 
@@ -228,7 +230,7 @@ def render(trace, view: View = View()) -> RenderableType:
                 parts.append(matrix_block(name, None, matrix.values, matrix.axes, precision, full=full))
             case Entry(matrix=matrix):
                 prose = [
-                    *_prose(block.before), *chain_lines(block.chain, precision), *_prose(block.after),
+                    *_prose(block.before), *derivation_lines(block.derivation, precision), *_prose(block.after),
                     *_prose([legend_text(block.legend)] if block.legend else []),
                 ]  # fmt: skip
                 parts.append(matrix_block(
