@@ -96,8 +96,10 @@ class Entry(NamedTuple):
 
 
 class Document(NamedTuple):
+    """The blocks of one trace, in the order they are shown."""
+
     blocks: tuple[Heading | Given | Entry, ...]
-    lr: float
+    lr: float  # the learning rate of the update, for a title that typesets it
 
 
 def document(trace, view: View = View(), *, givens: bool | None = None, marks: bool = True) -> Document:
@@ -105,8 +107,10 @@ def document(trace, view: View = View(), *, givens: bool | None = None, marks: b
     says otherwise), then each section's selected matrices. ``view.brief`` leaves out the
     prose; without ``marks`` the layers' annotations are not read (a worksheet has none)."""
     problem = trace.problem
+    if givens is None:
+        givens = view.only is None
     blocks: list[Heading | Given | Entry] = []
-    if view.only is None if givens is None else givens:
+    if givens:
         blocks.append(Heading("input", TITLES["input"], problem.summary()))
         blocks += [Given(name, Matrix(values, input_axes(problem, name))) for name, values in problem.inputs.items()]
     annotations = trace.annotations if marks else {}
