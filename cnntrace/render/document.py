@@ -71,6 +71,14 @@ class Legend(NamedTuple):
     counts: tuple[int, ...]  # the marks above one that occur (cells that won several windows)
 
 
+class LegendParts(NamedTuple):
+    """A legend as a format writes it: '*', 'won its pool window: …', '*2: won two windows'."""
+
+    mark: str  # the mark, drawn
+    meaning: str
+    many: str  # how a count above one reads; '' where every mark is one
+
+
 class Extra(NamedTuple):
     """A further matrix a layer shows after a stage, such as ∂L/∂pad(X)."""
 
@@ -154,22 +162,23 @@ def mark_text(count: int) -> str:
     return "" if count == 0 else "*" if count == 1 else f"*{count}"
 
 
-def legend_parts(legend: Legend, draw=mark_text, every_count: bool = False) -> tuple[str, str, str]:
+def legend_parts(legend: Legend, draw=mark_text, every_count: bool = False) -> LegendParts:
     """What the marks mean, in three parts: the mark (drawn by ``draw``), its meaning, and
     where some cell won more than one window how a count reads: the notation's example
     '*2: won two windows' (whatever the counts), or with ``every_count`` each count that
     occurs ('*2: won two windows, *4: won four windows'); else ''."""
     if not legend.counts:
-        return draw(1), legend.meaning, ""
+        return LegendParts(draw(1), legend.meaning, "")
     shown = legend.counts if every_count else (2,)
     many = ", ".join(f"{draw(n)}: won {NUMBER_WORDS.get(n, str(n))} windows" for n in shown)
-    return draw(1), legend.meaning, many
+    return LegendParts(draw(1), legend.meaning, many)
 
 
-def legend_text(legend: Legend, draw=mark_text) -> str:
-    """'* won its pool window: … (*2: won two windows)'."""
-    first, meaning, many = legend_parts(legend, draw)
-    return f"{first} {meaning}" + (f" ({many})" if many else "")
+def legend_text(legend: Legend, draw=mark_text, every_count: bool = False, words=str) -> str:
+    """'* won its pool window: … (*2: won two windows)': the marks drawn by ``draw``, the
+    meaning written by ``words`` (LaTeX's prose, say); see legend_parts."""
+    first, meaning, many = legend_parts(legend, draw, every_count)
+    return f"{first} {words(meaning)}" + (f" ({many})" if many else "")
 
 
 def factor_text(factor: Factor, precision: int) -> str:

@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from cnntrace.render import View
-from cnntrace.render.document import Entry, Given, Heading, document, legend_parts, mark_text
+from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -255,8 +255,8 @@ def render(trace, view: View = View()) -> str:
             case Entry():
                 lines = derivation_lines(block.derivation, view.precision)
                 if block.legend:
-                    first, meaning, many = legend_parts(block.legend, lambda n: f"${mark(n)}$", every_count=True)
-                    lines.append(f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".")
+                    drawn = legend_text(block.legend, lambda n: f"${mark(n)}$", every_count=True, words=prose)
+                    lines.append(drawn + ".")
                 out += _block(block.symbol, block.equation, block.matrix, view.precision, lines, view.full)
                 out.append("")
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace.render import View
-from cnntrace.render.document import Entry, Given, Heading, document, legend_parts, mark_text
+from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -112,7 +112,6 @@ def render(trace, view: View = View()) -> str:
             case Entry():
                 lines = derivation_lines(block.derivation, view.precision)
                 if block.legend:
-                    first, meaning, many = legend_parts(block.legend, mark, every_count=True)
-                    lines += [f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".", ""]
+                    lines += [legend_text(block.legend, mark, every_count=True, words=prose) + ".", ""]
                 out += _block(block.symbol, block.equation, block.matrix, view.precision, lines, view.full)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -18,6 +18,7 @@ numbered, as questions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,14 +44,23 @@ class Sheet:
     file: str | None = None
 
 
-def _document(trace, sheet: Sheet):
-    """The givens and the questions (the entries, numbered from 1) of a sheet, and the
-    problem in one line: the key's entries with their chain rules, no marks."""
+class Content(NamedTuple):
+    """What a sheet asks, from the trace's document: the key's entries with their chain
+    rules, no marks."""
+
+    summary: str  # the problem in one line
+    givens: list[Given]
+    questions: list[tuple[int, Entry]]  # numbered from 1, in the derivation's order
+
+
+def content(trace, sheet: Sheet) -> Content:
+    """The givens and the questions of a sheet (``sheet.only``'s, if given)."""
     blocks = document(trace, View(only=sheet.only, brief=not sheet.key), givens=True, marks=False).blocks
-    summary = blocks[0].summary  # the input's heading comes first
-    givens = [block for block in blocks if isinstance(block, Given)]
-    questions = list(enumerate((block for block in blocks if isinstance(block, Entry)), 1))
-    return summary, givens, questions
+    return Content(
+        blocks[0].summary,  # the input's heading comes first
+        [block for block in blocks if isinstance(block, Given)],
+        list(enumerate((block for block in blocks if isinstance(block, Entry)), 1)),
+    )
 
 
 def given(value: float) -> str:
@@ -90,7 +100,7 @@ def _pipe_grid(values: np.ndarray | None, grid_shape: tuple[int, ...], text) -> 
 
 def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or with ``sheet.key`` the answer key) as Markdown."""
-    summary, givens, questions = _document(trace, sheet)
+    summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
     out = [f"# {title}" + (f": `{sheet.file}`" if sheet.file else ""), "", escape(summary), "",
            _instructions(sheet), "", "## Given", ""]  # fmt: skip
@@ -98,7 +108,7 @@ def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
         out += _given_markdown(block)
     out += [f"lr = {given(trace.problem.lr)}", "", "## To compute", ""]
     for position, q in questions:
-        dims, axes = q.matrix.values.shape, q.matrix.axes
+        dims, axes = np.shape(q.matrix.values), q.matrix.axes
         head = f"### {position}. {escape(q.symbol)}  ({shape(dims)}, answer as `{q.name}`)"
         out += [head, "", f"${math(q.symbol)} = {math(q.equation)}$", ""]
         values = q.matrix.values if sheet.key else None
@@ -152,7 +162,7 @@ def _tabular(values: np.ndarray | None, grid_shape: tuple[int, ...], text) -> st
 def render_latex(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or the key) as a LaTeX fragment for an article that loads amsmath,
     or with ``sheet.standalone`` a whole document."""
-    summary, givens, questions = _document(trace, sheet)
+    summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
     out = [
         f"% cnntrace sheet: the {title.lower()}; "
@@ -169,7 +179,7 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
         out += _given_latex(block)
     out += [f"\\noindent $\\mathrm{{lr}} = {given(trace.problem.lr)}$", "", "\\subsection*{To compute}"]
     for position, q in questions:
-        dims, axes = q.matrix.values.shape, q.matrix.axes
+        dims, axes = np.shape(q.matrix.values), q.matrix.axes
         out += [
             "\\medskip\\noindent\\begin{minipage}{\\linewidth}",
             f"\\textbf{{{position}.}} ${math(q.symbol)} = {math(q.equation)}$ \\hfill "
