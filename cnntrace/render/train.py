@@ -153,7 +153,8 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     from rich.console import Group
     from rich.text import Text
 
-    from cnntrace.render.table import input_axes, matrix_block
+    from cnntrace.render.document import input_axes
+    from cnntrace.render.table import matrix_block
 
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
