@@ -11,7 +11,6 @@ import numpy as np
 
 from cnntrace import trace_input
 from cnntrace.io import load_problem
-from cnntrace.network import run
 from cnntrace.render import View, latex, markdown
 from cnntrace.render.document import (
     Entry,
@@ -23,6 +22,7 @@ from cnntrace.render.document import (
     legend_text,
     mark_text,
 )
+from cnntrace.tracer import run
 from tests.inputs import REFERENCE
 from tests.networks import make
 
@@ -75,7 +75,7 @@ def test_a_window_count_reads_the_same_in_every_format():
     assert [mark_text(n) for n in (0, 1, 2)] == ["", "*", "*2"]
     assert [markdown.mark(n) for n in (0, 1, 2)] == ["", "\\*", "\\*2"]
     assert [latex.mark(n) for n in (0, 1, 2)] == ["", "^{*}", "^{*2}"]
-    several = Legend("won its pool window", (2, 4))
+    several = Legend("won its pool window", (2, 4), "won {n} windows")
     assert legend_text(several) == "* won its pool window (*2: won two windows)"
     assert legend_parts(several, markdown.mark, every_count=True)[2] == "\\*2: won two windows, \\*4: won four windows"
 
