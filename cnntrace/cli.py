@@ -20,6 +20,17 @@ from cnntrace import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: The flag that gives each parameter the core names in its errors (an ArgumentError's key).
+FLAGS = {
+    "fraction": "--holdout",
+    "image": "--image",
+    "level": "--level",
+    "momentum": "--momentum",
+    "preset": "--preset",
+    "seed": "--seed",
+    "size": "--size",
+}
+
 app = typer.Typer(
     name="cnntrace",
     help="Backpropagation through a small CNN, step by step, with every number shown.",
@@ -142,8 +153,9 @@ def _main(
 def reported_errors(file: Path | None = None):
     """Turn cnntrace's own errors into one line on stderr and an exit status.
 
-    The one place where domain errors become exit codes. ``file`` is the input being
-    worked on, named in errors that arise after it was read (an overflow, say).
+    The one place where domain errors become exit codes, and parameters the flags that give
+    them. ``file`` is the input being worked on, named in errors that arise after it was
+    read (an overflow, say).
     """
     from cnntrace.errors import CnntraceError
 
@@ -152,7 +164,7 @@ def reported_errors(file: Path | None = None):
     except CnntraceError as error:
         if error.file is None and file is not None:
             error.in_file(str(file))
-        typer.echo(f"cnntrace: {error}", err=True)
+        typer.echo(f"cnntrace: {error.spelled(_flag)}", err=True)
         raise typer.Exit(_exit_status(error)) from None
     except KeyboardInterrupt:
         raise _interrupted() from None
@@ -160,6 +172,11 @@ def reported_errors(file: Path | None = None):
         where = f"{file}: " if file is not None else ""
         typer.echo(f"cnntrace: {where}needs more memory than this machine has to give", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _flag(name: str) -> str:
+    """The flag that gives the parameter ``name`` (the name itself when no flag does)."""
+    return FLAGS.get(name, name)
 
 
 def _interrupted() -> typer.Exit:
@@ -495,7 +512,7 @@ def init(
     with reported_errors():
         from cnntrace.exercise import check_size
 
-        check_size((H, W), (kh, kw), filters, batch, key="--size")  # before any work
+        check_size((H, W), (kh, kw), filters, batch, key=_flag("size"))  # before any work
     with reported_errors(output):
         from cnntrace import io
 

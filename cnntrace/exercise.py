@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnntrace.errors import InputError
+from cnntrace.errors import ArgumentError, InputError
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem, check_pass_size
 
@@ -241,12 +241,12 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
     A local search from ``seed``: one draw, then one entry drawn again at a time, kept when
     the exercise has no more flaws than before, until it has none. Level 1 gives each conv
     bias a half (±0.5, ±1.5), so that no ReLU input after a conv can be 0. The same seed
-    gives the same exercise. InputError (key --seed) after HAND_ATTEMPTS tries.
+    gives the same exercise. ArgumentError (key seed) after HAND_ATTEMPTS tries.
     """
     from cnntrace.io import problem_from_dict
 
     if level not in LEVELS:
-        raise InputError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="--level")
+        raise ArgumentError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="level")
     template = problem_from_dict(base)
     rng = np.random.default_rng(seed)
     samplers = _hand_samplers(rng, base, template, level)
@@ -277,11 +277,12 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
         if flawed <= current:
             values, current, data, report = trial, flawed, trial_data, trial_report
     wanted = "a tie in a pool window" if allow_ties else "the promises of a hand exercise"
-    raise InputError(
+    raise ArgumentError(
         f"no exercise found that keeps {wanted} for this network at level {level} in "
         f"{HAND_ATTEMPTS} tries (the closest has {_flaws_text(report, allow_ties)}); try another "
-        f"seed{', --level 2' if level == 1 else ''} or smaller sizes",
-        key="--seed",
+        f"seed{', {level} 2' if level == 1 else ''} or smaller sizes",
+        key="seed",
+        mentions=("level",),
     )
 
 
