@@ -338,3 +338,44 @@ def _hand_samplers(rng, base: dict, template, level: int) -> dict:
     elif base.get("loss") == "mse":  # targets, not labels: one decimal too
         samplers["Y"] = (tenths(0, 1), base["Y"])
     return samplers
+
+
+# -- exercises as `cnntrace init` makes them --------------------------------------------------
+
+
+class HandOptions(NamedTuple):
+    """How ``hand_input`` remakes an exercise for pencil and paper."""
+
+    level: int = 1
+    allow_ties: bool = False
+
+
+def new_exercise(size, kernel, filters: int = 1, batch: int = 1, seed: int = 0, *, X=None,
+                 hand: HandOptions | None = None) -> dict:  # fmt: skip
+    """A random exercise (see random_input), remade for pencil and paper when ``hand`` says how."""
+    return _made_by_hand(random_input(size, kernel, filters, batch, seed, X=X), seed, hand)
+
+
+def like_exercise(problem: Problem, seed: int = 0, batch: int | None = None, hand: HandOptions | None = None) -> dict:
+    """A fresh exercise with ``problem``'s network (see like_input), remade for pencil and
+    paper when ``hand`` says how. InputError when the network is too large to trace."""
+    problem.check_size(1)
+    return _made_by_hand(like_input(problem, seed, batch), seed, hand)
+
+
+def _made_by_hand(data: dict, seed: int, hand: HandOptions | None) -> dict:
+    return data if hand is None else hand_input(data, seed, hand.level, hand.allow_ties)
+
+
+def exercise_set(make, seed: int, count: int, directory):
+    """A class set: yield (path, seed, exercise) for ``count`` different exercises
+    ``make(seed)`` from seeds ``seed``, ``seed`` + 1 … (a draw equal to an earlier one is
+    skipped), each to be saved in ``directory`` (a Path) as exercise-01.json … so that they sort."""
+    width = max(2, len(str(count)))
+    made: set[str] = set()
+    while len(made) < count:
+        data = make(seed)
+        if (numbers := repr(data)) not in made:
+            made.add(numbers)
+            yield directory / f"exercise-{len(made):0{width}d}.json", seed, data
+        seed += 1
