@@ -1,8 +1,12 @@
 """The command line: parse options, load → run → render, write data to stdout.
 
-This is the only layer that prints, exits or knows about the terminal and its flags. numpy,
-rich and the renderers are imported inside the functions that use them (each such import
-says so), so that ``--help`` and ``--version`` start fast.
+This is the only layer that prints, exits or knows about the terminal and its flags. Its
+parts, in order: FLAGS (the flag of each parameter the core's errors name), each command's
+format enum and renderer table, the options several commands share (Annotated aliases),
+``reported_errors`` (the one place where errors become messages and exit codes),
+``load_trace``, then the commands. numpy, rich and the renderers are imported inside the
+functions that use them (each such import says so), so that ``--help`` and ``--version``
+start fast.
 
 Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interrupted.
 """
@@ -126,6 +130,9 @@ FILE_SEPARATORS = {Format.table: "\n"}
 #: How a format of ``step`` makes one document of several files' traces: what it writes
 #: first, between two traces, and last (one JSON array of objects, each carrying its file).
 MANY_FILES = {Format.json: ("[", ",", "]\n")}
+
+#: The formats of ``step`` whose every record names its file, even when there is one file.
+NAMED_RECORDS = {Format.ndjson}
 
 CHECK_RENDERERS = {
     CheckFormat.table: ("cnntrace.render.check", "render_table"),
@@ -416,7 +423,7 @@ def step(
     for index, file in enumerate(files):
         view = View(
             precision=precision, only=names, brief=brief, full=full,
-            file=str(file) if several or output_format is Format.ndjson else None, columns=columns,
+            file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
         try:
             trace = load_trace(file, names)
@@ -497,7 +504,7 @@ def _save_html(traces: list, html: Path, view, title: str) -> None:
 
 @app.command()
 def check(
-    file: Annotated[Path, typer.Argument(help="Input JSON file.")],
+    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
     output_format: CheckFormatOption = CheckFormat.table,
     eps: Annotated[float, typer.Option(min=1e-12, max=1e-1, callback=_finite, help="Finite-difference step.")] = 1e-6,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance.")] = 1e-6,
@@ -529,7 +536,7 @@ def check(
 
 @app.command()
 def verify(
-    file: Annotated[Path, typer.Argument(help="Input JSON file.")],
+    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
     answers: Annotated[Path, typer.Argument(
         help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
     output_format: CheckFormatOption = CheckFormat.table,
@@ -963,22 +970,13 @@ def train(
     with reported_errors(file):
         from cnntrace import train as training  # lazy: start-up (numpy)
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
-        from cnntrace.io import problem_from_dict, read_input, with_parameters, write_input
+        from cnntrace.io import read_input, with_parameters, write_input
         from cnntrace.render.train import progress_text
 
         render_epoch = _renderer(EPOCH_RENDERERS, output_format) if output_format in EPOCH_RENDERERS else None
 
         data = read_input(file)
-        problem = problem_from_dict(data)
-        test_set = None
-        if test is not None:
-            with reported_errors(test):
-                test_set = training.problem_for_testing(read_input(test), data)
-        elif holdout is not None:
-            problem, test_set = training.holdout(problem, holdout, seed)
-        if test_set is not None:
-            with reported_errors(test if test is not None else file):
-                training.check_same_network(problem, test_set)
+        problem, test_set = _test_set(file, data, test, holdout, seed)
 
         def saved(parameters, which: str) -> str:
             """Save ``parameters`` when --save was given; say what was saved where."""
@@ -1031,6 +1029,24 @@ def train(
             confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
         )  # fmt: skip
         sys.stdout.write(_text(rendered))
+
+
+def _test_set(file: Path, data: dict, test: Path | None, holdout: float | None, seed: int | None):
+    """(training set, test set or None) of train: FILE's ``data`` whole and the file
+    ``test``, or split by ``holdout``; errors name the file they come from."""
+    from cnntrace import train as training  # lazy: start-up (numpy)
+    from cnntrace.io import problem_from_dict, read_input
+
+    problem, test_set = problem_from_dict(data), None
+    if test is not None:
+        with reported_errors(test):
+            test_set = training.problem_for_testing(read_input(test), data)
+    elif holdout is not None:
+        problem, test_set = training.holdout(problem, holdout, seed)
+    if test_set is not None:
+        with reported_errors(test if test is not None else file):
+            training.check_same_network(problem, test_set)
+    return problem, test_set
 
 
 def main() -> None:
