@@ -11,8 +11,6 @@ start fast.
 Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interrupted.
 """
 
-from __future__ import annotations
-
 import importlib
 import math
 import sys
