@@ -94,3 +94,42 @@ def test_every_parameter_an_error_names_has_its_flag():
 def test_an_argument_error_names_the_parameter_as_its_reader_does(error, plain, on_the_command_line):
     assert str(error) == plain
     assert error.spelled(FLAGS.get) == on_the_command_line
+
+
+def command_options() -> set[str]:
+    """Every option of every command, as typed on the command line (--seed, -o …)."""
+    import typer.main
+
+    from cnntrace.cli import app
+
+    group = typer.main.get_command(app)
+    return {
+        option
+        for command in group.commands.values()
+        for parameter in command.params
+        for option in (*parameter.opts, *parameter.secondary_opts)
+    }
+
+
+def test_every_flag_of_the_table_is_an_option_of_a_command():
+    assert set(FLAGS.values()) - command_options() == set()
+
+
+def test_every_format_has_its_renderer_and_every_renderer_exists():
+    from cnntrace import cli
+
+    tables = [
+        (cli.Format, cli.STEP_RENDERERS), (cli.CheckFormat, cli.CHECK_RENDERERS),
+        (cli.CheckFormat, cli.VERIFY_RENDERERS), (cli.ExplainFormat, cli.EXPLAIN_RENDERERS),
+        (cli.SheetFormat, cli.SHEET_RENDERERS),
+    ]  # fmt: skip
+    for formats, table in tables:
+        assert set(table) == set(formats), table
+    # train renders each format once at the end, or epoch by epoch as NDJSON does: one of the two.
+    assert set(cli.TRAIN_RENDERERS) | set(cli.EPOCH_RENDERERS) == set(cli.TrainFormat)
+    assert set(cli.TRAIN_RENDERERS) & set(cli.EPOCH_RENDERERS) == set()
+    every = [*tables, (cli.TrainFormat, cli.TRAIN_RENDERERS), (cli.TrainFormat, cli.EPOCH_RENDERERS),
+             (cli.Format, cli.FILE_HEADINGS)]  # fmt: skip
+    for _, table in every:
+        for output_format in table:
+            assert callable(cli._renderer(table, output_format)), (output_format, table[output_format])
