@@ -101,6 +101,7 @@ class VerifyPreset(str, Enum):
     float64 = "float64"
 
 
+#: The renderer of each format of ``step``.
 STEP_RENDERERS = {
     Format.table: ("cnntrace.render.table", "render"),
     Format.json: ("cnntrace.render.json", "render"),
@@ -109,6 +110,7 @@ STEP_RENDERERS = {
     Format.markdown: ("cnntrace.render.markdown", "render"),
     Format.latex: ("cnntrace.render.latex", "render"),
 }
+
 
 def file_banner(file: str) -> str:
     """The table view's heading of one file's trace when several are traced, as tail's."""
@@ -182,19 +184,27 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+# Each option several commands share is declared once, as an Annotated type; where the
+# commands word its help differently, a factory makes each wording's alias.
+
+
 def _format(enum: type[Enum]):
+    """--format/-f, choosing among ``enum``'s formats."""
     return Annotated[enum, typer.Option("--format", "-f", help="Output format.")]
 
 
 def _precision(help: str):
+    """--precision/-p: decimals shown, 0 to 17."""
     return Annotated[int, typer.Option("--precision", "-p", min=0, max=17, help=help)]
 
 
 def _only(help: str):
+    """--only NAME[,NAME…]: the matrices asked for (parsed by _only_names)."""
     return Annotated[str | None, typer.Option("--only", metavar="NAME[,NAME…]", show_default=False, help=help)]
 
 
 def _full(help: str):
+    """--full: large matrices shown whole."""
     return Annotated[bool, typer.Option("--full", help=help)]
 
 
