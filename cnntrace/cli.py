@@ -14,6 +14,7 @@ Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interru
 import importlib
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from functools import partial
@@ -318,20 +319,15 @@ def _table_text(renderable) -> str:
     return capture.get()
 
 
-def _rich(rendered) -> bool:
-    """Whether a renderer's value is a rich renderable (rich's own test, without rich)."""
-    return hasattr(rendered, "__rich_console__") or hasattr(rendered, "__rich__")
-
-
 def _text(rendered) -> str:
     """A renderer's value as text: a string as it is, a rich renderable as _table_text shows it."""
-    return _table_text(rendered) if _rich(rendered) else rendered
+    return rendered if isinstance(rendered, str) else _table_text(rendered)
 
 
-def _pieces(rendered):
-    """A renderer's value as pieces of text to write: JSON and CSV come in pieces, written as
-    they are made (a dataset's trace is never held as one string); the others are one."""
-    return [_text(rendered)] if isinstance(rendered, str) or _rich(rendered) else rendered
+def _pieces(rendered) -> Iterable[str]:
+    """A renderer's value as pieces of text to write: JSON and CSV come as an iterator of
+    pieces, written as they are made (a dataset's trace is never held as one string)."""
+    return rendered if isinstance(rendered, Iterator) else [_text(rendered)]
 
 
 def _write_text(text: str, output: Path | None) -> None:
