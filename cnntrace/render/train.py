@@ -186,3 +186,9 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     for name, values in trained.items():
         parts.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
     return Group(*parts)
+
+
+def render_document(history, problem, trained: dict, precision: int, *, confusion=None, **settings) -> str:
+    """render_json, called as ``render`` is (so that either renders a training): the
+    problem, the precision and the table's settings make no difference to the JSON."""
+    return render_json(history, trained, confusion)
