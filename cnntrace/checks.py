@@ -15,10 +15,22 @@ from cnntrace.text import number_text, shape_text
 Pair = tuple[int, int]
 
 
+def plain(value):
+    """An array-like that is not numpy's (a torch tensor, a tuple, anything with
+    ``__array__``) as a numpy array; lists, numbers, strings and numpy arrays as they are."""
+    if isinstance(value, (np.ndarray, list, str, bool, int, float, dict)) or value is None:
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, on any device, with grad or not
+        return value.detach().cpu().numpy()
+    if isinstance(value, tuple) or hasattr(value, "__array__"):
+        return np.asarray(value)
+    return value
+
+
 def as_array(key: str, value) -> np.ndarray:
     """``value`` as a float64 array of finite numbers; InputError naming ``key``."""
     try:
-        given = np.asarray(value)
+        given = np.asarray(plain(value))
         # Strings and booleans would convert ("1" -> 1.0, True -> 1.0); numbers only.
         if given.dtype.kind not in "iuf":
             raise TypeError

@@ -161,6 +161,19 @@ TRAIN_RENDERERS = {
     TrainFormat.json: ("cnntrace.render.train", "render_document"),
 }
 
+class ExportTarget(str, Enum):
+    """What ``export`` writes."""
+
+    torch = "torch"
+    onnx = "onnx"
+
+
+#: The writer of each target of ``export``: (trace, the input's name) -> text or bytes.
+EXPORTERS = {
+    ExportTarget.torch: ("cnntrace.bridge.repro", "repro_script"),
+    ExportTarget.onnx: ("cnntrace.bridge.onnx_io", "onnx_bytes"),
+}
+
 #: The renderer of each epoch as it ends, written at once (the others wait for the end).
 EPOCH_RENDERERS = {TrainFormat.ndjson: ("cnntrace.render.train", "ndjson_line")}
 
@@ -1051,6 +1064,36 @@ def _test_set(file: Path, data: dict, test: Path | None, holdout: float | None, 
         with reported_errors(test if test is not None else file):
             training.check_same_network(problem, test_set)
     return problem, test_set
+
+
+@app.command()
+def export(
+    file: InputFile,
+    to: Annotated[ExportTarget, typer.Option("--to", help=(
+        "torch: a standalone script (torch and numpy only) that rebuilds the network with its weights, "
+        "runs forward, backward() and one SGD step, and checks every matrix of the trace; "
+        "onnx: the network as an ONNX model with its weights (needs the onnx extra)."))],
+    output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, help=(
+        "Write here (an ONNX model must go to a file); a script goes to stdout without it."))] = None,
+) -> None:
+    """Write FILE's network for PyTorch or ONNX.
+
+    Example: cnntrace export samples/reference.json --to torch -o repro.py && python repro.py
+    """
+    if to is ExportTarget.onnx and output is None:
+        raise typer.BadParameter("an ONNX model is binary; give the file with -o model.onnx", param_hint="-o")
+    _check_writable(output)
+    trace = load_trace(file)
+    with reported_errors(file):
+        written = _renderer(EXPORTERS, to)(trace, file.name)
+    if isinstance(written, str):
+        _write_text(written, output)
+        return
+    with reported_errors(output):
+        from cnntrace.io import write_atomic  # lazy: start-up
+
+        write_atomic(output, written)
+    typer.echo(f"wrote {output}", err=True)
 
 
 def main() -> None:

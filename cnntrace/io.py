@@ -177,8 +177,13 @@ def numbers(value, key: str, max_depth: int = MAX_DEPTH):
 
     Returns the value with every entry a Python float; raises InputError naming the first
     entry that is not a finite number or the first row whose length differs. An array read
-    from a .npz file is returned as it is once its type is known to be numbers.
+    from a .npz file is returned as it is once its type is known to be numbers; a torch tensor,
+    a tuple or another array-like (the Python API's) is read as numpy reads it.
     """
+    if not isinstance(value, (list, int, float, str)) and value is not None:
+        from cnntrace.checks import plain  # lazy: numpy stays out of start-up
+
+        value = plain(value)
     if hasattr(value, "dtype"):
         if value.dtype.kind not in "iuf":
             raise InputError(f"expected an array of numbers, found one of type {value.dtype}", key=key)

@@ -34,6 +34,14 @@ class Loss:
     #: The functions its equations write by name (mean), for the renderers to typeset.
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean",)
 
+    #: The torch.nn loss modules (class names) that are this loss (see bridge.torch_in).
+    TORCH: ClassVar[tuple[str, ...]] = ()
+    #: L in PyTorch, an expression of the output A, the logits Z and the target Y on the
+    #: general shapes (Y one-hot for class indices); computed from Z where the loss fuses.
+    TORCH_VALUE: ClassVar[str] = ""
+    #: L as a function of A alone, for dL/dA where the loss fuses (autograd then skips A).
+    TORCH_OUTPUT: ClassVar[str] = ""
+
     output: str = "A2"
     logits: str = "Z2"
 
@@ -145,6 +153,10 @@ class BCE(Loss):
     type: ClassVar[str] = "bce"
     needs: ClassVar[str] = "a sigmoid"
 
+    TORCH: ClassVar[tuple[str, ...]] = ("BCEWithLogitsLoss", "BCELoss")
+    TORCH_VALUE: ClassVar[str] = "F.binary_cross_entropy_with_logits(Z, Y)"
+    TORCH_OUTPUT: ClassVar[str] = "F.binary_cross_entropy(A, Y)"
+
     def target(self, Y, layout, M, batched):
         general = _labels_like_output(Y, layout, M, batched, "label")
         if np.any((general < 0) | (general > 1)):
@@ -239,6 +251,10 @@ class CrossEntropy(Loss):
 
     type: ClassVar[str] = "cross_entropy"
     needs: ClassVar[str] = "a softmax"
+
+    TORCH: ClassVar[tuple[str, ...]] = ("CrossEntropyLoss",)
+    TORCH_VALUE: ClassVar[str] = "F.cross_entropy(Z, Y)"
+    TORCH_OUTPUT: ClassVar[str] = "-(Y * A.log()).sum() / A.shape[0]"
 
     def entries(self, layout, M):
         return M
@@ -349,6 +365,10 @@ class MSE(Loss):
 
     type: ClassVar[str] = "mse"
 
+    TORCH: ClassVar[tuple[str, ...]] = ("MSELoss",)
+    TORCH_VALUE: ClassVar[str] = "F.mse_loss(A, Y)"
+    TORCH_OUTPUT: ClassVar[str] = "F.mse_loss(A, Y)"
+
     def target(self, Y, layout, M, batched):
         return _labels_like_output(Y, layout, M, batched, "target")
 
@@ -390,6 +410,9 @@ class GivenGradient(Loss):
 
     type: ClassVar[str] = "grad"
     given: ClassVar[bool] = True
+
+    TORCH_VALUE: ClassVar[str] = "(A * Y).sum()"
+    TORCH_OUTPUT: ClassVar[str] = "(A * Y).sum()"
 
     def target(self, grad, layout, M, batched):
         expected = layout.user_shape(batched, M)

@@ -15,11 +15,14 @@ from cnntrace.layers.base import (
     Convention,
     Explained,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
+    Refused,
     Rule,
     Stage,
+    TorchForm,
     convention_option,
     grad_stage,
     number_option,
@@ -62,6 +65,33 @@ class Activation(Layer):
 
     def value(self, z):
         raise NotImplementedError
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    def torch_module(self) -> str:
+        """The source of its torch.nn module: nn.ReLU()."""
+        return f"nn.{self.TORCH[0]}()"
+
+    #: How the script reads its local derivative from autograd (see bridge.repro): each
+    #: entry's own, or each image's Jacobian.
+    torch_local: ClassVar[str] = "elementwise"
+
+    def torch_form(self, t):
+        return TorchForm(self.torch_module(), shown=((self.local, f"{self.torch_local}(module, x)"),))
+
+    @classmethod
+    def from_torch(cls, module, array):
+        return Imported(cls.type)
+
+    @classmethod
+    def from_onnx(cls, node):
+        return Imported(cls.type)
+
+    def onnx_attributes(self) -> dict:
+        return {}
+
+    def onnx_nodes(self, t, x, y):
+        return [(self.ONNX[0], [x], [y], self.onnx_attributes())], {}
 
     def derivative(self, z, a):
         """dA/dZ, element-wise, from its input and output."""
@@ -151,6 +181,18 @@ class ReLU(Activation):
     keeps_output: ClassVar[bool] = False  # in training, only its mask
 
     grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
+
+    TORCH: ClassVar[tuple[str, ...]] = ("ReLU",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Relu",)
+
+    def torch_module(self):
+        # torch.relu's slope at 0 is 0; where(x >= 0) takes the x branch, slope 1, at 0.
+        return "nn.ReLU()" if self.grad_at_zero == 0 else "Apply(lambda x: torch.where(x >= 0, x, torch.zeros_like(x)))"
+
+    def onnx_nodes(self, t, x, y):
+        if self.grad_at_zero:
+            raise InputError("ONNX's Relu has no ReLU′(0) = 1", key=self.place.key("grad_at_zero"))
+        return super().onnx_nodes(t, x, y)
 
     def options(self):
         return "relu" if self.grad_at_zero == 0 else {"type": "relu", "grad_at_zero": self.grad_at_zero}
@@ -243,6 +285,23 @@ class LeakyReLU(Activation):
 
     alpha: float = 0.01
 
+    TORCH: ClassVar[tuple[str, ...]] = ("LeakyReLU",)
+    ONNX: ClassVar[tuple[str, ...]] = ("LeakyRelu",)
+
+    def torch_module(self):
+        return f"nn.LeakyReLU({self.alpha!r})"
+
+    @classmethod
+    def from_torch(cls, module, array):
+        return Imported({"type": cls.type, "alpha": float(module.negative_slope)})
+
+    @classmethod
+    def from_onnx(cls, node):
+        return Imported({"type": cls.type, "alpha": float(node.attributes.get("alpha", 0.01))})
+
+    def onnx_attributes(self):
+        return {"alpha": self.alpha}
+
     def options(self):
         return {"type": "leaky_relu", "alpha": self.alpha}
 
@@ -285,6 +344,9 @@ class Tanh(Activation):
     DESCRIPTION: ClassVar[str] = "tanh(Z)."
     HAND: ClassVar[Hand] = Hand(saturates=True)
 
+    TORCH: ClassVar[tuple[str, ...]] = ("Tanh",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Tanh",)
+
     def value(self, z):
         return ops.tanh_forward(z)
 
@@ -320,6 +382,9 @@ class Sigmoid(Activation):
     HAND: ClassVar[Hand] = Hand(saturates=True)
     pairs_with: ClassVar[str] = "bce"
     classifies: ClassVar[str] = "threshold"
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Sigmoid",)
 
     def value(self, z):
         return ops.sigmoid(z)
@@ -367,6 +432,28 @@ class Softmax(Activation):
     last_only: ClassVar[bool] = True
     pairs_with: ClassVar[str] = "cross_entropy"
     classifies: ClassVar[str] = "argmax"
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Softmax",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Softmax",)
+    torch_local: ClassVar[str] = "jacobian"
+
+    def torch_module(self):
+        return "nn.Softmax(dim=1)"
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if module.dim not in (1, -1, None):
+            raise Refused(f"Softmax over dimension {module.dim} (cnntrace's is over each image's units)")
+        return Imported(cls.type)
+
+    @classmethod
+    def from_onnx(cls, node):
+        if node.attributes.get("axis", -1) not in (1, -1):
+            raise Refused(f"Softmax with axis {node.attributes['axis']}")
+        return Imported(cls.type)
+
+    def onnx_attributes(self):
+        return {"axis": 1}
 
     def infer(self, layout, given):
         if layout.form != "vector":

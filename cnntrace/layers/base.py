@@ -331,6 +331,91 @@ class Hand(NamedTuple):
     level_weights: bool = False  # the first such layer's weights are drawn at the exercise's level
 
 
+# -- PyTorch and ONNX ----------------------------------------------------------------------------
+
+
+class TorchForm(NamedTuple):
+    """A layer as PyTorch writes it, for the script ``export --to torch`` writes (see
+    cnntrace.bridge.repro): ``module``, the source of the nn.Module (``nn.Conv2d(3, 2, (3, 3),
+    stride=(1, 1), padding=(0, 0))``; the script's own helpers ``Apply(fn)`` and
+    ``FlippedConv2d`` too); ``params``, where each weight goes: (W1, "weight", transposed);
+    ``buffers``, its running statistics after the step: (mean2, "running_mean"); ``shown``,
+    its other stages as expressions of the trace's input ``x`` to it, the trace's gradient
+    ``dy`` of its output and its ``module`` (batch norm's μ, dL/dμ); ``helpers``, the source
+    of functions those expressions call; ``constants``, arrays the module's source reads as
+    CONSTANTS[name] (a dropout's mask); ``training``, whether the module runs in training mode."""
+
+    module: str
+    params: tuple[tuple[str, str, bool], ...] = ()
+    buffers: tuple[tuple[str, str], ...] = ()
+    shown: tuple[tuple[str, str], ...] = ()
+    constants: tuple[tuple[str, Any], ...] = ()
+    training: bool = True
+    helpers: str = ""
+
+
+class Imported(NamedTuple):
+    """A layer read from PyTorch or ONNX: its description as an input file writes it (its
+    type, or an object with its options), and its arrays in the order of its ``params`` and
+    then its ``running`` statistics (float64, cnntrace's layouts: a dense W n_in×n_out)."""
+
+    description: str | dict
+    weights: tuple = ()
+    running: tuple = ()
+
+
+class Refused(Exception):
+    """What of a PyTorch module or an ONNX node no layer kind expresses: the message names
+    the operator and the attribute (``Conv with auto_pad SAME_LOWER``); the reader adds the
+    node's name."""
+
+
+class OnnxNode(NamedTuple):
+    """An ONNX node as a layer kind reads it: its op type, its attributes as Python values
+    (ints, floats, lists, strings), and its inputs after the first (the weights) as float64
+    arrays (None where an input is not a constant)."""
+
+    name: str
+    op: str
+    attributes: dict
+    inputs: tuple
+
+
+def torch_pair(value) -> tuple[int, int]:
+    """A torch module's int-or-pair option (kernel_size, stride, padding) as a pair."""
+    return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = ()) -> dict:
+    """The kernel, stride and padding of an ONNX Conv or pool node as pairs:
+    {"kernel", "stride", "padding"}; Refused for padding that differs between the sides,
+    an auto_pad other than NOTSET or VALID, dilations, ceil_mode, and any attribute of
+    ``refuse_other`` given another value than its default."""
+    attributes = node.attributes
+    auto_pad = attributes.get("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        raise Refused(f"{node.op} with auto_pad {auto_pad}")
+    if any(d != 1 for d in attributes.get("dilations", (1, 1))):
+        raise Refused(f"{node.op} with dilations {list(attributes['dilations'])}")
+    if attributes.get("ceil_mode", 0):
+        raise Refused(f"{node.op} with ceil_mode 1")
+    for name in refuse_other:
+        if name in attributes and attributes[name]:
+            raise Refused(f"{node.op} with {name} {attributes[name]}")
+    kernel = tuple(attributes.get("kernel_shape", ()))
+    if len(kernel) != 2:
+        raise Refused(f"{node.op} over {len(kernel) or 'unknown'} dimensions (cnntrace's maps have 2)")
+    pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
+    if pads[:2] != pads[2:]:
+        raise Refused(f"{node.op} with pads {list(pads)} (cnntrace pads each side alike)")
+    return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": pads[:2]}
+
+
+def onnx_window_attributes(kernel, stride, padding) -> dict:
+    """The attributes of an ONNX Conv or pool node from (rows, cols) pairs."""
+    return {"kernel_shape": list(kernel), "strides": list(stride), "pads": [*padding, *padding]}
+
+
 # -- the interface -----------------------------------------------------------------------------
 
 
@@ -529,6 +614,36 @@ class Layer:
         """The common mistakes at this layer, from the correct pass's ``values`` (general
         shapes, X included) and the weights."""
         return []
+
+    # -- PyTorch and ONNX (cnntrace.bridge) -------------------------------------------------
+
+    #: The torch.nn modules (class names) this kind reads, see ``from_torch``.
+    TORCH: ClassVar[tuple[str, ...]] = ()
+    #: The ONNX operators this kind reads, see ``from_onnx``.
+    ONNX: ClassVar[tuple[str, ...]] = ()
+
+    def torch_form(self, t: View) -> TorchForm:
+        """The layer as a PyTorch module, from the pass ``t`` (its weights, the layout it
+        receives, a dropout's mask); InputError naming the layer where PyTorch has none."""
+        raise InputError(f"{self.describe()} has no PyTorch form", key=self.place.key())
+
+    @classmethod
+    def from_torch(cls, module, array) -> Imported:
+        """The layer of torch.nn ``module`` (one of TORCH); ``array(tensor)`` gives a float64
+        numpy array. Refused for what the kind cannot express."""
+        raise Refused(f"{type(module).__name__} is not read")
+
+    @classmethod
+    def from_onnx(cls, node: OnnxNode) -> Imported:
+        """The layer of an ONNX ``node`` (one of ONNX); Refused for an attribute it cannot
+        express."""
+        raise Refused(f"{node.op} is not read")
+
+    def onnx_nodes(self, t: View, x: str, y: str) -> tuple[list, dict]:
+        """(nodes, initializers) that write this layer in ONNX from input ``x`` to output
+        ``y``, from the pass ``t``: nodes as (op, inputs, outputs, attributes), initializers
+        by name as float64 arrays (ONNX's layouts: a Gemm's B n_in×n_out)."""
+        raise InputError(f"{self.describe()} has no ONNX form", key=self.place.key())
 
     def conventions(self) -> dict:
         """The switches of ``conventions`` where this layer differs from the default."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from cnntrace import ops
 from cnntrace.checks import Pair, vector
 from cnntrace.errors import InputError
@@ -13,14 +15,20 @@ from cnntrace.layers.base import (
     Explained,
     Extra,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
+    Refused,
     Rule,
+    TorchForm,
     flag_option,
     grad_stage,
+    onnx_window,
+    onnx_window_attributes,
     pair_option,
     stage,
+    torch_pair,
 )
 from cnntrace.naming import grad, numbered
 from cnntrace.ops import output_size
@@ -180,6 +188,63 @@ class Conv(Layer):
                    Rule(f"∂L/∂{x} = {chain}{x}", dX_simplified, (grad(z), W), dX_note)),
         ]  # fmt: skip
         return forward, backward
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Conv2d",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Conv",)
+
+    def torch_form(self, t):
+        K, C, kh, kw = t.weights[self.W].shape
+        module = "FlippedConv2d" if self.flip else "nn.Conv2d"  # FlippedConv2d: the script's, W rotated 180°
+        return TorchForm(f"{module}({C}, {K}, ({kh}, {kw}), stride={self.stride}, padding={self.padding})",
+                         ((self.W, "weight", False), (self.B, "bias", False)))  # fmt: skip
+
+    @classmethod
+    def _imported(cls, W, B, stride, padding) -> Imported:
+        description = {"type": cls.type}
+        if tuple(stride) != (1, 1):
+            description["stride"] = list(stride)
+        if tuple(padding) != (0, 0):
+            description["padding"] = list(padding)
+        # A conv without bias (bias=False) reads as zero biases until conv takes "bias": false.
+        B = np.zeros(W.shape[0]) if B is None else B
+        return Imported(description if len(description) > 1 else cls.type, (W, B))
+
+    @classmethod
+    def from_torch(cls, module, array):
+        for option, plain in (("dilation", (1, 1)), ("groups", 1), ("padding_mode", "zeros")):
+            value = getattr(module, option)
+            if (torch_pair(value) if option == "dilation" else value) != plain:
+                raise Refused(f"Conv2d with {option} {value}")
+        padding = module.padding
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise Refused(f"Conv2d with padding '{padding}'")
+            padding = (0, 0)
+        W = array(module.weight)
+        return cls._imported(W, None if module.bias is None else array(module.bias),
+                             torch_pair(module.stride), torch_pair(padding))  # fmt: skip
+
+    @classmethod
+    def from_onnx(cls, node):
+        window = onnx_window(node, refuse_other=())
+        if node.attributes.get("group", 1) != 1:
+            raise Refused(f"Conv with group {node.attributes['group']}")
+        W, *rest = node.inputs
+        if W is None or (rest and rest[0] is None):
+            raise Refused("Conv whose weights are not constants")
+        if tuple(window["kernel"]) != W.shape[2:]:
+            raise Refused(f"Conv whose kernel_shape {list(window['kernel'])} is not its weights' {list(W.shape[2:])}")
+        return cls._imported(W, rest[0] if rest else None, window["stride"], window["padding"])
+
+    def onnx_nodes(self, t, x, y):
+        if self.flip:
+            raise InputError("a conv with flip has no ONNX form: ONNX's Conv is a cross-correlation",
+                             key=self.place.key("flip"))  # fmt: skip
+        W = t.weights[self.W]
+        attributes = onnx_window_attributes(W.shape[2:], self.stride, self.padding)
+        return [("Conv", [x, self.W, self.B], [y], attributes)], {self.W: W, self.B: t.weights[self.B]}
 
     def annotate(self, t):
         if not any(self.padding):

@@ -5,10 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from cnntrace import ops
 from cnntrace.checks import vector
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Layer, Layout, Rule, grad_stage, stage
+from cnntrace.layers.base import (
+    Explained,
+    Imported,
+    Layer,
+    Layout,
+    Refused,
+    Rule,
+    TorchForm,
+    grad_stage,
+    stage,
+)
 from cnntrace.naming import grad, numbered
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
@@ -70,6 +82,46 @@ class Dense(Layer):
             self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output").copy(),
         }
         return Layout((n_out,), shown=n_out > 1), weights
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Linear",)
+    #: Gemm, and MatMul with the Add after it, which the ONNX reader reads as one Gemm.
+    ONNX: ClassVar[tuple[str, ...]] = ("Gemm",)
+
+    def torch_form(self, t):
+        n_in, n_out = t.weights[self.W].shape
+        # nn.Linear keeps its weight out×in: W transposed.
+        return TorchForm(f"nn.Linear({n_in}, {n_out})", ((self.W, "weight", True), (self.B, "bias", False)))
+
+    @classmethod
+    def _imported(cls, W, B) -> Imported:
+        return Imported(cls.type, (W, np.zeros(W.shape[1]) if B is None else B))
+
+    @classmethod
+    def from_torch(cls, module, array):
+        return cls._imported(array(module.weight).T, None if module.bias is None else array(module.bias))
+
+    @classmethod
+    def from_onnx(cls, node):
+        attributes = node.attributes
+        if attributes.get("transA", 0):
+            raise Refused("Gemm with transA 1")
+        B, *rest = node.inputs
+        C = rest[0] if rest else None
+        if B is None or (rest and C is None):
+            raise Refused(f"{node.op} whose weights are not constants")
+        if B.ndim != 2:
+            raise Refused(f"{node.op} with {B.ndim}-dimensional weights")
+        W = (B.T if attributes.get("transB", 0) else B) * attributes.get("alpha", 1.0)
+        if C is not None:
+            C = np.broadcast_to(C * attributes.get("beta", 1.0), (W.shape[1],)).copy() if C.size in (1, W.shape[1]) else None
+            if C is None:
+                raise Refused(f"{node.op} whose bias is not one number per output")
+        return cls._imported(W, C)
+
+    def onnx_nodes(self, t, x, y):
+        return [("Gemm", [x, self.W, self.B], [y], {})], {self.W: t.weights[self.W], self.B: t.weights[self.B]}
 
     def work(self, layouts, weights):
         n_out = weights[self.W].shape[1]

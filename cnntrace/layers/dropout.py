@@ -17,10 +17,12 @@ from cnntrace import checks, ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
+    Imported,
     Layer,
     Mistake,
     Option,
     Rule,
+    TorchForm,
     choice_option,
     grad_stage,
     stage,
@@ -126,6 +128,40 @@ class Dropout(Layer):
         for n in layouts[self.input].shape:
             size *= n
         return 1, size
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Dropout",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Dropout",)
+
+    def torch_form(self, t):
+        if not self.dropping:
+            return TorchForm("nn.Identity()", training=False)
+        # The trace's mask, given to PyTorch: nn.Dropout would draw its own.
+        return TorchForm(f"Apply(lambda x: x * CONSTANTS[{self.name_mask!r}] / (1 - {self.p!r}))",
+                         constants=((self.name_mask, t.value(self.name_mask)),))  # fmt: skip
+
+    @classmethod
+    def from_torch(cls, module, array):
+        description = {"type": cls.type, "p": float(module.p)}
+        if not module.training:
+            description["mode"] = "eval"
+        return Imported(description)
+
+    @classmethod
+    def from_onnx(cls, node):
+        ratio = node.inputs[0] if node.inputs and node.inputs[0] is not None else np.array(0.5)
+        training = len(node.inputs) > 1 and node.inputs[1] is not None and bool(node.inputs[1])
+        description = {"type": cls.type, "p": float(ratio)}
+        if not training:
+            description["mode"] = "eval"
+        return Imported(description)
+
+    def onnx_nodes(self, t, x, y):
+        if self.dropping:
+            raise InputError("a dropout in training has no ONNX form here: ONNX's Dropout draws its own mask",
+                             key=self.place.key("mode"))  # fmt: skip
+        return [("Identity", [x], [y], {})], {}
 
     def _mask_for(self, x):
         if self._general is not None and self._general.shape == x.shape:

@@ -12,10 +12,13 @@ from cnntrace.layers.base import (
     Convention,
     Explained,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
+    Refused,
     Rule,
+    TorchForm,
     convention_option,
     grad_stage,
     stage,
@@ -64,6 +67,44 @@ class Flatten(Layer):
         "column-major": (ops.flatten_column_major_forward, ops.flatten_column_major_backward,
                          "column-major order (column, row, channel), as Fortran or MATLAB flattens"),
     }  # fmt: skip
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Flatten",)
+    #: Reshape only where it makes each image one vector (the ONNX reader checks that a
+    #: dense layer follows).
+    ONNX: ClassVar[tuple[str, ...]] = ("Flatten", "Reshape")
+
+    #: Each order in PyTorch: the module, and how it reads a general x (M, C, H, W).
+    _TORCH: ClassVar[dict] = {
+        "chw": "nn.Flatten()",
+        "hwc": "Apply(lambda x: x.permute(0, 2, 3, 1).flatten(1))",
+        "column-major": "Apply(lambda x: x.permute(0, 3, 2, 1).flatten(1))",
+    }
+
+    def torch_form(self, t):
+        return TorchForm(self._TORCH[self.order])
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if (module.start_dim, module.end_dim) != (1, -1):
+            raise Refused(f"Flatten from dimension {module.start_dim} to {module.end_dim}")
+        return Imported(cls.type)
+
+    @classmethod
+    def from_onnx(cls, node):
+        if node.op == "Flatten" and node.attributes.get("axis", 1) != 1:
+            raise Refused(f"Flatten with axis {node.attributes['axis']}")
+        if node.op == "Reshape":
+            shape = node.inputs[0] if node.inputs else None
+            if shape is None or shape.size != 2:
+                raise Refused("Reshape to anything but one vector per image")
+        return Imported(cls.type)
+
+    def onnx_nodes(self, t, x, y):
+        if self.order != "chw":
+            raise InputError(f"a flatten in {self.order} order has no ONNX form here", key=self.place.key("order"))
+        return [("Flatten", [x], [y], {"axis": 1})], {}
 
     def forward(self, x, weights, tracing, overwrite=False):
         return self._ORDERS[self.order][0](x), x.shape

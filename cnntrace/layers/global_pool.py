@@ -7,7 +7,19 @@ from typing import ClassVar
 
 from cnntrace import ops
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Layer, Layout, Mistake, Rule, grad_stage, stage
+from cnntrace.layers.base import (
+    Explained,
+    Imported,
+    Layer,
+    Layout,
+    Mistake,
+    Refused,
+    Rule,
+    TorchForm,
+    grad_stage,
+    stage,
+    torch_pair,
+)
 from cnntrace.naming import grad
 from cnntrace.terms import Term, constant
 
@@ -33,6 +45,25 @@ class GlobalAvgPool(Layer):
     def work(self, layouts, weights):
         C, H, W = layouts[self.input].shape
         return 1, C * H * W
+
+    TORCH: ClassVar[tuple[str, ...]] = ("AdaptiveAvgPool2d",)
+    ONNX: ClassVar[tuple[str, ...]] = ("GlobalAveragePool",)
+
+    def torch_form(self, t):
+        return TorchForm("nn.AdaptiveAvgPool2d(1)")
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if torch_pair(module.output_size) != (1, 1):
+            raise Refused(f"AdaptiveAvgPool2d to {module.output_size} (only to 1×1)")
+        return Imported(cls.type)
+
+    @classmethod
+    def from_onnx(cls, node):
+        return Imported(cls.type)
+
+    def onnx_nodes(self, t, x, y):
+        return [("GlobalAveragePool", [x], [y], {})], {}
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.global_avgpool_forward(x), x.shape

@@ -27,10 +27,13 @@ from cnntrace import checks, ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
+    Imported,
     Layer,
     Mistake,
     Option,
+    Refused,
     Rule,
+    TorchForm,
     choice_option,
     grad_stage,
     stage,
@@ -194,6 +197,92 @@ class BatchNorm(Layer):
         mean, var = ops.running_statistics(weights[self.MEAN], weights[self.VAR], cache.mu, cache.sigmasq,
                                            cache.op.N, self.momentum)  # fmt: skip
         return {self.MEAN: mean, self.VAR: var}
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("BatchNorm2d", "BatchNorm1d")
+    ONNX: ClassVar[tuple[str, ...]] = ("BatchNormalization",)
+
+    _TORCH_HELPER: ClassVar[str] = '''
+def batchnorm_steps(module, x, dy):
+    """Batch norm written out step by step (mu, sigmasq, xhat, then gamma*xhat + beta) so that
+    autograd reaches each step: their values and the gradients dy sends back to them."""
+    maps = x.dim() == 4
+    over, shape = ((0, 2, 3), (1, -1, 1, 1)) if maps else ((0,), (1, -1))
+    x = x.detach().requires_grad_(True)
+    if module.training:
+        mu, sigmasq = x.mean(dim=over), x.var(dim=over, unbiased=False)
+        mu.retain_grad()
+        sigmasq.retain_grad()
+    else:
+        mu, sigmasq = module.running_mean, module.running_var
+    xhat = (x - mu.reshape(shape)) / torch.sqrt(sigmasq.reshape(shape) + module.eps)
+    xhat.retain_grad()
+    y = module.weight.detach().reshape(shape) * xhat + module.bias.detach().reshape(shape)
+    if dy is not None:
+        y.backward(dy)
+    return {"mu": mu, "sigmasq": sigmasq, "xhat": xhat,
+            "dL_dmu": mu.grad, "dL_dsigmasq": sigmasq.grad, "dL_dxhat": xhat.grad}
+'''
+
+    def torch_form(self, t):
+        maps = t.layout(self.input).form == "map"
+        C = t.weights[self.W].shape[0]
+        shown = tuple((name, f"batchnorm_steps(module, x, dy)[{step!r}]")
+                      for step, name in (("mu", self.mu), ("sigmasq", self.sigmasq), ("xhat", self.xhat)))
+        shown += tuple((grad(name), f"batchnorm_steps(module, x, dy)['dL_d{step}']")
+                       for step, name in (("mu", self.mu), ("sigmasq", self.sigmasq), ("xhat", self.xhat)))
+        given = tuple((name, attribute) for name, attribute in ((self.MEAN, "running_mean"), (self.VAR, "running_var"))
+                      if name in t.weights)  # fmt: skip
+        return TorchForm(f"nn.BatchNorm{'2' if maps else '1'}d({C}, eps={self.eps!r}, momentum={self.momentum!r})",
+                         ((self.W, "weight", False), (self.B, "bias", False)), buffers=given,
+                         shown=shown, training=self.training, helpers=self._TORCH_HELPER)  # fmt: skip
+
+    @classmethod
+    def _imported(cls, gamma, beta, mean, var, eps, momentum, training) -> Imported:
+        description = {"type": cls.type}
+        if eps != 1e-5:
+            description["eps"] = eps
+        if momentum != 0.1:
+            description["momentum"] = momentum
+        if not training:
+            description["mode"] = "eval"
+        running = () if mean is None else (mean, var)
+        return Imported(description if len(description) > 1 else cls.type, (gamma, beta), running)
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if module.momentum is None:
+            raise Refused(f"{type(module).__name__} with momentum None (a cumulative average)")
+        C = module.num_features
+        gamma = array(module.weight) if module.affine else np.ones(C)
+        beta = array(module.bias) if module.affine else np.zeros(C)
+        mean = array(module.running_mean) if module.track_running_stats else None
+        var = array(module.running_var) if module.track_running_stats else None
+        training = module.training or not module.track_running_stats
+        return cls._imported(gamma, beta, mean, var, float(module.eps), float(module.momentum), training)
+
+    @classmethod
+    def from_onnx(cls, node):
+        if any(value is None for value in node.inputs[:4]) or len(node.inputs) < 4:
+            raise Refused("BatchNormalization whose scale, bias, mean or variance is not a constant")
+        gamma, beta, mean, var = node.inputs[:4]
+        attributes = node.attributes
+        # ONNX's momentum weighs the old statistic: PyTorch's is 1 − ONNX's.
+        momentum = 1.0 - float(attributes.get("momentum", 0.9))
+        return cls._imported(gamma, beta, mean, var, float(attributes.get("epsilon", 1e-5)),
+                             round(momentum, 12), bool(attributes.get("training_mode", 0)))  # fmt: skip
+
+    def onnx_nodes(self, t, x, y):
+        C = t.weights[self.W].shape[0]
+        mean = t.weights.get(self.MEAN, np.zeros(C))
+        var = t.weights.get(self.VAR, np.ones(C))
+        attributes = {"epsilon": self.eps, "momentum": 1.0 - self.momentum}
+        if self.training:
+            attributes["training_mode"] = 1
+        outputs = [y, f"{self.MEAN}_next", f"{self.VAR}_next"] if self.training else [y]
+        return ([("BatchNormalization", [x, self.W, self.B, self.MEAN, self.VAR], outputs, attributes)],
+                {self.W: t.weights[self.W], self.B: t.weights[self.B], self.MEAN: mean, self.VAR: var})  # fmt: skip
 
     def forward(self, x, weights, tracing, overwrite=False):
         return self.forward_from(x, weights, {})

@@ -16,14 +16,20 @@ from cnntrace.layers.base import (
     Convention,
     Explained,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
+    Refused,
     Rule,
+    TorchForm,
     convention_option,
     grad_stage,
+    onnx_window,
+    onnx_window_attributes,
     pair_option,
     stage,
+    torch_pair,
 )
 from cnntrace.naming import grad
 from cnntrace.ops import output_size
@@ -60,6 +66,28 @@ class Pool(Layer):
         for n in layouts[self.output].shape:
             cells *= n
         return self.size[0] * self.size[1], cells
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    @classmethod
+    def _imported(cls, size, stride, padding) -> Imported:
+        description = {"type": cls.type, "size": list(size), "stride": list(stride)}
+        if tuple(padding) != (0, 0):
+            description["padding"] = list(padding)
+        return Imported(description)
+
+    @classmethod
+    def _torch_window(cls, module) -> tuple:
+        if getattr(module, "ceil_mode", False):
+            raise Refused(f"{type(module).__name__} with ceil_mode True")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return torch_pair(module.kernel_size), torch_pair(stride), torch_pair(module.padding)
+
+    def onnx_nodes(self, t, x, y):
+        return [(self.ONNX[0], [x], [y], {**onnx_window_attributes(self.size, self.stride, self.padding),
+                                          **self._onnx_attributes})], {}  # fmt: skip
+
+    _onnx_attributes: ClassVar[dict] = {}
 
     def options(self):
         out = {"type": self.type, "size": self.size[0] if self.size[0] == self.size[1] else list(self.size)}
@@ -143,6 +171,26 @@ class MaxPool(Pool):
 
     def describe(self):
         return super().describe() + (f", ties {self.ties}" if self.ties != "first" else "")
+
+    TORCH: ClassVar[tuple[str, ...]] = ("MaxPool2d",)
+    ONNX: ClassVar[tuple[str, ...]] = ("MaxPool",)
+
+    def torch_form(self, t):
+        if self.ties != "first":
+            raise InputError(f"PyTorch's max-pool sends dL/dP to the first maximum only, not ties {self.ties!r}",
+                             key=self.place.key("ties"))  # fmt: skip
+        return TorchForm(f"nn.MaxPool2d({self.size}, {self.stride}, {self.padding})")
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if torch_pair(module.dilation) != (1, 1) or module.return_indices:
+            raise Refused("MaxPool2d with dilation or return_indices")
+        return cls._imported(*cls._torch_window(module))
+
+    @classmethod
+    def from_onnx(cls, node):
+        window = onnx_window(node, refuse_other=("storage_order",))
+        return cls._imported(window["kernel"], window["stride"], window["padding"])
 
     def forward(self, x, weights, tracing, overwrite=False):
         P, cache = ops.maxpool_forward(x, self.size, self.stride, self.padding)
@@ -297,6 +345,29 @@ class AvgPool(Pool):
     type: ClassVar[str] = "avgpool"
     DESCRIPTION: ClassVar[str] = "The mean of each window."
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("AvgPool",)
+
+    TORCH: ClassVar[tuple[str, ...]] = ("AvgPool2d",)
+    ONNX: ClassVar[tuple[str, ...]] = ("AveragePool",)
+    _onnx_attributes: ClassVar[dict] = {"count_include_pad": 1}
+
+    def torch_form(self, t):
+        return TorchForm(f"nn.AvgPool2d({self.size}, {self.stride}, {self.padding}, count_include_pad=True)")
+
+    @classmethod
+    def from_torch(cls, module, array):
+        size, stride, padding = cls._torch_window(module)
+        if module.divisor_override is not None:
+            raise Refused(f"AvgPool2d with divisor_override {module.divisor_override}")
+        if any(padding) and not module.count_include_pad:
+            raise Refused("AvgPool2d with padding and count_include_pad False")
+        return cls._imported(size, stride, padding)
+
+    @classmethod
+    def from_onnx(cls, node):
+        window = onnx_window(node)
+        if any(window["padding"]) and not node.attributes.get("count_include_pad", 0):
+            raise Refused("AveragePool with pads and count_include_pad 0")
+        return cls._imported(window["kernel"], window["stride"], window["padding"])
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.avgpool_forward(x, self.size, self.stride, self.padding)
