@@ -139,7 +139,8 @@ class Dropout(Layer):
             return TorchForm("nn.Identity()", training=False)
         # The trace's mask, given to PyTorch: nn.Dropout would draw its own.
         return TorchForm(f"Apply(lambda x: x * CONSTANTS[{self.name_mask!r}] / (1 - {self.p!r}))",
-                         constants=((self.name_mask, t.value(self.name_mask)),))  # fmt: skip
+                         constants=((self.name_mask, t.value(self.name_mask)),),
+                         shown=((self.name_mask, f"CONSTANTS[{self.name_mask!r}]"),))  # fmt: skip
 
     @classmethod
     def from_torch(cls, module, array):
