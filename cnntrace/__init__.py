@@ -10,12 +10,13 @@ The names are loaded on first use, so ``import cnntrace`` (and the CLI's --help 
 
 __version__ = "0.1.0"
 
-__all__ = ["Trace", "trace", "trace_input", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
+__all__ = ["Trace", "trace", "trace_input", "from_torch", "run", "Problem", "CnntraceError", "InputError", "NumericError"]
 
 _LAZY = {
     "Trace": "cnntrace.tracer",
     "trace": "cnntrace.api",
     "trace_input": "cnntrace.api",
+    "from_torch": "cnntrace.api",
     "run": "cnntrace.tracer",
     "Problem": "cnntrace.problem",
     "CnntraceError": "cnntrace.errors",

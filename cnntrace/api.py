@@ -7,7 +7,7 @@ from cnntrace.io import problem_from_dict
 from cnntrace.reference import reference_problem
 from cnntrace.tracer import Trace, run
 
-__all__ = ["Trace", "run", "trace", "trace_input"]
+__all__ = ["Trace", "from_torch", "run", "trace", "trace_input"]
 
 
 def trace(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool_stride=None, lr=0.1) -> Trace:
@@ -29,3 +29,13 @@ def trace_input(data: dict) -> Trace:
     """Trace a whole input as a dict, the way an input file writes it: ``{"X": …, "Y": …,
     "layers": [...], "W1": …}`` (or the reference form without ``layers``)."""
     return run(problem_from_dict(data))
+
+
+def from_torch(module, X, Y=None, *, loss=None, grad=None) -> dict:
+    """The input dict (layers and weights) of a PyTorch ``module``, an nn.Sequential of the
+    layer kinds cnntrace has, on ``X`` with target ``Y`` and ``loss`` (a cnntrace loss name
+    or a torch.nn loss module), or the given gradient ``grad``: ready for ``trace_input`` or
+    ``json.dump``. Needs torch (pip install 'cnntrace[torch]')."""
+    from cnntrace.bridge.torch_in import from_torch as read  # lazy: torch is an optional extra
+
+    return read(module, X, Y, loss=loss, grad=grad)

@@ -31,6 +31,10 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 FLAGS = {
     "fraction": "--holdout",
     "image": "--image",
+    "input": "--input",
+    "layers": "--layers",
+    "grad": "--grad",
+    "Y": "--target",
     "level": "--level",
     "momentum": "--momentum",
     "only": "--only",
@@ -1093,6 +1097,39 @@ def export(
         from cnntrace.io import write_atomic  # lazy: start-up
 
         write_atomic(output, written)
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command("import")
+def import_model(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", show_default=False, help=(
+        "An ONNX model (.onnx), or a PyTorch state_dict (.pt, .pth, .safetensors) with --layers."))],
+    output: Annotated[Path, typer.Option("-o", "--output", show_default=False, help="The input file to write (.json or .npz).")],
+    layers: Annotated[Path | None, typer.Option("--layers", metavar="NET.json", show_default=False, help=(
+        "With a state_dict: the file whose layers its tensors fill, in order (and its X, Y, loss where MODEL has none)."))] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", metavar="FILE", show_default=False, help=(
+        "X: .npy, .npz, JSON or an image (default: drawn from --seed in the model's input shape)."))] = None,
+    target: Annotated[str | None, typer.Option("--target", show_default=False, help=(
+        "Y: a file, or JSON (3 for class 3, [0, 1])."))] = None,
+    grad: Annotated[str | None, typer.Option("--grad", show_default=False, help=(
+        "Instead of a target and a loss, the given gradient of the output: a file, or JSON."))] = None,
+    loss: Annotated[str | None, typer.Option("--loss", show_default=False, help="bce, cross_entropy or mse.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random X.")] = 0,
+    lr: Annotated[float | None, typer.Option("--lr", callback=_finite, show_default=False, help="Learning rate (default 0.1).")] = None,
+) -> None:
+    """Write a cnntrace input file from an ONNX model or a PyTorch state_dict.
+
+    Example: cnntrace import lenet.onnx --target 3 --loss cross_entropy -o lenet.json
+    """
+    _check_writable(output)
+    with reported_errors(model):
+        from cnntrace.bridge.importer import import_input  # lazy: start-up (numpy)
+        from cnntrace.io import write_input
+
+        data = import_input(model, layers_file=layers, input_file=input_file, target=target, given=grad,
+                            loss=loss, seed=seed, lr=lr)  # fmt: skip
+    with reported_errors(output):
+        write_input(output, data)
     typer.echo(f"wrote {output}", err=True)
 
 

@@ -264,7 +264,7 @@ class CrossEntropy(Loss):
 
     def target(self, Y, layout, M, batched):
         (n,) = layout.shape
-        indices = Y.ndim == (1 if batched else 0)
+        indices = Y.ndim == (1 if batched else 0) and Y.size == M  # else the shape error below
         if indices:
             classes = Y.reshape(M)
             bad = classes[(classes != np.round(classes)) | (classes < 0) | (classes >= n)]

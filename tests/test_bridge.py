@@ -15,7 +15,6 @@ import re
 import runpy
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 

@@ -634,6 +634,13 @@ class Layer:
         raise Refused(f"{type(module).__name__} is not read")
 
     @classmethod
+    def from_state(cls, tensors: dict) -> Imported:
+        """The weights of a layer of this kind from one module's entries of a PyTorch
+        state_dict, by attribute ({"weight": …, "bias": …}, float64 arrays); Refused where
+        they do not fit. The description is the --layers file's, not this one's."""
+        raise Refused(f"{cls.type} has no weights, but the state_dict gives it {', '.join(tensors)}")
+
+    @classmethod
     def from_onnx(cls, node: OnnxNode) -> Imported:
         """The layer of an ONNX ``node`` (one of ONNX); Refused for an attribute it cannot
         express."""

@@ -227,6 +227,12 @@ class Conv(Layer):
                              torch_pair(module.stride), torch_pair(padding))  # fmt: skip
 
     @classmethod
+    def from_state(cls, tensors):
+        if "weight" not in tensors or tensors["weight"].ndim != 4:
+            raise Refused("a conv's weight is K×C×kh×kw (Conv2d's)")
+        return cls._imported(tensors["weight"], tensors.get("bias"), (1, 1), (0, 0))
+
+    @classmethod
     def from_onnx(cls, node):
         window = onnx_window(node, refuse_other=())
         if node.attributes.get("group", 1) != 1:

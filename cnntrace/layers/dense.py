@@ -103,6 +103,12 @@ class Dense(Layer):
         return cls._imported(array(module.weight).T, None if module.bias is None else array(module.bias))
 
     @classmethod
+    def from_state(cls, tensors):
+        if "weight" not in tensors or tensors["weight"].ndim != 2:
+            raise Refused("a dense layer's weight is out×in (nn.Linear's)")
+        return cls._imported(tensors["weight"].T, tensors.get("bias"))
+
+    @classmethod
     def from_onnx(cls, node):
         attributes = node.attributes
         if attributes.get("transA", 0):

@@ -263,6 +263,14 @@ def batchnorm_steps(module, x, dy):
         return cls._imported(gamma, beta, mean, var, float(module.eps), float(module.momentum), training)
 
     @classmethod
+    def from_state(cls, tensors):
+        missing = [name for name in ("weight", "bias") if name not in tensors]
+        if missing:
+            raise Refused(f"batch norm needs weight and bias (γ and β); missing {', '.join(missing)}")
+        running = (tensors["running_mean"], tensors["running_var"]) if "running_mean" in tensors else ()
+        return Imported(cls.type, (tensors["weight"], tensors["bias"]), running)
+
+    @classmethod
     def from_onnx(cls, node):
         if any(value is None for value in node.inputs[:4]) or len(node.inputs) < 4:
             raise Refused("BatchNormalization whose scale, bias, mean or variance is not a constant")
