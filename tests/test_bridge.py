@@ -15,6 +15,7 @@ import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -135,3 +136,239 @@ def test_a_maxpool_with_ties_all_is_named_as_having_no_torch_form(tmp_path):
     result = CliRunner().invoke(app, ["export", str(path), "--to", "torch"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "layers[2].ties" in result.stderr and "first maximum" in result.stderr
+
+
+# -- from PyTorch: from_torch, a state_dict with --layers, ONNX ----------------------------------
+
+AUTOGRAD = {"rtol": 1e-9, "atol": 1e-12}
+
+
+def lenet5(nn):
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Tanh(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )  # fmt: skip
+
+
+def conv_bn(nn):
+    """conv → batch norm → ReLU twice, global average pool, dense: a ResNet block's path
+    without its skip (skip connections are not on main yet)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+
+
+NETWORKS = {"lenet5": (lenet5, (2, 1, 28, 28)), "conv-bn": (conv_bn, (3, 2, 6, 6))}
+
+
+def autograd_numbers(torch, model, X, Y):
+    """L, dL/dX and every parameter's gradient (cnntrace's layouts) from PyTorch's autograd,
+    in training mode, the loss cross-entropy."""
+    X = X.clone().requires_grad_(True)
+    L = torch.nn.functional.cross_entropy(model(X), Y)
+    L.backward()
+    return L, X.grad, [p.grad.T if p.ndim == 2 else p.grad for p in model.parameters()]
+
+
+def assert_agrees(torch, trace, model, X, Y):
+    from numpy.testing import assert_allclose
+
+    L, dL_dX, grads = autograd_numbers(torch, model, X, Y)
+    assert_allclose(trace["L"], L.item(), **AUTOGRAD)
+    assert_allclose(trace["dL_dX"], dL_dX.numpy(), **AUTOGRAD)
+    params = trace.problem.network.params
+    # PyTorch's bias=False convs have no bias: cnntrace's zero biases B1, B2 are extra.
+    matched = [name for name in params if not (name.startswith("B") and trace[f"dL_d{name}"].size and
+                                               name not in _with_bias(model, params))]  # fmt: skip
+    assert len(matched) == len(grads)
+    for name, gradient in zip(matched, grads):
+        assert_allclose(trace[f"dL_d{name}"].reshape(gradient.shape), gradient.numpy(), **AUTOGRAD, err_msg=name)
+
+
+def _with_bias(model, params):
+    """The names of the biases that PyTorch's modules have, in the order of ``params``."""
+    names, it = set(), iter(params)
+    for module in model.modules():
+        if hasattr(module, "weight") and module.weight is not None:
+            _, B = next(it), next(it)
+            if getattr(module, "bias", None) is not None:
+                names.add(B)
+    return names
+
+
+def model_and_data(torch, network):
+    make_model, shape = NETWORKS[network]
+    torch.manual_seed(0)
+    model = make_model(torch.nn).double()
+    with torch.no_grad():  # running statistics that are not PyTorch's 0 and 1
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    X = torch.randn(*shape, dtype=torch.float64)
+    Y = torch.randint(0, 10 if network == "lenet5" else 3, (shape[0],))
+    return model, X, Y
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_from_torch_traces_to_autograds_numbers(torch, network, tmp_path):
+    import cnntrace
+
+    model, X, Y = model_and_data(torch, network)
+    data = cnntrace.from_torch(model, X, Y, loss=torch.nn.CrossEntropyLoss())
+    json.dumps(data)  # ready for json.dump
+    trace = cnntrace.trace_input(data)
+    assert_agrees(torch, trace, model, X, Y)
+    status, out = run_script(repro(trace, tmp_path))
+    assert status == 0, out
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+@pytest.mark.parametrize("network", NETWORKS)
+def test_a_state_dict_with_layers_traces_to_autograds_numbers(torch, network, suffix, tmp_path):
+    import cnntrace
+
+    if suffix == ".safetensors":
+        safetensors = pytest.importorskip("safetensors.torch", reason="safetensors is in the torch extra")
+    model, X, Y = model_and_data(torch, network)
+    net = cnntrace.from_torch(model, X, Y, loss="cross_entropy")
+    layers = tmp_path / "net.json"
+    layers.write_text(json.dumps({"layers": net["layers"], "loss": "cross_entropy"}))
+    state = tmp_path / f"model{suffix}"
+    if suffix == ".pt":
+        torch.save(model.state_dict(), state)
+    else:
+        safetensors.save_file(dict(model.state_dict()), str(state))
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(state), "--layers", str(layers), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert_agrees(torch, run(load_problem(output)), model, X, Y)
+
+
+def to_onnx(torch, model, X, path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (X,), str(path), dynamo=False, do_constant_folding=False,
+                          training=torch.onnx.TrainingMode.TRAINING, input_names=["X"])  # fmt: skip
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_an_onnx_model_from_pytorch_imports_and_traces_to_autograds_numbers(torch, network, tmp_path):
+    model, X, Y = model_and_data(torch, network)
+    to_onnx(torch, model, X, tmp_path / "model.onnx")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trace = run(load_problem(output))
+    assert_agrees(torch, trace, model, X, Y)
+    status, out = run_script(repro(trace, tmp_path))
+    assert status == 0, out
+
+
+@pytest.mark.parametrize("sample", ["reference.json", "rgb-softmax.json", "mlp-mazur.json"])
+def test_export_to_onnx_and_import_round_trips(sample, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    model = tmp_path / "model.onnx"
+    result = CliRunner().invoke(app, ["export", str(SAMPLES / sample), "--to", "onnx", "-o", str(model)])
+    assert result.exit_code == 0, result.output
+    back = tmp_path / "back.json"
+    original = run(load_problem(SAMPLES / sample)).problem
+    data = json.loads((SAMPLES / sample).read_text())
+    loss = ["--loss", data["loss"]] if "loss" in data else []
+    result = CliRunner().invoke(app, ["import", str(model), "--input", str(SAMPLES / sample),
+                                      "--target", json.dumps(data["Y"]), *loss, "-o", str(back)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    imported = load_problem(back)
+    assert [layer.options() for layer in imported.network.layers] == [layer.options() for layer in original.network.layers]
+    for name, value in original.general_weights().items():
+        np.testing.assert_array_equal(imported.general_weights()[name], value)
+
+
+def test_onnxruntime_runs_an_exported_model(tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    model = tmp_path / "model.onnx"
+    CliRunner().invoke(app, ["export", str(SAMPLES / "mlp-mazur.json"), "--to", "onnx", "-o", str(model)])
+    trace = run(load_problem(SAMPLES / "mlp-mazur.json"))
+    (out,) = ort.InferenceSession(str(model)).run(None, {"X": trace.problem.general_X()})
+    np.testing.assert_allclose(out.ravel(), trace["A2"].ravel(), rtol=1e-15)
+
+
+def refused_model(path, op, attributes, inputs=("X", "W"), extra=()):
+    onnx = pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    from onnx import TensorProto, helper, numpy_helper
+
+    W = numpy_helper.from_array(np.ones((1, 1, 3, 3)), "W")
+    nodes = [*extra, helper.make_node(op, list(inputs), ["Y"], name="/layer1/conv2", **attributes)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [1, 1, 6, 6])],
+                              [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, None)], [W])  # fmt: skip
+    onnx.save(helper.make_model(graph), str(path))
+
+
+@pytest.mark.parametrize(("op", "attributes", "message"), [
+    ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER"}, "/layer1/conv2: Conv with auto_pad SAME_LOWER"),
+    ("Conv", {"kernel_shape": [3, 3], "dilations": [2, 2]}, "/layer1/conv2: Conv with dilations [2, 2]"),
+    ("Conv", {"kernel_shape": [3, 3], "pads": [1, 0, 0, 1]}, "/layer1/conv2: Conv with pads [1, 0, 0, 1] (cnntrace pads each side alike)"),
+    ("LpPool", {"kernel_shape": [2, 2]}, "/layer1/conv2: LpPool is not an operator cnntrace reads"),
+])  # fmt: skip
+def test_an_operator_cnntrace_cannot_express_is_named_and_nothing_is_written(op, attributes, message, tmp_path):
+    model = tmp_path / "model.onnx"
+    refused_model(model, op, attributes, inputs=("X", "W") if op == "Conv" else ("X",))
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(output)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"cnntrace: {model}: {message}"
+    assert not output.exists()
+
+
+def test_a_skip_connection_is_named_as_waiting_for_skip_connections(tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    from onnx import helper
+
+    model = tmp_path / "model.onnx"
+    relu = helper.make_node("Relu", ["X"], ["R"], name="/relu")
+    refused_model(model, "Add", {}, inputs=("R", "X"), extra=[relu])
+    result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(tmp_path / "out.json")])
+    assert result.exit_code == 2 and "/layer1/conv2: Add of two branches (a skip connection)" in result.stderr
+
+
+def test_from_torch_names_a_module_it_cannot_read(torch):
+    import cnntrace
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, dilation=2), torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    with pytest.raises(InputError, match=r"^0: Conv2d with dilation \(2, 2\)"):
+        cnntrace.from_torch(model, torch.zeros(1, 1, 7, 7), torch.zeros(1, 1), loss="mse")
+    with pytest.raises(InputError, match="1: GRU is not a layer kind"):
+        cnntrace.from_torch(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.GRU(2, 2)), torch.zeros(1, 2), [0.0], loss="mse")
+
+
+def test_without_the_extra_the_command_says_which_to_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx then raises ImportError
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(tmp_path / "out.json")])
+    assert result.exit_code == 2 and "pip install 'cnntrace[onnx]'" in result.stderr
+
+
+def test_trace_input_reads_torch_tensors(torch):
+    import cnntrace
+
+    data = json.loads((SAMPLES / "rgb-softmax.json").read_text())
+    tensors = {key: torch.tensor(value, dtype=torch.float64, requires_grad=key.startswith("W")) if key[0] in "XWB" else value
+               for key, value in data.items()}  # fmt: skip
+    tensors["Y"] = torch.tensor(data["Y"])
+    np.testing.assert_array_equal(cnntrace.trace_input(tensors)["dL_dW1"], cnntrace.trace_input(data)["dL_dW1"])

@@ -20,6 +20,17 @@ STATE_DICTS = (".pt", ".pth", ".safetensors")
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
 
 
+#: A module's tensors in the order its kind's weights take them.
+_ATTRIBUTES = ("weight", "bias", "running_mean", "running_var")
+
+
+def _module_order(key: str) -> tuple:
+    """A state_dict key's place in the modules' order: "10.weight" after "3.bias"."""
+    module, _, attribute = key.rpartition(".")
+    path = tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in module.split("."))
+    return path, _ATTRIBUTES.index(attribute) if attribute in _ATTRIBUTES else len(_ATTRIBUTES)
+
+
 def read_state_dict(path: Path) -> dict:
     """The tensors of a state_dict file, in their order, as float64 arrays."""
     if path.suffix == ".safetensors":
@@ -27,9 +38,12 @@ def read_state_dict(path: Path) -> dict:
         from safetensors.numpy import load_file
 
         try:
-            return dict(load_file(str(path)))
+            tensors = load_file(str(path))
         except Exception as error:  # safetensors' own SafetensorError and others
             raise InputError(f"is not a safetensors file that can be read ({error})", file=str(path)) from None
+        # safetensors keeps its keys sorted as text ("10.weight" before "3.weight"): the
+        # modules' order is their paths' numbers.
+        return {key: tensors[key] for key in sorted(tensors, key=_module_order)}
     torch = need("torch", "a .pt or .pth state_dict")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)  # no pickle of code
@@ -106,7 +120,9 @@ def import_input(model: Path, *, layers_file: Path | None = None, input_file: Pa
     else:
         raise InputError("is neither an ONNX model (.onnx) nor a state_dict (.pt, .pth, .safetensors)", file=str(model))
     if input_file is not None:
-        X = _array_file(input_file, "X", shape)
+        X = np.asarray(_array_file(input_file, "X", shape), dtype=np.float64)
+        if shape is not None and X.ndim < len(shape) and X.size == np.prod(shape[1:]):
+            X = X.reshape(shape[1:])  # one image, its channel axis as the model has it
     elif "X" in net:
         X = net["X"]
     elif shape is not None:

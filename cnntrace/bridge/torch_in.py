@@ -59,12 +59,14 @@ def _loss_name(loss) -> str | None:
 
 
 def input_dict(layers: list[Imported], X, target=None, *, loss: str | None = None, given=None,
-               lr: float = 0.1, on_logits: bool = False) -> dict:
+               lr: float = 0.1) -> dict:
     """An input dict (JSON-ready lists) from imported layers: the weights named W1, B1 …,
-    mean2, var2 … as the network names them. ``on_logits``: the loss applies its last
-    activation itself (nn.CrossEntropyLoss, nn.BCEWithLogitsLoss), which is appended."""
-    if on_logits and given is None:
-        pairing = next(kind for kind in KINDS.values() if kind.pairs_with == loss)
+    mean2, var2 … as the network names them. A loss that goes with a last activation
+    (cross-entropy with a softmax, bce with a sigmoid) gets it where the layers end without
+    it: PyTorch's CrossEntropyLoss and BCEWithLogitsLoss apply it to the logits themselves."""
+    pairing = next((kind for kind in KINDS.values() if loss and kind.pairs_with == loss), None)
+    last = layers[-1].description
+    if given is None and pairing is not None and (last if isinstance(last, str) else last["type"]) != pairing.type:
         layers = [*layers, Imported(pairing.type)]
     descriptions = [layer.description for layer in layers]
     network = parse_layers(descriptions, loss, given_gradient=given is not None)
@@ -111,18 +113,10 @@ def from_torch(module, X, Y=None, *, loss=None, grad=None, lr: float = 0.1) -> d
     transposed to cnntrace's n_in×n_out; a cross-entropy or BCE-with-logits loss appends
     the softmax or sigmoid PyTorch applies inside the loss."""
     need("torch", "from_torch")
-    loss_module = loss
     name = _loss_name(loss)
     if grad is None and Y is None:
         raise InputError("give Y (with a loss) or grad", key="Y")
-    # Both take the logits: the softmax or sigmoid is theirs.
-    on_logits = type(loss_module).__name__ in ("CrossEntropyLoss", "BCEWithLogitsLoss")
-    layers = layers_of(module)
-    if isinstance(loss_module, str):  # a loss by name: its activation appended where missing
-        pairing = next((kind for kind in KINDS.values() if kind.pairs_with == name), None)
-        last = layers[-1].description
-        on_logits = pairing is not None and (last if isinstance(last, str) else last["type"]) != pairing.type
-    return input_dict(layers, X, Y, loss=name, given=grad, lr=lr, on_logits=on_logits)
+    return input_dict(layers_of(module), X, Y, loss=name, given=grad, lr=lr)
 
 
 def from_state_dict(state: dict, layers: list, *, file: str = "") -> list[Imported]:
