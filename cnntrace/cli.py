@@ -104,6 +104,7 @@ class VerifyPreset(str, Enum):
 
     hand = "hand"
     float64 = "float64"
+    float32 = "float32"
 
 
 #: The renderer of each format of ``step``.
@@ -563,7 +564,8 @@ def verify(
     output_format: CheckFormatOption = CheckFormat.table,
     preset: Annotated[VerifyPreset, typer.Option("--preset", help=(
         "Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
-        "(rtol 1e-9, atol 1e-12, code in double precision)."))] = VerifyPreset.hand,
+        "(rtol 1e-9, atol 1e-12, code in double precision) or float32 (rtol 1.3e-6, atol 1e-5, "
+        "torch.testing's for single precision)."))] = VerifyPreset.hand,
     rtol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Relative tolerance (overrides the preset).")] = None,
     atol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Absolute tolerance (overrides the preset).")] = None,
 ) -> None:

@@ -35,6 +35,37 @@ class Trace:
     def __getitem__(self, name: str) -> np.ndarray:
         return getattr(self, self.stage(name).section)[name]
 
+    def __repr__(self) -> str:
+        """A short summary: the network, the batch, L, and how many matrices (printing a
+        trace must not dump every number)."""
+        problem = self.problem
+        images = f"{problem.M} images" if problem.batched else "1 image"
+        loss = f", L = {float(self.forward['L']):.6g}" if "L" in self.forward else ""
+        counts = ", ".join(f"{len(values)} {section}" for section, values in self.sections().items())
+        return f"<Trace: {problem.summary()}; {images}{loss}; matrices: {counts}>"
+
+    # What a notebook shows. The display protocol asks the object itself, so these two reach
+    # up to the renderers, imported only when a notebook shows a trace.
+
+    def _repr_html_(self) -> str:
+        """The interactive page, compact (matrices without their derivations), in an iframe
+        so that its style and script stay its own."""
+        import html
+
+        from cnntrace.render import View
+        from cnntrace.render.html import render
+
+        page = render(self, View(brief=True))
+        return (f'<iframe srcdoc="{html.escape(page, quote=True)}" title="cnntrace trace" '
+                'style="width: 100%; height: 32em; border: 1px solid #ccc"></iframe>')  # fmt: skip
+
+    def _repr_markdown_(self) -> str:
+        """The Markdown view, matrices without their derivations."""
+        from cnntrace.render import View
+        from cnntrace.render.markdown import render
+
+        return render(self, View(brief=True))
+
     def __contains__(self, name: str) -> bool:
         return name in self.problem.stage
 

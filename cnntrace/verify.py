@@ -33,7 +33,8 @@ from cnntrace.text import shape_text, symbol
 
 RTOL, ATOL = 1e-3, 1e-4
 #: Named tolerances: ``hand`` for answers worked out by hand, ``float64`` for code.
-PRESETS = {"hand": (RTOL, ATOL), "float64": (1e-9, 1e-12)}
+#: float32: torch.testing.assert_close's tolerances for float32, for code that computes in it.
+PRESETS = {"hand": (RTOL, ATOL), "float64": (1e-9, 1e-12), "float32": (1.3e-6, 1e-5)}
 
 
 @dataclass(frozen=True)

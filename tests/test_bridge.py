@@ -372,3 +372,25 @@ def test_trace_input_reads_torch_tensors(torch):
                for key, value in data.items()}  # fmt: skip
     tensors["Y"] = torch.tensor(data["Y"])
     np.testing.assert_array_equal(cnntrace.trace_input(tensors)["dL_dW1"], cnntrace.trace_input(data)["dL_dW1"])
+
+
+# -- in a notebook, and for engineers -------------------------------------------------------------
+
+
+def test_a_trace_prints_short_and_shows_itself_in_a_notebook():
+    import cnntrace
+
+    trace = cnntrace.trace_input(json.loads((SAMPLES / "rgb-softmax.json").read_text()))
+    text = repr(trace)
+    assert len(text) < 400 and "2 images" in text and "L = 0.941492" in text and "24 backward" in text
+    assert trace._repr_html_().startswith("<iframe srcdoc=") and "dL_dW1" in trace._repr_html_()
+    assert "**dL/dW1**" in trace._repr_markdown_() or "dL/dW1" in trace._repr_markdown_()
+
+
+def test_verify_has_a_float32_preset(tmp_path):
+    trace = run(load_problem(SAMPLES / "reference.json"))
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({"Z1": (np.asarray(trace["Z1"]) * (1 + 1e-7)).tolist()}))
+    reference = str(SAMPLES / "reference.json")
+    assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float32"]).exit_code == 0
+    assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float64"]).exit_code == 1
