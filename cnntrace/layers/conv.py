@@ -281,11 +281,25 @@ class Conv(Layer):
         other = "cross-correlation" if self.flip else "a true convolution (kernel rotated 180°)"
         flipped = {**weights, W: weights[W][:, :, ::-1, ::-1]}
         Z, _ = ops.conv2d_forward(values[x], self.kernel(flipped), weights[self.B], self.stride, self.padding)
-        return [
+        # dL/dX sends each dL/dZ entry back through the kernel as the window met it: code that
+        # writes it as a full cross-correlation and forgets to rotate W 180° gets this.
+        from cnntrace.ops import ConvCache, _pad
+
+        unrotated = ConvCache(_pad(values[x], self.padding), self.kernel(weights)[:, :, ::-1, ::-1],
+                              self.stride, self.padding)  # fmt: skip
+        dL_dX, _, _ = ops.conv2d_backward(values[grad(z)], unrotated)
+        out = [
             Mistake("kernel_flipped", f"{z} computed as {other}: the kernel {W} flipped", {z: Z}),
             Mistake("kernel_flipped", f"dL/d{W} flipped 180°, as {other} would give it",
                     {grad(W): values[grad(W)][:, :, ::-1, ::-1]}),
+            Mistake("conv_input_gradient_kernel_not_rotated",
+                    f"dL/d{x} as the full cross-correlation of dL/d{z} with {W} not rotated 180°",
+                    {grad(x): dL_dX}),
         ]  # fmt: skip
+        if values[grad(W)].shape[-1] == values[grad(W)].shape[-2]:
+            out.append(Mistake("conv_weight_gradient_transposed", f"dL/d{W} with each kernel's rows and columns swapped",
+                               {grad(W): values[grad(W)].swapaxes(-1, -2)}))  # fmt: skip
+        return out
 
     def _offset(self, i: int, j: int, kh: int, kw: int) -> tuple[int, int]:
         """The kernel entry that meets window offset (i, j): itself, or rotated 180°."""
