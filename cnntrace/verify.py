@@ -123,6 +123,7 @@ def _layouts(answer_shape, correct_shape):
     n = len(correct_shape)
     if n == 4:
         yield (0, 3, 1, 2), "layout_nhwc", "in NHWC layout (channels last); cnntrace's is NCHW"
+        yield (3, 2, 0, 1), "layout_hwio", "in TensorFlow's HWIO layout (kh×kw×C×K); cnntrace's is PyTorch's K×C×kh×kw"
     if n == 3:
         yield (2, 0, 1), "layout_nhwc", "in HWC layout (channels last); cnntrace's is CHW"
     if n == 2:

@@ -394,3 +394,12 @@ def test_verify_has_a_float32_preset(tmp_path):
     reference = str(SAMPLES / "reference.json")
     assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float32"]).exit_code == 0
     assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float64"]).exit_code == 1
+
+
+def test_verify_names_a_conv_weight_gradient_in_tensorflows_hwio_layout(tmp_path):
+    from cnntrace.verify import verify
+
+    trace = run(load_problem(SAMPLES / "rgb-softmax.json"))
+    hwio = np.transpose(trace["dL_dW1"], (2, 3, 1, 0))  # K×C×kh×kw -> kh×kw×C×K
+    (verdict,) = verify(trace, {"dL_dW1": hwio.tolist()}, rtol=1e-9, atol=1e-12)
+    assert verdict.status == "shape" and "layout_hwio" in [d.id for d in verdict.diagnosis]
