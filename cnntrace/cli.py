@@ -33,6 +33,7 @@ FLAGS = {
     "image": "--image",
     "input": "--input",
     "layers": "--layers",
+    "loss": "--loss",
     "grad": "--grad",
     "Y": "--target",
     "level": "--level",

@@ -93,7 +93,10 @@ def _value(text: str | None, key: str, shape=None):
     try:
         return json.loads(text)
     except ValueError:
-        raise ArgumentError(f"expected a file or a JSON value, got {text!r}", key=key) from None
+        message = f"expected a file or a JSON value, got {text!r}"
+        if key == "grad":
+            raise ArgumentError(message, key="grad") from None
+        raise ArgumentError(message, key="Y") from None
 
 
 def import_input(model: Path, *, layers_file: Path | None = None, input_file: Path | None = None,
@@ -106,7 +109,7 @@ def import_input(model: Path, *, layers_file: Path | None = None, input_file: Pa
     net = {}
     if model.suffix.lower() in STATE_DICTS:
         if layers_file is None:
-            raise ArgumentError("a state_dict holds tensors, not the network: give its layers with --layers NET.json",
+            raise ArgumentError("a state_dict holds tensors, not the network: give the file of the layers they fill",
                                 key="layers")  # fmt: skip
         net = read_input(layers_file)
         if "layers" not in net:
@@ -115,7 +118,7 @@ def import_input(model: Path, *, layers_file: Path | None = None, input_file: Pa
         shape = np.shape(net["X"]) if "X" in net else None
     elif model.suffix.lower() == ".onnx":
         if layers_file is not None:
-            raise ArgumentError("an ONNX model holds its network; --layers goes with a state_dict", key="layers")
+            raise ArgumentError("goes with a state_dict; an ONNX model holds its network", key="layers")
         layers, shape = read_model(str(model))
     else:
         raise InputError("is neither an ONNX model (.onnx) nor a state_dict (.pt, .pth, .safetensors)", file=str(model))
@@ -130,12 +133,13 @@ def import_input(model: Path, *, layers_file: Path | None = None, input_file: Pa
         if X.shape[0] == 1:  # one image: no batch axis, so that Y is one label
             X = X[0]
     else:
-        raise ArgumentError("a state_dict does not say the input's shape: give X with --input", key="input")
+        raise ArgumentError("a state_dict does not say the input's shape: give X", key="input")
     Y, grad = _value(target, "Y"), _value(given, "grad")
     if Y is None and grad is None:
         Y, grad = net.get("Y"), net.get("grad")
     if Y is None and grad is None:
-        raise ArgumentError("give the target with --target (and --loss), or the gradient with --grad", key="Y")
+        raise ArgumentError("missing: give the target (and {loss}), or the gradient {grad}", key="Y",
+                            mentions=("loss", "grad"))  # fmt: skip
     loss = loss or net.get("loss")
     data = input_dict(layers, X, Y, loss=loss, given=grad, lr=lr if lr is not None else net.get("lr", 0.1))
     problem_from_dict(data)  # the file cnntrace will read: refused now, before it is written

@@ -103,7 +103,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
 def onnx_bytes(trace, source: str) -> bytes:
     """The ONNX model (opset 17, float64) of ``trace``'s network with its weights before the
     update: X in, the last layer's output out (the loss stays with cnntrace)."""
-    onnx = need("onnx", "export --to onnx")
+    onnx = need("onnx", "an export to ONNX")
     from onnx import TensorProto, helper, numpy_helper
 
     problem = trace.problem

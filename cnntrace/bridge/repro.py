@@ -195,7 +195,7 @@ def repro_script(trace, source: str) -> str:
         f'"""{source}, rebuilt in PyTorch: the forward pass, the loss, backward() and one SGD step, each',
         "matrix of cnntrace's trace (below, at full precision) checked against PyTorch's.",
         "",
-        f"Written by cnntrace {__version__} (cnntrace export --to torch). Needs only torch and numpy;",
+        f"Written by cnntrace {__version__} (its export to PyTorch). Needs only torch and numpy;",
         'one line per matrix, exit status 1 when any differs."""',
         "",
         _PREAMBLE.format(rtol=RTOL, atol=ATOL),
