@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace.bridge import need
-from cnntrace.bridge.torch_in import _kind_of
+from cnntrace.bridge.torch_in import kind_reading
 from cnntrace.errors import InputError
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
@@ -87,7 +87,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
             current = output
             if op in PASS_THROUGH:
                 continue
-            kind = _kind_of(op, "ONNX")
+            kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
             layers.append(kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs))))

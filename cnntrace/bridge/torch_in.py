@@ -26,7 +26,7 @@ def array(tensor) -> np.ndarray:
     return np.asarray(plain(tensor), dtype=np.float64)
 
 
-def _kind_of(name: str, attribute: str):
+def kind_reading(name: str, attribute: str):
     """The layer kind that reads torch module (or ONNX operator) ``name`` (attribute "TORCH"
     or "ONNX"), or None."""
     return next((kind for kind in KINDS.values() if name in getattr(kind, attribute)), None)
@@ -92,7 +92,7 @@ def layers_of(module) -> tuple[list[Imported], str | None]:
         name = type(leaf).__name__
         if name in PASS_THROUGH:
             continue
-        kind = _kind_of(name, "TORCH")
+        kind = kind_reading(name, "TORCH")
         if kind is None:
             raise InputError(f"{path}: {name} is not a layer kind cnntrace has")
         try:
