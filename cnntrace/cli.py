@@ -13,6 +13,7 @@ Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interru
 
 import importlib
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -295,28 +296,36 @@ def _interrupted() -> typer.Exit:
 
 
 def _full_width(renderable) -> int:
-    """The width that shows ``renderable`` without cutting or wrapping (at least 80)."""
+    """The width that shows ``renderable`` without cutting or wrapping (at least 80), or
+    ``COLUMNS`` where that is set and narrower: wide matrices are then split into blocks of
+    columns."""
     from rich.console import Console  # lazy: start-up
     from rich.measure import Measurement
 
     wide = Console(file=sys.stdout, width=100_000)
-    return max(80, Measurement.get(wide, wide.options, renderable).maximum)
+    width = max(80, Measurement.get(wide, wide.options, renderable).maximum)
+    columns = os.environ.get("COLUMNS", "")
+    return min(width, int(columns)) if columns.isdigit() and int(columns) > 0 else width
 
 
 def _table_text(renderable) -> str:
     """The renderable as text for stdout, all at once.
 
     On a terminal: its width and colours. Into a pipe or a file: plain text, as wide as the
-    widest table so that nothing is cut or wrapped.
+    widest table so that nothing is cut or wrapped (or as ``COLUMNS`` says), and no line
+    longer than its content: the spaces that pad a table shorter than its neighbour are left
+    out.
     """
     from rich.console import Console  # lazy: start-up
 
     console = Console(file=sys.stdout)
-    if not console.is_terminal:
+    terminal = console.is_terminal
+    if not terminal:
         console = Console(file=sys.stdout, width=_full_width(renderable))
     with console.capture() as capture:
         console.print(renderable)
-    return capture.get()
+    text = capture.get()
+    return text if terminal else "\n".join(line.rstrip() for line in text.split("\n"))
 
 
 def _text(rendered) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 from cnntrace.text import shape_text
 
 #: The human-readable views summarize what no one reads entry by entry: a matrix with more
@@ -55,6 +57,20 @@ def number(value: float, precision: int) -> str:
         return f"{value:.{precision}e}"
     text = f"{value:.{precision}f}"
     return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
+def numbers(values, precision: int) -> list[str]:
+    """``number`` of every entry of ``values`` (flattened), the same texts, made in one pass:
+    a table of hundreds of thousands of cells formats them in a fraction of a second."""
+    flat = np.asarray(values, dtype=float).ravel()
+    texts = [f"{value:.{precision}f}" for value in flat.tolist()]
+    magnitude = np.abs(flat)
+    with np.errstate(invalid="ignore"):
+        other = (~np.isfinite(flat) | (magnitude >= 1e7) | (np.signbit(flat) & (magnitude < 10.0**-precision))
+                 | ((flat != 0) & (magnitude < 0.5 * 10.0**-precision)))  # fmt: skip
+    for i in np.flatnonzero(other).tolist():
+        texts[i] = number(float(flat[i]), precision)
+    return texts
 
 
 def shape(dims) -> str:
