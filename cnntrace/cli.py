@@ -213,6 +213,9 @@ def _full(help: str):
 InputFile = Annotated[Path, typer.Argument(metavar="FILE", show_default=False, help="Input JSON file.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.", show_default=False)]
 Precision = _precision("Decimals shown in the table view.")
+StepPrecision = Annotated[int | None, typer.Option(
+    "--precision", "-p", min=0, max=17, show_default=False,
+    help="Decimals shown in the table view (default 4, and more for a matrix whose entries are all below 0.01).")]
 KeyPrecision = _precision("Decimals of the key's values.")
 FeedbackPrecision = _precision("Decimals shown in feedback.")
 StepOnly = _only("Show only these matrices (e.g. dL_dW1,P1).")
@@ -409,7 +412,7 @@ def step(
     files: Annotated[list[Path], typer.Argument(
         metavar="FILE", show_default=False, help="Input JSON files (see `cnntrace schema` and the README).")],
     output_format: FormatOption = Format.table,
-    precision: Precision = 4,
+    precision: StepPrecision = None,
     only: StepOnly = None,
     brief: Annotated[bool, typer.Option("--brief", help="Matrices only: leave out the chain rules and their factors.")] = False,
     full: StepFull = False,
@@ -435,7 +438,7 @@ def step(
     separator = first
     for index, file in enumerate(files):
         view = View(
-            precision=precision, only=names, brief=brief, full=full,
+            precision=4 if precision is None else precision, scaled=precision is None, only=names, brief=brief, full=full,
             file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
         try:
@@ -468,7 +471,8 @@ def step(
     if recorded:
         _save_svg(recorded, svg, title)
     if explored:
-        _save_html(explored, html, View(precision=precision, only=names, brief=brief, full=full), title)
+        _save_html(explored, html, View(precision=4 if precision is None else precision, only=names, brief=brief,
+                                           full=full), title)
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -71,6 +72,18 @@ def numbers(values, precision: int) -> list[str]:
     for i in np.flatnonzero(other).tolist():
         texts[i] = number(float(flat[i]), precision)
     return texts
+
+
+def decimals(values, precision: int) -> int:
+    """The decimals that show a matrix's largest entry to three significant digits, and
+    never fewer than ``precision``: a matrix of gradients all below 0.01 is not a wall of
+    0.0000 (at most 17)."""
+    magnitude = np.abs(np.asarray(values, dtype=float))
+    magnitude = magnitude[np.isfinite(magnitude)]
+    largest = float(magnitude.max()) if magnitude.size else 0.0
+    if largest == 0:
+        return precision
+    return min(17, max(precision, 2 - math.floor(math.log10(largest))))
 
 
 def shape(dims) -> str:

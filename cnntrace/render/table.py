@@ -33,6 +33,7 @@ from cnntrace.render.document import (
 )
 from cnntrace.render.format import (
     axes_label,
+    decimals,
     number,
     numbers,
     shape,
@@ -208,11 +209,12 @@ class SideBySide(Columns):
 def matrix_block(
     symbol: str, equation: str | None, values: np.ndarray, axes: tuple[str, ...], precision: int,
     derivation: list[RenderableType] = (), marks: np.ndarray | None = None, border: int = 0,
-    full: bool = False,
+    full: bool = False, shown_at: int | None = None,
 ) -> RenderableType:
     """A titled matrix, or one labelled table per image / filter along ``axes``, with the
     ``derivation`` lines between the title and the numbers (see MatrixBlocks for ``border``
-    and ``full``). Of more than SUMMARY_TABLES images (or filters) the first and last
+    and ``full``). A ``precision`` other than ``shown_at`` (the view's) is said in the
+    title. Of more than SUMMARY_TABLES images (or filters) the first and last
     EDGE_TABLES are shown, unless ``full`` (see render.format)."""
     title = Text.assemble((symbol, "bold cyan"))
     if equation:
@@ -222,6 +224,8 @@ def matrix_block(
         title.append(number(float(values), precision), style="bold")
         return Group(title, *derivation)
     title.append(f"   {shape(values.shape)}", style="dim")
+    if shown_at is not None and precision != shown_at:
+        title.append(f"   at {precision} decimals", style="dim")
     if note := summary_note(values.shape, axes, full):
         title.append(f"   {note}", style="dim")
     if not axes:
@@ -270,6 +274,11 @@ def render(trace, view: View = View()) -> RenderableType:
     the input unless ``view.only`` picks some matrices, then each section in the
     derivation's order."""
     precision, full = view.precision, view.full
+
+    def shown(values) -> int:
+        """The decimals of one matrix: the view's, or more for small entries (``view.scaled``)."""
+        return decimals(values, precision) if view.scaled else precision
+
     parts: list[RenderableType] = []
     for block in document(trace, view).blocks:
         match block:
@@ -278,15 +287,16 @@ def render(trace, view: View = View()) -> RenderableType:
                 if summary:
                     parts.append(Text(summary, style="dim"))
             case Given(name=name, matrix=matrix):
-                parts.append(matrix_block(name, None, matrix.values, matrix.axes, precision, full=full))
+                parts.append(matrix_block(name, None, matrix.values, matrix.axes, shown(matrix.values), full=full,
+                                          shown_at=precision))
             case Entry(matrix=matrix):
                 prose = [
                     *_prose(block.before), *derivation_lines(block.derivation, precision), *_prose(block.after),
                     *_prose([legend_text(block.legend)] if block.legend else []),
                 ]  # fmt: skip
                 parts.append(matrix_block(
-                    block.symbol, block.equation, matrix.values, matrix.axes, precision, prose, matrix.marks,
-                    full=full,
+                    block.symbol, block.equation, matrix.values, matrix.axes, shown(matrix.values), prose,
+                    matrix.marks, full=full, shown_at=precision,
                 ))  # fmt: skip
                 if block.extra is not None:
                     parts.append(_indented(extra_block(block.extra, precision, full)))
