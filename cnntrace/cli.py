@@ -845,11 +845,16 @@ def explain(
         metavar="TERM", show_default=False, help="One entry of the trace, e.g. dL_dW1[0,1], Z1[2,3], dL/dX[0,0], L.")],
     output_format: ExplainFormatOption = ExplainFormat.table,
     precision: Precision = 4,
+    nonzero: Annotated[bool, typer.Option(
+        "--nonzero", help="Leave out the terms of a sum that are zero (and say how many).")] = False,
+    every: Annotated[bool, typer.Option(
+        "--all", help="Every term of a sum of more than 64 (by default its 64 largest in size).")] = False,
 ) -> None:
     """Show the arithmetic of one entry of the trace, with the actual numbers.
 
     The last line is the value, as `cnntrace step` shows it. With a batch or several
-    filters the image and filter indices come first, as in the JSON: dL_dW1[1,0,2].
+    filters the image and filter indices come first, as in the JSON: dL_dW1[1,0,2]. A sum
+    of more than 64 terms shows its 64 largest and says how many it left out.
 
     Example: cnntrace explain samples/reference.json 'dL_dW1[0,1]'
     """
@@ -862,7 +867,7 @@ def explain(
         check_possible(parse_term(term)[0], term)
     trace = load_trace(file)
     with reported_errors():
-        text = render(explain_term(trace, term), precision)
+        text = render(explain_term(trace, term), precision, nonzero=nonzero, every=every)
     sys.stdout.write(text)
     sys.stdout.flush()
 

@@ -12,7 +12,7 @@ Each entry's explanation (the text ``cnntrace explain`` prints) and the cells it
 computed here and embedded as JSON, so the page needs no server and fetches nothing. Large
 matrices are summarized as the table view summarizes them (``view.full`` shows everything);
 only the cells on the page are explained, and an explanation of thousands of terms shows its
-first and last ones.
+largest ones, as ``cnntrace explain`` does.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ from cnntrace.render.format import (
     summary_note,
 )
 
-#: An explanation with more terms than this shows its first and last ones (render_text).
-MAX_TERMS = 32
 GAP = "…"
 
 
@@ -186,8 +184,8 @@ def _derivation(d, precision: int) -> str:
 
 
 def _explanation_text(explanation, precision: int) -> str:
-    """render_text's lines, the middle terms of a very long sum left out."""
-    return render_text(explanation, precision, most=MAX_TERMS)
+    """render_text's lines, as ``cnntrace explain`` writes them: a long sum's largest terms."""
+    return render_text(explanation, precision)
 
 
 def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
