@@ -55,7 +55,12 @@ TWO_CONV = [{"type": "conv", "padding": 1}, "relu", {"type": "maxpool", "size": 
 ONE_CONV_6 = {"W1": (3, 3), "B1": (), "W2": (4,), "B2": ()}
 ONE_CONV_28 = {"W1": (3, 3), "B1": (), "W2": (169,), "B2": ()}
 TWO_CONV_WEIGHTS = {"W1": (4, 3, 3, 3), "B1": (4,), "W2": (8, 4, 3, 3), "B2": (8,), "W3": (32, 10), "B3": (10,)}
+LENET5 = [{"type": "conv", "padding": 2}, "relu", {"type": "maxpool", "size": 2}, "conv", "relu",
+          {"type": "maxpool", "size": 2}, "flatten", "dense", "relu", "dense", "relu", "dense", "softmax"]
+LENET5_WEIGHTS = {"W1": (6, 1, 5, 5), "B1": (6,), "W2": (16, 6, 5, 5), "B2": (16,), "W3": (400, 120), "B3": (120,),
+                  "W4": (120, 84), "B4": (84,), "W5": (84, 10), "B5": (10,)}
 SETTINGS = [
+    ("LeNet-5 1×28×28, batch 64", LENET5, "cross_entropy", 12_800, (1, 28, 28), LENET5_WEIGHTS, 64, 1, 1.5),
     ("reference 6×6, batch 1", REFERENCE, "bce", 20_000, (6, 6), ONE_CONV_6, 1, 1, 2.0),
     ("reference 28×28, batch 32", REFERENCE, "bce", 20_000, (28, 28), ONE_CONV_28, 32, 3, 1.2),
     ("reference 28×28, full batch", REFERENCE, "bce", 20_000, (28, 28), ONE_CONV_28, 20_000, 5, 2.0),

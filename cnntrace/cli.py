@@ -33,6 +33,7 @@ FLAGS = {
     "fraction": "--holdout",
     "image": "--image",
     "level": "--level",
+    "dtype": "--dtype",
     "momentum": "--momentum",
     "only": "--only",
     "preset": "--preset",
@@ -94,6 +95,13 @@ class TrainFormat(str, Enum):
     table = "table"
     json = "json"
     ndjson = "ndjson"
+
+
+class Dtype(str, Enum):
+    """The floating type training computes in (the trace and step are always float64)."""
+
+    float64 = "float64"
+    float32 = "float32"
 
 
 class VerifyPreset(str, Enum):
@@ -975,6 +983,9 @@ def train(
     output_format: TrainFormatOption = TrainFormat.table,
     precision: Precision = 4,
     full: TrainFull = False,
+    dtype: Annotated[Dtype, typer.Option(
+        "--dtype", help="Train in float32 end to end (as people train; faster) or float64 (as step computes).")
+    ] = Dtype.float64,
 ) -> None:
     """Train the network on FILE by gradient descent, one step per mini-batch.
 
@@ -1016,7 +1027,7 @@ def train(
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                    momentum=momentum, test=test_set, stop=ctrl_c.pressed,
+                    momentum=momentum, test=test_set, stop=ctrl_c.pressed, dtype=dtype.value,
                 ):  # fmt: skip
                     last = epoch
                     history.append(epoch)
