@@ -267,6 +267,36 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
     return Option(lambda value, key: checks.pair(key, value, minimum, what), schema)
 
 
+def padding_option(description: str) -> Option:
+    """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
+    side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ, or
+    "same"."""
+    number = {"type": "integer", "minimum": 0}
+    schema = {"description": description, "default": 0, "oneOf": [
+        number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+        {"type": "array", "items": number, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
+    ]}  # fmt: skip
+
+    def parse(value, key):
+        if value == "valid":
+            return (0, 0)
+        if value == "same":
+            return "same"
+        if isinstance(value, str):
+            raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
+                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
+            return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], "
+                             f"got {len(value)} numbers", key=key)  # fmt: skip
+        return checks.pair(key, value, 0, "padding")
+
+    return Option(parse, schema)
+
+
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):
