@@ -480,12 +480,15 @@ class Conv(Layer):
         if top or bottom or left or right:
             what = "image" if self.place.first else "input"
             notes.append(f"{x}[{r},{col}] is cell [{row},{column}] of the {what} padded by {p}")
-        if not terms:
+        if not terms and dilated:
+            notes.append(f"no tap of the convolution's windows lands on {x}[{r},{col}] (stride {s}, dilation "
+                         f"{pair_text(self.dilation)}): 0")  # fmt: skip
+        elif not terms:
             notes.append(f"no window of the convolution covers {x}[{r},{col}] (stride {s}): 0")
         i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
         j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
         formula = (f"Σ_k,h,w dL/d{z}[h,w]·{W}[{i_text}, {j_text}]  "
                    f"(conv_transpose(dL/d{z}, {W}))")  # fmt: skip
         if dilated:
-            notes.append("only the taps that land on the cell count: where (r + p − h·s)/d and (c + p − w·s)/d are whole")
+            notes.append(f"only the taps that land on the cell count: where {i_text} and {j_text} are whole")
         return Explained(formula, terms, None, notes)
