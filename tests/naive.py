@@ -745,14 +745,42 @@ def _conv_kernel(W, flip):
     return rot180(W) if flip else W
 
 
-def conv_layer(X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding)
+def same_padding(W, dilation) -> tuple[int, int, int, int]:
+    """"same" padding for kernel W (…, kh, kw): dilation·(k − 1) zeros along each axis, the
+    odd one after (below, to the right), as PyTorch and TensorFlow pad."""
+    dilation = pair(dilation)
+    rows, cols = (d * (k - 1) for d, k in zip(dilation, W.shape[-2:]))
+    return (rows // 2, rows - rows // 2, cols // 2, cols - cols // 2)
 
 
-def conv_layer_backward(dL_dZ, X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding)
+def named_padding(padding, W, dilation):
+    """A padding as the input writes it, "valid" and "same" as numbers."""
+    return {"valid": 0, "same": same_padding(W, dilation)}[padding] if isinstance(padding, str) else padding
+
+
+def conv_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, bias=True, flip=False):
+    padding = named_padding(padding, W, dilation)
+    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding, dilation, groups)
+
+
+def conv_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                        bias=True, flip=False):  # fmt: skip
+    padding = named_padding(padding, W, dilation)
+    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding, dilation, groups)
     # The pass used rot180(W): each kernel entry's gradient goes back to the W entry it is.
-    return dL_dX, (rot180(dL_dK) if flip else dL_dK, dL_dB)
+    dL_dW = rot180(dL_dK) if flip else dL_dK
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
+
+
+def conv_transpose_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
+                         groups=1, bias=True):  # fmt: skip
+    return conv_transpose_forward(X, W, B, stride, padding, output_padding, dilation, groups)
+
+
+def conv_transpose_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                                  dilation=(1, 1), groups=1, bias=True):  # fmt: skip
+    dL_dX, dL_dW, dL_dB = conv_transpose_backward(dL_dZ, X, W, stride, padding, output_padding, dilation, groups)
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
 
 
 def dense_layer_backward(dL_dZ, F, W, B):
@@ -798,6 +826,7 @@ def relu_local(Z, *, grad_at_zero=0):
 
 
 CONV = Twin(conv_layer, conv_layer_backward)
+CONV_TRANSPOSE = Twin(conv_transpose_layer, conv_transpose_layer_backward)
 DENSE = Twin(dense_forward, dense_layer_backward)
 FLATTEN = Twin(flatten_layer, flatten_layer_backward)
 MAXPOOL = Twin(maxpool_layer, maxpool_layer_backward)

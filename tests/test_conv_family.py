@@ -252,7 +252,7 @@ def test_each_layer_writes_its_options_back():
         again = parse_layer(layer.options(), "layers[0]")
         assert again == layer
     assert parse_layer({"type": "conv", "padding": [1, 1, 2, 2]}, "k").padding == (1, 2)
-    assert parse_layer({"type": "conv", "padding": "valid"}, "k").options() == "conv"
+    assert parse_layer({"type": "conv", "padding": "valid"}, "k").pad((3, 3)) == (0, 0)
 
 
 # -- verify names each kind's mistakes ---------------------------------------------------------------

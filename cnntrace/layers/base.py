@@ -270,8 +270,8 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
 def padding_option(description: str) -> Option:
     """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
     side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
-    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ, or
-    "same"."""
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ,
+    "valid" or "same"."""
     number = {"type": "integer", "minimum": 0}
     schema = {"description": description, "default": 0, "oneOf": [
         number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
@@ -279,10 +279,8 @@ def padding_option(description: str) -> Option:
     ]}  # fmt: skip
 
     def parse(value, key):
-        if value == "valid":
-            return (0, 0)
-        if value == "same":
-            return "same"
+        if value in ("valid", "same"):
+            return value
         if isinstance(value, str):
             raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
                              f'or "same", got {value!r}'[:200], key=key)  # fmt: skip

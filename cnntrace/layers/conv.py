@@ -80,7 +80,7 @@ class Conv(Layer):
     }  # fmt: skip
 
     stride: Pair = (1, 1)
-    padding: Pair | tuple[int, int, int, int] | str = (0, 0)  # (rows, cols), four sides or "same"
+    padding: Pair | tuple[int, int, int, int] | str = (0, 0)  # (rows, cols), four sides, "valid" or "same"
     dilation: Pair = (1, 1)
     groups: int = 1
     bias: bool = True
@@ -102,8 +102,8 @@ class Conv(Layer):
         out = {"type": "conv"}
         if self.stride != (1, 1):
             out["stride"] = pair_or_number(self.stride)
-        if self.padding == "same" or len(self.padding) == 4:
-            out["padding"] = self.padding if self.padding == "same" else list(self.padding)
+        if isinstance(self.padding, str) or len(self.padding) == 4:
+            out["padding"] = self.padding if isinstance(self.padding, str) else list(self.padding)
         elif any(self.padding):
             out["padding"] = pair_or_number(self.padding)
         if self.dilation != (1, 1):
@@ -117,8 +117,8 @@ class Conv(Layer):
         return out if len(out) > 1 else "conv"
 
     def describe(self) -> str:
-        if self.padding == "same":
-            padding = "same"
+        if isinstance(self.padding, str):
+            padding = self.padding
         elif len(self.padding) == 4:
             padding = sides_text(self.padding)
         else:
@@ -138,6 +138,8 @@ class Conv(Layer):
         """The padding ops.py takes, for a kh×kw kernel: (rows, cols) when every side is
         alike, else (top, bottom, left, right). "same" pads dilation·(k − 1) in all, the odd
         one after (below, to the right), as PyTorch and TensorFlow."""
+        if self.padding == "valid":
+            return (0, 0)
         if self.padding != "same":
             return self.padding
         totals = [d * (k - 1) for d, k in zip(self.dilation, kernel)]
@@ -248,7 +250,7 @@ class Conv(Layer):
     def stages(self, ctx):
         x, z, W, B = self.input, self.output, self.W, self.B
         kernel = f"rot180({W})" if self.flip else W
-        padded = self.padding == "same" or any(self.padding)
+        padded = self.padding == "same" or any(self.pad((1, 1)))
         if self.padding == "same":
             p = "dilation·(k − 1) in all, the odd one after (\"same\")"
         elif len(self.padding) == 4:
@@ -293,7 +295,7 @@ class Conv(Layer):
         return forward, backward
 
     def annotate(self, t):
-        if self.padding != "same" and not any(self.padding):
+        if self.padding != "same" and not any(self.pad((1, 1))):
             return {}
         padding = self.pad(t.weights[self.W].shape[2:])
         if len(padding) == 4:
