@@ -358,3 +358,16 @@ def test_every_command_runs_on_the_new_options(tmp_path, network_id):
     schema = json.loads(runner.invoke(app, ["schema"]).stdout)
     text = json.dumps(schema)
     assert "output_padding" in text and "dilation" in text and "groups" in text and "conv_transpose" in text
+
+
+def test_the_quiz_names_the_transposed_kernel_not_flipped(tmp_path):
+    data = make("conv-transpose-net", 0)
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(data))
+    t = step(data)
+    wrong = mistaken(t, t.problem.network.layers[0], "kernel_not_flipped", "Z1")
+    typed = [" ".join(repr(float(v)) for v in np.ravel(values)) for values in (wrong, t["A1"], t["Z2"])]
+    result = runner.invoke(app, ["quiz", str(path), "--only", "Z1,A1,Z2", "--tries", "1"], input="\n".join(typed) + "\n")
+    assert result.exit_code == 1, result.stderr  # not every answer right
+    assert result.stdout == "score 2/3\n"
+    assert "[kernel_not_flipped]" in result.stderr, result.stderr

@@ -48,6 +48,11 @@ def sides_text(sides: tuple[int, int, int, int]) -> str:
     return f"top {top}, bottom {bottom}, left {left}, right {right}"
 
 
+def span(what: str, first: int, last: int) -> str:
+    """'channel 2', or 'channels 2…3' of a run."""
+    return f"{what} {first}" if first == last else f"{what}s {first}…{last}"
+
+
 def tap_text(tap: str, stride: str, dilation: bool, padding: str) -> str:
     """One coordinate of the cell a tap meets: 'h·s + i − p', 'h·s + i·d − p'."""
     return f"{stride} + {tap}{'·d' if dilation else ''} − {padding}"
@@ -409,8 +414,8 @@ class Conv(Layer):
 
         def group_note(k):
             g = k // K_group
-            return (f"filter {k} is in group g = {g} of G = {G}: it reads channels "
-                    f"{g * C_group}…{(g + 1) * C_group - 1} of {x}")  # fmt: skip
+            return (f"filter {k} is in group g = {g} of G = {G}: it reads "
+                    f"{span('channel', g * C_group, (g + 1) * C_group - 1)} of {x}")  # fmt: skip
 
         if name == z:
             m, k, h, w = index
@@ -456,7 +461,7 @@ class Conv(Layer):
                                           "padding" if cell.symbol != x else ""))  # fmt: skip
             notes = [f"i = {i}, j = {j}, {settings}"]
             if grouped:
-                notes.append(group_note(k) + f"; its channel c = {c} is channel {channel} of {x}")
+                notes.append(group_note(k) + (f"; its channel c = {c} is channel {channel} of {x}" if C_group > 1 else ""))
             if any(term.note for term in terms):
                 notes.append(padding_note)
             if self.flip:
@@ -477,8 +482,9 @@ class Conv(Layer):
                         terms.append(Term((t.factor(grad(z), (m, k, h, w)), weight(k, c_in_group, i, j))))
         notes = [f"r = {r}, c = {col}, {settings}"]
         if grouped:
-            notes.append(f"channel {c} of {x} is in group {g} of {G}: only filters "
-                         f"{g * K_group}…{(g + 1) * K_group - 1} read it, with their channel {c_in_group}")  # fmt: skip
+            notes.append(f"channel {c} of {x} is in group {g} of {G}: only "
+                         f"{span('filter', g * K_group, (g + 1) * K_group - 1)} read it, with their channel "
+                         f"{c_in_group}")  # fmt: skip
         if top or bottom or left or right:
             what = "image" if self.place.first else "input"
             notes.append(f"{x}[{r},{col}] is cell [{row},{column}] of the {what} padded by {p}")

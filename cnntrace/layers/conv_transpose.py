@@ -21,7 +21,7 @@ from cnntrace.layers.base import (
     pair_option,
     stage,
 )
-from cnntrace.layers.conv import groups_option, pair_or_number
+from cnntrace.layers.conv import groups_option, pair_or_number, span
 from cnntrace.naming import grad, numbered
 from cnntrace.ops import conv_transpose_size
 from cnntrace.terms import Term
@@ -219,8 +219,8 @@ class ConvTranspose(Layer):
 
         def group_of_output(k):
             g = k // K_group
-            return g, (f"output channel {k} is filter {k % K_group} of group {g}: it takes from channels "
-                       f"{g * C_group}…{(g + 1) * C_group - 1} of {x}")  # fmt: skip
+            return g, (f"output channel {k} is filter {k % K_group} of group {g}: it takes from "
+                       f"{span('channel', g * C_group, (g + 1) * C_group - 1)} of {x}")  # fmt: skip
 
         def target(h, w, i, j):
             """The output cell input cell (h, w) sends tap (i, j) to, or None: cropped."""
@@ -245,7 +245,7 @@ class ConvTranspose(Layer):
             if len(terms) == self.bias:
                 notes.append(f"no input cell's kernel reaches ({r}, {col})")
             bias = f"{B} + " if self.bias else ""
-            return Explained(f"{bias}Σ {x}[c,h,w]·{W}[c,k,i,j] over h·s + i·d − p = r, w·s + j·d − p = c",
+            return Explained(f"{bias}Σ {x}[c,h,w]·{W}[c,k,i,j] over h·s + i·d − p = {r}, w·s + j·d − p = {col}",
                              terms, None, notes)  # fmt: skip
         if name == grad(B):
             (k,) = index
@@ -281,11 +281,12 @@ class ConvTranspose(Layer):
                     if cell is not None:
                         terms.append(Term((t.factor(grad(z), (m, g * K_group + k_in_group, *cell)),
                                            t.factor(W, (c, k_in_group, i, j)))))  # fmt: skip
+        taps = f", its taps {pair_text(self.dilation, ' by ')} cells apart" if self.dilation != (1, 1) else ""
         notes = [f"h = {h}, w = {w}, {settings}: {x}[{h},{w}] was sent to the window of {z} from "
-                 f"({h * sh - ph}, {w * sw - pw}), its taps {pair_text(self.dilation)} apart"]  # fmt: skip
+                 f"({h * sh - ph}, {w * sw - pw}){taps}"]  # fmt: skip
         if grouped:
-            notes.append(f"channel {c} of {x} is in group {g}: it reached output channels "
-                         f"{g * K_group}…{(g + 1) * K_group - 1}")  # fmt: skip
+            notes.append(f"channel {c} of {x} is in group {g}: it reached output "
+                         f"{span('channel', g * K_group, (g + 1) * K_group - 1)}")  # fmt: skip
         if len(terms) < K_group * kh * kw:
             notes.append("taps that landed in the cropped border bring nothing back")
         return Explained(f"Σ_k,i,j dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]·{W}[c,k,i,j]  (conv(dL/d{z}, {W}))",
