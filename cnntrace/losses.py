@@ -31,6 +31,8 @@ class Loss:
     #: layer kind says which loss it pairs with (Layer.pairs_with).
     needs: ClassVar[str | None] = None
     given: ClassVar[bool] = False  # the gradient is given, there is no L
+    #: The functions its equations write by name (mean), for the renderers to typeset.
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean",)
 
     output: str = "A2"
     logits: str = "Z2"
