@@ -10,7 +10,9 @@ from cnntrace import ops
 from cnntrace.checks import Pair, vector
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
+    Annotation,
     Explained,
+    Extra,
     Hand,
     Layer,
     Layout,
@@ -187,6 +189,28 @@ class ConvTranspose(Layer):
                                           Rule(f"∂L/∂{B} = {chain}{B}", f"Σ {d_z}", (grad(z),),
                                                f"∂{z}/∂{B} = 1 at every position of {z}")))  # fmt: skip
         return forward, backward
+
+    def annotate(self, t):
+        """With padding: the scatter before its border is cropped off, after Z."""
+        if not any(self.padding):
+            return {}
+        x, z = self.input, self.output
+        weights = t.weights
+        # Without the padding, the scatter is the output with its border: (Ho + 2ph) × (Wo + 2pw).
+        full, _ = ops.conv_transpose2d_forward(t.value(x), weights[self.W], weights[self.B] if self.bias else None,
+                                               self.stride, (0, 0), self.output_padding, self.dilation,
+                                               self.groups)  # fmt: skip
+        (ph, pw), (Ho, Wo) = self.padding, t.value(z).shape[2:]
+        crops = []
+        if ph:
+            crops.append(f"rows −{ph}…−1 and {Ho}…{Ho + ph - 1}")
+        if pw:
+            crops.append(f"columns −{pw}…−1 and {Wo}…{Wo + pw - 1}")
+        layout = t.layout(z)
+        shown = Layout(full.shape[1:], layout.shown, layout.channel)
+        presented = full.reshape(shown.user_shape(t.batched, full.shape[0]))
+        note = f"in italics, what the padding {pair_text(self.padding)} crops off: {', '.join(crops)}"
+        return {z: Annotation(extra=Extra(f"{z} before the crop", presented, shown, self.padding, note))}
 
     def mistakes(self, values, weights):
         x, z, W = self.input, self.output, self.W
