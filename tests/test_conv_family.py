@@ -371,3 +371,11 @@ def test_the_quiz_names_the_transposed_kernel_not_flipped(tmp_path):
     assert result.exit_code == 1, result.stderr  # not every answer right
     assert result.stdout == "score 2/3\n"
     assert "[kernel_not_flipped]" in result.stderr, result.stderr
+
+
+def test_a_padded_conv_transpose_shows_its_scatter_before_the_crop():
+    t = step(make("conv-transpose-net", 0))
+    extra = t.annotations["Z1"].extra
+    ph, pw = extra.border
+    assert (ph, pw) == (1, 1) and "crops off" in extra.note
+    np.testing.assert_array_equal(np.asarray(extra.values)[:, :, ph:-ph, pw:-pw], t["Z1"])
