@@ -300,11 +300,9 @@ class Conv(Layer):
         return forward, backward
 
     def annotate(self, t):
-        if self.padding != "same" and not any(self.pad((1, 1))):
-            return {}
         padding = self.pad(t.weights[self.W].shape[2:])
-        if len(padding) == 4:
-            return {}  # the matrix's border is shown alike on opposite sides
+        if not any(padding) or len(padding) == 4:
+            return {}  # nothing padded; or sides that differ, where the border is shown alike on all
         from cnntrace.ops import ConvCache, _pad
 
         X_padded = _pad(t.value(self.input), padding)
