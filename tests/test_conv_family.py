@@ -214,8 +214,8 @@ def test_a_dilated_convolution_by_hand():
             "layers": [{"type": "conv", "dilation": 2}], "grad": np.ones((3, 3)).tolist()}  # fmt: skip
     t = step(data)
     assert t["Z1"].tolist() == [[12, 14, 16], [22, 24, 26], [32, 34, 36]]
-    # dL/dW = the sums of the cells each tap met: W[0,0] met X[0..2, 0..2], W[1,1] met X[2..4, 2..4].
-
+    # With dL/dZ all ones, dL/dW sums the cells each tap met: W[0,0] met X[0..2, 0..2],
+    # W[0,1] X[0..2, 2..4], W[1,0] X[2..4, 0..2], W[1,1] X[2..4, 2..4].
     cells = np.arange(25.0).reshape(5, 5)
     assert t["dL_dW1"].tolist() == [[cells[0:3, 0:3].sum(), cells[0:3, 2:5].sum()],
                                     [cells[2:5, 0:3].sum(), cells[2:5, 2:5].sum()]]  # fmt: skip
