@@ -8,7 +8,9 @@ networks.py) and runs, as the shell runs them, ``cnntrace step FILE --format jso
 ``cnntrace step FILE`` into a pipe (the table view), interleaved, ``--runs`` times each; the
 table gives each command's best wall time, its peak resident size (forked from a small
 launcher, Linux only) and its output's size and widest line. ``--html`` adds ``step FILE
---html PAGE`` once each (minutes each, as the page is made today).
+--html PAGE`` once each (minutes each, as the page is made today). ``--before DIR`` runs
+the same commands from another checkout of cnntrace (``git archive main | tar -x -C DIR``),
+interleaved with this one's, for a before-and-after in one run.
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ LAUNCHER = (
 )
 
 
-def timed(command: list[str], out: Path) -> float:
+def timed(command: list[str], out: Path, environment=ENVIRONMENT) -> float:
     with open(out, "wb") as stdout:
         start = time.perf_counter()
-        subprocess.run(command, stdout=stdout, stderr=subprocess.DEVNULL, check=True, env=ENVIRONMENT)
+        subprocess.run(command, stdout=stdout, stderr=subprocess.DEVNULL, check=True, env=environment)
         return time.perf_counter() - start
 
 
-def peak(command: list[str]) -> int:
+def peak(command: list[str], environment=ENVIRONMENT) -> int:
     result = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True,
-                            check=True, env=ENVIRONMENT)  # fmt: skip
+                            check=True, env=environment)  # fmt: skip
     return int(result.stdout.strip()) * 1024
 
 
@@ -58,23 +60,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--html", action="store_true", help="also time the --html page, once each")
+    parser.add_argument("--before", type=Path, metavar="DIR", help="another checkout to run alongside")
     options = parser.parse_args()
+    sides = {"": (CNNTRACE, ENVIRONMENT)}
+    if options.before:
+        sides = {"before: ": ([sys.executable, "-m", "cnntrace"], {**ENVIRONMENT, "PYTHONPATH": str(options.before)}),
+                 "after: ": ([sys.executable, "-m", "cnntrace"],
+                             {**ENVIRONMENT, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})}  # fmt: skip
     print("| network (batch 4) | view | best s | of runs | peak RSS MiB | output MiB | widest line |")
     print("|---|---|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         for name, path in networks.write(folder).items():
-            views = {"json": [*CNNTRACE, "step", str(path), "--format", "json"],
-                     "table, piped": [*CNNTRACE, "step", str(path)]}  # fmt: skip
+            views = {}
+            for side, (program, environment) in sides.items():
+                views[f"{side}json"] = ([*program, "step", str(path), "--format", "json"], environment)
+                views[f"{side}table, piped"] = ([*program, "step", str(path)], environment)
             times: dict[str, list[float]] = {view: [] for view in views}
             out = folder / "out"
             for _ in range(options.runs):
-                for view, command in views.items():
-                    times[view].append(timed(command, out))
-            for view, command in views.items():
-                timed(command, out)
+                for view, (command, environment) in views.items():
+                    times[view].append(timed(command, out, environment))
+            for view, (command, environment) in views.items():
+                timed(command, out, environment)
                 runs = ", ".join(f"{t:.2f}" for t in sorted(times[view]))
-                print(f"| {name} | {view} | {min(times[view]):.2f} | {runs} | {peak(command) / 2**20:.0f} "
+                print(f"| {name} | {view} | {min(times[view]):.2f} | {runs} | {peak(command, environment) / 2**20:.0f} "
                       f"| {out.stat().st_size / 2**20:.1f} | {widest(out)} |", flush=True)  # fmt: skip
             if options.html:
                 page = folder / "page.html"
