@@ -326,7 +326,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def normal_cdf(Z):
     """Φ(Z) = (1 + erf(Z/√2))/2, the standard normal's distribution function."""
-    return 0.5 * (1.0 + _erf(np.asarray(Z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64))
+    erf = np.asarray(_erf(np.asarray(Z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * (1.0 + erf)
 
 
 def normal_pdf(Z):
