@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnntrace.errors import InputError
+from cnntrace.io import problem_from_dict
 from cnntrace.naming import is_bias
 from cnntrace.ops import output_size
 from cnntrace.reference import check_pass_size, reference_problem
@@ -172,7 +173,6 @@ SMOOTH_RANGE = 4.0
 
 class HandReport(NamedTuple):
     """What one draw of a hand exercise is like (see ``hand_report``)."""
-
     zeros: int  # ReLU (or leaky ReLU) inputs exactly 0
     ties: int  # pool windows with tied maxima
     inexact: tuple[str, ...]  # forward matrices up to F with more than two decimals
@@ -239,8 +239,6 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
     bias a half (±0.5, ±1.5), so that no ReLU input after a conv can be 0. The same seed
     gives the same exercise. InputError (key --seed) after HAND_ATTEMPTS tries.
     """
-    from cnntrace.io import problem_from_dict
-
     if level not in LEVELS:
         raise InputError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="--level")
     template = problem_from_dict(base)
@@ -305,7 +303,6 @@ def _listed(values):
 def _hand_samplers(rng, base: dict, template, level: int) -> dict:
     """{name: (draw(shape) -> values, the base's value)} for X, every weight and bias, and
     targets or given gradients that are numbers rather than labels."""
-
     def tenths(low: float, high: float):
         """Multiples of 0.1 from ``low`` to ``high``."""
         return lambda shape: rng.integers(round(low * 10), round(high * 10) + 1, size=shape) / 10 + 0.0

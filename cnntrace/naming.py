@@ -14,8 +14,9 @@ import re
 #: A weight of the input file: W1, B1, W2 …
 WEIGHT = re.compile(r"[WB][1-9][0-9]*")
 #: Every name a trace can hold, in any network: X, F, what the layers make (Z1, A1, P0 …),
-#: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}).
-NAME = re.compile(r"(?:dL_d)?(?:X|F|[ZAP]\d+|[WB][1-9]\d*)|L|dA\d+_d[ZP]\d+")
+#: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}, or
+#: dA0_dX for an activation that comes first).
+NAME = re.compile(r"(?:dL_d)?(?:X|F|[ZAP]\d+|[WB][1-9]\d*)|L|dA\d+_d(?:X|[ZP]\d+)")
 #: What a layer's output is called when it has no number: the flatten's F.
 UNNUMBERED = ("F",)
 

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntrace.verify import ATOL, RTOL, judge
+from cnntrace.explain import explain_entry
+from cnntrace.render.explanation import render_text
+from cnntrace.render.format import number, shape
+from cnntrace.verify import ATOL, RTOL, judge, verify
 
 #: The most lines one JSON answer may span.
 MAX_ANSWER_LINES = 200
@@ -35,8 +38,6 @@ def diagnose(trace, name: str, answer, earlier: dict | None = None, *, rtol: flo
     """verify's diagnosis of a wrong ``answer`` to ``name``: [{"id", "message"}, …], empty
     when none fits. ``earlier`` holds the learner's earlier wrong answers ({name: array}),
     so that an answer that follows from them is named ``carried_forward``."""
-    from cnntrace.verify import verify
-
     verdicts = verify(trace, {**(earlier or {}), name: answer}, rtol=rtol, atol=atol)
     verdict = next(v for v in verdicts if v.name == name)
     return [{"id": d.id, "message": d.message} for d in verdict.diagnosis]
@@ -76,7 +77,6 @@ def entry_label(symbol: str, index: tuple[int, ...]) -> str:
 @dataclass
 class Answer:
     """One question's outcome, as the record keeps it."""
-
     name: str
     answer: list | float | None = None  # the last answer given, in the matrix's shape
     status: str = "unanswered"  # right, wrong (every try used), skipped, unanswered
@@ -108,8 +108,6 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
     """Ask for each of ``names`` in turn (see the module's docstring); the session so far
     when the input closes or the learner quits. ``session`` is filled as it goes, so a
     caller that is interrupted still has what was answered."""
-    from cnntrace.render.format import shape
-
     session = session if session is not None else Session(file, len(names))
     say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {file or 'the input'}. Type each as numbers in row-major "
         f"order or as JSON; '?' for a hint, 'skip' to see the answer, 'quit' to stop. {tries} "
@@ -187,7 +185,6 @@ def _read_answer(ask, prompt: str) -> str | None:
 
 
 def _feedback(symbol: str, verdict, outcome: Answer, tries: int, precision: int) -> str:
-    from cnntrace.render.format import number
 
     lines = [f"  wrong: {len(verdict.wrong)} of {verdict.entries} entries"]
     shown = ", ".join(f"{entry_label(symbol, w.index)} = {number(w.answer, precision)}"
@@ -203,17 +200,12 @@ def _feedback(symbol: str, verdict, outcome: Answer, tries: int, precision: int)
 
 def _hint(trace, name: str, index: tuple[int, ...], precision: int) -> str:
     """The arithmetic of one entry, as ``cnntrace explain`` shows it."""
-    from cnntrace.explain import explain_entry
-    from cnntrace.render.explanation import render_text
-
     text = render_text(explain_entry(trace, name, index), precision)
     return "".join(f"  {line}\n" for line in text.rstrip("\n").splitlines())
 
 
 def _matrix_text(values: np.ndarray, precision: int) -> str:
     """A matrix as rows of numbers, the way one types it back (leading axes as blocks)."""
-    from cnntrace.render.format import number
-
     if values.ndim == 0:
         return f"    {number(float(values), precision)}\n"
     rows = values.reshape(-1, values.shape[-1])

@@ -56,6 +56,7 @@ FUNCTIONS = {
     "ReLU": lambda values, parameter: max(math.fsum(values), 0.0),
     "LeakyReLU": lambda values, parameter: (s if (s := math.fsum(values)) > 0 else parameter * s),
     "step": lambda values, parameter: 1.0 if math.fsum(values) > 0 else 0.0,
+    "step at 0": lambda values, parameter: 1.0 if math.fsum(values) >= 0 else 0.0,
     "leaky step": lambda values, parameter: 1.0 if math.fsum(values) > 0 else parameter,
     "σ": lambda values, parameter: sigmoid(math.fsum(values)),
     "tanh": lambda values, parameter: math.tanh(math.fsum(values)),

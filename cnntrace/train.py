@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError, TrainingDiverged
+from cnntrace.io import problem_from_dict
+from cnntrace.layers import GivenLayout
 from cnntrace.naming import WEIGHT
 from cnntrace.network import check_finite
 from cnntrace.problem import Problem
@@ -48,7 +50,6 @@ class Epoch:
     test_loss, test_accuracy: the same of the test set, measured with those parameters
     (None without a test set; test_accuracy None too where nothing is classified).
     """
-
     epoch: int
     loss: float
     accuracy: float | None
@@ -97,8 +98,6 @@ def subset(problem: Problem, indices: np.ndarray) -> Problem:
     """The problem on the images ``indices`` (in that order) of a batch, everything else
     as it was."""
     from dataclasses import replace
-
-    from cnntrace.layers import GivenLayout
 
     key = problem.target_key
     target = problem.inputs[key][indices]
@@ -169,8 +168,6 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
     """The test set's Problem from its file's keys: X and Y (or grad) of its own, and the
     network (layers, loss, options, weights) the training file's where the test file leaves
     it out. Call check_same_network on it before training."""
-    from cnntrace.io import problem_from_dict
-
     filled = dict(test_data)
     for key, value in training_data.items():
         if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key)):

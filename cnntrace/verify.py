@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnntrace.errors import InputError
+from cnntrace.explain import check_index, parse_term
 from cnntrace.text import shape_text, symbol
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -45,7 +46,6 @@ class Wrong:
 @dataclass(frozen=True)
 class Diagnosis:
     """Why an answer is wrong: ``id`` is part of the JSON interface ("relu_mask_missing")."""
-
     id: str
     message: str
 
@@ -59,7 +59,6 @@ class Verdict:
     says why for shape, unknown and invalid. ``max_abs_error``, ``max_rel_error`` and
     ``worst`` (the index of the entry farthest out of tolerance) size the difference.
     """
-
     name: str
     status: str
     entries: int = 0
@@ -183,8 +182,6 @@ class Answer:
 
 def parse_answers(trace, answers: dict) -> list[Answer]:
     """Each answer's stage and entry; InputError naming the key for a malformed entry."""
-    from cnntrace.explain import check_index, parse_term
-
     out = []
     for key, value in answers.items():
         if "[" in key:
@@ -233,7 +230,6 @@ def _with(verdict: Verdict, diagnosis: list[Diagnosis]) -> Verdict:
 
 class _Doctor:
     """The passes of every known mistake, made once, and the learner's own earlier answers."""
-
     def __init__(self, trace, rtol, atol):
         problem = trace.problem
         self.trace, self.problem, self.rtol, self.atol = trace, problem, rtol, atol

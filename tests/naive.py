@@ -18,6 +18,8 @@ Y (M, 1), W1 (K, C, kh, kw), B1 (K,), W2 (n, 1), B2 (1,), as cnntrace's network 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -527,3 +529,227 @@ def gradient_step(weights: dict, grads: dict, lr):
             step[index] = value[index] - lr * gradient[index]
         updated[name] = step
     return updated
+
+
+# -- the options the plain twins above leave out ---------------------------------------------
+
+
+def rot180(W):
+    """W[k, c] rotated 180°, entry by entry: R[k,c,i,j] = W[k,c,kh-1-i,kw-1-j]."""
+    K, C, kh, kw = W.shape
+    R = np.zeros(W.shape)
+    for k in range(K):
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    R[k, c, i, j] = W[k, c, kh - 1 - i, kw - 1 - j]
+    return R
+
+
+def window_maxima(A, m: int, c: int, h: int, w: int, size, stride, padding=(0, 0)) -> list:
+    """Every (row, col) of A holding the maximum of window (h, w), in row-major order;
+    padding cells (−∞) never hold it."""
+    size, stride, padding = pair(size), pair(stride), pair(padding)
+    cells = []
+    for i in range(size[0]):
+        for j in range(size[1]):
+            cell = inside(A.shape, h * stride[0] + i, w * stride[1] + j, padding)
+            if cell is not None:
+                cells.append(cell)
+    if not cells:
+        return []
+    top = max(A[m, c, r, s] for r, s in cells)
+    return [(r, s) for r, s in cells if A[m, c, r, s] == top]
+
+
+def maxpool_backward_ties(dL_dP, A, size=2, stride=2, padding=0, ties="first"):
+    """dL/dA under a tie rule: "first" sends each window's gradient to its first maximum
+    (row-major), "all" to every tied maximum whole, "split" shares it equally among them."""
+    if ties == "first":
+        return maxpool_backward(dL_dP, A, size, stride, padding)
+    M, C, Hp, Wp = dL_dP.shape
+    dL_dA = np.zeros(A.shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(Hp):
+                for w in range(Wp):
+                    tied = window_maxima(A, m, c, h, w, size, stride, padding)
+                    for r, s in tied:
+                        share = dL_dP[m, c, h, w] if ties == "all" else dL_dP[m, c, h, w] / len(tied)
+                        dL_dA[m, c, r, s] += share
+    return dL_dA
+
+
+def relu_grad_at_zero_one(Z):
+    """dA/dZ with ReLU′(0) taken as 1: 1 where Z >= 0, else 0."""
+    return elementwise(Z, lambda z: 1.0 if z >= 0 else 0.0)
+
+
+def flatten_channels_last(P):
+    """F[m] lists P[m] row by row, each row left to right, each cell's channels in turn
+    (as NHWC code flattens)."""
+    M, C, Hp, Wp = P.shape
+    F = np.zeros((M, C * Hp * Wp))
+    for m in range(M):
+        position = 0
+        for r in range(Hp):
+            for s in range(Wp):
+                for c in range(C):
+                    F[m, position] = P[m, c, r, s]
+                    position += 1
+    return F
+
+
+def flatten_channels_last_backward(dL_dF, P_shape):
+    """dL/dP: each entry of dL/dF back to the cell flatten_channels_last read it from."""
+    M, C, Hp, Wp = P_shape
+    dL_dP = np.zeros(P_shape)
+    for m in range(M):
+        position = 0
+        for r in range(Hp):
+            for s in range(Wp):
+                for c in range(C):
+                    dL_dP[m, c, r, s] = dL_dF[m, position]
+                    position += 1
+    return dL_dP
+
+
+def softmax_jacobian(Z):
+    """J[m,i,j] = dA_i/dZ_j = A_i·(δij − A_j) for each image: (M, n) -> (M, n, n)."""
+    A = softmax(Z)
+    M, n = A.shape
+    J = np.zeros((M, n, n))
+    for m in range(M):
+        for i in range(n):
+            for j in range(n):
+                J[m, i, j] = A[m, i] * ((1.0 if i == j else 0.0) - A[m, j])
+    return J
+
+
+def times(dL_dA, local):
+    """dL/dZ = dL/dA ⊙ dA/dZ, entry by entry."""
+    dL_dZ = np.zeros(np.shape(dL_dA))
+    for index in np.ndindex(dL_dZ.shape):
+        dL_dZ[index] = dL_dA[index] * local[index]
+    return dL_dZ
+
+
+def mean_delta(A, Y, N: int):
+    """(A − Y)/N entry by entry: dL/dZ where the loss cancels against the last activation
+    (bce after a sigmoid over N entries, cross-entropy after a softmax over N images)."""
+    dL_dZ = np.zeros(np.shape(A))
+    for index in np.ndindex(dL_dZ.shape):
+        dL_dZ[index] = (A[index] - Y[index]) / N
+    return dL_dZ
+
+
+# -- one twin per layer kind and per loss, as the table of kinds (tests/kinds.py) calls them --
+#
+# A layer's twin takes its input on the general shapes, its weights in the order of the
+# layer's ``params`` (W, then B) and the layer's options as keywords, named as the layer
+# names them: an option the twin does not know is a TypeError, never silently ignored.
+
+
+class Twin(NamedTuple):
+    """A layer kind's naive forward and backward.
+
+    forward(x, *weights, **options) -> y
+    backward(dL_dy, x, *weights, **options) -> (dL_dx, (dL_dW, dL_dB, ...))
+    local(x, **options) -> dy/dx, the stage an activation shows of its own derivative
+    """
+
+    forward: Callable
+    backward: Callable
+    local: Callable | None = None
+
+
+def _conv_kernel(W, flip):
+    return rot180(W) if flip else W
+
+
+def conv_layer(X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
+    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding)
+
+
+def conv_layer_backward(dL_dZ, X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
+    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding)
+    # The pass used rot180(W): each kernel entry's gradient goes back to the W entry it is.
+    return dL_dX, (rot180(dL_dK) if flip else dL_dK, dL_dB)
+
+
+def dense_layer_backward(dL_dZ, F, W, B):
+    dL_dF, dL_dW, dL_dB = dense_backward(dL_dZ, F, W)
+    return dL_dF, (dL_dW, dL_dB)
+
+
+_FLATTEN = {"chw": (flatten_forward, flatten_backward),
+            "hwc": (flatten_channels_last, flatten_channels_last_backward)}  # fmt: skip
+
+
+def flatten_layer(P, *, order="chw"):
+    return _FLATTEN[order][0](P)
+
+
+def flatten_layer_backward(dL_dF, P, *, order="chw"):
+    return _FLATTEN[order][1](dL_dF, P.shape), ()
+
+
+def maxpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ties="first"):
+    return maxpool_forward(A, size, stride, padding)
+
+
+def maxpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ties="first"):
+    return maxpool_backward_ties(dL_dP, A, size, stride, padding, ties), ()
+
+
+def avgpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0)):
+    return avgpool_forward(A, size, stride, padding)
+
+
+def avgpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0)):
+    return avgpool_backward(dL_dP, A.shape, size, stride, padding), ()
+
+
+def activation_twin(forward: Callable, local: Callable) -> Twin:
+    """An element-wise activation's twin: dL/dZ = dL/dA ⊙ dA/dZ."""
+    return Twin(forward, lambda dL_dA, Z, **options: (times(dL_dA, local(Z, **options)), ()), local)
+
+
+def relu_local(Z, *, grad_at_zero=0):
+    return relu_grad_at_zero_one(Z) if grad_at_zero else relu_grad(Z)
+
+
+CONV = Twin(conv_layer, conv_layer_backward)
+DENSE = Twin(dense_forward, dense_layer_backward)
+FLATTEN = Twin(flatten_layer, flatten_layer_backward)
+MAXPOOL = Twin(maxpool_layer, maxpool_layer_backward)
+AVGPOOL = Twin(avgpool_layer, avgpool_layer_backward)
+GLOBAL_AVGPOOL = Twin(global_avgpool_forward, lambda dL_dP, A: (global_avgpool_backward(dL_dP, A.shape), ()))
+RELU = activation_twin(lambda Z, *, grad_at_zero=0: relu_forward(Z), relu_local)
+LEAKY_RELU = activation_twin(lambda Z, *, alpha=0.01: leaky_relu_forward(Z, alpha),
+                             lambda Z, *, alpha=0.01: leaky_relu_grad(Z, alpha))  # fmt: skip
+TANH = activation_twin(tanh_forward, tanh_grad)
+SIGMOID = activation_twin(sigmoid_forward, sigmoid_grad)
+SOFTMAX = Twin(softmax, lambda dL_dA, Z: (softmax_backward(dL_dA, Z), ()), softmax_jacobian)
+
+
+class LossTwin(NamedTuple):
+    """A loss's naive value and gradient; Y on the output's general shape (one-hot rows
+    for class indices).
+
+    value(A, Z, Y) -> L;  gradient(A, Z, Y) -> dL/dA
+    fused(A, Y) -> dL/dZ straight from A, where the loss cancels against the last activation
+    """
+
+    value: Callable
+    gradient: Callable
+    fused: Callable | None = None
+
+
+BCE = LossTwin(lambda A, Z, Y: bce_loss(Z, Y), lambda A, Z, Y: bce_grad_A(Z, Y),
+               lambda A, Y: mean_delta(A, Y, np.size(A)))  # fmt: skip
+CROSS_ENTROPY = LossTwin(lambda A, Z, Y: cross_entropy_loss(Z, Y), lambda A, Z, Y: cross_entropy_grad_A(A, Y),
+                         lambda A, Y: mean_delta(A, Y, len(A)))  # fmt: skip
+MSE = LossTwin(lambda A, Z, Y: mse_loss(A, Y), lambda A, Z, Y: mse_grad(A, Y))
+#: No loss: the gradient at the output is given (Y stands for it) and the pass starts there.
+GIVEN = LossTwin(None, lambda A, Z, Y: np.array(Y, dtype=np.float64))

@@ -210,7 +210,7 @@ class ReLU(Activation):
         z = t.factor(self.input, index)
         if self.grad_at_zero:
             note = f"{z.label} {'≥ 0, so 1 (ReLU′(0) = 1 by the convention)' if z.value >= 0 else '< 0, so 0'}"
-            return Explained(f"1 if {self.input}[h,w] ≥ 0 else 0", [Term((z,))], "step", [note])
+            return Explained(f"1 if {self.input}[h,w] ≥ 0 else 0", [Term((z,))], "step at 0", [note])
         note = f"{z.label} {'> 0, so 1' if z.value > 0 else '≤ 0, so 0 (ReLU′(0) = 0)'}"
         return Explained(f"1 if {self.input}[h,w] > 0 else 0", [Term((z,))], "step", [note])
 

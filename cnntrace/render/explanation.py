@@ -43,6 +43,7 @@ def _applied(explanation, precision: int) -> str | None:
         "max": f"max({', '.join(values)})",
         "ReLU": f"ReLU({total}) = max({total}, 0)",
         "step": f"1 if {total} > 0 else 0",
+        "step at 0": f"1 if {total} ≥ 0 else 0",
         "σ": f"σ({total}) = 1 / (1 + e^(−{total}))".replace("−-", ""),
     }.get(explanation.function)
 

@@ -1,0 +1,432 @@
+"""The table of layer kinds and losses: one row per kind registered in cnntrace.layers.KINDS
+and one per loss in cnntrace.losses.LOSSES, from which tests/test_kinds.py runs every test
+that must hold for every kind (PyTorch autograd, the naive twin, central differences,
+explain of every entry, every output format, verify and the kind's mistakes).
+
+A row holds:
+
+- a small network around the kind, in the ``layers`` form of an input file, with ``SELF``
+  where the kind's own layer goes (it gets each variant's options);
+- one image's shape of X on the general shapes: (C, H, W) for maps, (n,) for vectors;
+- the loss the network ends in;
+- its **variants**: the options worth covering (stride, padding, flip, pool sizes, tie rules,
+  leaky alpha …), each a small change of the row (options, another network around the layer,
+  another loss, small whole numbers so that ReLU inputs hit 0 and pool windows tie);
+- its **naive twin** (tests/naive.py): forward and backward with plain loops;
+- its **torch** twin: the same layer in PyTorch, for autograd (imported only when installed);
+- for a weighted kind, the shapes of its weights for the input it gets.
+
+A new kind (a ``global_avgpool``) needs its row here and its twin in naive.py; the tests
+then cover it, and test_kinds.py fails until both exist. ``make`` fills a case with random
+numbers (its weights sized by walking the network with the naive twins), ``naive_pass`` and
+``torch_pass`` run a whole parsed network through the twins, stage by stage, under the
+trace's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from tests import naive
+
+#: Where a row's own layer goes in its network.
+SELF = "*"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run a row: its layer's options and what else changes."""
+
+    id: str
+    options: dict = field(default_factory=dict)
+    layers: tuple | None = None  # another network around the layer (SELF marks it)
+    X: tuple | None = None  # another image shape
+    loss: str | None = None  # another loss ("grad": a given gradient)
+    target: str | None = None  # another kind of Y: see ``target``
+    weights: Callable | None = None  # other shapes for the row's own weighted layer
+    discrete: bool = False  # small whole numbers: ReLU inputs at exactly 0, tied windows
+
+
+@dataclass(frozen=True)
+class Row:
+    """A layer kind: its network, its twins and its variants."""
+
+    kind: str
+    layers: tuple
+    X: tuple
+    loss: str
+    twin: naive.Twin | None
+    torch: Callable | None  # torch(torch, x, *weights, **options) -> y
+    variants: tuple[Variant, ...] = (Variant("default"),)
+    weights: Callable | None = None  # (one image's input shape) -> shapes of (W, B)
+    target: str = "real"
+
+
+@dataclass(frozen=True)
+class LossRow:
+    """A loss: its network, its twins, the last activation it cancels against."""
+
+    loss: str
+    layers: tuple
+    X: tuple
+    twin: naive.LossTwin | None
+    torch: Callable | None  # torch(torch, A, Z, Y) -> L; Y on the general shape
+    target: str
+    fuses: str | None = None
+    variants: tuple[Variant, ...] = (Variant("default"),)
+
+
+# -- the torch twins -------------------------------------------------------------------------
+
+
+def _torch_conv(torch, x, W, B, *, stride, padding, flip):
+    kernel = W.flip(-1, -2) if flip else W
+    return torch.nn.functional.conv2d(x, kernel, B, stride=stride, padding=padding)
+
+
+def _torch_flatten(torch, x, *, order):
+    return (x.permute(0, 2, 3, 1) if order == "hwc" else x).reshape(x.shape[0], -1)
+
+
+def _torch_maxpool(torch, x, *, size, stride, padding, ties):
+    functional = torch.nn.functional
+    if ties == "first":
+        return functional.max_pool2d(x, size, stride, padding)
+    # Each window's tied maxima, from its cells: "all" gives each of them the whole
+    # gradient, "split" an equal share. The value is the maximum either way.
+    M, C, H, W = x.shape
+    padded = functional.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=-float("inf"))
+    cells = functional.unfold(padded.reshape(M * C, 1, *padded.shape[2:]), size, stride=stride)
+    top = cells.max(dim=1, keepdim=True).values.detach()
+    tied = cells == top
+    moves = torch.where(tied, cells - cells.detach(), torch.zeros_like(cells)).sum(dim=1)
+    if ties == "split":
+        moves = moves / tied.sum(dim=1)
+    Hp = (H + 2 * padding[0] - size[0]) // stride[0] + 1
+    Wp = (W + 2 * padding[1] - size[1]) // stride[1] + 1
+    return (top.squeeze(1) + moves).reshape(M, C, Hp, Wp)
+
+
+def _torch_avgpool(torch, x, *, size, stride, padding):
+    return torch.nn.functional.avg_pool2d(x, size, stride, padding, count_include_pad=True)
+
+
+def _torch_relu(torch, x, *, grad_at_zero):
+    # torch.relu's slope at 0 is 0; where(x >= 0) takes the x branch, slope 1, at 0.
+    return torch.where(x >= 0, x, torch.zeros_like(x)) if grad_at_zero else torch.relu(x)
+
+
+# -- weight shapes ---------------------------------------------------------------------------
+
+
+def conv_weights(K=2, kernel=(2, 2)):
+    """K filters of ``kernel`` over the channels the layer gets."""
+    return lambda shape: ((K, shape[0], *kernel), (K,))
+
+
+def dense_weights(n_out=2):
+    return lambda shape: ((shape[0], n_out), (n_out,))
+
+
+# -- the table -------------------------------------------------------------------------------
+
+ON_MAPS = (SELF, "flatten", "dense")
+ON_VECTORS = (SELF, "dense")
+BETWEEN_DENSE = ("dense", SELF, "dense")
+
+ROWS: dict[str, Row] = {row.kind: row for row in (
+    Row("conv", ON_MAPS, (2, 5, 5), "mse", naive.CONV, _torch_conv, (
+        Variant("default"),
+        Variant("stride-2x1-padding-1x0", {"stride": [2, 1], "padding": [1, 0]}, weights=conv_weights(3, (3, 2))),
+        Variant("flip", {"flip": True, "padding": 1}),
+        Variant("one-channel-stride-2", {"stride": 2}, X=(1, 6, 5), weights=conv_weights(1, (3, 3))),
+        Variant("given-grad", {"padding": 1}, layers=(SELF,), loss="grad"),
+        Variant("relu-zeros", {"stride": 1}, layers=(SELF, "relu", "flatten", "dense"), discrete=True),
+    ), weights=conv_weights()),
+    Row("dense", ON_VECTORS, (4,), "mse", naive.DENSE, lambda torch, x, W, B: x @ W + B, (
+        Variant("default"),
+        Variant("one-output", weights=dense_weights(1), layers=(SELF,)),
+        Variant("three-outputs-then-dense", weights=dense_weights(3), layers=(SELF, "tanh", "dense")),
+        Variant("after-flatten", layers=("flatten", SELF), X=(2, 2, 3)),
+    ), weights=dense_weights()),
+    Row("flatten", ("conv", SELF, "dense"), (1, 4, 4), "mse", naive.FLATTEN, _torch_flatten, (
+        Variant("default"),
+        Variant("channels-last", {"order": "hwc"}),
+        Variant("on-the-input", {"order": "chw"}, layers=(SELF, "dense"), X=(3, 2, 3)),
+    )),
+    Row("maxpool", ON_MAPS, (2, 4, 4), "mse", naive.MAXPOOL, _torch_maxpool, (
+        Variant("default"),
+        Variant("overlapping-padded", {"size": 3, "stride": 1, "padding": 1}),
+        Variant("rectangular", {"size": [2, 3], "stride": [1, 2]}, X=(1, 4, 7)),
+        Variant("ties-first", {"size": 2, "stride": 1}, discrete=True),
+        Variant("ties-all", {"size": 2, "stride": 1, "ties": "all"}, discrete=True),
+        Variant("ties-split", {"ties": "split", "padding": 1}, discrete=True),
+        Variant("after-conv-relu", layers=("conv", "relu", SELF, "flatten", "dense"), X=(1, 5, 5)),
+    )),
+    Row("avgpool", ON_MAPS, (2, 4, 4), "mse", naive.AVGPOOL, _torch_avgpool, (
+        Variant("default"),
+        Variant("overlapping-padded", {"size": 3, "stride": 1, "padding": 1}),
+        Variant("rectangular-padded", {"size": [2, 3], "stride": [1, 2], "padding": [1, 1]}, X=(1, 4, 5)),
+        Variant("after-conv", {"size": 2}, layers=("conv", SELF, "flatten", "dense"), X=(1, 5, 5)),
+    )),
+    Row("global_avgpool", ON_MAPS, (2, 3, 4), "mse", naive.GLOBAL_AVGPOOL,
+        lambda torch, x: torch.nn.functional.adaptive_avg_pool2d(x, 1), (
+        Variant("default"),
+        Variant("after-conv-relu", layers=("conv", "relu", SELF, "flatten", "dense", "softmax"), X=(1, 5, 5),
+                loss="cross_entropy", target="classes"),
+    )),
+    Row("relu", ON_VECTORS, (5,), "mse", naive.RELU, _torch_relu, (
+        Variant("default"),
+        Variant("zeros", discrete=True),
+        Variant("grad-at-zero-1", {"grad_at_zero": 1}, discrete=True),
+        Variant("between-dense", layers=BETWEEN_DENSE),
+        Variant("on-maps", layers=ON_MAPS, X=(2, 3, 3), discrete=True),
+    )),
+    Row("leaky_relu", ON_VECTORS, (5,), "mse", naive.LEAKY_RELU,
+        lambda torch, x, *, alpha: torch.nn.functional.leaky_relu(x, alpha), (
+        Variant("default"),
+        Variant("alpha-0.2-zeros", {"alpha": 0.2}, discrete=True),
+        Variant("on-maps", {"alpha": 0.05}, layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("tanh", BETWEEN_DENSE, (3,), "mse", naive.TANH, lambda torch, x: torch.tanh(x), (
+        Variant("default"),
+        Variant("on-maps", layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("sigmoid", BETWEEN_DENSE, (3,), "mse", naive.SIGMOID, lambda torch, x: torch.sigmoid(x), (
+        Variant("default"),
+        Variant("last-with-bce", layers=("dense", SELF), loss="bce", target="labels"),
+        Variant("last-with-mse", layers=("dense", SELF)),
+        Variant("on-maps", layers=ON_MAPS, X=(1, 3, 3)),
+    )),
+    Row("softmax", ("dense", SELF), (3,), "cross_entropy", naive.SOFTMAX,
+        lambda torch, x: torch.softmax(x, dim=1), (
+        Variant("default", target="classes"),
+        Variant("soft-labels", target="soft"),
+        Variant("with-mse", loss="mse", target="real"),
+        Variant("given-grad", loss="grad"),
+    ), target="classes"),
+)}  # fmt: skip
+
+
+def _torch_bce(torch, A, Z, Y):
+    return torch.nn.functional.binary_cross_entropy_with_logits(Z, Y)
+
+
+LOSS_ROWS: dict[str, LossRow] = {row.loss: row for row in (
+    LossRow("bce", ("dense", "sigmoid"), (3,), naive.BCE, _torch_bce, "labels", fuses="sigmoid"),
+    LossRow("cross_entropy", ("dense", "softmax"), (3,), naive.CROSS_ENTROPY,
+            lambda torch, A, Z, Y: torch.nn.functional.cross_entropy(Z, Y), "classes", fuses="softmax",
+            variants=(Variant("default"), Variant("soft-labels", target="soft"))),
+    LossRow("mse", ("dense",), (3,), naive.MSE, lambda torch, A, Z, Y: torch.nn.functional.mse_loss(A, Y), "real",
+            variants=(Variant("default"), Variant("after-sigmoid", layers=("dense", "sigmoid")),
+                      Variant("after-softmax", layers=("dense", "softmax")))),
+    # Not a loss: the gradient at the output given, as the "here is dL/dZ1" exercises do.
+    LossRow("grad", ("conv",), (1, 4, 4), naive.GIVEN, lambda torch, A, Z, Y: (A * Y).sum(), "real"),
+)}  # fmt: skip
+
+
+# -- the cases: every variant of every row ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One variant of one row, ready to fill with numbers."""
+
+    id: str
+    row: Row | LossRow
+    variant: Variant
+
+    @property
+    def kind(self) -> str | None:
+        return self.row.kind if isinstance(self.row, Row) else None
+
+    @property
+    def loss(self) -> str:
+        return self.variant.loss or self.row.loss
+
+    @property
+    def layers(self) -> list:
+        own = {"type": self.row.kind, **self.variant.options} if self.kind else None
+        described = []
+        for layer in self.variant.layers or self.row.layers:
+            if layer == SELF:
+                described.append(own if len(own) > 1 else own["type"])
+            else:
+                described.append(layer)
+        return described
+
+    @property
+    def X(self) -> tuple:
+        return self.variant.X or self.row.X
+
+    @property
+    def target(self) -> str:
+        return self.variant.target or self.row.target
+
+    def weight_shapes(self, position: int, kind: str, shape: tuple):
+        own = self.kind == kind and (self.variant.layers or self.row.layers)[position] == SELF
+        maker = self.variant.weights if own and self.variant.weights else ROWS[kind].weights
+        return maker(shape)
+
+
+def _cases(rows) -> list[Case]:
+    return [Case(row_id(row) if v.id == "default" else f"{row_id(row)}-{v.id}", row, v)
+            for row in rows for v in row.variants]  # fmt: skip
+
+
+def row_id(row) -> str:
+    return row.kind if isinstance(row, Row) else f"loss-{row.loss}"
+
+
+CASES = _cases(ROWS.values())
+LOSS_CASES = _cases(LOSS_ROWS.values())
+ALL_CASES = CASES + LOSS_CASES
+
+
+def options(layer) -> dict:
+    """A parsed layer's options, as its fields name them (stride, padding, ties …)."""
+    return {f.name: getattr(layer, f.name) for f in fields(layer) if f.name != "place" and not f.name.startswith("_")}
+
+
+def kind_options(kind: type) -> set[str]:
+    """The options a layer kind takes: its fields but its place."""
+    return {f.name for f in fields(kind) if f.name != "place" and not f.name.startswith("_")}
+
+
+# -- random inputs -------------------------------------------------------------------------
+
+
+def _numbers(rng, shape, discrete: bool, scale: float = 1.0):
+    if discrete:
+        return rng.integers(-2, 3, size=shape).astype(np.float64)
+    return rng.normal(size=shape) * scale
+
+
+def _described_options(description) -> dict:
+    return {} if isinstance(description, str) else {k: v for k, v in description.items() if k != "type"}
+
+
+def target(kind: str, output_shape: tuple, rng):
+    """Y for an output of general shape (M, n): "real" numbers, "labels" in [0, 1] (some
+    exactly 0 or 1), "classes" (an index per image), "soft" (a probability vector each)."""
+    M, n = output_shape[0], int(np.prod(output_shape[1:]))
+    user = (M, n) if n > 1 else (M,)
+    if kind == "classes":
+        return rng.integers(0, n, size=M).tolist()
+    if kind == "soft":
+        p = rng.uniform(0.1, 1, size=(M, n))
+        return (p / p.sum(axis=1, keepdims=True)).tolist()
+    if kind == "labels":
+        labels = rng.uniform(0, 1, size=user)
+        return np.where(rng.uniform(size=user) < 0.3, labels.round(), labels).tolist()
+    return rng.normal(size=output_shape if len(output_shape) > 2 else user).tolist()
+
+
+def make(case: Case, seed: int = 0, M: int = 2, grow: tuple[int, int] = (0, 0)) -> dict:
+    """An input dict for ``case``: M images of its X shape (grown by ``grow`` cells along
+    its last two axes, or its one axis), weights sized for the shapes each layer gets (found
+    by running the naive twins), Y for its loss, lr 0.1."""
+    rng = np.random.default_rng(seed)
+    discrete = case.variant.discrete
+    X_shape = list(case.X)
+    X_shape[-1] += grow[-1]
+    if len(X_shape) == 3:
+        X_shape[-2] += grow[0]
+    x = _numbers(rng, (M, *X_shape), discrete)
+    data = {"X": x.tolist(), "layers": case.layers, "lr": 0.1}
+    number = 0
+    for position, description in enumerate(case.layers):
+        kind = description if isinstance(description, str) else description["type"]
+        twin = ROWS[kind].twin
+        weights = ()
+        if ROWS[kind].weights is not None:
+            number += 1
+            W_shape, B_shape = case.weight_shapes(position, kind, x.shape[1:])
+            weights = (_numbers(rng, W_shape, discrete, 0.7), _numbers(rng, B_shape, discrete, 0.1))
+            data[f"W{number}"], data[f"B{number}"] = (w.tolist() for w in weights)
+        x = twin.forward(x, *weights, **_described_options(description))
+    if case.loss == "grad":
+        data["grad"] = rng.normal(size=x.shape).tolist() if x.shape[1:] != (1,) else rng.normal(size=x.shape[0]).tolist()
+    else:
+        data["loss"] = case.loss
+        data["Y"] = target(case.target, x.shape, rng)
+    return data
+
+
+# -- the twins' passes -----------------------------------------------------------------------
+
+
+def _grad(name: str) -> str:
+    return f"dL_d{name}"
+
+
+def _loss_row(problem) -> LossRow:
+    return LOSS_ROWS[problem.network.loss.type]
+
+
+def naive_pass(problem) -> dict:
+    """Every stage of ``problem``'s trace, on the general shapes, by the naive twins: each
+    layer's forward, the loss, each layer's backward (and an activation's own derivative),
+    the update."""
+    network = problem.network
+    X, Y, weights = problem.general_X(), problem.general_target, problem.general_weights()
+    values, inputs = {}, []
+    x = X
+    for layer in network.layers:
+        inputs.append(x)
+        x = ROWS[layer.type].twin.forward(x, *(weights[p] for p in layer.params), **options(layer))
+        values[layer.output] = x
+    loss = _loss_row(problem)
+    last = network.layers[-1]
+    logits = inputs[-1]
+    if loss.twin.value is not None:
+        values["L"] = loss.twin.value(x, logits, Y)
+    d = values[_grad(last.output)] = loss.twin.gradient(x, logits, Y)
+    steps = list(zip(network.layers, inputs))
+    if loss.fuses == last.type:
+        # The loss cancels against the last activation: dL/dZ = (A − Y)/N straight away.
+        steps.pop()
+        values[f"d{last.output}_d{last.input}"] = ROWS[last.type].twin.local(logits, **options(last))
+        d = values[_grad(last.input)] = loss.twin.fused(x, Y)
+    for layer, x_in in reversed(steps):
+        twin = ROWS[layer.type].twin
+        own = [weights[p] for p in layer.params]
+        d_in, grads = twin.backward(d, x_in, *own, **options(layer))
+        if twin.local is not None:
+            values[f"d{layer.output}_d{layer.input}"] = twin.local(x_in, **options(layer))
+        values.update({_grad(p): g for p, g in zip(layer.params, grads)})
+        d = values[_grad(layer.input)] = d_in
+    values.update(naive.gradient_step(weights, values, problem.lr))
+    return values
+
+
+def torch_pass(torch, problem) -> dict:
+    """L, every layer's output and every gradient torch's autograd gives, in float64 on the
+    general shapes, under the trace's names (a fused last activation's dL/dA has none)."""
+
+    def leaf(array):
+        return torch.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+
+    network = problem.network
+    X = leaf(problem.general_X())
+    weights = {name: leaf(value) for name, value in problem.general_weights().items()}
+    outputs, x, logits = {}, X, None
+    for layer in network.layers:
+        logits = x
+        x = ROWS[layer.type].torch(torch, x, *(weights[p] for p in layer.params), **options(layer))
+        x.retain_grad()
+        outputs[layer.output] = x
+    target = torch.tensor(problem.general_target, dtype=torch.float64)
+    L = _loss_row(problem).torch(torch, x, logits, target)
+    L.backward()
+    values = {"dL_dX": X.grad, **{_grad(p): w.grad for p, w in weights.items()}}
+    if not network.loss.given:
+        values["L"] = L
+    for name, output in outputs.items():
+        values[name] = output
+        if output.grad is not None:
+            values[_grad(name)] = output.grad
+    return {name: value.detach().numpy() for name, value in values.items()}
