@@ -592,6 +592,8 @@ LOSSES: dict[str, type[Loss]] = {kind.type: kind for kind in (BCE, CrossEntropy,
 
 def _one_hot(Y, n: int, M: int, last: str) -> np.ndarray:
     """Class indices, one per image, as one-hot rows (M, n); InputError naming Y."""
+    if Y.size != M:
+        raise InputError(f"expected a class index for each of the {M} images of X, found {Y.size}", key="Y")
     classes = Y.reshape(M)
     bad = classes[(classes != np.round(classes)) | (classes < 0) | (classes >= n)]
     if bad.size:
