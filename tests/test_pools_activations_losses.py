@@ -266,3 +266,107 @@ def test_the_schema_takes_each_loss_object_and_refuses_half_elsewhere():
         jsonschema.validate({**MAZUR, "loss": {"type": "bce", "half": True}}, INPUT_SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**MAZUR, "loss": {"type": "mse", "reduction": "max"}}, INPUT_SCHEMA)
+
+
+# -- the ops over random options: PyTorch (when installed) and the naive twins ----------------
+
+
+def _random_pools(count: int, seed: int = 0):
+    """(A, size, stride, padding (symmetric), dilation, ceil_mode, count_include_pad) that
+    PyTorch takes: padding at most half the window, the window inside the padded map."""
+    rng = np.random.default_rng(seed)
+    made = []
+    while len(made) < count:
+        H, W = (int(n) for n in rng.integers(2, 9, 2))
+        size = tuple(int(n) for n in rng.integers(1, 4, 2))
+        stride = tuple(int(n) for n in rng.integers(1, 4, 2))
+        dilation = tuple(int(n) for n in rng.integers(1, 3, 2))
+        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in size)
+        spans = [d * (k - 1) + 1 for d, k in zip(dilation, size)]
+        if spans[0] > H + 2 * padding[0] or spans[1] > W + 2 * padding[1]:
+            continue
+        made.append((rng.normal(size=(2, 2, H, W)), size, stride, padding, dilation, bool(rng.integers(2)),
+                     bool(rng.integers(2))))  # fmt: skip
+    return made
+
+
+def test_the_pools_agree_with_pytorch_over_random_options():
+    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
+    from cnntrace import ops
+
+    functional = torch.nn.functional
+    worst = 0.0
+    for A, size, stride, padding, dilation, ceil_mode, count_include_pad in _random_pools(200):
+        rng = np.random.default_rng(A.size)
+        x = torch.tensor(A, requires_grad=True)
+        P, cache = ops.maxpool_forward(A, size, stride, padding, dilation, ceil_mode)
+        expected = functional.max_pool2d(x, size, stride, padding, dilation, ceil_mode)
+        dL_dP = rng.normal(size=P.shape)
+        expected.backward(torch.tensor(dL_dP))
+        worst = max(worst, np.abs(P - expected.detach().numpy()).max(),
+                    np.abs(ops.maxpool_backward(dL_dP, cache) - x.grad.numpy()).max())  # fmt: skip
+        x = torch.tensor(A, requires_grad=True)
+        P, cache = ops.avgpool_forward(A, size, stride, padding, ceil_mode, count_include_pad)
+        expected = functional.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad)
+        dL_dP = rng.normal(size=P.shape)
+        expected.backward(torch.tensor(dL_dP))
+        worst = max(worst, np.abs(P - expected.detach().numpy()).max(),
+                    np.abs(ops.avgpool_backward(dL_dP, cache) - x.grad.numpy()).max())  # fmt: skip
+    assert worst < 1e-12
+
+
+def test_the_pools_agree_with_the_naive_twins_over_random_options():
+    from cnntrace import ops
+    from tests import naive
+
+    for A, size, stride, padding, dilation, ceil_mode, count_include_pad in _random_pools(60, seed=1):
+        rng = np.random.default_rng(A.size)
+        P, cache = ops.maxpool_forward(A, size, stride, padding, dilation, ceil_mode)
+        dL_dP = rng.normal(size=P.shape)
+        np.testing.assert_array_equal(P, naive.general_maxpool(A, size, stride, padding, dilation, ceil_mode))
+        np.testing.assert_allclose(ops.maxpool_backward(dL_dP, cache),
+                                   naive.general_maxpool(A, size, stride, padding, dilation, ceil_mode, dL_dP), rtol=1e-14)
+        P, cache = ops.avgpool_forward(A, size, stride, padding, ceil_mode, count_include_pad)
+        dL_dP = rng.normal(size=P.shape)
+        np.testing.assert_allclose(P, naive.general_avgpool(A, size, stride, padding, ceil_mode, count_include_pad),
+                                   rtol=1e-13, atol=1e-15)  # fmt: skip
+        np.testing.assert_allclose(ops.avgpool_backward(dL_dP, cache),
+                                   naive.general_avgpool(A, size, stride, padding, ceil_mode, count_include_pad, dL_dP),
+                                   rtol=1e-13, atol=1e-15)  # fmt: skip
+
+
+@pytest.mark.parametrize("out", [(1, 1), (2, 3), (3, 3), (5, 4), (7, 9)])
+def test_adaptive_average_pooling_agrees_with_pytorch(out):
+    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
+    from cnntrace import ops
+
+    A = np.random.default_rng(sum(out)).normal(size=(2, 3, 5, 7))
+    x = torch.tensor(A, requires_grad=True)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, out)
+    dL_dP = np.random.default_rng(1).normal(size=expected.shape)
+    expected.backward(torch.tensor(dL_dP))
+    np.testing.assert_allclose(ops.adaptive_avgpool_forward(A, out), expected.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(ops.adaptive_avgpool_backward(dL_dP, A.shape), x.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_the_activations_agree_with_pytorch_far_out():
+    """Large and small Z: elu's exp, gelu's erf tails, softplus past its threshold."""
+    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
+    from cnntrace import ops
+
+    functional = torch.nn.functional
+    Z = np.concatenate([np.linspace(-40, 40, 161), np.random.default_rng(0).normal(size=50) * 3])[None]
+    for ours, derivative, theirs in (
+        (lambda z: ops.elu_forward(z, 0.7), lambda z: ops.elu_grad(z, 0.7), lambda x: functional.elu(x, 0.7)),
+        (ops.gelu_forward, ops.gelu_grad, functional.gelu),
+        (ops.silu_forward, ops.silu_grad, functional.silu),
+        (lambda z: ops.softplus_forward(z, 2.0, 5.0), lambda z: ops.softplus_grad(z, 2.0, 5.0),
+         lambda x: functional.softplus(x, 2.0, 5.0)),
+        (ops.log_softmax, None, lambda x: torch.log_softmax(x, dim=1)),
+    ):  # fmt: skip
+        x = torch.tensor(Z, requires_grad=True)
+        expected = theirs(x)
+        np.testing.assert_allclose(ours(Z), expected.detach().numpy(), rtol=1e-12, atol=1e-14)
+        if derivative is not None:
+            expected.sum().backward()
+            np.testing.assert_allclose(derivative(Z), x.grad.numpy(), rtol=1e-12, atol=1e-14)

@@ -134,9 +134,11 @@ class Pool(Layer):
                                      f"{n} {what}s)", key=self.place.key("padding"))  # fmt: skip
         return Layout(out, layout.shown, layout.channel), {}
 
-    def window_cells(self, h: int, w: int, frame):
+    def window_cells(self, h: int, w: int, frame=None):
         """The (row, col) cells of window (h, w), in row-major order, in the input's
-        coordinates (padding cells outside 0..H-1); ``frame`` the padding's four sides."""
+        coordinates (padding cells outside 0..H-1); ``frame`` the padding's four sides
+        (see ``sides``; a padding given in numbers needs no input to tell them)."""
+        frame = ops.sides(self.padding) if frame is None else frame
         (sh, sw), (dh, dw), top, left = self.stride, self.dilation, frame[0], frame[2]
         return [(h * sh + a * dh - top, w * sw + b * dw - left) for a in range(self.size[0]) for b in range(self.size[1])]
 
