@@ -1,24 +1,43 @@
 """The command line: parse options, load → run → render, write data to stdout.
 
-This is the only layer that prints, exits or knows about the terminal. numpy and the
-renderers are imported inside the commands, so ``--help`` and ``--version`` start fast.
+This is the only layer that prints, exits or knows about the terminal and its flags. Its
+parts, in order: FLAGS (the flag of each parameter the core's errors name), each command's
+format enum and renderer table, the options several commands share (Annotated aliases),
+``reported_errors`` (the one place where errors become messages and exit codes),
+``load_trace``, then the commands. numpy, rich and the renderers are imported inside the
+functions that use them (each such import says so), so that ``--help`` and ``--version``
+start fast.
 
 Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interrupted.
 """
 
-from __future__ import annotations
-
+import importlib
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from cnntrace import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: The flag that gives each parameter the core names in its errors (an ArgumentError's key).
+FLAGS = {
+    "fraction": "--holdout",
+    "image": "--image",
+    "level": "--level",
+    "momentum": "--momentum",
+    "only": "--only",
+    "preset": "--preset",
+    "seed": "--seed",
+    "size": "--size",
+}
 
 app = typer.Typer(
     name="cnntrace",
@@ -30,8 +49,14 @@ app = typer.Typer(
 )
 
 
+# -- formats and their renderers ---------------------------------------------------------------
+# Each command picks its renderer from its table by the format asked for. A renderer is
+# (module, function), imported when used; it returns a string, a rich renderable (shown as
+# _text shows it) or, for a dataset's JSON and CSV, the text in pieces.
+
+
 class Format(str, Enum):
-    """Output formats; each command offers the ones that make sense for it."""
+    """Output formats of ``step``."""
 
     table = "table"
     json = "json"
@@ -41,6 +66,13 @@ class Format(str, Enum):
     latex = "latex"
 
 
+class CheckFormat(str, Enum):
+    """Output formats of ``check`` and ``verify``."""
+
+    table = "table"
+    json = "json"
+
+
 class ExplainFormat(str, Enum):
     """Output formats of ``explain``."""
 
@@ -48,14 +80,29 @@ class ExplainFormat(str, Enum):
     json = "json"
 
 
-#: How each format heads one file's trace when several are traced: (module, function).
-FILE_HEADINGS = {
-    Format.markdown: ("cnntrace.render.markdown", "file_heading"),
-    Format.latex: ("cnntrace.render.latex", "file_heading"),
-}
+class SheetFormat(str, Enum):
+    """Output formats of ``sheet``."""
 
-#: The renderer of each format of ``step``: (module, function), imported when used. Each
-#: returns a rich renderable, a string, or (JSON and CSV) the text in pieces.
+    markdown = "markdown"
+    latex = "latex"
+
+
+class TrainFormat(str, Enum):
+    """Output formats of ``train``."""
+
+    table = "table"
+    json = "json"
+    ndjson = "ndjson"
+
+
+class VerifyPreset(str, Enum):
+    """verify's tolerances (cnntrace.verify.PRESETS)."""
+
+    hand = "hand"
+    float64 = "float64"
+
+
+#: The renderer of each format of ``step``.
 STEP_RENDERERS = {
     Format.table: ("cnntrace.render.table", "render"),
     Format.json: ("cnntrace.render.json", "render"),
@@ -65,59 +112,118 @@ STEP_RENDERERS = {
     Format.latex: ("cnntrace.render.latex", "render"),
 }
 
-#: The renderer of each format of ``explain``.
+
+def file_banner(file: str) -> str:
+    """The table view's heading of one file's trace when several are traced, as tail's."""
+    return f"==> {file} <==\n"
+
+
+#: How each format of ``step`` heads one file's trace when several are traced.
+FILE_HEADINGS = {
+    Format.table: file_banner,
+    Format.markdown: ("cnntrace.render.markdown", "file_heading"),
+    Format.latex: ("cnntrace.render.latex", "file_heading"),
+}
+
+#: What a format of ``step`` writes between two files' traces, whichever of them failed.
+FILE_SEPARATORS = {Format.table: "\n"}
+
+#: How a format of ``step`` makes one document of several files' traces: what it writes
+#: first, between two traces, and last (one JSON array of objects, each carrying its file).
+MANY_FILES = {Format.json: ("[", ",", "]\n")}
+
+#: The formats of ``step`` whose every record names its file, even when there is one file.
+NAMED_RECORDS = {Format.ndjson}
+
+CHECK_RENDERERS = {
+    CheckFormat.table: ("cnntrace.render.check", "render_table"),
+    CheckFormat.json: ("cnntrace.render.check", "render_json"),
+}
+
+VERIFY_RENDERERS = {
+    CheckFormat.table: ("cnntrace.render.verify", "render_table"),
+    CheckFormat.json: ("cnntrace.render.verify", "render_json"),
+}
+
 EXPLAIN_RENDERERS = {
     ExplainFormat.table: ("cnntrace.render.explanation", "render_text"),
     ExplainFormat.json: ("cnntrace.render.explanation", "render_json"),
 }
 
+SHEET_RENDERERS = {
+    SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
+    SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
+}
 
-def _renderer(table: dict, format: Format):
-    import importlib
+#: The renderer of the whole training, once it is over (NDJSON has none: its lines are all).
+TRAIN_RENDERERS = {
+    TrainFormat.table: ("cnntrace.render.train", "render"),
+    TrainFormat.json: ("cnntrace.render.train", "render_document"),
+}
 
-    module, function = table[format]
+#: The renderer of each epoch as it ends, written at once (the others wait for the end).
+EPOCH_RENDERERS = {TrainFormat.ndjson: ("cnntrace.render.train", "ndjson_line")}
+
+
+def _renderer(table: dict, output_format: Enum):
+    """The renderer ``table`` has for ``output_format``: a function, or (module, function)
+    imported now."""
+    entry = table[output_format]
+    if callable(entry):
+        return entry
+    module, function = entry
     return getattr(importlib.import_module(module), function)
 
 
-def _only_names(value: str | None) -> tuple[str, ...] | None:
-    """Parse --only: JSON names (dL_dW1) or the derivation's (dL/dW1), comma-separated.
-    Each file's trace checks them against its own names (see _check_only)."""
-    if value is None:
-        return None
-    names = tuple(name.strip().replace("/", "_") for name in value.split(",") if name.strip())
-    if not names:
-        raise typer.BadParameter(f"no name in {value!r}; e.g. --only dL_dW1,P1", param_hint="--only")
-    from cnntrace.naming import NAME
-
-    impossible = [name for name in names if not NAME.fullmatch(name)]
-    if impossible:  # no network has it: said before any file is read
-        from cnntrace.reference import reference_stages
-
-        known = ", ".join(stage.name for stage in reference_stages())
-        raise typer.BadParameter(
-            f"unknown name {', '.join(impossible)}; the names are the trace's, e.g. the reference's {known}",
-            param_hint="--only",
-        )
-    return names
-
-
-def _check_only(trace, names: tuple[str, ...] | None) -> None:
-    """Refuse --only names this trace does not have (InputError naming --only)."""
-    from cnntrace.errors import InputError
-
-    unknown = [name for name in names or () if name not in trace]
-    if unknown:
-        known = ", ".join(stage.name for stage in trace.stages)
-        raise InputError(f"unknown name {', '.join(unknown)}; the names are {known}", key="--only")
+# -- options shared by the commands ------------------------------------------------------------
 
 
 def _finite(value: float | None) -> float | None:
     """A float option must be a finite number: typer's min= lets NaN through."""
-    import math
-
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, got {value}")
     return value
+
+
+# Each option several commands share is declared once, as an Annotated type; where the
+# commands word its help differently, a factory makes each wording's alias.
+
+
+def _format(enum: type[Enum]):
+    """--format/-f, choosing among ``enum``'s formats."""
+    return Annotated[enum, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _precision(help: str):
+    """--precision/-p: decimals shown, 0 to 17."""
+    return Annotated[int, typer.Option("--precision", "-p", min=0, max=17, help=help)]
+
+
+def _only(help: str):
+    """--only NAME[,NAME…]: the matrices asked for (parsed by _only_names)."""
+    return Annotated[str | None, typer.Option("--only", metavar="NAME[,NAME…]", show_default=False, help=help)]
+
+
+def _full(help: str):
+    """--full: large matrices shown whole."""
+    return Annotated[bool, typer.Option("--full", help=help)]
+
+
+InputFile = Annotated[Path, typer.Argument(metavar="FILE", show_default=False, help="Input JSON file.")]
+Output = Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.", show_default=False)]
+Precision = _precision("Decimals shown in the table view.")
+KeyPrecision = _precision("Decimals of the key's values.")
+FeedbackPrecision = _precision("Decimals shown in feedback.")
+StepOnly = _only("Show only these matrices (e.g. dL_dW1,P1).")
+SheetOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1).")
+QuizOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.")
+StepFull = _full("Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.")
+TrainFull = _full("Table view: every entry of parameters over 40 on a side.")
+FormatOption = _format(Format)
+CheckFormatOption = _format(CheckFormat)
+ExplainFormatOption = _format(ExplainFormat)
+SheetFormatOption = _format(SheetFormat)
+TrainFormatOption = _format(TrainFormat)
 
 
 def _version(value: bool) -> None:
@@ -128,9 +234,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Backpropagation through a small CNN, step by step, with every number shown.
 
@@ -138,21 +243,42 @@ def _main(
     """
 
 
+# -- errors, exit status and the terminal ------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    """The flag that gives the parameter ``name`` (the name itself when no flag does)."""
+    return FLAGS.get(name, name)
+
+
+def _exit_status(error) -> int:
+    """A training that diverged failed (1), one stopped by Ctrl-C was interrupted (130);
+    every other error is bad input (2)."""
+    from cnntrace.errors import TrainingDiverged, TrainingInterrupted  # lazy: start-up
+
+    if isinstance(error, TrainingInterrupted):
+        return EXIT_INTERRUPTED
+    if isinstance(error, TrainingDiverged):
+        return EXIT_FAILED
+    return EXIT_BAD_INPUT
+
+
 @contextmanager
 def reported_errors(file: Path | None = None):
     """Turn cnntrace's own errors into one line on stderr and an exit status.
 
-    The one place where domain errors become exit codes. ``file`` is the input being
-    worked on, named in errors that arise after it was read (an overflow, say).
+    The one place where domain errors become exit codes, and parameters the flags that give
+    them. ``file`` is the input being worked on, named in errors that arise after it was
+    read (an overflow, say).
     """
-    from cnntrace.errors import CnntraceError
+    from cnntrace.errors import CnntraceError  # lazy: start-up
 
     try:
         yield
     except CnntraceError as error:
         if error.file is None and file is not None:
             error.in_file(str(file))
-        typer.echo(f"cnntrace: {error}", err=True)
+        typer.echo(f"cnntrace: {error.spelled(_flag)}", err=True)
         raise typer.Exit(_exit_status(error)) from None
     except KeyboardInterrupt:
         raise _interrupted() from None
@@ -170,23 +296,11 @@ def _interrupted() -> typer.Exit:
 
 def _full_width(renderable) -> int:
     """The width that shows ``renderable`` without cutting or wrapping (at least 80)."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: start-up
     from rich.measure import Measurement
 
     wide = Console(file=sys.stdout, width=100_000)
     return max(80, Measurement.get(wide, wide.options, renderable).maximum)
-
-
-def _exit_status(error) -> int:
-    """A training that diverged failed (1), one stopped by Ctrl-C was interrupted (130);
-    every other error is bad input (2)."""
-    from cnntrace.errors import TrainingDiverged, TrainingInterrupted
-
-    if isinstance(error, TrainingInterrupted):
-        return EXIT_INTERRUPTED
-    if isinstance(error, TrainingDiverged):
-        return EXIT_FAILED
-    return EXIT_BAD_INPUT
 
 
 def _table_text(renderable) -> str:
@@ -195,7 +309,7 @@ def _table_text(renderable) -> str:
     On a terminal: its width and colours. Into a pipe or a file: plain text, as wide as the
     widest table so that nothing is cut or wrapped.
     """
-    from rich.console import Console
+    from rich.console import Console  # lazy: start-up
 
     console = Console(file=sys.stdout)
     if not console.is_terminal:
@@ -205,94 +319,142 @@ def _table_text(renderable) -> str:
     return capture.get()
 
 
+def _text(rendered) -> str:
+    """A renderer's value as text: a string as it is, a rich renderable as _table_text shows it."""
+    return rendered if isinstance(rendered, str) else _table_text(rendered)
+
+
+def _pieces(rendered) -> Iterable[str]:
+    """A renderer's value as pieces of text to write: JSON and CSV come as an iterator of
+    pieces, written as they are made (a dataset's trace is never held as one string)."""
+    return rendered if isinstance(rendered, Iterator) else [_text(rendered)]
+
+
+def _write_text(text: str, output: Path | None) -> None:
+    """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
+    with reported_errors(output):
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            from cnntrace.io import write_atomic  # lazy: start-up
+
+            write_atomic(output, text)
+            typer.echo(f"wrote {output}", err=True)
+
+
+def _check_writable(path: Path | None) -> None:
+    """Refuse now, before any work, a file that could not be written."""
+    if path is not None:
+        with reported_errors():
+            from cnntrace.io import check_writable  # lazy: start-up
+
+            check_writable(path)
+
+
+# -- load → run --------------------------------------------------------------------------------
+
+
+def _only_names(value: str | None) -> tuple[str, ...] | None:
+    """Parse --only: JSON names (dL_dW1) or the derivation's (dL/dW1), comma-separated.
+    Each file's trace checks them against its own names (see load_trace)."""
+    if value is None:
+        return None
+    names = tuple(name.strip().replace("/", "_") for name in value.split(",") if name.strip())
+    if not names:
+        raise typer.BadParameter(f"no name in {value!r}; e.g. --only dL_dW1,P1", param_hint="--only")
+    from cnntrace.naming import NAME  # lazy: start-up
+
+    impossible = [name for name in names if not NAME.fullmatch(name)]
+    if impossible:  # no network has it: said before any file is read
+        from cnntrace.reference import reference_stages  # lazy: start-up
+
+        known = ", ".join(stage.name for stage in reference_stages())
+        raise typer.BadParameter(
+            f"unknown name {', '.join(impossible)}; the names are the trace's, e.g. the reference's {known}",
+            param_hint="--only",
+        )
+    return names
+
+
+def load_trace(file: Path, only: tuple[str, ...] | None = None):
+    """The trace of FILE's forward and backward pass, its errors reported naming FILE; with
+    ``only`` (names from --only), refused when it lacks one of them."""
+    with reported_errors(file):
+        from cnntrace.errors import ArgumentError  # lazy: start-up (numpy)
+        from cnntrace.io import load_problem
+        from cnntrace.tracer import run
+
+        trace = run(load_problem(file))
+        unknown = [name for name in only or () if name not in trace]
+        if unknown:
+            known = ", ".join(stage.name for stage in trace.stages)
+            raise ArgumentError(f"unknown name {', '.join(unknown)}; the names are {known}", key="only")
+    return trace
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
 @app.command()
 def step(
-    files: list[Path] = typer.Argument(
-        ..., metavar="FILE", show_default=False,
-        help="Input JSON files (see `cnntrace schema` and the README).",
-    ),
-    format: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
-    precision: int = typer.Option(
-        4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
-    ),
-    only: str = typer.Option(
-        None, "--only", metavar="NAME[,NAME…]", show_default=False,
-        help="Show only these matrices (e.g. dL_dW1,P1).",
-    ),
-    brief: bool = typer.Option(
-        False, "--brief", help="Matrices only: leave out the chain rules and their factors."
-    ),
-    full: bool = typer.Option(
-        False, "--full", help="Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.",
-    ),
-    html: Path = typer.Option(
-        None, "--html", metavar="FILE", show_default=False,
-        help="Also save an interactive page of the whole pass: click an entry to see its arithmetic.",
-    ),
-    svg: Path = typer.Option(
-        None, "--svg", metavar="FILE", show_default=False,
-        help="Also save the table view as an SVG picture.",
-    ),
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE", show_default=False, help="Input JSON files (see `cnntrace schema` and the README).")],
+    output_format: FormatOption = Format.table,
+    precision: Precision = 4,
+    only: StepOnly = None,
+    brief: Annotated[bool, typer.Option("--brief", help="Matrices only: leave out the chain rules and their factors.")] = False,
+    full: StepFull = False,
+    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False, help=(
+        "Also save an interactive page of the whole pass: click an entry to see its arithmetic."))] = None,
+    svg: Annotated[Path | None, typer.Option(
+        "--svg", metavar="FILE", show_default=False, help="Also save the table view as an SVG picture.")] = None,
 ) -> None:
     """Run one forward and backward pass on each FILE and show every matrix.
 
     Example: cnntrace step samples/reference.json --format json | jq .backward.dL_dW1
     """
-    from cnntrace.render import View
+    from cnntrace.render import View  # lazy: start-up
 
     names = _only_names(only)
-    render = _renderer(STEP_RENDERERS, format)
+    render = _renderer(STEP_RENDERERS, output_format)
     several = len(files) > 1
-    csv_columns = None
-    if several and format is Format.csv:
-        from cnntrace.render import csv as render_csv
-
-        csv_columns = render_csv.shared_columns(any(_has_channels(file, names) for file in files))
-        sys.stdout.write(render_csv.header_many(csv_columns))
-    # Several files in JSON make one array of objects, each carrying its file.
-    separator = "[" if several and format is Format.json else ""
+    first, between, last = MANY_FILES.get(output_format, ("", "", "")) if several else ("", "", "")
+    columns = _shared_csv_columns(files, names) if several and output_format is Format.csv else None
     failed = False
     recorded = []  # the table view of each file, for --svg
     explored = []  # (file, trace) of each file, for --html
+    separator = first
     for index, file in enumerate(files):
         view = View(
             precision=precision, only=names, brief=brief, full=full,
-            file=str(file) if several or format is Format.ndjson else None, columns=csv_columns,
+            file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
-        heading = f"{chr(10) * (index > 0)}==> {file} <==\n" if several else ""
         try:
+            trace = load_trace(file, names)
             with reported_errors(file):
-                from cnntrace.io import load_problem
-                from cnntrace.tracer import run
-
-                trace = run(load_problem(file))
-                _check_only(trace, names)
-                output = render(trace, view)
+                rendered = render(trace, view)
                 if svg:
-                    table = output if format is Format.table else _renderer(STEP_RENDERERS, Format.table)(trace, view)
-                    recorded += [heading.strip("\n"), table] if heading else [table]
+                    render_table = _renderer(STEP_RENDERERS, Format.table)
+                    table = rendered if render is render_table else render_table(trace, view)
+                    recorded += [file_banner(str(file)).strip("\n"), table] if several else [table]
                 if html:
                     explored.append((str(file) if several else None, trace))
-                if format is Format.table:
-                    output = heading + _table_text(output)
-                elif several and format in FILE_HEADINGS:
-                    output = _renderer(FILE_HEADINGS, format)(str(file)) + output
-                # JSON and CSV come in pieces, written as they are made: a dataset's trace
-                # is never held as one string.
-                pieces = [output] if isinstance(output, str) else output
-                if separator:
-                    sys.stdout.write(separator)
-                    separator = ","
+                heading = ""
+                if several and output_format in FILE_HEADINGS:
+                    heading = FILE_SEPARATORS.get(output_format, "") * (index > 0)
+                    heading += _renderer(FILE_HEADINGS, output_format)(str(file))
+                pieces = _pieces(rendered)
+                sys.stdout.write(separator + heading)
+                separator = between
                 for piece in pieces:
                     sys.stdout.write(piece)
                 sys.stdout.flush()
-        except typer.Exit as exit:
-            if exit.exit_code != EXIT_BAD_INPUT:
+        except typer.Exit as stop:
+            if stop.exit_code != EXIT_BAD_INPUT:
                 raise
             failed = True  # reported on stderr; the other files still run
-            continue
-    if several and format is Format.json:
-        sys.stdout.write("[]\n" if separator == "[" else "]\n")
+    if several and last:
+        sys.stdout.write(first * (separator == first) + last)
     title = f"cnntrace step {', '.join(map(str, files))}"
     if recorded:
         _save_svg(recorded, svg, title)
@@ -302,51 +464,66 @@ def step(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _has_channels(file: Path, names) -> bool:
-    """Whether a matrix of FILE's trace (of those --only names) has a channel axis, for the
-    header several CSV files share; a file that cannot be read has none (the pass that
-    follows reports it)."""
-    from cnntrace.errors import CnntraceError
+def _shared_csv_columns(files: list[Path], names) -> tuple[str, ...]:
+    """Write the CSV header that several files share; its columns. It has a channel axis
+    when a matrix of a file's trace (of those --only names) has one; a file that cannot be
+    read has none (the pass that follows reports it)."""
+    from cnntrace.errors import CnntraceError  # lazy: start-up
     from cnntrace.io import load_problem
-    from cnntrace.render.csv import has_channels
+    from cnntrace.render import csv as render_csv
 
-    with reported_errors():  # Ctrl-C: exit 130
-        try:
-            return has_channels(load_problem(file), names)
-        except (CnntraceError, MemoryError):
-            return False
+    def has_channels(file: Path) -> bool:
+        with reported_errors():  # Ctrl-C: exit 130
+            try:
+                return render_csv.has_channels(load_problem(file), names)
+            except (CnntraceError, MemoryError):
+                return False
+
+    columns = render_csv.shared_columns(any(has_channels(file) for file in files))
+    sys.stdout.write(render_csv.header_many(columns))
+    return columns
 
 
-class CheckFormat(str, Enum):
-    table = "table"
-    json = "json"
+def _save_svg(renderables: list, svg: Path, title: str) -> None:
+    """Save the recorded table view as an SVG picture, atomically."""
+    from rich.console import Group  # lazy: start-up
+
+    from cnntrace.io import write_atomic
+    from cnntrace.render.table import export
+
+    view = Group(*renderables)
+    width = _full_width(view)
+    with reported_errors():
+        write_atomic(svg, export(view, "svg", width, title=title))
 
 
-class VerifyPreset(str, Enum):
-    """verify's tolerances (cnntrace.verify.PRESETS)."""
+def _save_html(traces: list, html: Path, view, title: str) -> None:
+    """Save the explorer page of the traces (see render.html), atomically."""
+    from cnntrace.io import write_atomic  # lazy: start-up
+    from cnntrace.render.html import page
 
-    hand = "hand"
-    float64 = "float64"
+    with reported_errors():
+        write_atomic(html, page(traces, view, title=title))
 
 
 @app.command()
 def check(
-    file: Path = typer.Argument(..., help="Input JSON file."),
-    format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
-    eps: float = typer.Option(1e-6, min=1e-12, max=1e-1, callback=_finite, help="Finite-difference step."),
-    rtol: float = typer.Option(1e-6, min=0, callback=_finite, help="Relative tolerance."),
-    atol: float = typer.Option(1e-8, min=0, callback=_finite, help="Absolute tolerance."),
-    max_entries: int = typer.Option(
-        2000, "--max-entries", min=1, help="Check at most this many entries of each tensor (a random sample)."
-    ),
-    seed: int = typer.Option(0, min=0, help="Seed of that sample."),
+    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
+    output_format: CheckFormatOption = CheckFormat.table,
+    eps: Annotated[float, typer.Option(min=1e-12, max=1e-1, callback=_finite, help="Finite-difference step.")] = 1e-6,
+    rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance.")] = 1e-6,
+    atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance.")] = 1e-8,
+    max_entries: Annotated[int, typer.Option(
+        "--max-entries", min=1, help="Check at most this many entries of each tensor (a random sample).")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of that sample.")] = 0,
 ) -> None:
     """Check every gradient of FILE against central finite differences.
 
     Exit status 0 when all agree within tolerance, 1 otherwise.
     """
+    render = _renderer(CHECK_RENDERERS, output_format)
     with reported_errors(file):
-        from cnntrace.gradcheck import check as gradient_check
+        from cnntrace.gradcheck import check as gradient_check  # lazy: start-up
         from cnntrace.io import load_problem
 
         problem = load_problem(file)
@@ -355,32 +532,23 @@ def check(
                 problem, eps=eps, rtol=rtol, atol=atol, max_entries=max_entries, seed=seed,
                 progress=lambda done, total: advance(done, total=total),
             )  # fmt: skip
-        from cnntrace.render import check as render_check
-
-        settings = {"eps": eps, "rtol": rtol, "atol": atol}
-        if format is CheckFormat.json:
-            output = render_check.render_json(results, str(file), settings)
-        else:
-            output = _table_text(render_check.render_table(results, str(file), settings))
-    sys.stdout.write(output)
+        text = _text(render(results, str(file), {"eps": eps, "rtol": rtol, "atol": atol}))
+    sys.stdout.write(text)
     if not all(result.ok for result in results):
         raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
 def verify(
-    file: Path = typer.Argument(..., help="Input JSON file."),
-    answers: Path = typer.Argument(
-        ..., help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.'
-    ),
-    format: CheckFormat = typer.Option(CheckFormat.table, "--format", "-f", help="Output format."),
-    preset: VerifyPreset = typer.Option(
-        VerifyPreset.hand, "--preset",
-        help="Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
-             "(rtol 1e-9, atol 1e-12, code in double precision).",
-    ),  # fmt: skip
-    rtol: float | None = typer.Option(None, min=0, callback=_finite, help="Relative tolerance (overrides the preset)."),
-    atol: float | None = typer.Option(None, min=0, callback=_finite, help="Absolute tolerance (overrides the preset)."),
+    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
+    answers: Annotated[Path, typer.Argument(
+        help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
+    output_format: CheckFormatOption = CheckFormat.table,
+    preset: Annotated[VerifyPreset, typer.Option("--preset", help=(
+        "Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
+        "(rtol 1e-9, atol 1e-12, code in double precision)."))] = VerifyPreset.hand,
+    rtol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Relative tolerance (overrides the preset).")] = None,
+    atol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Absolute tolerance (overrides the preset).")] = None,
 ) -> None:
     """Check hand-computed ANSWERS against FILE's trace, entry by entry, and name the mistakes.
 
@@ -389,24 +557,20 @@ def verify(
     carried forward from the learner's own earlier answers, or a known mistake. Exit status
     0 when every answer given is right, 1 otherwise.
     """
-    with reported_errors(file):
-        from cnntrace.io import load_problem, read_answers
-        from cnntrace.tracer import run
-        from cnntrace.verify import passed, tolerances
+    render = _renderer(VERIFY_RENDERERS, output_format)
+    trace = load_trace(file)
+    with reported_errors():
+        from cnntrace.verify import passed, tolerances  # lazy: start-up
         from cnntrace.verify import verify as judge_answers
 
-        trace = run(load_problem(file))
-    rtol, atol = tolerances(preset.value, rtol, atol)
+        rtol, atol = tolerances(preset.value, rtol, atol)
     with reported_errors(answers):
-        verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
-        from cnntrace.render import verify as render_verify
+        from cnntrace.io import read_answers  # lazy: start-up
 
+        verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
         settings = {"rtol": rtol, "atol": atol, "conventions": trace.problem.network.conventions()}
-        if format is CheckFormat.json:
-            output = render_verify.render_json(verdicts, str(file), str(answers), settings)
-        else:
-            output = _table_text(render_verify.render_table(verdicts, str(file), str(answers), settings))
-    sys.stdout.write(output)
+        text = _text(render(verdicts, str(file), str(answers), settings))
+    sys.stdout.write(text)
     if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
 
@@ -427,37 +591,29 @@ def _dims(text: str, option: str) -> tuple[int, int]:
 
 @app.command()
 def init(
-    size: str = typer.Option(None, "--size", help="Image size: N or HxW (default 6).", show_default=False),
-    kernel: str = typer.Option(None, "--kernel", help="Kernel size: N or HxW (default 3).", show_default=False),
-    filters: int = typer.Option(None, "--filters", min=1, max=64, help="Number of filters (default 1).", show_default=False),
-    batch: int = typer.Option(
-        None, "--batch", min=1, max=10_000, show_default=False,
-        help="Number of images (default 1, or --like FILE's number).",
-    ),
-    seed: int = typer.Option(None, "--seed", min=0, help="Random seed (default: a new one, noted in the file).", show_default=False),
-    image: Path = typer.Option(None, "--image", help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False),
-    invert: bool = typer.Option(False, "--invert", help="With --image: dark ink on light paper becomes bright on dark."),
-    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
-    like: Path = typer.Option(
-        None, "--like", metavar="FILE", show_default=False,
-        help="A fresh exercise with FILE's network: its layers, loss, shapes and classes.",
-    ),
-    hand: bool = typer.Option(
-        False, "--hand",
-        help="Made for pencil and paper: small numbers, forward matrices up to F exact at two "
-             "decimals, no ReLU input at 0, no tied pool maxima.",
-    ),
-    level: int = typer.Option(
-        1, "--level", min=1, max=2,
-        help="With --hand: 1 small integers, 2 one decimal.",
-    ),
-    allow_ties: bool = typer.Option(
-        False, "--allow-ties", help="With --hand: a tie in a pool window on purpose (at least one)."
-    ),
-    count: int = typer.Option(
-        None, "--count", min=1, max=10_000, show_default=False,
-        help="Write this many different exercises (seeds --seed, --seed + 1 …) into the directory -o DIR.",
-    ),
+    size: Annotated[str | None, typer.Option("--size", help="Image size: N or HxW (default 6).", show_default=False)] = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", help="Kernel size: N or HxW (default 3).", show_default=False)] = None,
+    filters: Annotated[int | None, typer.Option(
+        "--filters", min=1, max=64, help="Number of filters (default 1).", show_default=False)] = None,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, max=10_000, show_default=False, help="Number of images (default 1, or --like FILE's number).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, help="Random seed (default: a new one, noted in the file).", show_default=False)] = None,
+    image: Annotated[Path | None, typer.Option(
+        "--image", help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False)] = None,
+    invert: Annotated[bool, typer.Option(
+        "--invert", help="With --image: dark ink on light paper becomes bright on dark.")] = False,
+    output: Output = None,
+    like: Annotated[Path | None, typer.Option("--like", metavar="FILE", show_default=False, help=(
+        "A fresh exercise with FILE's network: its layers, loss, shapes and classes."))] = None,
+    hand: Annotated[bool, typer.Option("--hand", help=(
+        "Made for pencil and paper: small numbers, forward matrices up to F exact at two "
+        "decimals, no ReLU input at 0, no tied pool maxima."))] = False,
+    level: Annotated[int, typer.Option("--level", min=1, max=2, help="With --hand: 1 small integers, 2 one decimal.")] = 1,
+    allow_ties: Annotated[bool, typer.Option(
+        "--allow-ties", help="With --hand: a tie in a pool window on purpose (at least one).")] = False,
+    count: Annotated[int | None, typer.Option("--count", min=1, max=10_000, show_default=False, help=(
+        "Write this many different exercises (seeds --seed, --seed + 1 …) into the directory -o DIR."))] = None,
 ) -> None:
     """Write a valid random input file: the same file for the same --seed.
 
@@ -472,183 +628,138 @@ def init(
         raise typer.BadParameter(f"{given} goes with --hand", param_hint=given)
     if hand and image is not None:
         raise typer.BadParameter("--hand draws X itself; leave out --image", param_hint="--image")
-    hand_options = (level, allow_ties) if hand else None
+    by_hand = f" --hand --level {level}" + " --allow-ties" * allow_ties if hand else ""
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip
         if given:
             raise typer.BadParameter(f"the shapes come from {like}; leave out {', '.join(given)}", param_hint="--like")
-        with reported_errors(like):
-            from cnntrace.io import load_problem
+        make = _like_exercises(like, batch, (level, allow_ties) if hand else None)
 
-            problem = load_problem(like)
-        _write_exercises(lambda seed: like_exercise(problem, seed, batch, like, hand_options), seed, count, output)
+        def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
+            return f"cnntrace init --like {like.name} --seed {exercise_seed}" + (f" --batch {batch}" if batch else "") + by_hand
+
+        _write_exercises(make, comment, seed, count, output, source=like)
         return
-    size, kernel = size or "6", kernel or "3"
+    (H, W), (kh, kw) = _dims(size or "6", "--size"), _dims(kernel or "3", "--kernel")
     filters, batch = filters or 1, batch or 1
-    H, W = _dims(size, "--size")
-    kh, kw = _dims(kernel, "--kernel")
     if kh > H or kw > W:
         raise typer.BadParameter(f"the {kh}x{kw} kernel is larger than the {H}x{W} image", param_hint="--kernel")
     if image is not None and batch > 1:
         raise typer.BadParameter("--image makes one image; leave out --batch", param_hint="--image")
-    with reported_errors():
-        from cnntrace.exercise import check_size
+    make = _new_exercises((H, W), (kh, kw), filters, batch, image, invert, (level, allow_ties) if hand else None, output)
 
-        check_size((H, W), (kh, kw), filters, batch, key="--size")  # before any work
-    with reported_errors(output):
-        from cnntrace import io
+    def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
+        return (
+            f"cnntrace init --size {H}x{W} --kernel {kh}x{kw} --seed {exercise_seed}"
+            + (f", X from {image.name}" if image is not None else "")
+            + (f" --filters {filters}" if filters > 1 else "") + (f" --batch {batch}" if batch > 1 else "") + by_hand
+        )  # fmt: skip
 
-        X = None if image is None else io.image_to_X(image, (H, W), invert=invert)
-
-    def exercise(seed: int) -> dict:
-        from cnntrace.exercise import random_input
-
-        with reported_errors(output):
-            data = {"comment": f"cnntrace init --size {H}x{W} --kernel {kh}x{kw} --seed {seed}"}
-            if image is not None:
-                data["comment"] += f", X from {image.name}"
-            data.update(random_input((H, W), (kh, kw), filters, batch, seed, X=X))
-            if filters > 1:
-                data["comment"] += f" --filters {filters}"
-            if batch > 1:
-                data["comment"] += f" --batch {batch}"
-            return _by_hand(data, seed, hand_options)
-
-    _write_exercises(exercise, seed, count, output)
+    _write_exercises(make, comment, seed, count, output, source=output)
 
 
-def _by_hand(data: dict, seed: int, hand_options) -> dict:
-    """``data`` remade for pencil and paper (see exercise.hand_input), when --hand asks."""
-    if hand_options is None:
-        return data
-    from cnntrace.exercise import hand_input
-
-    level, allow_ties = hand_options
-    comment = data.pop("comment") + f" --hand --level {level}" + " --allow-ties" * allow_ties
-    return {"comment": comment, **hand_input(data, seed, level, allow_ties)}
-
-
-def like_exercise(problem, seed: int, batch: int | None, like: Path, hand_options=None) -> dict:
-    """init --like: a fresh random input with the problem's network (see exercise.like_input)."""
-    from cnntrace.exercise import like_input
-
+def _like_exercises(like: Path, batch: int | None, hand_options: tuple[int, bool] | None):
+    """init --like: make(seed), an exercise with the network of the file ``like``;
+    ``hand_options`` (level, allow_ties) when --hand asks for one by hand."""
     with reported_errors(like):
-        problem.check_size(1)
-        data = {"comment": f"cnntrace init --like {like.name} --seed {seed}" + (f" --batch {batch}" if batch else "")}
-        data.update(like_input(problem, seed, batch))
-        return _by_hand(data, seed, hand_options)
+        from cnntrace.exercise import HandOptions, like_exercise  # lazy: start-up (numpy)
+        from cnntrace.io import load_problem
+
+        problem = load_problem(like)
+    hand = HandOptions(*hand_options) if hand_options else None
+    return partial(like_exercise, problem, batch=batch, hand=hand)
 
 
-def _write_exercises(make, seed: int | None, count: int | None, output: Path | None) -> None:
-    """One exercise ``make(seed)`` to ``output`` (or stdout); with ``count``, that many
-    different ones into the directory ``output``, named exercise-01.json … so they sort,
-    from seeds ``seed``, ``seed`` + 1 … (a draw equal to an earlier one is skipped)."""
-    import secrets
+def _new_exercises(size, kernel, filters: int, batch: int, image: Path | None, invert: bool,
+                   hand_options: tuple[int, bool] | None, output: Path | None):  # fmt: skip
+    """init: make(seed), an exercise of these shapes, refused at once when too large; X from
+    the picture ``image`` when given; ``hand_options`` as for _like_exercises."""
+    with reported_errors():
+        from cnntrace.exercise import (  # lazy: start-up (numpy)
+            HandOptions,
+            check_size,
+            new_exercise,
+        )
+
+        check_size(size, kernel, filters, batch, key=_flag("size"))  # before any work
+    with reported_errors(output):
+        from cnntrace.io import image_to_X
+
+        X = None if image is None else image_to_X(image, size, invert=invert)
+    hand = HandOptions(*hand_options) if hand_options else None
+    return partial(new_exercise, size, kernel, filters, batch, X=X, hand=hand)
+
+
+def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None) -> None:
+    """One exercise ``make(seed)`` headed by its ``comment(seed)`` to ``output`` (or stdout);
+    with ``count``, that many different ones into the directory ``output`` (see
+    exercise.exercise_set). ``source`` is the file named in errors of the making."""
+    import secrets  # lazy: start-up
 
     seed = secrets.randbelow(2**31) if seed is None else seed
     if count is None:
-        _write_exercise(make(seed), output)
+        with reported_errors(source):
+            data = make(seed)
+        _write_exercise({"comment": comment(seed), **data}, output)
         return
     with reported_errors(output):
-        from cnntrace.errors import OutputError
+        from cnntrace.errors import OutputError  # lazy: start-up
+        from cnntrace.exercise import exercise_set
 
         if output.exists() and not output.is_dir():
             raise OutputError("is a file; --count writes a directory of exercises", file=str(output))
         output.mkdir(parents=True, exist_ok=True)
-    width = max(2, len(str(count)))
-    made: set[str] = set()
-    while len(made) < count:
-        data = make(seed)
-        seed += 1
-        numbers = {key: value for key, value in data.items() if key != "comment"}
-        key = repr(numbers)
-        if key in made:
-            continue
-        made.add(key)
-        _write_exercise(data, output / f"exercise-{len(made):0{width}d}.json")
+    with reported_errors(source):  # each file's own errors are reported naming it
+        for path, exercise_seed, data in exercise_set(make, seed, count, output):
+            _write_exercise({"comment": comment(exercise_seed), **data}, path)
 
 
 def _write_exercise(data: dict, output: Path | None) -> None:
     """An exercise as JSON for people, on stdout or atomically to ``output``."""
     with reported_errors(output):
-        from cnntrace import io
+        from cnntrace.io import format_input  # lazy: start-up
 
-        text = io.format_input(data)
+        text = format_input(data)
     _write_text(text, output)
-
-
-class SheetFormat(str, Enum):
-    markdown = "markdown"
-    latex = "latex"
-
-
-#: The renderer of each format of ``sheet``.
-SHEET_RENDERERS = {
-    SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
-    SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
-}
 
 
 @app.command()
 def sheet(
-    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
-    format: SheetFormat = typer.Option(SheetFormat.markdown, "--format", "-f", help="Output format."),
-    key: bool = typer.Option(False, "--key", help="The answer key: the values and each step's chain rule."),
-    only: str = typer.Option(
-        None, "--only", metavar="NAME[,NAME…]", show_default=False,
-        help="Ask only for these matrices (e.g. P1,dL_dW1).",
-    ),
-    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals of the key's values."),
-    standalone: bool = typer.Option(False, "--standalone", help="LaTeX: a whole document, not a fragment."),
-    output: Path = typer.Option(None, "-o", "--output", help="Write here instead of stdout.", show_default=False),
+    file: InputFile,
+    output_format: SheetFormatOption = SheetFormat.markdown,
+    key: Annotated[bool, typer.Option("--key", help="The answer key: the values and each step's chain rule.")] = False,
+    only: SheetOnly = None,
+    precision: KeyPrecision = 4,
+    standalone: Annotated[bool, typer.Option("--standalone", help="LaTeX: a whole document, not a fragment.")] = False,
+    output: Output = None,
 ) -> None:
     """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
 
     Example: cnntrace sheet ex.json -f latex --standalone -o ex.tex; cnntrace sheet ex.json --key
     """
-    if standalone and format is not SheetFormat.latex:
+    if standalone and output_format is not SheetFormat.latex:
         raise typer.BadParameter("a whole document is LaTeX; add --format latex", param_hint="--standalone")
     names = _only_names(only)
-    render = _renderer(SHEET_RENDERERS, format)
+    render = _renderer(SHEET_RENDERERS, output_format)
+    trace = load_trace(file, names)
     with reported_errors(file):
-        from cnntrace.io import load_problem
-        from cnntrace.render.sheet import Sheet
-        from cnntrace.tracer import run
+        from cnntrace.render.sheet import Sheet  # lazy: start-up
 
-        trace = run(load_problem(file))
-        _check_only(trace, names)
         text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
     _write_text(text, output)
 
 
-def _write_text(text: str, output: Path | None) -> None:
-    """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
-    with reported_errors(output):
-        from cnntrace import io
-
-        if output is None:
-            sys.stdout.write(text)
-        else:
-            io.write_atomic(output, text)
-            typer.echo(f"wrote {output}", err=True)
-
-
 @app.command()
 def quiz(
-    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
-    only: str = typer.Option(
-        None, "--only", metavar="NAME[,NAME…]", show_default=False,
-        help="Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.",
-    ),
-    tries: int = typer.Option(3, "--tries", min=1, max=100, help="Tries per matrix before the answer is shown."),
-    record: Path = typer.Option(
-        None, "--record", metavar="FILE", show_default=False,
-        help='Write the session as JSON: {"file", "score", "total", "answers": […]}.',
-    ),
-    precision: int = typer.Option(4, "--precision", "-p", min=0, max=17, help="Decimals shown in feedback."),
-    rtol: float = typer.Option(1e-3, min=0, callback=_finite, help="Relative tolerance, as verify's."),
-    atol: float = typer.Option(1e-4, min=0, callback=_finite, help="Absolute tolerance, as verify's."),
+    file: InputFile,
+    only: QuizOnly = None,
+    tries: Annotated[int, typer.Option("--tries", min=1, max=100, help="Tries per matrix before the answer is shown.")] = 3,
+    record: Annotated[Path | None, typer.Option("--record", metavar="FILE", show_default=False, help=(
+        'Write the session as JSON: {"file", "score", "total", "answers": […]}.'))] = None,
+    precision: FeedbackPrecision = 4,
+    rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
+    atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance, as verify's.")] = 1e-4,
 ) -> None:
     """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
 
@@ -659,18 +770,10 @@ def quiz(
     Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
     """
     names = _only_names(only)
-    if record is not None:
-        with reported_errors():
-            from cnntrace.io import check_writable
+    _check_writable(record)
+    trace = load_trace(file, names)
+    from cnntrace.quiz import Session, run_quiz  # lazy: start-up
 
-            check_writable(record)
-    with reported_errors(file):
-        from cnntrace.io import load_problem
-        from cnntrace.quiz import Session, run_quiz
-        from cnntrace.tracer import run
-
-        trace = run(load_problem(file))
-        _check_only(trace, names)
     questions = [stage.name for stage in trace.stages if names is None or stage.name in names]
     talk = sys.stdout if sys.stdout.isatty() else sys.stderr
     interactive = sys.stdin.isatty()
@@ -700,7 +803,7 @@ def quiz(
         interrupted = True
     if record is not None:
         with reported_errors(record):
-            import json
+            import json  # lazy: start-up
 
             from cnntrace.io import write_atomic
 
@@ -715,46 +818,20 @@ def quiz(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the input format."""
-    import json
+    import json  # lazy: start-up
 
     from cnntrace.schema import INPUT_SCHEMA
 
     sys.stdout.write(json.dumps(INPUT_SCHEMA, indent=2, ensure_ascii=False) + "\n")
 
 
-def _save_svg(renderables: list, svg: Path, title: str) -> None:
-    """Save the recorded table view as an SVG picture, atomically."""
-    from rich.console import Group
-
-    from cnntrace.io import write_atomic
-    from cnntrace.render.table import export
-
-    view = Group(*renderables)
-    width = _full_width(view)
-    with reported_errors():
-        write_atomic(svg, export(view, "svg", width, title=title))
-
-
-def _save_html(traces: list, html: Path, view, title: str) -> None:
-    """Save the explorer page of the traces (see render.html), atomically."""
-    from cnntrace.io import write_atomic
-    from cnntrace.render import html as render_html
-
-    with reported_errors():
-        write_atomic(html, render_html.page(traces, view, title=title))
-
-
 @app.command()
 def explain(
-    file: Path = typer.Argument(..., metavar="FILE", show_default=False, help="Input JSON file."),
-    term: str = typer.Argument(
-        ..., metavar="TERM", show_default=False,
-        help="One entry of the trace, e.g. dL_dW1[0,1], Z1[2,3], dL/dX[0,0], L.",
-    ),
-    format: ExplainFormat = typer.Option(ExplainFormat.table, "--format", "-f", help="Output format."),
-    precision: int = typer.Option(
-        4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
-    ),
+    file: InputFile,
+    term: Annotated[str, typer.Argument(
+        metavar="TERM", show_default=False, help="One entry of the trace, e.g. dL_dW1[0,1], Z1[2,3], dL/dX[0,0], L.")],
+    output_format: ExplainFormatOption = ExplainFormat.table,
+    precision: Precision = 4,
 ) -> None:
     """Show the arithmetic of one entry of the trace, with the actual numbers.
 
@@ -763,28 +840,18 @@ def explain(
 
     Example: cnntrace explain samples/reference.json 'dL_dW1[0,1]'
     """
-    render = _renderer(EXPLAIN_RENDERERS, format)
+    render = _renderer(EXPLAIN_RENDERERS, output_format)
     with reported_errors():
-        from cnntrace.explain import check_possible, parse_term
+        from cnntrace.explain import check_possible, parse_term  # lazy: start-up
         from cnntrace.explain import explain as explain_term
 
         # A TERM that no network could have is reported before the file is read.
         check_possible(parse_term(term)[0], term)
-    with reported_errors(file):
-        from cnntrace.io import load_problem
-        from cnntrace.tracer import run
-
-        trace = run(load_problem(file))
+    trace = load_trace(file)
     with reported_errors():
-        output = render(explain_term(trace, term), precision)
-    sys.stdout.write(output)
+        text = render(explain_term(trace, term), precision)
+    sys.stdout.write(text)
     sys.stdout.flush()
-
-
-class TrainFormat(str, Enum):
-    table = "table"
-    json = "json"
-    ndjson = "ndjson"
 
 
 class _CtrlC:
@@ -810,7 +877,7 @@ class _CtrlC:
 def _stop_on_ctrl_c():
     """Yield a _CtrlC that answers Ctrl-C (SIGINT) while the block runs; outside the main
     thread, where no handler can be set, Ctrl-C stays a KeyboardInterrupt."""
-    import signal
+    import signal  # lazy: start-up
 
     ctrl_c = _CtrlC()
     try:
@@ -829,7 +896,7 @@ def _progress(total: int | None, unit: str):
     """Yield ``advance(done, status, total)``: a progress bar on stderr when stderr is a
     terminal, counting ``unit``s with a status text; a function that does nothing otherwise.
     ``total`` may be given (or corrected) by the first call."""
-    import os
+    import os  # lazy: start-up
 
     def nothing(done, status="", total=None):
         return None
@@ -839,13 +906,13 @@ def _progress(total: int | None, unit: str):
     if not sys.stderr.isatty() and not {"TTY_COMPATIBLE", "FORCE_COLOR"} & set(os.environ):
         yield nothing
         return
-    from rich.console import Console
+    from rich.console import Console  # lazy: start-up
 
     console = Console(stderr=True)
     if not console.is_terminal:
         yield nothing
         return
-    from rich.progress import (
+    from rich.progress import (  # lazy: start-up
         BarColumn,
         MofNCompleteColumn,
         Progress,
@@ -871,35 +938,25 @@ def _progress(total: int | None, unit: str):
 
 @app.command()
 def train(
-    file: Path = typer.Argument(..., help="Input file: JSON as for `step`, or .npz with the same keys."),
-    epochs: int = typer.Option(..., "--epochs", "-n", min=1, help="Passes over the whole input."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate, > 0 (default: the file's lr)."),
-    batch_size: int = typer.Option(
-        None, "--batch-size", "-b", min=1, help="Images per step (default: all of them)."
-    ),
-    shuffle: bool = typer.Option(
-        False, "--shuffle/--no-shuffle", help="Shuffle the images before every epoch."
-    ),
-    seed: int = typer.Option(
-        None, "--seed", min=0, help="Seed for --shuffle and --holdout, for the same run again."
-    ),
-    momentum: float = typer.Option(
-        0.0, "--momentum", help="Momentum β, 0 ≤ β < 1, as PyTorch's SGD: v ← β·v + g, P ← P − lr·v."
-    ),
-    test: Path = typer.Option(
-        None, "--test", help="A test set: the same network on other images (missing weights: FILE's)."
-    ),
-    holdout: float = typer.Option(
-        None, "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed)."
-    ),
-    save: Path = typer.Option(
-        None, "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz)."
-    ),
-    format: TrainFormat = typer.Option(TrainFormat.table, "--format", "-f", help="Output format."),
-    precision: int = typer.Option(
-        4, "--precision", "-p", min=0, max=17, help="Decimals shown in the table view."
-    ),
-    full: bool = typer.Option(False, "--full", help="Table view: every entry of parameters over 40 on a side."),
+    file: Annotated[Path, typer.Argument(help="Input file: JSON as for `step`, or .npz with the same keys.")],
+    epochs: Annotated[int, typer.Option("--epochs", "-n", min=1, help="Passes over the whole input.")],
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate, > 0 (default: the file's lr).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", "-b", min=1, help="Images per step (default: all of them).")] = None,
+    shuffle: Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle the images before every epoch.")] = False,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, help="Seed for --shuffle and --holdout, for the same run again.")] = None,
+    momentum: Annotated[float, typer.Option(
+        "--momentum", help="Momentum β, 0 ≤ β < 1, as PyTorch's SGD: v ← β·v + g, P ← P − lr·v.")] = 0.0,
+    test: Annotated[Path | None, typer.Option(
+        "--test", help="A test set: the same network on other images (missing weights: FILE's).")] = None,
+    holdout: Annotated[float | None, typer.Option(
+        "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed).")] = None,
+    save: Annotated[Path | None, typer.Option(
+        "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz).")] = None,
+    output_format: TrainFormatOption = TrainFormat.table,
+    precision: Precision = 4,
+    full: TrainFull = False,
 ) -> None:
     """Train the network on FILE by gradient descent, one step per mini-batch.
 
@@ -913,28 +970,17 @@ def train(
         raise typer.BadParameter(f"must be a fraction between 0 and 1, got {holdout}", param_hint="'--holdout'")
     if holdout is not None and test is not None:
         raise typer.BadParameter("give --test or --holdout, not both", param_hint="'--holdout'")
-    if save is not None:
-        with reported_errors():
-            from cnntrace.io import check_writable
-
-            check_writable(save)  # now, not after the training
+    _check_writable(save)  # now, not after the training
     with reported_errors(file):
-        from cnntrace import train as training
+        from cnntrace import train as training  # lazy: start-up (numpy)
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
-        from cnntrace.io import problem_from_dict, read_input, with_parameters, write_input
-        from cnntrace.render import train as render_train
+        from cnntrace.io import read_input, with_parameters, write_input
+        from cnntrace.render.train import progress_text
+
+        render_epoch = _renderer(EPOCH_RENDERERS, output_format) if output_format in EPOCH_RENDERERS else None
 
         data = read_input(file)
-        problem = problem_from_dict(data)
-        test_set = None
-        if test is not None:
-            with reported_errors(test):
-                test_set = training.problem_for_testing(read_input(test), data)
-        elif holdout is not None:
-            problem, test_set = training.holdout(problem, holdout, seed)
-        if test_set is not None:
-            with reported_errors(test if test is not None else file):
-                training.check_same_network(problem, test_set)
+        problem, test_set = _test_set(file, data, test, holdout, seed)
 
         def saved(parameters, which: str) -> str:
             """Save ``parameters`` when --save was given; say what was saved where."""
@@ -956,10 +1002,10 @@ def train(
                 ):  # fmt: skip
                     last = epoch
                     history.append(epoch)
-                    if format is TrainFormat.ndjson:
-                        sys.stdout.write(render_train.ndjson_line(epoch))
+                    if render_epoch:
+                        sys.stdout.write(render_epoch(epoch))
                         sys.stdout.flush()
-                    advance(epoch.epoch, render_train.progress_text(epoch))
+                    advance(epoch.epoch, progress_text(epoch))
             except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
                 interrupted = True
             except TrainingDiverged as error:
@@ -976,22 +1022,35 @@ def train(
             raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{note}")
         if note:
             typer.echo(f"cnntrace: {note.removeprefix('; ')}", err=True)
+        if output_format not in TRAIN_RENDERERS:
+            return
+        # The training set's confusion is the last epoch's, as its accuracy: no pass more over it.
+        counts = training.confusion(test_set, parameters) if test_set is not None else last.confusion
+        rendered = _renderer(TRAIN_RENDERERS, output_format)(
+            history, problem, training.presented(problem, parameters), precision,
+            lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
+            full=full, momentum=momentum, confusion=counts,
+            confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
+        )  # fmt: skip
+        sys.stdout.write(_text(rendered))
 
-        trained = training.presented(problem, parameters)
-        counts = None
-        if format is not TrainFormat.ndjson:
-            # The training set's is the last epoch's, as its accuracy: no pass more over it.
-            counts = training.confusion(test_set, parameters) if test_set is not None else last.confusion
-        if format is TrainFormat.json:
-            sys.stdout.write(render_train.render_json(history, trained, counts))
-        elif format is TrainFormat.table:
-            view = render_train.render(
-                history, problem, trained, precision,
-                lr=problem.lr if lr is None else lr, batch_size=min(batch_size or problem.M, problem.M),
-                full=full, momentum=momentum, confusion=counts,
-                confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
-            )  # fmt: skip
-            sys.stdout.write(_table_text(view))
+
+def _test_set(file: Path, data: dict, test: Path | None, holdout: float | None, seed: int | None):
+    """(training set, test set or None) of train: FILE's ``data`` whole and the file
+    ``test``, or split by ``holdout``; errors name the file they come from."""
+    from cnntrace import train as training  # lazy: start-up (numpy)
+    from cnntrace.io import problem_from_dict, read_input
+
+    problem, test_set = problem_from_dict(data), None
+    if test is not None:
+        with reported_errors(test):
+            test_set = training.problem_for_testing(read_input(test), data)
+    elif holdout is not None:
+        problem, test_set = training.holdout(problem, holdout, seed)
+    if test_set is not None:
+        with reported_errors(test if test is not None else file):
+            training.check_same_network(problem, test_set)
+    return problem, test_set
 
 
 def main() -> None:
@@ -1003,7 +1062,7 @@ def main() -> None:
     it builds the commands) or exits 130 without a word (the SystemExit then comes from an
     Exit caused by the KeyboardInterrupt), and it is reported here.
     """
-    import signal
+    import signal  # lazy: start-up
 
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -1011,8 +1070,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         pass
-    except SystemExit as exit:
-        if not isinstance(getattr(exit.__context__, "__cause__", None), KeyboardInterrupt):
+    except SystemExit as leaving:
+        if not isinstance(getattr(leaving.__context__, "__cause__", None), KeyboardInterrupt):
             raise
     sys.exit(_interrupted().exit_code)
 

@@ -17,7 +17,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnntrace.text import symbol
+
+class Factor(NamedTuple):
+    """One value that goes into a chain rule: F, A2 − Y, lr."""
+
+    symbol: str  # as the derivation writes it: dL/dZ2, W1, A2 − Y
+    value: np.ndarray  # in the user's shapes
 
 
 class Derivation(NamedTuple):
@@ -26,7 +31,7 @@ class Derivation(NamedTuple):
     left: str  # "∂L/∂W2"; "" where there is no chain rule (the update)
     chain: str  # its right side: "∂L/∂A2 · ∂A2/∂Z2 · ∂Z2/∂W2"
     simplified: str  # what it comes to
-    factors: list[tuple[str, np.ndarray]]  # (symbol, value in the user's shapes)
+    factors: list[Factor]
     note: str
 
 
@@ -36,13 +41,16 @@ def derivation(trace, name: str) -> Derivation | None:
     if rule is None:
         return None
     left, _, chain = rule.chain.partition(" = ")
-    factors = [(factor_symbol(trace, f), np.asarray(factor_value(trace, f))) for f in rule.factors]
+    factors = [Factor(factor_symbol(trace, f), np.asarray(factor_value(trace, f))) for f in rule.factors]
     return Derivation(left, chain, rule.simplified, factors, rule.note)
 
 
 def factor_symbol(trace, name: str) -> str:
-    """dL_dZ2 -> dL/dZ2; inputs and expressions as they are."""
-    return name if name in trace.problem.inputs else symbol(name)
+    """A matrix of the trace as its stage writes it (dL_dZ2 -> dL/dZ2); inputs, lr and
+    expressions (A2 − Y) as they are."""
+    if name in trace.problem.inputs or name not in trace:
+        return name
+    return trace.stage(name).symbol
 
 
 def factor_value(trace, name: str) -> np.ndarray:

@@ -26,6 +26,13 @@ def _shown_key(key: str) -> str:
     return quoted if len(quoted) <= MAX_KEY_SHOWN else quoted[: MAX_KEY_SHOWN - 1] + "…"
 
 
+def _one_line_message(file: str | None, key: str | None, message: str) -> str:
+    """``file: key: message``, leaving out what is None, on one line."""
+    key = None if key is None else _shown_key(key)
+    where = ": ".join(part for part in (file, key) if part)
+    return _one_line(f"{where}: {message}" if where else message)
+
+
 class CnntraceError(Exception):
     """Base of every error cnntrace reports to its user instead of a traceback."""
 
@@ -36,9 +43,12 @@ class CnntraceError(Exception):
         self.file = file
 
     def __str__(self) -> str:
-        key = None if self.key is None else _shown_key(self.key)
-        where = ": ".join(part for part in (self.file, key) if part)
-        return _one_line(f"{where}: {self.message}" if where else self.message)
+        return self.spelled()
+
+    def spelled(self, spell=None) -> str:
+        """The one-line message, ``file: key: message``. ``spell`` (a parameter's name -> how
+        the caller names it) is for ArgumentError; the other errors name no parameter."""
+        return _one_line_message(self.file, self.key, self.message)
 
     def in_file(self, file: str) -> CnntraceError:
         """The same error, now naming the file it came from."""
@@ -48,6 +58,23 @@ class CnntraceError(Exception):
 
 class InputError(CnntraceError):
     """An input value (a key of the input file, or an argument) is missing or wrong."""
+
+
+class ArgumentError(InputError):
+    """An argument of a function is wrong: ``key`` names its parameter (``momentum``), the
+    name a caller knows it by (the CLI spells it as its flag). ``message`` names other
+    parameters as ``{name}`` for each name in ``mentions``, e.g. "try {level} 2"."""
+
+    def __init__(self, message: str, *, key: str, file: str | None = None, mentions: tuple[str, ...] = ()):
+        super().__init__(message, key=key, file=file)
+        self.mentions = tuple(mentions)
+
+    def spelled(self, spell=None) -> str:
+        spell = spell or str
+        message = self.message
+        for name in self.mentions:
+            message = message.replace(f"{{{name}}}", spell(name))
+        return _one_line_message(self.file, spell(self.key), message)
 
 
 class OutputError(CnntraceError):

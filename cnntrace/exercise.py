@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnntrace.errors import InputError
+from cnntrace.errors import ArgumentError, InputError
 from cnntrace.io import problem_from_dict
 from cnntrace.naming import is_bias
 from cnntrace.ops import output_size
+from cnntrace.problem import Problem
 from cnntrace.reference import check_pass_size, reference_problem
 
 #: How many draws ``random_input`` makes before it settles for the last one.
@@ -237,10 +238,10 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
     A local search from ``seed``: one draw, then one entry drawn again at a time, kept when
     the exercise has no more flaws than before, until it has none. Level 1 gives each conv
     bias a half (±0.5, ±1.5), so that no ReLU input after a conv can be 0. The same seed
-    gives the same exercise. InputError (key --seed) after HAND_ATTEMPTS tries.
+    gives the same exercise. ArgumentError (key seed) after HAND_ATTEMPTS tries.
     """
     if level not in LEVELS:
-        raise InputError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="--level")
+        raise ArgumentError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="level")
     template = problem_from_dict(base)
     rng = np.random.default_rng(seed)
     samplers = _hand_samplers(rng, base, template, level)
@@ -271,11 +272,12 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
         if flawed <= current:
             values, current, data, report = trial, flawed, trial_data, trial_report
     wanted = "a tie in a pool window" if allow_ties else "the promises of a hand exercise"
-    raise InputError(
+    raise ArgumentError(
         f"no exercise found that keeps {wanted} for this network at level {level} in "
         f"{HAND_ATTEMPTS} tries (the closest has {_flaws_text(report, allow_ties)}); try another "
-        f"seed{', --level 2' if level == 1 else ''} or smaller sizes",
-        key="--seed",
+        f"seed{', {level} 2' if level == 1 else ''} or smaller sizes",
+        key="seed",
+        mentions=("level",),
     )
 
 
@@ -330,3 +332,44 @@ def _hand_samplers(rng, base: dict, template, level: int) -> dict:
     elif template.network.loss.targets == "targets":  # targets, not labels: one decimal too
         samplers["Y"] = (tenths(0, 1), base["Y"])
     return samplers
+
+
+# -- exercises as `cnntrace init` makes them --------------------------------------------------
+
+
+class HandOptions(NamedTuple):
+    """How ``hand_input`` remakes an exercise for pencil and paper."""
+
+    level: int = 1
+    allow_ties: bool = False
+
+
+def new_exercise(size, kernel, filters: int = 1, batch: int = 1, seed: int = 0, *, X=None,
+                 hand: HandOptions | None = None) -> dict:  # fmt: skip
+    """A random exercise (see random_input), remade for pencil and paper when ``hand`` says how."""
+    return _made_by_hand(random_input(size, kernel, filters, batch, seed, X=X), seed, hand)
+
+
+def like_exercise(problem: Problem, seed: int = 0, batch: int | None = None, hand: HandOptions | None = None) -> dict:
+    """A fresh exercise with ``problem``'s network (see like_input), remade for pencil and
+    paper when ``hand`` says how. InputError when the network is too large to trace."""
+    problem.check_size(1)
+    return _made_by_hand(like_input(problem, seed, batch), seed, hand)
+
+
+def _made_by_hand(data: dict, seed: int, hand: HandOptions | None) -> dict:
+    return data if hand is None else hand_input(data, seed, hand.level, hand.allow_ties)
+
+
+def exercise_set(make, seed: int, count: int, directory):
+    """A class set: yield (path, seed, exercise) for ``count`` different exercises
+    ``make(seed)`` from seeds ``seed``, ``seed`` + 1 … (a draw equal to an earlier one is
+    skipped), each to be saved in ``directory`` (a Path) as exercise-01.json … so that they sort."""
+    width = max(2, len(str(count)))
+    made: set[str] = set()
+    while len(made) < count:
+        data = make(seed)
+        if (numbers := repr(data)) not in made:
+            made.add(numbers)
+            yield directory / f"exercise-{len(made):0{width}d}.json", seed, data
+        seed += 1

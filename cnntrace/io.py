@@ -19,7 +19,7 @@ import json
 import math
 from pathlib import Path
 
-from cnntrace.errors import InputError, OutputError
+from cnntrace.errors import ArgumentError, InputError, OutputError
 from cnntrace.naming import WEIGHT
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
@@ -509,15 +509,16 @@ def format_input(data: dict) -> str:
 def image_to_X(path: str | Path, size: tuple[int, int], invert: bool = False):
     """A picture (PNG, JPEG …) as an H×W image in [0, 1]: grayscale, resized to ``size``.
 
-    ``invert`` makes dark ink on light paper bright on dark, as in MNIST. Needs Pillow.
+    ``invert`` makes dark ink on light paper bright on dark, as in MNIST. Needs Pillow
+    (without it, ArgumentError naming ``image``).
     """
     import numpy as np
 
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise InputError(
-            "needs Pillow to read pictures: pip install 'cnntrace[image]'", key="--image"
+        raise ArgumentError(
+            "needs Pillow to read pictures: pip install 'cnntrace[image]'", key="image"
         ) from None
     try:
         with Image.open(path) as picture:

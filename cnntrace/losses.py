@@ -51,6 +51,8 @@ class Loss:
     targets: ClassVar[str] = "targets"
     #: {option: Option} of its object form, {"type": "mse", "reduction": "sum"}
     OPTIONS: ClassVar[dict[str, Option]] = {"reduction": REDUCTION}
+    #: The functions its equations write by name (mean), for the renderers to typeset.
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean",)
 
     output: str = "A2"
     logits: str = "Z2"
@@ -476,6 +478,7 @@ class NLL(Loss):
     type: ClassVar[str] = "nll"
     needs: ClassVar[str] = "a log_softmax"
     targets: ClassVar[str] = "classes"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean", "exp")
 
     def entries(self, layout, M):
         return M if self.averages else 1

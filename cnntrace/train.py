@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnntrace.errors import InputError, NumericError, TrainingDiverged
+from cnntrace.errors import ArgumentError, InputError, NumericError, TrainingDiverged
 from cnntrace.io import problem_from_dict
 from cnntrace.layers import GivenLayout
 from cnntrace.naming import WEIGHT
@@ -115,7 +115,7 @@ def holdout(problem: Problem, fraction: float, seed: int | None = None) -> tuple
     Both keep the images' order in the input. InputError (key "X") when either part would
     be empty."""
     if not 0 < fraction < 1:
-        raise InputError(f"--holdout must be a fraction between 0 and 1 (exclusive), got {fraction:g}")
+        raise ArgumentError(f"must be a fraction between 0 and 1 (exclusive), got {fraction:g}", key="fraction")
     M = problem.M if problem.batched else 1
     test_count = round(fraction * M)
     if not problem.batched or test_count < 1 or test_count >= M:
@@ -314,7 +314,7 @@ def train(
         raise InputError("training needs a loss: give Y (and a loss) instead of grad", key="grad")
     lr = problem.lr if lr is None else lr
     if not (0 <= momentum < 1):
-        raise InputError(f"--momentum must be at least 0 and below 1, got {momentum:g}")
+        raise ArgumentError(f"must be at least 0 and below 1, got {momentum:g}", key="momentum")
     if test is not None:
         check_same_network(problem, test)
     # The images as a view (no copy of what may be a large dataset); nothing writes to them.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntrace.errors import InputError
+from cnntrace.errors import ArgumentError
 from cnntrace.explain import check_index, parse_term
 from cnntrace.text import shape_text, symbol
 
@@ -342,6 +342,6 @@ def _json(value) -> str:
 def tolerances(preset: str | None, rtol: float | None, atol: float | None) -> tuple[float, float]:
     """The tolerances of a preset (``hand`` by default), each overridden where given."""
     if preset is not None and preset not in PRESETS:
-        raise InputError(f"unknown preset {preset!r}; the presets are {', '.join(PRESETS)}", key="--preset")
+        raise ArgumentError(f"unknown preset {preset!r}; the presets are {', '.join(PRESETS)}", key="preset")
     base_rtol, base_atol = PRESETS[preset or "hand"]
     return (base_rtol if rtol is None else rtol), (base_atol if atol is None else atol)

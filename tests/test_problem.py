@@ -1,4 +1,4 @@
-"""cnntrace.problem: which inputs Problem.build accepts, and the InputError (with the key
+"""cnntrace.problem: which inputs the reference form (reference_problem) accepts, and the InputError (with the key
 the user must fix) for each it refuses."""
 
 import math

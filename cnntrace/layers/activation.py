@@ -454,7 +454,7 @@ class LogSoftmax(Softmax):
 
     type: ClassVar[str] = "log_softmax"
     function: ClassVar[str] = "log_softmax"
-    FUNCTIONS: ClassVar[tuple[str, ...]] = ("log_softmax", "log", "exp")
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("log_softmax", "exp", "softmax")  # log: LaTeX's own \log
     DESCRIPTION: ClassVar[str] = "Z − log Σexp(Z) over the units, the log-probabilities; only as the last layer, with nll."
     pairs_with: ClassVar[str] = "nll"
 

@@ -174,6 +174,7 @@ class Annotation(NamedTuple):
 
     marks: np.ndarray | None = None  # ints in the stage's user shape; 0 = no mark
     legend: str = ""  # "won its pool window: dL/dP1 flows back to this cell"
+    many: str = ""  # how a mark counting more than one reads: "won {n} windows" (n in words)
     before: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     extra: Extra | None = None
@@ -183,6 +184,7 @@ class Annotation(NamedTuple):
         return self._replace(
             marks=other.marks if other.marks is not None else self.marks,
             legend=other.legend or self.legend,
+            many=other.many or self.many,
             before=self.before + other.before,
             after=self.after + other.after,
             extra=other.extra if other.extra is not None else self.extra,

@@ -282,7 +282,8 @@ class MaxPool(Pool):
         if not wins.any():
             return {}
         legend = f"won its pool window: dL/d{self.output} flows back to this cell"
-        return {self.input: Annotation(wins, legend), grad(self.input): Annotation(wins)}
+        many = "won {n} windows"
+        return {self.input: Annotation(wins, legend, many), grad(self.input): Annotation(wins, many=many)}
 
     def _tie_words(self) -> str:
         return {"first": "the first in row-major order wins",

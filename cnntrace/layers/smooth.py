@@ -193,7 +193,7 @@ class Softplus(Activation):
 
     type: ClassVar[str] = "softplus"
     function: ClassVar[str] = "softplus"
-    FUNCTIONS: ClassVar[tuple[str, ...]] = ("softplus", "log", "exp")
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("softplus", "exp")  # log: LaTeX's own \log
     DESCRIPTION: ClassVar[str] = "log(1 + exp(beta·Z))/beta; Z itself where beta·Z > threshold, as PyTorch."
     HAND: ClassVar[Hand] = Hand(saturates=True)
     OPTIONS: ClassVar[dict] = {

@@ -1,7 +1,9 @@
 """Renderers: each turns a Trace into a value (a rich renderable or a string); none prints.
 
 Every renderer of ``cnntrace step`` has the signature ``render(trace, view) -> str |
-renderable``; the CLI picks one from a table keyed by the output format.
+renderable``; the CLI picks one from a table keyed by the output format. The table, Markdown,
+LaTeX and HTML views and the worksheets format the blocks of one document, the trace walked
+once (``render.document``); JSON and CSV write the selected matrices as they are.
 """
 
 from __future__ import annotations

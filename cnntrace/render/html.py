@@ -22,9 +22,17 @@ import json
 
 import numpy as np
 
-from cnntrace.derivation import derivation
 from cnntrace.explain import explain_entry
-from cnntrace.render import View, selected
+from cnntrace.render import View
+from cnntrace.render.document import (
+    Entry,
+    Given,
+    Heading,
+    document,
+    factor_text,
+    legend_text,
+    mark_text,
+)
 from cnntrace.render.explanation import render_text
 from cnntrace.render.format import (
     axes_label,
@@ -34,7 +42,6 @@ from cnntrace.render.format import (
     shown_tables,
     summary_note,
 )
-from cnntrace.render.table import SECTION_TITLES, input_axes, legend
 
 #: An explanation with more terms than this shows its first and last ones (render_text).
 MAX_TERMS = 32
@@ -86,7 +93,7 @@ def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precisio
             mark = ""
             if wins is not None and wins[r, c]:
                 classes.append("won")
-                mark = f'<span class="mark">{"*" if wins[r, c] == 1 else f"*{wins[r, c]}"}</span>'
+                mark = f'<span class="mark">{mark_text(wins[r, c])}</span>'
             if (bh or bw) and not (bh <= r < n_rows - bh and bw <= c < n_cols - bw):
                 classes.append("pad")
             if v == 0:
@@ -162,24 +169,16 @@ def _title(symbol: str, equation: str | None, values) -> str:
             f' <span class="shape">{html.escape(shape(dims))}</span></h3>')
 
 
-def _factor_text(symbol: str, value: np.ndarray, precision: int) -> str:
-    if value.ndim == 0:
-        return f"{symbol} = {number(float(value), precision)}"
-    if value.ndim == 1 and value.size <= 4:
-        return f"{symbol} = [{', '.join(number(float(v), precision) for v in value)}]"
-    return f"{symbol} ({shape(value.shape)})"
-
-
-def _derivation(trace, name: str, precision: int) -> str:
-    """The chain rule of ``name``, what it simplifies to and its factors' numbers."""
-    d = derivation(trace, name)
+def _derivation(d, precision: int) -> str:
+    """A stage's chain rule (document.Entry.derivation), what it simplifies to and its factors'
+    numbers; nothing for a stage without one."""
     if d is None:
         return ""
     lines = []
     if d.left:
         lines.append(f'<div class="chain"><i>{html.escape(d.left)}</i> = {html.escape(d.chain)}</div>')
         lines.append(f'<div class="chain">= {html.escape(d.simplified)}</div>')
-    factors = ",  ".join(_factor_text(s, v, precision) for s, v in d.factors)
+    factors = ",  ".join(factor_text(factor, precision) for factor in d.factors)
     lines.append(f'<div class="with">with {html.escape(factors)}</div>')
     if d.note:
         lines.append(f'<div class="note">{html.escape(d.note)}</div>')
@@ -210,67 +209,43 @@ def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list
 
 
 def _trace_section(trace, view: View, file: str | None, number_from: int) -> str:
-    """One trace: the inputs, then every selected stage, then the embedded explanations."""
-    problem = trace.problem
+    """One trace: the inputs, then every selected stage (block by block of the trace's
+    document, render.document), then the embedded explanations."""
     precision = view.precision
     cells = _Cells()
     parts = [f'<section class="trace"{f" data-file={json.dumps(file)}" if file else ""}>']
     if file:
         parts.append(f"<h2 class=file>{html.escape(file)}</h2>")
-    if view.only is None:
-        parts.append(f'<h2>Input</h2><p class="summary">{html.escape(problem.summary())}</p><div class="stages">')
-        for name, values in problem.inputs.items():
-            parts.append(f'<article class="input-block" data-name="{html.escape(name)}">')
-            parts.append(_title(name, None, values))
-            parts.append(_matrix(values, input_axes(problem, name), "data-input", name, precision,
-                                 full=view.full, cells=cells))
-            parts.append("</article>")
-        parts.append("</div>")
-    annotations = trace.annotations
-    shown = []
+    shown: list[Entry] = []
     step = number_from
-    for section, matrices in selected(trace, view).items():
-        heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
-        parts.append(f'<h2>{html.escape(heading)}</h2><div class="stages">')
-        for name, values in matrices.items():
-            stage = trace.stage(name)
-            note = annotations.get(name)
-            marks = None if note is None else note.marks
-            about = [] if view.brief else ([*note.before] if note is not None else [])
-            info = "" if view.brief else _derivation(trace, name, precision)
-            after = []
-            if note is not None and not view.brief:
-                after = [*note.after] + ([legend(note)] if note.legend else [])
-            notes = "".join(f'<div class="note">{html.escape(line)}</div>' for line in (*about, *after))
-            summary = summary_note(np.shape(values), trace.leading_axes(name), view.full)
-            parts.append(
-                f'<article class="stage {section}" id="stage-{step}" data-step="{step}" '
-                f'data-name="{html.escape(name)}">'
-            )
-            parts.append(_title(stage.symbol, stage.equation, values))
-            if summary:
-                parts.append(f'<p class="summary">{html.escape(summary)}</p>')
-            parts.append('<div class="body"><div class="values">')
-            parts.append(_matrix(values, trace.leading_axes(name), "data-term", name, precision, marks,
-                                 full=view.full, cells=cells))
-            if note is not None and note.extra is not None and not view.brief:
-                title, extra, layout, border, extra_note = note.extra
-                parts.append(f'<div class="extra"><h4>{html.escape(title)}</h4>'
-                             f'<div class="note">{html.escape(extra_note)}</div>')
-                parts.append(_matrix(extra, layout.axes(problem.batched)[0], "", title, precision,
-                                     border=border, full=view.full))
-                parts.append("</div>")
-            parts.append(f'</div><div class="derivation">{info}{notes}</div></div></article>')
-            shown.append(name)
-            step += 1
+    stages_open = False  # each heading's <div class="stages"> closes at the next one
+    for block in document(trace, view).blocks:
+        match block:
+            case Heading(title=title, summary=summary):
+                if stages_open:
+                    parts.append("</div>")
+                stages_open = True
+                parts.append(f"<h2>{html.escape(title)}</h2>"
+                             + (f'<p class="summary">{html.escape(summary)}</p>' if summary else "")
+                             + '<div class="stages">')
+            case Given(name=name, matrix=matrix):
+                parts.append(f'<article class="input-block" data-name="{html.escape(name)}">')
+                parts.append(_title(name, None, matrix.values))
+                parts.append(_matrix(matrix.values, matrix.axes, "data-input", name, precision,
+                                     full=view.full, cells=cells))
+                parts.append("</article>")
+            case Entry():
+                parts.append(_stage(block, step, precision, view.full, cells))
+                shown.append(block)
+                step += 1
+    if stages_open:
         parts.append("</div>")
-    symbols = {trace.stage(name).symbol: name for name in shown}
+    symbols = {entry.symbol: entry.name for entry in shown}
     explanations = {}
-    for name in shown:
-        values = np.asarray(trace[name])
-        for index in _shown_entries(values.shape, trace.leading_axes(name), view.full):
-            explanation = explain_entry(trace, name, index)
-            key = _key(name, index)
+    for entry in shown:
+        for index in _shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full):
+            explanation = explain_entry(trace, entry.name, index)
+            key = _key(entry.name, index)
             explanations[key] = {
                 "text": _explanation_text(explanation, precision),
                 "value": number(explanation.value, precision),
@@ -279,6 +254,34 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     parts.append(f'<script type="application/json" class="explanations">{_json(explanations)}</script>')
     parts.append("</section>")
     return "".join(parts), step
+
+
+def _stage(entry: Entry, step: int, precision: int, full: bool, cells: _Cells) -> str:
+    """One stage's article: its title, matrix (and a layer's further matrix), chain rule and
+    notes."""
+    matrix = entry.matrix
+    notes = (*entry.before, *entry.after, *([legend_text(entry.legend)] if entry.legend else []))
+    summary = summary_note(np.shape(matrix.values), matrix.axes, full)
+    parts = [
+        f'<article class="stage {entry.section}" id="stage-{step}" data-step="{step}" '
+        f'data-name="{html.escape(entry.name)}">',
+        _title(entry.symbol, entry.equation, matrix.values),
+    ]
+    if summary:
+        parts.append(f'<p class="summary">{html.escape(summary)}</p>')
+    parts.append('<div class="body"><div class="values">')
+    parts.append(_matrix(matrix.values, matrix.axes, "data-term", entry.name, precision, matrix.marks,
+                         full=full, cells=cells))
+    if entry.extra is not None:
+        extra = entry.extra
+        parts.append(f'<div class="extra"><h4>{html.escape(extra.symbol)}</h4>'
+                     f'<div class="note">{html.escape(extra.note)}</div>')
+        parts.append(_matrix(extra.matrix.values, extra.matrix.axes, "", extra.symbol, precision,
+                             border=extra.matrix.border, full=full))
+        parts.append("</div>")
+    note_html = "".join(f'<div class="note">{html.escape(line)}</div>' for line in notes)
+    parts.append(f'</div><div class="derivation">{_derivation(entry.derivation, precision)}{note_html}</div></div></article>')
+    return "".join(parts)
 
 
 def _shown_entries(dims, axes, full):

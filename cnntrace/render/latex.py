@@ -19,8 +19,10 @@ import re
 
 import numpy as np
 
-from cnntrace.derivation import derivation
-from cnntrace.render import View, selected
+from cnntrace.layers import KINDS
+from cnntrace.losses import LOSSES
+from cnntrace.render import View
+from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -40,10 +42,12 @@ _TOKEN = re.compile(
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"
 )
-FUNCTIONS = {"conv", "conv_transpose", "reshape", "ReLU", "MaxPool", "flatten", "mean", "max", "route", "pad"}
+#: The functions the equations write by name, typeset as operators: each layer kind's and loss's.
+FUNCTIONS = {name for kind in (*KINDS.values(), *LOSSES.values()) for name in kind.FUNCTIONS}
 SYMBOLS = {
     "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
-    "σ": r"\sigma ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
+    "σ": r"\sigma ", "α": r"\alpha ", "β": r"\beta ", "Φ": r"\Phi ", "φ": r"\varphi ", "π": r"\pi ",
+    "½": r"\tfrac{1}{2}", "³": "^{3}", "√": r"\sqrt ", "≥": r"\ge ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
     "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
     "*": r"{*}",
 }  # fmt: skip
@@ -171,24 +175,25 @@ def bmatrix(values: np.ndarray, precision: int, marks: np.ndarray | None = None,
     return "\\begin{bmatrix}\n" + body + "\n\\end{bmatrix}"
 
 
-def mark(wins: int) -> str:
-    """The mark of a cell that won ``wins`` pool windows: ^{*}, ^{*2} …; none for 0."""
-    return "" if wins == 0 else "^{*}" if wins == 1 else f"^{{*{wins}}}"
+def mark(count: int) -> str:
+    """A cell's mark (document.mark_text) as a superscript: ^{*}, ^{*2} …; none for 0."""
+    return f"^{{{mark_text(count)}}}" if count else ""
 
 
 def _equation(symbol: str, equation: str | None) -> str:
     return math(symbol) + (" = " + math(equation) if equation else "")
 
 
-def _block(trace, name, symbol, equation, values, axes, precision, derivation, marks, full=False) -> list[str]:
+def _block(symbol, equation, matrix, precision, prose, full=False) -> list[str]:
+    values, axes, marks = matrix.values, matrix.axes, matrix.marks
     lines = []
     head = _equation(symbol, equation)
     if values.ndim == 0:
         lines.append(f"\\[ {head} = {number(float(values), precision)} \\]")
-        return lines + derivation
+        return lines + prose
     note = summary_note(values.shape, axes, full).replace("--full", "\\texttt{-{}-full}")
     lines.append(f"\\noindent ${head}$ \\quad (${math(shape(values.shape))}${'; ' + note if note else ''})")
-    lines += derivation
+    lines += prose
     columns = len(shown_indices(values.shape[-1], full))
     if columns > 10:  # amsmath's matrices take 10 columns unless told otherwise
         lines.append(f"\\setcounter{{MaxMatrixCols}}{{{columns}}}")
@@ -206,8 +211,9 @@ def _block(trace, name, symbol, equation, values, axes, precision, derivation, m
     return lines
 
 
-def _derivation(trace, name: str, precision: int) -> list[str]:
-    d = derivation(trace, name)
+def derivation_lines(d, precision: int) -> list[str]:
+    """A stage's chain rule (document.Entry.derivation) as an align*, then the values that go
+    into it and its note; nothing for a stage without one."""
     if d is None:
         return []
     lines = []
@@ -227,39 +233,34 @@ def _derivation(trace, name: str, precision: int) -> list[str]:
     return lines + ["with " + ", ".join(factors) + note, ""]
 
 
-def render(trace, view: View = View()) -> str:
-    """The selected matrices as a LaTeX fragment (see the module's docstring)."""
-    from cnntrace.render.table import input_axes, legend_parts
+#: The sections' titles, the learning rate in math.
+TITLES = {"input": "Input", "forward": "Forward pass", "backward": "Backward pass",
+          "update": "Update: one step of gradient descent, $\\mathrm{{lr}} = {lr:g}$"}  # fmt: skip
 
-    problem = trace.problem
+
+def render(trace, view: View = View()) -> str:
+    """The selected matrices as a LaTeX fragment (see the module's docstring), block by
+    block of the trace's document (render.document)."""
+    doc = document(trace, view)
     out = [
         "% cnntrace step: a fragment for the body of an article that loads amsmath",
         "% (\\usepackage{amsmath}); numbers rounded to "
         f"{view.precision} decimals.",
     ]
-    if view.only is None:
-        out.append("\\subsection*{Input}")
-        out.append(prose(problem.summary().replace("lr ", "learning rate ")) + ".")
-        out.append("")
-        for name, values in problem.inputs.items():
-            out += _block(trace, name, name, None, values, input_axes(problem, name), view.precision, [], None, view.full)
-            out.append("")
-    titles = {"forward": "Forward pass", "backward": "Backward pass",
-              "update": f"Update: one step of gradient descent, $\\mathrm{{lr}} = {problem.lr:g}$"}  # fmt: skip
-    annotations = trace.annotations
-    for section, matrices in selected(trace, view).items():
-        out.append(f"\\subsection*{{{titles[section]}}}")
-        for name, values in matrices.items():
-            stage = trace.stage(name)
-            note = annotations.get(name)
-            derivation = [] if view.brief else _derivation(trace, name, view.precision)
-            marks = None if note is None else note.marks
-            if note is not None and note.legend and not view.brief:
-                first, meaning, many = legend_parts(note, lambda n: f"${mark(n)}$", every_count=True)
-                derivation.append(f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".")
-            out += _block(
-                trace, name, stage.symbol, stage.equation, values,
-                trace.leading_axes(name), view.precision, derivation, marks, view.full,
-            )  # fmt: skip
-            out.append("")
+    for block in doc.blocks:
+        match block:
+            case Heading(section=section, summary=summary):
+                out.append(f"\\subsection*{{{TITLES[section].format(lr=doc.lr)}}}")
+                if summary:
+                    out += [prose(summary.replace("lr ", "learning rate ")) + ".", ""]
+            case Given(name=name, matrix=matrix):
+                out += _block(name, None, matrix, view.precision, [], view.full)
+                out.append("")
+            case Entry():
+                lines = derivation_lines(block.derivation, view.precision)
+                if block.legend:
+                    drawn = legend_text(block.legend, lambda n: f"${mark(n)}$", every_count=True, words=prose)
+                    lines.append(drawn + ".")
+                out += _block(block.symbol, block.equation, block.matrix, view.precision, lines, view.full)
+                out.append("")
     return "\n".join(out) + "\n"

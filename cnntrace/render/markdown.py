@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnntrace.derivation import derivation
-from cnntrace.render import View, selected
+from cnntrace.render import View
+from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -27,12 +27,6 @@ from cnntrace.render.format import (
 from cnntrace.render.latex import math, prose
 
 GAP = "…"
-
-SECTION_TITLES = {
-    "forward": "Forward pass",
-    "backward": "Backward pass",
-    "update": "Update: one step of gradient descent, lr = {lr}",
-}
 
 
 def escape(text: str) -> str:
@@ -61,17 +55,18 @@ def pipe_table(values: np.ndarray, precision: int, marks: np.ndarray | None = No
     return lines
 
 
-def mark(wins: int) -> str:
-    """The mark of a cell that won ``wins`` pool windows: \\*, \\*2 …; none for 0."""
-    return "" if wins == 0 else "\\*" if wins == 1 else f"\\*{wins}"
+def mark(count: int) -> str:
+    """A cell's mark (document.mark_text), escaped: \\*, \\*2 …; none for 0."""
+    return escape(mark_text(count)) if count else ""
 
 
-def _block(symbol, equation, values, axes, precision, derivation, marks, full=False) -> list[str]:
+def _block(symbol, equation, matrix, precision, prose, full=False) -> list[str]:
+    values, axes, marks = matrix.values, matrix.axes, matrix.marks
     head = f"**{escape(symbol)}**" + (f" ${math(symbol)} = {math(equation)}$" if equation else "")
     if values.ndim == 0:
-        return [f"{head} = **{number(float(values), precision)}**", "", *derivation]
+        return [f"{head} = **{number(float(values), precision)}**", "", *prose]
     note = summary_note(values.shape, axes, full)
-    lines = [f"{head} ({shape(values.shape)}{'; ' + note if note else ''})", "", *derivation]
+    lines = [f"{head} ({shape(values.shape)}{'; ' + note if note else ''})", "", *prose]
     if not axes:
         return lines + pipe_table(values, precision, marks, full) + [""]
     for index in shown_tables(values.shape[: len(axes)], full):
@@ -84,8 +79,9 @@ def _block(symbol, equation, values, axes, precision, derivation, marks, full=Fa
     return lines
 
 
-def _derivation(trace, name: str, precision: int) -> list[str]:
-    d = derivation(trace, name)
+def derivation_lines(d, precision: int) -> list[str]:
+    """A stage's chain rule (document.Entry.derivation) as display math, then the values that go
+    into it and its note; nothing for a stage without one."""
     if d is None:
         return []
     lines = [f"$${math(d.left)} = {math(d.chain)} = {math(d.simplified)}$$", ""] if d.left else []
@@ -104,28 +100,18 @@ def file_heading(file: str) -> str:
 
 
 def render(trace, view: View = View()) -> str:
-    """The selected matrices as Markdown (see the module's docstring)."""
-    from cnntrace.render.table import input_axes, legend_parts
-
-    problem = trace.problem
+    """The selected matrices as Markdown (see the module's docstring), block by block of
+    the trace's document (render.document)."""
     out = []
-    if view.only is None:
-        out += ["### Input", "", problem.summary(), ""]
-        for name, values in problem.inputs.items():
-            out += _block(name, None, values, input_axes(problem, name), view.precision, [], None, view.full)
-    annotations = trace.annotations
-    for section, matrices in selected(trace, view).items():
-        out += [f"### {SECTION_TITLES[section].format(lr=f'{problem.lr:g}')}", ""]
-        for name, values in matrices.items():
-            stage = trace.stage(name)
-            note = annotations.get(name)
-            derivation = [] if view.brief else _derivation(trace, name, view.precision)
-            marks = None if note is None else note.marks
-            if note is not None and note.legend and not view.brief:
-                first, meaning, many = legend_parts(note, mark, every_count=True)
-                derivation += [f"{first} {prose(meaning)}" + (f" ({many})" if many else "") + ".", ""]
-            out += _block(
-                stage.symbol, stage.equation, values,
-                trace.leading_axes(name), view.precision, derivation, marks, view.full,
-            )  # fmt: skip
+    for block in document(trace, view).blocks:
+        match block:
+            case Heading(title=title, summary=summary):
+                out += [f"### {title}", ""] + ([summary, ""] if summary else [])
+            case Given(name=name, matrix=matrix):
+                out += _block(name, None, matrix, view.precision, [], view.full)
+            case Entry():
+                lines = derivation_lines(block.derivation, view.precision)
+                if block.legend:
+                    lines += [legend_text(block.legend, mark, every_count=True, words=prose) + ".", ""]
+                out += _block(block.symbol, block.equation, block.matrix, view.precision, lines, view.full)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -11,6 +11,8 @@ with the values and each step's chain rule. In Markdown or in LaTeX.
     | 1 |   |   |
 
 A worksheet holds the inputs and nothing the pass computes: the blanks are the shapes alone.
+Both are made from the trace's document (render.document): its givens, then its entries,
+numbered, as questions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnntrace.render import View, latex, markdown
+from cnntrace.render.document import Entry, Given, document
 from cnntrace.render.format import axes_label, number, shape
+from cnntrace.render.latex import math, plain, prose
+from cnntrace.render.markdown import escape
 
 #: Width of a blank cell in the LaTeX grid, and the height of its row.
 CELL_WIDTH, ROW_HEIGHT = "1.3cm", "0.75cm"
@@ -38,23 +44,23 @@ class Sheet:
     file: str | None = None
 
 
-class Question(NamedTuple):
-    number: int
-    name: str  # its JSON name, as an answers file writes it
-    symbol: str
-    equation: str
-    shape: tuple[int, ...]
-    axes: tuple[str, ...]  # the leading axes (image, filter) that split it into grids
+class Content(NamedTuple):
+    """What a sheet asks, from the trace's document: the key's entries with their chain
+    rules, no marks."""
+
+    summary: str  # the problem in one line
+    givens: list[Given]
+    questions: list[tuple[int, Entry]]  # numbered from 1, in the derivation's order
 
 
-def questions(trace, only: tuple[str, ...] | None = None) -> list[Question]:
-    """The matrices to compute, in the derivation's order (those of ``only``, if given)."""
-    stages = [stage for stage in trace.stages if only is None or stage.name in only]
-    return [
-        Question(number, stage.name, stage.symbol, stage.equation, np.shape(trace[stage.name]),
-                 trace.leading_axes(stage.name))
-        for number, stage in enumerate(stages, 1)
-    ]  # fmt: skip
+def content(trace, sheet: Sheet) -> Content:
+    """The givens and the questions of a sheet (``sheet.only``'s, if given)."""
+    blocks = document(trace, View(only=sheet.only, brief=not sheet.key), givens=True, marks=False).blocks
+    return Content(
+        blocks[0].summary,  # the input's heading comes first
+        [block for block in blocks if isinstance(block, Given)],
+        list(enumerate((block for block in blocks if isinstance(block, Entry)), 1)),
+    )
 
 
 def given(value: float) -> str:
@@ -94,40 +100,34 @@ def _pipe_grid(values: np.ndarray | None, grid_shape: tuple[int, ...], text) -> 
 
 def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or with ``sheet.key`` the answer key) as Markdown."""
-    from cnntrace.render.latex import math
-    from cnntrace.render.markdown import _derivation, escape
-
-    problem = trace.problem
+    summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
-    out = [f"# {title}" + (f": `{sheet.file}`" if sheet.file else ""), "", escape(problem.summary()), "",
+    out = [f"# {title}" + (f": `{sheet.file}`" if sheet.file else ""), "", escape(summary), "",
            _instructions(sheet), "", "## Given", ""]  # fmt: skip
-    for name, values in problem.inputs.items():
-        out += _given_markdown(problem, name, values)
-    out += [f"lr = {given(problem.lr)}", "", "## To compute", ""]
-    for q in questions(trace, sheet.only):
-        head = f"### {q.number}. {escape(q.symbol)}  ({shape(q.shape)}, answer as `{q.name}`)"
+    for block in givens:
+        out += _given_markdown(block)
+    out += [f"lr = {given(trace.problem.lr)}", "", "## To compute", ""]
+    for position, q in questions:
+        dims, axes = np.shape(q.matrix.values), q.matrix.axes
+        head = f"### {position}. {escape(q.symbol)}  ({shape(dims)}, answer as `{q.name}`)"
         out += [head, "", f"${math(q.symbol)} = {math(q.equation)}$", ""]
-        values = np.asarray(trace[q.name]) if sheet.key else None
-        if sheet.key:
-            out += _derivation(trace, q.name, sheet.precision)
-        if not q.shape or len(q.shape) == len(q.axes):
+        values = q.matrix.values if sheet.key else None
+        out += markdown.derivation_lines(q.derivation, sheet.precision)
+        if not dims or len(dims) == len(axes):
             blank = "________"
             cell = blank if values is None else f"**{number(float(values), sheet.precision)}**"
             out += [f"{escape(q.symbol)} = {cell}", ""]
             continue
-        for label, index in _tables(q.shape, q.axes):
+        for label, index in _tables(dims, axes):
             if label:
                 out += [f"*{label}*", ""]
             part = None if values is None else values[index]
-            out += _pipe_grid(part, q.shape[len(q.axes):], lambda v: number(float(v), sheet.precision)) + [""]
+            out += _pipe_grid(part, dims[len(axes):], lambda v: number(float(v), sheet.precision)) + [""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _given_markdown(problem, name: str, values: np.ndarray) -> list[str]:
-    from cnntrace.render.markdown import escape
-    from cnntrace.render.table import input_axes
-
-    axes = input_axes(problem, name)
+def _given_markdown(block: Given) -> list[str]:
+    name, values, axes = block.name, block.matrix.values, block.matrix.axes
     if values.ndim == 0 or values.ndim == len(axes):
         return [f"**{escape(name)}** = {given(values) if values.ndim == 0 else ', '.join(map(given, values))}", ""]
     out = [f"**{escape(name)}** ({shape(values.shape)})", ""]
@@ -162,9 +162,7 @@ def _tabular(values: np.ndarray | None, grid_shape: tuple[int, ...], text) -> st
 def render_latex(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or the key) as a LaTeX fragment for an article that loads amsmath,
     or with ``sheet.standalone`` a whole document."""
-    from cnntrace.render.latex import _derivation, math, plain, prose
-
-    problem = trace.problem
+    summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
     out = [
         f"% cnntrace sheet: the {title.lower()}; "
@@ -174,30 +172,30 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
         out += ["\\documentclass{article}", "\\usepackage{amsmath}", "\\usepackage[margin=2cm]{geometry}",
                 "\\begin{document}"]  # fmt: skip
     out += [f"\\section*{{{title}" + (f": \\texttt{{{plain(sheet.file)}}}" if sheet.file else "") + "}",
-            prose(problem.summary().replace("lr ", "learning rate ")) + ".", "",
+            prose(summary.replace("lr ", "learning rate ")) + ".", "",
             prose(_instructions(sheet).replace("`cnntrace verify`", "cnntrace verify")), "",
             "\\subsection*{Given}"]  # fmt: skip
-    for name, values in problem.inputs.items():
-        out += _given_latex(problem, name, values)
-    out += [f"\\noindent $\\mathrm{{lr}} = {given(problem.lr)}$", "", "\\subsection*{To compute}"]
-    for q in questions(trace, sheet.only):
+    for block in givens:
+        out += _given_latex(block)
+    out += [f"\\noindent $\\mathrm{{lr}} = {given(trace.problem.lr)}$", "", "\\subsection*{To compute}"]
+    for position, q in questions:
+        dims, axes = np.shape(q.matrix.values), q.matrix.axes
         out += [
             "\\medskip\\noindent\\begin{minipage}{\\linewidth}",
-            f"\\textbf{{{q.number}.}} ${math(q.symbol)} = {math(q.equation)}$ \\hfill "
-            f"(${math(shape(q.shape))}$, answer as \\texttt{{{plain(q.name)}}})",
+            f"\\textbf{{{position}.}} ${math(q.symbol)} = {math(q.equation)}$ \\hfill "
+            f"(${math(shape(dims))}$, answer as \\texttt{{{plain(q.name)}}})",
             "",
         ]  # fmt: skip
-        values = np.asarray(trace[q.name]) if sheet.key else None
-        if sheet.key:
-            out += _derivation(trace, q.name, sheet.precision)
-        if not q.shape or len(q.shape) == len(q.axes):
+        values = q.matrix.values if sheet.key else None
+        out += latex.derivation_lines(q.derivation, sheet.precision)
+        if not dims or len(dims) == len(axes):
             cell = "\\rule{3cm}{0.4pt}" if values is None else number(float(values), sheet.precision)
             out += [f"\\smallskip ${math(q.symbol)} = {cell}$" if values is not None else
                     f"\\smallskip ${math(q.symbol)} = $ {cell}", "\\end{minipage}", ""]
             continue
-        for label, index in _tables(q.shape, q.axes):
+        for label, index in _tables(dims, axes):
             part = None if values is None else values[index]
-            grid = _tabular(part, q.shape[len(q.axes):], lambda v: number(float(v), sheet.precision))
+            grid = _tabular(part, dims[len(axes):], lambda v: number(float(v), sheet.precision))
             out += [f"\\smallskip\\textit{{{label}}}\\\\" if label else "\\smallskip", grid, ""]
         out += ["\\end{minipage}", ""]
     if sheet.standalone:
@@ -205,11 +203,8 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _given_latex(problem, name: str, values: np.ndarray) -> list[str]:
-    from cnntrace.render.latex import math
-    from cnntrace.render.table import input_axes
-
-    axes = input_axes(problem, name)
+def _given_latex(block: Given) -> list[str]:
+    name, values, axes = block.name, block.matrix.values, block.matrix.axes
     if values.ndim == 0 or values.ndim == len(axes):
         text = given(values) if values.ndim == 0 else ", ".join(map(given, values))
         return [f"\\noindent ${math(name)} = {text}$\\par\\medskip", ""]

@@ -3,9 +3,11 @@
 Each matrix is titled with its symbol, the equation that made it and its shape, e.g.
 ``dL/dW1 = conv(X, dL/dZ1)   3×3``. Each backward stage also shows its chain rule, the form
 it simplifies to and the values that go into it (``view.brief`` leaves them out). The cells
-of A1 that won a pool window, the ones dL/dP1 is routed to, are marked ``*`` in A1 and
-dL/dA1. A batch or several filters give one labelled table per image or filter, side by side
-where the width allows; a matrix wider than the console is split into blocks of columns.
+a layer marks carry its mark in bold yellow: in the reference, the cells of A1 that won a pool
+window, the ones dL/dP1 is routed to, are marked ``*`` in A1 and dL/dA1. A batch or several
+filters give one labelled table per image or filter, side by side where the width allows; a
+matrix wider than the console is split into blocks of columns. What is shown comes from the
+trace's document (render.document), block by block.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from cnntrace.derivation import derivation
-from cnntrace.render import View, selected
+from cnntrace.render import View
+from cnntrace.render.document import (
+    Entry,
+    Given,
+    Heading,
+    document,
+    factor_text,
+    legend_text,
+    mark_text,
+)
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -30,22 +40,8 @@ from cnntrace.render.format import (
     summary_note,
 )
 
-SECTION_TITLES = {
-    "forward": "Forward pass",
-    "backward": "Backward pass",
-    "update": "Update: one step of gradient descent, lr = {lr}",
-}
-
-#: Factors with at most this many entries are shown with their numbers.
-INLINE_ENTRIES = 4
-
-
 TITLE, HEADER, DIM = Style(italic=True), Style(dim=True), Style(dim=True)
 PADDING, WON, MARK = Style(dim=True, italic=True), Style(bold=True, underline=True), Style(bold=True, color="yellow")
-
-
-def _mark(wins: int) -> str:
-    return "" if wins == 0 else "*" if wins == 1 else f"*{wins}"
 
 
 GAP = "…"
@@ -57,7 +53,7 @@ RULE = "─"
 class MatrixBlocks:
     """A 1-D or 2-D array as a table with its row and column indices; zeros dimmed.
 
-    ``marks`` (same shape, ints) adds ``*`` to the cells that won a pool window. A
+    ``marks`` (same shape, ints) adds its mark (``*``, ``*2``) to a cell. A
     ``border`` of p marks the outer p rows and columns as padding: they are indexed from
     −p, and shown dim and italic. A matrix larger than SUMMARY_SIDE on a side shows its
     corners (unless ``full``; see render.format).
@@ -85,7 +81,7 @@ class MatrixBlocks:
             v = rows[r, c]
             text = number(v, precision)
             if wins is not None and wins[r, c]:
-                return [(text, WON), (_mark(wins[r, c]), MARK)]
+                return [(text, WON), (mark_text(wins[r, c]), MARK)]
             padding = (bh or bw) and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
             return [(text, PADDING if padding else DIM if v == 0 else None)]
 
@@ -191,19 +187,9 @@ def matrix_block(
     return Group(title, *derivation, Columns(tables, padding=(0, 4)))
 
 
-def _factor_text(symbol: str, value: np.ndarray, precision: int) -> str:
-    """``F = [0.8750, 0.8750, 0.6250, 0.3750]`` for a few numbers, ``X (6×6)`` for more."""
-    if value.ndim == 0:
-        return f"{symbol} = {number(float(value), precision)}"
-    if value.size <= INLINE_ENTRIES and value.ndim == 1:
-        return f"{symbol} = [{', '.join(number(float(v), precision) for v in value)}]"
-    return f"{symbol} ({shape(value.shape)})"
-
-
-def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
-    """The chain rule of ``name``, its simplified form, the values that go into it and a
-    note, as indented dim lines; nothing for a stage without a chain rule."""
-    d = derivation(trace, name)
+def derivation_lines(d, precision: int) -> list[RenderableType]:
+    """A stage's chain rule (document.Entry.derivation), its simplified form, the values that go
+    into it and a note, as indented dim lines; nothing for a stage without one."""
     if d is None:
         return []
     lines = []
@@ -212,7 +198,7 @@ def derivation_lines(trace, name: str, precision: int) -> list[RenderableType]:
             Text.assemble((d.left, "italic"), " = ", d.chain),
             Text(f"{' ' * len(d.left)} = {d.simplified}"),
         ]
-    factors = ",  ".join(_factor_text(symbol, value, precision) for symbol, value in d.factors)
+    factors = ",  ".join(factor_text(factor, precision) for factor in d.factors)
     lines.append(Text(f"with {factors}", style="dim"))
     if d.note:
         lines.append(Text(d.note, style="dim"))
@@ -224,81 +210,46 @@ def _indented(line: Text) -> Padding:
     return Padding(line, (0, 0, 0, 2), expand=False)
 
 
-def input_axes(problem, name: str) -> tuple[str, ...]:
-    """The axes that split an input into one table per image or filter."""
-    return problem.layouts[name].axes(problem.batched)[0]
-
-
-def _input_blocks(problem, precision: int, full: bool = False) -> list[RenderableType]:
-    blocks: list[RenderableType] = [Text(problem.summary(), style="dim")]
-    for name, values in problem.inputs.items():
-        blocks.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
-    return blocks
-
-
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
-
-
-def legend_parts(annotation, mark_text=_mark, every_count: bool = False) -> tuple[str, str, str]:
-    """What the marks mean, in three parts: the mark '*', its meaning, and where some cell
-    won more than one window how a count reads: the notation's example '*2: won two
-    windows' (the table view's, whatever the counts), or with ``every_count`` each count
-    that occurs ('*2: won two windows, *4: won four windows'); else ''."""
-    counts = sorted({int(n) for n in np.unique(annotation.marks) if n > 1})
-    if not counts:
-        return mark_text(1), annotation.legend, ""
-    shown = counts if every_count else [2]
-    many = ", ".join(f"{mark_text(n)}: won {NUMBER_WORDS.get(n, str(n))} windows" for n in shown)
-    return mark_text(1), annotation.legend, many
-
-
-def legend(annotation, mark_text=_mark) -> str:
-    """What the marks mean: '* won its pool window: … (*2: won two windows)'."""
-    first, meaning, many = legend_parts(annotation, mark_text)
-    return f"{first} {meaning}" + (f" ({many})" if many else "")
+def _prose(lines) -> list[RenderableType]:
+    return [_indented(Text(line, style="dim")) for line in lines]
 
 
 def render(trace, view: View = View()) -> RenderableType:
-    """The whole trace as one renderable, section by section in the derivation's order.
-
-    The input comes first unless ``view.only`` picks some matrices.
-    """
-    problem = trace.problem
+    """The whole trace as one renderable, block by block of its document (render.document):
+    the input unless ``view.only`` picks some matrices, then each section in the
+    derivation's order."""
+    precision, full = view.precision, view.full
     parts: list[RenderableType] = []
-    if view.only is None:
-        parts += [Text("Input", style="bold underline"), *_input_blocks(problem, view.precision, view.full)]
-    annotations = trace.annotations
-    for section, matrices in selected(trace, view).items():
-        heading = SECTION_TITLES[section].format(lr=f"{problem.lr:g}")
-        parts.append(Text(("\n" if parts else "") + heading, style="bold underline"))
-        for name, values in matrices.items():
-            stage = trace.stage(name)
-            note = annotations.get(name)
-            derivation = [] if view.brief else derivation_lines(trace, name, view.precision)
-            marks = None if note is None else note.marks
-            if note is not None and not view.brief:
-                derivation = [_indented(Text(line, style="dim")) for line in note.before] + derivation
-                derivation += [_indented(Text(line, style="dim")) for line in note.after]
-                if note.legend:
-                    derivation.append(_indented(Text(legend(note), style="dim")))
-            parts.append(
-                matrix_block(
-                    stage.symbol, stage.equation, values, trace.leading_axes(name),
-                    view.precision, derivation, marks, full=view.full,
-                )  # fmt: skip
-            )
-            if note is not None and note.extra is not None and not view.brief:
-                parts.append(_indented(extra_block(note.extra, problem.batched, view.precision, view.full)))
+    for block in document(trace, view).blocks:
+        match block:
+            case Heading(title=title, summary=summary):
+                parts.append(Text(("\n" if parts else "") + title, style="bold underline"))
+                if summary:
+                    parts.append(Text(summary, style="dim"))
+            case Given(name=name, matrix=matrix):
+                parts.append(matrix_block(name, None, matrix.values, matrix.axes, precision, full=full))
+            case Entry(matrix=matrix):
+                prose = [
+                    *_prose(block.before), *derivation_lines(block.derivation, precision), *_prose(block.after),
+                    *_prose([legend_text(block.legend)] if block.legend else []),
+                ]  # fmt: skip
+                parts.append(matrix_block(
+                    block.symbol, block.equation, matrix.values, matrix.axes, precision, prose, matrix.marks,
+                    full=full,
+                ))  # fmt: skip
+                if block.extra is not None:
+                    parts.append(_indented(extra_block(block.extra, precision, full)))
     return Group(*parts)
 
 
-def extra_block(extra, batched: bool, precision: int, full: bool = False) -> RenderableType:
-    """A layer's further matrix, such as ∂L/∂pad(X), its padding border indexed from −p and
-    shown in italics: what the windows sent to the padding, which dL/dX leaves out."""
-    title, values, layout, border, note = extra
+def extra_block(extra, precision: int, full: bool = False) -> RenderableType:
+    """A layer's further matrix (document.Extra), such as ∂L/∂pad(X), its padding border
+    indexed from −p and shown in italics: what the windows sent to the padding, which dL/dX
+    leaves out."""
+    matrix = extra.matrix
     return matrix_block(
-        title, None, values, layout.axes(batched)[0], precision,
-        [_indented(Text(note, style="dim"))], border=border, full=full,
+        extra.symbol, None, matrix.values, matrix.axes, precision,
+        _prose([extra.note]), border=matrix.border, full=full,
     )  # fmt: skip
 
 

@@ -153,7 +153,8 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     from rich.console import Group
     from rich.text import Text
 
-    from cnntrace.render.table import input_axes, matrix_block
+    from cnntrace.render.document import input_axes
+    from cnntrace.render.table import matrix_block
 
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
@@ -185,3 +186,9 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     for name, values in trained.items():
         parts.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
     return Group(*parts)
+
+
+def render_document(history, problem, trained: dict, precision: int, *, confusion=None, **settings) -> str:
+    """render_json, called as ``render`` is (so that either renders a training): the
+    problem, the precision and the table's settings make no difference to the JSON."""
+    return render_json(history, trained, confusion)
