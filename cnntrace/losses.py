@@ -40,7 +40,12 @@ REDUCTION = choice_option(("mean", "sum"), "The mean over the entries (over the 
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2)."""
+    """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2).
+
+    As a layer kind does, each loss declares its ``OPTIONS`` (the object form's keys, parsed
+    by problem.parse_loss and listed by the schema) and writes itself back (``options``);
+    ``targets`` tells what its Y holds (for ``init --like``), ``averages`` whether it is a
+    mean, and ``mistakes`` the slips made at it (the 2 of mse, a sum divided as a mean)."""
 
     type: ClassVar[str]
     #: The last layer it needs and cancels against, as messages name it ("a sigmoid"); the

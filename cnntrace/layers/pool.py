@@ -403,7 +403,7 @@ class AvgPool(Pool):
         undivided = ops.avgpool_backward(d, cache) * n if uniform else ops.avgpool_backward(d, cache._replace(divisor=1))
         out = [
             Mistake("avgpool_undivided", f"dL/d{a}: dL/d{p} copied to every cell of its window, "
-                    f"without the 1/{n}" if uniform else "without dividing by its count", {grad(a): undivided}),
+                    + (f"without the 1/{n}" if uniform else "without dividing by its count"), {grad(a): undivided}),
             Mistake("avgpool_as_max", f"dL/d{a}: dL/d{p} sent to the window's maximum, as max-pool "
                     "would, instead of spread evenly", {grad(a): ops.maxpool_backward(d, max_cache)}),
         ]  # fmt: skip
