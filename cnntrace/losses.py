@@ -425,8 +425,9 @@ class MSE(Loss):
 
     def _derivative(self, mean: bool, divisor: str = "N") -> str:
         a = self.output
-        difference = f"({a} − Y)" if self.half else f"2·({a} − Y)"
-        return f"{difference}/{divisor}" if mean else difference
+        if self.half:
+            return f"({a} − Y)/{divisor}" if mean else f"{a} − Y"
+        return f"2·({a} − Y)/{divisor}" if mean else f"2·({a} − Y)"
 
     def explain(self, t, name, index):
         a = self.output

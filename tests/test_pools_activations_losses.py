@@ -126,7 +126,7 @@ def test_matt_mazur_with_his_half_squared_error():
     for name in ("L", "dL_dA2", "W1", "W2"):
         np.testing.assert_allclose(mean[name], trace[name], rtol=1e-15, err_msg=name)
     stage = trace.problem.stage
-    assert stage["L"].equation == "Σ ½·(A2 − Y)²" and stage["dL_dA2"].equation == "(A2 − Y)"
+    assert stage["L"].equation == "Σ ½·(A2 − Y)²" and stage["dL_dA2"].equation == "A2 − Y"
 
 
 def test_half_and_sum_scale_the_loss_and_its_gradient():
