@@ -370,3 +370,12 @@ def test_the_activations_agree_with_pytorch_far_out():
         if derivative is not None:
             expected.sum().backward()
             np.testing.assert_allclose(derivative(Z), x.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_window_of_padding_only_is_refused(tmp_path):
+    """Two taps 3 apart over one cell padded "same" (1 before, 2 after): both land in the
+    padding, where a max-pool would give −∞."""
+    data = {"X": [[5.0]], "grad": [[1.0]], "layers": [{"type": "maxpool", "size": 2, "stride": 1, "dilation": 3, "padding": "same"}]}
+    result = invoke("step", write(tmp_path, data))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "layers[0].padding: pool window row 0 holds padding only (taps at [-1, 2], X has 1 row)" in result.stderr

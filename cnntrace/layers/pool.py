@@ -131,7 +131,7 @@ class Pool(Layer):
                 taps = [h * self.stride[axis] + i * self.dilation[axis] - frame[2 * axis] for i in range(self.size[axis])]
                 if not any(0 <= tap < n for tap in taps):
                     raise InputError(f"pool window {what} {h} holds padding only (taps at {taps}, {self.input} has "
-                                     f"{n} {what}s)", key=self.place.key("padding"))  # fmt: skip
+                                     f"{n} {what}{'s' * (n != 1)})", key=self.place.key("padding"))  # fmt: skip
         return Layout(out, layout.shown, layout.channel), {}
 
     def window_cells(self, h: int, w: int, frame=None):
