@@ -850,3 +850,117 @@ def flatten_column_major_forward(P):
 def flatten_column_major_backward(dL_dF, shape):
     """dL/dP from dL/dF flattened in column-major order."""
     return np.stack([row.reshape(shape[1:], order="F") for row in dL_dF])
+
+
+# -- batch normalization: Z = γ·x̂ + β, x̂ = (X − μ)/√(σ² + ε) ----------------------------------
+#
+# Statistics per channel of maps (over the images, rows and columns) or per unit of vectors
+# (over the images), as PyTorch's BatchNorm2d and BatchNorm1d. γ, β, μ, σ² are (C,).
+
+
+def batchnorm_axes(X) -> tuple[int, ...]:
+    """The axes a channel's statistics run over: (0,) for vectors (M, n), (0, 2, 3) for maps."""
+    return (0,) if X.ndim == 2 else (0, 2, 3)
+
+
+def per_channel(v, X):
+    """A (C,) vector shaped to broadcast against X: (C,) for vectors, (1, C, 1, 1) for maps."""
+    return v if X.ndim == 2 else v.reshape(1, -1, 1, 1)
+
+
+def batch_count(X) -> int:
+    """N, how many values each channel's statistics are taken over: M, or M·H·W."""
+    return X.shape[0] if X.ndim == 2 else X.shape[0] * X.shape[2] * X.shape[3]
+
+
+def batchnorm_statistics(X):
+    """(μ, σ²) of the batch, per channel, σ² biased (divided by N): X (M, C, H, W) or (M, C) -> (C,), (C,)."""
+    axes = batchnorm_axes(X)
+    mu = X.mean(axis=axes)
+    centred = X - per_channel(mu, X)
+    return mu, (centred * centred).mean(axis=axes)
+
+
+class BatchNormCache(NamedTuple):
+    """What batch norm's backward pass reads: x̂, X − μ, 1/√(σ² + ε) (C,), and N."""
+
+    xhat: np.ndarray
+    centred: np.ndarray
+    inv_std: np.ndarray
+    N: int
+
+
+def batchnorm_forward(X, gamma, beta, mean, var, eps):
+    """Z = γ·x̂ + β with x̂ = (X − mean)/√(var + ε): the batch's μ and σ² in training, the
+    running statistics in evaluation. X (M, C, H, W) or (M, C); gamma, beta, mean, var (C,)
+    -> Z like X, BatchNormCache."""
+    inv_std = 1.0 / np.sqrt(var + eps)
+    centred = X - per_channel(mean, X)
+    xhat = centred * per_channel(inv_std, X)
+    Z = xhat * per_channel(gamma, X) + per_channel(beta, X)
+    return Z, BatchNormCache(xhat, centred, inv_std, batch_count(X))
+
+
+def batchnorm_param_backward(dL_dZ, cache: BatchNormCache):
+    """dL/dγ = Σ dL/dZ·x̂, dL/dβ = Σ dL/dZ over a channel's N values: -> (C,), (C,)."""
+    axes = batchnorm_axes(dL_dZ)
+    return (dL_dZ * cache.xhat).sum(axis=axes), dL_dZ.sum(axis=axes)
+
+
+def batchnorm_xhat_backward(dL_dZ, gamma):
+    """dL/dx̂ = dL/dZ·γ: like dL_dZ."""
+    return dL_dZ * per_channel(gamma, dL_dZ)
+
+
+def batchnorm_var_backward(dL_dxhat, cache: BatchNormCache):
+    """dL/dσ² = Σ dL/dx̂·(X − μ)·(−½)(σ² + ε)^(−3/2) over a channel: -> (C,)."""
+    axes = batchnorm_axes(dL_dxhat)
+    return (dL_dxhat * cache.centred).sum(axis=axes) * (-0.5 * cache.inv_std**3)
+
+
+def batchnorm_mean_backward(dL_dxhat, dL_dvar, cache: BatchNormCache):
+    """dL/dμ = Σ dL/dx̂·(−1/√(σ² + ε)) + dL/dσ²·Σ −2(X − μ)/N: -> (C,). (The second sum is
+    0 up to rounding: the derivation writes it, and so does the trace.)"""
+    axes = batchnorm_axes(dL_dxhat)
+    return -dL_dxhat.sum(axis=axes) * cache.inv_std + dL_dvar * (-2.0 * cache.centred).sum(axis=axes) / cache.N
+
+
+def batchnorm_input_backward(dL_dxhat, dL_dvar, dL_dmean, cache: BatchNormCache):
+    """dL/dX = dL/dx̂/√(σ² + ε) + dL/dσ²·2(X − μ)/N + dL/dμ/N: like X. With dL/dσ² and
+    dL/dμ zero it is evaluation's dL/dx̂/√(var + ε)."""
+    X = dL_dxhat
+    return (dL_dxhat * per_channel(cache.inv_std, X) + per_channel(dL_dvar, X) * 2.0 * cache.centred / cache.N
+            + per_channel(dL_dmean, X) / cache.N)  # fmt: skip
+
+
+def batchnorm_backward_compact(dL_dZ, gamma, cache: BatchNormCache):
+    """What the three steps come to in training: dL/dX = (γ/(N·√(σ² + ε)))·(N·dL/dZ −
+    Σ dL/dZ − x̂·Σ dL/dZ·x̂). Like dL_dZ."""
+    dL_dgamma, dL_dbeta = batchnorm_param_backward(dL_dZ, cache)
+    X = dL_dZ
+    scale = per_channel(gamma * cache.inv_std / cache.N, X)
+    return scale * (cache.N * dL_dZ - per_channel(dL_dbeta, X) - cache.xhat * per_channel(dL_dgamma, X))
+
+
+def running_statistics(mean, var, mu, sigmasq, N, momentum):
+    """PyTorch's running statistics after a training pass: (1 − m)·mean + m·μ and
+    (1 − m)·var + m·σ²·N/(N − 1) (the unbiased variance). -> (C,), (C,)."""
+    return (1 - momentum) * mean + momentum * mu, (1 - momentum) * var + momentum * sigmasq * (N / (N - 1))
+
+
+# -- dropout: D = X·mask/(1 − p) ----------------------------------------------------------------
+
+
+def dropout_mask(seed: int, shape, p: float) -> np.ndarray:
+    """A 0/1 mask drawn reproducibly from ``seed``: each unit kept (1) with probability 1 − p."""
+    return (np.random.default_rng(seed).random(shape) >= p).astype(np.float64)
+
+
+def dropout_forward(X, mask, p: float):
+    """D = X·mask/(1 − p): the kept units scaled up, as PyTorch. X, mask like X -> D like X."""
+    return X * (mask / (1.0 - p))
+
+
+def dropout_backward(dL_dD, mask, p: float):
+    """dL/dX = dL/dD·mask/(1 − p): like dL_dD."""
+    return dL_dD * (mask / (1.0 - p))

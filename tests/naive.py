@@ -857,11 +857,18 @@ class Twin(NamedTuple):
     forward(x, *weights, **options) -> y
     backward(dL_dy, x, *weights, **options) -> (dL_dx, (dL_dW, dL_dB, ...))
     local(x, **options) -> dy/dx, the stage an activation shows of its own derivative
+    stages(x, dL_dy, *weights, **options) -> its other stages (see below)
+
+    A kind that keeps running statistics (batch norm) gets them as options: mean=, var=.
     """
 
     forward: Callable
     backward: Callable
     local: Callable | None = None
+    #: stages(x, dL_dy, *weights, **options) -> {name without the layer's number: value}: the
+    #: stages a kind shows besides its output, its weights' gradients and dL/dx (batch norm's
+    #: mu, sigmasq, xhat, dL_dxhat …, a dropout's mask, the running mean and var after the step)
+    stages: Callable | None = None
 
 
 def _conv_kernel(W, flip):
@@ -976,3 +983,160 @@ NLL = LossTwin(lambda A, Z, Y, reduction="mean": nll_loss(A, Y, reduction),
                lambda A, Y, reduction="mean": mean_delta(np.exp(A), Y, _summed(len(A), reduction)))  # fmt: skip
 #: No loss: the gradient at the output is given (Y stands for it) and the pass starts there.
 GIVEN = LossTwin(None, lambda A, Z, Y: np.array(Y, dtype=np.float64))
+
+
+def _channel_values(X, c):
+    """Every value of channel (or unit) c of a batch, in order: X[m][c] or X[m][c][h][w]."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        return [(m,) for m in range(X.shape[0])]
+    M, _, H, W = X.shape
+    return [(m, h, w) for m in range(M) for h in range(H) for w in range(W)]
+
+
+def _at(X, place, c):
+    return (place[0], c, *place[1:])
+
+
+def batchnorm_forward(X, gamma, beta, mean=None, var=None, eps=1e-5):
+    """Z[..c..] = γ[c]·(X − μ[c])/√(σ²[c] + ε) + β[c], by loops; μ, σ² the batch's (biased)
+    unless ``mean`` and ``var`` are given. Returns Z, μ, σ²."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    Z = np.zeros_like(X)
+    mus, variances = np.zeros(C), np.zeros(C)
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        if mean is None:
+            mu = sum(X[_at(X, q, c)] for q in places) / N
+            sigmasq = sum((X[_at(X, q, c)] - mu) ** 2 for q in places) / N
+        else:
+            mu, sigmasq = mean[c], var[c]
+        mus[c], variances[c] = mu, sigmasq
+        for q in places:
+            Z[_at(X, q, c)] = gamma[c] * (X[_at(X, q, c)] - mu) / math.sqrt(sigmasq + eps) + beta[c]
+    return Z, mus, variances
+
+
+def batchnorm_pass(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5) -> dict:
+    """Every stage of batch norm's backward pass by loops, straight from the derivation:
+    x̂, dL/dγ, dL/dβ, dL/dx̂, and in training (no ``mean``, ``var``) dL/dσ², dL/dμ, then dL/dX
+    through x̂, σ² and μ (through x̂ alone with given statistics)."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    _, mus, variances = batchnorm_forward(X, gamma, np.zeros(C), mean, var, eps)
+    out = {name: np.zeros_like(X) for name in ("xhat", "dL_dxhat", "dL_dX")}
+    out.update({name: np.zeros(C) for name in ("dL_dW", "dL_dB", "dL_dsigmasq", "dL_dmu")})
+    out["mu"], out["sigmasq"] = mus, variances
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        mu, sigmasq = mus[c], variances[c]
+        std = math.sqrt(sigmasq + eps)
+        for q in places:
+            i = _at(X, q, c)
+            out["xhat"][i] = (X[i] - mu) / std
+            out["dL_dW"][c] += dL_dZ[i] * out["xhat"][i]
+            out["dL_dB"][c] += dL_dZ[i]
+            out["dL_dxhat"][i] = dL_dZ[i] * gamma[c]
+        if mean is not None:
+            for q in places:
+                out["dL_dX"][_at(X, q, c)] = out["dL_dxhat"][_at(X, q, c)] / std
+            continue
+        dvar = sum(out["dL_dxhat"][_at(X, q, c)] * (X[_at(X, q, c)] - mu) * -0.5 * (sigmasq + eps) ** -1.5
+                   for q in places)  # fmt: skip
+        dmu = (sum(-out["dL_dxhat"][_at(X, q, c)] / std for q in places)
+               + dvar * sum(-2 * (X[_at(X, q, c)] - mu) for q in places) / N)  # fmt: skip
+        out["dL_dsigmasq"][c], out["dL_dmu"][c] = dvar, dmu
+        for q in places:
+            i = _at(X, q, c)
+            out["dL_dX"][i] = out["dL_dxhat"][i] / std + dvar * 2 * (X[i] - mu) / N + dmu / N
+    return out
+
+
+def batchnorm_backward(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5):
+    """dL/dX, dL/dγ, dL/dβ by loops (see batchnorm_pass)."""
+    out = batchnorm_pass(dL_dZ, X, gamma, mean, var, eps)
+    return out["dL_dX"], out["dL_dW"], out["dL_dB"]
+
+
+def dropout_forward(X, mask, p):
+    """D = X·mask/(1 − p), entry by entry."""
+    X = np.asarray(X, dtype=float)
+    D = np.zeros_like(X)
+    for i in np.ndindex(X.shape):
+        D[i] = X[i] * mask[i] / (1 - p)
+    return D
+
+
+def dropout_backward(dL_dD, mask, p):
+    """dL/dX = dL/dD·mask/(1 − p), entry by entry."""
+    dL_dX = np.zeros(np.shape(dL_dD))
+    for i in np.ndindex(dL_dX.shape):
+        dL_dX[i] = dL_dD[i] * mask[i] / (1 - p)
+    return dL_dX
+
+
+# -- batch norm and dropout as layer twins -------------------------------------------------------
+
+
+def _given_statistics(mode, mean, var):
+    """The statistics batch norm normalizes with: the batch's in training (None), else the running ones."""
+    return (None, None) if mode == "train" else (mean, var)
+
+
+def batchnorm_layer(X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    return batchnorm_forward(X, W, B, *_given_statistics(mode, mean, var), eps)[0]
+
+
+def batchnorm_layer_backward(dL_dZ, X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    dL_dX, dL_dW, dL_dB = batchnorm_backward(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    return dL_dX, (dL_dW, dL_dB)
+
+
+def batchnorm_layer_stages(X, dL_dZ, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    """Its stages besides its output and its weights' gradients, named without the layer's
+    number: x̂ and dL/dx̂, in training μ, σ², dL/dσ², dL/dμ and (with running statistics
+    given) the running statistics after the step, PyTorch's: σ² unbiased."""
+    out = batchnorm_pass(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    stages = {"xhat": out["xhat"], "dL_dxhat": out["dL_dxhat"]}
+    if mode != "train":
+        return stages
+    stages.update(mu=out["mu"], sigmasq=out["sigmasq"], dL_dsigmasq=out["dL_dsigmasq"], dL_dmu=out["dL_dmu"])
+    if mean is not None:
+        N = len(_channel_values(X, 0))
+        stages["mean"] = [(1 - momentum) * mean[c] + momentum * out["mu"][c] for c in range(len(mean))]
+        stages["var"] = [(1 - momentum) * var[c] + momentum * out["sigmasq"][c] * N / (N - 1) for c in range(len(var))]
+    return stages
+
+
+def dropout_mask_of(shape, p, mask=None, seed=0):
+    """The layer's mask: the given one, or drawn from ``seed`` (kept where a uniform draw is ≥ p)."""
+    if mask is not None:
+        return np.asarray(mask, dtype=float).reshape(shape)
+    draws = np.random.default_rng(seed).random(shape)
+    kept = np.zeros(shape)
+    for i in np.ndindex(shape):
+        kept[i] = 1.0 if draws[i] >= p else 0.0
+    return kept
+
+
+def dropout_layer(X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(X, dtype=float)
+    return dropout_forward(X, dropout_mask_of(np.shape(X), p, mask, seed), p)
+
+
+def dropout_layer_backward(dL_dD, X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(dL_dD, dtype=float), ()
+    return dropout_backward(dL_dD, dropout_mask_of(np.shape(X), p, mask, seed), p), ()
+
+
+def dropout_layer_stages(X, dL_dD, *, p=0.5, mask=None, seed=0, mode="train"):
+    return {"mask": dropout_mask_of(np.shape(X), p, mask, seed)} if mode == "train" else {}
+
+
+BATCHNORM = Twin(batchnorm_layer, batchnorm_layer_backward, stages=batchnorm_layer_stages)
+DROPOUT = Twin(dropout_layer, dropout_layer_backward, stages=dropout_layer_stages)

@@ -9,8 +9,10 @@ from cnntrace.layers.adaptive_pool import AdaptiveAvgPool
 from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
 from cnntrace.layers.conv import Conv
 from cnntrace.layers.dense import Dense
+from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
 from cnntrace.layers.global_pool import GlobalAvgPool
+from cnntrace.layers.norm import BatchNorm
 from cnntrace.layers.pool import AvgPool, MaxPool
 from cnntrace.layers.smooth import ELU, GELU, SiLU, Softplus
 
@@ -19,6 +21,7 @@ KINDS: dict[str, type[Layer]] = {
     kind.type: kind for kind in (
         Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, AdaptiveAvgPool,
         ReLU, LeakyReLU, Tanh, Sigmoid, Softmax, ELU, GELU, SiLU, Softplus, LogSoftmax,
+        BatchNorm, Dropout,
     )
 }
 

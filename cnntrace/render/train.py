@@ -150,6 +150,8 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
     the final parameters (``trained``, in the input's shapes); large ones are summarized
     unless ``full``."""
+    # rich and the table view are imported here alone: the JSON forms of a training (ndjson
+    # piped to another tool) start without them.
     from rich.console import Group
     from rich.text import Text
 
