@@ -6,10 +6,12 @@ use M images, C input channels, K filters and n units:
     maps     (M, C, H, W)          conv W (K, C, kh, kw)   conv B (K,)
     vectors  (M, n)                dense W (n_in, n_out)   dense B (n_out,)
 
-Sizes, strides and paddings of windows are (rows, cols) pairs. The convolution and the
-pooling loop over the offsets of their window (kh*kw or ph*pw steps), each step working on a
-whole strided slice of the batch at once; the backward pass of each loops over the same
-offsets as its forward pass, so one reads against the other.
+Sizes, strides and paddings of windows are (rows, cols) pairs; a pooling's padding may also
+be four sides (top, bottom, left, right), its taps ``dilation`` apart, and in ``ceil_mode`` a
+last partial window is kept as PyTorch keeps it. The convolution and the pooling loop over
+the offsets of their window (kh*kw or ph*pw steps), each step working on a whole strided
+slice of the batch at once; the backward pass of each loops over the same offsets as its
+forward pass, so one reads against the other.
 
 For a small batch the convolution takes a shortcut that gives the same values up to
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
@@ -20,10 +22,11 @@ memory bounded instead of kh*kw times that of X. The offset loop is left for an 
 windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
 through one filter, where it measured faster than copying the windows a second time.
 
-A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
-visits the same offsets in the same order on a window-major copy of A, a chunk of images at a
-time (a small map takes each window's first maximum from one argmax), and routes dL/dP back
-with one scatter; the results are the offset loop's, bit for bit.
+A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
+window: the common 2×2, stride 2) visits the same offsets in the same order on a
+window-major copy of A, a chunk of images at a time (a small map takes each window's first
+maximum from one argmax), and routes dL/dP back with one scatter; the results are the offset
+loop's, bit for bit.
 """
 
 from __future__ import annotations
@@ -101,9 +104,12 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride):
     M, C = X_padded.shape[:2]
     step_m, step_c, step_h, step_w = X_padded.strides
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
+    # A stride along an axis of one window is never taken: 0 there, so that a stride larger
+    # than any array (a fuzzed 1e308) cannot overflow the view's byte steps.
     view = np.lib.stride_tricks.as_strided(
         X_padded, (C, kh, kw, M, Ho, Wo),
-        (step_c, step_h, step_w, step_m, step_h * stride[0], step_w * stride[1]), writeable=False,
+        (step_c, step_h, step_w, step_m, step_h * stride[0] if Ho > 1 else 0, step_w * stride[1] if Wo > 1 else 0),
+        writeable=False,
     )  # fmt: skip
     windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
     windows[...] = view
