@@ -95,8 +95,8 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     if loss is None:
         loss = default_loss(layers)
         if loss is None:
-            raise InputError("missing: the network does not end in a sigmoid or a softmax, so "
-                             "it needs a loss (bce, cross_entropy or mse), or grad", key="loss")  # fmt: skip
+            raise InputError("missing: the network does not end in a sigmoid, a softmax or a log_softmax, so "
+                             "it needs a loss (bce, cross_entropy, mse or nll), or grad", key="loss")  # fmt: skip
     chosen: Loss = parse_loss(loss, output, logits)
     chosen.check(layers, "loss")
     return Network(layers, chosen)

@@ -42,6 +42,7 @@ LAYER_SCHEMA = {
     ]
 }
 
+
 def _loss(kind) -> dict:
     """One loss's object form, from its options."""
     return {
