@@ -8,6 +8,7 @@ from cnntrace.layers.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Sof
 from cnntrace.layers.adaptive_pool import AdaptiveAvgPool
 from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
 from cnntrace.layers.conv import Conv
+from cnntrace.layers.conv_transpose import ConvTranspose
 from cnntrace.layers.dense import Dense
 from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
@@ -19,7 +20,7 @@ from cnntrace.layers.smooth import ELU, GELU, SiLU, Softplus
 #: Every layer kind by the name input files give it, in the order the schema lists them.
 KINDS: dict[str, type[Layer]] = {
     kind.type: kind for kind in (
-        Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, AdaptiveAvgPool,
+        Conv, ConvTranspose, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, AdaptiveAvgPool,
         ReLU, LeakyReLU, Tanh, Sigmoid, Softmax, ELU, GELU, SiLU, Softplus, LogSoftmax,
         BatchNorm, Dropout,
     )

@@ -276,28 +276,28 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
 
 
 def padding_option(description: str) -> Option:
-    """A padding as PyTorch and TensorFlow write it: a whole number for every side, [rows,
-    cols], [top, bottom, left, right], "valid" (none) or "same" (the output keeps
-    ceil(size/stride), the extra cell after). Parsed to a (rows, cols) pair where the sides
-    match, to four sides where they do not, or "same" (its sides depend on the input)."""
-    whole = {"type": "integer", "minimum": 0}
+    """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
+    side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ,
+    "valid" or "same"."""
+    number = {"type": "integer", "minimum": 0}
     schema = {"description": description, "default": 0, "oneOf": [
-        whole, {"type": "array", "items": whole, "minItems": 2, "maxItems": 2},
-        {"type": "array", "items": whole, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
+        number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+        {"type": "array", "items": number, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
     ]}  # fmt: skip
 
     def parse(value, key):
+        if value in ("valid", "same"):
+            return value
         if isinstance(value, str):
-            if value not in ("valid", "same"):
-                raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
-                                 f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
-            return (0, 0) if value == "valid" else "same"
+            raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
+                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
         if isinstance(value, (list, tuple)) and len(value) == 4:
             top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
             return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
         if isinstance(value, (list, tuple)) and len(value) != 2:
-            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], got "
-                             f"{len(value)} numbers", key=key)  # fmt: skip
+            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], "
+                             f"got {len(value)} numbers", key=key)  # fmt: skip
         return checks.pair(key, value, 0, "padding")
 
     return Option(parse, schema)

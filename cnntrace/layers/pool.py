@@ -81,8 +81,8 @@ class Pool(Layer):
 
     def describe(self):
         text = f"{self.type} {self.size[0]}×{self.size[1]} with stride {pair_text(self.stride)}"
-        if self.padding == "same":
-            text += ", padding same"
+        if isinstance(self.padding, str):
+            text += f", padding {self.padding}"
         elif any(self.padding):
             text += f", padding {pair_text(self.padding) if len(self.padding) == 2 else list(self.padding)}"
         if self.dilation != (1, 1):
@@ -93,12 +93,16 @@ class Pool(Layer):
         """The padding (top, bottom, left, right) around an H×W input; "same" pads so that
         the output keeps ceil(H/stride)×ceil(W/stride), the odd cell after."""
         if self.padding != "same":
-            return ops.sides(self.padding)
+            return self._given_sides()
         out = []
         for n, k, s, d in zip((H, W), self.size, self.stride, self.dilation):
             total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
             out += [total // 2, total - total // 2]
         return tuple(out)
+
+    def _given_sides(self) -> tuple[int, int, int, int]:
+        """The sides of a padding given in numbers ("valid": none)."""
+        return (0, 0, 0, 0) if self.padding == "valid" else ops.sides(self.padding)
 
     def span(self, axis: int) -> int:
         """How many cells a window covers along ``axis``, its gaps included."""
@@ -138,7 +142,7 @@ class Pool(Layer):
         """The (row, col) cells of window (h, w), in row-major order, in the input's
         coordinates (padding cells outside 0..H-1); ``frame`` the padding's four sides
         (see ``sides``; a padding given in numbers needs no input to tell them)."""
-        frame = ops.sides(self.padding) if frame is None else frame
+        frame = self._given_sides() if frame is None else frame
         (sh, sw), (dh, dw), top, left = self.stride, self.dilation, frame[0], frame[2]
         return [(h * sh + a * dh - top, w * sw + b * dw - left) for a in range(self.size[0]) for b in range(self.size[1])]
 
