@@ -268,6 +268,7 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("four-sides-ceil-not-counted", {"size": 3, "stride": 2, "padding": [1, 0, 0, 1], "ceil_mode": True,
                                                 "count_include_pad": False}, X=(2, 4, 5)),
         Variant("same", {"size": 3, "stride": 2, "padding": "same"}, X=(1, 5, 6)),
+        Variant("valid", {"size": 3, "stride": 2, "padding": "valid"}, X=(1, 5, 5)),
     )),
     Row("adaptive_avgpool", ON_MAPS, (2, 5, 7), "mse", naive.ADAPTIVE_AVGPOOL,
         lambda torch, x, *, output_size: torch.nn.functional.adaptive_avg_pool2d(x, output_size), (
