@@ -88,7 +88,7 @@ def main() -> None:
                       f"| {out.stat().st_size / 2**20:.1f} | {widest(out)} |", flush=True)  # fmt: skip
             if options.html:
                 page = folder / "page.html"
-                command = [*CNNTRACE, "step", str(path), "--format", "json", "--only", "L", "--html", str(page)]
+                command = [*CNNTRACE, "step", str(path), "--format", "json", "--html", str(page)]
                 seconds = timed(command, out)
                 print(f"| {name} | --html | {seconds:.1f} | 1 | {peak(command) / 2**20:.0f} "
                       f"| {page.stat().st_size / 2**20:.1f} | |", flush=True)  # fmt: skip
