@@ -772,7 +772,7 @@ def quiz(
     names = _only_names(only)
     _check_writable(record)
     trace = load_trace(file, names)
-    from cnntrace.quiz import Session, run_quiz  # lazy: start-up
+    from cnntrace.quiz import MAX_ANSWER_CHARS, Session, run_quiz  # lazy: start-up
 
     questions = [stage.name for stage in trace.stages if names is None or stage.name in names]
     talk = sys.stdout if sys.stdout.isatty() else sys.stderr
@@ -784,14 +784,16 @@ def quiz(
 
     def ask(prompt: str) -> str | None:
         say(prompt)
-        try:
-            line = sys.stdin.readline()
+        try:  # bounded: a line longer than any answer ends the quiz (see run_quiz)
+            line = sys.stdin.readline(MAX_ANSWER_CHARS + 1)
         except (OSError, ValueError):  # stdin closed under us
             return None
         if not line:
             return None
         if not interactive:  # piped answers: the transcript shows them after their prompts
-            say(line if line.endswith("\n") else line + "\n")
+            from cnntrace.errors import one_line, shortened  # lazy: start-up
+
+            say(one_line(shortened(line.rstrip("\r\n"), 200)) + "\n")
         return line.rstrip("\r\n")
 
     session = Session(str(file), len(questions))

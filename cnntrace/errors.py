@@ -9,9 +9,27 @@ import json
 
 #: A key longer than this (a stray key of the file, a long TERM) is cut short in messages.
 MAX_KEY_SHOWN = 60
+#: A value a message echoes (an unknown layer type, a garbage answer) is cut to this many
+#: characters, and a whole message to MAX_MESSAGE: a 1 MB value never makes a 1 MB message.
+MAX_VALUE_SHOWN = 60
+MAX_MESSAGE = 400
 
 
-def _one_line(text: str) -> str:
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value, limit: int = MAX_VALUE_SHOWN) -> str:
+    """A value as a message echoes it: its repr, on one line and cut to ``limit`` characters."""
+    try:
+        text = repr(value[: limit * 8] if isinstance(value, str) else value)
+    except (ValueError, RecursionError):  # an int of more digits than Python prints, deep lists
+        text = f"<{type(value).__name__}>"
+    return shortened(one_line(text[: limit * 8]), limit)
+
+
+def one_line(text: str) -> str:
     """``text`` with each unprintable character (a newline, an escape) written as its JSON
     escape, so that a message stays one line and cannot drive the terminal."""
     return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
@@ -30,7 +48,7 @@ def _one_line_message(file: str | None, key: str | None, message: str) -> str:
     """``file: key: message``, leaving out what is None, on one line."""
     key = None if key is None else _shown_key(key)
     where = ": ".join(part for part in (file, key) if part)
-    return _one_line(f"{where}: {message}" if where else message)
+    return shortened(one_line(f"{where}: {message}"[: MAX_MESSAGE * 8] if where else message[: MAX_MESSAGE * 8]), MAX_MESSAGE)
 
 
 class CnntraceError(Exception):

@@ -21,7 +21,7 @@ import numpy as np
 
 from cnntrace import limits
 from cnntrace.checks import as_array, positive_number
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.layers import KINDS, GivenLayout, Layer, Layout, Stage
 from cnntrace.losses import LOSSES, GivenGradient, Loss, default_loss
 from cnntrace.naming import grad
@@ -59,12 +59,12 @@ def parse_layer(description, key: str) -> Layer:
     if isinstance(description, str):
         description = {"type": description}
     if not isinstance(description, dict):
-        raise InputError(f"a layer is a type's name or an object with \"type\"; got {description!r}"[:200], key=key)
+        raise InputError(f"a layer is a type's name or an object with \"type\"; got {shown(description)}", key=key)
     kind_name = description.get("type")
     if not isinstance(kind_name, str) or kind_name not in KINDS:
         guess = difflib.get_close_matches(str(kind_name), list(KINDS), n=1)
         hint = f"did you mean {guess[0]}? " if guess else ""
-        what = "no \"type\"" if kind_name is None else f"unknown layer type {kind_name!r}"
+        what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name)}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)
     kind = KINDS[kind_name]
     options = {}
@@ -74,7 +74,7 @@ def parse_layer(description, key: str) -> Layer:
         if option not in kind.OPTIONS:
             known = ", ".join(kind.OPTIONS)
             allowed = f"{kind_name} takes {known}" if known else f"{kind_name} takes no options"
-            raise InputError(f"unknown option {option!r}; {allowed}", key=key)
+            raise InputError(f"unknown option {shown(option)}; {allowed}", key=key)
         options[option] = kind.OPTIONS[option].parse(value, f"{key}.{option}")
     return kind.from_options(options)
 
@@ -98,7 +98,7 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
             raise InputError("missing: the network does not end in a sigmoid or a softmax, so "
                              "it needs a loss (bce, cross_entropy or mse), or grad", key="loss")  # fmt: skip
     if not isinstance(loss, str) or loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; the losses are {', '.join(LOSSES)}", key="loss")
+        raise InputError(f"unknown loss {shown(loss)}; the losses are {', '.join(LOSSES)}", key="loss")
     chosen: Loss = LOSSES[loss](output, logits)
     chosen.check(layers, "loss")
     return Network(layers, chosen)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from cnntrace import checks
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.naming import grad
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
@@ -272,7 +272,7 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):
-            raise InputError(f"{what} is true or false, got {value!r}", key=key)
+            raise InputError(f"{what} is true or false, got {shown(value)}", key=key)
         return value
 
     return Option(parse, {"type": "boolean", "default": default, "description": description})
