@@ -81,9 +81,10 @@ def choice(key: str, value, choices: tuple):
     return value
 
 
-def vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
+def vector(key: str, array: np.ndarray, length: int, what: str, sized_by: str | None = None) -> np.ndarray:
     """Accept a number (when length is 1), a list of ``length``, or a ``length``×1 / 1×``length``
-    matrix, and return it as a flat vector."""
+    matrix, and return it as a flat vector. ``sized_by`` says which other key set ``length``
+    ("W2 (8×3) has 3 outputs"): a mismatch between two keys names both."""
     fits = (
         (array.ndim == 0 and length == 1)
         or (array.ndim == 1 and array.shape[0] == length)
@@ -91,5 +92,6 @@ def vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
     )
     if not fits:
         found = f"{array.size} entries" if array.ndim else "a number"
-        raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)})", key=key)
+        other = f"; {sized_by}: one of the two is wrong" if sized_by else ""
+        raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)}){other}", key=key)
     return array.reshape(length)

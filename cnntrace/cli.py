@@ -16,6 +16,7 @@ import math
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: The flag that gives each parameter the core names in its errors (an ArgumentError's key).
 FLAGS = {
+    "force": "--force",
     "fraction": "--holdout",
     "image": "--image",
     "level": "--level",
@@ -114,8 +116,11 @@ STEP_RENDERERS = {
 
 
 def file_banner(file: str) -> str:
-    """The table view's heading of one file's trace when several are traced, as tail's."""
-    return f"==> {file} <==\n"
+    """The table view's heading of one file's trace when several are traced, as tail's; a
+    name's unprintable characters (an escape sequence) written as their escapes."""
+    from cnntrace.errors import one_line  # lazy: start-up
+
+    return f"==> {one_line(file)} <==\n"
 
 
 #: How each format of ``step`` heads one file's trace when several are traced.
@@ -219,6 +224,7 @@ SheetOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1).")
 QuizOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.")
 StepFull = _full("Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.")
 TrainFull = _full("Table view: every entry of parameters over 40 on a side.")
+Force = Annotated[bool, typer.Option("--force", help="Replace a write-protected file (mode 0444) all the same.")]
 FormatOption = _format(Format)
 CheckFormatOption = _format(CheckFormat)
 ExplainFormatOption = _format(ExplainFormat)
@@ -330,7 +336,7 @@ def _pieces(rendered) -> Iterable[str]:
     return rendered if isinstance(rendered, Iterator) else [_text(rendered)]
 
 
-def _write_text(text: str, output: Path | None) -> None:
+def _write_text(text: str, output: Path | None, force: bool = False) -> None:
     """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
     with reported_errors(output):
         if output is None:
@@ -338,17 +344,19 @@ def _write_text(text: str, output: Path | None) -> None:
         else:
             from cnntrace.io import write_atomic  # lazy: start-up
 
-            write_atomic(output, text)
-            typer.echo(f"wrote {output}", err=True)
+            write_atomic(output, text, force=force)
+            from cnntrace.errors import one_line
+
+            typer.echo(f"wrote {one_line(str(output))}", err=True)
 
 
-def _check_writable(path: Path | None) -> None:
-    """Refuse now, before any work, a file that could not be written."""
+def _check_writable(path: Path | None, force: bool = False) -> None:
+    """Refuse now, before any work and any output, a file that could not be written."""
     if path is not None:
         with reported_errors():
             from cnntrace.io import check_writable  # lazy: start-up
 
-            check_writable(path)
+            check_writable(path, force=force)
 
 
 # -- load → run --------------------------------------------------------------------------------
@@ -408,6 +416,7 @@ def step(
         "Also save an interactive page of the whole pass: click an entry to see its arithmetic."))] = None,
     svg: Annotated[Path | None, typer.Option(
         "--svg", metavar="FILE", show_default=False, help="Also save the table view as an SVG picture.")] = None,
+    force: Force = False,
 ) -> None:
     """Run one forward and backward pass on each FILE and show every matrix.
 
@@ -416,6 +425,8 @@ def step(
     from cnntrace.render import View  # lazy: start-up
 
     names = _only_names(only)
+    _check_writable(html, force)  # before the trace is written to stdout
+    _check_writable(svg, force)
     render = _renderer(STEP_RENDERERS, output_format)
     several = len(files) > 1
     first, between, last = MANY_FILES.get(output_format, ("", "", "")) if several else ("", "", "")
@@ -455,11 +466,13 @@ def step(
             failed = True  # reported on stderr; the other files still run
     if several and last:
         sys.stdout.write(first * (separator == first) + last)
-    title = f"cnntrace step {', '.join(map(str, files))}"
+    from cnntrace.errors import one_line  # lazy: start-up
+
+    title = one_line(f"cnntrace step {', '.join(map(str, files))}")
     if recorded:
-        _save_svg(recorded, svg, title)
+        _save_svg(recorded, svg, title, force)
     if explored:
-        _save_html(explored, html, View(precision=precision, only=names, brief=brief, full=full), title)
+        _save_html(explored, html, View(precision=precision, only=names, brief=brief, full=full), title, force)
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -484,7 +497,7 @@ def _shared_csv_columns(files: list[Path], names) -> tuple[str, ...]:
     return columns
 
 
-def _save_svg(renderables: list, svg: Path, title: str) -> None:
+def _save_svg(renderables: list, svg: Path, title: str, force: bool = False) -> None:
     """Save the recorded table view as an SVG picture, atomically."""
     from rich.console import Group  # lazy: start-up
 
@@ -494,16 +507,16 @@ def _save_svg(renderables: list, svg: Path, title: str) -> None:
     view = Group(*renderables)
     width = _full_width(view)
     with reported_errors():
-        write_atomic(svg, export(view, "svg", width, title=title))
+        write_atomic(svg, export(view, "svg", width, title=title), force=force)
 
 
-def _save_html(traces: list, html: Path, view, title: str) -> None:
+def _save_html(traces: list, html: Path, view, title: str, force: bool = False) -> None:
     """Save the explorer page of the traces (see render.html), atomically."""
     from cnntrace.io import write_atomic  # lazy: start-up
     from cnntrace.render.html import page
 
     with reported_errors():
-        write_atomic(html, page(traces, view, title=title))
+        write_atomic(html, page(traces, view, title=title), force=force)
 
 
 @app.command()
@@ -614,6 +627,7 @@ def init(
         "--allow-ties", help="With --hand: a tie in a pool window on purpose (at least one).")] = False,
     count: Annotated[int | None, typer.Option("--count", min=1, max=10_000, show_default=False, help=(
         "Write this many different exercises (seeds --seed, --seed + 1 …) into the directory -o DIR."))] = None,
+    force: Force = False,
 ) -> None:
     """Write a valid random input file: the same file for the same --seed.
 
@@ -629,6 +643,8 @@ def init(
     if hand and image is not None:
         raise typer.BadParameter("--hand draws X itself; leave out --image", param_hint="--image")
     by_hand = f" --hand --level {level}" + " --allow-ties" * allow_ties if hand else ""
+    if count is None:
+        _check_writable(output, force)
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip
@@ -639,7 +655,7 @@ def init(
         def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
             return f"cnntrace init --like {like.name} --seed {exercise_seed}" + (f" --batch {batch}" if batch else "") + by_hand
 
-        _write_exercises(make, comment, seed, count, output, source=like)
+        _write_exercises(make, comment, seed, count, output, source=like, force=force)
         return
     (H, W), (kh, kw) = _dims(size or "6", "--size"), _dims(kernel or "3", "--kernel")
     filters, batch = filters or 1, batch or 1
@@ -656,7 +672,7 @@ def init(
             + (f" --filters {filters}" if filters > 1 else "") + (f" --batch {batch}" if batch > 1 else "") + by_hand
         )  # fmt: skip
 
-    _write_exercises(make, comment, seed, count, output, source=output)
+    _write_exercises(make, comment, seed, count, output, source=output, force=force)
 
 
 def _like_exercises(like: Path, batch: int | None, hand_options: tuple[int, bool] | None):
@@ -691,7 +707,8 @@ def _new_exercises(size, kernel, filters: int, batch: int, image: Path | None, i
     return partial(new_exercise, size, kernel, filters, batch, X=X, hand=hand)
 
 
-def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None) -> None:
+def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None,
+                     force: bool = False) -> None:  # fmt: skip
     """One exercise ``make(seed)`` headed by its ``comment(seed)`` to ``output`` (or stdout);
     with ``count``, that many different ones into the directory ``output`` (see
     exercise.exercise_set). ``source`` is the file named in errors of the making."""
@@ -701,7 +718,7 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
     if count is None:
         with reported_errors(source):
             data = make(seed)
-        _write_exercise({"comment": comment(seed), **data}, output)
+        _write_exercise({"comment": comment(seed), **data}, output, force)
         return
     with reported_errors(output):
         from cnntrace.errors import OutputError  # lazy: start-up
@@ -712,16 +729,16 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
         output.mkdir(parents=True, exist_ok=True)
     with reported_errors(source):  # each file's own errors are reported naming it
         for path, exercise_seed, data in exercise_set(make, seed, count, output):
-            _write_exercise({"comment": comment(exercise_seed), **data}, path)
+            _write_exercise({"comment": comment(exercise_seed), **data}, path, force)
 
 
-def _write_exercise(data: dict, output: Path | None) -> None:
+def _write_exercise(data: dict, output: Path | None, force: bool = False) -> None:
     """An exercise as JSON for people, on stdout or atomically to ``output``."""
     with reported_errors(output):
         from cnntrace.io import format_input  # lazy: start-up
 
         text = format_input(data)
-    _write_text(text, output)
+    _write_text(text, output, force)
 
 
 @app.command()
@@ -733,6 +750,7 @@ def sheet(
     precision: KeyPrecision = 4,
     standalone: Annotated[bool, typer.Option("--standalone", help="LaTeX: a whole document, not a fragment.")] = False,
     output: Output = None,
+    force: Force = False,
 ) -> None:
     """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
 
@@ -741,13 +759,14 @@ def sheet(
     if standalone and output_format is not SheetFormat.latex:
         raise typer.BadParameter("a whole document is LaTeX; add --format latex", param_hint="--standalone")
     names = _only_names(only)
+    _check_writable(output, force)
     render = _renderer(SHEET_RENDERERS, output_format)
     trace = load_trace(file, names)
     with reported_errors(file):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
         text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
-    _write_text(text, output)
+    _write_text(text, output, force)
 
 
 @app.command()
@@ -760,6 +779,7 @@ def quiz(
     precision: FeedbackPrecision = 4,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
     atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance, as verify's.")] = 1e-4,
+    force: Force = False,
 ) -> None:
     """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
 
@@ -770,7 +790,7 @@ def quiz(
     Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
     """
     names = _only_names(only)
-    _check_writable(record)
+    _check_writable(record, force)
     trace = load_trace(file, names)
     from cnntrace.quiz import MAX_ANSWER_CHARS, Session, run_quiz  # lazy: start-up
 
@@ -809,7 +829,7 @@ def quiz(
 
             from cnntrace.io import write_atomic
 
-            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n")
+            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n", force=force)
     if interrupted:
         raise _interrupted()
     sys.stdout.write(f"{chr(10) if talk is sys.stdout else ''}score {session.score}/{session.total}\n")
@@ -956,6 +976,11 @@ def train(
         "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed).")] = None,
     save: Annotated[Path | None, typer.Option(
         "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz).")] = None,
+    save_partial: Annotated[bool, typer.Option("--save-partial", help=(
+        "Let --save replace an existing file even with a model that is no better than the "
+        "starting one (interrupted, diverged, or a higher loss); otherwise it goes to "
+        "NAME.partial.json beside it."))] = False,
+    force: Force = False,
     output_format: TrainFormatOption = TrainFormat.table,
     precision: Precision = 4,
     full: TrainFull = False,
@@ -972,7 +997,7 @@ def train(
         raise typer.BadParameter(f"must be a fraction between 0 and 1, got {holdout}", param_hint="'--holdout'")
     if holdout is not None and test is not None:
         raise typer.BadParameter("give --test or --holdout, not both", param_hint="'--holdout'")
-    _check_writable(save)  # now, not after the training
+    _check_writable(save, force)  # now, not after the training
     with reported_errors(file):
         from cnntrace import train as training  # lazy: start-up (numpy)
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
@@ -984,14 +1009,23 @@ def train(
         data = read_input(file)
         problem, test_set = _test_set(file, data, test, holdout, seed)
 
-        def saved(parameters, which: str) -> str:
-            """Save ``parameters`` when --save was given; say what was saved where."""
+        def saved(parameters, which: str, finished: bool = False) -> str:
+            """Save ``parameters`` when --save was given; say what was saved where. An
+            existing file is replaced only by a model that ``finished`` every epoch with a
+            lower loss than the starting one, or with --save-partial; else the model goes to
+            NAME.partial.SUFFIX beside it."""
             if save is None:
                 return ""
+            target = save
+            if save.exists() and not save_partial and not (finished and _improved(problem, parameters)):
+                target = save.with_name(f"{save.stem}.partial{save.suffix}")
             trained = training.presented(problem, parameters)
             if lr is not None:
                 trained["lr"] = lr  # the rate these weights were trained at, to go on with
-            write_input(save, with_parameters(data, trained))
+            write_input(target, with_parameters(data, trained), force=force)
+            if target != save:
+                why = "no better than the starting model" if finished else "training did not finish"
+                return f"; saved {which} parameters to {target}, not over {save} ({why}; --save-partial replaces it)"
             return f"; saved {which} parameters to {save}"
 
         history, interrupted = [], False
@@ -1003,7 +1037,8 @@ def train(
                     momentum=momentum, test=test_set, stop=ctrl_c.pressed,
                 ):  # fmt: skip
                     last = epoch
-                    history.append(epoch)
+                    # Only the last epoch's parameters are reported: the others are not kept.
+                    history.append(replace(epoch, parameters=None, confusion=None))
                     if render_epoch:
                         sys.stdout.write(render_epoch(epoch))
                         sys.stdout.flush()
@@ -1019,7 +1054,7 @@ def train(
             done = last.epoch if last else 0
             parameters = last.parameters if last else training.starting_parameters(problem)
             which = "the trained" if done == epochs else f"epoch {done}'s" if done else "the starting"
-            note = saved(parameters, which)
+            note = saved(parameters, which, finished=done == epochs)
         if interrupted or ctrl_c.pressed() or done < epochs:  # only a Ctrl-C ends training early
             raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{note}")
         if note:
@@ -1035,6 +1070,15 @@ def train(
             confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
         )  # fmt: skip
         sys.stdout.write(_text(rendered))
+
+
+def _improved(problem, parameters: dict) -> bool:
+    """Whether ``parameters`` give a lower loss on ``problem``'s images than its own weights."""
+    from cnntrace import train as training  # lazy: start-up (numpy)
+
+    before, _ = training.evaluate(problem, training.starting_parameters(problem))
+    after, _ = training.evaluate(problem, parameters)
+    return math.isfinite(after) and after < before
 
 
 def _test_set(file: Path, data: dict, test: Path | None, holdout: float | None, seed: int | None):

@@ -105,13 +105,15 @@ def opened(path: str | Path, what: str = "an input file"):
         yield handle
 
 
-def read_bounded(handle, file: str, limit: int = MAX_INPUT_BYTES) -> bytes:
+def read_bounded(handle, file: str, limit: int | None = None) -> bytes:
     """At most ``limit`` bytes of the open file ``handle``: it reads ``limit`` + 1 and refuses
     the file (InputError naming it and the limit) when that many came. A regular file's size
-    is known before reading; a device, a FIFO or a pipe is judged by what it gives."""
+    is known before reading; a device, a FIFO or a pipe is judged by what it gives.
+    ``limit`` is MAX_INPUT_BYTES unless given."""
     import os
     import stat
 
+    limit = MAX_INPUT_BYTES if limit is None else limit
     try:
         status = os.fstat(handle.fileno())
         if stat.S_ISDIR(status.st_mode):
@@ -128,7 +130,7 @@ def read_bounded(handle, file: str, limit: int = MAX_INPUT_BYTES) -> bytes:
     return data
 
 
-def read_file(path: str | Path, limit: int = MAX_INPUT_BYTES) -> bytes:
+def read_file(path: str | Path, limit: int | None = None) -> bytes:
     """The bytes of ``path``, read bounded (see read_bounded): the one way cnntrace reads a
     file whole."""
     with opened(path) as handle:
@@ -457,11 +459,11 @@ def with_parameters(data: dict, parameters: dict) -> dict:
     return {**data, **parameters}
 
 
-def write_input(path: str | Path, data: dict) -> None:
+def write_input(path: str | Path, data: dict, *, force: bool = False) -> None:
     """Write an input file atomically: a .npz file when ``path`` ends so, else JSON.
 
     Values may be numbers, strings, nested lists or numpy arrays; JSON floats are written
-    at full precision, so they read back to the same float64.
+    at full precision, so they read back to the same float64. ``force``: as write_atomic's.
     """
     import numpy as np
 
@@ -476,18 +478,19 @@ def write_input(path: str | Path, data: dict) -> None:
             for key, value in data.items() if value is not None
         }  # fmt: skip
         np.savez(buffer, allow_pickle=False, **arrays)
-        write_atomic(path, buffer.getbuffer())  # a view of the buffer: no second copy of it
+        write_atomic(path, buffer.getbuffer(), force=force)  # a view of the buffer: no second copy of it
     else:
         plain = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in data.items()}
-        write_atomic(path, format_input(plain))
+        write_atomic(path, format_input(plain), force=force)
 
 
-def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
+def write_atomic(path: str | Path, data: str | bytes | memoryview, *, force: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The data goes to a temporary file in the same directory, is flushed to disk, and then
     renamed over ``path``. On any failure the temporary file is removed and the previous
-    file at ``path`` is left as it was. Raises OutputError naming the file.
+    file at ``path`` is left as it was. A write-protected file is refused, as the shell's
+    ``>`` refuses it, unless ``force``. Raises OutputError naming the file.
     """
     import os
     import tempfile
@@ -495,11 +498,12 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     directory = path.parent if str(path.parent) else Path(".")
+    _refuse_protected(path, force)
     try:
         # A new file gets the usual permissions (0666 less the umask), not mkstemp's 0600;
         # a file that is replaced keeps its own.
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=directory)
     except OSError as error:
         raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
     try:
@@ -519,11 +523,34 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
         raise
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise the OutputError write_atomic would when ``path`` is a directory or its
-    directory is missing: for callers that find out before a long computation, not after."""
+def _refuse_protected(path: Path, force: bool) -> None:
+    """A file nobody may write (mode 0444) is not replaced unless ``force``: the shell's
+    ``>`` would refuse it, and the rename of an atomic write would not."""
+    import os
+
+    if force:
+        return
+    try:
+        status = path.stat()
+    except OSError:
+        return
+    mode = status.st_mode
+    # Not os.access: it says no for a read-only file system too, which write_atomic reports.
+    mine = os.geteuid() == status.st_uid and os.geteuid() != 0
+    if path.is_file() and not mode & (0o200 if mine else 0o222):
+        raise OutputError(
+            f"is write-protected (mode {mode & 0o777:04o}); {{force}} replaces it", file=str(path), mentions=("force",)
+        )
+
+
+def check_writable(path: str | Path, *, force: bool = False) -> None:
+    """Raise the OutputError write_atomic would when ``path`` is a directory, its directory
+    is missing or cannot take a new file (read-only, no permission), or it is write-protected:
+    for callers that find out before the work, not after. The directory is tried by making
+    and removing an empty temporary file in it."""
     import errno
     import os
+    import tempfile
 
     path = Path(path)
     if path.is_dir():
@@ -531,6 +558,14 @@ def check_writable(path: str | Path) -> None:
     elif not path.parent.is_dir():
         problem = errno.ENOTDIR if path.parent.exists() else errno.ENOENT
     else:
+        _refuse_protected(path, force)
+        directory = path.parent if str(path.parent) else Path(".")
+        try:
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=directory)
+        except OSError as error:
+            raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
+        os.close(fd)
+        os.unlink(temporary)
         return
     raise OutputError(f"cannot be written ({os.strerror(problem)})", file=str(path))
 

@@ -108,7 +108,8 @@ def reference_problem(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool
         check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, pool, pool_stride,
                         key="W1" if K > 1 else "X")  # fmt: skip
         # The reference form's order: the biases, then W2 (which the layers check first).
-        vector("B1", arrays["B1"], K, "bias" if K == 1 else "biases, one per filter")
+        vector("B1", arrays["B1"], K, "bias" if K == 1 else "biases, one per filter",
+               f"W1 ({shape_text(W1.shape)}) has {K} filter{'s' * (K > 1)}")
         vector("B2", arrays["B2"], 1, "number")
     network = reference_network(options)
     return Problem.assemble(network, arrays["X"], arrays["Y"], arrays, lr, reference=options)

@@ -115,7 +115,8 @@ class Conv(Layer):
             )
         weights = {
             self.W: W.reshape(K, C, kh, kw),
-            self.B: vector(self.B, B, K, "bias" if K == 1 else "biases, one per filter").copy(),
+            self.B: vector(self.B, B, K, "bias" if K == 1 else "biases, one per filter",
+                           f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}").copy(),
         }
         out = (K, output_size(Hp, kh, self.stride[0]), output_size(Wp, kw, self.stride[1]))
         return Layout(out, shown=W.ndim >= 3), weights

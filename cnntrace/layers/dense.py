@@ -67,7 +67,8 @@ class Dense(Layer):
             )
         weights = {
             self.W: W_general,
-            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output").copy(),
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output",
+                           f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}").copy(),
         }
         return Layout((n_out,), shown=n_out > 1), weights
 

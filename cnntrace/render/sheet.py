@@ -26,7 +26,7 @@ from cnntrace.render import View, latex, markdown
 from cnntrace.render.document import Entry, Given, document
 from cnntrace.render.format import axes_label, number, shape
 from cnntrace.render.latex import math, plain, prose
-from cnntrace.render.markdown import escape
+from cnntrace.render.markdown import code, escape
 
 #: Width of a blank cell in the LaTeX grid, and the height of its row.
 CELL_WIDTH, ROW_HEIGHT = "1.3cm", "0.75cm"
@@ -102,7 +102,7 @@ def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or with ``sheet.key`` the answer key) as Markdown."""
     summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
-    out = [f"# {title}" + (f": `{sheet.file}`" if sheet.file else ""), "", escape(summary), "",
+    out = [f"# {title}" + (f": {code(sheet.file)}" if sheet.file else ""), "", escape(summary), "",
            _instructions(sheet), "", "## Given", ""]  # fmt: skip
     for block in givens:
         out += _given_markdown(block)
