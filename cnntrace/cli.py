@@ -34,6 +34,7 @@ FLAGS = {
     "fraction": "--holdout",
     "image": "--image",
     "level": "--level",
+    "max_entries": "--max-entries",
     "momentum": "--momentum",
     "only": "--only",
     "preset": "--preset",
@@ -913,26 +914,51 @@ def _stop_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+#: Where stderr is no terminal (a log, CI), a long command says how far it is on a line of
+#: its own this often, in seconds: the first after as long.
+PROGRESS_EVERY = 10.0
+
+
+def _progress_lines(total: int | None, unit: str):
+    """``advance(done, status, total)`` that writes ``cnntrace: unit 12 of 40 (status), 30 s``
+    on stderr at most every PROGRESS_EVERY seconds."""
+    import time  # lazy: start-up
+
+    start = time.monotonic()
+    state = {"total": total, "next": start + PROGRESS_EVERY}
+
+    def advance(done: int, status: str = "", total: int | None = None) -> None:
+        if total is not None:
+            state["total"] = total
+        now = time.monotonic()
+        if now < state["next"]:
+            return
+        state["next"] = now + PROGRESS_EVERY
+        of = f" of {state['total']}" if state["total"] else ""
+        sys.stderr.write(f"cnntrace: {unit} {done}{of}{f' ({status})' if status else ''}, {now - start:.0f} s\n")
+        sys.stderr.flush()
+
+    return advance
+
+
 @contextmanager
 def _progress(total: int | None, unit: str):
     """Yield ``advance(done, status, total)``: a progress bar on stderr when stderr is a
-    terminal, counting ``unit``s with a status text; a function that does nothing otherwise.
+    terminal, counting ``unit``s with a status text; a line every PROGRESS_EVERY seconds
+    otherwise (see _progress_lines).
     ``total`` may be given (or corrected) by the first call."""
     import os  # lazy: start-up
-
-    def nothing(done, status="", total=None):
-        return None
 
     # Decided without rich where stderr is plainly no terminal (rich, too, lets TTY_COMPATIBLE
     # and FORCE_COLOR say otherwise): a pipe's run starts a hundredth of a second sooner.
     if not sys.stderr.isatty() and not {"TTY_COMPATIBLE", "FORCE_COLOR"} & set(os.environ):
-        yield nothing
+        yield _progress_lines(total, unit)
         return
     from rich.console import Console  # lazy: start-up
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield nothing
+        yield _progress_lines(total, unit)
         return
     from rich.progress import (  # lazy: start-up
         BarColumn,

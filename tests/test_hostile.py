@@ -356,3 +356,50 @@ def test_svg_and_the_terminal_escape_file_names(tmp_path, hostile_name):
     assert result.exit_code == 0 and "\x1b" not in result.stdout and "==> " in result.stdout
     text = picture.read_text()
     assert "<img" not in text and "\x1b" not in text
+
+
+# -- 8. one resource model: memory and work estimated up front, progress where it is long ----------
+
+
+def dense_network(tmp_path: Path, n_in: int, n_out: int) -> Path:
+    data = {"X": [0.5] * n_in, "layers": ["dense", "softmax"], "Y": 0,
+            "W1": [[0.01] * n_out] * n_in, "B1": [0.0] * n_out}  # fmt: skip
+    return write(tmp_path, data, "dense.json")
+
+
+def test_the_weights_and_the_copies_training_keeps_are_counted(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    path = dense_network(tmp_path, 1000, 20)  # 20,020 weights: 160 KB a copy
+    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 1_000_000)
+    assert invoke("step", path, "-f", "json").exit_code == 0  # five copies: 0.8 MB
+    assert_refused(invoke("train", path, "-n", "1"), "dense.json: X: too large", "20020 weights",
+                   "training would need about")  # eight copies: 1.28 MB
+
+
+def test_a_dense_layer_works_n_in_times_n_out_per_image(tmp_path):
+    from cnntrace.io import load_problem
+
+    small, wide = (load_problem(dense_network(tmp_path, 1000, n)).size()[1] for n in (5, 10))
+    assert wide - small == 1000 * 5  # the softmax's work does not grow by n_in
+
+
+def test_a_check_too_long_is_refused_naming_max_entries(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
+    result = invoke("check", REFERENCE)
+    assert_refused(result, "--max-entries: checking 51 entries takes two passes each", "try --max-entries ")
+    fits = result.stderr.rsplit(" ", 1)[1].strip()
+    assert invoke("check", REFERENCE, "--max-entries", fits).exit_code == 0
+
+
+@pytest.mark.parametrize("args, unit", [(["train", "-n", "3"], "epoch"), (["check"], "entry")])
+def test_progress_is_written_as_lines_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, unit):
+    import cnntrace.cli
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.0)
+    command, *options = args
+    result = invoke(command, REFERENCE, *options)
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {unit} ")]
+    assert result.exit_code == 0 and len(lines) >= 3 and " of " in lines[0] and lines[-1].endswith(" s")

@@ -73,8 +73,8 @@ class Dense(Layer):
         return Layout((n_out,), shown=n_out > 1), weights
 
     def work(self, layouts, weights):
-        n_out = weights[self.W].shape[1]
-        return 1, n_out * n_out
+        n_in, n_out = weights[self.W].shape
+        return 1, n_in * n_out
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.dense_forward(x, weights[self.W], weights[self.B]), x
