@@ -499,6 +499,9 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview, *, force: boo
     payload = data.encode("utf-8") if isinstance(data, str) else data
     directory = path.parent if str(path.parent) else Path(".")
     _refuse_protected(path, force)
+    if _is_special(path):
+        _write_into(path, payload)
+        return
     try:
         # A new file gets the usual permissions (0666 less the umask), not mkstemp's 0600;
         # a file that is replaced keeps its own.
@@ -521,6 +524,20 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview, *, force: boo
         if isinstance(error, OSError):
             raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
         raise
+
+
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` is a device, a FIFO or a socket (/dev/null, /dev/stdout, a pipe): a
+    file that is written into, never renamed over (that would replace /dev/null)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _write_into(path: Path, payload) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(payload)
+    except OSError as error:
+        raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
 
 
 def _refuse_protected(path: Path, force: bool) -> None:
@@ -553,7 +570,11 @@ def check_writable(path: str | Path, *, force: bool = False) -> None:
     import tempfile
 
     path = Path(path)
-    if path.is_dir():
+    if _is_special(path):
+        if os.access(path, os.W_OK):
+            return
+        problem = errno.EACCES
+    elif path.is_dir():
         problem = errno.EISDIR
     elif not path.parent.is_dir():
         problem = errno.ENOTDIR if path.parent.exists() else errno.ENOENT

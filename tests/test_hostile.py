@@ -403,3 +403,21 @@ def test_progress_is_written_as_lines_where_stderr_is_no_terminal(tmp_path, monk
     result = invoke(command, REFERENCE, *options)
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {unit} ")]
     assert result.exit_code == 0 and len(lines) >= 3 and " of " in lines[0] and lines[-1].endswith(" s")
+
+
+def test_a_fifo_or_a_device_is_written_into_never_renamed_over(tmp_path):
+    """``-o /dev/null`` or a pipe: an atomic write's rename would put a regular file there."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+
+    def read():
+        with open(fifo, "rb") as pipe:
+            received.append(pipe.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    result = invoke("init", "--seed", "1", "-o", fifo)
+    reader.join(timeout=30)
+    assert result.exit_code == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert json.loads(received[0])["X"]
