@@ -32,6 +32,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 FLAGS = {
     "force": "--force",
     "fraction": "--holdout",
+    "hand": "--hand",
     "image": "--image",
     "level": "--level",
     "max_entries": "--max-entries",

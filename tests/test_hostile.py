@@ -421,3 +421,13 @@ def test_a_fifo_or_a_device_is_written_into_never_renamed_over(tmp_path):
     reader.join(timeout=30)
     assert result.exit_code == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
     assert json.loads(received[0])["X"]
+
+
+@pytest.mark.parametrize("args", [["--size", "200"], ["--size", "33x32"], ["--size", "16", "--batch", "5"]])
+def test_a_hand_exercise_too_large_for_paper_is_refused_at_once(args):
+    assert_refused(invoke("init", "--hand", "--seed", "1", *args), "--hand: makes an exercise for pencil and paper")
+
+
+def test_a_hand_exercise_like_a_large_file_is_refused_at_once(tmp_path):
+    data = {**reference(), "X": [[0.0] * 40] * 40, "W2": [0.0] * 361}
+    assert_refused(invoke("init", "--hand", "--like", write(tmp_path, data), "--seed", "1"), "this X has 1600 (40×40)")
