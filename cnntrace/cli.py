@@ -16,7 +16,6 @@ import math
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from enum import Enum
 from functools import partial
 from pathlib import Path
@@ -1026,6 +1025,8 @@ def train(
         raise typer.BadParameter("give --test or --holdout, not both", param_hint="'--holdout'")
     _check_writable(save, force)  # now, not after the training
     with reported_errors(file):
+        from dataclasses import replace  # lazy: start-up
+
         from cnntrace import train as training  # lazy: start-up (numpy)
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
         from cnntrace.io import read_input, with_parameters, write_input

@@ -295,16 +295,17 @@ def test_a_training_that_ends_worse_does_not_replace_a_saved_model(tmp_path):
 
 
 def test_train_keeps_only_the_last_parameters(tmp_path, monkeypatch):
-    import cnntrace.cli
+    import dataclasses
 
     kept = []
-    original = cnntrace.cli.replace
+    original = dataclasses.replace
 
-    def counting(epoch, **changes):
-        kept.append(changes)
-        return original(epoch, **changes)
+    def counting(record, **changes):
+        if "parameters" in changes:  # an epoch's record, as the history keeps it
+            kept.append(changes)
+        return original(record, **changes)
 
-    monkeypatch.setattr(cnntrace.cli, "replace", counting)
+    monkeypatch.setattr(dataclasses, "replace", counting)
     result = invoke("train", write(tmp_path, reference()), "-n", "4", "-f", "json")
     assert result.exit_code == 0 and len(json.loads(result.stdout)["history"]) == 4
     assert len(kept) == 4 and all(changes["parameters"] is None for changes in kept)
