@@ -51,10 +51,11 @@ def assert_refused(result, *fragments: str, status: int = 2):
 
 @pytest.fixture
 def small_limit(monkeypatch):
-    """Input files limited to 1 MiB, so that reading past the limit is quick."""
+    """Input and answer files limited to 1 MiB, so that reading past the limit is quick."""
     import cnntrace.io
 
     monkeypatch.setattr(cnntrace.io, "MAX_INPUT_BYTES", 2**20)
+    monkeypatch.setattr(cnntrace.io, "MAX_ANSWERS_BYTES", 2**20)
 
 
 # -- 4. every read bounded, whatever the file is ---------------------------------------------------
@@ -107,7 +108,7 @@ def test_every_read_is_bounded(tmp_path, small_limit, command, source):
     if command == "step, the second file":  # the first file's trace stands; the second is refused
         assert result.exit_code == 2 and "limited to 1 MiB" in result.stderr
         return
-    assert_refused(result, str(bad), "gives more than 1 MiB", "limited to 1 MiB")
+    assert_refused(result, str(bad), "gives more than 1 MiB", "files are limited to 1 MiB")
 
 
 def test_a_regular_file_past_the_limit_is_refused_by_its_size(tmp_path, small_limit):
@@ -432,3 +433,14 @@ def test_a_hand_exercise_too_large_for_paper_is_refused_at_once(args):
 def test_a_hand_exercise_like_a_large_file_is_refused_at_once(tmp_path):
     data = {**reference(), "X": [[0.0] * 40] * 40, "W2": [0.0] * 361}
     assert_refused(invoke("init", "--hand", "--like", write(tmp_path, data), "--seed", "1"), "this X has 1600 (40×40)")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_an_answer_file_is_limited_to_32_mib(tmp_path, suffix):
+    from cnntrace.io import MAX_ANSWERS_BYTES
+
+    answers = tmp_path / f"answers{suffix}"
+    with open(answers, "wb") as handle:
+        handle.truncate(MAX_ANSWERS_BYTES + 1)
+    assert_refused(invoke("verify", REFERENCE, answers), "is 32 MiB; answer files are limited to 32 MiB")
+    assert_refused(invoke("verify", REFERENCE, "/dev/zero"), "gives more than 32 MiB; answer files are limited to 32 MiB")
