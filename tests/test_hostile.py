@@ -444,3 +444,15 @@ def test_an_answer_file_is_limited_to_32_mib(tmp_path, suffix):
         handle.truncate(MAX_ANSWERS_BYTES + 1)
     assert_refused(invoke("verify", REFERENCE, answers), "is 32 MiB; answer files are limited to 32 MiB")
     assert_refused(invoke("verify", REFERENCE, "/dev/zero"), "gives more than 32 MiB; answer files are limited to 32 MiB")
+
+
+@pytest.mark.parametrize("args", [[], ["-f", "latex", "--key"]])
+def test_a_worksheet_too_large_for_paper_is_refused_before_it_is_made(tmp_path, monkeypatch, args):
+    import cnntrace.render.sheet
+
+    monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 1000)  # the reference has more than 62 entries
+    target = tmp_path / "sheet.md"
+    assert_refused(invoke("sheet", REFERENCE, *args, "-o", target), "X: too large for a worksheet: its ", "entries")
+    assert not target.exists()
+    monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 10**5)
+    assert invoke("sheet", REFERENCE, *args, "-o", target).exit_code == 0 and target.exists()
