@@ -40,7 +40,7 @@ import numpy as np
 
 from cnntrace import checks
 from cnntrace.errors import InputError, shown
-from cnntrace.naming import grad
+from cnntrace.naming import grad, numbered
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
 
@@ -569,3 +569,32 @@ class Layer:
         """This layer with the switches of ``conventions`` that it honours set."""
         chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
         return replace(self, **chosen) if chosen else self
+
+
+@dataclass(frozen=True)
+class WeightedLayer(Layer):
+    """A kind with weights of its own (conv, dense, conv_transpose, batchnorm): it counts in
+    the numbering, makes Z{l} and has W{l}, and B{l} unless it goes without a bias."""
+
+    letter: ClassVar[str] = "Z"
+    weighted: ClassVar[bool] = True
+
+    def named(self, letters: str) -> str:
+        """This layer's matrix ``letters`` by the naming scheme: W → W2, mean → mean2."""
+        return numbered(letters, self.place.number)
+
+    @property
+    def W(self) -> str:
+        return self.named("W")
+
+    @property
+    def B(self) -> str:
+        return self.named("B")
+
+    @property
+    def has_bias(self) -> bool:
+        return True
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.W, self.B) if self.has_bias else (self.W,)

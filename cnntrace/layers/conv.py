@@ -15,18 +15,18 @@ from cnntrace.layers.base import (
     Explained,
     Extra,
     Hand,
-    Layer,
     Layout,
     Mistake,
     Option,
     Rule,
+    WeightedLayer,
     flag_option,
     grad_stage,
     padding_option,
     pair_option,
     stage,
 )
-from cnntrace.naming import grad, numbered
+from cnntrace.naming import grad
 from cnntrace.ops import output_size
 from cnntrace.terms import Term
 from cnntrace.text import pair_text, shape_text
@@ -59,16 +59,14 @@ def tap_text(tap: str, stride: str, dilation: bool, padding: str) -> str:
 
 
 @dataclass(frozen=True)
-class Conv(Layer):
+class Conv(WeightedLayer):
     """Z = conv(X, W) + B: cross-correlation of K filters over C channels (flip: a true
     convolution, the kernel rotated 180°), the taps ``dilation`` apart; with ``groups`` G,
     filter k reads only its group's C/G channels. W (K, C/G, kh, kw), B (K,) unless no bias."""
 
     type: ClassVar[str] = "conv"
-    letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = ("Z = conv(input, W) + B; W is K×(C/groups)×kh×kw (PyTorch's order), "
                                   "K×kh×kw or kh×kw.")  # fmt: skip
-    weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "map"
     HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "rot180", "pad")
@@ -92,16 +90,8 @@ class Conv(Layer):
     flip: bool = False
 
     @property
-    def W(self) -> str:
-        return numbered("W", self.place.number)
-
-    @property
-    def B(self) -> str:
-        return numbered("B", self.place.number)
-
-    @property
-    def params(self):
-        return (self.W, self.B) if self.bias else (self.W,)
+    def has_bias(self) -> bool:
+        return self.bias
 
     def options(self):
         out = {"type": "conv"}

@@ -14,33 +14,31 @@ from cnntrace.layers.base import (
     Explained,
     Extra,
     Hand,
-    Layer,
     Layout,
     Mistake,
     Rule,
+    WeightedLayer,
     flag_option,
     grad_stage,
     pair_option,
     stage,
 )
 from cnntrace.layers.conv import groups_option, pair_or_number, span
-from cnntrace.naming import grad, numbered
+from cnntrace.naming import grad
 from cnntrace.ops import conv_transpose_size
 from cnntrace.terms import Term
 from cnntrace.text import pair_text, shape_text
 
 
 @dataclass(frozen=True)
-class ConvTranspose(Layer):
+class ConvTranspose(WeightedLayer):
     """Z[m, g·K/G + k, h·s + i·d − p, w·s + j·d − p] += X[m,c,h,w]·W[c,k,i,j] for every channel c
     of group g, + B: the convolution's dL/dX with X in the place of dL/dZ. W (C, K/G, kh, kw)
     as PyTorch stores it, B (K,) unless no bias."""
 
     type: ClassVar[str] = "conv_transpose"
-    letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = ("Z = conv_transpose(input, W) + B, PyTorch's ConvTranspose2d; W is "
                                   "C×(K/groups)×kh×kw (PyTorch's order) or kh×kw.")  # fmt: skip
-    weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "map"
     HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "pad")
@@ -65,16 +63,8 @@ class ConvTranspose(Layer):
     bias: bool = True
 
     @property
-    def W(self) -> str:
-        return numbered("W", self.place.number)
-
-    @property
-    def B(self) -> str:
-        return numbered("B", self.place.number)
-
-    @property
-    def params(self):
-        return (self.W, self.B) if self.bias else (self.W,)
+    def has_bias(self) -> bool:
+        return self.bias
 
     def options(self):
         out = {"type": self.type}
