@@ -291,7 +291,7 @@ def padding_option(description: str) -> Option:
             return value
         if isinstance(value, str):
             raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
-                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
+                             f'or "same", got {shown(value)}', key=key)  # fmt: skip
         if isinstance(value, (list, tuple)) and len(value) == 4:
             top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
             return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
@@ -301,6 +301,13 @@ def padding_option(description: str) -> Option:
         return checks.pair(key, value, 0, "padding")
 
     return Option(parse, schema)
+
+
+def padding_value(padding) -> int | str | list:
+    """A parsed padding as an input file writes it (see padding_option)."""
+    if isinstance(padding, str) or padding[0] != padding[-1] or len(padding) == 4:
+        return padding if isinstance(padding, str) else list(padding)
+    return padding[0]
 
 
 def flag_option(default: bool, description: str, what: str) -> Option:
