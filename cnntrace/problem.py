@@ -64,7 +64,7 @@ def parse_layer(description, key: str) -> Layer:
     if not isinstance(kind_name, str) or kind_name not in KINDS:
         guess = difflib.get_close_matches(str(kind_name), list(KINDS), n=1)
         hint = f"did you mean {guess[0]}? " if guess else ""
-        what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name)}"
+        what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name, 30)}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)
     kind = KINDS[kind_name]
     options = {}
