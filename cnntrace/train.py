@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnntrace import limits
 from cnntrace.errors import ArgumentError, InputError, NumericError, TrainingDiverged
 from cnntrace.io import problem_from_dict
 from cnntrace.layers import GivenLayout
@@ -345,7 +346,8 @@ def train(
         X, target = X.astype(DTYPES[dtype]), target.astype(DTYPES[dtype])
     M = problem.M
     batch_size = M if batch_size is None else min(batch_size, M)
-    problem.check_size(batch_size)
+    # One mini-batch's pass, and the copies of the weights training keeps besides the pass's.
+    problem.check_size(batch_size, copies=limits.WEIGHT_COPIES + limits.TRAIN_COPIES, doing="training")
     # numpy.random is imported only to shuffle (a hundredth of a second of start-up).
     rng = np.random.default_rng(seed) if shuffle and batch_size < M else None
     # Batch norm's running statistics start where PyTorch starts them, where the input

@@ -22,6 +22,7 @@ import json
 
 import numpy as np
 
+from cnntrace.errors import one_line
 from cnntrace.explain import explain_entry
 from cnntrace.render import View
 from cnntrace.render.document import (
@@ -211,7 +212,10 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     document, render.document), then the embedded explanations."""
     precision = view.precision
     cells = _Cells()
-    parts = [f'<section class="trace"{f" data-file={json.dumps(file)}" if file else ""}>']
+    # A file name is the user's: escaped for an attribute (quotes too), as for the text.
+    file = one_line(file) if file else file  # an escape sequence in a name, written as its escape
+    attribute = f' data-file="{html.escape(file, quote=True)}"' if file else ""
+    parts = [f'<section class="trace"{attribute}>']
     if file:
         parts.append(f"<h2 class=file>{html.escape(file)}</h2>")
     shown: list[Entry] = []
