@@ -35,6 +35,7 @@ FLAGS = {
     "momentum": "--momentum",
     "only": "--only",
     "preset": "--preset",
+    "decimals": "--decimals",
     "seed": "--seed",
     "size": "--size",
 }
@@ -100,6 +101,7 @@ class VerifyPreset(str, Enum):
 
     hand = "hand"
     float64 = "float64"
+    float32 = "float32"
 
 
 #: The renderer of each format of ``step``.
@@ -219,6 +221,11 @@ SheetOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1).")
 QuizOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.")
 StepFull = _full("Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.")
 TrainFull = _full("Table view: every entry of parameters over 40 on a side.")
+VerifyPresetOption = Annotated[VerifyPreset, typer.Option("--preset", help=(
+    "Tolerances: hand (the learner's rounding, carried through each stage), float64 or "
+    "float32 (torch.testing's rtol and atol, the atol scaled by the matrix's largest entry)."))]
+Decimals = Annotated[int | None, typer.Option("--decimals", min=0, max=15, show_default=False, help=(
+    "The hand preset's rounding: the decimals asked for (default: those the answers were written with)."))]
 FormatOption = _format(Format)
 CheckFormatOption = _format(CheckFormat)
 ExplainFormatOption = _format(ExplainFormat)
@@ -544,31 +551,31 @@ def verify(
     answers: Annotated[Path, typer.Argument(
         help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
     output_format: CheckFormatOption = CheckFormat.table,
-    preset: Annotated[VerifyPreset, typer.Option("--preset", help=(
-        "Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
-        "(rtol 1e-9, atol 1e-12, code in double precision)."))] = VerifyPreset.hand,
+    preset: VerifyPresetOption = VerifyPreset.hand,
+    decimals: Decimals = None,
     rtol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Relative tolerance (overrides the preset).")] = None,
     atol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Absolute tolerance (overrides the preset).")] = None,
 ) -> None:
     """Check hand-computed ANSWERS against FILE's trace, entry by entry, and name the mistakes.
 
     ANSWERS holds any of step's JSON names (or step's own output), single entries as
-    explain spells them, null for not answered. Each wrong answer gets a diagnosis: an error
-    carried forward from the learner's own earlier answers, or a known mistake. Exit status
-    0 when every answer given is right, 1 otherwise.
+    explain spells them, null for not answered. Under the hand preset an answer is right
+    within the rounding the learner used, carried through each stage, judged against the
+    true value or against the pass from the learner's own earlier right answers. Each wrong
+    answer gets a diagnosis: an error carried forward from the learner's own earlier
+    answers, or a known mistake. Exit status 0 when every answer given is right, 1 otherwise.
     """
     render = _renderer(VERIFY_RENDERERS, output_format)
     trace = load_trace(file)
-    with reported_errors():
-        from cnntrace.verify import passed, tolerances  # lazy: start-up
-        from cnntrace.verify import verify as judge_answers
-
-        rtol, atol = tolerances(preset.value, rtol, atol)
     with reported_errors(answers):
         from cnntrace.io import read_answers  # lazy: start-up
+        from cnntrace.verify import passed, tolerance
+        from cnntrace.verify import verify as judge_answers
 
-        verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
-        settings = {"rtol": rtol, "atol": atol, "conventions": trace.problem.network.conventions()}
+        given = read_answers(answers)
+        rule = tolerance(preset.value, rtol, atol, decimals, given)
+        verdicts = judge_answers(trace, given, tolerance=rule)
+        settings = {**rule.settings(), "rule": rule.text(), "conventions": trace.problem.network.conventions()}
         text = _text(render(verdicts, str(file), str(answers), settings))
     sys.stdout.write(text)
     if not passed(verdicts):

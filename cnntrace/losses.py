@@ -61,6 +61,11 @@ class Loss:
         """dL/d(logits), straight from the output and the target."""
         raise NotImplementedError
 
+    def gradient_by_hand(self, output, target):
+        """dL/d(output) as a learner computes it, from the output alone (verify's rounding:
+        how the output's rounding moves it)."""
+        return self.gradient(output, target, None)
+
     def entries(self, layout: Layout, M: int) -> int:
         """How many entries the mean divides by."""
         return M * int(np.prod(layout.shape, dtype=np.int64))
@@ -157,6 +162,13 @@ class BCE(Loss):
 
     def gradient(self, output, target, logits):
         return ops.bce_grad_A(logits, target)
+
+    def gradient_by_hand(self, output, target):
+        """(−Y/A + (1 − Y)/(1 − A)) / N from A itself, 1/(1 − A) amplifying A's rounding."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            positive = np.where(target != 0, -target / output, 0.0)
+            negative = np.where(target != 1, (1.0 - target) / (1.0 - output), 0.0)
+        return (positive + negative) / output.size
 
     def fused_backward(self, output, target):
         return ops.bce_sigmoid_backward(output, target)
