@@ -36,6 +36,7 @@ FLAGS = {
     "only": "--only",
     "preset": "--preset",
     "decimals": "--decimals",
+    "marks": "--marks",
     "seed": "--seed",
     "size": "--size",
 }
@@ -86,6 +87,13 @@ class SheetFormat(str, Enum):
 
     markdown = "markdown"
     latex = "latex"
+
+
+class GradeFormat(str, Enum):
+    """Output formats of ``grade``."""
+
+    csv = "csv"
+    json = "json"
 
 
 class TrainFormat(str, Enum):
@@ -155,6 +163,11 @@ EXPLAIN_RENDERERS = {
 SHEET_RENDERERS = {
     SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
     SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
+}
+
+GRADE_RENDERERS = {
+    GradeFormat.csv: ("cnntrace.render.gradebook", "render_csv"),
+    GradeFormat.json: ("cnntrace.render.gradebook", "render_json"),
 }
 
 #: The renderer of the whole training, once it is over (NDJSON has none: its lines are all).
@@ -231,6 +244,7 @@ CheckFormatOption = _format(CheckFormat)
 ExplainFormatOption = _format(ExplainFormat)
 SheetFormatOption = _format(SheetFormat)
 TrainFormatOption = _format(TrainFormat)
+GradeFormatOption = _format(GradeFormat)
 
 
 def _version(value: bool) -> None:
@@ -580,6 +594,88 @@ def verify(
     sys.stdout.write(text)
     if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def grade(
+    exercises: Annotated[Path, typer.Argument(
+        metavar="EXERCISES", show_default=False, help="An exercise file, or a directory of them (*.json).")],
+    answers: Annotated[Path | None, typer.Argument(metavar="ANSWERS", show_default=False, help=(
+        "The directory of answer files: exercise-07.json's are exercise-07.json or 07-*.json."))] = None,
+    roster: Annotated[Path | None, typer.Option("--roster", metavar="CSV", show_default=False, help=(
+        "Who answered what instead: a CSV with id,exercise,answers (paths beside the roster)."))] = None,
+    marks: Annotated[Path | None, typer.Option("--marks", metavar="FILE", show_default=False, help=(
+        'The marks of each matrix as JSON ({"P1": 2, "dL_dW1": 4}); only those are asked. Default: 1 each.'))] = None,
+    feedback: Annotated[Path | None, typer.Option("--feedback", metavar="DIR", show_default=False, help=(
+        "Write each learner's verify report into this directory (ID.txt)."))] = None,
+    output_format: GradeFormatOption = GradeFormat.csv,
+    preset: VerifyPresetOption = VerifyPreset.hand,
+    decimals: Decimals = None,
+) -> None:
+    """Grade a class: a gradebook row for every learner, on stdout; a class summary on stderr.
+
+    Each row: id, exercise, score, total, the status of every matrix (right, right_rounded,
+    wrong, carried_forward, unanswered, not_judged), the diagnoses, and the reason when
+    there is no grade (no answer file, answers that cannot be read).
+
+    Example: cnntrace grade class/ answers/ --marks marks.json --feedback notes/ > grades.csv
+    """
+    if (answers is None) == (roster is None):
+        raise typer.BadParameter("give ANSWERS (a directory) or --roster CSV, one of them", param_hint="ANSWERS")
+    render = _renderer(GRADE_RENDERERS, output_format)
+    with reported_errors(exercises):
+        from cnntrace.errors import InputError  # lazy: start-up
+        from cnntrace.grade import class_summary, match, read_marks, read_roster
+        from cnntrace.grade import grade as grade_class
+        from cnntrace.verify import tolerance
+
+        if not exercises.exists():
+            raise InputError("does not exist", file=str(exercises))
+        listed = sorted(exercises.glob("*.json")) if exercises.is_dir() else [exercises]
+        if not listed:
+            raise InputError("holds no exercise (*.json)", file=str(exercises))
+    weights = None
+    if marks is not None:
+        with reported_errors(marks):
+            weights = read_marks(marks)
+    if roster is not None:
+        with reported_errors(roster):
+            submissions = read_roster(roster, exercises if exercises.is_dir() else exercises.parent)
+    else:
+        with reported_errors(answers):
+            if not answers.is_dir():
+                raise InputError("is not a directory of answer files", file=str(answers))
+            submissions = match(listed, answers)
+    if feedback is not None:
+        with reported_errors(feedback):
+            feedback.mkdir(parents=True, exist_ok=True)
+    with reported_errors(marks):
+        rows = grade_class(submissions, lambda given: tolerance(preset.value, None, None, decimals, given), weights)
+    summary = class_summary(rows)
+    text = render(rows, summary)
+    if feedback is not None:
+        _write_feedback(rows, feedback)
+    sys.stdout.write(text)
+    for line in summary:
+        typer.echo(line, err=True)
+
+
+def _write_feedback(rows, directory: Path) -> None:
+    """Each graded learner's verify report, as the table view writes it, to DIR/ID.txt."""
+    import io  # lazy: start-up
+
+    from rich.console import Console
+
+    from cnntrace.io import write_atomic
+    from cnntrace.render.verify import render_table
+
+    for row in rows:
+        if not row.verdicts:
+            continue
+        console = Console(width=100, record=True, file=io.StringIO())
+        console.print(render_table(row.verdicts, row.exercise, row.answers, row.settings))
+        with reported_errors(directory):
+            write_atomic(directory / f"{Path(row.id).name}.txt", console.export_text())
 
 
 def _dims(text: str, option: str) -> tuple[int, int]:

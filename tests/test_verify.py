@@ -158,6 +158,22 @@ def test_pool_spread():
     assert ids(t, {"dL_dX": spread}) == ["pool_spread"]
 
 
+def test_pool_copy_all_and_avgpool_for_max(reference):
+    d = np.asarray(reference["dL_dP1"])
+    copied = np.kron(d, np.ones((2, 2)))  # undivided, to every cell of each 2×2 window
+    assert ids(reference, {"dL_dA1": copied.tolist()}) == ["pool_copy_all"]
+    A1 = np.asarray(reference["A1"])
+    averaged = A1.reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    assert ids(reference, {"P1": averaged.tolist()}) == ["avgpool_for_max"]
+
+
+def test_maxpool_for_avg():
+    t = trace_input(make("pool-first-then-tanh", 6))
+    X = np.asarray(make("pool-first-then-tanh", 6)["X"])
+    maxima = X.reshape(2, 2, 4, 2, 4, 2).max(axis=(3, 5))
+    assert "maxpool_for_avg" in ids(t, {"P0": maxima.tolist()})
+
+
 def relu_at_zero(conventions=None):
     """Z1 = X·W1 + B1 = 1 − 1 + 0 = 0: exactly on ReLU's kink."""
     data = {"X": [[1, -1]], "layers": ["dense", "relu", "dense", "sigmoid"], "W1": [[1, 2], [1, 1]],

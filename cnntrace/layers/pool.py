@@ -175,6 +175,12 @@ class MaxPool(Pool):
         out.append(Mistake("pool_spread", f"dL/d{a}: dL/d{p} spread over the whole window (1/{n} to each "
                            "cell, as avg-pool would) instead of sent to its maximum",
                            {grad(a): ops.avgpool_backward(d, cache)}))  # fmt: skip
+        out.append(Mistake("pool_copy_all", f"dL/d{a}: dL/d{p} copied undivided to every cell of its "
+                           "window instead of sent to its maximum alone",
+                           {grad(a): ops.avgpool_backward(d, cache) * n}))  # fmt: skip
+        average, _ = ops.avgpool_forward(A, self.size, self.stride, self.padding)
+        out.append(Mistake("avgpool_for_max", f"{p}: each window averaged, as avg-pool does, where "
+                           "max-pool takes its maximum", {p: average}))  # fmt: skip
         return out
 
     def stages(self, ctx):
@@ -315,6 +321,8 @@ class AvgPool(Pool):
                     f"without the 1/{n}", {grad(a): ops.avgpool_backward(d, cache) * n}),
             Mistake("avgpool_as_max", f"dL/d{a}: dL/d{p} sent to the window's maximum, as max-pool "
                     "would, instead of spread evenly", {grad(a): ops.maxpool_backward(d, max_cache)}),
+            Mistake("maxpool_for_avg", f"{p}: each window's maximum taken, as max-pool does, where "
+                    "avg-pool averages", {p: ops.maxpool_forward(A, self.size, self.stride, self.padding)[0]}),
         ]  # fmt: skip
 
     def stages(self, ctx):
