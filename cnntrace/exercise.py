@@ -178,7 +178,8 @@ class HandReport(NamedTuple):
     ties: int  # pool windows with tied maxima
     inexact: tuple[str, ...]  # forward matrices up to F with more than two decimals
     one_sided: tuple[str, ...]  # ReLU inputs with entries of one sign only
-    saturated: tuple[str, ...]  # the output sigmoid's (or tanh's) input beyond ±SMOOTH_RANGE
+    saturated: tuple[str, ...]  # the output sigmoid's, tanh's or softmax's input beyond ±SMOOTH_RANGE
+    #                             (softmax: or two logits further apart)
     pools: int  # max-pool layers
 
 
@@ -204,7 +205,10 @@ def hand_report(problem) -> HandReport:
         if hand.both_signs and x.size > 1 and not ((x > 0).any() and (x < 0).any()):
             one_sided.append(layer.input)
         last = layer is network.layers[-1]
-        if last and hand.saturates and np.any(np.abs(x) > SMOOTH_RANGE):
+        # Each image's logits (the axes after the first) within ±SMOOTH_RANGE, and, where
+        # they compete, no two of them further apart than that either.
+        gaps = np.ptp(x.reshape(x.shape[0], -1), axis=1) if hand.competes and x.size else np.zeros(1)
+        if last and hand.saturates and (np.any(np.abs(x) > SMOOTH_RANGE) or np.any(gaps > SMOOTH_RANGE)):
             saturated.append(layer.input)
         exact_part = exact_part and hand.exact
         if exact_part and not _two_decimals(values[layer.output]):

@@ -395,7 +395,7 @@ def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL, *,
         if verdict.status == "right":
             accepted.append(answer)
     if any(v.status == "wrong" for v in verdicts):
-        doctor = _Doctor(judge_)
+        doctor = _Doctor(judge_, accepted)
         wrong = [(a, v) for a, v in zip(parsed, verdicts) if v.status == "wrong"]
         verdicts = [
             v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong, accepted))
@@ -425,9 +425,15 @@ class _Judge:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             return self.network.resume(self.X, self.target, self.weights, self.problem.lr, given)
 
-    def bound(self, name: str, value, tolerance: Tolerance | None = None) -> np.ndarray:
-        """Each entry's bound around ``value``, a matrix of stage ``name`` (user's shape)."""
-        return (tolerance or self.tolerance).bound(value, self.amplified.get(name))
+    def bound(self, name: str, value, tolerance: Tolerance | None = None, evenly: bool = False) -> np.ndarray:
+        """Each entry's bound around ``value``, a matrix of stage ``name`` (user's shape).
+        ``evenly``: every entry amplified as the most amplified one is, for a mistake's pass
+        whose entries read other inputs than the right pass's (a gradient sent to every
+        cell of a pool window where the right one goes to its maximum alone)."""
+        amplified = self.amplified.get(name)
+        if evenly and amplified is not None and np.size(amplified):
+            amplified = np.full(np.shape(amplified), np.max(amplified))
+        return (tolerance or self.tolerance).bound(value, amplified)
 
     def general(self, answers: list[Answer]) -> dict:
         """The learner's answers as stages on the general shapes: single entries put into
@@ -463,17 +469,26 @@ class _Judge:
 class _Doctor:
     """The passes of every known mistake, made once, and the learner's own earlier answers."""
 
-    def __init__(self, judge_: _Judge):
+    def __init__(self, judge_: _Judge, accepted: list | None = None):
         self.j = judge_
         self.trace, self.problem, self.order = judge_.trace, judge_.problem, judge_.order
+        self.accepted = accepted or []
         self._mistakes = None
 
     def mistakes(self):
-        """[(Mistake, its whole pass)], made on first use."""
+        """[(Mistake, its whole pass)], made on first use: each made from the learner's own
+        answers judged right (the true values where they gave none), and resumed from those
+        that come before it, as the learner went on."""
         if self._mistakes is None:
             j = self.j
-            made = j.network.mistakes(j.values, j.weights, self.problem.lr, self.problem.M)
-            self._mistakes = [(m, j.pass_(m.given)) for m in made]
+            given = j.general(self.accepted)
+            values = {"X": j.X, **j.pass_(given)} if given else j.values
+            made = j.network.mistakes(values, j.weights, self.problem.lr, self.problem.M)
+            self._mistakes = []
+            for m in made:
+                first = min(self.order.get(name, 0) for name in m.given)
+                before = j.general([a for a in self.accepted if self.order[a.name] < first])
+                self._mistakes.append((m, j.pass_({**before, **m.given})))
         return self._mistakes
 
     def _pick(self, answer: Answer, *matrices):
@@ -489,17 +504,17 @@ class _Doctor:
             return False
         correct = np.asarray(self.trace[answer.name])
         made = self.j.user(answer.name, values[answer.name])
-        bound = self.j.bound(answer.name, correct)
+        bound = self.j.bound(answer.name, correct, evenly=True)
         given, made, correct, bound = self._pick(answer, made, correct, bound)
         return bool(np.all(_within(given, made, bound)) and not np.all(_within(made, correct, bound)))
 
     def diagnose(self, answer: Answer, wrong: list, accepted: list) -> list[Diagnosis]:
-        precision = self._precision(answer)
-        if precision:
-            return [precision]
         carried = self._carried_forward(answer, wrong, accepted)
         if carried:
             return [carried]
+        precision = self._precision(answer)
+        if precision:
+            return [precision]
         here = symbol(answer.name)
         out = []
         for mistake, values in self.mistakes():

@@ -36,7 +36,8 @@ def hand_trace(template: Problem, seed: int, level: int = 1):
 def worked_by_hand(trace, decimals: int, mistake=None, names=None) -> dict:
     """The answers of a learner who rounds every stage to ``decimals`` and carries their own
     rounded values forward. ``mistake`` (a Mistake) is made on the way: its stages take its
-    values computed from the learner's own earlier answers. {name: nested lists}."""
+    values computed from the learner's own earlier answers: ``mistake(values, weights)``
+    gives {stage: value} (general shapes) from the learner's pass. {name: nested lists}."""
     problem = trace.problem
     network = problem.network
     X, target, weights = problem.general_X(), problem.general_target, problem.general_weights()
@@ -45,7 +46,8 @@ def worked_by_hand(trace, decimals: int, mistake=None, names=None) -> dict:
     for stage in problem.stages:
         with np.errstate(all="ignore"):
             values = network.resume(X, target, weights, problem.lr, mine)
-            if mistake is not None and stage.name in mistake(values, weights):
-                values = network.resume(X, target, weights, problem.lr, {**mine, **mistake(values, weights)})
+            wrong = mistake({"X": X, **values}, weights) if mistake is not None else {}
+            if stage.name in wrong:
+                values = network.resume(X, target, weights, problem.lr, {**mine, **wrong})
         mine[stage.name] = np.round(values[stage.name], decimals)
     return {name: np.asarray(problem.present(name, mine[name])).tolist() for name in names}

@@ -363,6 +363,7 @@ class Softmax(Activation):
     function: ClassVar[str] = "softmax"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("softmax", "exp", "diag")
     DESCRIPTION: ClassVar[str] = "exp(Z)/Σexp(Z) over the units; only as the last layer."
+    HAND: ClassVar[Hand] = Hand(saturates=True, competes=True)
     input_form: ClassVar[str] = "vector"
     last_only: ClassVar[bool] = True
     pairs_with: ClassVar[str] = "cross_entropy"

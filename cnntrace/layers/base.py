@@ -321,6 +321,7 @@ class Hand(NamedTuple):
     exact: bool = False  # its output stays exact at two decimals when worked by hand
     both_signs: bool = False  # its input should hold both signs (a ReLU's kink at 0)
     saturates: bool = False  # as the last layer, its input must stay where a calculator copes
+    competes: bool = False  # its inputs compete (softmax's logits): their gaps stay small too
     ties: bool = False  # its input can tie on purpose (a max-pool window)
     level_weights: bool = False  # the first such layer's weights are drawn at the exercise's level
 
