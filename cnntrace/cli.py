@@ -732,6 +732,10 @@ def init(
     if hand and image is not None:
         raise typer.BadParameter("--hand draws X itself; leave out --image", param_hint="--image")
     by_hand = f" --hand --level {level}" + " --allow-ties" * allow_ties if hand else ""
+    if hand:
+        from cnntrace.exercise import HAND_PROMISES  # lazy: start-up
+
+        by_hand += f". --hand promises: {HAND_PROMISES}"
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip

@@ -140,7 +140,7 @@ class ReLU(Activation):
     function: ClassVar[str] = "ReLU"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("ReLU",)
     DESCRIPTION: ClassVar[str] = "max(Z, 0); ReLU′(0) = 0."
-    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
+    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True, masks=True)
     CONVENTIONS: ClassVar[dict[str, Convention]] = {
         "relu_grad_at_zero": Convention("grad_at_zero", (0, 1), "ReLU′(0)."),
     }

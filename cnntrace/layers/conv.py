@@ -38,7 +38,7 @@ class Conv(Layer):
     DESCRIPTION: ClassVar[str] = "Z = conv(input, W) + B; W is K×C×kh×kw (PyTorch's order), K×kh×kw or kh×kw."
     weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "map"
-    HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
+    HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True, live_filters=True)
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "rot180", "pad")
     OPTIONS: ClassVar[dict] = {
         "stride": pair_option(1, 1, "The convolution's stride.", "stride"),

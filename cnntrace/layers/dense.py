@@ -8,7 +8,7 @@ from typing import ClassVar
 from cnntrace import ops
 from cnntrace.checks import vector
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Layer, Layout, Rule, grad_stage, stage
+from cnntrace.layers.base import Explained, Hand, Layer, Layout, Rule, grad_stage, stage
 from cnntrace.naming import grad, numbered
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
@@ -21,6 +21,7 @@ class Dense(Layer):
     type: ClassVar[str] = "dense"
     letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."
+    HAND: ClassVar[Hand] = Hand(live_rows=True)
     weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "vector"
 

@@ -204,7 +204,11 @@ class MaxPool(Pool):
         at_max = np.zeros(P.shape, dtype=int)
         for _, _, rows, cols in ops._offsets(self.size, P.shape[2:], self.stride):
             at_max += np.abs(x_padded[:, :, rows, cols] - P) <= AMBIGUITY
-        return {"tie": int(np.count_nonzero(at_max > 1))}
+        # A window of zeros (all masked by a ReLU before it) ties at 0: counted apart, as a
+        # hand exercise wants one where the mask stops a gradient.
+        tied = at_max > 1
+        at_zero = tied & (np.abs(P) <= AMBIGUITY)
+        return {"tie": int(np.count_nonzero(tied & ~at_zero)), "tie_at_zero": int(np.count_nonzero(at_zero))}
 
     def wins(self, t) -> np.ndarray:
         """How many windows each cell of the input won (under ``ties`` all and split, each
