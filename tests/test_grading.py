@@ -67,7 +67,7 @@ def test_the_same_class_making_each_mistake_has_it_named_and_carried_forward():
                      if v.status == "wrong" and problem.stages and v.name not in mistake.given]
             assert all(v.carried_forward for v in later), (seed, mistake.id, [v.name for v in later])
             named[mistake.id] = named.get(mistake.id, 0) + 1
-    for expected in ("kernel_flipped", "pool_spread", "pool_copy_all", "avgpool_for_max", "update_sign",
+    for expected in ("kernel_flipped", "pool_spread", "pool_copy_all", "avgpool_for_max", "update_sign", "relu_mask_missing",
                      "sigmoid_derivative_twice"):
         assert named.get(expected, 0) >= 10, (expected, named)
 
