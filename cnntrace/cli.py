@@ -96,6 +96,13 @@ class GradeFormat(str, Enum):
     json = "json"
 
 
+class Paper(str, Enum):
+    """Paper sizes of a standalone LaTeX sheet."""
+
+    a4 = "a4"
+    letter = "letter"
+
+
 class TrainFormat(str, Enum):
     """Output formats of ``train``."""
 
@@ -839,6 +846,9 @@ def sheet(
     only: SheetOnly = None,
     precision: KeyPrecision = 4,
     standalone: Annotated[bool, typer.Option("--standalone", help="LaTeX: a whole document, not a fragment.")] = False,
+    paper: Annotated[Paper, typer.Option("--paper", help="LaTeX --standalone: the paper size.")] = Paper.letter,
+    title: Annotated[str | None, typer.Option("--title", show_default=False, help=(
+        'A title above the sheet ("Week 3: backpropagation").'))] = None,
     output: Output = None,
 ) -> None:
     """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
@@ -853,7 +863,8 @@ def sheet(
     with reported_errors(file):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
-        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
+        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name,
+                                   paper=paper.value, title=title))  # fmt: skip
     _write_text(text, output)
 
 

@@ -61,6 +61,10 @@ class Loss:
         """dL/d(logits), straight from the output and the target."""
         raise NotImplementedError
 
+    def rules(self) -> tuple[str, ...]:
+        """The conventions of this loss a learner must know (see Layer.rules)."""
+        return ()
+
     def gradient_by_hand(self, output, target):
         """dL/d(output) as a learner computes it, from the output alone (verify's rounding:
         how the output's rounding moves it)."""
@@ -257,6 +261,9 @@ class CrossEntropy(Loss):
 
     def divisor(self, units):
         return "M"
+
+    def rules(self):
+        return ("Y is the right class's index (counted from 0): the one-hot vector with 1 there.",)
 
     def target(self, Y, layout, M, batched):
         (n,) = layout.shape

@@ -221,6 +221,10 @@ class ReLU(Activation):
     def ambiguities(self, x):
         return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
 
+    def rules(self):
+        return (f"ReLU′(0) = {self.grad_at_zero}: the gradient through a {self.input} of exactly 0 is "
+                f"{'stopped' if self.grad_at_zero == 0 else 'passed on'}.",)  # fmt: skip
+
     def annotate(self, t):
         z, a = self.input, self.output
         mask = t.value(self.local)

@@ -469,6 +469,11 @@ class Layer:
         shapes, X included) and the weights."""
         return []
 
+    def rules(self) -> tuple[str, ...]:
+        """The conventions a learner working this layer by hand must know, one sentence
+        each, as the worksheet's conventions box states them (its current choices)."""
+        return ()
+
     def conventions(self) -> dict:
         """The switches of ``conventions`` where this layer differs from the default."""
         return {

@@ -220,6 +220,12 @@ class Conv(Layer):
         """The kernel entry that meets window offset (i, j): itself, or rotated 180°."""
         return (kh - 1 - i, kw - 1 - j) if self.flip else (i, j)
 
+    def rules(self):
+        if self.flip:
+            return (f"{self.output} is a true convolution: each kernel is rotated 180° before it slides.",)
+        return (f"{self.output} is a cross-correlation: the kernel slides over the input as written, "
+                "not flipped.",)  # fmt: skip
+
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B
         K, C, kh, kw = t.value(W).shape

@@ -253,6 +253,12 @@ class MaxPool(Pool):
         top = max(A[m, c, r, col] for r, col in inside)
         return [(r, col) for r, col in inside if A[m, c, r, col] == top]
 
+    def rules(self):
+        words = {"first": "the first maximum in row-major order takes all of it",
+                 "all": "every tied maximum takes all of it", "split": "the tied maxima share it equally"}
+        return (f"In a pool window whose maxima tie, {words[self.ties]} (dL/d{self.output} back to "
+                f"{self.input}).",)  # fmt: skip
+
     def explain(self, t, name, index):
         a, p = self.input, self.output
         H, W = t.value(a).shape[2:]

@@ -37,7 +37,7 @@ from cnntrace.render.format import (
 _TOKEN = re.compile(
     r"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>[A-Za-z]\w*))"
     r"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>[A-Z][A-Za-z0-9]*))"
-    r"|(?P<ident>[A-Za-z][A-Za-z_]*\d*)"
+    r"|(?P<ident>[A-Za-z][A-Za-z_]*\d*(?:-[a-z]{2,})*)"  # a hyphenated word (row-major) stays a word
     r"|(?P<number>\d+(?:\.\d+)?)"
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"
