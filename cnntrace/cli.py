@@ -878,11 +878,13 @@ def quiz(
     precision: FeedbackPrecision = 4,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
     atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance, as verify's.")] = 1e-4,
+    show_givens: Annotated[bool, typer.Option("--show-givens", help=(
+        "Show the given numbers first (type 'givens' to see them again)."))] = False,
 ) -> None:
     """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
 
     Answers are numbers in row-major order (spaces or commas) or a JSON value; '?' gives a
-    hint. Prompts and feedback go to stderr when stdout is not a terminal, the score to
+    hint (first which cells, then the terms, never the value); 'givens' shows the given numbers. Prompts and feedback go to stderr when stdout is not a terminal, the score to
     stdout. Exit status 0 when every answer was right, 1 otherwise.
 
     Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
@@ -916,7 +918,7 @@ def quiz(
     interrupted = False
     try:
         run_quiz(trace, questions, ask, say, file=str(file), tries=tries, precision=precision,
-                 rtol=rtol, atol=atol, session=session)  # fmt: skip
+                 rtol=rtol, atol=atol, session=session, show_givens=show_givens)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
     if record is not None:
