@@ -132,7 +132,9 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
         return np.round(values, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     data = {"X": rounded(rng.uniform(0, 1, size=((M,) if batched else ()) + image_shape)).tolist()}
-    data["layers"] = [layer.options() for layer in network.layers]
+    # Each layer's random draws made afresh (a dropout's mask from a new seed: a given mask
+    # would not fit another batch).
+    data["layers"] = [layer.for_step(rng).options() for layer in network.layers]
     target_shape = out.user_shape(batched, M)
     if network.loss.given:
         data["grad"] = rounded(rng.normal(0, 0.5, size=target_shape)).tolist()
@@ -152,6 +154,11 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
             data[name] = np.full(shape, 0.1).tolist() if shape else 0.1
         else:
             data[name] = rounded(rng.normal(0, 0.5, size=shape)).tolist()
+    # The running statistics (batch norm's) where the problem has them, as training starts them.
+    for layer in network.layers:
+        for name, value in layer.start_running(problem.weights).items():
+            if name in problem.inputs:
+                data[name] = value.reshape(problem.inputs[name].shape).tolist()
     data["lr"] = problem.lr
     return data
 

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 from cnntrace.errors import ArgumentError, InputError, OutputError
-from cnntrace.naming import WEIGHT
+from cnntrace.naming import RUNNING, WEIGHT
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
 OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
@@ -237,7 +237,7 @@ def check_layers_keys(data: dict) -> None:
                 f"in the layer, e.g. {{\"type\": \"conv\", \"stride\": 2}}",
                 key=key,
             )
-        if key not in LAYERS_KEYS and not WEIGHT.fullmatch(key):
+        if key not in LAYERS_KEYS and not WEIGHT.fullmatch(key) and not RUNNING.fullmatch(key):
             guess = difflib.get_close_matches(key, LAYERS_KEYS, n=1, cutoff=0.5)
             hint = f"did you mean {guess[0]}?" if guess else "known keys are X, Y, grad, layers, loss, lr and W1, B1, W2, B2 …"
             raise InputError(f"unknown key; {hint}", key=key)
@@ -271,7 +271,8 @@ def _problem(data: dict):
         check_layers_keys(data)
         given = "grad" in data
         target = "grad" if given else "Y"
-        weights = {key: numbers(value, key, MAX_DEPTH + 1) for key, value in data.items() if WEIGHT.fullmatch(key)}
+        weights = {key: numbers(value, key, MAX_DEPTH + 1) for key, value in data.items()
+                   if WEIGHT.fullmatch(key) or RUNNING.fullmatch(key)}  # fmt: skip
         lr = data.get("lr", 0.1)
         if isinstance(lr, bool) or not isinstance(lr, (int, float)):
             raise InputError(f"expected a number, got {_describe(lr)}", key="lr")

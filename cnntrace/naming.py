@@ -1,9 +1,11 @@
 """The naming scheme of a trace, in one place.
 
-The l-th weighted layer (conv or dense) has weights W{l} and B{l} and makes Z{l}; what
-follows it is named after it: an activation A{l}, a pooling P{l}; the flatten makes F. The
-loss's gradient with respect to a matrix Q is dL_dQ, an activation's local derivative
-dA{l}_dZ{l} (dA{l}_dP{l} after a pooling). ``Network.place`` puts these names on the layers;
+The l-th weighted layer (conv, dense or batchnorm) has weights W{l} and B{l} and makes Z{l};
+what follows it is named after it: an activation A{l}, a pooling P{l}, a dropout D{l} (and
+its mask{l}); the flatten makes F. A batch norm in training shows its batch's mean mu{l} (μ),
+variance sigmasq{l} (σ²) and normalized input xhat{l} (x̂); its running statistics mean{l}
+and var{l} are inputs, and the update's. The loss's gradient with respect to a matrix Q is
+dL_dQ, an activation's local derivative dA{l}_dZ{l} (dA{l}_dP{l} after a pooling). ``Network.place`` puts these names on the layers;
 input files, the CLI's --only and explain's TERM are read through the patterns below.
 """
 
@@ -14,9 +16,15 @@ import re
 #: A weight of the input file: W1, B1, W2 …
 WEIGHT = re.compile(r"[WB][1-9][0-9]*")
 #: Every name a trace can hold, in any network: X, F, what the layers make (Z1, A1, P0 …),
-#: the weights, L, their gradients dL_d…, and each activation's dA{l}_dZ{l} (or _dP{l}, or
-#: dA0_dX for an activation that comes first).
-NAME = re.compile(r"(?:dL_d)?(?:X|F|[ZAP]\d+|[WB][1-9]\d*)|L|dA\d+_d(?:X|[ZP]\d+)")
+#: the weights, L, their gradients dL_d…, each activation's dA{l}_dZ{l} (or _dP{l}, _dD{l}, or
+#: dA0_dX for an activation that comes first), a batch norm's mu{l}, sigmasq{l}, xhat{l} and
+#: running mean{l}, var{l}, a dropout's mask{l}.
+NAME = re.compile(
+    r"(?:dL_d)?(?:X|F|[ZAPD]\d+|[WB][1-9]\d*|(?:mu|sigmasq|xhat)[1-9]\d*)|L|dA\d+_d(?:X|[ZPD]\d+)"
+    r"|(?:mean|var)[1-9]\d*|mask\d+"
+)
+#: A running statistic of the input file (a batch norm's): mean1, var1 …
+RUNNING = re.compile(r"(?:mean|var)[1-9][0-9]*")
 #: What a layer's output is called when it has no number: the flatten's F.
 UNNUMBERED = ("F",)
 

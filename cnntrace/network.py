@@ -30,7 +30,7 @@ SECTIONS = ("forward", "backward", "update")
 
 def place(layers: list[Layer], keys: list[str]) -> tuple[Layer, ...]:
     """Name what each layer reads and writes (X → Z1 → A1 → P1 → F → Z2 …) and check the
-    order: at most one activation and one pooling after a weighted layer, one flatten, a
+    order: at most one activation, one pooling and one dropout after a weighted layer, one flatten, a
     last-only kind (softmax) last. ``keys`` name each layer in errors."""
     placed = []
     number, current = 0, "X"
@@ -45,12 +45,12 @@ def place(layers: list[Layer], keys: list[str]) -> tuple[Layer, ...]:
                 raise InputError("a network flattens once", key=key)
             flattened = True
         else:
-            role = "an activation" if layer.activation else "a pooling"
+            role = "an activation" if layer.activation else "a dropout" if layer.dropout else "a pooling"
             if role in taken:
                 after = f"W{number}'s layer" if number else "the input"
                 raise InputError(
                     f"{after} already has {role} after it; a weighted layer takes at most one "
-                    "activation and one pooling, in either order",
+                    "activation, one pooling and one dropout, in any order",
                     key=key,
                 )
             taken.add(role)
@@ -94,6 +94,32 @@ class Network:
             owned = owned if layer.views_input else not layer.keeps_output
         return tuple(out)
 
+    @cached_property
+    def running(self) -> tuple[str, ...]:
+        """The running statistics the layers keep (batch norm's mean{l}, var{l}): inputs no
+        gradient moves, updated by each training pass (see Layer.running)."""
+        return tuple(name for layer in self.layers for name in layer.running)
+
+    @cached_property
+    def draws(self) -> bool:
+        """Whether a training step draws at random (a dropout's mask)."""
+        return any(layer.draws for layer in self.layers)
+
+    def for_step(self, rng) -> Network:
+        """The network for one training step, each layer's random draws made from ``rng``."""
+        return replace(self, layers=tuple(layer.for_step(rng) for layer in self.layers))
+
+    def evaluating(self) -> Network:
+        """The network as it evaluates a test set once trained (see Layer.evaluating)."""
+        return replace(self, layers=tuple(layer.evaluating() for layer in self.layers))
+
+    def start_running(self, weights: dict) -> dict:
+        """``weights`` with the running statistics the input left out where training starts them."""
+        out = dict(weights)
+        for layer in self.layers:
+            out.update({k: v for k, v in layer.start_running(weights).items() if k not in weights})
+        return out
+
     def describe(self) -> str:
         return self.summary or " → ".join(layer.describe() for layer in self.layers)
 
@@ -126,14 +152,20 @@ class Network:
         caches = []
         given = given or {}
         overwritable = self.overwritable if not tracing else (False,) * len(self.layers)
+        running = {}  # the running statistics after this pass (batch norm's), in training
         x = X
         for layer, overwrite in zip(self.layers, overwritable):
-            x, cache = layer.forward(x, weights, tracing, overwrite)
+            if given:
+                x, cache = layer.forward_from(x, weights, given)
+            else:
+                x, cache = layer.forward(x, weights, tracing, overwrite)
             if computed is not None:
                 computed[layer.output] = x
             x = given.get(layer.output, x)
             caches.append(cache)
+            running.update(layer.update_running(cache, weights))
             if tracing:
+                traced.update(layer.shown(cache))
                 traced[layer.output] = x
         output, loss, layers = x, self.loss, self.layers
         logits = caches[-1].z if self.fused else None
@@ -166,18 +198,22 @@ class Network:
         grads = {}
         for position in reversed(range(len(layers))):
             layer = layers[position]
-            stages = layer.backward(d, caches.pop(), weights, need_input=tracing or position > 0, tracing=tracing)
-            if computed is not None:  # else a training pass lets each matrix go at once
-                computed.update(stages)
+            need_input = tracing or position > 0
+            cache = caches.pop()
+            if computed is not None:  # each stage as computed, before ``given`` replaces it
+                computed.update(layer.backward(d, cache, weights, need_input=need_input, tracing=True))
             if given:
-                stages = layer.resume(d, stages, given)
+                stages = layer.backward_from(d, cache, weights, given, need_input=need_input)
+            else:
+                stages = layer.backward(d, cache, weights, need_input=need_input, tracing=tracing)
             if tracing:
                 traced.update(stages)
             for name in layer.gradients:
                 grads[name] = stages[name]
             d = stages.get(layer.input_gradient)
         if not tracing:
-            return {"L": L, self.output: output, **grads}
+            return {"L": L, self.output: output, **grads, **running}
+        traced.update(running)
         return traced
 
     def resume(self, X, target, weights: dict, lr: float, given: dict, computed: dict | None = None) -> dict:
@@ -245,13 +281,15 @@ class Network:
             chain = (*chain, layer.local_factor())
         closed = self.loss.closed_form(mean, divisor) if self.fused else None
         last = len(self.layers) - 1
-        backward_by_layer = []
+        backward_by_layer, running_updates = [], []
         for position, layer in enumerate(self.layers):
             ctx = Context(batched, chains[layer.output], closed if self.fused and position == last - 1 else None, layouts)
             layer_forward, layer_backward = (
                 [stage._replace(owner=layer) for stage in stages] for stages in layer.stages(ctx)
             )
-            forward += layer_forward
+            updated = [stage for stage in layer_forward if stage.section == "update"]
+            forward += [stage for stage in layer_forward if stage.section != "update"]
+            running_updates += updated
             if self.fused and position == last:  # its dL/dZ is the loss's, straight from A − Y
                 layer_backward = [layer_backward[0], self.loss.fused_stage(mean, divisor)._replace(owner=self.loss)]
             backward_by_layer.append(layer_backward)
@@ -262,7 +300,7 @@ class Network:
             Stage(p, "update", p, f"{p} − lr·dL/d{p}", layouts[p],
                   Rule("", "", (p, "lr", grad(p)), f"{p} on the right is the input's, before the step"), of=p)
             for p in self.params
-        ]  # fmt: skip
+        ] + running_updates  # fmt: skip
         # A stage its layer left without a layout has that of what it is ``of``: a dL/dQ
         # that of Q, a local derivative dA/dZ that of Z (element-wise).
         return tuple(

@@ -140,11 +140,15 @@ class Problem:
                 owner = next(layer for layer in network.layers if p in layer.params)
                 raise InputError(f"missing: {owner.place.where} ({owner.type}) needs {p}", key=p)
             arrays[p] = as_array(p, weights[p])
+        for name in network.running:
+            if name in weights:
+                arrays[name] = as_array(name, weights[name])
         problem = cls.assemble(network, arrays["X"], arrays[target_key], arrays, lr)
-        extra = sorted(set(weights) - set(network.params))
+        extra = sorted(set(weights) - set(network.params) - set(network.running))
         if extra:
+            known = (*network.params, *network.running)
             raise InputError(
-                f"the network has no such weight: its weights are {', '.join(network.params) or 'none'}",
+                f"the network has no such weight: its weights are {', '.join(known) or 'none'}",
                 key=extra[0],
             )
         return problem
@@ -156,14 +160,16 @@ class Problem:
         layouts = {"X": layout}
         weights = {}
         for layer in network.layers:
-            given = {p: arrays[p] for p in layer.params}
+            given = {p: arrays[p] for p in (*layer.params, *layer.running) if p in arrays}
             layout, general = layer.infer(layout, given)
             weights.update(general)
             layouts[layer.output] = layout
-            for p in layer.params:
+            for p in given:
                 layouts[p] = GivenLayout(arrays[p].shape, layer.weight_leading(p, arrays[p]))
         batched = X.ndim > image_axes
         M = X.shape[0] if batched else 1
+        network = replace(network, layers=tuple(layer.for_batch(layouts[layer.input], batched, M)
+                                                for layer in network.layers))  # fmt: skip
         loss = network.loss
         target_key = "grad" if loss.given else "Y"
         general_target = loss.target(target, layout, M, batched)
@@ -171,7 +177,8 @@ class Problem:
         output_layout = layouts[network.output]
         fits = target.shape == output_layout.user_shape(batched, M)
         layouts[target_key] = output_layout if fits else GivenLayout(target.shape)
-        inputs = {"X": X, target_key: target, **{p: arrays[p] for p in network.params}}
+        inputs = {"X": X, target_key: target, **{p: arrays[p] for p in network.params},
+                  **{p: arrays[p] for p in network.running if p in arrays}}  # fmt: skip
         return cls(network, inputs, float(lr), layouts, weights, general_target, reference)
 
     # -- what the pass needs ---------------------------------------------------------------
@@ -249,9 +256,11 @@ class Problem:
 def _input_layout(network: Network, X: np.ndarray, arrays: dict):
     """X's layout: maps (C, H, W) for a network whose first layer that fixes its input's form
     takes maps (a conv, a pooling, the flatten), vectors (n,) for one that takes vectors (a
-    dense layer); and how many axes one image has in X."""
+    dense layer), either as X's axes tell for one that takes both (batch norm); and how many
+    axes one image has in X."""
     first = next((layer for layer in network.layers if layer.input_form is not None), None)
-    if first is not None and first.input_form == "vector":
+    vectors = first is not None and (first.input_form == "vector" or (first.input_form == "either" and X.ndim <= 2))
+    if vectors:
         if X.ndim not in (1, 2) or 0 in X.shape:
             raise InputError(f"the network starts with {first.type}: X is a vector of n inputs or M×n, "
                              f"got shape {shape_text(X.shape)}", key="X")  # fmt: skip

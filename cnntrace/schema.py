@@ -1,12 +1,12 @@
 """The JSON Schema of cnntrace's input files (``cnntrace schema``): the reference form, or a
 network written as a list of layers. The layers' part, the conventions, the losses and the
-weights' names come from the registries (layers.KINDS, losses.LOSSES, naming.WEIGHT)."""
+weights' names come from the registries (layers.KINDS, losses.LOSSES, naming.WEIGHT, naming.RUNNING)."""
 
 from __future__ import annotations
 
 from cnntrace.layers import KINDS
 from cnntrace.losses import LOSSES
-from cnntrace.naming import WEIGHT
+from cnntrace.naming import RUNNING, WEIGHT
 
 _NUMBER = {"type": "number"}
 _VECTOR = {"type": "array", "items": _NUMBER, "minItems": 1}
@@ -111,7 +111,10 @@ LAYERS_FORM = {
         **_COMMON,
     },
     "patternProperties": {
-        f"^{WEIGHT.pattern}$": {"description": "The weights of the l-th conv or dense layer.", **_ARRAY},
+        f"^{WEIGHT.pattern}$": {"description": "The weights of the l-th conv or dense layer (a batchnorm's γ and β).",
+                                **_ARRAY},
+        f"^{RUNNING.pattern}$": {"description": "The running mean and variance of the l-th layer, a batchnorm: one "
+                                 "per channel (or unit); eval mode reads them, training updates them.", **_ARRAY},
     },
 }  # fmt: skip
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+#: The letters batch norm's names spell out, as the derivation writes them: mu2 -> μ2.
+LETTERS = {"mu": "μ", "sigmasq": "σ²", "xhat": "x̂"}
+
 
 def symbol(name: str) -> str:
-    """The derivation's symbol of a JSON name: dL_dW1 -> dL/dW1, dA1_dZ1 -> dA1/dZ1."""
+    """The derivation's symbol of a JSON name: dL_dW1 -> dL/dW1, dA1_dZ1 -> dA1/dZ1,
+    dL_dxhat2 -> dL/dx̂2."""
+    head, stem = ("dL_d", name[4:]) if name.startswith("dL_d") else ("", name)
+    letters = stem.rstrip("0123456789")
+    if letters in LETTERS and letters != stem:
+        stem = LETTERS[letters] + stem[len(letters):]
+    name = head + stem
     return name.replace("_d", "/d") if name.startswith("d") else name
 
 

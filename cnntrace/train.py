@@ -18,6 +18,11 @@ loss and predictions are taken before its step, and averaged over the epoch's im
 one mini-batch, epoch 1's loss is the L that ``step`` shows for the starting parameters.
 An image counts as right when the prediction A2 >= 0.5 (class 1) agrees with Y >= 0.5.
 
+Batch norm's running statistics (mean{l}, var{l}) start as the input gives them, or at
+PyTorch's 0 and 1, and each training pass moves them as ``step``'s update does; a dropout
+draws a fresh mask every step from ``seed``. A test set is measured as a trained network
+evaluates (Network.evaluating): batch norm with the running statistics, no dropout.
+
     for epoch in train(problem, epochs=30, batch_size=32, shuffle=True, seed=0):
         print(epoch.epoch, epoch.loss, epoch.accuracy)   # epoch.parameters: W1, B1, W2, B2
 """
@@ -33,7 +38,7 @@ import numpy as np
 from cnntrace.errors import ArgumentError, InputError, NumericError, TrainingDiverged
 from cnntrace.io import problem_from_dict
 from cnntrace.layers import GivenLayout
-from cnntrace.naming import WEIGHT
+from cnntrace.naming import RUNNING, WEIGHT
 from cnntrace.network import check_finite
 from cnntrace.problem import Problem
 from cnntrace.text import shape_text
@@ -68,7 +73,12 @@ def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
 
 def presented(problem: Problem, parameters: dict) -> dict[str, np.ndarray]:
     """The parameters in the shapes the problem's input gave them."""
-    return {name: parameters[name].reshape(problem.inputs[name].shape) for name in problem.network.params}
+    out = {name: parameters[name].reshape(problem.inputs[name].shape) for name in problem.network.params}
+    # The running statistics (batch norm's) as the input gave them, or as training made them.
+    for name in problem.network.running:
+        if name in parameters:
+            out[name] = parameters[name].reshape(problem.inputs[name].shape) if name in problem.inputs else parameters[name]
+    return out
 
 
 def _argmax_right(output: np.ndarray, target: np.ndarray) -> int:
@@ -170,15 +180,17 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
     it out. Call check_same_network on it before training."""
     filled = dict(test_data)
     for key, value in training_data.items():
-        if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key)):
+        if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key) or RUNNING.fullmatch(key)):
             filled[key] = value
     return problem_from_dict(filled)
 
 
 def forward(network, X, target, parameters, loss: bool = True) -> tuple[float | None, np.ndarray]:
-    """(L, output) of a forward pass alone: the mean loss of these images (None unless
-    ``loss``) and the last layer's output, (M, …)."""
+    """(L, output) of a forward pass alone, as a trained network evaluates (see
+    Network.evaluating): the mean loss of these images (None unless ``loss``) and the last
+    layer's output, (M, …)."""
     x, cache = X, None
+    network = network.evaluating()  # batch norm's running statistics, no dropout
     for layer, overwrite in zip(network.layers, network.overwritable):
         x, cache = layer.forward(x, parameters, False, overwrite)
     if not loss:
@@ -324,7 +336,16 @@ def train(
     problem.check_size(batch_size)
     # numpy.random is imported only to shuffle (a hundredth of a second of start-up).
     rng = np.random.default_rng(seed) if shuffle and batch_size < M else None
-    parameters = starting_parameters(problem)
+    # Batch norm's running statistics start where PyTorch starts them, where the input
+    # leaves them out; each training pass updates them.
+    parameters = network.start_running(starting_parameters(problem))
+    # Every mini-batch must go through every layer as a step runs it (batch norm in training
+    # refuses a mini-batch of one value per channel).
+    for size in {batch_size, M % batch_size} - {0}:
+        for layer in network.for_step(np.random.default_rng(0)).layers:
+            layer.for_batch(problem.layouts[layer.input], True, size)
+    # A fresh dropout mask every step, drawn from seed.
+    draws = np.random.default_rng(seed) if network.draws else None
     output = network.output
     count_right, per_image = classifier(network)
     if per_image is None:  # a sigmoid output with several units counts each of them
@@ -343,7 +364,8 @@ def train(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
-                grads = network.forward_backward(X_batch, target_batch, parameters, tracing=False)
+                step_network = network.for_step(draws) if draws is not None else network
+                grads = step_network.forward_backward(X_batch, target_batch, parameters, tracing=False)
                 if momentum:
                     velocity = _velocity(network, velocity, grads, momentum)
                     stepped = network.gradient_step(parameters, velocity, lr)
@@ -354,7 +376,7 @@ def train(
                     # whatever the lr. Named as step names it (dL/dX, which training skips,
                     # comes last in the pass and cannot be the first to overflow here).
                     _name_the_overflow(problem, X_batch, target_batch, parameters)
-                parameters = stepped
+                parameters = {**parameters, **stepped, **{name: grads[name] for name in network.running if name in grads}}
                 L = float(grads["L"])
                 # A loss that stops being finite ends the epoch; a parameter that does is
                 # found at the epoch's end (before anything is yielded), whatever the loss.

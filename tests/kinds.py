@@ -25,6 +25,7 @@ trace's names.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -34,6 +35,9 @@ from tests import naive
 
 #: Where a row's own layer goes in its network.
 SELF = "*"
+#: An option's value drawn by ``make`` for the batch it makes (a dropout's mask: 0/1 shaped
+#: like the layer's input for the whole batch).
+BATCH = "<drawn for the batch>"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Row:
     variants: tuple[Variant, ...] = (Variant("default"),)
     weights: Callable | None = None  # (one image's input shape) -> shapes of (W, B)
     target: str = "real"
+    #: The running statistics it reads besides its weights, named without the layer's number
+    #: (batch norm's mean, var): ``make`` gives them, shaped as B, and the twins take them as options.
+    running: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,22 @@ class LossRow:
 # -- the torch twins -------------------------------------------------------------------------
 
 
-def _torch_conv(torch, x, W, B, *, stride, padding, flip):
+def _torch_conv(torch, x, W, B=None, *, stride, padding, dilation, groups, bias, flip):
     kernel = W.flip(-1, -2) if flip else W
-    return torch.nn.functional.conv2d(x, kernel, B, stride=stride, padding=padding)
+    functional = torch.nn.functional
+    if padding == "valid":
+        padding = 0
+    elif isinstance(padding, tuple) and len(padding) == 4:  # (top, bottom, left, right); F.pad's order differs
+        top, bottom, left, right = padding
+        x, padding = functional.pad(x, (left, right, top, bottom)), 0
+    with warnings.catch_warnings():  # torch's note that "same" with an even kernel copies x to pad it
+        warnings.simplefilter("ignore", UserWarning)
+        return functional.conv2d(x, kernel, B, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _torch_conv_transpose(torch, x, W, B=None, *, stride, padding, output_padding, dilation, groups, bias):
+    return torch.nn.functional.conv_transpose2d(x, W, B, stride=stride, padding=padding,
+                                                output_padding=output_padding, groups=groups, dilation=dilation)
 
 
 def _torch_flatten(torch, x, *, order):
@@ -114,6 +134,17 @@ def _torch_avgpool(torch, x, *, size, stride, padding):
     return torch.nn.functional.avg_pool2d(x, size, stride, padding, count_include_pad=True)
 
 
+def _torch_batchnorm(torch, x, W, B, *, eps, momentum, mode, mean=None, var=None):
+    # torch updates mean and var in place in training, as the trace's update shows them.
+    return torch.nn.functional.batch_norm(x, mean, var, W, B, mode == "train", momentum, eps)
+
+
+def _torch_dropout(torch, x, *, p, mask, seed, mode):
+    if mode != "train":
+        return x
+    return x * torch.tensor(naive.dropout_mask_of(tuple(x.shape), p, mask, seed)) / (1 - p)
+
+
 def _torch_relu(torch, x, *, grad_at_zero):
     # torch.relu's slope at 0 is 0; where(x >= 0) takes the x branch, slope 1, at 0.
     return torch.where(x >= 0, x, torch.zeros_like(x)) if grad_at_zero else torch.relu(x)
@@ -127,8 +158,23 @@ def conv_weights(K=2, kernel=(2, 2)):
     return lambda shape: ((K, shape[0], *kernel), (K,))
 
 
+def grouped_weights(K=4, kernel=(2, 2), groups=2):
+    """K filters of ``kernel``, each over its group's C/groups channels."""
+    return lambda shape: ((K, shape[0] // groups, *kernel), (K,))
+
+
+def transpose_weights(K=2, kernel=(2, 2), groups=1):
+    """C×(K/groups)×kh×kw, PyTorch's ConvTranspose2d order, for C channels in."""
+    return lambda shape: ((shape[0], K // groups, *kernel), (K,))
+
+
 def dense_weights(n_out=2):
     return lambda shape: ((shape[0], n_out), (n_out,))
+
+
+def per_channel_weights(shape):
+    """γ and β: one per channel of maps, per unit of vectors."""
+    return ((shape[0],), (shape[0],))
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -145,7 +191,26 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("one-channel-stride-2", {"stride": 2}, X=(1, 6, 5), weights=conv_weights(1, (3, 3))),
         Variant("given-grad", {"padding": 1}, layers=(SELF,), loss="grad"),
         Variant("relu-zeros", {"stride": 1}, layers=(SELF, "relu", "flatten", "dense"), discrete=True),
+        Variant("dilation-2x1-four-sides", {"dilation": [2, 1], "padding": [1, 0, 2, 1]}, X=(2, 6, 5),
+                weights=conv_weights(2, (3, 2))),
+        Variant("groups-2-dilated", {"groups": 2, "dilation": 2, "padding": 1}, X=(4, 6, 6),
+                weights=grouped_weights(4, (2, 3), 2)),
+        Variant("depthwise-same-no-bias", {"groups": 3, "padding": "same", "dilation": [1, 2], "bias": False},
+                X=(3, 5, 5), weights=grouped_weights(3, (2, 3), 3)),
+        Variant("valid-strided-grouped-flip", {"padding": "valid", "stride": 2, "groups": 2, "flip": True},
+                X=(2, 5, 6), weights=grouped_weights(2, (2, 2), 2)),
     ), weights=conv_weights()),
+    Row("conv_transpose", ON_MAPS, (2, 3, 3), "mse", naive.CONV_TRANSPOSE, _torch_conv_transpose, (
+        Variant("default"),
+        Variant("stride-2-padding-1-output-padding-1", {"stride": 2, "padding": 1, "output_padding": 1},
+                weights=transpose_weights(2, (3, 3))),
+        Variant("dilation-2-output-padding-1x0", {"dilation": 2, "output_padding": [1, 0], "stride": [1, 2]},
+                weights=transpose_weights(3, (2, 3))),
+        Variant("groups-2-no-bias", {"groups": 2, "bias": False, "stride": [2, 1]}, X=(4, 3, 2),
+                weights=transpose_weights(4, (2, 2), 2)),
+        Variant("given-grad", {"padding": [0, 1]}, layers=(SELF,), loss="grad"),
+        Variant("after-conv-relu", {"stride": 2}, layers=("conv", "relu", SELF, "flatten", "dense"), X=(1, 4, 4)),
+    ), weights=transpose_weights()),
     Row("dense", ON_VECTORS, (4,), "mse", naive.DENSE, lambda torch, x, W, B: x @ W + B, (
         Variant("default"),
         Variant("one-output", weights=dense_weights(1), layers=(SELF,)),
@@ -208,6 +273,24 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("with-mse", loss="mse", target="real"),
         Variant("given-grad", loss="grad"),
     ), target="classes"),
+    # Batch norm on vectors in training needs two images at least: hypothesis draws batches of
+    # one, so its vectors go through in eval mode here (tests/test_norm_dropout.py trains them).
+    Row("batchnorm", ("conv", SELF, "flatten", "dense"), (2, 4, 4), "mse", naive.BATCHNORM, _torch_batchnorm, (
+        Variant("default"),
+        Variant("eps-0.1-momentum-0.3", {"eps": 0.1, "momentum": 0.3}),
+        Variant("eval", {"mode": "eval"}),
+        Variant("first-then-relu", layers=(SELF, "relu", "flatten", "dense"), X=(3, 3, 3), discrete=True),
+        Variant("on-vectors-eval", {"mode": "eval"}, layers=("dense", SELF, "dense"), X=(4,)),
+        Variant("before-softmax", layers=("conv", SELF, "flatten", "dense", "softmax"), loss="cross_entropy",
+                target="classes"),
+    ), weights=per_channel_weights, running=("mean", "var")),
+    Row("dropout", ON_MAPS, (2, 3, 3), "mse", naive.DROPOUT, _torch_dropout, (
+        Variant("default"),
+        Variant("p-0.3-seed-5", {"p": 0.3, "seed": 5}),
+        Variant("given-mask", {"mask": BATCH, "p": 0.6}),
+        Variant("eval", {"mode": "eval"}),
+        Variant("after-dense-relu", layers=("dense", "relu", SELF, "dense"), X=(5,)),
+    )),
 )}  # fmt: skip
 
 
@@ -336,18 +419,29 @@ def make(case: Case, seed: int = 0, M: int = 2, grow: tuple[int, int] = (0, 0)) 
     if len(X_shape) == 3:
         X_shape[-2] += grow[0]
     x = _numbers(rng, (M, *X_shape), discrete)
-    data = {"X": x.tolist(), "layers": case.layers, "lr": 0.1}
+    data = {"X": x.tolist(), "layers": list(case.layers), "lr": 0.1}
     number = 0
     for position, description in enumerate(case.layers):
         kind = description if isinstance(description, str) else description["type"]
         twin = ROWS[kind].twin
-        weights = ()
+        weights, running = (), {}
         if ROWS[kind].weights is not None:
             number += 1
             W_shape, B_shape = case.weight_shapes(position, kind, x.shape[1:])
             weights = (_numbers(rng, W_shape, discrete, 0.7), _numbers(rng, B_shape, discrete, 0.1))
-            data[f"W{number}"], data[f"B{number}"] = (w.tolist() for w in weights)
-        x = twin.forward(x, *weights, **_described_options(description))
+            if not _described_options(description).get("bias", True):
+                weights = weights[:1]  # no bias: W alone
+            for name, w in zip("WB", weights):
+                data[f"{name}{number}"] = w.tolist()
+            for name in ROWS[kind].running:
+                running[name] = rng.uniform(0.5, 2, size=B_shape)
+                data[f"{name}{number}"] = running[name].tolist()
+        described = _described_options(description)
+        for option, value in described.items():
+            if value == BATCH:  # a 0/1 mask shaped like this layer's input
+                described[option] = rng.integers(0, 2, size=x.shape).tolist()
+                data["layers"][position] = {**description, option: described[option]}
+        x = twin.forward(x, *weights, **described, **running)
     if case.loss == "grad":
         data["grad"] = rng.normal(size=x.shape).tolist() if x.shape[1:] != (1,) else rng.normal(size=x.shape[0]).tolist()
     else:
@@ -367,6 +461,11 @@ def _loss_row(problem) -> LossRow:
     return LOSS_ROWS[problem.network.loss.type]
 
 
+def running_options(layer, weights: dict) -> dict:
+    """The running statistics ``layer`` reads (batch norm's), as its twins take them: mean=, var=."""
+    return {name.rstrip("0123456789"): weights[name] for name in layer.running if name in weights}
+
+
 def naive_pass(problem) -> dict:
     """Every stage of ``problem``'s trace, on the general shapes, by the naive twins: each
     layer's forward, the loss, each layer's backward (and an activation's own derivative),
@@ -377,7 +476,8 @@ def naive_pass(problem) -> dict:
     x = X
     for layer in network.layers:
         inputs.append(x)
-        x = ROWS[layer.type].twin.forward(x, *(weights[p] for p in layer.params), **options(layer))
+        x = ROWS[layer.type].twin.forward(x, *(weights[p] for p in layer.params), **options(layer),
+                                          **running_options(layer, weights))  # fmt: skip
         values[layer.output] = x
     loss = _loss_row(problem)
     last = network.layers[-1]
@@ -394,12 +494,17 @@ def naive_pass(problem) -> dict:
     for layer, x_in in reversed(steps):
         twin = ROWS[layer.type].twin
         own = [weights[p] for p in layer.params]
-        d_in, grads = twin.backward(d, x_in, *own, **options(layer))
+        kept = running_options(layer, weights)
+        d_in, grads = twin.backward(d, x_in, *own, **options(layer), **kept)
+        if twin.stages is not None:
+            number = layer.place.number
+            values.update({f"{name}{number}": np.asarray(value)
+                           for name, value in twin.stages(x_in, d, *own, **options(layer), **kept).items()})  # fmt: skip
         if twin.local is not None:
             values[f"d{layer.output}_d{layer.input}"] = twin.local(x_in, **options(layer))
         values.update({_grad(p): g for p, g in zip(layer.params, grads)})
         d = values[_grad(layer.input)] = d_in
-    values.update(naive.gradient_step(weights, values, problem.lr))
+    values.update(naive.gradient_step({p: weights[p] for p in network.params}, values, problem.lr))
     return values
 
 
@@ -412,11 +517,15 @@ def torch_pass(torch, problem) -> dict:
 
     network = problem.network
     X = leaf(problem.general_X())
-    weights = {name: leaf(value) for name, value in problem.general_weights().items()}
+    general = problem.general_weights()
+    weights = {name: leaf(general[name]) for name in network.params}
+    # The running statistics: no leaves, torch updates them in place in training.
+    running = {name: torch.tensor(value) for name, value in general.items() if name not in weights}
     outputs, x, logits = {}, X, None
     for layer in network.layers:
         logits = x
-        x = ROWS[layer.type].torch(torch, x, *(weights[p] for p in layer.params), **options(layer))
+        x = ROWS[layer.type].torch(torch, x, *(weights[p] for p in layer.params), **options(layer),
+                                   **running_options(layer, running))  # fmt: skip
         x.retain_grad()
         outputs[layer.output] = x
     target = torch.tensor(problem.general_target, dtype=torch.float64)
@@ -425,6 +534,7 @@ def torch_pass(torch, problem) -> dict:
     values = {"dL_dX": X.grad, **{_grad(p): w.grad for p, w in weights.items()}}
     if not network.loss.given:
         values["L"] = L
+    values.update({name: value for name, value in running.items() if name in problem.stage})
     for name, output in outputs.items():
         values[name] = output
         if output.grad is not None:

@@ -60,56 +60,134 @@ def inside(shape, row: int, col: int, padding) -> tuple[int, int] | None:
 # -- convolution: Z = conv(X, W) + B -------------------------------------------------------
 
 
-def conv_forward(X, W, B, stride=1, padding=0):
-    """Z[m,k,h,w] = B[k] + sum_cij W[k,c,i,j] * Xp[m, c, h*sh + i, w*sw + j].
+def four_sides(padding) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from one int, a (rows, cols) pair or those four."""
+    if isinstance(padding, (int, np.integer)):
+        return (int(padding),) * 4
+    if len(padding) == 2:
+        return (int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1]))
+    return tuple(int(p) for p in padding)
 
-    Cross-correlation: the kernel is laid on the image as written, never flipped.
+
+def conv_forward(X, W, B, stride=1, padding=0, dilation=1, groups=1):
+    """Z[m,k,h,w] = B[k] + sum_cij W[k,c,i,j] * Xp[m, g*C/G + c, h*sh + i*dh, w*sw + j*dw],
+    g the group of filter k (filters and channels split into ``groups`` equal runs).
+
+    Cross-correlation: the kernel is laid on the image as written, never flipped. ``padding``
+    is one int, (rows, cols) or (top, bottom, left, right); B None is no bias.
     """
-    stride, padding = pair(stride), pair(padding)
+    stride, dilation = pair(stride), pair(dilation)
+    top, bottom, left, right = four_sides(padding)
     M, C, H, Wd = X.shape
-    K, _, kh, kw = W.shape
-    Ho = positions(H + 2 * padding[0], kh, stride[0])
-    Wo = positions(Wd + 2 * padding[1], kw, stride[1])
+    K, C_group, kh, kw = W.shape
+    K_group = K // groups
+    Ho = positions(H + top + bottom, dilation[0] * (kh - 1) + 1, stride[0])
+    Wo = positions(Wd + left + right, dilation[1] * (kw - 1) + 1, stride[1])
     Z = np.zeros((M, K, Ho, Wo))
     for m in range(M):
         for k in range(K):
+            g = k // K_group
             for h in range(Ho):
                 for w in range(Wo):
-                    total = B[k]
-                    for c in range(C):
+                    total = 0.0 if B is None else B[k]
+                    for c in range(C_group):
                         for i in range(kh):
                             for j in range(kw):
-                                row, col = h * stride[0] + i, w * stride[1] + j
-                                total += W[k, c, i, j] * padded_value(X, m, c, row, col, padding)
+                                row, col = h * stride[0] + i * dilation[0], w * stride[1] + j * dilation[1]
+                                x = padded_value(X, m, g * C_group + c, row, col, (top, left))
+                                total += W[k, c, i, j] * x
                     Z[m, k, h, w] = total
     return Z
 
 
-def conv_backward(dL_dZ, X, W, stride=1, padding=0):
+def conv_backward(dL_dZ, X, W, stride=1, padding=0, dilation=1, groups=1):
     """dL/dX, dL/dW, dL/dB: each Z entry hands its gradient back to its bias, to each
     weight (times the pixel the weight met) and to each real pixel (times that weight);
     the pixels of the zero frame are not inputs and keep nothing."""
-    stride, padding = pair(stride), pair(padding)
+    stride, dilation = pair(stride), pair(dilation)
+    top, _, left, _ = four_sides(padding)
     M, K, Ho, Wo = dL_dZ.shape
-    _, C, kh, kw = W.shape
+    _, C_group, kh, kw = W.shape
+    K_group = K // groups
     dL_dX = np.zeros(X.shape)
     dL_dW = np.zeros(W.shape)
     dL_dB = np.zeros(K)
     for m in range(M):
         for k in range(K):
+            g = k // K_group
             for h in range(Ho):
                 for w in range(Wo):
-                    g = dL_dZ[m, k, h, w]
-                    dL_dB[k] += g
-                    for c in range(C):
+                    grad = dL_dZ[m, k, h, w]
+                    dL_dB[k] += grad
+                    for c in range(C_group):
                         for i in range(kh):
                             for j in range(kw):
-                                row, col = h * stride[0] + i, w * stride[1] + j
-                                dL_dW[k, c, i, j] += g * padded_value(X, m, c, row, col, padding)
-                                cell = inside(X.shape, row, col, padding)
+                                row, col = h * stride[0] + i * dilation[0], w * stride[1] + j * dilation[1]
+                                channel = g * C_group + c
+                                dL_dW[k, c, i, j] += grad * padded_value(X, m, channel, row, col, (top, left))
+                                cell = inside(X.shape, row, col, (top, left))
                                 if cell is not None:
-                                    dL_dX[m, c, cell[0], cell[1]] += g * W[k, c, i, j]
+                                    dL_dX[m, channel, cell[0], cell[1]] += grad * W[k, c, i, j]
     return dL_dX, dL_dW, dL_dB
+
+
+# -- transposed convolution: Z = conv_transpose(X, W) + B -------------------------------------
+
+
+def conv_transpose_forward(X, W, B, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Each X[m,c,h,w] scatters X·W[c,k,i,j] to output cell (h*sh + i*dh − ph, w*sw + j*dw − pw)
+    of channel g*K/G + k (g the group of channel c); cells outside the output are dropped.
+    W (C, K/G, kh, kw), as PyTorch's ConvTranspose2d stores it."""
+    stride, padding, output_padding, dilation = (pair(v) for v in (stride, padding, output_padding, dilation))
+    M, C, H, Wd = X.shape
+    _, K_group, kh, kw = W.shape
+    C_group = C // groups
+    K = K_group * groups
+    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    Wo = (Wd - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    Z = np.zeros((M, K, Ho, Wo))
+    for m in range(M):
+        for c in range(C):
+            g = c // C_group
+            for h in range(H):
+                for w in range(Wd):
+                    for k in range(K_group):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row = h * stride[0] + i * dilation[0] - padding[0]
+                                col = w * stride[1] + j * dilation[1] - padding[1]
+                                if 0 <= row < Ho and 0 <= col < Wo:
+                                    Z[m, g * K_group + k, row, col] += X[m, c, h, w] * W[c, k, i, j]
+    if B is not None:
+        for k in range(K):
+            Z[:, k] += B[k]
+    return Z
+
+
+def conv_transpose_backward(dL_dZ, X, W, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """dL/dX, dL/dW, dL/dB over the same scatter: each pair (input cell, tap) that reached an
+    output cell takes that cell's gradient back."""
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    M, C, H, Wd = X.shape
+    _, K_group, kh, kw = W.shape
+    C_group = C // groups
+    _, K, Ho, Wo = dL_dZ.shape
+    dL_dX, dL_dW = np.zeros(X.shape), np.zeros(W.shape)
+    for m in range(M):
+        for c in range(C):
+            g = c // C_group
+            for h in range(H):
+                for w in range(Wd):
+                    for k in range(K_group):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row = h * stride[0] + i * dilation[0] - padding[0]
+                                col = w * stride[1] + j * dilation[1] - padding[1]
+                                if 0 <= row < Ho and 0 <= col < Wo:
+                                    grad = dL_dZ[m, g * K_group + k, row, col]
+                                    dL_dX[m, c, h, w] += grad * W[c, k, i, j]
+                                    dL_dW[c, k, i, j] += grad * X[m, c, h, w]
+    return dL_dX, dL_dW, dL_dZ.sum(axis=(0, 2, 3))
 
 
 # -- element-wise activations: A = f(Z) ------------------------------------------------------
@@ -656,25 +734,60 @@ class Twin(NamedTuple):
     forward(x, *weights, **options) -> y
     backward(dL_dy, x, *weights, **options) -> (dL_dx, (dL_dW, dL_dB, ...))
     local(x, **options) -> dy/dx, the stage an activation shows of its own derivative
+    stages(x, dL_dy, *weights, **options) -> its other stages (see below)
+
+    A kind that keeps running statistics (batch norm) gets them as options: mean=, var=.
     """
 
     forward: Callable
     backward: Callable
     local: Callable | None = None
+    #: stages(x, dL_dy, *weights, **options) -> {name without the layer's number: value}: the
+    #: stages a kind shows besides its output, its weights' gradients and dL/dx (batch norm's
+    #: mu, sigmasq, xhat, dL_dxhat …, a dropout's mask, the running mean and var after the step)
+    stages: Callable | None = None
 
 
 def _conv_kernel(W, flip):
     return rot180(W) if flip else W
 
 
-def conv_layer(X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding)
+def same_padding(W, dilation) -> tuple[int, int, int, int]:
+    """"same" padding for kernel W (…, kh, kw): dilation·(k − 1) zeros along each axis, the
+    odd one after (below, to the right), as PyTorch and TensorFlow pad."""
+    dilation = pair(dilation)
+    rows, cols = (d * (k - 1) for d, k in zip(dilation, W.shape[-2:]))
+    return (rows // 2, rows - rows // 2, cols // 2, cols - cols // 2)
 
 
-def conv_layer_backward(dL_dZ, X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding)
+def named_padding(padding, W, dilation):
+    """A padding as the input writes it, "valid" and "same" as numbers."""
+    return {"valid": 0, "same": same_padding(W, dilation)}[padding] if isinstance(padding, str) else padding
+
+
+def conv_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, bias=True, flip=False):
+    padding = named_padding(padding, W, dilation)
+    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding, dilation, groups)
+
+
+def conv_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                        bias=True, flip=False):  # fmt: skip
+    padding = named_padding(padding, W, dilation)
+    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding, dilation, groups)
     # The pass used rot180(W): each kernel entry's gradient goes back to the W entry it is.
-    return dL_dX, (rot180(dL_dK) if flip else dL_dK, dL_dB)
+    dL_dW = rot180(dL_dK) if flip else dL_dK
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
+
+
+def conv_transpose_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
+                         groups=1, bias=True):  # fmt: skip
+    return conv_transpose_forward(X, W, B, stride, padding, output_padding, dilation, groups)
+
+
+def conv_transpose_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                                  dilation=(1, 1), groups=1, bias=True):  # fmt: skip
+    dL_dX, dL_dW, dL_dB = conv_transpose_backward(dL_dZ, X, W, stride, padding, output_padding, dilation, groups)
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
 
 
 def dense_layer_backward(dL_dZ, F, W, B):
@@ -720,6 +833,7 @@ def relu_local(Z, *, grad_at_zero=0):
 
 
 CONV = Twin(conv_layer, conv_layer_backward)
+CONV_TRANSPOSE = Twin(conv_transpose_layer, conv_transpose_layer_backward)
 DENSE = Twin(dense_forward, dense_layer_backward)
 FLATTEN = Twin(flatten_layer, flatten_layer_backward)
 MAXPOOL = Twin(maxpool_layer, maxpool_layer_backward)
@@ -753,3 +867,160 @@ CROSS_ENTROPY = LossTwin(lambda A, Z, Y: cross_entropy_loss(Z, Y), lambda A, Z, 
 MSE = LossTwin(lambda A, Z, Y: mse_loss(A, Y), lambda A, Z, Y: mse_grad(A, Y))
 #: No loss: the gradient at the output is given (Y stands for it) and the pass starts there.
 GIVEN = LossTwin(None, lambda A, Z, Y: np.array(Y, dtype=np.float64))
+
+
+def _channel_values(X, c):
+    """Every value of channel (or unit) c of a batch, in order: X[m][c] or X[m][c][h][w]."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        return [(m,) for m in range(X.shape[0])]
+    M, _, H, W = X.shape
+    return [(m, h, w) for m in range(M) for h in range(H) for w in range(W)]
+
+
+def _at(X, place, c):
+    return (place[0], c, *place[1:])
+
+
+def batchnorm_forward(X, gamma, beta, mean=None, var=None, eps=1e-5):
+    """Z[..c..] = γ[c]·(X − μ[c])/√(σ²[c] + ε) + β[c], by loops; μ, σ² the batch's (biased)
+    unless ``mean`` and ``var`` are given. Returns Z, μ, σ²."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    Z = np.zeros_like(X)
+    mus, variances = np.zeros(C), np.zeros(C)
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        if mean is None:
+            mu = sum(X[_at(X, q, c)] for q in places) / N
+            sigmasq = sum((X[_at(X, q, c)] - mu) ** 2 for q in places) / N
+        else:
+            mu, sigmasq = mean[c], var[c]
+        mus[c], variances[c] = mu, sigmasq
+        for q in places:
+            Z[_at(X, q, c)] = gamma[c] * (X[_at(X, q, c)] - mu) / math.sqrt(sigmasq + eps) + beta[c]
+    return Z, mus, variances
+
+
+def batchnorm_pass(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5) -> dict:
+    """Every stage of batch norm's backward pass by loops, straight from the derivation:
+    x̂, dL/dγ, dL/dβ, dL/dx̂, and in training (no ``mean``, ``var``) dL/dσ², dL/dμ, then dL/dX
+    through x̂, σ² and μ (through x̂ alone with given statistics)."""
+    X = np.asarray(X, dtype=float)
+    C = X.shape[1]
+    _, mus, variances = batchnorm_forward(X, gamma, np.zeros(C), mean, var, eps)
+    out = {name: np.zeros_like(X) for name in ("xhat", "dL_dxhat", "dL_dX")}
+    out.update({name: np.zeros(C) for name in ("dL_dW", "dL_dB", "dL_dsigmasq", "dL_dmu")})
+    out["mu"], out["sigmasq"] = mus, variances
+    for c in range(C):
+        places = _channel_values(X, c)
+        N = len(places)
+        mu, sigmasq = mus[c], variances[c]
+        std = math.sqrt(sigmasq + eps)
+        for q in places:
+            i = _at(X, q, c)
+            out["xhat"][i] = (X[i] - mu) / std
+            out["dL_dW"][c] += dL_dZ[i] * out["xhat"][i]
+            out["dL_dB"][c] += dL_dZ[i]
+            out["dL_dxhat"][i] = dL_dZ[i] * gamma[c]
+        if mean is not None:
+            for q in places:
+                out["dL_dX"][_at(X, q, c)] = out["dL_dxhat"][_at(X, q, c)] / std
+            continue
+        dvar = sum(out["dL_dxhat"][_at(X, q, c)] * (X[_at(X, q, c)] - mu) * -0.5 * (sigmasq + eps) ** -1.5
+                   for q in places)  # fmt: skip
+        dmu = (sum(-out["dL_dxhat"][_at(X, q, c)] / std for q in places)
+               + dvar * sum(-2 * (X[_at(X, q, c)] - mu) for q in places) / N)  # fmt: skip
+        out["dL_dsigmasq"][c], out["dL_dmu"][c] = dvar, dmu
+        for q in places:
+            i = _at(X, q, c)
+            out["dL_dX"][i] = out["dL_dxhat"][i] / std + dvar * 2 * (X[i] - mu) / N + dmu / N
+    return out
+
+
+def batchnorm_backward(dL_dZ, X, gamma, mean=None, var=None, eps=1e-5):
+    """dL/dX, dL/dγ, dL/dβ by loops (see batchnorm_pass)."""
+    out = batchnorm_pass(dL_dZ, X, gamma, mean, var, eps)
+    return out["dL_dX"], out["dL_dW"], out["dL_dB"]
+
+
+def dropout_forward(X, mask, p):
+    """D = X·mask/(1 − p), entry by entry."""
+    X = np.asarray(X, dtype=float)
+    D = np.zeros_like(X)
+    for i in np.ndindex(X.shape):
+        D[i] = X[i] * mask[i] / (1 - p)
+    return D
+
+
+def dropout_backward(dL_dD, mask, p):
+    """dL/dX = dL/dD·mask/(1 − p), entry by entry."""
+    dL_dX = np.zeros(np.shape(dL_dD))
+    for i in np.ndindex(dL_dX.shape):
+        dL_dX[i] = dL_dD[i] * mask[i] / (1 - p)
+    return dL_dX
+
+
+# -- batch norm and dropout as layer twins -------------------------------------------------------
+
+
+def _given_statistics(mode, mean, var):
+    """The statistics batch norm normalizes with: the batch's in training (None), else the running ones."""
+    return (None, None) if mode == "train" else (mean, var)
+
+
+def batchnorm_layer(X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    return batchnorm_forward(X, W, B, *_given_statistics(mode, mean, var), eps)[0]
+
+
+def batchnorm_layer_backward(dL_dZ, X, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    dL_dX, dL_dW, dL_dB = batchnorm_backward(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    return dL_dX, (dL_dW, dL_dB)
+
+
+def batchnorm_layer_stages(X, dL_dZ, W, B, *, eps=1e-5, momentum=0.1, mode="train", mean=None, var=None):
+    """Its stages besides its output and its weights' gradients, named without the layer's
+    number: x̂ and dL/dx̂, in training μ, σ², dL/dσ², dL/dμ and (with running statistics
+    given) the running statistics after the step, PyTorch's: σ² unbiased."""
+    out = batchnorm_pass(dL_dZ, X, W, *_given_statistics(mode, mean, var), eps)
+    stages = {"xhat": out["xhat"], "dL_dxhat": out["dL_dxhat"]}
+    if mode != "train":
+        return stages
+    stages.update(mu=out["mu"], sigmasq=out["sigmasq"], dL_dsigmasq=out["dL_dsigmasq"], dL_dmu=out["dL_dmu"])
+    if mean is not None:
+        N = len(_channel_values(X, 0))
+        stages["mean"] = [(1 - momentum) * mean[c] + momentum * out["mu"][c] for c in range(len(mean))]
+        stages["var"] = [(1 - momentum) * var[c] + momentum * out["sigmasq"][c] * N / (N - 1) for c in range(len(var))]
+    return stages
+
+
+def dropout_mask_of(shape, p, mask=None, seed=0):
+    """The layer's mask: the given one, or drawn from ``seed`` (kept where a uniform draw is ≥ p)."""
+    if mask is not None:
+        return np.asarray(mask, dtype=float).reshape(shape)
+    draws = np.random.default_rng(seed).random(shape)
+    kept = np.zeros(shape)
+    for i in np.ndindex(shape):
+        kept[i] = 1.0 if draws[i] >= p else 0.0
+    return kept
+
+
+def dropout_layer(X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(X, dtype=float)
+    return dropout_forward(X, dropout_mask_of(np.shape(X), p, mask, seed), p)
+
+
+def dropout_layer_backward(dL_dD, X, *, p=0.5, mask=None, seed=0, mode="train"):
+    if mode != "train":
+        return np.array(dL_dD, dtype=float), ()
+    return dropout_backward(dL_dD, dropout_mask_of(np.shape(X), p, mask, seed), p), ()
+
+
+def dropout_layer_stages(X, dL_dD, *, p=0.5, mask=None, seed=0, mode="train"):
+    return {"mask": dropout_mask_of(np.shape(X), p, mask, seed)} if mode == "train" else {}
+
+
+BATCHNORM = Twin(batchnorm_layer, batchnorm_layer_backward, stages=batchnorm_layer_stages)
+DROPOUT = Twin(dropout_layer, dropout_layer_backward, stages=dropout_layer_stages)

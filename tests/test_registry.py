@@ -35,7 +35,7 @@ def test_every_option_a_kind_has_is_parsed_and_in_the_schema(kind):
 @pytest.mark.parametrize("kind", KINDS.values(), ids=list(KINDS))
 def test_every_kind_is_a_layer_with_its_records(kind):
     assert issubclass(kind, Layer) and KINDS[kind.type] is kind
-    assert kind.letter in "ZAPF" and kind.DESCRIPTION
+    assert kind.letter in "ZAPDF" and kind.DESCRIPTION
     for switch, convention in kind.CONVENTIONS.items():
         assert convention.option in kind.OPTIONS, switch
         assert convention.choices[0] == getattr(kind(), convention.option)

@@ -7,14 +7,19 @@ from here.
 from cnntrace.layers.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
 from cnntrace.layers.conv import Conv
+from cnntrace.layers.conv_transpose import ConvTranspose
 from cnntrace.layers.dense import Dense
+from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
 from cnntrace.layers.global_pool import GlobalAvgPool
+from cnntrace.layers.norm import BatchNorm
 from cnntrace.layers.pool import AvgPool, MaxPool
 
 #: Every layer kind by the name input files give it, in the order the schema lists them.
 KINDS: dict[str, type[Layer]] = {
-    kind.type: kind for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax)
+    kind.type: kind
+    for kind in (Conv, ConvTranspose, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid,
+                 Softmax, BatchNorm, Dropout)
 }
 
 __all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]

@@ -16,7 +16,13 @@ Each kind (one module of this package) has the same small interface (see ``Layer
 - ``mistakes``: the wrong turns a learner commonly takes at this layer, each as the values
   of the stages where it is made (``verify`` resumes the pass from them to name a mistake);
 - ``work``: what one pass through it costs, for the size guard;
-- ``HAND`` and ``ambiguities``: what a hand exercise must avoid in it.
+- ``HAND`` and ``ambiguities``: what a hand exercise must avoid in it;
+- where a kind needs more of the pass around it (batch norm, dropout): ``shown``, the stages
+  it shows besides its output, with ``forward_from`` and ``backward_from`` taking any of them
+  as given; ``running``, the statistics it keeps besides its weights (``start_running``,
+  ``update_running``); ``for_batch``, its check of (or draw for) the batch; ``draws`` and
+  ``for_step``, its random draws in training; ``evaluating``, the layer as a trained
+  network evaluates.
 
 A layer sits at a ``Place`` in a network: the number of its weighted layer and the names of
 what it reads and writes (X → Z1, Z1 → A1 …), which is all it needs to name its stages.
@@ -34,7 +40,7 @@ import numpy as np
 
 from cnntrace import checks
 from cnntrace.errors import InputError
-from cnntrace.naming import grad
+from cnntrace.naming import grad, numbered
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
 
@@ -269,6 +275,34 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
     return Option(lambda value, key: checks.pair(key, value, minimum, what), schema)
 
 
+def padding_option(description: str) -> Option:
+    """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
+    side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ,
+    "valid" or "same"."""
+    number = {"type": "integer", "minimum": 0}
+    schema = {"description": description, "default": 0, "oneOf": [
+        number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+        {"type": "array", "items": number, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
+    ]}  # fmt: skip
+
+    def parse(value, key):
+        if value in ("valid", "same"):
+            return value
+        if isinstance(value, str):
+            raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
+                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
+            return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], "
+                             f"got {len(value)} numbers", key=key)  # fmt: skip
+        return checks.pair(key, value, 0, "padding")
+
+    return Option(parse, schema)
+
+
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):
@@ -337,15 +371,17 @@ class Layer:
     """A layer kind with its options; ``place`` is set when the network is built."""
 
     type: ClassVar[str]
-    letter: ClassVar[str]  # what its output is called: Z, A, P or F
+    letter: ClassVar[str]  # what its output is called: Z, A, P, D or F
     DESCRIPTION: ClassVar[str]  # one line for the JSON Schema
     weighted: ClassVar[bool] = False
     activation: ClassVar[bool] = False
     pooling: ClassVar[bool] = False
+    dropout: ClassVar[bool] = False
     #: Only as the network's last layer (a softmax).
     last_only: ClassVar[bool] = False
     #: What the input must be ("map", "vector"), where the kind fixes it; the first such
-    #: layer tells how X is read.
+    #: layer tells how X is read. "either": X's own axes tell (1 or 2: vectors, 3 or 4:
+    #: maps, with channels where ``reads_channels`` says so), as batch norm reads it.
     input_form: ClassVar[str | None] = None
     #: The loss that goes with it as the last layer, and cancels against it (sigmoid: bce).
     pairs_with: ClassVar[str | None] = None
@@ -438,7 +474,8 @@ class Layer:
         return f"∂{self.output}/∂{self.input}"
 
     def stages(self, ctx: Context) -> tuple[list[Stage], list[Stage]]:
-        """(forward stages, backward stages) of this layer."""
+        """(forward stages, backward stages) of this layer; a stage of the update section
+        among the forward ones (a running statistic after the step) goes to the update."""
         raise NotImplementedError
 
     def kinks(self, cache) -> tuple[np.ndarray, ...]:
@@ -458,6 +495,62 @@ class Layer:
     def explain(self, t: View, name: str, index: tuple[int, ...]) -> Explained:
         """The arithmetic of entry ``index`` (general) of stage ``name``."""
         raise NotImplementedError
+
+    # -- what some kinds need of the pass around them (batch norm, dropout) ------------------
+
+    @property
+    def running(self) -> tuple[str, ...]:
+        """The names of the running statistics it keeps besides its weights (batch norm's
+        mean{l}, var{l}): inputs that no gradient moves, which a training pass updates
+        (see ``update_running``). They travel with the weights, on the general shapes."""
+        return ()
+
+    def start_running(self, weights: dict) -> dict:
+        """Where training starts the running statistics the input leaves out (PyTorch's
+        mean 0, variance 1), from the layer's general ``weights``."""
+        return {}
+
+    def update_running(self, cache, weights: dict) -> dict:
+        """Its running statistics after a pass (``cache``) in training: {} for most kinds,
+        and where ``weights`` hold none."""
+        return {}
+
+    def for_batch(self, layout: Layout, batched: bool, M: int) -> Layer:
+        """The layer ready for a pass on ``M`` images whose input is ``layout``: a dropout's
+        given mask checked against the batch (or its mask drawn from its seed); InputError
+        where the batch cannot go through it (batch norm on one value per channel)."""
+        return self
+
+    @property
+    def draws(self) -> bool:
+        """Whether it draws at random in training (a dropout's mask): see ``for_step``."""
+        return False
+
+    def for_step(self, rng) -> Layer:
+        """The layer for one step of training, its random draws (a dropout's mask) made
+        from ``rng`` (numpy's Generator)."""
+        return self
+
+    def evaluating(self) -> Layer:
+        """The layer as a trained network evaluates a test set: batch norm with its running
+        statistics, dropout as the identity."""
+        return self
+
+    def shown(self, cache) -> dict:
+        """The forward stages it shows besides its output, from its cache (batch norm's μ,
+        σ² and x̂, a dropout's mask), by name."""
+        return {}
+
+    def forward_from(self, x, weights: dict, given: dict):
+        """``forward`` with any of its ``shown`` stages taken from ``given`` and what follows
+        from them inside the layer recomputed (verify resumes a pass from a learner's σ²)."""
+        return self.forward(x, weights, True)
+
+    def backward_from(self, d_out, cache, weights: dict, given: dict, *, need_input: bool) -> dict:
+        """``backward`` with any of its stages taken from ``given``, and what follows from
+        them inside the layer recomputed (see ``resume``)."""
+        stages = self.backward(d_out, cache, weights, need_input=need_input, tracing=True)
+        return self.resume(d_out, stages, given)
 
     def resume(self, d_out, stages: dict, given: dict) -> dict:
         """Its backward stages with those in ``given`` taken as given, and what follows from
@@ -485,3 +578,32 @@ class Layer:
         """This layer with the switches of ``conventions`` that it honours set."""
         chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
         return replace(self, **chosen) if chosen else self
+
+
+@dataclass(frozen=True)
+class WeightedLayer(Layer):
+    """A kind with weights of its own (conv, dense, conv_transpose, batchnorm): it counts in
+    the numbering, makes Z{l} and has W{l}, and B{l} unless it goes without a bias."""
+
+    letter: ClassVar[str] = "Z"
+    weighted: ClassVar[bool] = True
+
+    def named(self, letters: str) -> str:
+        """This layer's matrix ``letters`` by the naming scheme: W → W2, mean → mean2."""
+        return numbered(letters, self.place.number)
+
+    @property
+    def W(self) -> str:
+        return self.named("W")
+
+    @property
+    def B(self) -> str:
+        return self.named("B")
+
+    @property
+    def has_bias(self) -> bool:
+        return True
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.W, self.B) if self.has_bias else (self.W,)

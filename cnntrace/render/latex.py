@@ -34,10 +34,12 @@ from cnntrace.render.format import (
 
 # -- the formula notation, translated ------------------------------------------------------
 
+#: The Greek and accented names of batch norm's stages: μ2, σ²2, x̂2 (x and a combining circumflex).
+_GREEK = r"(?:μ|σ²|[a-z]\u0302)"
 _TOKEN = re.compile(
-    r"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>[A-Za-z]\w*))"
-    r"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>[A-Z][A-Za-z0-9]*))"
-    r"|(?P<ident>[A-Za-z][A-Za-z_]*\d*(?:-[a-z]{2,})*)"  # a hyphenated word (row-major) stays a word
+    rf"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>{_GREEK}\d*|[A-Za-z]\w*))"
+    rf"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>{_GREEK}\d*|[A-Z][A-Za-z0-9]*))"
+    rf"|(?P<ident>{_GREEK}\d*|[A-Za-z][A-Za-z_]*\d*(?:-[a-z]{{2,}})*)"  # a hyphenated word (row-major) stays a word
     r"|(?P<number>\d+(?:\.\d+)?)"
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"
@@ -49,14 +51,18 @@ SYMBOLS = {
     "σ": r"\sigma ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
     "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
     "*": r"{*}",
+    "μ": r"\mu ", "ε": r"\varepsilon ", "γ": r"\gamma ", "β": r"\beta ", "√": r"\surd ", "½": r"\tfrac{1}{2}",
 }  # fmt: skip
 
 
 def _symbol(name: str) -> str:
-    """W1 -> W_{1}; lr -> \\mathrm{lr}."""
-    match = re.fullmatch(r"([A-Z])(\d*)", name)
+    """W1 -> W_{1}; σ²2 -> \\sigma^{2}_{2}; x̂2 -> \\hat{x}_{2}; lr -> \\mathrm{lr}."""
+    match = re.fullmatch(rf"([A-Z]|{_GREEK})(\d*)", name)
     if match:
-        return match[1] + (f"_{{{match[2]}}}" if match[2] else "")
+        letter = {"μ": r"\mu", "σ²": r"\sigma^{2}"}.get(match[1], match[1])
+        if letter.endswith("\u0302"):
+            letter = rf"\hat{{{letter[0]}}}"
+        return letter + (f"_{{{match[2]}}}" if match[2] else "")
     return rf"\mathrm{{{name}}}"
 
 
@@ -79,7 +85,7 @@ def _pieces(text: str):
                 yield "math", r"\operatorname{" + word.replace("_", r"\_") + "}"
             elif word == "log":
                 yield "math", r"\log "
-            elif re.fullmatch(r"[A-Z]\d*|lr", word):
+            elif re.fullmatch(rf"[A-Z]\d*|lr|{_GREEK}\d*", word):
                 yield "math", _symbol(word) if word != "lr" else r"\mathrm{lr}"
             else:
                 yield "word", word.replace("_", r"\_")  # cross_entropy in a summary

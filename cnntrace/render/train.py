@@ -150,6 +150,8 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     """The whole training as one renderable: a summary, the epoch table, the loss curve and
     the final parameters (``trained``, in the input's shapes); large ones are summarized
     unless ``full``."""
+    # rich and the table view are imported here alone: the JSON forms of a training (ndjson
+    # piped to another tool) start without them.
     from rich.console import Group
     from rich.text import Text
 
@@ -184,7 +186,9 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
         Text("\nTrained parameters", style="bold underline"),
     ]
     for name, values in trained.items():
-        parts.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
+        # A running statistic the input did not give (batch norm's) is a vector: no leading axes.
+        axes = input_axes(problem, name) if name in problem.layouts else ()
+        parts.append(matrix_block(name, None, values, axes, precision, full=full))
     return Group(*parts)
 
 
