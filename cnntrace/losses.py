@@ -70,6 +70,10 @@ class Loss:
         how the output's rounding moves it)."""
         return self.gradient(output, target, None)
 
+    def value_by_hand(self, output, target):
+        """L as a learner computes it, from the output alone (see gradient_by_hand)."""
+        return self.value(output, target, None)
+
     def entries(self, layout: Layout, M: int) -> int:
         """How many entries the mean divides by."""
         return M * int(np.prod(layout.shape, dtype=np.int64))
@@ -166,6 +170,13 @@ class BCE(Loss):
 
     def gradient(self, output, target, logits):
         return ops.bce_grad_A(logits, target)
+
+    def value_by_hand(self, output, target):
+        """mean of −Y·log A − (1 − Y)·log(1 − A), from A itself."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(target != 0, -target * np.log(output), 0.0)
+            terms = terms + np.where(target != 1, -(1.0 - target) * np.log(1.0 - output), 0.0)
+        return np.asarray(terms.sum() / output.size)
 
     def gradient_by_hand(self, output, target):
         """(−Y/A + (1 − Y)/(1 − A)) / N from A itself, 1/(1 − A) amplifying A's rounding."""
@@ -296,6 +307,12 @@ class CrossEntropy(Loss):
 
     def value(self, output, target, logits):
         return ops.cross_entropy_loss(logits, target)
+
+    def value_by_hand(self, output, target):
+        """mean over the images of −Σ Y·log A, from A itself."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(target != 0, -target * np.log(output), 0.0)
+        return np.asarray(terms.sum() / output.shape[0])
 
     def gradient(self, output, target, logits):
         return ops.cross_entropy_grad_A(output, target)

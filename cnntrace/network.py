@@ -173,7 +173,7 @@ class Network:
         if L is not None:
             traced["L"] = L
         if computed is not None and L is not None:
-            computed["L"] = L
+            computed["L"] = loss.value_by_hand(output, target)
 
         if self.fused:
             # The loss cancels against the last activation: the backward pass starts one

@@ -52,6 +52,9 @@ DEFAULT_DECIMALS = 4
 MAX_DECIMALS = 15
 #: Float64's own noise in a value computed in another order: relative, and never below this.
 NOISE = 1e-9
+#: The most entries (of all the stages) whose rounding ``amplification`` propagates: it
+#: resumes the pass twice an entry. Beyond, no answer worked by hand, and none propagated.
+MAX_AMPLIFIED = 3000
 
 
 @dataclass(frozen=True)
@@ -330,7 +333,8 @@ def amplification(trace) -> dict[str, np.ndarray]:
     Every stage is given at its true value and the pass resumed with one entry moved a
     little each way (Network.resume's ``computed``); the smaller of the two moves counts,
     so a tie in a pool window (a kink) is not taken for a jump. X and the weights are
-    exact and move nothing."""
+    exact and move nothing. A pass of more than MAX_AMPLIFIED entries gets {}: each answer
+    is then held to its own rounding alone."""
     problem = trace.problem
     network = problem.network
     X, target, weights = problem.general_X(), problem.general_target, problem.general_weights()
@@ -346,6 +350,8 @@ def amplification(trace) -> dict[str, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         true = network.resume(X, target, weights, problem.lr, {})
     given = {name: np.array(true[name], dtype=np.float64) for name in names if name in true}
+    if sum(np.size(value) for value in given.values()) > MAX_AMPLIFIED:
+        return {}
     base = computed(given)
     total = {name: np.zeros(np.shape(true[name])) for name in given}
     rng = np.random.default_rng(0)

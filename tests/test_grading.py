@@ -167,3 +167,14 @@ def test_bad_marks_give_one_line_and_exit_2(tmp_path, marks, key):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     if key:
         assert key in result.stderr
+
+
+def test_a_pass_too_large_to_work_by_hand_holds_each_answer_to_its_own_rounding(monkeypatch):
+    import cnntrace.verify as verify_module
+
+    trace = run(REFERENCE)
+    assert amplification(trace)["dL_dW1"].max() > 1
+    monkeypatch.setattr(verify_module, "MAX_AMPLIFIED", 10)
+    assert amplification(trace) == {}
+    answers = {"P1": np.round(np.asarray(trace["P1"]), 4).tolist()}
+    assert verify(trace, answers, tolerance=Tolerance.rounding(4))[0].status == "right"
