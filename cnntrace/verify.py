@@ -355,6 +355,14 @@ def amplification(trace) -> dict[str, np.ndarray]:
     base = computed(given)
     total = {name: np.zeros(np.shape(true[name])) for name in given}
     rng = np.random.default_rng(0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # inf − inf: no slope
+        _slopes(given, base, total, computed, rng)
+    return {name: np.asarray(problem.present(name, value)) for name, value in total.items()}
+
+
+def _slopes(given: dict, base: dict, total: dict, computed, rng) -> None:
+    """Add to ``total`` each stage's Σ|∂stage/∂in| over the entries of every stage it reads
+    (see amplification)."""
     for moved, value in given.items():
         # First the whole stage at once: a stage nothing reads (dL/dX) costs one pass.
         step = 1e-6 * np.maximum(1.0, np.abs(value))
@@ -371,7 +379,6 @@ def amplification(trace) -> dict[str, np.ndarray]:
                 slopes.append({n: np.abs(after[n] - base[n]) / step[index] for n in readers})
             for n in readers:
                 total[n] = total[n] + np.nan_to_num(np.minimum(slopes[0][n], slopes[1][n]), nan=np.inf)
-    return {name: np.asarray(problem.present(name, value)) for name, value in total.items()}
 
 
 def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL, *,
