@@ -125,7 +125,8 @@ class Network:
 
     # -- the pass ------------------------------------------------------------------------
 
-    def forward_backward(self, X, target, weights: dict, *, tracing: bool = True, given: dict | None = None) -> dict:
+    def forward_backward(self, X, target, weights: dict, *, tracing: bool = True, given: dict | None = None,
+                         computed: dict | None = None) -> dict:
         """One pass on the general shapes; {name: array} for every forward and backward
         stage, in the derivation's order.
 
@@ -140,6 +141,10 @@ class Network:
         the pass is done with it: each layer's cache holds only what its backward needs,
         and a layer may write its output over an input no one else holds (``overwritable``).
         X and the weights are never written to.
+
+        ``computed``, when given, receives each stage as computed from what comes before it,
+        before ``given`` replaces it: with every stage given, each one as the stages it
+        reads directly make it (verify's rounding, propagated one stage at a time).
         """
         if given and not tracing:
             raise ValueError("a pass that resumes from given stages is a trace")
@@ -154,6 +159,8 @@ class Network:
                 x, cache = layer.forward_from(x, weights, given)
             else:
                 x, cache = layer.forward(x, weights, tracing, overwrite)
+            if computed is not None:
+                computed[layer.output] = x
             x = given.get(layer.output, x)
             caches.append(cache)
             running.update(layer.update_running(cache, weights))
@@ -165,26 +172,40 @@ class Network:
         L = loss.value(output, target, logits)
         if L is not None:
             traced["L"] = L
+        if computed is not None and L is not None:
+            computed["L"] = loss.value_by_hand(output, target)
 
         if self.fused:
             # The loss cancels against the last activation: the backward pass starts one
             # layer down, at dL/dZ = (A − Y)/N, exact where the activation saturates.
             last, layers = layers[-1], layers[:-1]
             if tracing:
+                local = last.derivative(*caches[-1])
                 traced[grad(last.output)] = given.get(grad(last.output), loss.gradient(output, target, logits))
-                traced[last.local] = given.get(last.local, last.derivative(*caches[-1]))
-            d = traced[last.input_gradient] = given.get(last.input_gradient, loss.fused_backward(output, target))
+                traced[last.local] = given.get(last.local, local)
+                if computed is not None:
+                    computed[grad(last.output)] = loss.gradient_by_hand(output, target)
+                    computed[last.local] = local
+            fused = loss.fused_backward(output, target)
+            if computed is not None:
+                computed[last.input_gradient] = fused
+            d = traced[last.input_gradient] = given.get(last.input_gradient, fused)
             caches.pop()
         else:
             d = traced[grad(self.output)] = given.get(grad(self.output), loss.gradient(output, target, logits))
+            if computed is not None:
+                computed[grad(self.output)] = loss.gradient_by_hand(output, target)
         grads = {}
         for position in reversed(range(len(layers))):
             layer = layers[position]
             need_input = tracing or position > 0
+            cache = caches.pop()
+            if computed is not None:  # each stage as computed, before ``given`` replaces it
+                computed.update(layer.backward(d, cache, weights, need_input=need_input, tracing=True))
             if given:
-                stages = layer.backward_from(d, caches.pop(), weights, given, need_input=need_input)
+                stages = layer.backward_from(d, cache, weights, given, need_input=need_input)
             else:
-                stages = layer.backward(d, caches.pop(), weights, need_input=need_input, tracing=tracing)
+                stages = layer.backward(d, cache, weights, need_input=need_input, tracing=tracing)
             if tracing:
                 traced.update(stages)
             for name in layer.gradients:
@@ -195,11 +216,13 @@ class Network:
         traced.update(running)
         return traced
 
-    def resume(self, X, target, weights: dict, lr: float, given: dict) -> dict:
+    def resume(self, X, target, weights: dict, lr: float, given: dict, computed: dict | None = None) -> dict:
         """Every stage of the pass and the update, from the stages in ``given`` on (see
         forward_backward); an update stage in ``given`` (W1 after the step) is taken as is."""
-        values = self.forward_backward(X, target, weights, given=given)
+        values = self.forward_backward(X, target, weights, given=given, computed=computed)
         update = self.gradient_step(weights, values, lr)
+        if computed is not None:
+            computed.update(update)
         values.update({p: given.get(p, value) for p, value in update.items()})
         return values
 
@@ -210,10 +233,11 @@ class Network:
         start = self.layers[-1].input if self.fused else self.output  # where the backward pass starts
         first = grad(start)
         output = values[self.output]
+        out += self.loss.mistakes(values, start)
         # The mean is over the images (bce, cross-entropy) or over every output (mse): try both.
         means = {M: f"the {M} images", output.size: f"all {output.size} outputs"}
         for N, what in means.items():
-            if N > 1:
+            if N > 1 and self.loss.averages:
                 out.append(Mistake("batch_mean_missing", f"dL/d{start} without the 1/N of the mean over "
                                    f"{what}: N = {N} times too large", {first: values[first] * N}))  # fmt: skip
         for p, gradient in self._updates:

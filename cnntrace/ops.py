@@ -6,10 +6,12 @@ use M images, C input channels, K filters and n units:
     maps     (M, C, H, W)          conv W (K, C, kh, kw)   conv B (K,)
     vectors  (M, n)                dense W (n_in, n_out)   dense B (n_out,)
 
-Sizes, strides and paddings of windows are (rows, cols) pairs. The convolution and the
-pooling loop over the offsets of their window (kh*kw or ph*pw steps), each step working on a
-whole strided slice of the batch at once; the backward pass of each loops over the same
-offsets as its forward pass, so one reads against the other.
+Sizes, strides and paddings of windows are (rows, cols) pairs; a pooling's padding may also
+be four sides (top, bottom, left, right), its taps ``dilation`` apart, and in ``ceil_mode`` a
+last partial window is kept as PyTorch keeps it. The convolution and the pooling loop over
+the offsets of their window (kh*kw or ph*pw steps), each step working on a whole strided
+slice of the batch at once; the backward pass of each loops over the same offsets as its
+forward pass, so one reads against the other.
 
 For a small batch the convolution takes a shortcut that gives the same values up to
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
@@ -20,14 +22,16 @@ memory bounded instead of kh*kw times that of X. The offset loop is left for an 
 windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
 through one filter, where it measured faster than copying the windows a second time.
 
-A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
-visits the same offsets in the same order on a window-major copy of A, a chunk of images at a
-time (a small map takes each window's first maximum from one argmax), and routes dL/dP back
-with one scatter; the results are the offset loop's, bit for bit.
+A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
+window: the common 2×2, stride 2) visits the same offsets in the same order on a
+window-major copy of A, a chunk of images at a time (a small map takes each window's first
+maximum from one argmax), and routes dL/dP back with one scatter; the results are the offset
+loop's, bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -46,63 +50,94 @@ SMALL_POOL_CELLS = 1024
 Pair = tuple[int, int]
 
 
-def output_size(size: int, window: int, stride: int) -> int:
-    """How many positions a window of ``window`` cells takes along ``size`` cells."""
-    return (size - window) // stride + 1
+def output_size(size: int, window: int, stride: int, dilation: int = 1) -> int:
+    """How many positions a window of ``window`` cells (``dilation`` apart) takes along
+    ``size`` cells."""
+    return (size - dilation * (window - 1) - 1) // stride + 1
 
 
 @lru_cache(maxsize=64)
-def _offsets(window: Pair, out: Pair, stride: Pair):
+def _offsets(window: Pair, out: Pair, stride: Pair, dilation: Pair = (1, 1)):
     """(i, j, rows, cols) for each window offset: the slices pick, for every output
-    position (h, w), the input cell (h*stride + i, w*stride + j). Kept once made: training
-    asks for the same offsets at every step."""
-    (rows, cols), (out_rows, out_cols), (sh, sw) = window, out, stride
+    position (h, w), the input cell (h*stride + i*dilation, w*stride + j*dilation). Kept
+    once made: training asks for the same offsets at every step."""
+    (rows, cols), (out_rows, out_cols), (sh, sw), (dh, dw) = window, out, stride, dilation
     return tuple(
-        (i, j, slice(i, i + sh * (out_rows - 1) + 1, sh), slice(j, j + sw * (out_cols - 1) + 1, sw))
+        (i, j, slice(i * dh, i * dh + sh * (out_rows - 1) + 1, sh),
+         slice(j * dw, j * dw + sw * (out_cols - 1) + 1, sw))
         for i in range(rows)
         for j in range(cols)
-    )
+    )  # fmt: skip
 
 
-def _pad(maps: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
-    """``maps`` (M, C, H, W) inside a border of ``value``; the array itself when none."""
+def sides(padding) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a padding given as (rows, cols) or as those four."""
+    if len(padding) == 4:
+        return tuple(padding)
     ph, pw = padding
-    if not (ph or pw):
+    return (ph, ph, pw, pw)
+
+
+def _pad(maps: np.ndarray, padding, value: float = 0.0) -> np.ndarray:
+    """``maps`` (M, C, H, W) inside a border of ``value``, ``padding`` (rows, cols) on every
+    side or (top, bottom, left, right); the array itself when none."""
+    top, bottom, left, right = sides(padding)
+    if not (top or bottom or left or right):
         return maps  # no copy of what may be a whole dataset
     M, C, H, W = maps.shape
     # As np.pad(maps, …, constant_values=value) makes it, in a quarter of the time.
-    padded = np.full((M, C, H + 2 * ph, W + 2 * pw), value, dtype=maps.dtype)
-    padded[:, :, ph : ph + H, pw : pw + W] = maps
+    padded = np.full((M, C, H + top + bottom, W + left + right), value, dtype=maps.dtype)
+    padded[:, :, top : top + H, left : left + W] = maps
     return padded
 
 
-def _unpad(maps: np.ndarray, padding: Pair) -> np.ndarray:
-    ph, pw = padding
-    return maps[:, :, ph : maps.shape[2] - ph, pw : maps.shape[3] - pw]
+def _unpad(maps: np.ndarray, padding) -> np.ndarray:
+    top, bottom, left, right = sides(padding)
+    return maps[:, :, top : maps.shape[2] - bottom, left : maps.shape[3] - right]
 
 
 # -- convolution: Z = conv(X, W) + B -------------------------------------------------------
+#
+# Dilation spaces a kernel's taps ``dilation`` cells apart; ``groups`` G splits the C input
+# channels and the K filters into G groups, each filter reading only its group's C/G
+# channels: W (K, C/G, kh, kw), as PyTorch stores it. Both go through the same paths as the
+# plain convolution: dilation only changes which cells each offset's slice takes, and a
+# grouped product is one batched matrix product (G × (K/G) × (C/G·kh·kw)), never a loop
+# over the groups.
 
 
 class ConvCache(NamedTuple):
-    X_padded: np.ndarray  # (M, C, H + 2ph, W + 2pw)
-    W: np.ndarray  # (K, C, kh, kw)
+    X_padded: np.ndarray  # (M, C, H + top + bottom, W + left + right)
+    W: np.ndarray  # (K, C/G, kh, kw)
     stride: Pair
-    padding: Pair
+    padding: Pair | tuple[int, int, int, int]  # (rows, cols) or (top, bottom, left, right)
     windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; small batches only
+    dilation: Pair = (1, 1)
+    groups: int = 1
 
 
-def _windows(X_padded, kh, kw, Ho, Wo, stride):
-    """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i, w*sw + j], as a new array:
-    for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
+def float_type(*arrays) -> np.dtype:
+    """The floating type a result of ``arrays`` is computed in: float32 where every one of
+    them is float32 (training with ``dtype=float32``), float64 otherwise (an int array would
+    truncate a gradient)."""
+    return np.result_type(*(a.dtype for a in arrays), np.float32)
+
+
+def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
+    """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i*dh, w*sw + j*dw], as a new
+    array: for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
     M, C = X_padded.shape[:2]
     step_m, step_c, step_h, step_w = X_padded.strides
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
+    # A stride along an axis of one window is never taken: 0 there, so that a stride larger
+    # than any array (a fuzzed 1e308) cannot overflow the view's byte steps.
     view = np.lib.stride_tricks.as_strided(
         X_padded, (C, kh, kw, M, Ho, Wo),
-        (step_c, step_h, step_w, step_m, step_h * stride[0], step_w * stride[1]), writeable=False,
+        (step_c, step_h * dilation[0], step_w * dilation[1], step_m, step_h * stride[0] if Ho > 1 else 0,
+         step_w * stride[1] if Wo > 1 else 0),
+        writeable=False,
     )  # fmt: skip
-    windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
+    windows = np.empty(view.shape, float_type(X_padded))  # float64 for an int X, as the product needs
     windows[...] = view
     return windows.reshape(C * kh * kw, M, Ho, Wo)
 
@@ -124,92 +159,145 @@ def _image_slices(M: int, step: int) -> list[slice]:
     return [slice(start, min(start + step, M)) for start in range(0, M, step)]
 
 
-def _conv_windows(X_padded, W, B, Ho, Wo, stride):
+def _by_group(W, groups):
+    """W (K, C/G, kh, kw) as G matrices, one per group: (G, K/G, C/G·kh·kw)."""
+    return W.reshape(groups, W.shape[0] // groups, -1)
+
+
+def _filters_times_windows(W, windows, groups):
+    """W·windows: (K, M·Ho·Wo) from windows (C*kh*kw, …); a group's filters meet only its
+    channels' rows."""
+    K = W.shape[0]
+    if groups == 1:
+        return W.reshape(K, -1) @ windows.reshape(windows.shape[0], -1)
+    return (_by_group(W, groups) @ windows.reshape(groups, windows.shape[0] // groups, -1)).reshape(K, -1)
+
+
+def _weight_gradient(dL_dZ_by_filter, windows, W, groups):
+    """dL/dW = dL/dZ·windowsᵀ, group by group. dL/dZ by filter (K, N), windows (C*kh*kw, …)
+    -> (K, C/G·kh·kw)."""
+    if groups == 1:
+        return dL_dZ_by_filter @ windows.reshape(windows.shape[0], -1).T
+    K = W.shape[0]
+    rows = windows.reshape(groups, windows.shape[0] // groups, -1)
+    return (dL_dZ_by_filter.reshape(groups, K // groups, -1) @ rows.transpose(0, 2, 1)).reshape(K, -1)
+
+
+def _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation=(1, 1), groups=1):
     """Z = W·windows + B as one matrix product: -> Z (M, K, Ho, Wo), windows."""
     M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
-    windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
-    Z_by_filter = (W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)).reshape(K, M, Ho, Wo)
-    return Z_by_filter.transpose(1, 0, 2, 3) + B[:, None, None], windows
+    K, _, kh, kw = W.shape
+    windows = _windows(X_padded, kh, kw, Ho, Wo, stride, dilation)
+    Z = _filters_times_windows(W, windows, groups).reshape(K, M, Ho, Wo).transpose(1, 0, 2, 3)
+    return (Z + B[:, None, None] if B is not None else Z.copy()), windows
 
 
-def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
-    """Z[m,k,h,w] = B[k] + Σ_c,i,j W[k,c,i,j] · Xp[m, c, h*sh + i, w*sw + j].
+def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pair = (1, 1), groups: int = 1):
+    """Z[m,k,h,w] = B[k] + Σ_c,i,j W[k,c,i,j] · Xp[m, g·C/G + c, h*sh + i*dh, w*sw + j*dw],
+    g = k // (K/G) the group of filter k.
 
-    Cross-correlation (no kernel flip), as in PyTorch; Xp is X inside ``padding`` zeros.
-    X (M, C, H, W), W (K, C, kh, kw), B (K,) -> Z (M, K, Ho, Wo), ConvCache.
+    Cross-correlation (no kernel flip), as in PyTorch; Xp is X inside ``padding`` zeros,
+    (rows, cols) on every side or (top, bottom, left, right). B None: no bias.
+    X (M, C, H, W), W (K, C/G, kh, kw), B (K,) -> Z (M, K, Ho, Wo), ConvCache.
     """
     X_padded = _pad(X, padding)
     M, C = X.shape[:2]
     K, _, kh, kw = W.shape
-    Ho = output_size(X_padded.shape[2], kh, stride[0])
-    Wo = output_size(X_padded.shape[3], kw, stride[1])
+    Ho = output_size(X_padded.shape[2], kh, stride[0], dilation[0])
+    Wo = output_size(X_padded.shape[3], kw, stride[1], dilation[1])
     chunk = _chunk(M, C, kh, kw, Ho, Wo)
     if chunk == M:
-        Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride)
-        return Z, ConvCache(X_padded, W, stride, padding, windows)
-    Z = np.empty((M, K, Ho, Wo))
+        Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation, groups)
+        return Z, ConvCache(X_padded, W, stride, padding, windows, dilation, groups)
+    Z = np.empty((M, K, Ho, Wo), float_type(X_padded, W))
     if chunk:
         # The windows of a chunk are dropped once used: the backward pass copies them again.
         for images in _image_slices(M, chunk):
-            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride)[0]
-        return Z, ConvCache(X_padded, W, stride, padding)
-    Z[...] = B[:, None, None]
+            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride, dilation, groups)[0]
+        return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
+    Z[...] = B[:, None, None] if B is not None else 0.0
     weighted = np.empty_like(Z)  # one buffer for every offset's products, not one each
-    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
+    per_group, filters = C // groups, K // groups
+    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride, dilation):
         for c in range(C):
-            # Each kernel weight W[k,c,i,j] meets the same shifted slice of every image.
-            np.multiply(W[None, :, c, i, j, None, None], X_padded[:, c, None, rows, cols], out=weighted)
-            Z += weighted
-    return Z, ConvCache(X_padded, W, stride, padding)
+            # Each kernel weight W[k,c,i,j] meets the same shifted slice of every image;
+            # channel c feeds its group's filters only.
+            ks = slice(c // per_group * filters, (c // per_group + 1) * filters)
+            np.multiply(W[None, ks, c % per_group, i, j, None, None], X_padded[:, c, None, rows, cols],
+                        out=weighted[:, ks])  # fmt: skip
+            Z[:, ks] += weighted[:, ks]
+    return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
 
 
 def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo).
 
-    dL/dW[k,c,i,j] = Σ_m,h,w Xp[m, c, h*sh + i, w*sw + j] · dL/dZ[m,k,h,w]  (= conv(X, dL/dZ))
+    dL/dW[k,c,i,j] = Σ_m,h,w Xp[m, g·C/G + c, h*sh + i*dh, w*sw + j*dw] · dL/dZ[m,k,h,w]
+                     (= conv(X, dL/dZ))
     dL/dB[k]       = Σ_m,h,w dL/dZ[m,k,h,w]
     dL/dX          = every dL/dZ entry sent back to the cells its window covered, times the
                      weight that met them; the padding's share is cut off at the end.
-    Returns dL_dX (M, C, H, W), dL_dW (K, C, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
+    Returns dL_dX (M, C, H, W), dL_dW (K, C/G, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
     (the first layer, in training) dL/dX is skipped and None returned in its place.
     """
-    X_padded, W, stride, padding, windows = cache
-    M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
+    X_padded, W, stride, padding, windows, dilation, groups = cache
+    M, C = X_padded.shape[:2]
+    K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
-    offsets = _offsets((kh, kw), (Ho, Wo), stride)
+    offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
     dL_dB = dL_dZ.sum(axis=(0, 2, 3))
     if windows is not None:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
-        dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
+        dL_dW = _weight_gradient(dL_dZ_by_filter, windows, W, groups).reshape(W.shape)
     elif K > 1 and 0 < (chunk := _chunk(M, C, kh, kw, Ho, Wo)) < M:
         # A batch too large for its windows. (A cache made without windows for a batch that
         # fits keeps the offset loop and its bits; one filter's dL/dW is a plain dot product
         # per weight, faster than copying the windows again.)
         return _conv_backward_chunks(dL_dZ, cache, chunk, need_dL_dX) + (dL_dB,)
     else:
-        dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it
+        dL_dW = np.empty(W.shape, float_type(W, dL_dZ))  # float64 for an int W: it would truncate
         for i, j, rows, cols in offsets:
-            dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
+            if groups == 1:
+                dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
+            else:
+                dL_dW[:, :, i, j] = np.einsum(
+                    "mgkhw,mgchw->gkc", dL_dZ.reshape(M, groups, K // groups, Ho, Wo),
+                    X_padded[:, :, rows, cols].reshape(M, groups, C // groups, Ho, Wo),
+                ).reshape(K, C // groups)  # fmt: skip
     if not need_dL_dX:
         return None, dL_dW, dL_dB
-    dL_dXp = np.zeros(X_padded.shape)  # float64, as dL_dW
-    if C == 1:
+    dL_dXp = _padded_gradient(dL_dZ, W, X_padded.shape, offsets, groups)
+    return _unpad(dL_dXp, padding), dL_dW, dL_dB
+
+
+def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
+    """dL/dXp (M, C, Hp, Wp): every dL/dZ (M, K, Ho, Wo) entry sent back to the cells of the
+    padded input its window covered, times the weight that met them (``offsets`` as the
+    forward pass visited them); ``chunk`` images at a time when given."""
+    M, K, Ho, Wo = dL_dZ.shape
+    dL_dXp = np.zeros(padded_shape, float_type(W, dL_dZ))  # as dL_dW
+    if padded_shape[1] == 1:
         # One input channel (the reference network's X): the offset loop's sums over the
         # filters, whose every digit the reference's outputs have always shown.
         for i, j, rows, cols in offsets:
             dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
-    else:
-        _send_back(dL_dXp, W, dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1), (Ho, Wo), offsets)
-    return _unpad(dL_dXp, padding), dL_dW, dL_dB
+        return dL_dXp
+    for images in _image_slices(M, chunk or M):
+        dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
+        _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
+    return dL_dXp
 
 
-def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets) -> None:
+def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets, groups=1) -> None:
     """dL_dXp (M, C, Hp, Wp) += the gradient of the windows, dL/dwindows = Wᵀ·dL/dZ as one
     product (dL/dZ by filter: K × M·Ho·Wo, ``out`` = (Ho, Wo)), sent back offset by offset."""
-    K, C, kh, kw = W.shape
-    dL_dwindows = (W.reshape(K, -1).T @ dL_dZ_by_filter).reshape(C, kh, kw, len(dL_dXp), *out)
+    K, _, kh, kw = W.shape
+    C = dL_dXp.shape[1]
+    if groups == 1:
+        dL_dwindows = W.reshape(K, -1).T @ dL_dZ_by_filter
+    else:
+        dL_dwindows = _by_group(W, groups).transpose(0, 2, 1) @ dL_dZ_by_filter.reshape(groups, K // groups, -1)
+    dL_dwindows = dL_dwindows.reshape(C, kh, kw, len(dL_dXp), *out)
     for i, j, rows, cols in offsets:
         dL_dXp[:, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
 
@@ -218,28 +306,106 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     """dL/dX (or None) and dL/dW of a large batch, ``chunk`` images at a time: each chunk's
     windows copied again, dL/dW the sum of the chunks' products, dL/dX each chunk's
     dL/dwindows = Wᵀ·dL/dZ sent back offset by offset."""
-    X_padded, W, stride, padding, _ = cache
+    X_padded, W, stride, padding, _, dilation, groups = cache
     M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
+    K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
-    offsets = _offsets((kh, kw), (Ho, Wo), stride)
-    dL_dW = np.zeros((K, C * kh * kw))
-    dL_dXp = np.zeros(X_padded.shape) if need_dL_dX else None
+    offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
+    dL_dW = np.zeros((K, W[0].size), float_type(W, dL_dZ))
+    dL_dXp = np.zeros(X_padded.shape, float_type(W, dL_dZ)) if need_dL_dX else None
     for images in _image_slices(M, chunk):
-        windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride)
+        windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride, dilation)
         dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
-        dL_dW += dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T
+        dL_dW += _weight_gradient(dL_dZ_by_filter, windows, W, groups)
         if need_dL_dX:
-            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets)
+            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
     dL_dX = _unpad(dL_dXp, padding) if need_dL_dX else None
     return dL_dX, dL_dW.reshape(W.shape)
 
 
 def padded_input_gradient(dL_dZ, cache: ConvCache) -> np.ndarray:
     """∂L/∂pad(X): what the backward pass sends to every cell of the padded input, its
-    border included (the part dL/dX drops). (M, C, H + 2ph, W + 2pw)."""
+    border included (the part dL/dX drops). (M, C, H + top + bottom, W + left + right)."""
     no_padding = cache._replace(padding=(0, 0))
     return conv2d_backward(dL_dZ, no_padding)[0]
+
+
+# -- transposed convolution: Z = conv_transpose(X, W) + B -----------------------------------
+#
+# PyTorch's ConvTranspose2d: each input cell scatters its value times the whole kernel onto
+# the output, ``stride`` cells apart, the taps ``dilation`` apart; ``padding`` then crops
+# that many rows and columns off every side, and ``output_padding`` gives back rows and
+# columns at the bottom and right. It is the convolution's dL/dX with X in the place of
+# dL/dZ, so it goes through the same send-back; its backward pass is a convolution.
+
+
+class ConvTransposeCache(NamedTuple):
+    X: np.ndarray  # (M, C, H, W)
+    W: np.ndarray  # (C, K/G, kh, kw)
+    stride: Pair
+    padding: Pair
+    output_padding: Pair
+    dilation: Pair
+    groups: int
+
+
+def conv_transpose_size(size: int, window: int, stride: int, padding: int, output_padding: int, dilation: int) -> int:
+    """The output's length along one axis: (size − 1)·stride − 2·padding + dilation·(window − 1)
+    + output_padding + 1, as PyTorch's ConvTranspose2d."""
+    return (size - 1) * stride - 2 * padding + dilation * (window - 1) + output_padding + 1
+
+
+def conv_transpose2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0), output_padding: Pair = (0, 0),
+                             dilation: Pair = (1, 1), groups: int = 1):  # fmt: skip
+    """Zfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw] += X[m,c,h,w] · W[c,k,i,j] for every c of
+    group g, then Z = Zfull without ``padding`` rows and columns on each side (and with
+    ``output_padding`` rows and columns more at the bottom and right), + B[k].
+
+    X (M, C, H, W), W (C, K/G, kh, kw), B (K,) or None -> Z (M, K, Ho, Wo), ConvTransposeCache;
+    Ho = (H − 1)·sh − 2·ph + dh·(kh − 1) + oh + 1.
+    """
+    M, C, H, Wd = X.shape
+    _, K_per_group, kh, kw = W.shape
+    full = _full_size((H, Wd), (kh, kw), stride, output_padding, dilation)
+    offsets = _offsets((kh, kw), (H, Wd), stride, dilation)
+    chunk = _chunk(M, K_per_group * groups, kh, kw, H, Wd)  # dL/dwindows' size, as the conv's windows
+    Z_full = _padded_gradient(X, W, (M, K_per_group * groups, *full), offsets, groups, chunk)
+    Z = _unpad(Z_full, padding)
+    if B is not None:
+        Z += B[:, None, None]
+    return Z, ConvTransposeCache(X, W, stride, padding, output_padding, dilation, groups)
+
+
+def _full_size(size: Pair, window: Pair, stride: Pair, output_padding: Pair, dilation: Pair) -> Pair:
+    """The scattered output before the padding is cropped: (rows, cols)."""
+    return tuple(conv_transpose_size(n, k, s, 0, o, d)
+                 for n, k, s, o, d in zip(size, window, stride, output_padding, dilation))  # fmt: skip
+
+
+def conv_transpose2d_backward(dL_dZ, cache: ConvTransposeCache, need_dL_dX=True):
+    """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo): the scatter's adjoint is a convolution.
+
+    dL/dX[m,c,h,w] = Σ_k,i,j W[c,k,i,j] · dL/dZfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw]
+                     (= conv(dL/dZ, W) on dL/dZ inside the cropped padding's zeros)
+    dL/dW[c,k,i,j] = Σ_m,h,w X[m,c,h,w] · dL/dZfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw]
+    dL/dB[k]       = Σ_m,h,w dL/dZ[m,k,h,w]
+    Returns dL_dX (M, C, H, W) (None unless ``need_dL_dX``), dL_dW (C, K/G, kh, kw), dL_dB (K,).
+    """
+    X, W, stride, padding, output_padding, dilation, groups = cache
+    M, C, H, Wd = X.shape
+    kh, kw = W.shape[2:]
+    # dL/dZfull: dL/dZ with the cropped rows and columns back as zeros (they reached no
+    # output), and only the rows and columns some window reaches.
+    reach = _full_size((H, Wd), (kh, kw), stride, (0, 0), dilation)
+    dL_dZ_full = _pad(dL_dZ, padding)[:, :, : reach[0], : reach[1]]
+    if dL_dZ_full.shape[2:] != reach:  # output_padding past the padding: zeros below and right
+        grown = np.zeros((*dL_dZ_full.shape[:2], *reach))
+        grown[:, :, : dL_dZ_full.shape[2], : dL_dZ_full.shape[3]] = dL_dZ_full
+        dL_dZ_full = grown
+    # As a convolution of dL/dZfull by the C "filters" W: its windows meet X's cells.
+    dL_dX, conv_cache = conv2d_forward(dL_dZ_full, W, None, stride, (0, 0), dilation, groups)
+    dL_dW = conv2d_backward(X, conv_cache, need_dL_dX=False)[1]
+    return (dL_dX if need_dL_dX else None), dL_dW, dL_dZ.sum(axis=(0, 2, 3))
 
 
 # -- activations: A = f(Z), element-wise (softmax: over each image's units) -------------------
@@ -257,7 +423,7 @@ def relu_mask(Z):
 
 def relu_grad(Z):
     """dA/dZ: 1 where Z > 0, else 0 (ReLU'(0) = 0, as in PyTorch)."""
-    return relu_mask(Z).astype(np.float64)
+    return relu_mask(Z).astype(float_type(Z))
 
 
 def leaky_relu_forward(Z, alpha):
@@ -299,7 +465,7 @@ def softmax(Z):
 
 def softmax_jacobian(A):
     """dA/dZ per image: diag(A) − A·Aᵀ, (M, n) -> (M, n, n); entry [m,i,j] = dA_i/dZ_j."""
-    return A[:, :, None] * (np.eye(A.shape[1]) - A[:, None, :])
+    return A[:, :, None] * (np.eye(A.shape[1], dtype=float_type(A)) - A[:, None, :])
 
 
 def softmax_backward(dL_dA, A):
@@ -307,13 +473,122 @@ def softmax_backward(dL_dA, A):
     return A * (dL_dA - np.sum(dL_dA * A, axis=1, keepdims=True))
 
 
+def elu_forward(Z, alpha):
+    """A = Z where Z > 0, alpha·(exp(Z) − 1) elsewhere."""
+    return np.where(Z > 0, Z, alpha * np.expm1(np.minimum(Z, 0.0)))
+
+
+def elu_grad(Z, alpha):
+    """dA/dZ: 1 where Z > 0, alpha·exp(Z) elsewhere (at 0 too, as PyTorch)."""
+    return np.where(Z > 0, 1.0, alpha * np.exp(np.minimum(Z, 0.0)))
+
+
+#: erf element by element: numpy has none, and math.erf is exact to the last digit.
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def normal_cdf(Z):
+    """Φ(Z) = (1 + erf(Z/√2))/2, the standard normal's distribution function."""
+    erf = np.asarray(_erf(np.asarray(Z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * (1.0 + erf)
+
+
+def normal_pdf(Z):
+    """φ(Z) = exp(−Z²/2)/√(2π)."""
+    return np.exp(-0.5 * Z * Z) / math.sqrt(2.0 * math.pi)
+
+
+def gelu_forward(Z):
+    """A = Z·Φ(Z), the erf form (PyTorch's default approximate='none')."""
+    return Z * normal_cdf(Z)
+
+
+def gelu_grad(Z):
+    """dA/dZ = Φ(Z) + Z·φ(Z)."""
+    return normal_cdf(Z) + Z * normal_pdf(Z)
+
+
+def gelu_tanh_forward(Z):
+    """The tanh approximation: A = Z/2·(1 + tanh(√(2/π)·(Z + 0.044715·Z³)))."""
+    return 0.5 * Z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (Z + 0.044715 * Z**3)))
+
+
+def gelu_tanh_grad(Z):
+    """dA/dZ of the tanh approximation."""
+    k = math.sqrt(2.0 / math.pi)
+    t = np.tanh(k * (Z + 0.044715 * Z**3))
+    return 0.5 * (1.0 + t) + 0.5 * Z * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * Z * Z)
+
+
+def silu_forward(Z):
+    """A = Z·σ(Z)."""
+    return Z * sigmoid(Z)
+
+
+def silu_grad(Z):
+    """dA/dZ = σ(Z)·(1 + Z·(1 − σ(Z)))."""
+    s = sigmoid(Z)
+    return s * (1.0 + Z * sigmoid(-Z))
+
+
+def softplus_forward(Z, beta=1.0, threshold=20.0):
+    """A = log(1 + exp(beta·Z))/beta, and Z itself where beta·Z > threshold (as PyTorch)."""
+    bz = beta * Z
+    return np.where(bz > threshold, Z, np.logaddexp(0.0, bz) / beta)
+
+
+def softplus_grad(Z, beta=1.0, threshold=20.0):
+    """dA/dZ = σ(beta·Z), and 1 where beta·Z > threshold."""
+    bz = beta * Z
+    return np.where(bz > threshold, 1.0, sigmoid(bz))
+
+
+def log_softmax_jacobian(A):
+    """dA/dZ of A = log softmax(Z), per image: δij − softmax(Z)[j] = δij − exp(A[j]).
+    (M, n) -> (M, n, n); entry [m,i,j] = dA_i/dZ_j."""
+    return np.eye(A.shape[1]) - np.exp(A)[:, None, :]
+
+
+def log_softmax_backward(dL_dA, A):
+    """dL/dZ = Jacobianᵀ·dL/dA = dL/dA − exp(A)·Σ_i dL/dA_i, per image."""
+    return dL_dA - np.exp(A) * np.sum(dL_dA, axis=1, keepdims=True)
+
+
 # -- pooling: P = MaxPool(A) or AvgPool(A) ---------------------------------------------------
 
+#: The padding of a window's four sides: (top, bottom, left, right), as ``sides`` gives them.
+Sides = tuple[int, int, int, int]
 
-def pool_output_shape(shape, size: Pair, stride: Pair, padding: Pair) -> tuple[int, ...]:
+
+def pool_output_size(size: int, window: int, stride: int, before: int = 0, after: int = 0,
+                     dilation: int = 1, ceil_mode: bool = False) -> int:
+    """How many windows a pooling takes along ``size`` cells padded by ``before`` and
+    ``after``, as PyTorch counts them: a window spans dilation·(window − 1) + 1 cells; in
+    ceil mode a last, partial window is taken too when it starts inside the input or the
+    padding before it."""  # fmt: skip
+    room = size + before + after - dilation * (window - 1) - 1
+    out = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + before:
+        out -= 1  # it would start in the padding after the input
+    return out
+
+
+def pool_output_shape(shape, size: Pair, stride: Pair, padding=(0, 0), dilation: Pair = (1, 1),
+                      ceil_mode: bool = False) -> tuple[int, ...]:
     M, C, H, W = shape
-    return (M, C, output_size(H + 2 * padding[0], size[0], stride[0]),
-            output_size(W + 2 * padding[1], size[1], stride[1]))  # fmt: skip
+    top, bottom, left, right = sides(padding)
+    return (M, C, pool_output_size(H, size[0], stride[0], top, bottom, dilation[0], ceil_mode),
+            pool_output_size(W, size[1], stride[1], left, right, dilation[1], ceil_mode))  # fmt: skip
+
+
+def _frame(shape, out, size: Pair, stride: Pair, padding, dilation: Pair) -> Sides:
+    """The sides of the frame every window lies in: the padding, with the bottom and the right
+    grown where a ceil-mode window runs past it (its cells there are never counted)."""
+    H, W = shape[2:]
+    top, bottom, left, right = sides(padding)
+    rows = (out[0] - 1) * stride[0] + dilation[0] * (size[0] - 1) + 1
+    cols = (out[1] - 1) * stride[1] + dilation[1] * (size[1] - 1) + 1
+    return (top, max(bottom, rows - top - H), left, max(right, cols - left - W))
 
 
 class PoolCache(NamedTuple):
@@ -321,35 +596,40 @@ class PoolCache(NamedTuple):
     winner: np.ndarray | None  # max-pool: (M, C, Hp, Wp) the offset i*pw + j that won
     size: Pair
     stride: Pair
-    padding: Pair
+    padding: Sides  # the frame: (top, bottom, left, right), see _frame
+    dilation: Pair = (1, 1)
+    divisor: np.ndarray | float | None = None  # avg-pool: what each window's sum is divided by
 
 
-def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
-    """P[m,c,h,w] = max_i,j Ap[m, c, h*sh + i, w*sw + j] over a size[0]×size[1] window, Ap
-    being A inside a border of −∞ (PyTorch's padding for max-pooling).
+def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0), dilation: Pair = (1, 1),
+                    ceil_mode: bool = False):
+    """P[m,c,h,w] = max_i,j Ap[m, c, h*sh + i*dh, w*sw + j*dw] over a size[0]×size[1] window
+    (its taps ``dilation`` apart), Ap being A inside a border of −∞ (PyTorch's padding for
+    max-pooling); ``padding`` a (rows, cols) pair or (top, bottom, left, right).
 
     A tie goes to the first maximum in row-major order: offsets are visited in that order
     and only a strictly larger value takes a window over. A (M, C, H, W) -> P (M, C, Hp, Wp),
     PoolCache with the winning offset of each window.
     """
-    if _tiles(size, stride, padding):
+    out = pool_output_shape(A.shape, size, stride, padding, dilation, ceil_mode)
+    if _tiles(size, stride, sides(padding), dilation) and out[2:] == (A.shape[2] // size[0], A.shape[3] // size[1]):
         return _maxpool_forward_tiles(A, size)
-    A_padded = _pad(A, padding, -np.inf)
-    out = pool_output_shape(A.shape, size, stride, padding)
-    P = np.full(out, -np.inf)
+    frame = _frame(A.shape, out[2:], size, stride, padding, dilation)
+    A_padded = _pad(A, frame, -np.inf)
+    P = np.full(out, -np.inf, float_type(A))
     # The smallest integer type that holds every offset (one byte for pools up to 16×16).
     winner = np.zeros(out, dtype=np.min_scalar_type(size[0] * size[1] - 1))
-    for i, j, rows, cols in _offsets(size, out[2:], stride):
+    for i, j, rows, cols in _offsets(size, out[2:], stride, dilation):
         candidate = A_padded[:, :, rows, cols]
         larger = candidate > P
         P = np.where(larger, candidate, P)
         winner = np.where(larger, winner.dtype.type(i * size[1] + j), winner)
-    return P, PoolCache(A.shape, winner, size, stride, padding)
+    return P, PoolCache(A.shape, winner, size, stride, frame, dilation)
 
 
-def _tiles(size: Pair, stride: Pair, padding: Pair) -> bool:
-    """Whether the pool's windows tile the map: stride = size and no padding."""
-    return tuple(stride) == tuple(size) and not any(padding)
+def _tiles(size: Pair, stride: Pair, frame: Sides, dilation: Pair = (1, 1)) -> bool:
+    """Whether the pool's windows tile the map: stride = size, no padding, no dilation."""
+    return tuple(stride) == tuple(size) and not any(frame) and tuple(dilation) == (1, 1)
 
 
 def _pool_chunks(shape) -> list[slice]:
@@ -372,10 +652,10 @@ def _maxpool_forward_tiles(A, size: Pair):
     if len(chunks) == 1:
         P, winner = _max_of_tiles(tiles, dtype)
     else:
-        P, winner = np.empty((M, C, Hp, Wp)), np.empty((M, C, Hp, Wp), dtype=dtype)
+        P, winner = np.empty((M, C, Hp, Wp), float_type(A)), np.empty((M, C, Hp, Wp), dtype=dtype)
         for images in chunks:
             P[images], winner[images] = _max_of_tiles(tiles[images], dtype)
-    return P, PoolCache(A.shape, winner, size, size, (0, 0))
+    return P, PoolCache(A.shape, winner, size, size, (0, 0, 0, 0))
 
 
 def _max_of_tiles(tiles, dtype):
@@ -384,14 +664,14 @@ def _max_of_tiles(tiles, dtype):
     values: NaN, which the loop never lets win, taken as −∞)."""
     M, C, Hp, ph, Wp, pw = tiles.shape
     if tiles.size <= SMALL_POOL_CELLS:
-        cells = np.empty((M, C, Hp, Wp, ph, pw))
+        cells = np.empty((M, C, Hp, Wp, ph, pw), float_type(tiles))
         cells[...] = tiles.transpose(0, 1, 2, 4, 3, 5)
         cells = cells.reshape(-1, ph * pw)
         np.copyto(cells, -np.inf, where=cells != cells)
         winner = cells.argmax(axis=1)
         P = cells[np.arange(len(winner)), winner]  # the winner itself: its sign of zero too
         return P.reshape(M, C, Hp, Wp), winner.astype(dtype).reshape(M, C, Hp, Wp)
-    candidates = np.empty((ph, pw, M, C, Hp, Wp))  # float64, as the loop compares them
+    candidates = np.empty((ph, pw, M, C, Hp, Wp), float_type(tiles))  # float64 for ints, as the loop compares them
     candidates[...] = tiles.transpose(3, 5, 0, 1, 2, 4)
     candidates = candidates.reshape(ph * pw, M, C, Hp, Wp)
     # The loop's first step: the first cell takes its window from −∞ unless it is NaN.
@@ -425,21 +705,22 @@ def maxpool_backward(dL_dP, cache: PoolCache):
     Where windows overlap, a cell that wins several of them receives the sum.
     dL_dP (M, C, Hp, Wp) -> dL_dA (M, C, H, W).
     """
-    shape, winner, size, stride, padding = cache
+    shape, winner, size, stride, frame, dilation, _ = cache
     M, C, H, W = shape
-    if _tiles(size, stride, padding):
+    if _tiles(size, stride, frame, dilation):
         # Each cell is in one window at most: one scatter of dL/dP to the winners, a chunk
         # of images at a time. The loop adds every entry to a 0.0, which turns −0.0 into
         # +0.0; so does the `+ 0.0`.
-        dL_dA = np.zeros(shape)
+        dL_dA = np.zeros(shape, float_type(dL_dP))
         for images in _pool_chunks(shape):
             corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
             dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
         return dL_dA
-    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
-    for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+    top, bottom, left, right = frame
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right), float_type(dL_dP))
+    for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += np.where(winner == i * size[1] + j, dL_dP, 0.0)
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def pool_wins(cache: PoolCache):
@@ -447,26 +728,54 @@ def pool_wins(cache: PoolCache):
     return maxpool_backward(np.ones(cache.winner.shape), cache)
 
 
-def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
-    """P[m,c,h,w] = mean_i,j Ap[m, c, h*sh + i, w*sw + j], Ap being A inside a border of
-    zeros that count in the mean (PyTorch's count_include_pad). -> P, PoolCache."""
-    A_padded = _pad(A, padding)
-    out = pool_output_shape(A.shape, size, stride, padding)
-    P = np.zeros(out)
+def avgpool_divisor(shape, out, size: Pair, stride: Pair, padding, count_include_pad: bool = True):
+    """What each window's sum is divided by, as PyTorch's avg_pool2d divides it: its cells
+    inside the input and the padding (``count_include_pad``) or inside the input only; never
+    the cells a ceil-mode window has past the padding. The number size[0]·size[1] where every
+    window has it, else an (Hp, Wp) array."""
+    H, W = shape[2:]
+    top, bottom, left, right = sides(padding)
+
+    def counts(n_out, k, s, before, after, n):
+        start = np.arange(n_out) * s - before
+        end = np.minimum(start + k, n + after)
+        return (end - start) if count_include_pad else (np.minimum(end, n) - np.maximum(start, 0))
+
+    rows = counts(out[0], size[0], stride[0], top, bottom, H)
+    cols = counts(out[1], size[1], stride[1], left, right, W)
+    n = size[0] * size[1]
+    if np.all(rows == size[0]) and np.all(cols == size[1]):
+        return n
+    return (rows[:, None] * cols[None, :]).astype(np.float64)
+
+
+def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0), ceil_mode: bool = False,
+                    count_include_pad: bool = True):
+    """P[m,c,h,w] = Σ_i,j Ap[m, c, h*sh + i, w*sw + j] / divisor[h,w], Ap being A inside a
+    border of zeros; the divisor is the window's size where the padding counts in the mean
+    (PyTorch's count_include_pad), else its cells inside A (see avgpool_divisor).
+    A (M, C, H, W) -> P (M, C, Hp, Wp), PoolCache."""
+    out = pool_output_shape(A.shape, size, stride, padding, (1, 1), ceil_mode)
+    frame = _frame(A.shape, out[2:], size, stride, padding, (1, 1))
+    A_padded = _pad(A, frame)
+    P = np.zeros(out, float_type(A))
     for _, _, rows, cols in _offsets(size, out[2:], stride):
         P += A_padded[:, :, rows, cols]
-    return P / (size[0] * size[1]), PoolCache(A.shape, None, size, stride, padding)
+    divisor = avgpool_divisor(A.shape, out[2:], size, stride, padding, count_include_pad)
+    return P / divisor, PoolCache(A.shape, None, size, stride, frame, (1, 1), divisor)
 
 
 def avgpool_backward(dL_dP, cache: PoolCache):
-    """dL/dA: each dL/dP entry spread evenly, 1/(ph·pw) of it to every cell of its window."""
-    shape, _, size, stride, padding = cache
+    """dL/dA: each dL/dP entry spread evenly, 1/divisor of it to every cell of its window
+    (1/(ph·pw) where the padding counts); the padding's shares are dropped."""
+    shape, _, size, stride, frame, dilation, divisor = cache
     M, C, H, W = shape
-    share = dL_dP / (size[0] * size[1])
-    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
-    for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+    share = dL_dP / (size[0] * size[1] if divisor is None else divisor)
+    top, bottom, left, right = frame
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right), float_type(dL_dP))
+    for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += share
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def global_avgpool_forward(A):
@@ -478,6 +787,36 @@ def global_avgpool_backward(dL_dP, shape):
     """dL/dA: each map's dL/dP spread evenly, 1/(H·W) of it to every cell. -> ``shape``."""
     H, W = shape[2:]
     return np.broadcast_to(dL_dP / (H * W), shape).copy()
+
+
+def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of each of ``out`` adaptive windows along ``size`` cells, as PyTorch's
+    AdaptiveAvgPool2d takes them: start = floor(i·size/out), end = ceil((i + 1)·size/out)."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size): row i holds 1/(its window's length) over window i, 0 elsewhere."""
+    start, end = adaptive_windows(size, out)
+    cells = np.arange(size)
+    inside = (cells >= start[:, None]) & (cells < end[:, None])
+    return inside / (end - start)[:, None]
+
+
+def adaptive_avgpool_forward(A, out: Pair):
+    """P[m,c,i,j] = mean of A[m, c, rows_i, cols_j] over adaptive windows (see
+    adaptive_windows): rows·A·colsᵀ with each window's 1/length. (M, C, H, W) -> (M, C, *out)."""
+    H, W = A.shape[2:]
+    return _adaptive_matrix(H, out[0]) @ A @ _adaptive_matrix(W, out[1]).T
+
+
+def adaptive_avgpool_backward(dL_dP, shape):
+    """dL/dA: each dL/dP entry spread evenly over its window, windows that overlap adding up.
+    (M, C, oh, ow) -> ``shape`` (M, C, H, W)."""
+    H, W = shape[2:]
+    oh, ow = dL_dP.shape[2:]
+    return _adaptive_matrix(H, oh).T @ dL_dP @ _adaptive_matrix(W, ow)
 
 
 # -- flatten: F = flatten(P) ---------------------------------------------------------------
@@ -523,34 +862,34 @@ def dense_backward(dL_dZ, F, W, need_dL_dF=True):
     return dL_dF, dL_dW, dL_dZ.sum(axis=0)
 
 
-# -- losses: the mean, as PyTorch's reduction="mean" computes it -----------------------------
+# -- losses: the mean, as PyTorch's reduction="mean" computes it, or the sum ("sum") ---------
 
 
-def bce_loss(Z, Y):
+def bce_loss(Z, Y, reduction: str = "mean"):
     """L = mean over every entry of −Y·log(A) − (1 − Y)·log(1 − A), A = σ(Z), written from Z:
 
         max(Z, 0) − Z·Y + log(1 + exp(−|Z|))
 
     which never takes the log of 0, so a saturated sigmoid still gives a finite loss.
     Each entry's share is divided by the count before the sum, which cannot overflow where
-    the mean itself fits in float64."""
+    the mean itself fits in float64. ``reduction`` "sum": their sum."""
     losses = np.maximum(Z, 0.0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
-    return np.sum(losses / Z.size)
+    return np.sum(losses / Z.size) if reduction == "mean" else np.sum(losses)
 
 
-def bce_grad_A(Z, Y):
+def bce_grad_A(Z, Y, reduction: str = "mean"):
     """dL/dA = (−Y/A + (1 − Y)/(1 − A)) / N over N entries, with 1 − A taken as σ(−Z) so it
     keeps its digits when A rounds to 1; a term whose label weight is 0 is 0."""
     A, one_minus_A = sigmoid(Z), sigmoid(-Z)
     with np.errstate(divide="ignore", invalid="ignore"):
         positive = np.where(Y != 0, -Y / A, 0.0)
         negative = np.where(Y != 1, (1.0 - Y) / one_minus_A, 0.0)
-    return (positive + negative) / Z.size
+    return (positive + negative) / Z.size if reduction == "mean" else positive + negative
 
 
-def bce_sigmoid_backward(A, Y):
+def bce_sigmoid_backward(A, Y, reduction: str = "mean"):
     """dL/dZ = dL/dA · dA/dZ = (A − Y) / N: the two factors' A·(1 − A) cancel."""
-    return (A - Y) / A.size
+    return (A - Y) / A.size if reduction == "mean" else A - Y
 
 
 def log_softmax(Z):
@@ -559,35 +898,59 @@ def log_softmax(Z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def cross_entropy_loss(Z, Y):
+def cross_entropy_loss(Z, Y, reduction: str = "mean"):
     """L = mean over the M images of −Σ_i Y[m,i]·log A[m,i], A = softmax(Z), from Z (M, n)
     and Y (M, n) probability rows (one-hot for a class index). A class of weight 0 adds
     nothing, even where its log A is very negative."""
     terms = np.where(Y != 0, -Y * log_softmax(Z), 0.0)
-    return np.sum(terms / Z.shape[0])
+    return np.sum(terms / Z.shape[0]) if reduction == "mean" else np.sum(terms)
 
 
-def cross_entropy_grad_A(A, Y):
-    """dL/dA = −Y / (M·A); a class of weight 0 gets 0."""
+def cross_entropy_grad_A(A, Y, reduction: str = "mean"):
+    """dL/dA = −Y / (M·A) (−Y/A for "sum"); a class of weight 0 gets 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(Y != 0, -Y / A, 0.0) / A.shape[0]
+        terms = np.where(Y != 0, -Y / A, 0.0)
+    return terms / A.shape[0] if reduction == "mean" else terms
 
 
-def cross_entropy_softmax_backward(A, Y):
+def cross_entropy_softmax_backward(A, Y, reduction: str = "mean"):
     """dL/dZ = Jacobianᵀ·dL/dA = (A − Y) / M: the softmax's Jacobian and −Y/A cancel to it,
     for any Y whose rows sum to 1."""
-    return (A - Y) / A.shape[0]
+    return (A - Y) / A.shape[0] if reduction == "mean" else A - Y
 
 
-def mse_loss(A, Y):
-    """L = mean over every entry of (A − Y)²."""
+def mse_loss(A, Y, reduction: str = "mean", half: bool = False):
+    """L = mean over every entry of (A − Y)² (``reduction`` "sum": their sum; ``half``:
+    of ½·(A − Y)², as hand derivations write it)."""
     difference = A - Y
-    return np.sum(difference * difference / A.size)
+    squares = difference * difference
+    if half:
+        squares = 0.5 * squares
+    return np.sum(squares / A.size) if reduction == "mean" else np.sum(squares)
 
 
-def mse_grad(A, Y):
-    """dL/dA = 2·(A − Y) / N over N entries."""
-    return 2.0 * (A - Y) / A.size
+def mse_grad(A, Y, reduction: str = "mean", half: bool = False):
+    """dL/dA = 2·(A − Y) / N over N entries (without the /N for "sum", the 2 for ``half``)."""
+    difference = A - Y if half else 2.0 * (A - Y)
+    return difference / A.size if reduction == "mean" else difference
+
+
+def nll_loss(A, Y, reduction: str = "mean"):
+    """L = mean over the M images of −Σ_i Y[m,i]·A[m,i], A the log-probabilities (M, n), Y
+    one-hot rows of the class indices (a class of weight 0 adds nothing)."""
+    terms = np.where(Y != 0, -Y * A, 0.0)
+    return np.sum(terms / A.shape[0]) if reduction == "mean" else np.sum(terms)
+
+
+def nll_grad_A(A, Y, reduction: str = "mean"):
+    """dL/dA = −Y / M (−Y for "sum")."""
+    return -Y / A.shape[0] if reduction == "mean" else -Y + 0.0
+
+
+def nll_log_softmax_backward(A, Y, reduction: str = "mean"):
+    """dL/dZ = Jacobianᵀ·dL/dA = (exp(A) − Y)/M = (softmax(Z) − Y)/M, A = log softmax(Z)."""
+    difference = np.exp(A) - Y
+    return difference / A.shape[0] if reduction == "mean" else difference
 
 
 # -- other conventions and the mistakes verify tries: new functions beside the defaults ---------
@@ -608,20 +971,21 @@ def maxpool_backward_tied(dL_dP, A, cache: PoolCache, rule: str):
     dL/dP entry (as several course solutions do), ``"split"`` shares it equally among them.
     Untied windows give the same as maxpool_backward. A (M, C, H, W) is the pool's input.
     """
-    _, _, size, stride, padding = cache
-    A_padded = _pad(A, padding, -np.inf)
+    _, _, size, stride, frame, dilation, _ = cache
+    A_padded = _pad(A, frame, -np.inf)
     out = dL_dP.shape
+    offsets = _offsets(size, out[2:], stride, dilation)
     P = np.full(out, -np.inf)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         P = np.maximum(P, A_padded[:, :, rows, cols])
     ties = np.zeros(out)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         ties += A_padded[:, :, rows, cols] == P
     share = dL_dP if rule == "all" else dL_dP / ties
     dL_dAp = np.zeros(A_padded.shape)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         dL_dAp[:, :, rows, cols] += np.where(A_padded[:, :, rows, cols] == P, share, 0.0)
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def flatten_channels_last_forward(P):

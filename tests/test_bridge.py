@@ -94,8 +94,21 @@ def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torc
     assert status == 1 and "MISMATCH  Z1 " in out
 
 
-#: The rows PyTorch has no module for, and the option that says so.
-NO_TORCH_FORM = {"maxpool-ties-all": "ties", "maxpool-ties-split": "ties"}
+#: The rows the script does not write, and the key its refusal names: PyTorch has no module
+#: for the first two; the others wait for their kinds' PyTorch forms (export refuses them, as
+#: it must, instead of writing a script that cannot agree).
+NO_TORCH_FORM = {
+    "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
+    "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
+    "conv_transpose": "no PyTorch form", "adaptive_avgpool": "no PyTorch form",
+    "elu": "no PyTorch form", "gelu": "no PyTorch form", "silu": "no PyTorch form",
+    "softplus": "no PyTorch form", "log_softmax": "no PyTorch form",
+    "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
+    "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
+    "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",
+    "loss-bce-sum": "loss", "loss-cross_entropy-sum": "loss", "loss-mse-sum": "loss", "loss-mse-half": "loss",
+    "loss-nll": "loss",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
@@ -390,7 +403,7 @@ def test_a_trace_prints_short_and_shows_itself_in_a_notebook():
 def test_verify_has_a_float32_preset(tmp_path):
     trace = run(load_problem(SAMPLES / "reference.json"))
     answers = tmp_path / "answers.json"
-    answers.write_text(json.dumps({"Z1": (np.asarray(trace["Z1"]) * (1 + 1e-7)).tolist()}))
+    answers.write_text(json.dumps({"Z1": (np.asarray(trace["Z1"]) * (1 + 1e-6)).tolist()}))
     reference = str(SAMPLES / "reference.json")
     assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float32"]).exit_code == 0
     assert CliRunner().invoke(app, ["verify", reference, str(answers), "--preset", "float64"]).exit_code == 1

@@ -39,8 +39,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from cnntrace import checks
-from cnntrace.errors import InputError
-from cnntrace.naming import grad
+from cnntrace.errors import InputError, shown
+from cnntrace.naming import grad, numbered
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
 
@@ -275,10 +275,45 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
     return Option(lambda value, key: checks.pair(key, value, minimum, what), schema)
 
 
+def padding_option(description: str) -> Option:
+    """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
+    side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ,
+    "valid" or "same"."""
+    number = {"type": "integer", "minimum": 0}
+    schema = {"description": description, "default": 0, "oneOf": [
+        number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+        {"type": "array", "items": number, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
+    ]}  # fmt: skip
+
+    def parse(value, key):
+        if value in ("valid", "same"):
+            return value
+        if isinstance(value, str):
+            raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
+                             f'or "same", got {shown(value)}', key=key)  # fmt: skip
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
+            return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], "
+                             f"got {len(value)} numbers", key=key)  # fmt: skip
+        return checks.pair(key, value, 0, "padding")
+
+    return Option(parse, schema)
+
+
+def padding_value(padding) -> int | str | list:
+    """A parsed padding as an input file writes it (see padding_option)."""
+    if isinstance(padding, str) or padding[0] != padding[-1] or len(padding) == 4:
+        return padding if isinstance(padding, str) else list(padding)
+    return padding[0]
+
+
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):
-            raise InputError(f"{what} is true or false, got {value!r}", key=key)
+            raise InputError(f"{what} is true or false, got {shown(value)}", key=key)
         return value
 
     return Option(parse, {"type": "boolean", "default": default, "description": description})
@@ -327,6 +362,10 @@ class Hand(NamedTuple):
     exact: bool = False  # its output stays exact at two decimals when worked by hand
     both_signs: bool = False  # its input should hold both signs (a ReLU's kink at 0)
     saturates: bool = False  # as the last layer, its input must stay where a calculator copes
+    competes: bool = False  # its inputs compete (softmax's logits): their gaps stay small too
+    masks: bool = False  # somewhere its local derivative 0 must stop a gradient that is not 0
+    live_rows: bool = False  # no input of it whose weights are all 0 (dense: a row of W)
+    live_filters: bool = False  # no filter of it whose whole weight gradient is 0 (conv)
     ties: bool = False  # its input can tie on purpose (a max-pool window)
     level_weights: bool = False  # the first such layer's weights are drawn at the exercise's level
 
@@ -652,6 +691,11 @@ class Layer:
         by name as float64 arrays (ONNX's layouts: a Gemm's B n_in×n_out)."""
         raise InputError(f"{self.describe()} has no ONNX form", key=self.place.key())
 
+    def rules(self) -> tuple[str, ...]:
+        """The conventions a learner working this layer by hand must know, one sentence
+        each, as the worksheet's conventions box states them (its current choices)."""
+        return ()
+
     def conventions(self) -> dict:
         """The switches of ``conventions`` where this layer differs from the default."""
         return {
@@ -663,3 +707,32 @@ class Layer:
         """This layer with the switches of ``conventions`` that it honours set."""
         chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
         return replace(self, **chosen) if chosen else self
+
+
+@dataclass(frozen=True)
+class WeightedLayer(Layer):
+    """A kind with weights of its own (conv, dense, conv_transpose, batchnorm): it counts in
+    the numbering, makes Z{l} and has W{l}, and B{l} unless it goes without a bias."""
+
+    letter: ClassVar[str] = "Z"
+    weighted: ClassVar[bool] = True
+
+    def named(self, letters: str) -> str:
+        """This layer's matrix ``letters`` by the naming scheme: W → W2, mean → mean2."""
+        return numbered(letters, self.place.number)
+
+    @property
+    def W(self) -> str:
+        return self.named("W")
+
+    @property
+    def B(self) -> str:
+        return self.named("B")
+
+    @property
+    def has_bias(self) -> bool:
+        return True
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.W, self.B) if self.has_bias else (self.W,)

@@ -12,43 +12,31 @@ from cnntrace.checks import vector
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
+    Hand,
     Imported,
-    Layer,
     Layout,
     Refused,
     Rule,
     TorchForm,
+    WeightedLayer,
     grad_stage,
     stage,
 )
-from cnntrace.naming import grad, numbered
+from cnntrace.naming import grad
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
 
 
 @dataclass(frozen=True)
-class Dense(Layer):
+class Dense(WeightedLayer):
     """Z = F·W + B. W (n_in, n_out), B (n_out,)."""
 
     type: ClassVar[str] = "dense"
-    letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."
-    weighted: ClassVar[bool] = True
+    HAND: ClassVar[Hand] = Hand(live_rows=True)
     input_form: ClassVar[str] = "vector"
 
     _one_output: bool = False  # the reference form's single sigmoid neuron: W2 a list
-
-    @property
-    def W(self) -> str:
-        return numbered("W", self.place.number)
-
-    @property
-    def B(self) -> str:
-        return numbered("B", self.place.number)
-
-    @property
-    def params(self):
-        return (self.W, self.B)
 
     def infer(self, layout, given):
         W, B = given[self.W], given[self.B]
@@ -79,7 +67,8 @@ class Dense(Layer):
             )
         weights = {
             self.W: W_general,
-            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output").copy(),
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output",
+                           f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}").copy(),
         }
         return Layout((n_out,), shown=n_out > 1), weights
 
@@ -130,8 +119,8 @@ class Dense(Layer):
         return [("Gemm", [x, self.W, self.B], [y], {})], {self.W: t.weights[self.W], self.B: t.weights[self.B]}
 
     def work(self, layouts, weights):
-        n_out = weights[self.W].shape[1]
-        return 1, n_out * n_out
+        n_in, n_out = weights[self.W].shape
+        return 1, n_in * n_out
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.dense_forward(x, weights[self.W], weights[self.B]), x

@@ -19,6 +19,7 @@ import re
 
 import numpy as np
 
+from cnntrace.errors import one_line
 from cnntrace.layers import KINDS
 from cnntrace.losses import LOSSES
 from cnntrace.render import View
@@ -39,7 +40,7 @@ _GREEK = r"(?:μ|σ²|[a-z]\u0302)"
 _TOKEN = re.compile(
     rf"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>{_GREEK}\d*|[A-Za-z]\w*))"
     rf"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>{_GREEK}\d*|[A-Z][A-Za-z0-9]*))"
-    rf"|(?P<ident>{_GREEK}\d*|[A-Za-z][A-Za-z_]*\d*)"
+    rf"|(?P<ident>{_GREEK}\d*|[A-Za-z][A-Za-z_]*\d*(?:-[a-z]{{2,}})*)"  # a hyphenated word (row-major) stays a word
     r"|(?P<number>\d+(?:\.\d+)?)"
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"
@@ -48,7 +49,8 @@ _TOKEN = re.compile(
 FUNCTIONS = {name for kind in (*KINDS.values(), *LOSSES.values()) for name in kind.FUNCTIONS}
 SYMBOLS = {
     "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
-    "σ": r"\sigma ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
+    "σ": r"\sigma ", "α": r"\alpha ", "Φ": r"\Phi ", "φ": r"\varphi ", "π": r"\pi ", "³": "^{3}",
+    "≥": r"\ge ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
     "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
     "*": r"{*}",
     "μ": r"\mu ", "ε": r"\varepsilon ", "γ": r"\gamma ", "β": r"\beta ", "√": r"\surd ", "½": r"\tfrac{1}{2}",
@@ -118,7 +120,9 @@ def math(text: str) -> str:
 
 
 def plain(text: str) -> str:
-    """Any text (a file name, say) as LaTeX text, its special characters escaped."""
+    """Any text (a file name, say) as LaTeX text on one line (a line break written as its
+    escape, which must not end a comment or a paragraph), its special characters escaped."""
+    text = one_line(text)
     special = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "%": r"\%",
                "&": r"\&", "#": r"\#", "$": r"\$", "^": r"\^{}", "~": r"\~{}"}  # fmt: skip
     return "".join(special.get(char, char) for char in text)
