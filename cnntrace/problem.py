@@ -69,7 +69,7 @@ def parse_layer(description, key: str) -> Layer:
     kind = KINDS[kind_name]
     options = {}
     for option, value in description.items():
-        if option == "type":
+        if option in ("type", "input"):  # input: where it sits in the network (see parse_layers)
             continue
         if option not in kind.OPTIONS:
             known = ", ".join(kind.OPTIONS)
@@ -85,7 +85,10 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     if not isinstance(descriptions, list) or not descriptions:
         raise InputError("expected a list of layers, e.g. [\"conv\", \"relu\", \"flatten\", \"dense\"]", key="layers")
     keys = [f"layers[{i}]" for i in range(len(descriptions))]
-    layers = place([parse_layer(d, k) for d, k in zip(descriptions, keys)], keys)
+    parsed = [parse_layer(d, k) for d, k in zip(descriptions, keys)]
+    # "input": the earlier matrix a layer reads instead of the previous layer's output.
+    inputs = [d.get("input") if isinstance(d, dict) else None for d in descriptions]
+    layers = place(parsed, keys, inputs)
     output = layers[-1].output
     logits = layers[-1].input
     if given_gradient:
@@ -161,7 +164,7 @@ class Problem:
         weights = {}
         for layer in network.layers:
             given = {p: arrays[p] for p in (*layer.params, *layer.running) if p in arrays}
-            layout, general = layer.infer(layout, given)
+            layout, general = layer.infer_from(layouts, given)
             weights.update(general)
             layouts[layer.output] = layout
             for p in given:

@@ -11,6 +11,7 @@ from cnntrace.layers.dense import Dense
 from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
 from cnntrace.layers.global_pool import GlobalAvgPool
+from cnntrace.layers.merge import Add, Concat
 from cnntrace.layers.norm import BatchNorm
 from cnntrace.layers.pool import AvgPool, MaxPool
 
@@ -18,7 +19,7 @@ from cnntrace.layers.pool import AvgPool, MaxPool
 KINDS: dict[str, type[Layer]] = {
     kind.type: kind
     for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax,
-                 BatchNorm, Dropout)
+                 BatchNorm, Dropout, Add, Concat)
 }
 
 __all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]
