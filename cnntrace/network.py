@@ -22,7 +22,7 @@ import numpy as np
 from cnntrace.errors import InputError, NumericError
 from cnntrace.layers.base import Context, Explained, Layer, Mistake, Place, Rule, Stage
 from cnntrace.losses import Loss
-from cnntrace.naming import MATRIX, grad, numbered, plain, via
+from cnntrace.naming import MATRIX, grad, numbered, via
 from cnntrace.terms import Term
 from cnntrace.text import partial, symbol
 

@@ -35,9 +35,8 @@ from tests.kinds import (
     kind_options,
     make,
     naive_pass,
-    options,
-    written,
     torch_pass,
+    written,
 )
 
 ORACLE = {"rtol": 1e-12, "atol": 1e-12}
