@@ -178,6 +178,19 @@ class Network:
         return frozenset({layer.input for layer, before in zip(self.layers, previous) if layer.input != before}
                          | {name for layer in self.layers for name in layer.reads})  # fmt: skip
 
+    @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """The graph's forward arrows, (from, to) in list order, the output's to L."""
+        return (*((q, layer.output) for layer in self.layers for q in self.operands(layer)), (self.output, "L"))
+
+    @cached_property
+    def readings(self) -> dict[str, str]:
+        """A note on each output whose layer does not read the one before it: "Z5 reads X,
+        not Z4"."""
+        previous = ("X", *(layer.output for layer in self.layers))
+        return {layer.output: f"{layer.output} is made from {layer.input}, not from {before} (the layer before it)"
+                for layer, before in zip(self.layers, previous) if layer.input != before}  # fmt: skip
+
     def operands(self, layer: Layer) -> tuple[str, ...]:
         """What ``layer`` reads: its input and what it ``reads`` besides."""
         return (layer.input, *layer.reads)

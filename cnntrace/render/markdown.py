@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace.render import View
-from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
+from cnntrace.render.document import Diagram, Entry, Given, Heading, document, legend_text, mark_text
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -94,6 +94,18 @@ def derivation_lines(d, precision: int) -> list[str]:
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 
+def mermaid(graph: Diagram) -> list[str]:
+    """The network's graph as a Mermaid flowchart (GitHub and most Markdown viewers draw
+    it): the forward arrows, and at each fork a note of its gradient's sum."""
+    lines = ["```mermaid", "flowchart LR"]
+    lines += [f'  {node.name}["{node.name}: {node.kind}"]' for node in graph.nodes]
+    lines += [f"  {source} --> {target}" for source, target in graph.edges]
+    for fork in graph.sums:
+        paths = " + ".join(f"{fork.symbol} via {path}" for path in fork.paths)
+        lines += [f'  sum_{fork.name}{{{{"{fork.symbol} = {paths}"}}}}', f"  sum_{fork.name} -.-> {fork.name}"]
+    return [*lines, "```", ""]
+
+
 def file_heading(file: str) -> str:
     """The heading of one file's trace when several are traced at once."""
     return f"\n## `{file}`\n\n"  # a blank line first: the trace before ends without one
@@ -107,6 +119,8 @@ def render(trace, view: View = View()) -> str:
         match block:
             case Heading(title=title, summary=summary):
                 out += [f"### {title}", ""] + ([summary, ""] if summary else [])
+            case Diagram():
+                out += mermaid(block)
             case Given(name=name, matrix=matrix):
                 out += _block(name, None, matrix, view.precision, [], view.full)
             case Entry():
