@@ -15,7 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace.render import View
-from cnntrace.render.document import Diagram, Entry, Given, Heading, document, legend_text, mark_text
+from cnntrace.render.document import (
+    Diagram,
+    Entry,
+    Given,
+    Heading,
+    document,
+    legend_text,
+    mark_text,
+)
 from cnntrace.render.format import (
     axes_label,
     number,
