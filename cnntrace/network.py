@@ -457,12 +457,21 @@ class Network:
         )
 
 
+    def path_name(self, layer: Layer, name: str) -> str:
+        """The name of ``layer``'s stage ``name`` in this network: where it is the gradient
+        the layer sends back to a matrix that feeds several layers, that path's part
+        (dL_dA2 -> dL_dA2_via_Z3); ``name`` otherwise."""
+        for q in self.operands(layer):
+            if name == grad(q) and q in self.forks:
+                return via(q, layer.output)
+        return name
+
     def _path(self, stage: Stage, layer: Layer) -> Stage:
         """A stage of ``layer`` that sends its gradient back to a matrix feeding several
         layers, as one path's part: dL/dA2 via Z3."""
-        if stage.section != "backward" or stage.of not in self.forks or stage.name != grad(stage.of):
+        if stage.section != "backward" or self.path_name(layer, stage.name) == stage.name:
             return stage
-        path = via(stage.of, layer.output)
+        path = self.path_name(layer, stage.name)
         rule = stage.rule
         if rule is not None and rule.chain.startswith(partial(stage.name)):
             rule = rule._replace(chain=partial(path) + rule.chain[len(partial(stage.name)):])

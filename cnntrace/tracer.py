@@ -64,6 +64,7 @@ class Trace:
         view = self.general_pass()
         for layer in self.problem.network.layers:
             for name, annotation in layer.annotate(view).items():
+                name = self.problem.network.path_name(layer, name)  # its path's part, at a fork
                 out[name] = annotation if name not in out else out[name].merged(annotation)
         # Where a layer reads an earlier matrix than the one before it, its output says so.
         for name, note in self.problem.network.readings.items():
