@@ -67,6 +67,9 @@ def parse_layer(description, key: str) -> Layer:
         what = "no \"type\"" if kind_name is None else f"unknown layer type {kind_name!r}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)
     kind = KINDS[kind_name]
+    for option in kind.REQUIRED:
+        if option not in description:
+            raise InputError(f"{kind_name} needs {option!r}: {kind.OPTIONS[option].schema['description']}", key=key)
     options = {}
     for option, value in description.items():
         if option in ("type", "input"):  # input: where it sits in the network (see parse_layers)

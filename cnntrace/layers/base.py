@@ -373,6 +373,8 @@ class Layer:
 
     #: {option: Option} as an input file writes the kind
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: The options a file must give (a merge's ``from``); the others have defaults.
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
     #: {switch of the ``conventions`` key: Convention} this kind honours
     CONVENTIONS: ClassVar[dict[str, Convention]] = {}
 

@@ -34,6 +34,7 @@ def parse_sources(value, key: str) -> tuple[str, ...]:
 _FROM_SCHEMA = {
     "description": "The earlier matrices it merges with its input: \"X\" or a name the trace shows (\"A2\"), or a list.",
     "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+    "examples": ["X", ["Z4"]],
 }
 
 
@@ -44,14 +45,12 @@ class Merge(Layer):
     merge: ClassVar[bool] = True
     HAND: ClassVar[Hand] = Hand(exact=True)
     OPTIONS: ClassVar[dict[str, Option]] = {"from": Option(parse_sources, _FROM_SCHEMA)}
+    REQUIRED: ClassVar[tuple[str, ...]] = ("from",)
 
     sources: tuple[str, ...] = ()  # ``from``: the matrices it merges with its input
 
     @classmethod
     def from_options(cls, options):
-        if "from" not in options:
-            raise InputError(f'{cls.type} needs "from": the earlier matrices it merges with its input',
-                             key="from")  # fmt: skip
         return cls(sources=options["from"])
 
     @property
