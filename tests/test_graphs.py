@@ -314,3 +314,15 @@ def test_bad_graphs_are_one_line_naming_the_file_and_the_key(tmp_path, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert str(path) in lines[0] and key in lines[0] and fragment in lines[0], lines[0]
+
+
+def test_the_quiz_asks_for_each_path_and_then_the_sum():
+    trace = run(problem_from_dict(json.loads(SAMPLE.read_text())))
+    names = ["dL_dX_via_S4", "dL_dX_via_Z1", "dL_dX"]
+    lines = [" ".join(repr(float(v)) for v in np.ravel(trace[name])) for name in names]
+    lines[2] = " ".join(repr(float(v)) for v in np.ravel(trace["dL_dX_via_Z1"]))  # the path via S4 forgotten
+    result = runner.invoke(app, ["quiz", str(SAMPLE), "--only", ",".join(names), "--tries", "1"],
+                           input="\n".join(lines) + "\n")  # fmt: skip
+    assert result.exit_code == 1, result.stderr  # not all right
+    assert result.stdout == "score 2/3\n"
+    assert "without its path via S4" in result.stderr
