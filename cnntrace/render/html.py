@@ -261,6 +261,21 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     return "".join(parts), step
 
 
+#: The diagram's look, inside its SVG: a page without a diagram stays as it was.
+GRAPH_CSS = """
+.node { fill: #eef4fa; stroke: #0f5d8c; }
+.node.add, .node.concat { fill: #fff4e0; stroke: #b45309; }
+.name { text-anchor: middle; font-weight: 700; fill: #0f5d8c; }
+.kind { text-anchor: middle; font-size: 11px; fill: #555; }
+.edge { stroke: #555; stroke-width: 1.4; fill: none; }
+.skip { stroke: #b45309; }
+.sum { text-anchor: middle; font-size: 11px; fill: #7c2d12; }
+a:hover .node { stroke-width: 3; }
+"""
+#: The figure around it.
+GRAPH_STYLE = ("overflow-x: auto; background: #fff; border: 1px solid #d6d6de; border-radius: .4em; "
+               "padding: .4em; margin: .4em 0")
+
 #: The diagram's measures, in SVG units: a node's box, the space between nodes, an arc's rise.
 NODE_W, NODE_H, NODE_GAP, ARC = 76, 40, 26, 18
 
@@ -288,9 +303,9 @@ def _diagram(graph: Diagram, steps: dict[str, int]) -> str:
     def link(stage: str, body: str) -> str:
         return f'<a href="#stage-{steps[stage]}">{body}</a>' if stage in steps else body
 
-    parts = [f'<figure class="graph"><svg role="img" aria-label="the network as a graph" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+    parts = [f'<figure class="graph" style="{GRAPH_STYLE}"><svg role="img" aria-label="the network as a graph" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" '
+             f'style="font: 13px system-ui, sans-serif"><style>{GRAPH_CSS}</style><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']  # fmt: skip
     middle = top + NODE_H / 2
     for a, b in graph.edges:
@@ -461,16 +476,6 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
 .won-swatch { color: #b45309; font-weight: 700; }
 .gap-tables { align-self: center; color: #888; }
 .extra { margin-top: .4em; }
-figure.graph { overflow-x: auto; background: #fff; border: 1px solid #d6d6de; border-radius: .4em; padding: .4em; margin: .4em 0; }
-.graph svg { font: 13px system-ui, "DejaVu Sans", sans-serif; }
-.graph .node { fill: #eef4fa; stroke: #0f5d8c; }
-.graph .node.add, .graph .node.concat { fill: #fff4e0; stroke: #b45309; }
-.graph .name { text-anchor: middle; font-weight: 700; fill: #0f5d8c; }
-.graph .kind { text-anchor: middle; font-size: 11px; fill: #555; }
-.graph .edge { stroke: #555; stroke-width: 1.4; fill: none; }
-.graph .skip { stroke: #b45309; }
-.graph .sum { text-anchor: middle; font-size: 11px; fill: #7c2d12; }
-.graph a:hover .node { stroke-width: 3; }
 .extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
 @media (max-width: 900px) {  /* one column: the panel stays in sight at the bottom */
   .layout { grid-template-columns: 1fr; }
