@@ -214,7 +214,7 @@ def test_the_page_draws_the_graph_with_links_to_the_stages():
 
     trace = run(problem_of("basic-block"))
     page = html.render(trace)
-    figure = page[page.index('<figure class="graph">'):page.index("</figure>")]
+    figure = page[page.index('<figure class="graph"'):page.index("</figure>")]
     assert figure.count('class="node') == len(trace.problem.network.layers) + 2  # X, the layers, L
     assert 'class="edge skip"' in figure  # X → S4 arcs over the block
     steps = {name: i for i, name in enumerate(stage.name for stage in trace.stages)}
