@@ -364,7 +364,9 @@ class Network:
     def mistakes(self, values: dict, weights: dict, lr: float, M: int) -> list[Mistake]:
         """The known mistakes of this network from the correct pass's ``values`` (general
         shapes, X included): each layer kind's, the loss's mean left out, the update's sign."""
-        out = [mistake for layer in self.layers for mistake in layer.mistakes(values, weights)]
+        # A layer names the gradient it sends back dL/dQ; at a fork that is its path's part.
+        out = [mistake._replace(given={self.path_name(layer, name): value for name, value in mistake.given.items()})
+               for layer in self.layers for mistake in layer.mistakes(values, weights)]  # fmt: skip
         start = self.layers[-1].input if self.fused else self.output  # where the backward pass starts
         first = grad(start)
         output = values[self.output]

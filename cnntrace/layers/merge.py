@@ -14,7 +14,17 @@ from typing import ClassVar
 
 from cnntrace import ops
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Hand, Layer, Layout, Option, Rule, grad_stage, stage
+from cnntrace.layers.base import (
+    Explained,
+    Hand,
+    Layer,
+    Layout,
+    Mistake,
+    Option,
+    Rule,
+    grad_stage,
+    stage,
+)
 from cnntrace.naming import grad
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
@@ -114,6 +124,13 @@ class Add(Merge):
         out = {grad(source): d.copy() for source, d in zip(self.sources, d_sources)}
         out[self.input_gradient] = d_input
         return out
+
+    def mistakes(self, values, weights):
+        d, n = values[grad(self.output)], len(self.operands)
+        return [
+            Mistake("add_gradient_split", f"dL/d{self.output} shared out, 1/{n} to each of {', '.join(self.operands)}: "
+                    "an add passes its gradient whole to each operand", {grad(q): d / n for q in self.operands}),
+        ]  # fmt: skip
 
     def stages(self, ctx):
         s = self.output
