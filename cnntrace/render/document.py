@@ -112,6 +112,7 @@ class Node(NamedTuple):
     name: str  # Z1; its stage's JSON name ("" for X, which is no stage)
     kind: str  # what makes it: "conv", "add"; "input" for X, the loss for L
     stage: str  # the stage it links to ("" for none)
+    merge: bool = False  # made by an add or a concat
 
 
 class Sum(NamedTuple):
@@ -163,7 +164,7 @@ def document(trace, view: View = View(), *, givens: bool | None = None, marks: b
 def diagram(trace) -> Diagram:
     """The graph of the trace's network (see Diagram)."""
     network = trace.problem.network
-    nodes = [Node("X", "input", ""), *(Node(layer.output, layer.type, layer.output) for layer in network.layers)]
+    nodes = [Node("X", "input", ""), *(Node(layer.output, layer.type, layer.output, layer.merge) for layer in network.layers)]
     if "L" in trace:
         nodes.append(Node("L", network.loss.type, "L"))
     edges = tuple(edge for edge in network.edges if edge[1] != "L" or "L" in trace)

@@ -264,7 +264,7 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
 #: The diagram's look, inside its SVG: a page without a diagram stays as it was.
 GRAPH_CSS = """
 .node { fill: #eef4fa; stroke: #0f5d8c; }
-.node.add, .node.concat { fill: #fff4e0; stroke: #b45309; }
+.node.merge { fill: #fff4e0; stroke: #b45309; }
 .name { text-anchor: middle; font-weight: 700; fill: #0f5d8c; }
 .kind { text-anchor: middle; font-size: 11px; fill: #555; }
 .edge { stroke: #555; stroke-width: 1.4; fill: none; }
@@ -319,7 +319,7 @@ def _diagram(graph: Diagram, steps: dict[str, int]) -> str:
                          'marker-end="url(#arrow)"/>')
     for node in graph.nodes:
         x = left(node.name)
-        box = (f'<rect class="node {html.escape(node.kind)}" x="{x}" y="{top}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
+        box = (f'<rect class="node{" merge" * node.merge}" x="{x}" y="{top}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
                f'<text x="{x + NODE_W / 2}" y="{top + 17}" class="name">{html.escape(node.name)}</text>'
                f'<text x="{x + NODE_W / 2}" y="{top + 32}" class="kind">{html.escape(node.kind)}</text>')
         parts.append(link(node.stage, box))
