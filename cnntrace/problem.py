@@ -91,6 +91,10 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     parsed = [parse_layer(d, k) for d, k in zip(descriptions, keys)]
     # "input": the earlier matrix a layer reads instead of the previous layer's output.
     inputs = [d.get("input") if isinstance(d, dict) else None for d in descriptions]
+    for description, key in zip(descriptions, keys):
+        if isinstance(description, dict) and "input" in description and not isinstance(description["input"], str):
+            raise InputError(f'expected the name of an earlier matrix ("X", "A2"), got {description["input"]!r}'[:200],
+                             key=f"{key}.input")  # fmt: skip
     layers = place(parsed, keys, inputs)
     output = layers[-1].output
     logits = layers[-1].input

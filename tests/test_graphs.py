@@ -326,3 +326,13 @@ def test_the_quiz_asks_for_each_path_and_then_the_sum():
     assert result.exit_code == 1, result.stderr  # not all right
     assert result.stdout == "score 2/3\n"
     assert "without its path via S4" in result.stderr
+
+
+@pytest.mark.parametrize("value", [None, 5, ["X"], "x" * 10_000, "dL_dX"])
+def test_an_input_that_is_not_a_matrix_name_is_refused(tmp_path, value):
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(base([{"type": "conv", "padding": 1, "input": value}, "flatten", "dense"])))
+    result = invoke("step", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "layers[0].input: expected the name of an earlier matrix" in line and len(line) < 400
