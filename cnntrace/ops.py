@@ -46,61 +46,82 @@ SMALL_POOL_CELLS = 1024
 Pair = tuple[int, int]
 
 
-def output_size(size: int, window: int, stride: int) -> int:
-    """How many positions a window of ``window`` cells takes along ``size`` cells."""
-    return (size - window) // stride + 1
+def output_size(size: int, window: int, stride: int, dilation: int = 1) -> int:
+    """How many positions a window of ``window`` cells (``dilation`` apart) takes along
+    ``size`` cells."""
+    return (size - dilation * (window - 1) - 1) // stride + 1
 
 
 @lru_cache(maxsize=64)
-def _offsets(window: Pair, out: Pair, stride: Pair):
+def _offsets(window: Pair, out: Pair, stride: Pair, dilation: Pair = (1, 1)):
     """(i, j, rows, cols) for each window offset: the slices pick, for every output
-    position (h, w), the input cell (h*stride + i, w*stride + j). Kept once made: training
-    asks for the same offsets at every step."""
-    (rows, cols), (out_rows, out_cols), (sh, sw) = window, out, stride
+    position (h, w), the input cell (h*stride + i*dilation, w*stride + j*dilation). Kept
+    once made: training asks for the same offsets at every step."""
+    (rows, cols), (out_rows, out_cols), (sh, sw), (dh, dw) = window, out, stride, dilation
     return tuple(
-        (i, j, slice(i, i + sh * (out_rows - 1) + 1, sh), slice(j, j + sw * (out_cols - 1) + 1, sw))
+        (i, j, slice(i * dh, i * dh + sh * (out_rows - 1) + 1, sh),
+         slice(j * dw, j * dw + sw * (out_cols - 1) + 1, sw))
         for i in range(rows)
         for j in range(cols)
-    )
+    )  # fmt: skip
 
 
-def _pad(maps: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
-    """``maps`` (M, C, H, W) inside a border of ``value``; the array itself when none."""
+def sides(padding) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a padding given as (rows, cols) or as those four."""
+    if len(padding) == 4:
+        return tuple(padding)
     ph, pw = padding
-    if not (ph or pw):
+    return (ph, ph, pw, pw)
+
+
+def _pad(maps: np.ndarray, padding, value: float = 0.0) -> np.ndarray:
+    """``maps`` (M, C, H, W) inside a border of ``value``, ``padding`` (rows, cols) on every
+    side or (top, bottom, left, right); the array itself when none."""
+    top, bottom, left, right = sides(padding)
+    if not (top or bottom or left or right):
         return maps  # no copy of what may be a whole dataset
     M, C, H, W = maps.shape
     # As np.pad(maps, …, constant_values=value) makes it, in a quarter of the time.
-    padded = np.full((M, C, H + 2 * ph, W + 2 * pw), value, dtype=maps.dtype)
-    padded[:, :, ph : ph + H, pw : pw + W] = maps
+    padded = np.full((M, C, H + top + bottom, W + left + right), value, dtype=maps.dtype)
+    padded[:, :, top : top + H, left : left + W] = maps
     return padded
 
 
-def _unpad(maps: np.ndarray, padding: Pair) -> np.ndarray:
-    ph, pw = padding
-    return maps[:, :, ph : maps.shape[2] - ph, pw : maps.shape[3] - pw]
+def _unpad(maps: np.ndarray, padding) -> np.ndarray:
+    top, bottom, left, right = sides(padding)
+    return maps[:, :, top : maps.shape[2] - bottom, left : maps.shape[3] - right]
 
 
 # -- convolution: Z = conv(X, W) + B -------------------------------------------------------
+#
+# Dilation spaces a kernel's taps ``dilation`` cells apart; ``groups`` G splits the C input
+# channels and the K filters into G groups, each filter reading only its group's C/G
+# channels: W (K, C/G, kh, kw), as PyTorch stores it. Both go through the same paths as the
+# plain convolution: dilation only changes which cells each offset's slice takes, and a
+# grouped product is one batched matrix product (G × (K/G) × (C/G·kh·kw)), never a loop
+# over the groups.
 
 
 class ConvCache(NamedTuple):
-    X_padded: np.ndarray  # (M, C, H + 2ph, W + 2pw)
-    W: np.ndarray  # (K, C, kh, kw)
+    X_padded: np.ndarray  # (M, C, H + top + bottom, W + left + right)
+    W: np.ndarray  # (K, C/G, kh, kw)
     stride: Pair
-    padding: Pair
+    padding: Pair | tuple[int, int, int, int]  # (rows, cols) or (top, bottom, left, right)
     windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; small batches only
+    dilation: Pair = (1, 1)
+    groups: int = 1
 
 
-def _windows(X_padded, kh, kw, Ho, Wo, stride):
-    """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i, w*sw + j], as a new array:
-    for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
+def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
+    """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i*dh, w*sw + j*dw], as a new
+    array: for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
     M, C = X_padded.shape[:2]
     step_m, step_c, step_h, step_w = X_padded.strides
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
     view = np.lib.stride_tricks.as_strided(
         X_padded, (C, kh, kw, M, Ho, Wo),
-        (step_c, step_h, step_w, step_m, step_h * stride[0], step_w * stride[1]), writeable=False,
+        (step_c, step_h * dilation[0], step_w * dilation[1], step_m, step_h * stride[0], step_w * stride[1]),
+        writeable=False,
     )  # fmt: skip
     windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
     windows[...] = view
@@ -124,65 +145,96 @@ def _image_slices(M: int, step: int) -> list[slice]:
     return [slice(start, min(start + step, M)) for start in range(0, M, step)]
 
 
-def _conv_windows(X_padded, W, B, Ho, Wo, stride):
+def _by_group(W, groups):
+    """W (K, C/G, kh, kw) as G matrices, one per group: (G, K/G, C/G·kh·kw)."""
+    return W.reshape(groups, W.shape[0] // groups, -1)
+
+
+def _filters_times_windows(W, windows, groups):
+    """W·windows: (K, M·Ho·Wo) from windows (C*kh*kw, …); a group's filters meet only its
+    channels' rows."""
+    K = W.shape[0]
+    if groups == 1:
+        return W.reshape(K, -1) @ windows.reshape(windows.shape[0], -1)
+    return (_by_group(W, groups) @ windows.reshape(groups, windows.shape[0] // groups, -1)).reshape(K, -1)
+
+
+def _weight_gradient(dL_dZ_by_filter, windows, W, groups):
+    """dL/dW = dL/dZ·windowsᵀ, group by group. dL/dZ by filter (K, N), windows (C*kh*kw, …)
+    -> (K, C/G·kh·kw)."""
+    if groups == 1:
+        return dL_dZ_by_filter @ windows.reshape(windows.shape[0], -1).T
+    K = W.shape[0]
+    rows = windows.reshape(groups, windows.shape[0] // groups, -1)
+    return (dL_dZ_by_filter.reshape(groups, K // groups, -1) @ rows.transpose(0, 2, 1)).reshape(K, -1)
+
+
+def _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation=(1, 1), groups=1):
     """Z = W·windows + B as one matrix product: -> Z (M, K, Ho, Wo), windows."""
     M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
-    windows = _windows(X_padded, kh, kw, Ho, Wo, stride)
-    Z_by_filter = (W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)).reshape(K, M, Ho, Wo)
-    return Z_by_filter.transpose(1, 0, 2, 3) + B[:, None, None], windows
+    K, _, kh, kw = W.shape
+    windows = _windows(X_padded, kh, kw, Ho, Wo, stride, dilation)
+    Z = _filters_times_windows(W, windows, groups).reshape(K, M, Ho, Wo).transpose(1, 0, 2, 3)
+    return (Z + B[:, None, None] if B is not None else Z.copy()), windows
 
 
-def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0)):
-    """Z[m,k,h,w] = B[k] + Σ_c,i,j W[k,c,i,j] · Xp[m, c, h*sh + i, w*sw + j].
+def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pair = (1, 1), groups: int = 1):
+    """Z[m,k,h,w] = B[k] + Σ_c,i,j W[k,c,i,j] · Xp[m, g·C/G + c, h*sh + i*dh, w*sw + j*dw],
+    g = k // (K/G) the group of filter k.
 
-    Cross-correlation (no kernel flip), as in PyTorch; Xp is X inside ``padding`` zeros.
-    X (M, C, H, W), W (K, C, kh, kw), B (K,) -> Z (M, K, Ho, Wo), ConvCache.
+    Cross-correlation (no kernel flip), as in PyTorch; Xp is X inside ``padding`` zeros,
+    (rows, cols) on every side or (top, bottom, left, right). B None: no bias.
+    X (M, C, H, W), W (K, C/G, kh, kw), B (K,) -> Z (M, K, Ho, Wo), ConvCache.
     """
     X_padded = _pad(X, padding)
     M, C = X.shape[:2]
     K, _, kh, kw = W.shape
-    Ho = output_size(X_padded.shape[2], kh, stride[0])
-    Wo = output_size(X_padded.shape[3], kw, stride[1])
+    Ho = output_size(X_padded.shape[2], kh, stride[0], dilation[0])
+    Wo = output_size(X_padded.shape[3], kw, stride[1], dilation[1])
     chunk = _chunk(M, C, kh, kw, Ho, Wo)
     if chunk == M:
-        Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride)
-        return Z, ConvCache(X_padded, W, stride, padding, windows)
+        Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation, groups)
+        return Z, ConvCache(X_padded, W, stride, padding, windows, dilation, groups)
     Z = np.empty((M, K, Ho, Wo))
     if chunk:
         # The windows of a chunk are dropped once used: the backward pass copies them again.
         for images in _image_slices(M, chunk):
-            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride)[0]
-        return Z, ConvCache(X_padded, W, stride, padding)
-    Z[...] = B[:, None, None]
+            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride, dilation, groups)[0]
+        return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
+    Z[...] = B[:, None, None] if B is not None else 0.0
     weighted = np.empty_like(Z)  # one buffer for every offset's products, not one each
-    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride):
+    per_group, filters = C // groups, K // groups
+    for i, j, rows, cols in _offsets((kh, kw), (Ho, Wo), stride, dilation):
         for c in range(C):
-            # Each kernel weight W[k,c,i,j] meets the same shifted slice of every image.
-            np.multiply(W[None, :, c, i, j, None, None], X_padded[:, c, None, rows, cols], out=weighted)
-            Z += weighted
-    return Z, ConvCache(X_padded, W, stride, padding)
+            # Each kernel weight W[k,c,i,j] meets the same shifted slice of every image;
+            # channel c feeds its group's filters only.
+            ks = slice(c // per_group * filters, (c // per_group + 1) * filters)
+            np.multiply(W[None, ks, c % per_group, i, j, None, None], X_padded[:, c, None, rows, cols],
+                        out=weighted[:, ks])  # fmt: skip
+            Z[:, ks] += weighted[:, ks]
+    return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
 
 
 def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo).
 
-    dL/dW[k,c,i,j] = Σ_m,h,w Xp[m, c, h*sh + i, w*sw + j] · dL/dZ[m,k,h,w]  (= conv(X, dL/dZ))
+    dL/dW[k,c,i,j] = Σ_m,h,w Xp[m, g·C/G + c, h*sh + i*dh, w*sw + j*dw] · dL/dZ[m,k,h,w]
+                     (= conv(X, dL/dZ))
     dL/dB[k]       = Σ_m,h,w dL/dZ[m,k,h,w]
     dL/dX          = every dL/dZ entry sent back to the cells its window covered, times the
                      weight that met them; the padding's share is cut off at the end.
-    Returns dL_dX (M, C, H, W), dL_dW (K, C, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
+    Returns dL_dX (M, C, H, W), dL_dW (K, C/G, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
     (the first layer, in training) dL/dX is skipped and None returned in its place.
     """
-    X_padded, W, stride, padding, windows = cache
-    M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
+    X_padded, W, stride, padding, windows, dilation, groups = cache
+    M, C = X_padded.shape[:2]
+    K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
-    offsets = _offsets((kh, kw), (Ho, Wo), stride)
+    offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
     dL_dB = dL_dZ.sum(axis=(0, 2, 3))
     if windows is not None:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
-        dL_dW = (dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T).reshape(W.shape)
+        dL_dW = _weight_gradient(dL_dZ_by_filter, windows, W, groups).reshape(W.shape)
     elif K > 1 and 0 < (chunk := _chunk(M, C, kh, kw, Ho, Wo)) < M:
         # A batch too large for its windows. (A cache made without windows for a batch that
         # fits keeps the offset loop and its bits; one filter's dL/dW is a plain dot product
@@ -191,25 +243,47 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     else:
         dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it
         for i, j, rows, cols in offsets:
-            dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
+            if groups == 1:
+                dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
+            else:
+                dL_dW[:, :, i, j] = np.einsum(
+                    "mgkhw,mgchw->gkc", dL_dZ.reshape(M, groups, K // groups, Ho, Wo),
+                    X_padded[:, :, rows, cols].reshape(M, groups, C // groups, Ho, Wo),
+                ).reshape(K, C // groups)  # fmt: skip
     if not need_dL_dX:
         return None, dL_dW, dL_dB
-    dL_dXp = np.zeros(X_padded.shape)  # float64, as dL_dW
-    if C == 1:
+    dL_dXp = _padded_gradient(dL_dZ, W, X_padded.shape, offsets, groups)
+    return _unpad(dL_dXp, padding), dL_dW, dL_dB
+
+
+def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
+    """dL/dXp (M, C, Hp, Wp): every dL/dZ (M, K, Ho, Wo) entry sent back to the cells of the
+    padded input its window covered, times the weight that met them (``offsets`` as the
+    forward pass visited them); ``chunk`` images at a time when given."""
+    M, K, Ho, Wo = dL_dZ.shape
+    dL_dXp = np.zeros(padded_shape)  # float64, as dL_dW
+    if padded_shape[1] == 1:
         # One input channel (the reference network's X): the offset loop's sums over the
         # filters, whose every digit the reference's outputs have always shown.
         for i, j, rows, cols in offsets:
             dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
-    else:
-        _send_back(dL_dXp, W, dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1), (Ho, Wo), offsets)
-    return _unpad(dL_dXp, padding), dL_dW, dL_dB
+        return dL_dXp
+    for images in _image_slices(M, chunk or M):
+        dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
+        _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
+    return dL_dXp
 
 
-def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets) -> None:
+def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets, groups=1) -> None:
     """dL_dXp (M, C, Hp, Wp) += the gradient of the windows, dL/dwindows = Wᵀ·dL/dZ as one
     product (dL/dZ by filter: K × M·Ho·Wo, ``out`` = (Ho, Wo)), sent back offset by offset."""
-    K, C, kh, kw = W.shape
-    dL_dwindows = (W.reshape(K, -1).T @ dL_dZ_by_filter).reshape(C, kh, kw, len(dL_dXp), *out)
+    K, _, kh, kw = W.shape
+    C = dL_dXp.shape[1]
+    if groups == 1:
+        dL_dwindows = W.reshape(K, -1).T @ dL_dZ_by_filter
+    else:
+        dL_dwindows = _by_group(W, groups).transpose(0, 2, 1) @ dL_dZ_by_filter.reshape(groups, K // groups, -1)
+    dL_dwindows = dL_dwindows.reshape(C, kh, kw, len(dL_dXp), *out)
     for i, j, rows, cols in offsets:
         dL_dXp[:, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
 
@@ -218,28 +292,106 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     """dL/dX (or None) and dL/dW of a large batch, ``chunk`` images at a time: each chunk's
     windows copied again, dL/dW the sum of the chunks' products, dL/dX each chunk's
     dL/dwindows = Wᵀ·dL/dZ sent back offset by offset."""
-    X_padded, W, stride, padding, _ = cache
+    X_padded, W, stride, padding, _, dilation, groups = cache
     M = X_padded.shape[0]
-    K, C, kh, kw = W.shape
+    K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
-    offsets = _offsets((kh, kw), (Ho, Wo), stride)
-    dL_dW = np.zeros((K, C * kh * kw))
+    offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
+    dL_dW = np.zeros((K, W[0].size))
     dL_dXp = np.zeros(X_padded.shape) if need_dL_dX else None
     for images in _image_slices(M, chunk):
-        windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride)
+        windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride, dilation)
         dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
-        dL_dW += dL_dZ_by_filter @ windows.reshape(C * kh * kw, -1).T
+        dL_dW += _weight_gradient(dL_dZ_by_filter, windows, W, groups)
         if need_dL_dX:
-            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets)
+            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
     dL_dX = _unpad(dL_dXp, padding) if need_dL_dX else None
     return dL_dX, dL_dW.reshape(W.shape)
 
 
 def padded_input_gradient(dL_dZ, cache: ConvCache) -> np.ndarray:
     """∂L/∂pad(X): what the backward pass sends to every cell of the padded input, its
-    border included (the part dL/dX drops). (M, C, H + 2ph, W + 2pw)."""
+    border included (the part dL/dX drops). (M, C, H + top + bottom, W + left + right)."""
     no_padding = cache._replace(padding=(0, 0))
     return conv2d_backward(dL_dZ, no_padding)[0]
+
+
+# -- transposed convolution: Z = conv_transpose(X, W) + B -----------------------------------
+#
+# PyTorch's ConvTranspose2d: each input cell scatters its value times the whole kernel onto
+# the output, ``stride`` cells apart, the taps ``dilation`` apart; ``padding`` then crops
+# that many rows and columns off every side, and ``output_padding`` gives back rows and
+# columns at the bottom and right. It is the convolution's dL/dX with X in the place of
+# dL/dZ, so it goes through the same send-back; its backward pass is a convolution.
+
+
+class ConvTransposeCache(NamedTuple):
+    X: np.ndarray  # (M, C, H, W)
+    W: np.ndarray  # (C, K/G, kh, kw)
+    stride: Pair
+    padding: Pair
+    output_padding: Pair
+    dilation: Pair
+    groups: int
+
+
+def conv_transpose_size(size: int, window: int, stride: int, padding: int, output_padding: int, dilation: int) -> int:
+    """The output's length along one axis: (size − 1)·stride − 2·padding + dilation·(window − 1)
+    + output_padding + 1, as PyTorch's ConvTranspose2d."""
+    return (size - 1) * stride - 2 * padding + dilation * (window - 1) + output_padding + 1
+
+
+def conv_transpose2d_forward(X, W, B, stride: Pair = (1, 1), padding: Pair = (0, 0), output_padding: Pair = (0, 0),
+                             dilation: Pair = (1, 1), groups: int = 1):  # fmt: skip
+    """Zfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw] += X[m,c,h,w] · W[c,k,i,j] for every c of
+    group g, then Z = Zfull without ``padding`` rows and columns on each side (and with
+    ``output_padding`` rows and columns more at the bottom and right), + B[k].
+
+    X (M, C, H, W), W (C, K/G, kh, kw), B (K,) or None -> Z (M, K, Ho, Wo), ConvTransposeCache;
+    Ho = (H − 1)·sh − 2·ph + dh·(kh − 1) + oh + 1.
+    """
+    M, C, H, Wd = X.shape
+    _, K_per_group, kh, kw = W.shape
+    full = _full_size((H, Wd), (kh, kw), stride, output_padding, dilation)
+    offsets = _offsets((kh, kw), (H, Wd), stride, dilation)
+    chunk = _chunk(M, K_per_group * groups, kh, kw, H, Wd)  # dL/dwindows' size, as the conv's windows
+    Z_full = _padded_gradient(X, W, (M, K_per_group * groups, *full), offsets, groups, chunk)
+    Z = _unpad(Z_full, padding)
+    if B is not None:
+        Z += B[:, None, None]
+    return Z, ConvTransposeCache(X, W, stride, padding, output_padding, dilation, groups)
+
+
+def _full_size(size: Pair, window: Pair, stride: Pair, output_padding: Pair, dilation: Pair) -> Pair:
+    """The scattered output before the padding is cropped: (rows, cols)."""
+    return tuple(conv_transpose_size(n, k, s, 0, o, d)
+                 for n, k, s, o, d in zip(size, window, stride, output_padding, dilation))  # fmt: skip
+
+
+def conv_transpose2d_backward(dL_dZ, cache: ConvTransposeCache, need_dL_dX=True):
+    """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo): the scatter's adjoint is a convolution.
+
+    dL/dX[m,c,h,w] = Σ_k,i,j W[c,k,i,j] · dL/dZfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw]
+                     (= conv(dL/dZ, W) on dL/dZ inside the cropped padding's zeros)
+    dL/dW[c,k,i,j] = Σ_m,h,w X[m,c,h,w] · dL/dZfull[m, g·K/G + k, h*sh + i*dh, w*sw + j*dw]
+    dL/dB[k]       = Σ_m,h,w dL/dZ[m,k,h,w]
+    Returns dL_dX (M, C, H, W) (None unless ``need_dL_dX``), dL_dW (C, K/G, kh, kw), dL_dB (K,).
+    """
+    X, W, stride, padding, output_padding, dilation, groups = cache
+    M, C, H, Wd = X.shape
+    kh, kw = W.shape[2:]
+    # dL/dZfull: dL/dZ with the cropped rows and columns back as zeros (they reached no
+    # output), and only the rows and columns some window reaches.
+    reach = _full_size((H, Wd), (kh, kw), stride, (0, 0), dilation)
+    dL_dZ_full = _pad(dL_dZ, padding)[:, :, : reach[0], : reach[1]]
+    if dL_dZ_full.shape[2:] != reach:  # output_padding past the padding: zeros below and right
+        grown = np.zeros((*dL_dZ_full.shape[:2], *reach))
+        grown[:, :, : dL_dZ_full.shape[2], : dL_dZ_full.shape[3]] = dL_dZ_full
+        dL_dZ_full = grown
+    # As a convolution of dL/dZfull by the C "filters" W: its windows meet X's cells.
+    dL_dX, conv_cache = conv2d_forward(dL_dZ_full, W, None, stride, (0, 0), dilation, groups)
+    dL_dW = conv2d_backward(X, conv_cache, need_dL_dX=False)[1]
+    return (dL_dX if need_dL_dX else None), dL_dW, dL_dZ.sum(axis=(0, 2, 3))
 
 
 # -- activations: A = f(Z), element-wise (softmax: over each image's units) -------------------

@@ -25,6 +25,7 @@ trace's names.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -90,9 +91,22 @@ class LossRow:
 # -- the torch twins -------------------------------------------------------------------------
 
 
-def _torch_conv(torch, x, W, B, *, stride, padding, flip):
+def _torch_conv(torch, x, W, B=None, *, stride, padding, dilation, groups, bias, flip):
     kernel = W.flip(-1, -2) if flip else W
-    return torch.nn.functional.conv2d(x, kernel, B, stride=stride, padding=padding)
+    functional = torch.nn.functional
+    if padding == "valid":
+        padding = 0
+    elif isinstance(padding, tuple) and len(padding) == 4:  # (top, bottom, left, right); F.pad's order differs
+        top, bottom, left, right = padding
+        x, padding = functional.pad(x, (left, right, top, bottom)), 0
+    with warnings.catch_warnings():  # torch's note that "same" with an even kernel copies x to pad it
+        warnings.simplefilter("ignore", UserWarning)
+        return functional.conv2d(x, kernel, B, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _torch_conv_transpose(torch, x, W, B=None, *, stride, padding, output_padding, dilation, groups, bias):
+    return torch.nn.functional.conv_transpose2d(x, W, B, stride=stride, padding=padding,
+                                                output_padding=output_padding, groups=groups, dilation=dilation)
 
 
 def _torch_flatten(torch, x, *, order):
@@ -154,6 +168,16 @@ def conv_weights(K=2, kernel=(2, 2)):
     return lambda shape: ((K, shape[0], *kernel), (K,))
 
 
+def grouped_weights(K=4, kernel=(2, 2), groups=2):
+    """K filters of ``kernel``, each over its group's C/groups channels."""
+    return lambda shape: ((K, shape[0] // groups, *kernel), (K,))
+
+
+def transpose_weights(K=2, kernel=(2, 2), groups=1):
+    """C×(K/groups)×kh×kw, PyTorch's ConvTranspose2d order, for C channels in."""
+    return lambda shape: ((shape[0], K // groups, *kernel), (K,))
+
+
 def dense_weights(n_out=2):
     return lambda shape: ((shape[0], n_out), (n_out,))
 
@@ -177,7 +201,26 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("one-channel-stride-2", {"stride": 2}, X=(1, 6, 5), weights=conv_weights(1, (3, 3))),
         Variant("given-grad", {"padding": 1}, layers=(SELF,), loss="grad"),
         Variant("relu-zeros", {"stride": 1}, layers=(SELF, "relu", "flatten", "dense"), discrete=True),
+        Variant("dilation-2x1-four-sides", {"dilation": [2, 1], "padding": [1, 0, 2, 1]}, X=(2, 6, 5),
+                weights=conv_weights(2, (3, 2))),
+        Variant("groups-2-dilated", {"groups": 2, "dilation": 2, "padding": 1}, X=(4, 6, 6),
+                weights=grouped_weights(4, (2, 3), 2)),
+        Variant("depthwise-same-no-bias", {"groups": 3, "padding": "same", "dilation": [1, 2], "bias": False},
+                X=(3, 5, 5), weights=grouped_weights(3, (2, 3), 3)),
+        Variant("valid-strided-grouped-flip", {"padding": "valid", "stride": 2, "groups": 2, "flip": True},
+                X=(2, 5, 6), weights=grouped_weights(2, (2, 2), 2)),
     ), weights=conv_weights()),
+    Row("conv_transpose", ON_MAPS, (2, 3, 3), "mse", naive.CONV_TRANSPOSE, _torch_conv_transpose, (
+        Variant("default"),
+        Variant("stride-2-padding-1-output-padding-1", {"stride": 2, "padding": 1, "output_padding": 1},
+                weights=transpose_weights(2, (3, 3))),
+        Variant("dilation-2-output-padding-1x0", {"dilation": 2, "output_padding": [1, 0], "stride": [1, 2]},
+                weights=transpose_weights(3, (2, 3))),
+        Variant("groups-2-no-bias", {"groups": 2, "bias": False, "stride": [2, 1]}, X=(4, 3, 2),
+                weights=transpose_weights(4, (2, 2), 2)),
+        Variant("given-grad", {"padding": [0, 1]}, layers=(SELF,), loss="grad"),
+        Variant("after-conv-relu", {"stride": 2}, layers=("conv", "relu", SELF, "flatten", "dense"), X=(1, 4, 4)),
+    ), weights=transpose_weights()),
     Row("dense", ON_VECTORS, (4,), "mse", naive.DENSE, lambda torch, x, W, B: x @ W + B, (
         Variant("default"),
         Variant("one-output", weights=dense_weights(1), layers=(SELF,)),
@@ -438,7 +481,10 @@ def make(case: Case, seed: int = 0, M: int = 2, grow: tuple[int, int] = (0, 0)) 
             number += 1
             W_shape, B_shape = case.weight_shapes(position, kind, x.shape[1:])
             weights = (_numbers(rng, W_shape, discrete, 0.7), _numbers(rng, B_shape, discrete, 0.1))
-            data[f"W{number}"], data[f"B{number}"] = (w.tolist() for w in weights)
+            if not _described_options(description).get("bias", True):
+                weights = weights[:1]  # no bias: W alone
+            for name, w in zip("WB", weights):
+                data[f"{name}{number}"] = w.tolist()
             for name in ROWS[kind].running:
                 running[name] = rng.uniform(0.5, 2, size=B_shape)
                 data[f"{name}{number}"] = running[name].tolist()

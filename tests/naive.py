@@ -60,56 +60,134 @@ def inside(shape, row: int, col: int, padding) -> tuple[int, int] | None:
 # -- convolution: Z = conv(X, W) + B -------------------------------------------------------
 
 
-def conv_forward(X, W, B, stride=1, padding=0):
-    """Z[m,k,h,w] = B[k] + sum_cij W[k,c,i,j] * Xp[m, c, h*sh + i, w*sw + j].
+def four_sides(padding) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from one int, a (rows, cols) pair or those four."""
+    if isinstance(padding, (int, np.integer)):
+        return (int(padding),) * 4
+    if len(padding) == 2:
+        return (int(padding[0]), int(padding[0]), int(padding[1]), int(padding[1]))
+    return tuple(int(p) for p in padding)
 
-    Cross-correlation: the kernel is laid on the image as written, never flipped.
+
+def conv_forward(X, W, B, stride=1, padding=0, dilation=1, groups=1):
+    """Z[m,k,h,w] = B[k] + sum_cij W[k,c,i,j] * Xp[m, g*C/G + c, h*sh + i*dh, w*sw + j*dw],
+    g the group of filter k (filters and channels split into ``groups`` equal runs).
+
+    Cross-correlation: the kernel is laid on the image as written, never flipped. ``padding``
+    is one int, (rows, cols) or (top, bottom, left, right); B None is no bias.
     """
-    stride, padding = pair(stride), pair(padding)
+    stride, dilation = pair(stride), pair(dilation)
+    top, bottom, left, right = four_sides(padding)
     M, C, H, Wd = X.shape
-    K, _, kh, kw = W.shape
-    Ho = positions(H + 2 * padding[0], kh, stride[0])
-    Wo = positions(Wd + 2 * padding[1], kw, stride[1])
+    K, C_group, kh, kw = W.shape
+    K_group = K // groups
+    Ho = positions(H + top + bottom, dilation[0] * (kh - 1) + 1, stride[0])
+    Wo = positions(Wd + left + right, dilation[1] * (kw - 1) + 1, stride[1])
     Z = np.zeros((M, K, Ho, Wo))
     for m in range(M):
         for k in range(K):
+            g = k // K_group
             for h in range(Ho):
                 for w in range(Wo):
-                    total = B[k]
-                    for c in range(C):
+                    total = 0.0 if B is None else B[k]
+                    for c in range(C_group):
                         for i in range(kh):
                             for j in range(kw):
-                                row, col = h * stride[0] + i, w * stride[1] + j
-                                total += W[k, c, i, j] * padded_value(X, m, c, row, col, padding)
+                                row, col = h * stride[0] + i * dilation[0], w * stride[1] + j * dilation[1]
+                                x = padded_value(X, m, g * C_group + c, row, col, (top, left))
+                                total += W[k, c, i, j] * x
                     Z[m, k, h, w] = total
     return Z
 
 
-def conv_backward(dL_dZ, X, W, stride=1, padding=0):
+def conv_backward(dL_dZ, X, W, stride=1, padding=0, dilation=1, groups=1):
     """dL/dX, dL/dW, dL/dB: each Z entry hands its gradient back to its bias, to each
     weight (times the pixel the weight met) and to each real pixel (times that weight);
     the pixels of the zero frame are not inputs and keep nothing."""
-    stride, padding = pair(stride), pair(padding)
+    stride, dilation = pair(stride), pair(dilation)
+    top, _, left, _ = four_sides(padding)
     M, K, Ho, Wo = dL_dZ.shape
-    _, C, kh, kw = W.shape
+    _, C_group, kh, kw = W.shape
+    K_group = K // groups
     dL_dX = np.zeros(X.shape)
     dL_dW = np.zeros(W.shape)
     dL_dB = np.zeros(K)
     for m in range(M):
         for k in range(K):
+            g = k // K_group
             for h in range(Ho):
                 for w in range(Wo):
-                    g = dL_dZ[m, k, h, w]
-                    dL_dB[k] += g
-                    for c in range(C):
+                    grad = dL_dZ[m, k, h, w]
+                    dL_dB[k] += grad
+                    for c in range(C_group):
                         for i in range(kh):
                             for j in range(kw):
-                                row, col = h * stride[0] + i, w * stride[1] + j
-                                dL_dW[k, c, i, j] += g * padded_value(X, m, c, row, col, padding)
-                                cell = inside(X.shape, row, col, padding)
+                                row, col = h * stride[0] + i * dilation[0], w * stride[1] + j * dilation[1]
+                                channel = g * C_group + c
+                                dL_dW[k, c, i, j] += grad * padded_value(X, m, channel, row, col, (top, left))
+                                cell = inside(X.shape, row, col, (top, left))
                                 if cell is not None:
-                                    dL_dX[m, c, cell[0], cell[1]] += g * W[k, c, i, j]
+                                    dL_dX[m, channel, cell[0], cell[1]] += grad * W[k, c, i, j]
     return dL_dX, dL_dW, dL_dB
+
+
+# -- transposed convolution: Z = conv_transpose(X, W) + B -------------------------------------
+
+
+def conv_transpose_forward(X, W, B, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Each X[m,c,h,w] scatters X·W[c,k,i,j] to output cell (h*sh + i*dh − ph, w*sw + j*dw − pw)
+    of channel g*K/G + k (g the group of channel c); cells outside the output are dropped.
+    W (C, K/G, kh, kw), as PyTorch's ConvTranspose2d stores it."""
+    stride, padding, output_padding, dilation = (pair(v) for v in (stride, padding, output_padding, dilation))
+    M, C, H, Wd = X.shape
+    _, K_group, kh, kw = W.shape
+    C_group = C // groups
+    K = K_group * groups
+    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    Wo = (Wd - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    Z = np.zeros((M, K, Ho, Wo))
+    for m in range(M):
+        for c in range(C):
+            g = c // C_group
+            for h in range(H):
+                for w in range(Wd):
+                    for k in range(K_group):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row = h * stride[0] + i * dilation[0] - padding[0]
+                                col = w * stride[1] + j * dilation[1] - padding[1]
+                                if 0 <= row < Ho and 0 <= col < Wo:
+                                    Z[m, g * K_group + k, row, col] += X[m, c, h, w] * W[c, k, i, j]
+    if B is not None:
+        for k in range(K):
+            Z[:, k] += B[k]
+    return Z
+
+
+def conv_transpose_backward(dL_dZ, X, W, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """dL/dX, dL/dW, dL/dB over the same scatter: each pair (input cell, tap) that reached an
+    output cell takes that cell's gradient back."""
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    M, C, H, Wd = X.shape
+    _, K_group, kh, kw = W.shape
+    C_group = C // groups
+    _, K, Ho, Wo = dL_dZ.shape
+    dL_dX, dL_dW = np.zeros(X.shape), np.zeros(W.shape)
+    for m in range(M):
+        for c in range(C):
+            g = c // C_group
+            for h in range(H):
+                for w in range(Wd):
+                    for k in range(K_group):
+                        for i in range(kh):
+                            for j in range(kw):
+                                row = h * stride[0] + i * dilation[0] - padding[0]
+                                col = w * stride[1] + j * dilation[1] - padding[1]
+                                if 0 <= row < Ho and 0 <= col < Wo:
+                                    grad = dL_dZ[m, g * K_group + k, row, col]
+                                    dL_dX[m, c, h, w] += grad * W[c, k, i, j]
+                                    dL_dW[c, k, i, j] += grad * X[m, c, h, w]
+    return dL_dX, dL_dW, dL_dZ.sum(axis=(0, 2, 3))
 
 
 # -- element-wise activations: A = f(Z) ------------------------------------------------------
@@ -674,14 +752,42 @@ def _conv_kernel(W, flip):
     return rot180(W) if flip else W
 
 
-def conv_layer(X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding)
+def same_padding(W, dilation) -> tuple[int, int, int, int]:
+    """"same" padding for kernel W (…, kh, kw): dilation·(k − 1) zeros along each axis, the
+    odd one after (below, to the right), as PyTorch and TensorFlow pad."""
+    dilation = pair(dilation)
+    rows, cols = (d * (k - 1) for d, k in zip(dilation, W.shape[-2:]))
+    return (rows // 2, rows - rows // 2, cols // 2, cols - cols // 2)
 
 
-def conv_layer_backward(dL_dZ, X, W, B, *, stride=(1, 1), padding=(0, 0), flip=False):
-    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding)
+def named_padding(padding, W, dilation):
+    """A padding as the input writes it, "valid" and "same" as numbers."""
+    return {"valid": 0, "same": same_padding(W, dilation)}[padding] if isinstance(padding, str) else padding
+
+
+def conv_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, bias=True, flip=False):
+    padding = named_padding(padding, W, dilation)
+    return conv_forward(X, _conv_kernel(W, flip), B, stride, padding, dilation, groups)
+
+
+def conv_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                        bias=True, flip=False):  # fmt: skip
+    padding = named_padding(padding, W, dilation)
+    dL_dX, dL_dK, dL_dB = conv_backward(dL_dZ, X, _conv_kernel(W, flip), stride, padding, dilation, groups)
     # The pass used rot180(W): each kernel entry's gradient goes back to the W entry it is.
-    return dL_dX, (rot180(dL_dK) if flip else dL_dK, dL_dB)
+    dL_dW = rot180(dL_dK) if flip else dL_dK
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
+
+
+def conv_transpose_layer(X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
+                         groups=1, bias=True):  # fmt: skip
+    return conv_transpose_forward(X, W, B, stride, padding, output_padding, dilation, groups)
+
+
+def conv_transpose_layer_backward(dL_dZ, X, W, B=None, *, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                                  dilation=(1, 1), groups=1, bias=True):  # fmt: skip
+    dL_dX, dL_dW, dL_dB = conv_transpose_backward(dL_dZ, X, W, stride, padding, output_padding, dilation, groups)
+    return dL_dX, ((dL_dW, dL_dB) if bias else (dL_dW,))
 
 
 def dense_layer_backward(dL_dZ, F, W, B):
@@ -774,6 +880,7 @@ def relu_local(Z, *, grad_at_zero=0):
 
 
 CONV = Twin(conv_layer, conv_layer_backward)
+CONV_TRANSPOSE = Twin(conv_transpose_layer, conv_transpose_layer_backward)
 DENSE = Twin(dense_forward, dense_layer_backward)
 FLATTEN = Twin(flatten_layer, flatten_layer_backward)
 MAXPOOL = Twin(maxpool_layer, maxpool_layer_backward)

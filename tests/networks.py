@@ -2,7 +2,8 @@
 
 Each entry of NETWORKS is (id, layers, loss, X shape, weight shapes); ``make(id, seed)``
 fills it with random numbers into an input dict as a file would hold it. Every kind and
-option appears at least once: conv (channels, stride, padding, rectangular, flip), dense,
+option appears at least once: conv (channels, stride, padding, rectangular, flip, dilation, groups,
+four-sided and "same" padding, no bias), conv_transpose (its every option), dense,
 flatten, maxpool and avgpool (overlapping, padded), relu, leaky_relu, tanh, sigmoid,
 softmax, and the losses bce, cross_entropy, mse and a given grad.
 """
@@ -37,6 +38,17 @@ NETWORKS = [
      {"W1": (3, 2), "B1": (2,), "W2": (2, 2), "B2": (2,)}, "targets", (2, 2)),
     ("mlp-soft-labels", ["dense", "tanh", "dense", "softmax"], None, (3, 4),
      {"W1": (4, 3), "B1": (3,), "W2": (3, 2), "B2": (2,)}, "soft", (3, 2)),
+    ("dilated-grouped-conv", [{"type": "conv", "dilation": [2, 1], "groups": 2, "padding": [1, 0, 2, 1]}, "relu",
+                              {"type": "conv", "groups": 4, "padding": "same", "dilation": [1, 2], "bias": False},
+                              "flatten", "dense"], "mse", (2, 4, 4, 3),
+     {"W1": (4, 2, 3, 2), "B1": (4,), "W2": (4, 1, 2, 3), "W3": (20, 2), "B3": (2,)}, "targets", (2, 2)),
+    ("conv-transpose-net", [{"type": "conv_transpose", "stride": 2, "padding": 1, "output_padding": 1, "groups": 2},
+                            "tanh", {"type": "conv_transpose", "stride": [1, 2], "dilation": [2, 1],
+                                     "output_padding": [1, 0], "bias": False}, "flatten", "dense", "sigmoid"],
+     "bce", (2, 2, 2, 1), {"W1": (2, 1, 3, 3), "B1": (2,), "W2": (2, 1, 2, 2), "W3": (28, 1), "B3": (1,)},
+     "bce", (2,)),
+    ("given-grad-conv-transpose", [{"type": "conv_transpose", "stride": 2}], "grad", (3, 3),
+     {"W1": (2, 2), "B1": ()}, "grad", (6, 6)),
     ("one-image-multi-sigmoid", ["conv", "relu", "flatten", "dense", "sigmoid"], "bce", (1, 5, 5),
      {"W1": (2, 1, 3, 3), "B1": (2,), "W2": (18, 3), "B2": (3,)}, "bce", (3,)),
 ]

@@ -42,7 +42,15 @@ def torch_trace(torch, data: dict) -> dict:
         kind = layer.type
         if kind == "conv":
             W = weights[layer.W].flip(-1, -2) if layer.flip else weights[layer.W]
-            x = functional.conv2d(x, W, weights[layer.B], stride=layer.stride, padding=layer.padding)
+            top, bottom, left, right = layer.sides(problem.weights)
+            x = functional.conv2d(functional.pad(x, (left, right, top, bottom)), W,
+                                  weights[layer.B] if layer.bias else None, stride=layer.stride,
+                                  dilation=layer.dilation, groups=layer.groups)  # fmt: skip
+        elif kind == "conv_transpose":
+            x = functional.conv_transpose2d(x, weights[layer.W], weights[layer.B] if layer.bias else None,
+                                            stride=layer.stride, padding=layer.padding,
+                                            output_padding=layer.output_padding, groups=layer.groups,
+                                            dilation=layer.dilation)  # fmt: skip
         elif kind == "dense":
             x = x @ weights[layer.W] + weights[layer.B]
         elif kind == "flatten":

@@ -433,3 +433,16 @@ def test_training_with_a_given_mask_in_mini_batches():
     data["layers"][3] = {"type": "dropout", "p": 0.25, "mask": np.ones((4, 3, 4, 4)).tolist()}
     (epoch,) = list(train(problem_from_dict(data), 1, batch_size=2, seed=1))
     assert np.all(np.isfinite(epoch.parameters["W1"]))
+
+
+def test_training_table_shows_running_statistics_the_file_did_not_give(tmp_path):
+    """A batch norm without mean{l} and var{l} in the file trains them from 0 and 1; the
+    table of trained parameters shows them as vectors."""
+    import json
+
+    data = {key: value for key, value in network().items() if not key.startswith(("mean", "var"))}
+    path = tmp_path / "bn.json"
+    path.write_text(json.dumps(data))
+    result = _invoke("train", path, "--epochs", 2)
+    assert result.exit_code == 0, result.stderr
+    assert "mean2" in result.stdout and "var2" in result.stdout

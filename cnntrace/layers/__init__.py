@@ -7,6 +7,7 @@ from here.
 from cnntrace.layers.activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from cnntrace.layers.base import GivenLayout, Layer, Layout, Place, Stage
 from cnntrace.layers.conv import Conv
+from cnntrace.layers.conv_transpose import ConvTranspose
 from cnntrace.layers.dense import Dense
 from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
@@ -18,8 +19,8 @@ from cnntrace.layers.pool import AvgPool, MaxPool
 #: Every layer kind by the name input files give it, in the order the schema lists them.
 KINDS: dict[str, type[Layer]] = {
     kind.type: kind
-    for kind in (Conv, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax,
-                 BatchNorm, Dropout, Add, Concat)
+    for kind in (Conv, ConvTranspose, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, ReLU, LeakyReLU, Tanh, Sigmoid,
+                 Softmax, BatchNorm, Dropout, Add, Concat)
 }
 
 __all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]

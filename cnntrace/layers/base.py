@@ -46,7 +46,7 @@ import numpy as np
 
 from cnntrace import checks
 from cnntrace.errors import InputError
-from cnntrace.naming import grad
+from cnntrace.naming import grad, numbered
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
 
@@ -279,6 +279,34 @@ def pair_option(minimum: int, default: int | None, description: str, what: str) 
     if default is not None:
         schema["default"] = default
     return Option(lambda value, key: checks.pair(key, value, minimum, what), schema)
+
+
+def padding_option(description: str) -> Option:
+    """A padding as PyTorch and TensorFlow write it: a whole number or [rows, cols] on every
+    side, [top, bottom, left, right], "valid" (none) or "same" (resolved by the layer, which
+    knows its window). -> (rows, cols), (top, bottom, left, right) when the sides differ,
+    "valid" or "same"."""
+    number = {"type": "integer", "minimum": 0}
+    schema = {"description": description, "default": 0, "oneOf": [
+        number, {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+        {"type": "array", "items": number, "minItems": 4, "maxItems": 4}, {"enum": ["valid", "same"]},
+    ]}  # fmt: skip
+
+    def parse(value, key):
+        if value in ("valid", "same"):
+            return value
+        if isinstance(value, str):
+            raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
+                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
+            return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise InputError(f"padding is a number, [rows, cols] or [top, bottom, left, right], "
+                             f"got {len(value)} numbers", key=key)  # fmt: skip
+        return checks.pair(key, value, 0, "padding")
+
+    return Option(parse, schema)
 
 
 def flag_option(default: bool, description: str, what: str) -> Option:
@@ -564,3 +592,32 @@ class Layer:
         """This layer with the switches of ``conventions`` that it honours set."""
         chosen = {c.option: conventions[switch] for switch, c in self.CONVENTIONS.items() if switch in conventions}
         return replace(self, **chosen) if chosen else self
+
+
+@dataclass(frozen=True)
+class WeightedLayer(Layer):
+    """A kind with weights of its own (conv, dense, conv_transpose, batchnorm): it counts in
+    the numbering, makes Z{l} and has W{l}, and B{l} unless it goes without a bias."""
+
+    letter: ClassVar[str] = "Z"
+    weighted: ClassVar[bool] = True
+
+    def named(self, letters: str) -> str:
+        """This layer's matrix ``letters`` by the naming scheme: W → W2, mean → mean2."""
+        return numbered(letters, self.place.number)
+
+    @property
+    def W(self) -> str:
+        return self.named("W")
+
+    @property
+    def B(self) -> str:
+        return self.named("B")
+
+    @property
+    def has_bias(self) -> bool:
+        return True
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return (self.W, self.B) if self.has_bias else (self.W,)

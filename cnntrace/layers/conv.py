@@ -1,4 +1,6 @@
-"""Convolution: Z = conv(X, W) + B, cross-correlation of K filters over C channels."""
+"""Convolution: Z = conv(X, W) + B, cross-correlation of K filters over C channels, with
+PyTorch's Conv2d options: stride, padding (also asymmetric, "valid", "same"), dilation,
+groups and bias."""
 
 from __future__ import annotations
 
@@ -6,78 +8,155 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cnntrace import ops
-from cnntrace.checks import Pair, vector
+from cnntrace.checks import Pair, vector, whole_number
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Annotation,
     Explained,
     Extra,
     Hand,
-    Layer,
     Layout,
     Mistake,
+    Option,
     Rule,
+    WeightedLayer,
     flag_option,
     grad_stage,
+    padding_option,
     pair_option,
     stage,
 )
-from cnntrace.naming import grad, numbered
+from cnntrace.naming import grad
 from cnntrace.ops import output_size
 from cnntrace.terms import Term
 from cnntrace.text import pair_text, shape_text
 
 
+def groups_option(description: str) -> Option:
+    """A whole number ≥ 1 that divides the channels in and out (checked by the layer)."""
+    return Option(lambda value, key: whole_number(key, value, 1),
+                  {"type": "integer", "minimum": 1, "default": 1, "description": description})  # fmt: skip
+
+
+def pair_or_number(pair: Pair):
+    """A pair as an input file writes it: one number when both are the same."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def sides_text(sides: tuple[int, int, int, int]) -> str:
+    top, bottom, left, right = sides
+    return f"top {top}, bottom {bottom}, left {left}, right {right}"
+
+
+def span(what: str, first: int, last: int) -> str:
+    """'channel 2', or 'channels 2…3' of a run."""
+    return f"{what} {first}" if first == last else f"{what}s {first}…{last}"
+
+
+def tap_text(tap: str, stride: str, dilation: bool, padding: str) -> str:
+    """One coordinate of the cell a tap meets: 'h·s + i − p', 'h·s + i·d − p'."""
+    return f"{stride} + {tap}{'·d' if dilation else ''} − {padding}"
+
+
 @dataclass(frozen=True)
-class Conv(Layer):
+class Conv(WeightedLayer):
     """Z = conv(X, W) + B: cross-correlation of K filters over C channels (flip: a true
-    convolution, the kernel rotated 180°). W (K, C, kh, kw), B (K,)."""
+    convolution, the kernel rotated 180°), the taps ``dilation`` apart; with ``groups`` G,
+    filter k reads only its group's C/G channels. W (K, C/G, kh, kw), B (K,) unless no bias."""
 
     type: ClassVar[str] = "conv"
-    letter: ClassVar[str] = "Z"
-    DESCRIPTION: ClassVar[str] = "Z = conv(input, W) + B; W is K×C×kh×kw (PyTorch's order), K×kh×kw or kh×kw."
-    weighted: ClassVar[bool] = True
+    DESCRIPTION: ClassVar[str] = ("Z = conv(input, W) + B; W is K×(C/groups)×kh×kw (PyTorch's order), "
+                                  "K×kh×kw or kh×kw.")  # fmt: skip
     input_form: ClassVar[str] = "map"
     HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "rot180", "pad")
     OPTIONS: ClassVar[dict] = {
         "stride": pair_option(1, 1, "The convolution's stride.", "stride"),
-        "padding": pair_option(0, 0, "Zeros added on every side of the input.", "padding"),
+        "padding": padding_option("Zeros added around the input: on every side, [rows, cols], [top, bottom, "
+                                  "left, right], \"valid\" (none) or \"same\" (the output keeps the input's "
+                                  "size, the odd row or column after; stride 1 only, as PyTorch)."),
+        "dilation": pair_option(1, 1, "How far apart the kernel's taps are (1: adjacent).", "dilation"),
+        "groups": groups_option("Channels and filters in this many groups, each filter reading only its group's "
+                                "channels (groups = C: depthwise); it divides both."),
+        "bias": flag_option(True, "Whether the layer adds a bias B (false: no B and no dL/dB).", "bias"),
         "flip": flag_option(False, "A true convolution: the kernel rotated 180°; false is cross-correlation.", "flip"),
-    }
+    }  # fmt: skip
 
     stride: Pair = (1, 1)
-    padding: Pair = (0, 0)
+    padding: Pair | tuple[int, int, int, int] | str = (0, 0)  # (rows, cols), four sides, "valid" or "same"
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
     flip: bool = False
 
     @property
-    def W(self) -> str:
-        return numbered("W", self.place.number)
-
-    @property
-    def B(self) -> str:
-        return numbered("B", self.place.number)
-
-    @property
-    def params(self):
-        return (self.W, self.B)
+    def has_bias(self) -> bool:
+        return self.bias
 
     def options(self):
         out = {"type": "conv"}
         if self.stride != (1, 1):
-            out["stride"] = self.stride[0] if self.stride[0] == self.stride[1] else list(self.stride)
-        if any(self.padding):
-            out["padding"] = self.padding[0] if self.padding[0] == self.padding[1] else list(self.padding)
+            out["stride"] = pair_or_number(self.stride)
+        if isinstance(self.padding, str) or len(self.padding) == 4:
+            out["padding"] = self.padding if isinstance(self.padding, str) else list(self.padding)
+        elif any(self.padding):
+            out["padding"] = pair_or_number(self.padding)
+        if self.dilation != (1, 1):
+            out["dilation"] = pair_or_number(self.dilation)
+        if self.groups != 1:
+            out["groups"] = self.groups
+        if not self.bias:
+            out["bias"] = False
         if self.flip:
             out["flip"] = True
         return out if len(out) > 1 else "conv"
 
     def describe(self) -> str:
-        text = f"conv (stride {pair_text(self.stride)}, padding {pair_text(self.padding)}"
+        if isinstance(self.padding, str):
+            padding = self.padding
+        elif len(self.padding) == 4:
+            padding = sides_text(self.padding)
+        else:
+            padding = pair_text(self.padding)
+        text = f"conv (stride {pair_text(self.stride)}, padding {padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation {pair_text(self.dilation)}"
+        if self.groups != 1:
+            text += f", {self.groups} groups"
+        if not self.bias:
+            text += ", no bias"
         return text + (", flipped kernel)" if self.flip else ")")
 
+    # -- the padding and the kernel --------------------------------------------------------------
+
+    def pad(self, kernel: Pair):
+        """The padding ops.py takes, for a kh×kw kernel: (rows, cols) when every side is
+        alike, else (top, bottom, left, right). "same" pads dilation·(k − 1) in all, the odd
+        one after (below, to the right), as PyTorch and TensorFlow."""
+        if self.padding == "valid":
+            return (0, 0)
+        if self.padding != "same":
+            return self.padding
+        totals = [d * (k - 1) for d, k in zip(self.dilation, kernel)]
+        top, left = (total // 2 for total in totals)
+        bottom, right = (total - before for total, before in zip(totals, (top, left)))
+        return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+
+    def sides(self, weights) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the padding, for this layer's weights."""
+        return ops.sides(self.pad(weights[self.W].shape[2:]))
+
+    def kernel(self, weights):
+        W = weights[self.W]
+        return W[:, :, ::-1, ::-1] if self.flip else W
+
+    def bias_of(self, weights):
+        return weights[self.B] if self.bias else None
+
+    # -- shapes ----------------------------------------------------------------------------------
+
     def infer(self, layout, given):
-        W, B = given[self.W], given[self.B]
+        W = given[self.W]
         if layout.form != "map":
             raise InputError(
                 f"a conv layer needs maps (C×H×W per image), but it gets {layout.form}s of "
@@ -85,39 +164,52 @@ class Conv(Layer):
                 key=self.place.key(),
             )
         C, H, Wd = layout.shape
+        G = self.groups
         if W.ndim not in (2, 3, 4) or 0 in W.shape:
             raise InputError(
                 f"expected a kh×kw filter, K×kh×kw filters or K×C×kh×kw (PyTorch's order), "
                 f"got shape {shape_text(W.shape)}",
                 key=self.W,
             )
-        if W.ndim < 4 and C != 1:
-            raise InputError(
-                f"the layer gets {C} channels, so W is K×{C}×kh×kw; got shape {shape_text(W.shape)}",
-                key=self.W,
-            )
-        if W.ndim == 4 and W.shape[1] != C:
-            what = "X has" if self.place.first else f"{self.input} has"
-            raise InputError(
-                f"W is K×C×kh×kw with C = {W.shape[1]} channels, but {what} {C}",
-                key=self.W,
-            )
+        what = "X has" if self.place.first else f"{self.input} has"
+        if C % G:
+            raise InputError(f"{G} groups must divide the channels, and {what} {C}", key=self.place.key("groups"))
         K = W.shape[0] if W.ndim >= 3 else 1
+        if K % G:
+            raise InputError(f"{G} groups must divide the filters, and W has {K} (W is "
+                             f"{shape_text(W.shape)})", key=self.place.key("groups"))  # fmt: skip
+        if W.ndim < 4 and C != 1:
+            expected = f"K×{C}×kh×kw" if G == 1 else f"K×{C // G}×kh×kw (C/groups = {C}/{G})"
+            raise InputError(f"the layer gets {C} channels, so W is {expected}; got shape {shape_text(W.shape)}",
+                             key=self.W)  # fmt: skip
+        if W.ndim == 4 and W.shape[1] != C // G:
+            if G == 1:
+                message = f"W is K×C×kh×kw with C = {W.shape[1]} channels, but {what} {C}"
+            else:
+                message = (f"W is K×(C/groups)×kh×kw, and {what} {C} channels in {G} groups: "
+                           f"K×{C // G}×kh×kw, got shape {shape_text(W.shape)}")  # fmt: skip
+            raise InputError(message, key=self.W)
+        if self.padding == "same" and self.stride != (1, 1):
+            raise InputError(f"\"same\" padding needs stride 1 (PyTorch refuses it for a strided convolution), "
+                             f"and the stride is {pair_text(self.stride)}", key=self.place.key("padding"))  # fmt: skip
         kh, kw = W.shape[-2:]
-        Hp, Wp = H + 2 * self.padding[0], Wd + 2 * self.padding[1]
-        if kh > Hp or kw > Wp:
-            pad = pair_text(self.padding)
+        top, bottom, left, right = ops.sides(self.pad((kh, kw)))
+        Hp, Wp = H + top + bottom, Wd + left + right
+        reach = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, (kh, kw)))
+        if reach[0] > Hp or reach[1] > Wp:
+            pad = pair_text((top, left)) if (top, left) == (bottom, right) else sides_text((top, bottom, left, right))
+            dilated = f", dilated {pair_text(self.dilation)} to {reach[0]}×{reach[1]}," if reach != (kh, kw) else ""
             raise InputError(
-                f"the {kh}×{kw} kernel is larger than the {Hp}×{Wp} padded "
+                f"the {kh}×{kw} kernel{dilated} is larger than the {Hp}×{Wp} padded "
                 f"{'image' if self.place.first else 'input'} "
                 f"({self.input} is {H}×{Wd}, padding {pad})",
                 key=self.W,
             )
-        weights = {
-            self.W: W.reshape(K, C, kh, kw),
-            self.B: vector(self.B, B, K, "bias" if K == 1 else "biases, one per filter").copy(),
-        }
-        out = (K, output_size(Hp, kh, self.stride[0]), output_size(Wp, kw, self.stride[1]))
+        weights = {self.W: W.reshape(K, C // G, kh, kw)}
+        if self.bias:
+            weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter").copy()
+        out = (K, output_size(Hp, kh, self.stride[0], self.dilation[0]),
+               output_size(Wp, kw, self.stride[1], self.dilation[1]))  # fmt: skip
         return Layout(out, shown=W.ndim >= 3), weights
 
     def weight_leading(self, name, given):
@@ -133,18 +225,19 @@ class Conv(Layer):
             cells *= n
         return kh * kw, cells * C
 
-    def kernel(self, weights):
-        W = weights[self.W]
-        return W[:, :, ::-1, ::-1] if self.flip else W
+    # -- the pass --------------------------------------------------------------------------------
 
     def forward(self, x, weights, tracing, overwrite=False):
-        return ops.conv2d_forward(x, self.kernel(weights), weights[self.B], self.stride, self.padding)
+        W = self.kernel(weights)
+        return ops.conv2d_forward(x, W, self.bias_of(weights), self.stride, self.pad(W.shape[2:]),
+                                  self.dilation, self.groups)  # fmt: skip
 
     def backward(self, d_out, cache, weights, *, need_input, tracing):
         dL_dX, dL_dW, dL_dB = ops.conv2d_backward(d_out, cache, need_dL_dX=need_input)
         if self.flip:
             dL_dW = dL_dW[:, :, ::-1, ::-1]
-        out = {grad(self.B): dL_dB, grad(self.W): dL_dW}
+        out = {grad(self.B): dL_dB} if self.bias else {}
+        out[grad(self.W)] = dL_dW
         if need_input:
             out[self.input_gradient] = dL_dX
         return out
@@ -152,10 +245,15 @@ class Conv(Layer):
     def stages(self, ctx):
         x, z, W, B = self.input, self.output, self.W, self.B
         kernel = f"rot180({W})" if self.flip else W
-        padded = any(self.padding)
-        p = pair_text(self.padding, " by ")
+        padded = self.padding == "same" or any(self.pad((1, 1)))
+        if self.padding == "same":
+            p = "dilation·(k − 1) in all, the odd one after (\"same\")"
+        elif len(self.padding) == 4:
+            p = sides_text(self.padding)
+        else:
+            p = pair_text(self.padding, " by ")
         xs = f"pad({x})" if padded else x
-        forward = [stage(z, "forward", f"conv({x}, {kernel}) + {B}", None)]
+        forward = [stage(z, "forward", f"conv({x}, {kernel})" + (f" + {B}" if self.bias else ""), None)]
         d_z = f"∂L/∂{z}"
         chain = ctx.full_chain(f"∂{z}/∂")
         dW_simplified = f"conv({xs}, {d_z})"
@@ -165,31 +263,42 @@ class Conv(Layer):
             dW_note += "; the kernel is flipped in the pass, so its gradient is flipped back"
         if padded:
             dW_note += f"; pad({x}) is {x} inside a border of zeros {p} wide, which add nothing"
+        if self.dilation != (1, 1):
+            dW_note += (f"; the taps are {pair_text(self.dilation)} cells apart, so each weight meets the "
+                        f"cells of {x} that far from its neighbours'")  # fmt: skip
+        if self.groups != 1:
+            dW_note += (f"; in {self.groups} groups, a filter's weights meet only its group's channels of {x}")
         dX_simplified = f"conv_transpose({d_z}, {kernel})" + (" without its border" if padded else "")
         dX_note = f"each dL/d{z} entry is sent back to the cells of {x} its window covered, times {W}"
         if padded:
             dX_note += (f"; the windows also covered the padding, a border {p} wide: "
                         f"its share, the border of ∂L/∂pad({x}) below, is dropped")  # fmt: skip
+        if self.dilation != (1, 1):
+            dX_note += f"; the window's taps are {pair_text(self.dilation)} cells apart"
+        if self.groups != 1:
+            dX_note += f"; a channel of {x} takes back only from its group's filters"
         backward = [
-            grad_stage(B, f"ΣdL/d{z}", None,
-                   Rule(f"∂L/∂{B} = {chain}{B}", f"Σ {d_z}", (grad(z),),
-                        f"∂{z}/∂{B} = 1 at every position of {z}")),
             grad_stage(W, f"conv({x}, dL/d{z})" if not self.flip else f"rot180(conv({x}, dL/d{z}))",
                    None, Rule(f"∂L/∂{W} = {chain}{W}", dW_simplified, (x, grad(z)), dW_note)),
             grad_stage(x, f"conv_transpose(dL/d{z}, {kernel})", None,
                    Rule(f"∂L/∂{x} = {chain}{x}", dX_simplified, (grad(z), W), dX_note)),
         ]  # fmt: skip
+        if self.bias:
+            backward.insert(0, grad_stage(B, f"ΣdL/d{z}", None,
+                                          Rule(f"∂L/∂{B} = {chain}{B}", f"Σ {d_z}", (grad(z),),
+                                               f"∂{z}/∂{B} = 1 at every position of {z}")))  # fmt: skip
         return forward, backward
 
     def annotate(self, t):
-        if not any(self.padding):
-            return {}
+        padding = self.pad(t.weights[self.W].shape[2:])
+        if not any(padding) or len(padding) == 4:
+            return {}  # nothing padded; or sides that differ, where the border is shown alike on all
         from cnntrace.ops import ConvCache, _pad
 
-        X_padded = _pad(t.value(self.input), self.padding)
-        cache = ConvCache(X_padded, self.kernel(t.weights), self.stride, self.padding)
+        X_padded = _pad(t.value(self.input), padding)
+        cache = ConvCache(X_padded, self.kernel(t.weights), self.stride, padding, None, self.dilation, self.groups)
         values = ops.padded_input_gradient(t.value(grad(self.output)), cache)
-        ph, pw = self.padding
+        ph, pw = padding
         H, W = X_padded.shape[2] - 2 * ph, X_padded.shape[3] - 2 * pw
         outside = (
             f"in italics, the padding: rows −{ph}…−1 and {H}…{H + ph - 1}, "
@@ -202,19 +311,61 @@ class Conv(Layer):
         layout = t.layout(self.input)
         shown = Layout((X_padded.shape[1], *X_padded.shape[2:]), layout.shown, layout.channel)
         presented = values.reshape(shown.user_shape(t.batched, values.shape[0]))
-        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, self.padding, outside)
+        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, padding, outside)
         return {grad(self.input): Annotation(extra=extra)}
+
+    # -- mistakes --------------------------------------------------------------------------------
 
     def mistakes(self, values, weights):
         x, z, W = self.input, self.output, self.W
+        X = values[x]
+        padding = self.pad(weights[W].shape[2:])
         other = "cross-correlation" if self.flip else "a true convolution (kernel rotated 180°)"
         flipped = {**weights, W: weights[W][:, :, ::-1, ::-1]}
-        Z, _ = ops.conv2d_forward(values[x], self.kernel(flipped), weights[self.B], self.stride, self.padding)
-        return [
+        Z, _ = ops.conv2d_forward(X, self.kernel(flipped), self.bias_of(weights), self.stride, padding,
+                                  self.dilation, self.groups)  # fmt: skip
+        found = [
             Mistake("kernel_flipped", f"{z} computed as {other}: the kernel {W} flipped", {z: Z}),
             Mistake("kernel_flipped", f"dL/d{W} flipped 180°, as {other} would give it",
                     {grad(W): values[grad(W)][:, :, ::-1, ::-1]}),
         ]  # fmt: skip
+        d_z = values[grad(z)]
+        if self.dilation != (1, 1):
+            # The taps adjacent, at the right output positions: the undilated windows' corners.
+            kernel = self.kernel(weights)
+            Ho, Wo = d_z.shape[2:]
+            Z_adjacent, _ = ops.conv2d_forward(X, kernel, self.bias_of(weights), self.stride, padding, (1, 1),
+                                               self.groups)  # fmt: skip
+            adjacent = ops.ConvCache(ops._pad(X, padding), kernel, self.stride, padding, None, (1, 1), self.groups)
+            dL_dX, dL_dW, _ = ops.conv2d_backward(d_z, adjacent)
+            if self.flip:
+                dL_dW = dL_dW[:, :, ::-1, ::-1]
+            message = f"the dilation {pair_text(self.dilation)} ignored: the kernel's taps taken adjacent"
+            found += [
+                Mistake("dilation_ignored", f"{z}: {message}", {z: Z_adjacent[:, :, :Ho, :Wo]}),
+                Mistake("dilation_ignored", f"dL/d{W}: {message}", {grad(W): dL_dW}),
+            ]
+            if grad(x) in values:
+                found.append(Mistake("dilation_ignored", f"dL/d{x}: {message}", {grad(x): dL_dX}))
+        if self.groups != 1:
+            # Every filter laid on the first group's channels: its weights' channel index
+            # taken as the input's.
+            C_group = weights[W].shape[1]
+            first = X[:, :C_group]
+            Z_first, cache = ops.conv2d_forward(first, self.kernel(weights), self.bias_of(weights), self.stride,
+                                                padding, self.dilation)  # fmt: skip
+            dL_dW = ops.conv2d_backward(d_z, cache, need_dL_dX=False)[1]
+            if self.flip:
+                dL_dW = dL_dW[:, :, ::-1, ::-1]
+            message = (f"every filter read channels 0…{C_group - 1} of {x}, the first of the {self.groups} groups, "
+                       f"not its own group's")  # fmt: skip
+            found += [
+                Mistake("groups_ignored", f"{z}: {message}", {z: Z_first}),
+                Mistake("groups_ignored", f"dL/d{W}: {message}", {grad(W): dL_dW}),
+            ]
+        return found
+
+    # -- explain ---------------------------------------------------------------------------------
 
     def _offset(self, i: int, j: int, kh: int, kw: int) -> tuple[int, int]:
         """The kernel entry that meets window offset (i, j): itself, or rotated 180°."""
@@ -222,37 +373,62 @@ class Conv(Layer):
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B
-        K, C, kh, kw = t.value(W).shape
-        (sh, sw), (ph, pw) = self.stride, self.padding
-        s, p = pair_text(self.stride), pair_text(self.padding)
-        channels = C > 1
+        K, C_group, kh, kw = t.value(W).shape
+        G = self.groups
+        K_group = K // G
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        top, bottom, left, right = self.sides(t.weights)
+        symmetric = (top, left) == (bottom, right)
+        ph, pw = top, left
+        s = pair_text(self.stride)
+        p = pair_text((top, left)) if symmetric else sides_text((top, bottom, left, right))
+        p_rows, p_cols = ("p", "p") if symmetric else ("top", "left")
+        dilated = self.dilation != (1, 1)
+        settings = f"stride s = {s}" + (f", dilation d = {pair_text(self.dilation)}" if dilated else "")
+        settings += f", padding p = {p}" if symmetric else f", padding {p}"
+        channels = t.value(x).shape[1] > 1
+        grouped = G > 1
         w_index = f"{W}[c,i,j]" if channels else f"{W}[i,j]"
         if self.flip:
             w_index = f"{W}[c,kh−1−i,kw−1−j]" if channels else f"{W}[kh−1−i,kw−1−j]"
         padding_note = f"cells outside {x} are the zero padding"
+        row_text = tap_text("i", "h·s", dilated, p_rows)
+        col_text = tap_text("j", "w·s", dilated, p_cols)
+        channel_text = "g·C/G + c" if grouped else "c"
+        cell_text = f"{x}[{channel_text}, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
 
         def weight(k, c, i, j):
             return t.factor(W, (k, c, *self._offset(i, j, kh, kw)))
 
+        def group_note(k):
+            g = k // K_group
+            return (f"filter {k} is in group g = {g} of G = {G}: it reads "
+                    f"{span('channel', g * C_group, (g + 1) * C_group - 1)} of {x}")  # fmt: skip
+
         if name == z:
             m, k, h, w = index
-            terms = [Term((t.factor(B, (k,)),))]
-            for c in range(C):
+            g = k // K_group
+            terms = [Term((t.factor(B, (k,)),))] if self.bias else []
+            for c in range(C_group):
                 for i in range(kh):
                     for j in range(kw):
-                        cell = t.padded(x, m, c, h * sh + i - ph, w * sw + j - pw)
+                        cell = t.padded(x, m, g * C_group + c, h * sh + i * dh - ph, w * sw + j * dw - pw)
                         terms.append(Term((weight(k, c, i, j), cell), "padding" if cell.symbol != x else ""))
-            rows = f"{h * sh - ph}..{h * sh - ph + kh - 1}"
-            cols = f"{w * sw - pw}..{w * sw - pw + kw - 1}"
-            notes = [f"h = {h}, w = {w}, stride s = {s}, padding p = {p}: "
-                     f"the window over {x} rows {rows}, columns {cols}"]  # fmt: skip
+            rows = f"{h * sh - ph}..{h * sh - ph + dh * (kh - 1)}"
+            cols = f"{w * sw - pw}..{w * sw - pw + dw * (kw - 1)}"
+            window = f"the window over {x} rows {rows}, columns {cols}"
+            if dilated:
+                window += f", its taps {pair_text(self.dilation, ' by ')} cells apart"
+            notes = [f"h = {h}, w = {w}, {settings}: {window}"]
+            if grouped:
+                notes.append(group_note(k))
             if any(term.note == "padding" for term in terms):
                 notes.append(padding_note)
             if self.flip:
                 notes.append(f"a true convolution: the kernel is rotated 180° ({W}[kh−1−i,kw−1−j])")
             over = "c,i,j" if channels else "i,j"
-            cell = f"{x}[c, h·s + i − p, w·s + j − p]" if channels else f"{x}[h·s + i − p, w·s + j − p]"
-            return Explained(f"{B} + Σ_{over} {w_index}·{cell}", terms, None, notes)
+            bias = f"{B} + " if self.bias else ""
+            return Explained(f"{bias}Σ_{over} {w_index}·{cell_text}", terms, None, notes)
         if name == grad(B):
             (k,) = index
             M, _, Ho, Wo = t.value(z).shape
@@ -262,40 +438,53 @@ class Conv(Layer):
         if name == grad(W):
             k, c, i, j = index
             i, j = self._offset(i, j, kh, kw)  # the window offset this entry met
+            channel = k // K_group * C_group + c
             M, _, Ho, Wo = t.value(z).shape
             terms = []
             for m in range(M):
                 for h in range(Ho):
                     for w in range(Wo):
-                        cell = t.padded(x, m, c, h * sh + i - ph, w * sw + j - pw)
+                        cell = t.padded(x, m, channel, h * sh + i * dh - ph, w * sw + j * dw - pw)
                         terms.append(Term((cell, t.factor(grad(z), (m, k, h, w))),
                                           "padding" if cell.symbol != x else ""))  # fmt: skip
-            notes = [f"i = {i}, j = {j}, stride s = {s}, padding p = {p}"]
+            notes = [f"i = {i}, j = {j}, {settings}"]
+            if grouped:
+                notes.append(group_note(k) + (f"; its channel c = {c} is channel {channel} of {x}" if C_group > 1 else ""))
             if any(term.note for term in terms):
                 notes.append(padding_note)
             if self.flip:
                 notes.append(f"the kernel is flipped: this entry met window offset ({i}, {j})")
-            cell = f"{x}[c, h·s + i − p, w·s + j − p]" if channels else f"{x}[h·s + i − p, w·s + j − p]"
-            return Explained(f"Σ_h,w {cell}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))", terms, None, notes)
+            return Explained(f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))", terms, None, notes)
         # dL/d(input)
         m, c, r, col = index
+        g, c_in_group = divmod(c, C_group)
         terms = []
         row, column = r + ph, col + pw  # in the padded input
         Ho, Wo = t.value(z).shape[2:]
-        for k in range(K):
+        for k in range(g * K_group, (g + 1) * K_group):
             for h in range(Ho):
                 for w in range(Wo):
-                    i, j = row - h * sh, column - w * sw
-                    if 0 <= i < kh and 0 <= j < kw:
-                        terms.append(Term((t.factor(grad(z), (m, k, h, w)), weight(k, c, i, j))))
-        notes = [f"r = {r}, c = {col}, stride s = {s}, padding p = {p}"]
-        if any(self.padding):
+                    i, i_rest = divmod(row - h * sh, dh)
+                    j, j_rest = divmod(column - w * sw, dw)
+                    if not (i_rest or j_rest) and 0 <= i < kh and 0 <= j < kw:
+                        terms.append(Term((t.factor(grad(z), (m, k, h, w)), weight(k, c_in_group, i, j))))
+        notes = [f"r = {r}, c = {col}, {settings}"]
+        if grouped:
+            notes.append(f"channel {c} of {x} is in group {g} of {G}: only "
+                         f"{span('filter', g * K_group, (g + 1) * K_group - 1)} read it, with their channel "
+                         f"{c_in_group}")  # fmt: skip
+        if top or bottom or left or right:
             what = "image" if self.place.first else "input"
             notes.append(f"{x}[{r},{col}] is cell [{row},{column}] of the {what} padded by {p}")
-        if not terms:
+        if not terms and dilated:
+            notes.append(f"no tap of the convolution's windows lands on {x}[{r},{col}] (stride {s}, dilation "
+                         f"{pair_text(self.dilation)}): 0")  # fmt: skip
+        elif not terms:
             notes.append(f"no window of the convolution covers {x}[{r},{col}] (stride {s}): 0")
-        formula = (f"Σ_k,h,w dL/d{z}[h,w]·{W}[r + p − h·s, c + p − w·s]  "
+        i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
+        j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
+        formula = (f"Σ_k,h,w dL/d{z}[h,w]·{W}[{i_text}, {j_text}]  "
                    f"(conv_transpose(dL/d{z}, {W}))")  # fmt: skip
+        if dilated:
+            notes.append(f"only the taps that land on the cell count: where {i_text} and {j_text} are whole")
         return Explained(formula, terms, None, notes)
-
-

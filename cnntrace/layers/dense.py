@@ -8,35 +8,21 @@ from typing import ClassVar
 from cnntrace import ops
 from cnntrace.checks import vector
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Layer, Layout, Rule, grad_stage, stage
-from cnntrace.naming import grad, numbered
+from cnntrace.layers.base import Explained, Layout, Rule, WeightedLayer, grad_stage, stage
+from cnntrace.naming import grad
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
 
 
 @dataclass(frozen=True)
-class Dense(Layer):
+class Dense(WeightedLayer):
     """Z = F·W + B. W (n_in, n_out), B (n_out,)."""
 
     type: ClassVar[str] = "dense"
-    letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."
-    weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "vector"
 
     _one_output: bool = False  # the reference form's single sigmoid neuron: W2 a list
-
-    @property
-    def W(self) -> str:
-        return numbered("W", self.place.number)
-
-    @property
-    def B(self) -> str:
-        return numbered("B", self.place.number)
-
-    @property
-    def params(self):
-        return (self.W, self.B)
 
     def infer(self, layout, given):
         W, B = given[self.W], given[self.B]

@@ -27,15 +27,15 @@ from cnntrace import checks, ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
-    Layer,
     Mistake,
     Option,
     Rule,
+    WeightedLayer,
     choice_option,
     grad_stage,
     stage,
 )
-from cnntrace.naming import grad, numbered
+from cnntrace.naming import grad
 from cnntrace.terms import MINUS, Factor, Term, constant
 from cnntrace.text import number_text, symbol
 
@@ -57,14 +57,12 @@ class NormCache(NamedTuple):
 
 
 @dataclass(frozen=True)
-class BatchNorm(Layer):
+class BatchNorm(WeightedLayer):
     """Z = γ·(X − μ)/√(σ² + ε) + β per channel; γ = W (C,), β = B (C,)."""
 
     type: ClassVar[str] = "batchnorm"
-    letter: ClassVar[str] = "Z"
     DESCRIPTION: ClassVar[str] = ("Z = W·x̂ + B, x̂ = (input − μ)/√(σ² + ε) per channel (per unit of vectors): "
                                   "W is γ and B is β, C numbers each; eval mode reads mean{l} and var{l}.")  # fmt: skip
-    weighted: ClassVar[bool] = True
     input_form: ClassVar[str] = "either"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ()
     OPTIONS: ClassVar[dict] = {
@@ -82,44 +80,29 @@ class BatchNorm(Layer):
 
     # -- names --------------------------------------------------------------------------
 
-    def _name(self, letters: str) -> str:
-        return numbered(letters, self.place.number)
-
-    @property
-    def W(self) -> str:
-        return self._name("W")
-
-    @property
-    def B(self) -> str:
-        return self._name("B")
-
     @property
     def MEAN(self) -> str:
-        return self._name("mean")
+        return self.named("mean")
 
     @property
     def VAR(self) -> str:
-        return self._name("var")
+        return self.named("var")
 
     @property
     def mu(self) -> str:
-        return self._name("mu")
+        return self.named("mu")
 
     @property
     def sigmasq(self) -> str:
-        return self._name("sigmasq")
+        return self.named("sigmasq")
 
     @property
     def xhat(self) -> str:
-        return self._name("xhat")
+        return self.named("xhat")
 
     @property
     def training(self) -> bool:
         return self.mode == "train"
-
-    @property
-    def params(self):
-        return (self.W, self.B)
 
     @property
     def running(self):

@@ -196,10 +196,7 @@ def _entry(trace, name: str, values: np.ndarray, annotation, brief: bool) -> Ent
 
 def input_axes(problem, name: str) -> tuple[str, ...]:
     """The axes that split an input into one table per image or filter."""
-    layout = problem.layouts.get(name)
-    # A running statistic the input left out and training started (batch norm's mean, var)
-    # has no layout of the input's: it is one vector.
-    return layout.axes(problem.batched)[0] if layout is not None else ()
+    return problem.layouts[name].axes(problem.batched)[0]
 
 
 # -- the shared vocabulary ---------------------------------------------------------------------

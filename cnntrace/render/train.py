@@ -186,7 +186,9 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
         Text("\nTrained parameters", style="bold underline"),
     ]
     for name, values in trained.items():
-        parts.append(matrix_block(name, None, values, input_axes(problem, name), precision, full=full))
+        # A running statistic the input did not give (batch norm's) is a vector: no leading axes.
+        axes = input_axes(problem, name) if name in problem.layouts else ()
+        parts.append(matrix_block(name, None, values, axes, precision, full=full))
     return Group(*parts)
 
 
