@@ -3,7 +3,7 @@ or a concat merges ("from"), and where a matrix feeds several layers its gradien
 what each path sends back, each part shown.
 
 The four networks of the issue (a ResNet basic block, a downsampling block with a 1×1
-projection, a DenseNet-style concatenation, a two-branch network) against the naive twins
+projection, a DenseNet-style concatenation, a two-branch network) and U-Net's skip against the naive twins
 always and against PyTorch's autograd (float64) where torch is installed; the names, the sums
 and their parts, explain, the training pass, verify's mistake at a fork, the diagram in the
 page and the Markdown export, and the input errors on the command line.
@@ -38,22 +38,28 @@ DOWNSAMPLING = [{"type": "conv", "stride": 2, "padding": 1}, "batchnorm", "relu"
                 "relu"]  # fmt: skip
 HEAD = ["global_avgpool", "flatten", "dense"]
 
-#: name: (layers, one image's X (C, H, W), {number of a conv or dense layer: its W's shape});
-#: batch norm's γ and β are sized by what it gets.
+#: name: (layers, one image's X (C, H, W), {number of a conv or dense layer: its W's shape and
+#: its B's}); batch norm's γ and β are sized by what it gets.
 NETWORKS = {
-    "basic-block": (BASIC_BLOCK + HEAD, (2, 4, 4), {1: (2, 2, 3, 3), 3: (2, 2, 3, 3), 5: (2, 1)}),
-    "downsampling": (DOWNSAMPLING + HEAD, (2, 5, 5), {1: (3, 2, 3, 3), 3: (3, 3, 3, 3), 5: (3, 2, 1, 1), 7: (3, 2)}),
+    "basic-block": (BASIC_BLOCK + HEAD, (2, 4, 4), {1: ((2, 2, 3, 3), 2), 3: ((2, 2, 3, 3), 2), 5: ((2, 1), 1)}),
+    "downsampling": (DOWNSAMPLING + HEAD, (2, 5, 5),
+                     {1: ((3, 2, 3, 3), 3), 3: ((3, 3, 3, 3), 3), 5: ((3, 2, 1, 1), 3), 7: ((3, 2), 2)}),
     # DenseNet: each block's output joined to everything before it.
     "densenet": ([{"type": "conv", "padding": 1}, "relu", {"type": "concat", "from": "X"},
                   {"type": "conv", "padding": 1}, "relu", {"type": "concat", "from": "C1"}, *HEAD], (2, 4, 4),
-                 {1: (2, 2, 3, 3), 2: (3, 4, 3, 3), 3: (7, 2)}),
+                 {1: ((2, 2, 3, 3), 2), 2: ((3, 4, 3, 3), 3), 3: ((7, 2), 2)}),
     # Two branches from X joined by a concat, a residual add in one (A1 feeds Z2 and S2), and
     # vectors that fork (F feeds Z4 and Z5): three forks.
     "two-branch": ([{"type": "conv", "padding": 1}, "relu", {"type": "conv", "padding": 1},
                     {"type": "add", "from": "A1"}, "relu", "maxpool", {"type": "conv", "stride": 2, "input": "X"},
                     {"type": "concat", "from": "P2"}, "flatten", "dense", "tanh", {"type": "dense", "input": "F"},
                     {"type": "add", "from": "A4"}], (2, 4, 4),
-                   {1: (2, 2, 3, 3), 2: (2, 2, 3, 3), 3: (2, 2, 2, 2), 4: (16, 3), 5: (16, 3)}),
+                   {1: ((2, 2, 3, 3), 2), 2: ((2, 2, 3, 3), 2), 3: ((2, 2, 2, 2), 2), 4: ((16, 3), 3),
+                    5: ((16, 3), 3)}),
+    # U-Net's skip: down by a strided conv, up by a transposed one, joined to X.
+    "unet": ([{"type": "conv", "stride": 2, "padding": 1}, "relu", {"type": "conv_transpose", "stride": 2},
+              {"type": "concat", "from": "X"}, "flatten", "dense"], (2, 4, 4),
+             {1: ((3, 2, 3, 3), 3), 2: ((3, 2, 2, 2), 2), 3: ((64, 2), 2)}),
 }
 
 
@@ -72,8 +78,8 @@ def network_input(name: str, seed: int = 0, M: int = 2) -> dict:
             if layer.type == "batchnorm":
                 weights = (rng.uniform(0.5, 1.5, size=x.shape[1]), rng.normal(size=x.shape[1]) * 0.1)
             else:
-                W = shapes[number]
-                weights = (rng.normal(size=W) * 0.6, rng.normal(size=W[0] if len(W) == 4 else W[1]) * 0.1)
+                W, B = shapes[number]
+                weights = (rng.normal(size=W) * 0.6, rng.normal(size=B) * 0.1)
             data[f"W{number}"], data[f"B{number}"] = (w.tolist() for w in weights)
         others = [values[name] for name in layer.reads]
         values[layer.output] = ROWS[layer.type].twin.forward(x, *weights, *others, **options(layer))
