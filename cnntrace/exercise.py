@@ -139,11 +139,11 @@ def like_input(problem, seed: int = 0, batch: int | None = None) -> dict:
     if network.loss.given:
         data["grad"] = rounded(rng.normal(0, 0.5, size=target_shape)).tolist()
     else:
-        data["loss"] = network.loss.type
-        if network.loss.type == "cross_entropy":  # a class index per image
+        data["loss"] = network.loss.options()
+        if network.loss.targets == "classes":  # a class index per image
             (classes,) = out.shape
             labels = rng.integers(0, classes, size=(M,) if batched else ())
-        elif network.loss.type == "bce":
+        elif network.loss.targets == "labels":
             labels = rng.integers(0, 2, size=target_shape)
         else:
             labels = rounded(rng.normal(0, 0.5, size=target_shape))
@@ -336,7 +336,7 @@ def _hand_samplers(rng, base: dict, template, level: int) -> dict:
         samplers[name] = (draw, template.inputs[name])
     if "grad" in base:
         samplers["grad"] = (tenths(-1, 1), base["grad"])
-    elif base.get("loss") == "mse":  # targets, not labels: one decimal too
+    elif template.network.loss.targets == "targets":  # targets, not labels: one decimal too
         samplers["Y"] = (tenths(0, 1), base["Y"])
     return samplers
 

@@ -1,10 +1,12 @@
 """The losses, and the given upstream gradient that can stand in for one.
 
 Each is the mean PyTorch's ``reduction="mean"`` computes: bce and mse over every entry of
-the output, cross-entropy over the images. bce goes with a sigmoid last and cross-entropy
-with a softmax last; both are computed from the logits (the last activation's input), and
-the backward pass goes straight to dL/dZ = (A − Y)/N, where the activation's derivative
-cancels. ``Given`` is the "here is dL/dY" exercise: no L, the backward pass starts from it.
+the output, cross-entropy and nll over the images; or, where a file writes the loss as an
+object ``{"type": "mse", "reduction": "sum"}``, their sum. mse may also be ``"half"``: of
+½·(A − Y)², as hand derivations write it. bce goes with a sigmoid last, cross-entropy with
+a softmax last and nll with a log-softmax last; the backward pass goes straight to
+dL/dZ = (A − Y)/N (nll: (exp(A) − Y)/M), where the activation's derivative cancels.
+``Given`` is the "here is dL/dY" exercise: no L, the backward pass starts from it.
 """
 
 from __future__ import annotations
@@ -16,26 +18,69 @@ import numpy as np
 
 from cnntrace import ops
 from cnntrace.errors import InputError
-from cnntrace.layers.base import ClosedForm, Explained, Layout, Rule, Stage, grad_stage
+from cnntrace.layers.base import (
+    ClosedForm,
+    Explained,
+    Layout,
+    Mistake,
+    Option,
+    Rule,
+    Stage,
+    choice_option,
+    flag_option,
+    grad_stage,
+)
 from cnntrace.naming import grad
 from cnntrace.terms import MINUS, Factor, Term, constant, sigmoid
 from cnntrace.text import shape_text
 
+#: The option every loss takes: its mean (PyTorch's default) or its sum.
+REDUCTION = choice_option(("mean", "sum"), "The mean over the entries (over the images for cross_entropy and nll), as PyTorch's default, or the sum.")
+
 
 @dataclass(frozen=True)
 class Loss:
-    """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2)."""
+    """A loss on the network's output ``output`` (A2), whose input is ``logits`` (Z2).
+
+    As a layer kind does, each loss declares its ``OPTIONS`` (the object form's keys, parsed
+    by problem.parse_loss and listed by the schema) and writes itself back (``options``);
+    ``targets`` tells what its Y holds (for ``init --like``), ``averages`` whether it is a
+    mean, and ``mistakes`` the slips made at it (the 2 of mse, a sum divided as a mean)."""
 
     type: ClassVar[str]
     #: The last layer it needs and cancels against, as messages name it ("a sigmoid"); the
     #: layer kind says which loss it pairs with (Layer.pairs_with).
     needs: ClassVar[str | None] = None
     given: ClassVar[bool] = False  # the gradient is given, there is no L
+    #: What its Y holds: "labels" in [0, 1], "classes" (an index per image), "targets".
+    targets: ClassVar[str] = "targets"
+    #: {option: Option} of its object form, {"type": "mse", "reduction": "sum"}
+    OPTIONS: ClassVar[dict[str, Option]] = {"reduction": REDUCTION}
     #: The functions its equations write by name (mean), for the renderers to typeset.
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean",)
 
     output: str = "A2"
     logits: str = "Z2"
+    reduction: str = "mean"
+
+    @property
+    def averages(self) -> bool:
+        """Whether it is a mean (PyTorch's default), not a sum."""
+        return self.reduction == "mean"
+
+    def options(self) -> str | dict:
+        """The loss as an input file writes it: its type, or an object with its options."""
+        chosen = {name: getattr(self, name) for name, option in self.OPTIONS.items()
+                  if getattr(self, name) != option.schema["default"]}  # fmt: skip
+        return {"type": self.type, **chosen} if chosen else self.type
+
+    def describe(self) -> str:
+        """'mse', 'mse (sum, ½)'."""
+        chosen = self.options()
+        if isinstance(chosen, str):
+            return chosen
+        words = [str(value) if name == "reduction" else name for name, value in chosen.items() if name != "type"]
+        return f"{self.type} ({', '.join(words)})"
 
     def fuses(self, layer) -> bool:
         return self.needs is not None and layer.pairs_with == self.type
@@ -62,8 +107,13 @@ class Loss:
         raise NotImplementedError
 
     def entries(self, layout: Layout, M: int) -> int:
-        """How many entries the mean divides by."""
-        return M * int(np.prod(layout.shape, dtype=np.int64))
+        """How many entries the mean divides by (1 for a sum)."""
+        return M * int(np.prod(layout.shape, dtype=np.int64)) if self.averages else 1
+
+    def mistakes(self, values: dict, start: str) -> list[Mistake]:
+        """The common mistakes at the loss, from the correct pass's ``values``; ``start``
+        names where the backward pass starts (dL_dA2, or dL_dZ2 where the loss fuses)."""
+        return []
 
     # -- the derivation ---------------------------------------------------------------
 
@@ -104,7 +154,11 @@ class Loss:
         return list(np.ndindex(t.value(self.output).shape))
 
     def _mean(self, t, N: int) -> tuple:
-        return (constant(f"1/{'N' if N != t.M else 'M'}", 1.0 / N),) if N > 1 else ()
+        return (constant(f"1/{'N' if N != t.M else 'M'}", 1.0 / N),) if N > 1 and self.averages else ()
+
+    def _image_mean(self, t) -> tuple:
+        """The 1/M of a mean over the images, as a factor; nothing for a sum."""
+        return t.mean() if self.averages else ()
 
     def _delta(self, t, index, N):
         """(A − Y)/N as two terms."""
@@ -144,6 +198,7 @@ class BCE(Loss):
 
     type: ClassVar[str] = "bce"
     needs: ClassVar[str] = "a sigmoid"
+    targets: ClassVar[str] = "labels"
 
     def target(self, Y, layout, M, batched):
         general = _labels_like_output(Y, layout, M, batched, "label")
@@ -153,13 +208,13 @@ class BCE(Loss):
         return general
 
     def value(self, output, target, logits):
-        return ops.bce_loss(logits, target)
+        return ops.bce_loss(logits, target, self.reduction)
 
     def gradient(self, output, target, logits):
-        return ops.bce_grad_A(logits, target)
+        return ops.bce_grad_A(logits, target, self.reduction)
 
     def fused_backward(self, output, target):
-        return ops.bce_sigmoid_backward(output, target)
+        return ops.bce_sigmoid_backward(output, target, self.reduction)
 
     def expressions(self, output, target):
         return {f"{self.output} − Y": output - target}
@@ -190,7 +245,7 @@ class BCE(Loss):
                     log_1a = Factor(f"log(1 − {a})", t.user_index(z, cell), float(-np.logaddexp(0.0, zc)), a)
                     terms.append(Term((MINUS, *mean, Factor("(1 − Y)", y.index, 1.0 - y.value, "Y"), log_1a)))
             formula = f"−Y·log({a}) − (1 − Y)·log(1 − {a})"
-            if N > 1:
+            if mean:
                 formula = f"(1/{'M' if N == t.M else 'N'})·Σ_m ({formula})"
             return Explained(formula, terms, None, ["a term whose label weight (Y or 1 − Y) is 0 is left out"])
         if name == f"dL_d{a}":
@@ -208,6 +263,9 @@ class BCE(Loss):
         notes = [f"the chain rule dL/d{a}·d{a}/d{z} gives the same: {a}·(1 − {a}) cancels"]
         divisor = "M" if N == t.M else "N"
         return Explained(f"({a} − Y)/{divisor}" if mean else f"{a} − Y", self._delta(t, index, N), None, notes)
+
+    def mistakes(self, values, start):
+        return _sum_mistakes(self, values, start)
 
     def stages(self, mean, divisor):
         a = self.output
@@ -239,9 +297,11 @@ class CrossEntropy(Loss):
 
     type: ClassVar[str] = "cross_entropy"
     needs: ClassVar[str] = "a softmax"
+    targets: ClassVar[str] = "classes"
+    last: ClassVar[str] = "softmax"  # as messages name the last layer
 
     def entries(self, layout, M):
-        return M
+        return M if self.averages else 1
 
     def divisor(self, units):
         return "M"
@@ -250,15 +310,7 @@ class CrossEntropy(Loss):
         (n,) = layout.shape
         indices = Y.ndim == (1 if batched else 0)
         if indices:
-            classes = Y.reshape(M)
-            bad = classes[(classes != np.round(classes)) | (classes < 0) | (classes >= n)]
-            if bad.size:
-                raise InputError(
-                    f"a class index is a whole number from 0 to {n - 1} (the softmax has {n} "
-                    f"units); found {float(bad[0])!r}",
-                    key="Y",
-                )
-            return np.eye(n)[classes.astype(np.int64)]
+            return _one_hot(Y, n, M, self.last)
         if Y.shape != ((M, n) if batched else (n,)):
             per = "for each image " if batched else ""
             raise InputError(
@@ -276,13 +328,16 @@ class CrossEntropy(Loss):
         return general
 
     def value(self, output, target, logits):
-        return ops.cross_entropy_loss(logits, target)
+        return ops.cross_entropy_loss(logits, target, self.reduction)
 
     def gradient(self, output, target, logits):
-        return ops.cross_entropy_grad_A(output, target)
+        return ops.cross_entropy_grad_A(output, target, self.reduction)
 
     def fused_backward(self, output, target):
-        return ops.cross_entropy_softmax_backward(output, target)
+        return ops.cross_entropy_softmax_backward(output, target, self.reduction)
+
+    def mistakes(self, values, start):
+        return _sum_mistakes(self, values, start)
 
     def expressions(self, output, target):
         return {f"{self.output} − Y": output - target}
@@ -299,7 +354,7 @@ class CrossEntropy(Loss):
 
     def explain(self, t, name, index):
         a, z = self.output, self.logits
-        mean = t.mean()
+        mean = self._image_mean(t)
         if name == "L":
             terms = []
             log_A = ops.log_softmax(t.value(z))
@@ -345,43 +400,165 @@ class CrossEntropy(Loss):
 
 @dataclass(frozen=True)
 class MSE(Loss):
-    """L = mean of (A − Y)² over every entry."""
+    """L = mean of (A − Y)² over every entry; with ``half``, of ½·(A − Y)² (Matt Mazur's
+    E = Σ ½(target − out)² is the half sum)."""
 
     type: ClassVar[str] = "mse"
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "reduction": REDUCTION,
+        "half": flag_option(False, "½·(A − Y)², as most hand derivations write it: its derivative has no 2.", "half"),
+    }
+
+    half: bool = False
 
     def target(self, Y, layout, M, batched):
         return _labels_like_output(Y, layout, M, batched, "target")
 
     def value(self, output, target, logits):
-        return ops.mse_loss(output, target)
+        return ops.mse_loss(output, target, self.reduction, self.half)
+
+    def gradient(self, output, target, logits):
+        return ops.mse_grad(output, target, self.reduction, self.half)
+
+    def _square(self) -> str:
+        return f"½·({self.output} − Y)²" if self.half else f"({self.output} − Y)²"
+
+    def _derivative(self, mean: bool, divisor: str = "N") -> str:
+        a = self.output
+        if self.half:
+            return f"({a} − Y)/{divisor}" if mean else f"{a} − Y"
+        return f"2·({a} − Y)/{divisor}" if mean else f"2·({a} − Y)"
 
     def explain(self, t, name, index):
         a = self.output
         N = t.value(a).size
         mean = self._mean(t, N)
+        half = (constant("½", 0.5),) if self.half else ()
         if name == "L":
             terms = []
             for cell in self._cells(t):
                 d = float(t.value(a)[cell] - t.value("Y")[cell])
                 difference = Factor(f"({a} − Y)", t.user_index(a, cell), d, a)
-                terms.append(Term((*mean, difference, difference)))
-            return Explained(f"(1/N)·Σ ({a} − Y)²" if mean else f"({a} − Y)²", terms, None, [])
-        two = constant("2", 2.0)
-        terms = [Term((two, *mean, t.factor(a, index))), Term((MINUS, two, *mean, t.factor("Y", index)))]
-        return Explained(f"2·({a} − Y)/N" if mean else f"2·({a} − Y)", terms, None, [])
-
-    def gradient(self, output, target, logits):
-        return ops.mse_grad(output, target)
+                terms.append(Term((*half, *mean, difference, difference)))
+            total = "Σ " if N > 1 else ""
+            return Explained(f"(1/N)·Σ {self._square()}" if mean else f"{total}{self._square()}", terms, None, [])
+        two = () if self.half else (constant("2", 2.0),)
+        terms = [Term((*two, *mean, t.factor(a, index))), Term((MINUS, *two, *mean, t.factor("Y", index)))]
+        notes = [f"the ½ and the 2 of the square's derivative cancel: d/d{a} ½·({a} − Y)² = {a} − Y"] if self.half else []
+        return Explained(self._derivative(bool(mean)), terms, None, notes)
 
     def stages(self, mean, divisor):
         a = self.output
-        L = Stage("L", "forward", "L", f"mean(({a} − Y)²)" if mean else f"({a} − Y)²", Layout(()))
-        dL_dA = grad_stage(a, f"2·({a} − Y) / N" if mean else f"2·({a} − Y)", None,
-            Rule(f"∂L/∂{a} = ∂/∂{a} mean(({a} − Y)²)" if mean else f"∂L/∂{a} = ∂/∂{a} ({a} − Y)²",
-                 f"2·({a} − Y)/N" if mean else f"2·({a} − Y)", ("Y", a),
-                 "N: the number of entries the mean is over" if mean else ""),
+        square = self._square()
+        loss = f"mean({square})" if mean else (f"Σ {square}" if not self.averages else square)
+        L = Stage("L", "forward", "L", loss, Layout(()))
+        derivative = self._derivative(mean)
+        note = "N: the number of entries the mean is over" if mean else ""
+        if self.half:
+            note = (note + "; " if note else "") + "the ½ cancels the 2 of the square's derivative"
+        dL_dA = grad_stage(a, derivative.replace("/N", " / N"), None,
+            Rule(f"∂L/∂{a} = ∂/∂{a} {loss}", derivative, ("Y", a), note),
         )  # fmt: skip
         return [L], [dL_dA]
+
+    def mistakes(self, values, start):
+        a = self.output
+        first = grad(start)
+        out = _sum_mistakes(self, values, start)
+        if start != a:
+            return out
+        if self.half:
+            out.append(Mistake("mse_half_twice", f"dL/d{a} = 2·({a} − Y): the loss is ½·({a} − Y)², whose "
+                               "derivative has no 2 (the ½ cancels it)", {first: values[first] * 2}))  # fmt: skip
+        else:
+            out.append(Mistake("mse_half_assumed", f"dL/d{a} = ({a} − Y): the 2 of the square's derivative left "
+                               "out, as if the loss were ½·(A − Y)²", {first: values[first] / 2}))  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class NLL(Loss):
+    """L = mean over the images of −A[class], A = log softmax(Z): the log-probability of
+    each image's class, negated (PyTorch's nll_loss after log_softmax is cross-entropy)."""
+
+    type: ClassVar[str] = "nll"
+    needs: ClassVar[str] = "a log_softmax"
+    targets: ClassVar[str] = "classes"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean", "exp")
+
+    def entries(self, layout, M):
+        return M if self.averages else 1
+
+    def divisor(self, units):
+        return "M"
+
+    def target(self, Y, layout, M, batched):
+        (n,) = layout.shape
+        if Y.ndim != (1 if batched else 0):
+            per = f"a list of {M} class indices, one per image" if batched else "one class index"
+            raise InputError(f"nll takes {per}; found shape {shape_text(Y.shape, 'a number')}", key="Y")
+        return _one_hot(Y, n, M, "log_softmax")
+
+    def value(self, output, target, logits):
+        return ops.nll_loss(output, target, self.reduction)
+
+    def gradient(self, output, target, logits):
+        return ops.nll_grad_A(output, target, self.reduction)
+
+    def fused_backward(self, output, target):
+        return ops.nll_log_softmax_backward(output, target, self.reduction)
+
+    def expressions(self, output, target):
+        return {f"exp({self.output}) − Y": np.exp(output) - target}
+
+    def closed_form(self, mean, divisor):
+        a = self.output
+        return ClosedForm(f"(exp({a}) − Y)/M" if mean else f"exp({a}) − Y", f"exp({a}) − Y", mean)
+
+    def saturation(self):
+        return ""  # −Y/M and δij − exp(A[j]) are finite wherever A is
+
+    def explain(self, t, name, index):
+        a, z = self.output, self.logits
+        mean = self._image_mean(t)
+        if name == "L":
+            terms = [Term((MINUS, *mean, t.factor("Y", cell), t.factor(a, cell)))
+                     for cell in self._cells(t) if t.value("Y")[cell] != 0]  # fmt: skip
+            formula = f"−Σ_i Y[i]·{a}[i]"
+            if mean:
+                formula = f"(1/M)·Σ_m ({formula})"
+            return Explained(formula, terms, None, [f"Y is one-hot: the term of each image's class, −{a}[class]"])
+        if name == f"dL_d{a}":
+            y = t.factor("Y", index)
+            terms = [Term((MINUS, *mean, y))] if y.value != 0 else []
+            return Explained("(1/M)·(−Y)" if mean else "−Y", terms, None, ["a class of weight 0 gets 0"])
+        value = float(np.exp(t.value(a)[index]))
+        p = Factor(f"exp({a})", t.user_index(a, index), value, a)
+        terms = [Term((*mean, p)), Term((MINUS, *mean, t.factor("Y", index)))]
+        notes = [f"exp({a}) = softmax({z}); the chain rule (d{a}/d{z})ᵀ·dL/d{a} = −Y + exp({a})·Σ Y gives the same, since Σ Y = 1"]
+        return Explained(f"(exp({a}) − Y)/M" if mean else f"exp({a}) − Y", terms, None, notes)
+
+    def stages(self, mean, divisor):
+        a = self.output
+        loss = f"−Σ Y·{a}"
+        L = Stage("L", "forward", "L", f"mean({loss})" if mean else loss, Layout(()))
+        dL_dA = grad_stage(a, "−Y / M" if mean else "−Y", None,
+            Rule(f"∂L/∂{a} = ∂/∂{a} ({loss})", "(1/M)·(−Y)" if mean else "−Y", ("Y",)),
+        )  # fmt: skip
+        return [L], [dL_dA]
+
+    def fused_stage(self, mean, divisor):
+        a, z = self.output, self.logits
+        result = f"(exp({a}) − Y) / M" if mean else f"exp({a}) − Y"
+        return grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a} = {result}", None,
+            Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", result.replace(" / ", "/"),
+                 (grad(a), f"d{a}_d{z}", f"exp({a}) − Y"),
+                 f"∂{a}[i]/∂{z}[j] = δij − exp({a}[j]), so Σ_i −Y[i]·(δij − exp({a}[j])) = −Y[j] + exp({a}[j])·Σ Y "
+                 f"= exp({a}[j]) − Y[j], since Σ Y = 1; exp({a}) = softmax({z})"),
+        )  # fmt: skip
+
+    def mistakes(self, values, start):
+        return _sum_mistakes(self, values, start)
 
 
 @dataclass(frozen=True)
@@ -419,7 +596,35 @@ class GivenGradient(Loss):
         ]
 
 
-LOSSES: dict[str, type[Loss]] = {kind.type: kind for kind in (BCE, CrossEntropy, MSE)}
+LOSSES: dict[str, type[Loss]] = {kind.type: kind for kind in (BCE, CrossEntropy, MSE, NLL)}
+
+
+def _one_hot(Y, n: int, M: int, last: str) -> np.ndarray:
+    """Class indices, one per image, as one-hot rows (M, n); InputError naming Y."""
+    if Y.size != M:
+        raise InputError(f"expected a class index for each of the {M} images of X, found {Y.size}", key="Y")
+    classes = Y.reshape(M)
+    bad = classes[(classes != np.round(classes)) | (classes < 0) | (classes >= n)]
+    if bad.size:
+        raise InputError(
+            f"a class index is a whole number from 0 to {n - 1} (the {last} has {n} "
+            f"units); found {float(bad[0])!r}",
+            key="Y",
+        )
+    return np.eye(n)[classes.astype(np.int64)]
+
+
+def _sum_mistakes(loss: Loss, values: dict, start: str) -> list[Mistake]:
+    """A sum divided as if it were the mean: dL/d``start`` N times too small."""
+    if loss.averages:
+        return []  # the mean's 1/N left out is the network's batch_mean_missing
+    first = grad(start)
+    counts = {len(values[loss.output]): "images", values[loss.output].size: "entries"}
+    return [
+        Mistake("sum_divided", f"dL/d{start} divided by the {N} {what}: the loss is their sum "
+                f'("reduction": "sum"), not their mean', {first: values[first] / N})
+        for N, what in counts.items() if N > 1
+    ]  # fmt: skip
 
 
 def default_loss(layers) -> str | None:

@@ -370,10 +370,11 @@ class Network:
         start = self.layers[-1].input if self.fused else self.output  # where the backward pass starts
         first = grad(start)
         output = values[self.output]
+        out += self.loss.mistakes(values, start)
         # The mean is over the images (bce, cross-entropy) or over every output (mse): try both.
         means = {M: f"the {M} images", output.size: f"all {output.size} outputs"}
         for N, what in means.items():
-            if N > 1:
+            if N > 1 and self.loss.averages:
                 out.append(Mistake("batch_mean_missing", f"dL/d{start} without the 1/N of the mean over "
                                    f"{what}: N = {N} times too large", {first: values[first] * N}))  # fmt: skip
         for fork in self.forks.values():

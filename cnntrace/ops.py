@@ -6,10 +6,12 @@ use M images, C input channels, K filters and n units:
     maps     (M, C, H, W)          conv W (K, C, kh, kw)   conv B (K,)
     vectors  (M, n)                dense W (n_in, n_out)   dense B (n_out,)
 
-Sizes, strides and paddings of windows are (rows, cols) pairs. The convolution and the
-pooling loop over the offsets of their window (kh*kw or ph*pw steps), each step working on a
-whole strided slice of the batch at once; the backward pass of each loops over the same
-offsets as its forward pass, so one reads against the other.
+Sizes, strides and paddings of windows are (rows, cols) pairs; a pooling's padding may also
+be four sides (top, bottom, left, right), its taps ``dilation`` apart, and in ``ceil_mode`` a
+last partial window is kept as PyTorch keeps it. The convolution and the pooling loop over
+the offsets of their window (kh*kw or ph*pw steps), each step working on a whole strided
+slice of the batch at once; the backward pass of each loops over the same offsets as its
+forward pass, so one reads against the other.
 
 For a small batch the convolution takes a shortcut that gives the same values up to
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
@@ -20,14 +22,16 @@ memory bounded instead of kh*kw times that of X. The offset loop is left for an 
 windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
 through one filter, where it measured faster than copying the windows a second time.
 
-A max-pool whose windows tile the map (stride = size, no padding: the common 2×2, stride 2)
-visits the same offsets in the same order on a window-major copy of A, a chunk of images at a
-time (a small map takes each window's first maximum from one argmax), and routes dL/dP back
-with one scatter; the results are the offset loop's, bit for bit.
+A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
+window: the common 2×2, stride 2) visits the same offsets in the same order on a
+window-major copy of A, a chunk of images at a time (a small map takes each window's first
+maximum from one argmax), and routes dL/dP back with one scatter; the results are the offset
+loop's, bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -118,9 +122,12 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
     M, C = X_padded.shape[:2]
     step_m, step_c, step_h, step_w = X_padded.strides
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
+    # A stride along an axis of one window is never taken: 0 there, so that a stride larger
+    # than any array (a fuzzed 1e308) cannot overflow the view's byte steps.
     view = np.lib.stride_tricks.as_strided(
         X_padded, (C, kh, kw, M, Ho, Wo),
-        (step_c, step_h * dilation[0], step_w * dilation[1], step_m, step_h * stride[0], step_w * stride[1]),
+        (step_c, step_h * dilation[0], step_w * dilation[1], step_m, step_h * stride[0] if Ho > 1 else 0,
+         step_w * stride[1] if Wo > 1 else 0),
         writeable=False,
     )  # fmt: skip
     windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
@@ -459,13 +466,122 @@ def softmax_backward(dL_dA, A):
     return A * (dL_dA - np.sum(dL_dA * A, axis=1, keepdims=True))
 
 
+def elu_forward(Z, alpha):
+    """A = Z where Z > 0, alpha·(exp(Z) − 1) elsewhere."""
+    return np.where(Z > 0, Z, alpha * np.expm1(np.minimum(Z, 0.0)))
+
+
+def elu_grad(Z, alpha):
+    """dA/dZ: 1 where Z > 0, alpha·exp(Z) elsewhere (at 0 too, as PyTorch)."""
+    return np.where(Z > 0, 1.0, alpha * np.exp(np.minimum(Z, 0.0)))
+
+
+#: erf element by element: numpy has none, and math.erf is exact to the last digit.
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def normal_cdf(Z):
+    """Φ(Z) = (1 + erf(Z/√2))/2, the standard normal's distribution function."""
+    erf = np.asarray(_erf(np.asarray(Z, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * (1.0 + erf)
+
+
+def normal_pdf(Z):
+    """φ(Z) = exp(−Z²/2)/√(2π)."""
+    return np.exp(-0.5 * Z * Z) / math.sqrt(2.0 * math.pi)
+
+
+def gelu_forward(Z):
+    """A = Z·Φ(Z), the erf form (PyTorch's default approximate='none')."""
+    return Z * normal_cdf(Z)
+
+
+def gelu_grad(Z):
+    """dA/dZ = Φ(Z) + Z·φ(Z)."""
+    return normal_cdf(Z) + Z * normal_pdf(Z)
+
+
+def gelu_tanh_forward(Z):
+    """The tanh approximation: A = Z/2·(1 + tanh(√(2/π)·(Z + 0.044715·Z³)))."""
+    return 0.5 * Z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (Z + 0.044715 * Z**3)))
+
+
+def gelu_tanh_grad(Z):
+    """dA/dZ of the tanh approximation."""
+    k = math.sqrt(2.0 / math.pi)
+    t = np.tanh(k * (Z + 0.044715 * Z**3))
+    return 0.5 * (1.0 + t) + 0.5 * Z * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * Z * Z)
+
+
+def silu_forward(Z):
+    """A = Z·σ(Z)."""
+    return Z * sigmoid(Z)
+
+
+def silu_grad(Z):
+    """dA/dZ = σ(Z)·(1 + Z·(1 − σ(Z)))."""
+    s = sigmoid(Z)
+    return s * (1.0 + Z * sigmoid(-Z))
+
+
+def softplus_forward(Z, beta=1.0, threshold=20.0):
+    """A = log(1 + exp(beta·Z))/beta, and Z itself where beta·Z > threshold (as PyTorch)."""
+    bz = beta * Z
+    return np.where(bz > threshold, Z, np.logaddexp(0.0, bz) / beta)
+
+
+def softplus_grad(Z, beta=1.0, threshold=20.0):
+    """dA/dZ = σ(beta·Z), and 1 where beta·Z > threshold."""
+    bz = beta * Z
+    return np.where(bz > threshold, 1.0, sigmoid(bz))
+
+
+def log_softmax_jacobian(A):
+    """dA/dZ of A = log softmax(Z), per image: δij − softmax(Z)[j] = δij − exp(A[j]).
+    (M, n) -> (M, n, n); entry [m,i,j] = dA_i/dZ_j."""
+    return np.eye(A.shape[1]) - np.exp(A)[:, None, :]
+
+
+def log_softmax_backward(dL_dA, A):
+    """dL/dZ = Jacobianᵀ·dL/dA = dL/dA − exp(A)·Σ_i dL/dA_i, per image."""
+    return dL_dA - np.exp(A) * np.sum(dL_dA, axis=1, keepdims=True)
+
+
 # -- pooling: P = MaxPool(A) or AvgPool(A) ---------------------------------------------------
 
+#: The padding of a window's four sides: (top, bottom, left, right), as ``sides`` gives them.
+Sides = tuple[int, int, int, int]
 
-def pool_output_shape(shape, size: Pair, stride: Pair, padding: Pair) -> tuple[int, ...]:
+
+def pool_output_size(size: int, window: int, stride: int, before: int = 0, after: int = 0,
+                     dilation: int = 1, ceil_mode: bool = False) -> int:
+    """How many windows a pooling takes along ``size`` cells padded by ``before`` and
+    ``after``, as PyTorch counts them: a window spans dilation·(window − 1) + 1 cells; in
+    ceil mode a last, partial window is taken too when it starts inside the input or the
+    padding before it."""  # fmt: skip
+    room = size + before + after - dilation * (window - 1) - 1
+    out = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + before:
+        out -= 1  # it would start in the padding after the input
+    return out
+
+
+def pool_output_shape(shape, size: Pair, stride: Pair, padding=(0, 0), dilation: Pair = (1, 1),
+                      ceil_mode: bool = False) -> tuple[int, ...]:
     M, C, H, W = shape
-    return (M, C, output_size(H + 2 * padding[0], size[0], stride[0]),
-            output_size(W + 2 * padding[1], size[1], stride[1]))  # fmt: skip
+    top, bottom, left, right = sides(padding)
+    return (M, C, pool_output_size(H, size[0], stride[0], top, bottom, dilation[0], ceil_mode),
+            pool_output_size(W, size[1], stride[1], left, right, dilation[1], ceil_mode))  # fmt: skip
+
+
+def _frame(shape, out, size: Pair, stride: Pair, padding, dilation: Pair) -> Sides:
+    """The sides of the frame every window lies in: the padding, with the bottom and the right
+    grown where a ceil-mode window runs past it (its cells there are never counted)."""
+    H, W = shape[2:]
+    top, bottom, left, right = sides(padding)
+    rows = (out[0] - 1) * stride[0] + dilation[0] * (size[0] - 1) + 1
+    cols = (out[1] - 1) * stride[1] + dilation[1] * (size[1] - 1) + 1
+    return (top, max(bottom, rows - top - H), left, max(right, cols - left - W))
 
 
 class PoolCache(NamedTuple):
@@ -473,35 +589,40 @@ class PoolCache(NamedTuple):
     winner: np.ndarray | None  # max-pool: (M, C, Hp, Wp) the offset i*pw + j that won
     size: Pair
     stride: Pair
-    padding: Pair
+    padding: Sides  # the frame: (top, bottom, left, right), see _frame
+    dilation: Pair = (1, 1)
+    divisor: np.ndarray | float | None = None  # avg-pool: what each window's sum is divided by
 
 
-def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
-    """P[m,c,h,w] = max_i,j Ap[m, c, h*sh + i, w*sw + j] over a size[0]×size[1] window, Ap
-    being A inside a border of −∞ (PyTorch's padding for max-pooling).
+def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0), dilation: Pair = (1, 1),
+                    ceil_mode: bool = False):
+    """P[m,c,h,w] = max_i,j Ap[m, c, h*sh + i*dh, w*sw + j*dw] over a size[0]×size[1] window
+    (its taps ``dilation`` apart), Ap being A inside a border of −∞ (PyTorch's padding for
+    max-pooling); ``padding`` a (rows, cols) pair or (top, bottom, left, right).
 
     A tie goes to the first maximum in row-major order: offsets are visited in that order
     and only a strictly larger value takes a window over. A (M, C, H, W) -> P (M, C, Hp, Wp),
     PoolCache with the winning offset of each window.
     """
-    if _tiles(size, stride, padding):
+    out = pool_output_shape(A.shape, size, stride, padding, dilation, ceil_mode)
+    if _tiles(size, stride, sides(padding), dilation) and out[2:] == (A.shape[2] // size[0], A.shape[3] // size[1]):
         return _maxpool_forward_tiles(A, size)
-    A_padded = _pad(A, padding, -np.inf)
-    out = pool_output_shape(A.shape, size, stride, padding)
+    frame = _frame(A.shape, out[2:], size, stride, padding, dilation)
+    A_padded = _pad(A, frame, -np.inf)
     P = np.full(out, -np.inf)
     # The smallest integer type that holds every offset (one byte for pools up to 16×16).
     winner = np.zeros(out, dtype=np.min_scalar_type(size[0] * size[1] - 1))
-    for i, j, rows, cols in _offsets(size, out[2:], stride):
+    for i, j, rows, cols in _offsets(size, out[2:], stride, dilation):
         candidate = A_padded[:, :, rows, cols]
         larger = candidate > P
         P = np.where(larger, candidate, P)
         winner = np.where(larger, winner.dtype.type(i * size[1] + j), winner)
-    return P, PoolCache(A.shape, winner, size, stride, padding)
+    return P, PoolCache(A.shape, winner, size, stride, frame, dilation)
 
 
-def _tiles(size: Pair, stride: Pair, padding: Pair) -> bool:
-    """Whether the pool's windows tile the map: stride = size and no padding."""
-    return tuple(stride) == tuple(size) and not any(padding)
+def _tiles(size: Pair, stride: Pair, frame: Sides, dilation: Pair = (1, 1)) -> bool:
+    """Whether the pool's windows tile the map: stride = size, no padding, no dilation."""
+    return tuple(stride) == tuple(size) and not any(frame) and tuple(dilation) == (1, 1)
 
 
 def _pool_chunks(shape) -> list[slice]:
@@ -527,7 +648,7 @@ def _maxpool_forward_tiles(A, size: Pair):
         P, winner = np.empty((M, C, Hp, Wp)), np.empty((M, C, Hp, Wp), dtype=dtype)
         for images in chunks:
             P[images], winner[images] = _max_of_tiles(tiles[images], dtype)
-    return P, PoolCache(A.shape, winner, size, size, (0, 0))
+    return P, PoolCache(A.shape, winner, size, size, (0, 0, 0, 0))
 
 
 def _max_of_tiles(tiles, dtype):
@@ -577,9 +698,9 @@ def maxpool_backward(dL_dP, cache: PoolCache):
     Where windows overlap, a cell that wins several of them receives the sum.
     dL_dP (M, C, Hp, Wp) -> dL_dA (M, C, H, W).
     """
-    shape, winner, size, stride, padding = cache
+    shape, winner, size, stride, frame, dilation, _ = cache
     M, C, H, W = shape
-    if _tiles(size, stride, padding):
+    if _tiles(size, stride, frame, dilation):
         # Each cell is in one window at most: one scatter of dL/dP to the winners, a chunk
         # of images at a time. The loop adds every entry to a 0.0, which turns −0.0 into
         # +0.0; so does the `+ 0.0`.
@@ -588,10 +709,11 @@ def maxpool_backward(dL_dP, cache: PoolCache):
             corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
             dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
         return dL_dA
-    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
-    for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+    top, bottom, left, right = frame
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right))
+    for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += np.where(winner == i * size[1] + j, dL_dP, 0.0)
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def pool_wins(cache: PoolCache):
@@ -599,26 +721,54 @@ def pool_wins(cache: PoolCache):
     return maxpool_backward(np.ones(cache.winner.shape), cache)
 
 
-def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding: Pair = (0, 0)):
-    """P[m,c,h,w] = mean_i,j Ap[m, c, h*sh + i, w*sw + j], Ap being A inside a border of
-    zeros that count in the mean (PyTorch's count_include_pad). -> P, PoolCache."""
-    A_padded = _pad(A, padding)
-    out = pool_output_shape(A.shape, size, stride, padding)
+def avgpool_divisor(shape, out, size: Pair, stride: Pair, padding, count_include_pad: bool = True):
+    """What each window's sum is divided by, as PyTorch's avg_pool2d divides it: its cells
+    inside the input and the padding (``count_include_pad``) or inside the input only; never
+    the cells a ceil-mode window has past the padding. The number size[0]·size[1] where every
+    window has it, else an (Hp, Wp) array."""
+    H, W = shape[2:]
+    top, bottom, left, right = sides(padding)
+
+    def counts(n_out, k, s, before, after, n):
+        start = np.arange(n_out) * s - before
+        end = np.minimum(start + k, n + after)
+        return (end - start) if count_include_pad else (np.minimum(end, n) - np.maximum(start, 0))
+
+    rows = counts(out[0], size[0], stride[0], top, bottom, H)
+    cols = counts(out[1], size[1], stride[1], left, right, W)
+    n = size[0] * size[1]
+    if np.all(rows == size[0]) and np.all(cols == size[1]):
+        return n
+    return (rows[:, None] * cols[None, :]).astype(np.float64)
+
+
+def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0), ceil_mode: bool = False,
+                    count_include_pad: bool = True):
+    """P[m,c,h,w] = Σ_i,j Ap[m, c, h*sh + i, w*sw + j] / divisor[h,w], Ap being A inside a
+    border of zeros; the divisor is the window's size where the padding counts in the mean
+    (PyTorch's count_include_pad), else its cells inside A (see avgpool_divisor).
+    A (M, C, H, W) -> P (M, C, Hp, Wp), PoolCache."""
+    out = pool_output_shape(A.shape, size, stride, padding, (1, 1), ceil_mode)
+    frame = _frame(A.shape, out[2:], size, stride, padding, (1, 1))
+    A_padded = _pad(A, frame)
     P = np.zeros(out)
     for _, _, rows, cols in _offsets(size, out[2:], stride):
         P += A_padded[:, :, rows, cols]
-    return P / (size[0] * size[1]), PoolCache(A.shape, None, size, stride, padding)
+    divisor = avgpool_divisor(A.shape, out[2:], size, stride, padding, count_include_pad)
+    return P / divisor, PoolCache(A.shape, None, size, stride, frame, (1, 1), divisor)
 
 
 def avgpool_backward(dL_dP, cache: PoolCache):
-    """dL/dA: each dL/dP entry spread evenly, 1/(ph·pw) of it to every cell of its window."""
-    shape, _, size, stride, padding = cache
+    """dL/dA: each dL/dP entry spread evenly, 1/divisor of it to every cell of its window
+    (1/(ph·pw) where the padding counts); the padding's shares are dropped."""
+    shape, _, size, stride, frame, dilation, divisor = cache
     M, C, H, W = shape
-    share = dL_dP / (size[0] * size[1])
-    dL_dAp = np.zeros((M, C, H + 2 * padding[0], W + 2 * padding[1]))
-    for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride):
+    share = dL_dP / (size[0] * size[1] if divisor is None else divisor)
+    top, bottom, left, right = frame
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right))
+    for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += share
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def global_avgpool_forward(A):
@@ -630,6 +780,36 @@ def global_avgpool_backward(dL_dP, shape):
     """dL/dA: each map's dL/dP spread evenly, 1/(H·W) of it to every cell. -> ``shape``."""
     H, W = shape[2:]
     return np.broadcast_to(dL_dP / (H * W), shape).copy()
+
+
+def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of each of ``out`` adaptive windows along ``size`` cells, as PyTorch's
+    AdaptiveAvgPool2d takes them: start = floor(i·size/out), end = ceil((i + 1)·size/out)."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size): row i holds 1/(its window's length) over window i, 0 elsewhere."""
+    start, end = adaptive_windows(size, out)
+    cells = np.arange(size)
+    inside = (cells >= start[:, None]) & (cells < end[:, None])
+    return inside / (end - start)[:, None]
+
+
+def adaptive_avgpool_forward(A, out: Pair):
+    """P[m,c,i,j] = mean of A[m, c, rows_i, cols_j] over adaptive windows (see
+    adaptive_windows): rows·A·colsᵀ with each window's 1/length. (M, C, H, W) -> (M, C, *out)."""
+    H, W = A.shape[2:]
+    return _adaptive_matrix(H, out[0]) @ A @ _adaptive_matrix(W, out[1]).T
+
+
+def adaptive_avgpool_backward(dL_dP, shape):
+    """dL/dA: each dL/dP entry spread evenly over its window, windows that overlap adding up.
+    (M, C, oh, ow) -> ``shape`` (M, C, H, W)."""
+    H, W = shape[2:]
+    oh, ow = dL_dP.shape[2:]
+    return _adaptive_matrix(H, oh).T @ dL_dP @ _adaptive_matrix(W, ow)
 
 
 # -- flatten: F = flatten(P) ---------------------------------------------------------------
@@ -675,34 +855,34 @@ def dense_backward(dL_dZ, F, W, need_dL_dF=True):
     return dL_dF, dL_dW, dL_dZ.sum(axis=0)
 
 
-# -- losses: the mean, as PyTorch's reduction="mean" computes it -----------------------------
+# -- losses: the mean, as PyTorch's reduction="mean" computes it, or the sum ("sum") ---------
 
 
-def bce_loss(Z, Y):
+def bce_loss(Z, Y, reduction: str = "mean"):
     """L = mean over every entry of −Y·log(A) − (1 − Y)·log(1 − A), A = σ(Z), written from Z:
 
         max(Z, 0) − Z·Y + log(1 + exp(−|Z|))
 
     which never takes the log of 0, so a saturated sigmoid still gives a finite loss.
     Each entry's share is divided by the count before the sum, which cannot overflow where
-    the mean itself fits in float64."""
+    the mean itself fits in float64. ``reduction`` "sum": their sum."""
     losses = np.maximum(Z, 0.0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
-    return np.sum(losses / Z.size)
+    return np.sum(losses / Z.size) if reduction == "mean" else np.sum(losses)
 
 
-def bce_grad_A(Z, Y):
+def bce_grad_A(Z, Y, reduction: str = "mean"):
     """dL/dA = (−Y/A + (1 − Y)/(1 − A)) / N over N entries, with 1 − A taken as σ(−Z) so it
     keeps its digits when A rounds to 1; a term whose label weight is 0 is 0."""
     A, one_minus_A = sigmoid(Z), sigmoid(-Z)
     with np.errstate(divide="ignore", invalid="ignore"):
         positive = np.where(Y != 0, -Y / A, 0.0)
         negative = np.where(Y != 1, (1.0 - Y) / one_minus_A, 0.0)
-    return (positive + negative) / Z.size
+    return (positive + negative) / Z.size if reduction == "mean" else positive + negative
 
 
-def bce_sigmoid_backward(A, Y):
+def bce_sigmoid_backward(A, Y, reduction: str = "mean"):
     """dL/dZ = dL/dA · dA/dZ = (A − Y) / N: the two factors' A·(1 − A) cancel."""
-    return (A - Y) / A.size
+    return (A - Y) / A.size if reduction == "mean" else A - Y
 
 
 def log_softmax(Z):
@@ -711,35 +891,59 @@ def log_softmax(Z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def cross_entropy_loss(Z, Y):
+def cross_entropy_loss(Z, Y, reduction: str = "mean"):
     """L = mean over the M images of −Σ_i Y[m,i]·log A[m,i], A = softmax(Z), from Z (M, n)
     and Y (M, n) probability rows (one-hot for a class index). A class of weight 0 adds
     nothing, even where its log A is very negative."""
     terms = np.where(Y != 0, -Y * log_softmax(Z), 0.0)
-    return np.sum(terms / Z.shape[0])
+    return np.sum(terms / Z.shape[0]) if reduction == "mean" else np.sum(terms)
 
 
-def cross_entropy_grad_A(A, Y):
-    """dL/dA = −Y / (M·A); a class of weight 0 gets 0."""
+def cross_entropy_grad_A(A, Y, reduction: str = "mean"):
+    """dL/dA = −Y / (M·A) (−Y/A for "sum"); a class of weight 0 gets 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(Y != 0, -Y / A, 0.0) / A.shape[0]
+        terms = np.where(Y != 0, -Y / A, 0.0)
+    return terms / A.shape[0] if reduction == "mean" else terms
 
 
-def cross_entropy_softmax_backward(A, Y):
+def cross_entropy_softmax_backward(A, Y, reduction: str = "mean"):
     """dL/dZ = Jacobianᵀ·dL/dA = (A − Y) / M: the softmax's Jacobian and −Y/A cancel to it,
     for any Y whose rows sum to 1."""
-    return (A - Y) / A.shape[0]
+    return (A - Y) / A.shape[0] if reduction == "mean" else A - Y
 
 
-def mse_loss(A, Y):
-    """L = mean over every entry of (A − Y)²."""
+def mse_loss(A, Y, reduction: str = "mean", half: bool = False):
+    """L = mean over every entry of (A − Y)² (``reduction`` "sum": their sum; ``half``:
+    of ½·(A − Y)², as hand derivations write it)."""
     difference = A - Y
-    return np.sum(difference * difference / A.size)
+    squares = difference * difference
+    if half:
+        squares = 0.5 * squares
+    return np.sum(squares / A.size) if reduction == "mean" else np.sum(squares)
 
 
-def mse_grad(A, Y):
-    """dL/dA = 2·(A − Y) / N over N entries."""
-    return 2.0 * (A - Y) / A.size
+def mse_grad(A, Y, reduction: str = "mean", half: bool = False):
+    """dL/dA = 2·(A − Y) / N over N entries (without the /N for "sum", the 2 for ``half``)."""
+    difference = A - Y if half else 2.0 * (A - Y)
+    return difference / A.size if reduction == "mean" else difference
+
+
+def nll_loss(A, Y, reduction: str = "mean"):
+    """L = mean over the M images of −Σ_i Y[m,i]·A[m,i], A the log-probabilities (M, n), Y
+    one-hot rows of the class indices (a class of weight 0 adds nothing)."""
+    terms = np.where(Y != 0, -Y * A, 0.0)
+    return np.sum(terms / A.shape[0]) if reduction == "mean" else np.sum(terms)
+
+
+def nll_grad_A(A, Y, reduction: str = "mean"):
+    """dL/dA = −Y / M (−Y for "sum")."""
+    return -Y / A.shape[0] if reduction == "mean" else -Y + 0.0
+
+
+def nll_log_softmax_backward(A, Y, reduction: str = "mean"):
+    """dL/dZ = Jacobianᵀ·dL/dA = (exp(A) − Y)/M = (softmax(Z) − Y)/M, A = log softmax(Z)."""
+    difference = np.exp(A) - Y
+    return difference / A.shape[0] if reduction == "mean" else difference
 
 
 # -- other conventions and the mistakes verify tries: new functions beside the defaults ---------
@@ -760,20 +964,21 @@ def maxpool_backward_tied(dL_dP, A, cache: PoolCache, rule: str):
     dL/dP entry (as several course solutions do), ``"split"`` shares it equally among them.
     Untied windows give the same as maxpool_backward. A (M, C, H, W) is the pool's input.
     """
-    _, _, size, stride, padding = cache
-    A_padded = _pad(A, padding, -np.inf)
+    _, _, size, stride, frame, dilation, _ = cache
+    A_padded = _pad(A, frame, -np.inf)
     out = dL_dP.shape
+    offsets = _offsets(size, out[2:], stride, dilation)
     P = np.full(out, -np.inf)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         P = np.maximum(P, A_padded[:, :, rows, cols])
     ties = np.zeros(out)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         ties += A_padded[:, :, rows, cols] == P
     share = dL_dP if rule == "all" else dL_dP / ties
     dL_dAp = np.zeros(A_padded.shape)
-    for _, _, rows, cols in _offsets(size, out[2:], stride):
+    for _, _, rows, cols in offsets:
         dL_dAp[:, :, rows, cols] += np.where(A_padded[:, :, rows, cols] == P, share, 0.0)
-    return _unpad(dL_dAp, padding)
+    return _unpad(dL_dAp, frame)
 
 
 def flatten_channels_last_forward(P):

@@ -105,13 +105,31 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     if loss is None:
         loss = default_loss(layers)
         if loss is None:
-            raise InputError("missing: the network does not end in a sigmoid or a softmax, so "
-                             "it needs a loss (bce, cross_entropy or mse), or grad", key="loss")  # fmt: skip
-    if not isinstance(loss, str) or loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; the losses are {', '.join(LOSSES)}", key="loss")
-    chosen: Loss = LOSSES[loss](output, logits)
+            raise InputError("missing: the network does not end in a sigmoid, a softmax or a log_softmax, so "
+                             "it needs a loss (bce, cross_entropy, mse or nll), or grad", key="loss")  # fmt: skip
+    chosen: Loss = parse_loss(loss, output, logits)
     chosen.check(layers, "loss")
     return Network(layers, chosen)
+
+
+def parse_loss(description, output: str, logits: str) -> Loss:
+    """The ``loss`` key: a loss's name, or an object with ``type`` and its options
+    ({"type": "mse", "reduction": "sum", "half": true})."""
+    options = {}
+    if isinstance(description, dict):
+        options = {name: value for name, value in description.items() if name != "type"}
+        description = description.get("type")
+        if description is None:
+            raise InputError(f"no \"type\"; the losses are {', '.join(LOSSES)}", key="loss")
+    if not isinstance(description, str) or description not in LOSSES:
+        raise InputError(f"unknown loss {description!r}; the losses are {', '.join(LOSSES)}", key="loss")
+    kind = LOSSES[description]
+    for name, value in options.items():
+        if name not in kind.OPTIONS:
+            raise InputError(f"unknown option {name!r}; {description} takes {', '.join(kind.OPTIONS)}",
+                             key=f"loss.{name}")  # fmt: skip
+        options[name] = kind.OPTIONS[name].parse(value, f"loss.{name}")
+    return kind(output, logits, **options)
 
 
 # -- the problem -----------------------------------------------------------------------------------
@@ -250,7 +268,7 @@ class Problem:
         """The input's settings in one line: the layers, the loss and lr."""
         if self.reference is not None:
             return f"{self.reference.summary()}, lr {self.lr:g}"
-        loss = "the given grad" if self.network.loss.given else f"loss {self.network.loss.type}"
+        loss = "the given grad" if self.network.loss.given else f"loss {self.network.loss.describe()}"
         return f"{self.network.describe()}; {loss}, lr {self.lr:g}"
 
     def check_size(self, images: int | None = None) -> None:

@@ -49,6 +49,26 @@ LAYER_SCHEMA = {
     ]
 }
 
+
+def _loss(kind) -> dict:
+    """One loss's object form, from its options."""
+    return {
+        "type": "object",
+        "description": (kind.__doc__ or "").split("\n")[0],
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {"type": {"const": kind.type}, **{name: option.schema for name, option in kind.OPTIONS.items()}},
+    }
+
+
+LOSS_SCHEMA = {
+    "description": "The mean, as PyTorch computes it; by default bce after a sigmoid, cross_entropy after a softmax, nll after a log_softmax.",
+    "oneOf": [
+        {"enum": list(LOSSES), "description": "A loss with its default options (the mean)."},
+        *(_loss(kind) for kind in LOSSES.values()),
+    ],
+}
+
 _COMMON = {
     "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "Learning rate of the update."},
     "conventions": {
@@ -110,8 +130,7 @@ LAYERS_FORM = {
         "X": {"description": "H×W or M×H×W; C×H×W or M×C×H×W with a K×C×kh×kw W1; n or M×n for a network that starts with dense.",
               **_ARRAY},
         "layers": {"type": "array", "items": LAYER_SCHEMA, "minItems": 1},
-        "loss": {"enum": list(LOSSES),
-                 "description": "The mean, as PyTorch computes it; by default bce after a sigmoid, cross_entropy after a softmax."},
+        "loss": LOSS_SCHEMA,
         "Y": {"description": "bce: labels in [0, 1] shaped like the output; cross_entropy: a class index or a probability vector per image; mse: targets shaped like the output.",
               **_ARRAY},
         "grad": {"description": "dL/d(output) in the output's shape, instead of Y and a loss.", **_ARRAY},

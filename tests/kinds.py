@@ -50,7 +50,7 @@ class Variant:
     options: dict = field(default_factory=dict)
     layers: tuple | None = None  # another network around the layer (SELF marks it)
     X: tuple | None = None  # another image shape
-    loss: str | None = None  # another loss ("grad": a given gradient)
+    loss: str | dict | None = None  # another loss ("grad": a given gradient), or its object form
     target: str | None = None  # another kind of Y: see ``target``
     weights: Callable | None = None  # other shapes for the row's own weighted layer
     discrete: bool = False  # small whole numbers: ReLU inputs at exactly 0, tied windows
@@ -113,27 +113,49 @@ def _torch_flatten(torch, x, *, order):
     return (x.permute(0, 2, 3, 1) if order == "hwc" else x).reshape(x.shape[0], -1)
 
 
-def _torch_maxpool(torch, x, *, size, stride, padding, ties):
+def _torch_maxpool(torch, x, *, size, stride, padding, ceil_mode, dilation, ties):
     functional = torch.nn.functional
+    top, bottom, left, right = naive.pool_sides(x.shape, size, stride, padding, dilation)
+    if ties == "first" and (top, left) == (bottom, right):
+        return functional.max_pool2d(x, size, stride, (top, left), dilation, ceil_mode)
+    # Padding PyTorch cannot take (four sides, "same") as −∞ around x, the frame grown where
+    # a ceil-mode window runs past it; the windows past ours (PyTorch's ceil rule then sees
+    # the padding as input) cut off.
+    Ho, Wo = naive.pool_out(x.shape, size, stride, (top, bottom, left, right), dilation, ceil_mode)
+    rows = (Ho - 1) * stride[0] + dilation[0] * (size[0] - 1) + 1
+    cols = (Wo - 1) * stride[1] + dilation[1] * (size[1] - 1) + 1
+    M, C, H, W = x.shape
+    frame = (left, max(right, cols - left - W), top, max(bottom, rows - top - H))
+    padded = functional.pad(x, frame, value=-float("inf"))
     if ties == "first":
-        return functional.max_pool2d(x, size, stride, padding)
+        return functional.max_pool2d(padded, size, stride, 0, dilation)[:, :, :Ho, :Wo]
     # Each window's tied maxima, from its cells: "all" gives each of them the whole
     # gradient, "split" an equal share. The value is the maximum either way.
-    M, C, H, W = x.shape
-    padded = functional.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=-float("inf"))
-    cells = functional.unfold(padded.reshape(M * C, 1, *padded.shape[2:]), size, stride=stride)
-    top = cells.max(dim=1, keepdim=True).values.detach()
-    tied = cells == top
+    cells = functional.unfold(padded.reshape(M * C, 1, *padded.shape[2:]), size, dilation=dilation, stride=stride)
+    top_value = cells.max(dim=1, keepdim=True).values.detach()
+    tied = cells == top_value
     moves = torch.where(tied, cells - cells.detach(), torch.zeros_like(cells)).sum(dim=1)
     if ties == "split":
         moves = moves / tied.sum(dim=1)
-    Hp = (H + 2 * padding[0] - size[0]) // stride[0] + 1
-    Wp = (W + 2 * padding[1] - size[1]) // stride[1] + 1
-    return (top.squeeze(1) + moves).reshape(M, C, Hp, Wp)
+    return (top_value.squeeze(1) + moves).reshape(M, C, Ho, Wo)
 
 
-def _torch_avgpool(torch, x, *, size, stride, padding):
-    return torch.nn.functional.avg_pool2d(x, size, stride, padding, count_include_pad=True)
+def _torch_avgpool(torch, x, *, size, stride, padding, ceil_mode, count_include_pad):
+    functional = torch.nn.functional
+    top, bottom, left, right = naive.pool_sides(x.shape, size, stride, padding)
+    if (top, left) == (bottom, right):
+        return functional.avg_pool2d(x, size, stride, (top, left), ceil_mode=ceil_mode,
+                                     count_include_pad=count_include_pad)  # fmt: skip
+    # Padding PyTorch cannot take as zeros around x; each window's sum divided by the sum of
+    # a mask of its counted cells (ones on x, and on the padding where it counts).
+    Ho, Wo = naive.pool_out(x.shape, size, stride, (top, bottom, left, right), (1, 1), ceil_mode)
+
+    def sums(maps):
+        return functional.avg_pool2d(maps, size, stride, 0, ceil_mode=ceil_mode, divisor_override=1)[:, :, :Ho, :Wo]
+
+    sides = (left, right, top, bottom)
+    mask = functional.pad(torch.ones_like(x[:1, :1]), sides, value=1.0 if count_include_pad else 0.0)
+    return sums(functional.pad(x, sides)) / sums(mask)
 
 
 def _torch_batchnorm(torch, x, W, B, *, eps, momentum, mode, mean=None, var=None):
@@ -234,6 +256,11 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
     )),
     Row("maxpool", ON_MAPS, (2, 4, 4), "mse", naive.MAXPOOL, _torch_maxpool, (
         Variant("default"),
+        Variant("dilated-ceil", {"size": 2, "dilation": 2, "ceil_mode": True}, X=(2, 6, 6)),
+        Variant("dilated-rectangular-padded", {"size": [2, 3], "stride": 1, "dilation": [2, 1], "padding": [1, 1]}, X=(1, 5, 6)),
+        Variant("same", {"size": 3, "stride": 2, "padding": "same"}, X=(1, 5, 6)),
+        Variant("four-sides-ceil", {"size": 3, "stride": 2, "padding": [1, 0, 0, 1], "ceil_mode": True}, X=(2, 4, 5)),
+        Variant("ties-all-dilated", {"size": 2, "stride": 1, "dilation": 2, "ties": "all"}, X=(1, 5, 5), discrete=True),
         Variant("overlapping-padded", {"size": 3, "stride": 1, "padding": 1}),
         Variant("rectangular", {"size": [2, 3], "stride": [1, 2]}, X=(1, 4, 7)),
         Variant("ties-first", {"size": 2, "stride": 1}, discrete=True),
@@ -246,6 +273,19 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("overlapping-padded", {"size": 3, "stride": 1, "padding": 1}),
         Variant("rectangular-padded", {"size": [2, 3], "stride": [1, 2], "padding": [1, 1]}, X=(1, 4, 5)),
         Variant("after-conv", {"size": 2}, layers=("conv", SELF, "flatten", "dense"), X=(1, 5, 5)),
+        Variant("ceil-padded", {"size": 2, "padding": 1, "ceil_mode": True}, X=(2, 5, 4)),
+        Variant("padding-not-counted", {"size": 3, "stride": 2, "padding": 1, "count_include_pad": False}, X=(1, 5, 5)),
+        Variant("four-sides-ceil-not-counted", {"size": 3, "stride": 2, "padding": [1, 0, 0, 1], "ceil_mode": True,
+                                                "count_include_pad": False}, X=(2, 4, 5)),
+        Variant("same", {"size": 3, "stride": 2, "padding": "same"}, X=(1, 5, 6)),
+        Variant("valid", {"size": 3, "stride": 2, "padding": "valid"}, X=(1, 5, 5)),
+    )),
+    Row("adaptive_avgpool", ON_MAPS, (2, 5, 7), "mse", naive.ADAPTIVE_AVGPOOL,
+        lambda torch, x, *, output_size: torch.nn.functional.adaptive_avg_pool2d(x, output_size), (
+        Variant("default"),
+        Variant("overlapping-3x2", {"output_size": [3, 2]}),
+        Variant("larger-than-the-map", {"output_size": 4}, X=(1, 3, 3)),
+        Variant("after-conv-relu", {"output_size": 2}, layers=("conv", "relu", SELF, "flatten", "dense"), X=(1, 6, 6)),
     )),
     Row("global_avgpool", ON_MAPS, (2, 3, 4), "mse", naive.GLOBAL_AVGPOOL,
         lambda torch, x: torch.nn.functional.adaptive_avg_pool2d(x, 1), (
@@ -276,6 +316,32 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("last-with-mse", layers=("dense", SELF)),
         Variant("on-maps", layers=ON_MAPS, X=(1, 3, 3)),
     )),
+    Row("elu", ON_VECTORS, (5,), "mse", naive.ELU, lambda torch, x, *, alpha: torch.nn.functional.elu(x, alpha), (
+        Variant("default"),
+        Variant("alpha-0.5-zeros", {"alpha": 0.5}, discrete=True),
+        Variant("on-maps", {"alpha": 2.0}, layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("gelu", BETWEEN_DENSE, (3,), "mse", naive.GELU, lambda torch, x: torch.nn.functional.gelu(x), (
+        Variant("default"),
+        Variant("on-maps", layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("silu", BETWEEN_DENSE, (3,), "mse", naive.SILU, lambda torch, x: torch.nn.functional.silu(x), (
+        Variant("default"),
+        Variant("on-maps", layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("softplus", BETWEEN_DENSE, (3,), "mse", naive.SOFTPLUS,
+        lambda torch, x, *, beta, threshold: torch.nn.functional.softplus(x, beta, threshold), (
+        Variant("default"),
+        Variant("beta-2-threshold-1", {"beta": 2.0, "threshold": 1.0}),
+        Variant("on-maps", {"beta": 0.5}, layers=ON_MAPS, X=(2, 3, 3)),
+    )),
+    Row("log_softmax", ("dense", SELF), (3,), "nll", naive.LOG_SOFTMAX,
+        lambda torch, x: torch.log_softmax(x, dim=1), (
+        Variant("default", target="classes"),
+        Variant("nll-sum", loss={"type": "nll", "reduction": "sum"}, target="classes"),
+        Variant("with-mse", loss="mse", target="real"),
+        Variant("given-grad", loss="grad"),
+    ), target="classes"),
     Row("softmax", ("dense", SELF), (3,), "cross_entropy", naive.SOFTMAX,
         lambda torch, x: torch.softmax(x, dim=1), (
         Variant("default", target="classes"),
@@ -322,18 +388,34 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
 )}  # fmt: skip
 
 
-def _torch_bce(torch, A, Z, Y):
-    return torch.nn.functional.binary_cross_entropy_with_logits(Z, Y)
+def _torch_bce(torch, A, Z, Y, reduction="mean"):
+    return torch.nn.functional.binary_cross_entropy_with_logits(Z, Y, reduction=reduction)
+
+
+def _torch_mse(torch, A, Z, Y, reduction="mean", half=False):
+    return torch.nn.functional.mse_loss(A, Y, reduction=reduction) * (0.5 if half else 1.0)
+
+
+def _sum(loss: str) -> Variant:
+    return Variant("sum", loss={"type": loss, "reduction": "sum"})
 
 
 LOSS_ROWS: dict[str, LossRow] = {row.loss: row for row in (
-    LossRow("bce", ("dense", "sigmoid"), (3,), naive.BCE, _torch_bce, "labels", fuses="sigmoid"),
+    LossRow("bce", ("dense", "sigmoid"), (3,), naive.BCE, _torch_bce, "labels", fuses="sigmoid",
+            variants=(Variant("default"), _sum("bce"))),
     LossRow("cross_entropy", ("dense", "softmax"), (3,), naive.CROSS_ENTROPY,
-            lambda torch, A, Z, Y: torch.nn.functional.cross_entropy(Z, Y), "classes", fuses="softmax",
-            variants=(Variant("default"), Variant("soft-labels", target="soft"))),
-    LossRow("mse", ("dense",), (3,), naive.MSE, lambda torch, A, Z, Y: torch.nn.functional.mse_loss(A, Y), "real",
+            lambda torch, A, Z, Y, reduction="mean": torch.nn.functional.cross_entropy(Z, Y, reduction=reduction),
+            "classes", fuses="softmax",
+            variants=(Variant("default"), Variant("soft-labels", target="soft"), _sum("cross_entropy"))),
+    LossRow("mse", ("dense",), (3,), naive.MSE, _torch_mse, "real",
             variants=(Variant("default"), Variant("after-sigmoid", layers=("dense", "sigmoid")),
-                      Variant("after-softmax", layers=("dense", "softmax")))),
+                      Variant("after-softmax", layers=("dense", "softmax")), _sum("mse"),
+                      Variant("half", loss={"type": "mse", "half": True}),
+                      Variant("half-sum-after-sigmoid", layers=("dense", "sigmoid"),
+                              loss={"type": "mse", "reduction": "sum", "half": True}))),
+    LossRow("nll", ("dense", "log_softmax"), (3,), naive.NLL,
+            lambda torch, A, Z, Y, reduction="mean": torch.nn.functional.nll_loss(A, Y.argmax(dim=1), reduction=reduction),
+            "classes", fuses="log_softmax", variants=(Variant("default"), _sum("nll"))),
     # Not a loss: the gradient at the output given, as the "here is dL/dZ1" exercises do.
     LossRow("grad", ("conv",), (1, 4, 4), naive.GIVEN, lambda torch, A, Z, Y: (A * Y).sum(), "real"),
 )}  # fmt: skip
@@ -514,6 +596,12 @@ def _loss_row(problem) -> LossRow:
     return LOSS_ROWS[problem.network.loss.type]
 
 
+def loss_options(problem) -> dict:
+    """The loss's options (reduction, half), for its twins; none for a given gradient."""
+    loss = problem.network.loss
+    return {} if loss.given else {name: getattr(loss, name) for name in loss.OPTIONS}
+
+
 def running_options(layer, weights: dict) -> dict:
     """The running statistics ``layer`` reads (batch norm's), as its twins take them: mean=, var=."""
     return {name.rstrip("0123456789"): weights[name] for name in layer.running if name in weights}
@@ -531,20 +619,20 @@ def naive_pass(problem) -> dict:
                                           *(values[name] for name in layer.reads), **options(layer),
                                           **running_options(layer, weights))  # fmt: skip
         values[layer.output] = x
-    loss = _loss_row(problem)
+    loss, chosen = _loss_row(problem), loss_options(problem)
     last = network.layers[-1]
     logits = values[last.input]
     if loss.twin.value is not None:
-        values["L"] = loss.twin.value(x, logits, Y)
+        values["L"] = loss.twin.value(x, logits, Y, **chosen)
     sent = {}  # {matrix: {the layer's output that sent it: its gradient}}: a fork's paths
-    sent[last.output] = {"L": loss.twin.gradient(x, logits, Y)}
+    sent[last.output] = {"L": loss.twin.gradient(x, logits, Y, **chosen)}
     steps = list(network.layers)
     if loss.fuses == last.type:
         # The loss cancels against the last activation: dL/dZ = (A − Y)/N straight away.
         steps.pop()
         values[_grad(last.output)] = sent.pop(last.output)["L"]
         values[f"d{last.output}_d{last.input}"] = ROWS[last.type].twin.local(logits, **options(last))
-        sent[last.input] = {last.output: loss.twin.fused(x, Y)}
+        sent[last.input] = {last.output: loss.twin.fused(x, Y, **chosen)}
     forks = network.forks
 
     def gradient(name):
@@ -608,7 +696,7 @@ def torch_pass(torch, problem) -> dict:
         x.retain_grad()
         outputs[layer.output] = x
     target = torch.tensor(problem.general_target, dtype=torch.float64)
-    L = _loss_row(problem).torch(torch, x, logits, target)
+    L = _loss_row(problem).torch(torch, x, logits, target, **loss_options(problem))
     L.backward()
     values = {"dL_dX": X.grad, **{_grad(p): w.grad for p, w in weights.items()}}
     if not network.loss.given:

@@ -721,6 +721,209 @@ def mean_delta(A, Y, N: int):
     return dL_dZ
 
 
+# -- issue 19: the pools' new options, adaptive pooling, the smooth activations, log-softmax,
+# nll and the losses' reductions ---------------------------------------------------------------
+
+
+def pool_sides(shape, size, stride, padding, dilation=(1, 1)) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): a (rows, cols) pair on both sides, four sides as given,
+    "same" the padding that keeps ceil(H/stride) windows, the odd cell after."""
+    if padding == "same":
+        sides = []
+        for n, k, s, d in zip(shape[2:], pair(size), pair(stride), pair(dilation)):
+            windows = math.ceil(n / s)
+            total = max((windows - 1) * s + d * (k - 1) + 1 - n, 0)
+            sides += [total // 2, total - total // 2]
+        return tuple(sides)
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if not isinstance(padding, (int, np.integer)) and len(padding) == 4:
+        return tuple(padding)
+    rows, cols = pair(padding)
+    return (rows, rows, cols, cols)
+
+
+def pool_count(n: int, window: int, stride: int, before: int, after: int, dilation: int, ceil_mode: bool) -> int:
+    """How many windows PyTorch takes along n cells: every start whose window ends inside
+    the padded cells; in ceil mode one more that starts inside the input or the padding
+    before it, if a window would stick out past the end."""
+    span = dilation * (window - 1) + 1
+    count = 0
+    while count * stride + span <= n + before + after:
+        count += 1
+    if ceil_mode and (count - 1) * stride + span < n + before + after and count * stride < n + before:
+        count += 1
+    return count
+
+
+def pool_taps(shape, h: int, w: int, size, stride, sides, dilation=(1, 1)) -> list[tuple[int, int]]:
+    """The cells (row, col) of window (h, w), in the input's coordinates (outside it for
+    padding), in row-major order."""
+    size, stride, dilation = pair(size), pair(stride), pair(dilation)
+    top, _, left, _ = sides
+    return [(h * stride[0] + i * dilation[0] - top, w * stride[1] + j * dilation[1] - left)
+            for i in range(size[0]) for j in range(size[1])]  # fmt: skip
+
+
+def pool_out(shape, size, stride, sides, dilation=(1, 1), ceil_mode=False) -> tuple[int, int]:
+    size, stride, dilation = pair(size), pair(stride), pair(dilation)
+    top, bottom, left, right = sides
+    return (pool_count(shape[2], size[0], stride[0], top, bottom, dilation[0], ceil_mode),
+            pool_count(shape[3], size[1], stride[1], left, right, dilation[1], ceil_mode))  # fmt: skip
+
+
+def _in_map(shape, r: int, c: int) -> bool:
+    return 0 <= r < shape[2] and 0 <= c < shape[3]
+
+
+def general_maxpool(A, size, stride, padding, dilation=(1, 1), ceil_mode=False, dL_dP=None, ties="first"):
+    """P (or, given dL_dP, dL/dA under ``ties``): each window's largest cell of A, the first
+    in row-major order on a tie; padding never wins."""
+    sides = pool_sides(A.shape, size, stride, padding, dilation)
+    Ho, Wo = pool_out(A.shape, size, stride, sides, dilation, ceil_mode)
+    M, C = A.shape[:2]
+    P, dL_dA = np.zeros((M, C, Ho, Wo)), np.zeros(A.shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(Ho):
+                for w in range(Wo):
+                    cells = [(r, s) for r, s in pool_taps(A.shape, h, w, size, stride, sides, dilation) if _in_map(A.shape, r, s)]
+                    top = max(A[m, c, r, s] for r, s in cells)
+                    tied = [(r, s) for r, s in cells if A[m, c, r, s] == top]
+                    P[m, c, h, w] = top
+                    if dL_dP is not None:
+                        chosen = tied[:1] if ties == "first" else tied
+                        for r, s in chosen:
+                            dL_dA[m, c, r, s] += dL_dP[m, c, h, w] / (len(tied) if ties == "split" else 1)
+    return P if dL_dP is None else dL_dA
+
+
+def avgpool_divisor_of(shape, h: int, w: int, size, stride, sides, count_include_pad: bool) -> int:
+    """The cells window (h, w)'s mean counts: inside the input, and inside the padding
+    where count_include_pad; never past the padding."""
+    top, bottom, left, right = sides
+    count = 0
+    for r, s in pool_taps(shape, h, w, size, stride, sides):
+        if count_include_pad:
+            count += -top <= r < shape[2] + bottom and -left <= s < shape[3] + right
+        else:
+            count += _in_map(shape, r, s)
+    return count
+
+
+def general_avgpool(A, size, stride, padding, ceil_mode=False, count_include_pad=True, dL_dP=None):
+    """P (or, given dL_dP, dL/dA): each window's cells of A summed (padding adds 0) and
+    divided by its count (avgpool_divisor_of)."""
+    sides = pool_sides(A.shape, size, stride, padding)
+    Ho, Wo = pool_out(A.shape, size, stride, sides, (1, 1), ceil_mode)
+    M, C = A.shape[:2]
+    P, dL_dA = np.zeros((M, C, Ho, Wo)), np.zeros(A.shape)
+    for m in range(M):
+        for c in range(C):
+            for h in range(Ho):
+                for w in range(Wo):
+                    count = avgpool_divisor_of(A.shape, h, w, size, stride, sides, count_include_pad)
+                    total = 0.0
+                    for r, s in pool_taps(A.shape, h, w, size, stride, sides):
+                        if _in_map(A.shape, r, s):
+                            total += A[m, c, r, s]
+                            if dL_dP is not None:
+                                dL_dA[m, c, r, s] += dL_dP[m, c, h, w] / count
+                    P[m, c, h, w] = total / count
+    return P if dL_dP is None else dL_dA
+
+
+def adaptive_avgpool(A, output_size, dL_dP=None):
+    """P[m,c,i,j] = the mean of rows floor(i·H/oh) .. ceil((i+1)·H/oh) − 1 and the columns
+    alike (or, given dL_dP, dL/dA: each window's gradient shared among its cells)."""
+    oh, ow = pair(output_size)
+    M, C, H, W = A.shape
+    P, dL_dA = np.zeros((M, C, oh, ow)), np.zeros(A.shape)
+    for m in range(M):
+        for c in range(C):
+            for i in range(oh):
+                r0, r1 = (i * H) // oh, math.ceil((i + 1) * H / oh)
+                for j in range(ow):
+                    c0, c1 = (j * W) // ow, math.ceil((j + 1) * W / ow)
+                    count = (r1 - r0) * (c1 - c0)
+                    total = 0.0
+                    for r in range(r0, r1):
+                        for s in range(c0, c1):
+                            total += A[m, c, r, s]
+                            if dL_dP is not None:
+                                dL_dA[m, c, r, s] += dL_dP[m, c, i, j] / count
+                    P[m, c, i, j] = total / count
+    return P if dL_dP is None else dL_dA
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def elu_local(Z, *, alpha=1.0):
+    return elementwise(Z, lambda z: 1.0 if z > 0 else alpha * math.exp(z))
+
+
+def gelu_local(Z):
+    return elementwise(Z, lambda z: normal_cdf(z) + z * math.exp(-z * z / 2) / math.sqrt(2 * math.pi))
+
+
+def silu_local(Z):
+    return elementwise(Z, lambda z: sigmoid(z) * (1.0 + z * (1.0 - sigmoid(z))))
+
+
+def softplus_forward(Z, *, beta=1.0, threshold=20.0):
+    def f(z):
+        if beta * z > threshold:
+            return z
+        return (max(beta * z, 0.0) + math.log1p(math.exp(-abs(beta * z)))) / beta
+
+    return elementwise(Z, f)
+
+
+def softplus_local(Z, *, beta=1.0, threshold=20.0):
+    return elementwise(Z, lambda z: 1.0 if beta * z > threshold else sigmoid(beta * z))
+
+
+def log_softmax(Z):
+    """A[m] = log softmax(Z[m]), row by row."""
+    return np.array([log_softmax_row(list(row)) for row in Z])
+
+
+def log_softmax_jacobian(Z):
+    """J[m,i,j] = dA_i/dZ_j = δij − softmax(Z[m])_j."""
+    A = softmax(Z)
+    M, n = A.shape
+    J = np.zeros((M, n, n))
+    for m in range(M):
+        for i in range(n):
+            for j in range(n):
+                J[m, i, j] = (1.0 if i == j else 0.0) - A[m, j]
+    return J
+
+
+def jacobian_backward(dL_dA, J):
+    """dL/dZ[m,j] = Σ_i dL/dA[m,i]·J[m,i,j]."""
+    M, n = dL_dA.shape
+    dL_dZ = np.zeros((M, n))
+    for m in range(M):
+        for j in range(n):
+            dL_dZ[m, j] = sum(dL_dA[m, i] * J[m, i, j] for i in range(n))
+    return dL_dZ
+
+
+def reduced(total: float, count: int, reduction: str) -> np.float64:
+    """A loss's sum of terms as its reduction takes it: over ``count`` (the mean) or whole."""
+    return np.float64(total / count if reduction == "mean" else total)
+
+
+def nll_loss(A, Y, reduction="mean") -> float:
+    """L = −Σ_m Σ_i Y[m,i]·A[m,i], over the M images for the mean."""
+    M, n = A.shape
+    total = -sum(Y[m, i] * A[m, i] for m in range(M) for i in range(n) if Y[m, i] != 0)
+    return reduced(total, M, reduction)
+
+
 # -- one twin per layer kind and per loss, as the table of kinds (tests/kinds.py) calls them --
 #
 # A layer's twin takes its input on the general shapes, its weights in the order of the
@@ -807,20 +1010,22 @@ def flatten_layer_backward(dL_dF, P, *, order="chw"):
     return _FLATTEN[order][1](dL_dF, P.shape), ()
 
 
-def maxpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ties="first"):
-    return maxpool_forward(A, size, stride, padding)
+def maxpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False, dilation=(1, 1), ties="first"):
+    return general_maxpool(A, size, stride, padding, dilation, ceil_mode)
 
 
-def maxpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ties="first"):
-    return maxpool_backward_ties(dL_dP, A, size, stride, padding, ties), ()
+def maxpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False,
+                           dilation=(1, 1), ties="first"):  # fmt: skip
+    return general_maxpool(A, size, stride, padding, dilation, ceil_mode, dL_dP, ties), ()
 
 
-def avgpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0)):
-    return avgpool_forward(A, size, stride, padding)
+def avgpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    return general_avgpool(A, size, stride, padding, ceil_mode, count_include_pad)
 
 
-def avgpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0)):
-    return avgpool_backward(dL_dP, A.shape, size, stride, padding), ()
+def avgpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False,
+                           count_include_pad=True):  # fmt: skip
+    return general_avgpool(A, size, stride, padding, ceil_mode, count_include_pad, dL_dP), ()
 
 
 # -- merges: S = x + others (an add), C = [x, others…] (a concat) ---------------------------------
@@ -894,6 +1099,14 @@ SIGMOID = activation_twin(sigmoid_forward, sigmoid_grad)
 ADD = Twin(add_forward, add_backward)
 CONCAT = Twin(concat_forward, concat_backward)
 SOFTMAX = Twin(softmax, lambda dL_dA, Z: (softmax_backward(dL_dA, Z), ()), softmax_jacobian)
+ADAPTIVE_AVGPOOL = Twin(lambda A, *, output_size=1: adaptive_avgpool(A, output_size),
+                        lambda dL_dP, A, *, output_size=1: (adaptive_avgpool(A, output_size, dL_dP), ()))  # fmt: skip
+ELU = activation_twin(lambda Z, *, alpha=1.0: elementwise(Z, lambda z: z if z > 0 else alpha * math.expm1(z)), elu_local)
+GELU = activation_twin(lambda Z: elementwise(Z, lambda z: z * normal_cdf(z)), gelu_local)
+SILU = activation_twin(lambda Z: elementwise(Z, lambda z: z * sigmoid(z)), silu_local)
+SOFTPLUS = activation_twin(softplus_forward, softplus_local)
+LOG_SOFTMAX = Twin(log_softmax, lambda dL_dA, Z: (jacobian_backward(dL_dA, log_softmax_jacobian(Z)), ()),
+                   log_softmax_jacobian)  # fmt: skip
 
 
 class LossTwin(NamedTuple):
@@ -909,11 +1122,23 @@ class LossTwin(NamedTuple):
     fused: Callable | None = None
 
 
-BCE = LossTwin(lambda A, Z, Y: bce_loss(Z, Y), lambda A, Z, Y: bce_grad_A(Z, Y),
-               lambda A, Y: mean_delta(A, Y, np.size(A)))  # fmt: skip
-CROSS_ENTROPY = LossTwin(lambda A, Z, Y: cross_entropy_loss(Z, Y), lambda A, Z, Y: cross_entropy_grad_A(A, Y),
-                         lambda A, Y: mean_delta(A, Y, len(A)))  # fmt: skip
-MSE = LossTwin(lambda A, Z, Y: mse_loss(A, Y), lambda A, Z, Y: mse_grad(A, Y))
+def _summed(N, reduction: str):
+    """What a mean divides by: N, or 1 for a sum."""
+    return N if reduction == "mean" else 1
+
+
+# Each takes the loss's options as keywords (reduction, half); the sum is the mean times N.
+BCE = LossTwin(lambda A, Z, Y, reduction="mean": bce_loss(Z, Y) * (1 if reduction == "mean" else np.size(Z)),
+               lambda A, Z, Y, reduction="mean": bce_grad_A(Z, Y) * (1 if reduction == "mean" else np.size(Z)),
+               lambda A, Y, reduction="mean": mean_delta(A, Y, _summed(np.size(A), reduction)))  # fmt: skip
+CROSS_ENTROPY = LossTwin(lambda A, Z, Y, reduction="mean": cross_entropy_loss(Z, Y) * (1 if reduction == "mean" else len(Z)),
+                         lambda A, Z, Y, reduction="mean": cross_entropy_grad_A(A, Y) * (1 if reduction == "mean" else len(A)),
+                         lambda A, Y, reduction="mean": mean_delta(A, Y, _summed(len(A), reduction)))  # fmt: skip
+MSE = LossTwin(lambda A, Z, Y, reduction="mean", half=False: mse_loss(A, Y) * (0.5 if half else 1.0) * (1 if reduction == "mean" else np.size(A)),
+               lambda A, Z, Y, reduction="mean", half=False: mse_grad(A, Y) * (0.5 if half else 1.0) * (1 if reduction == "mean" else np.size(A)))  # fmt: skip
+NLL = LossTwin(lambda A, Z, Y, reduction="mean": nll_loss(A, Y, reduction),
+               lambda A, Z, Y, reduction="mean": -np.asarray(Y, dtype=np.float64) / _summed(len(A), reduction),
+               lambda A, Y, reduction="mean": mean_delta(np.exp(A), Y, _summed(len(A), reduction)))  # fmt: skip
 #: No loss: the gradient at the output is given (Y stands for it) and the pass starts there.
 GIVEN = LossTwin(None, lambda A, Z, Y: np.array(Y, dtype=np.float64))
 

@@ -51,6 +51,30 @@ NETWORKS = [
      {"W1": (2, 2), "B1": ()}, "grad", (6, 6)),
     ("one-image-multi-sigmoid", ["conv", "relu", "flatten", "dense", "sigmoid"], "bce", (1, 5, 5),
      {"W1": (2, 1, 3, 3), "B1": (2,), "W2": (18, 3), "B2": (3,)}, "bce", (3,)),
+    # issue 19: the pools' new options, adaptive pooling, the smooth activations, log_softmax
+    # with nll, and the losses' object form.
+    ("ceil-dilated-maxpool-nll", ["conv", "elu", {"type": "maxpool", "size": 3, "stride": 2, "dilation": 2,
+                                                   "padding": 1, "ceil_mode": True},
+                                  "flatten", "dense", "log_softmax"], None, (2, 2, 9, 9),
+     {"W1": (2, 2, 2, 2), "B1": (2,), "W2": (32, 3), "B2": (3,)}, "classes", (2, 3)),
+    ("same-and-asymmetric-pools", [{"type": "maxpool", "size": 3, "stride": 2, "padding": "same"}, "conv", "gelu",
+                                   {"type": "avgpool", "size": 3, "stride": 2, "padding": [1, 0, 0, 1],
+                                    "ceil_mode": True, "count_include_pad": False},
+                                   "flatten", "dense", "silu", "dense"],
+     {"type": "mse", "reduction": "sum", "half": True}, (2, 1, 8, 9),
+     {"W1": (2, 1, 2, 2), "B1": (2,), "W2": (8, 3), "B2": (3,), "W3": (3, 2), "B3": (2,)}, "targets", (2, 2)),
+    ("adaptive-softplus-bce-sum", ["conv", {"type": "softplus", "beta": 2, "threshold": 3},
+                                   {"type": "adaptive_avgpool", "output_size": [3, 2]}, "flatten", "dense", "sigmoid"],
+     {"type": "bce", "reduction": "sum"}, (3, 1, 7, 6),
+     {"W1": (2, 1, 2, 2), "B1": (2,), "W2": (12, 2), "B2": (2,)}, "bce", (3, 2)),
+    ("ceil-avgpool-cross-entropy-sum", [{"type": "avgpool", "size": 2, "stride": 2, "padding": 1, "ceil_mode": True},
+                                        "flatten", "dense", "softmax"],
+     {"type": "cross_entropy", "reduction": "sum"}, (2, 2, 5, 4), {"W1": (18, 3), "B1": (3,)}, "classes", (2, 3)),
+    ("mlp-elu-gelu-half-mse", ["dense", {"type": "elu", "alpha": 0.5}, "dense", "gelu", "dense"],
+     {"type": "mse", "half": True}, (3, 4),
+     {"W1": (4, 3), "B1": (3,), "W2": (3, 3), "B2": (3,), "W3": (3, 2), "B3": (2,)}, "targets", (3, 2)),
+    ("log-softmax-nll-one-image", ["dense", "tanh", "dense", "log_softmax"], "nll", (4,),
+     {"W1": (4, 3), "B1": (3,), "W2": (3, 3), "B2": (3,)}, "classes", (3,)),
 ]
 IDS = [entry[0] for entry in NETWORKS]
 BY_ID = {entry[0]: entry for entry in NETWORKS}

@@ -56,9 +56,21 @@ def torch_trace(torch, data: dict) -> dict:
         elif kind == "flatten":
             x = x.reshape(x.shape[0], -1)
         elif kind == "maxpool":
-            x = functional.max_pool2d(x, layer.size, layer.stride, layer.padding)
+            x = torch_maxpool(torch, x, layer)
         elif kind == "avgpool":
-            x = functional.avg_pool2d(x, layer.size, layer.stride, layer.padding, count_include_pad=True)
+            x = torch_avgpool(torch, x, layer)
+        elif kind == "adaptive_avgpool":
+            x = functional.adaptive_avg_pool2d(x, layer.output_size)
+        elif kind == "elu":
+            x = functional.elu(x, layer.alpha)
+        elif kind == "gelu":
+            x = functional.gelu(x)
+        elif kind == "silu":
+            x = functional.silu(x)
+        elif kind == "softplus":
+            x = functional.softplus(x, layer.beta, layer.threshold)
+        elif kind == "log_softmax":
+            x = torch.log_softmax(x, dim=1)
         elif kind == "relu":
             x = torch.relu(x)
         elif kind == "leaky_relu":
@@ -75,14 +87,17 @@ def torch_trace(torch, data: dict) -> dict:
         values[layer.output] = x
     target = torch.tensor(problem.general_target)
     loss = network.loss.type
+    reduction = network.loss.reduction
     if loss == "grad":
         L = (x * target).sum()
     elif loss == "bce":
-        L = functional.binary_cross_entropy_with_logits(logits, target)
+        L = functional.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
     elif loss == "cross_entropy":
-        L = functional.cross_entropy(logits, target)
+        L = functional.cross_entropy(logits, target, reduction=reduction)
+    elif loss == "nll":
+        L = functional.nll_loss(x, target.argmax(dim=1), reduction=reduction)
     else:
-        L = functional.mse_loss(x, target)
+        L = functional.mse_loss(x, target, reduction=reduction) * (0.5 if network.loss.half else 1.0)
     L.backward()
     out = {"dL_dX": X.grad}
     if loss != "grad":
@@ -94,6 +109,45 @@ def torch_trace(torch, data: dict) -> dict:
         out[f"dL_d{name}"] = value.grad
     # The fused output (A2 of bce from Z2) has no gradient of its own in torch: left out.
     return {name: problem.present(name, value.detach().numpy()) for name, value in out.items() if value is not None}
+
+
+def torch_maxpool(torch, x, layer):
+    """PyTorch's max_pool2d; padding it cannot take (four sides, "same") as −∞ added first,
+    and the windows past ours (its ceil rule then sees the padding as input) cut off."""
+    functional = torch.nn.functional
+    top, bottom, left, right = layer.sides(*x.shape[2:])
+    options = {"dilation": layer.dilation, "ceil_mode": layer.ceil_mode}
+    if (top, left) == (bottom, right):
+        return functional.max_pool2d(x, layer.size, layer.stride, (top, left), **options)
+    padded = functional.pad(x, (left, right, top, bottom), value=-float("inf"))
+    Ho, Wo = layer.infer(_map_layout(x), {})[0].shape[1:]
+    return functional.max_pool2d(padded, layer.size, layer.stride, 0, **options)[:, :, :Ho, :Wo]
+
+
+def torch_avgpool(torch, x, layer):
+    """PyTorch's avg_pool2d; padding it cannot take as zeros added first, each window's sum
+    divided by its count of a mask (ones on the input, and on the padding where it counts)."""
+    functional = torch.nn.functional
+    top, bottom, left, right = layer.sides(*x.shape[2:])
+    if (top, left) == (bottom, right):
+        return functional.avg_pool2d(x, layer.size, layer.stride, (top, left), ceil_mode=layer.ceil_mode,
+                                     count_include_pad=layer.count_include_pad)  # fmt: skip
+    Ho, Wo = layer.infer(_map_layout(x), {})[0].shape[1:]
+
+    def sums(maps):
+        return functional.avg_pool2d(maps, layer.size, layer.stride, 0, ceil_mode=layer.ceil_mode,
+                                     divisor_override=1)[:, :, :Ho, :Wo]  # fmt: skip
+
+    sides = (left, right, top, bottom)
+    ones = torch.ones_like(x[:1, :1])
+    mask = functional.pad(ones, sides, value=1.0 if layer.count_include_pad else 0.0)
+    return sums(functional.pad(x, sides)) / sums(mask)
+
+
+def _map_layout(x):
+    from cnntrace.layers import Layout
+
+    return Layout(tuple(x.shape[1:]))
 
 
 @pytest.mark.parametrize("seed", SEEDS)

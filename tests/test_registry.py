@@ -53,7 +53,7 @@ def test_the_schema_lists_every_kind_and_every_convention_once():
     assert len(LAYER_SCHEMA["oneOf"]) == 1 + len(KINDS)
     layers_form = INPUT_SCHEMA["oneOf"][1]
     assert set(layers_form["properties"]["conventions"]["properties"]) == set(all_conventions())
-    assert layers_form["properties"]["loss"]["enum"] == list(LOSSES)
+    assert layers_form["properties"]["loss"]["oneOf"][0]["enum"] == list(LOSSES)
 
 
 @pytest.mark.parametrize("kind", KINDS.values(), ids=list(KINDS))

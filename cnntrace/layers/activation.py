@@ -445,3 +445,97 @@ class Softmax(Activation):
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
 
 
+
+
+@dataclass(frozen=True)
+class LogSoftmax(Softmax):
+    """A = log softmax(Z) = Z − log Σ exp(Z) over each image's units; its local derivative
+    is the Jacobian I − 1·softmax(Z)ᵀ of each image, (n, n): ∂A[i]/∂Z[j] = δij − exp(A[j])."""
+
+    type: ClassVar[str] = "log_softmax"
+    function: ClassVar[str] = "log_softmax"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("log_softmax", "exp", "softmax")  # log: LaTeX's own \log
+    DESCRIPTION: ClassVar[str] = "Z − log Σexp(Z) over the units, the log-probabilities; only as the last layer, with nll."
+    pairs_with: ClassVar[str] = "nll"
+
+    def infer(self, layout, given):
+        if layout.form != "vector":
+            raise InputError("log_softmax works over a vector of units: it comes after a dense layer",
+                             key=self.place.key())  # fmt: skip
+        return Layout(layout.shape, True), {}
+
+    def value(self, z):
+        return ops.log_softmax(z)
+
+    def derivative(self, z, a):
+        return ops.log_softmax_jacobian(a)
+
+    def backward(self, d_out, cache, weights, *, need_input, tracing):
+        z, a = cache
+        out = {self.local: self.derivative(z, a)} if tracing else {}
+        if need_input:  # Jacobianᵀ·dL/dA without making the Jacobian
+            out[self.input_gradient] = ops.log_softmax_backward(d_out, a)
+        return out
+
+    def mistakes(self, values, weights):
+        z, a = self.input, self.output
+        A = values[a]
+        P = np.exp(A)
+        # nll's dL/dA is −Y/M (−Y for its sum): each image's row sums to −1/M, which tells
+        # the mean from the sum; Y is then exp(A) − M·dL/dZ. (Passing dL/dZ through the
+        # Jacobian once more is no mistake to name: Jᵀ = I − exp(A)·1ᵀ is a projection, and
+        # dL/dZ, whose entries sum to 0, is its own image.)
+        M = len(A)
+        sums = values[grad(a)].sum(axis=1)
+        nll = np.allclose(sums, -1.0 / M) or np.allclose(sums, -1.0)
+        mean = M if np.allclose(sums, -1.0 / M) else 1
+        Y = P - values[self.input_gradient] * mean
+        out = [
+            Mistake("log_softmax_elementwise", f"dL/d{z} = dL/d{a} ⊙ (1 − exp({a})): the log-softmax taken "
+                    f"element-wise, its Jacobian's off-diagonal terms −exp({a}[j]) left out",
+                    {self.input_gradient: values[grad(a)] * (1 - P)}),
+        ]  # fmt: skip
+        if nll:  # the closed form's own slips
+            out += [
+                Mistake("log_softmax_probabilities", f"dL/d{z} = ({a} − Y)/M: the log-probabilities {a} taken for "
+                        f"the probabilities exp({a}) = softmax({z})", {self.input_gradient: (A - Y) / mean}),
+                Mistake("nll_target_missing", f"dL/d{z} = exp({a})/M: the −Y of log-softmax with nll left out",
+                        {self.input_gradient: P / mean}),
+            ]  # fmt: skip
+        return out
+
+    def derivative_text(self):
+        a, z = self.output, self.input
+        return LocalDerivative(f"I − 1·exp({a})ᵀ", f"log_softmax′({z})", f"∂{a}[i]/∂{z}[j] = δij − exp({a}[j]) = δij − softmax({z})[j]", (a,), "one n×n Jacobian per image: row i, column j")  # fmt: skip
+
+    def stages(self, ctx):
+        z, a = self.input, self.output
+        forward = [stage(a, "forward", f"{z} − log Σexp({z})", None)]
+        backward = [
+            self.local_stage(ctx),
+            grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a}", None,
+                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", f"∂L/∂{a} − exp({a})·Σ ∂L/∂{a}",
+                        (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
+        ]  # fmt: skip
+        return forward, backward
+
+    def explain(self, t, name, index):
+        z, a = self.input, self.output
+        if name == a:
+            m, i = index
+            Z = t.value(z)[m]
+            top = float(Z.max())
+            log_sum = float(np.log(np.exp(Z - top).sum()))
+            terms = [Term((t.factor(z, (m, i)),)), Term((MINUS, constant("max", top))),
+                     Term((MINUS, Factor(f"log Σ exp({z} − max)", t.user_index(z, (m, 0))[:-1], log_sum, z)))]  # fmt: skip
+            notes = [f"max = {top!r}, subtracted inside the exp so that it never overflows, and added back"]
+            return Explained(f"{z}[i] − log Σ_j exp({z}[j])", terms, None, notes)
+        if name == self.local:
+            m, i, j = index
+            p = Factor(f"exp({a})", t.user_index(a, (m, j)), float(np.exp(t.value(a)[m, j])), a)
+            terms = ([Term((constant("1", 1.0),))] if i == j else []) + [Term((MINUS, p))]
+            return Explained(f"δij − exp({a}[j])", terms, None, [f"i = {i}, j = {j}; exp({a}) = softmax({z})"])
+        m, i = index
+        n = t.value(a).shape[1]
+        terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
+        return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])

@@ -309,6 +309,13 @@ def padding_option(description: str) -> Option:
     return Option(parse, schema)
 
 
+def padding_value(padding) -> int | str | list:
+    """A parsed padding as an input file writes it (see padding_option)."""
+    if isinstance(padding, str) or padding[0] != padding[-1] or len(padding) == 4:
+        return padding if isinstance(padding, str) else list(padding)
+    return padding[0]
+
+
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):

@@ -293,10 +293,10 @@ class Conv(WeightedLayer):
         padding = self.pad(t.weights[self.W].shape[2:])
         if not any(padding) or len(padding) == 4:
             return {}  # nothing padded; or sides that differ, where the border is shown alike on all
-        from cnntrace.ops import ConvCache, _pad
-
-        X_padded = _pad(t.value(self.input), padding)
-        cache = ConvCache(X_padded, self.kernel(t.weights), self.stride, padding, None, self.dilation, self.groups)
+        # The cache a pass would keep, made here without windows, so that the padded input's
+        # gradient comes from the offset loop as dL/dX does (the same sums, bit for bit).
+        X_padded = ops._pad(t.value(self.input), padding)
+        cache = ops.ConvCache(X_padded, self.kernel(t.weights), self.stride, padding, None, self.dilation, self.groups)
         values = ops.padded_input_gradient(t.value(grad(self.output)), cache)
         ph, pw = padding
         H, W = X_padded.shape[2] - 2 * ph, X_padded.shape[3] - 2 * pw

@@ -21,19 +21,23 @@ from cnntrace.layers.base import (
     Mistake,
     Rule,
     convention_option,
+    flag_option,
     grad_stage,
+    padding_option,
+    padding_value,
     pair_option,
     stage,
 )
 from cnntrace.naming import grad
-from cnntrace.ops import output_size
 from cnntrace.terms import Term, constant
 from cnntrace.text import number_text, pair_text, shape_text, symbol
 
 
 @dataclass(frozen=True)
 class Pool(Layer):
-    """The options every pooling has: a size[0]×size[1] window moved by ``stride``."""
+    """The options every pooling has: a size[0]×size[1] window moved by ``stride`` over the
+    input inside ``padding`` (a pair, four sides or "same"), the last partial window kept in
+    ``ceil_mode`` as PyTorch keeps it."""
 
     letter: ClassVar[str] = "P"
     pooling: ClassVar[bool] = True
@@ -42,12 +46,16 @@ class Pool(Layer):
     OPTIONS: ClassVar[dict] = {
         "size": pair_option(1, 2, "The window, size×size or [rows, cols].", "size"),
         "stride": pair_option(1, None, "How far the window moves; by default its size.", "stride"),
-        "padding": pair_option(0, 0, "Added on every side, at most half the window: −∞ for max-pooling, zeros that count in the mean for average pooling.", "padding"),
+        "padding": padding_option("Added around the input, at most half the window on a side: a number, [rows, cols], [top, bottom, left, right], \"valid\" (none) or \"same\" (the output keeps ceil(size/stride)); −∞ for max-pooling, zeros for average pooling."),
+        "ceil_mode": flag_option(False, "Keep a last partial window at the end when it starts inside the input or the padding before it (PyTorch's ceil_mode).", "ceil_mode"),
     }
 
     size: Pair = (2, 2)
     stride: Pair = (2, 2)
-    padding: Pair = (0, 0)
+    padding: Pair | tuple[int, int, int, int] | str = (0, 0)
+    ceil_mode: bool = False
+    #: How far apart a window's taps lie; only max-pooling has a dilation, as in PyTorch.
+    dilation: ClassVar[Pair] = (1, 1)
 
     @classmethod
     def from_options(cls, options):
@@ -65,51 +73,95 @@ class Pool(Layer):
         out = {"type": self.type, "size": self.size[0] if self.size[0] == self.size[1] else list(self.size)}
         if self.stride != self.size:
             out["stride"] = self.stride[0] if self.stride[0] == self.stride[1] else list(self.stride)
-        if any(self.padding):
-            out["padding"] = self.padding[0] if self.padding[0] == self.padding[1] else list(self.padding)
+        if self.padding == "same" or any(self.padding):
+            out["padding"] = padding_value(self.padding)
+        if self.ceil_mode:
+            out["ceil_mode"] = True
         return out
 
     def describe(self):
         text = f"{self.type} {self.size[0]}×{self.size[1]} with stride {pair_text(self.stride)}"
-        return text + (f", padding {pair_text(self.padding)}" if any(self.padding) else "")
+        if isinstance(self.padding, str):
+            text += f", padding {self.padding}"
+        elif any(self.padding):
+            text += f", padding {pair_text(self.padding) if len(self.padding) == 2 else list(self.padding)}"
+        if self.dilation != (1, 1):
+            text += f", dilation {pair_text(self.dilation)}"
+        return text + (", ceil mode" if self.ceil_mode else "")
+
+    def sides(self, H: int, W: int) -> tuple[int, int, int, int]:
+        """The padding (top, bottom, left, right) around an H×W input; "same" pads so that
+        the output keeps ceil(H/stride)×ceil(W/stride), the odd cell after."""
+        if self.padding != "same":
+            return self._given_sides()
+        out = []
+        for n, k, s, d in zip((H, W), self.size, self.stride, self.dilation):
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+
+    def _given_sides(self) -> tuple[int, int, int, int]:
+        """The sides of a padding given in numbers ("valid": none)."""
+        return (0, 0, 0, 0) if self.padding == "valid" else ops.sides(self.padding)
+
+    def span(self, axis: int) -> int:
+        """How many cells a window covers along ``axis``, its gaps included."""
+        return self.dilation[axis] * (self.size[axis] - 1) + 1
 
     def infer(self, layout, given):
         if layout.form != "map":
             raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
                              "the flatten", key=self.place.key())  # fmt: skip
         C, H, W = layout.shape
-        for axis, what in ((0, "rows"), (1, "columns")):
-            if 2 * self.padding[axis] > self.size[axis]:
-                raise InputError(
-                    f"padding {self.padding[axis]} is more than half the window "
-                    f"({self.size[axis]} {what})",
-                    key=self.place.key("padding"),
-                )
-        Hp, Wp = H + 2 * self.padding[0], W + 2 * self.padding[1]
-        if self.size[0] > Hp or self.size[1] > Wp:
+        frame = self.sides(H, W)
+        if self.padding != "same":
+            for axis, what in ((0, "rows"), (1, "columns")):
+                side = max(frame[2 * axis : 2 * axis + 2])
+                if 2 * side > self.size[axis]:
+                    raise InputError(f"padding {side} is more than half the window ({self.size[axis]} {what})",
+                                     key=self.place.key("padding"))  # fmt: skip
+        Hp, Wp = H + frame[0] + frame[1], W + frame[2] + frame[3]
+        if self.span(0) > Hp or self.span(1) > Wp:
             window = f"{self.size[0]}×{self.size[1]}"
+            spans = f" (spanning {self.span(0)}×{self.span(1)} with its dilation)" if self.dilation != (1, 1) else ""
             raise InputError(
-                f"the {_window_text(window)} pool window is larger than {self.input} "
+                f"the {_window_text(window)} pool window{spans} is larger than {self.input} "
                 f"({shape_text((Hp, Wp))})",
                 key=self.place.key("size"),
             )
-        out = (C, output_size(Hp, self.size[0], self.stride[0]), output_size(Wp, self.size[1], self.stride[1]))
+        out = ops.pool_output_shape((1, C, H, W), self.size, self.stride, frame, self.dilation, self.ceil_mode)[1:]
+        for axis, (n, what) in enumerate(((H, "row"), (W, "column"))):
+            for h in range(out[axis + 1]):
+                taps = [h * self.stride[axis] + i * self.dilation[axis] - frame[2 * axis] for i in range(self.size[axis])]
+                if not any(0 <= tap < n for tap in taps):
+                    raise InputError(f"pool window {what} {h} holds padding only (taps at {taps}, {self.input} has "
+                                     f"{n} {what}{'s' * (n != 1)})", key=self.place.key("padding"))  # fmt: skip
         return Layout(out, layout.shown, layout.channel), {}
 
-    def window_cells(self, h: int, w: int):
+    def window_cells(self, h: int, w: int, frame=None):
         """The (row, col) cells of window (h, w), in row-major order, in the input's
-        coordinates (padding cells outside 0..H-1)."""
-        (sh, sw), (ph, pw) = self.stride, self.padding
-        return [(h * sh + a - ph, w * sw + b - pw) for a in range(self.size[0]) for b in range(self.size[1])]
+        coordinates (padding cells outside 0..H-1); ``frame`` the padding's four sides
+        (see ``sides``; a padding given in numbers needs no input to tell them)."""
+        frame = self._given_sides() if frame is None else frame
+        (sh, sw), (dh, dw), top, left = self.stride, self.dilation, frame[0], frame[2]
+        return [(h * sh + a * dh - top, w * sw + b * dw - left) for a in range(self.size[0]) for b in range(self.size[1])]
 
-
-    def windows_over(self, r: int, col: int, Hp: int, Wp: int) -> list[tuple[int, int]]:
+    def windows_over(self, r: int, col: int, Hp: int, Wp: int, frame) -> list[tuple[int, int]]:
         """The windows (h, w) of an Hp×Wp output that contain cell (r, col) of the input, in
-        row-major order; only those whose span can reach it are looked at."""
-        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.padding, self.size
-        rows = range(max(0, -(-(r + ph - kh + 1) // sh)), min(Hp - 1, (r + ph) // sh) + 1)
-        cols = range(max(0, -(-(col + pw - kw + 1) // sw)), min(Wp - 1, (col + pw) // sw) + 1)
-        return [(h, w) for h in rows for w in cols if (r, col) in self.window_cells(h, w)]
+        row-major order."""
+
+        def over(cell, n_out, stride, dilation, size, before):
+            reach = [(cell + before - k * stride) for k in range(n_out)]
+            return [k for k, offset in enumerate(reach) if 0 <= offset <= dilation * (size - 1) and offset % dilation == 0]
+
+        rows = over(r, Hp, self.stride[0], self.dilation[0], self.size[0], frame[0])
+        cols = over(col, Wp, self.stride[1], self.dilation[1], self.size[1], frame[2])
+        return [(h, w) for h in rows for w in cols]
+
+    def _window_note(self, cells) -> str:
+        apart = f", dilation {pair_text(self.dilation)}" if self.dilation != (1, 1) else ""
+        return (f"window rows {cells[0][0]}..{cells[-1][0]}, columns {cells[0][1]}..{cells[-1][1]} "
+                f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)}{apart})")  # fmt: skip
 
 
 def _window_text(window: str) -> str:
@@ -132,20 +184,30 @@ class MaxPool(Pool):
     }
     OPTIONS: ClassVar[dict] = {
         **Pool.OPTIONS,
+        "dilation": pair_option(1, 1, "How far apart the window's taps lie: 1 adjacent, d leaves d − 1 cells between them.", "dilation"),
         "ties": convention_option(CONVENTIONS["pool_ties"], "Where dL/dP goes in a tied window: the first maximum (PyTorch), all of them, or shared."),
     }
 
+    dilation: Pair = (1, 1)
     ties: str = "first"  # "all": every tied maximum gets the gradient; "split": shared equally
 
     def options(self):
         out = super().options()
-        return out if self.ties == "first" else {**out, "ties": self.ties}
+        if self.ties != "first":
+            out["ties"] = self.ties
+        if self.dilation != (1, 1):
+            out["dilation"] = self.dilation[0] if self.dilation[0] == self.dilation[1] else list(self.dilation)
+        return out
 
     def describe(self):
         return super().describe() + (f", ties {self.ties}" if self.ties != "first" else "")
 
+    def pool(self, A):
+        """ops.maxpool_forward with this layer's options: (P, PoolCache)."""
+        return ops.maxpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), self.dilation, self.ceil_mode)
+
     def forward(self, x, weights, tracing, overwrite=False):
-        P, cache = ops.maxpool_forward(x, self.size, self.stride, self.padding)
+        P, cache = self.pool(x)
         # Another tie rule needs the input to find the tied cells.
         return P, (cache if self.ties == "first" else TiedPool(cache, x))
 
@@ -165,7 +227,7 @@ class MaxPool(Pool):
     def mistakes(self, values, weights):
         a, p = self.input, self.output
         A, d = values[a], values[grad(p)]
-        _, cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        _, cache = self.pool(A)
         out = []
         for rule, (id_, words) in self._TIE_MISTAKES.items():
             if rule != self.ties:
@@ -175,6 +237,14 @@ class MaxPool(Pool):
         out.append(Mistake("pool_spread", f"dL/d{a}: dL/d{p} spread over the whole window (1/{n} to each "
                            "cell, as avg-pool would) instead of sent to its maximum",
                            {grad(a): ops.avgpool_backward(d, cache)}))  # fmt: skip
+        if self.dilation != (1, 1):
+            # The same window starts, the taps side by side: the max over the window's first
+            # size[0]×size[1] cells of the padded input.
+            framed = ops._pad(A, cache.padding, -np.inf)
+            adjacent, _ = ops.maxpool_forward(framed, self.size, self.stride)
+            Ho, Wo = values[p].shape[2:]
+            out.append(Mistake("pool_dilation_ignored", f"{p}: the window's taps taken side by side, not "
+                               f"{pair_text(self.dilation)} apart (dilation)", {p: adjacent[:, :, :Ho, :Wo]}))  # fmt: skip
         return out
 
     def stages(self, ctx):
@@ -193,10 +263,10 @@ class MaxPool(Pool):
     def ambiguities(self, x):
         # A window ties when its maximum occurs more than once; the tolerance sees 0.1 + 0.2
         # and 0.3 as the tie they are on paper.
-        P, _ = self.forward(x, {}, False)
-        x_padded = np.pad(x, ((0, 0), (0, 0), *((p, p) for p in self.padding)), constant_values=-np.inf)
+        P, cache = self.pool(x)
+        x_padded = ops._pad(x, cache.padding, -np.inf)
         at_max = np.zeros(P.shape, dtype=int)
-        for _, _, rows, cols in ops._offsets(self.size, P.shape[2:], self.stride):
+        for _, _, rows, cols in ops._offsets(self.size, P.shape[2:], self.stride, self.dilation):
             at_max += np.abs(x_padded[:, :, rows, cols] - P) <= AMBIGUITY
         return {"tie": int(np.count_nonzero(at_max > 1))}
 
@@ -204,7 +274,7 @@ class MaxPool(Pool):
         """How many windows each cell of the input won (under ``ties`` all and split, each
         tied maximum wins), in the input's user shape."""
         A = t.value(self.input)
-        _, cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
+        _, cache = self.pool(A)
         if self.ties == "first":
             won = ops.pool_wins(cache)
         else:
@@ -224,40 +294,44 @@ class MaxPool(Pool):
                 "all": "every tied cell gets the whole gradient (conventions: pool_ties all)",
                 "split": "the gradient is shared equally among them (conventions: pool_ties split)"}[self.ties]  # fmt: skip
 
+    def _inside(self, t, h, w) -> list:
+        """The cells of window (h, w) inside the input, in row-major order."""
+        A = t.value(self.input)
+        H, W = A.shape[2:]
+        return [(r, col) for r, col in self.window_cells(h, w, self.sides(H, W)) if 0 <= r < H and 0 <= col < W]
+
     def winner(self, t, m, c, h, w):
         """The first maximum of window (h, w) in row-major order, as ops.maxpool_forward
         picks it; padding cells (−∞) never win."""
         A = t.value(self.input)
-        H, W = A.shape[2:]
         best = None
-        for r, col in self.window_cells(h, w):
-            if 0 <= r < H and 0 <= col < W and (best is None or A[m, c, r, col] > A[m, c, best[0], best[1]]):
+        for r, col in self._inside(t, h, w):
+            if best is None or A[m, c, r, col] > A[m, c, best[0], best[1]]:
                 best = (r, col)
         return best
 
     def tied(self, t, m, c, h, w) -> list:
         """Every cell of window (h, w) that holds its maximum, in row-major order."""
         A = t.value(self.input)
-        H, W = A.shape[2:]
-        inside = [(r, col) for r, col in self.window_cells(h, w) if 0 <= r < H and 0 <= col < W]
+        inside = self._inside(t, h, w)
         top = max(A[m, c, r, col] for r, col in inside)
         return [(r, col) for r, col in inside if A[m, c, r, col] == top]
 
     def explain(self, t, name, index):
         a, p = self.input, self.output
         H, W = t.value(a).shape[2:]
+        frame = self.sides(H, W)
         pool, ps = pair_text(self.size), pair_text(self.stride)
         if name == p:
             m, c, h, w = index
-            cells = self.window_cells(h, w)
-            inside = [(r, col) for r, col in cells if 0 <= r < H and 0 <= col < W]
+            cells = self.window_cells(h, w, frame)
+            inside = self._inside(t, h, w)
             terms = [Term((t.factor(a, (m, c, r, col)),)) for r, col in inside]
             r, col = self.winner(t, m, c, h, w)
             won = t.factor(a, (m, c, r, col))
             ties = sum(1 for term in terms if term.value == won.value)
             notes = [
-                f"window rows {cells[0][0]}..{cells[-1][0]}, columns {cells[0][1]}..{cells[-1][1]} "
-                f"(pool {pool}, stride {ps})",
+                self._window_note(cells),
                 f"the max is {won.label}" + (f"; {ties} cells tie, {self._tie_words()}" if ties > 1 else ""),
             ]
             if len(inside) < len(cells):
@@ -266,7 +340,7 @@ class MaxPool(Pool):
         m, c, r, col = index
         terms, notes, windows = [], [], 0
         Hp, Wp = t.value(p).shape[2:]
-        for h, w in self.windows_over(r, col, Hp, Wp):
+        for h, w in self.windows_over(r, col, Hp, Wp, frame):
             windows += 1
             d = t.factor(grad(p), (m, c, h, w))
             winner = self.winner(t, m, c, h, w)
@@ -292,14 +366,33 @@ class MaxPool(Pool):
 
 @dataclass(frozen=True)
 class AvgPool(Pool):
-    """P = AvgPool(A): the mean of each window, padding zeros counted in it."""
+    """P = AvgPool(A): the mean of each window; the padding's zeros count in it unless
+    ``count_include_pad`` is false, and a ceil-mode window's cells past the padding never."""
 
     type: ClassVar[str] = "avgpool"
     DESCRIPTION: ClassVar[str] = "The mean of each window."
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("AvgPool",)
+    OPTIONS: ClassVar[dict] = {
+        **Pool.OPTIONS,
+        "count_include_pad": flag_option(True, "Whether the padding's zeros count in a window's mean (PyTorch's default) or only its cells inside the input.", "count_include_pad"),
+    }
+
+    count_include_pad: bool = True
+
+    def options(self):
+        out = super().options()
+        return out if self.count_include_pad else {**out, "count_include_pad": False}
+
+    def describe(self):
+        return super().describe() + ("" if self.count_include_pad else ", the padding not counted")
+
+    def pool(self, A, count_include_pad: bool | None = None):
+        """ops.avgpool_forward with this layer's options: (P, PoolCache)."""
+        counted = self.count_include_pad if count_include_pad is None else count_include_pad
+        return ops.avgpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), self.ceil_mode, counted)
 
     def forward(self, x, weights, tracing, overwrite=False):
-        return ops.avgpool_forward(x, self.size, self.stride, self.padding)
+        return self.pool(x)
 
     def backward(self, d_out, cache, weights, *, need_input, tracing):
         return {self.input_gradient: ops.avgpool_backward(d_out, cache)} if need_input else {}
@@ -308,48 +401,92 @@ class AvgPool(Pool):
         a, p = self.input, self.output
         A, d = values[a], values[grad(p)]
         n = self.size[0] * self.size[1]
-        _, cache = ops.avgpool_forward(A, self.size, self.stride, self.padding)
-        _, max_cache = ops.maxpool_forward(A, self.size, self.stride, self.padding)
-        return [
+        _, cache = self.pool(A)
+        _, max_cache = ops.maxpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), (1, 1), self.ceil_mode)
+        uniform = np.ndim(cache.divisor) == 0
+        undivided = ops.avgpool_backward(d, cache) * n if uniform else ops.avgpool_backward(d, cache._replace(divisor=1))
+        out = [
             Mistake("avgpool_undivided", f"dL/d{a}: dL/d{p} copied to every cell of its window, "
-                    f"without the 1/{n}", {grad(a): ops.avgpool_backward(d, cache) * n}),
+                    + (f"without the 1/{n}" if uniform else "without dividing by its count"), {grad(a): undivided}),
             Mistake("avgpool_as_max", f"dL/d{a}: dL/d{p} sent to the window's maximum, as max-pool "
                     "would, instead of spread evenly", {grad(a): ops.maxpool_backward(d, max_cache)}),
         ]  # fmt: skip
+        # Another count of a window's cells: the full window, the padding counted or not.
+        counted = ops.avgpool_divisor(A.shape, d.shape[2:], self.size, self.stride, self.sides(*A.shape[2:]),
+                                      not self.count_include_pad)  # fmt: skip
+        other = "avgpool_pad_not_counted" if self.count_include_pad else "avgpool_pad_counted"
+        words = ("the padding left out of each window's count, as count_include_pad false would"
+                 if self.count_include_pad else "the padding counted in each window's count, as count_include_pad true would")  # fmt: skip
+        for id_, divisor, what in (("avgpool_full_window", n, f"each window divided by its full size {n}"),
+                                   (other, counted, words)):  # fmt: skip
+            if not np.array_equal(np.broadcast_to(divisor, d.shape[2:]), np.broadcast_to(cache.divisor, d.shape[2:])):
+                out.append(Mistake(id_, f"dL/d{a}: {what}", {grad(a): ops.avgpool_backward(d, cache._replace(divisor=divisor))}))
+        return out
 
     def stages(self, ctx):
         a, p = self.input, self.output
         n = self.size[0] * self.size[1]
+        H, W = ctx.layouts[a].shape[1:] if ctx.layouts else (0, 0)
+        Ho, Wo = ctx.layouts[p].shape[1:] if ctx.layouts else (0, 0)
+        divisor = ops.avgpool_divisor((1, 1, H, W), (Ho, Wo), self.size, self.stride, self.sides(H, W),
+                                      self.count_include_pad) if ctx.layouts else n  # fmt: skip
+        if np.ndim(divisor) == 0:
+            share, note = f"{n}", f"every cell of a window gets 1/{n} of its dL/d{p}; a cell in several windows gets the sum"
+        else:
+            share = "its window's count"
+            note = (f"every cell of a window gets its dL/d{p} divided by the window's count: its cells inside {a}"
+                    + (" and the padding" if self.count_include_pad else "") + "; a cell in several windows gets the sum")
         return [stage(p, "forward", f"AvgPool({a})", None)], [
             grad_stage(a, f"dL/d{p} spread evenly over each window", None,
-                   Rule(f"∂L/∂{a} = ∂L/∂{p} · ∂{p}/∂{a}", f"Σ over the windows of each cell of ∂L/∂{p}/{n}",
-                        (grad(p),),
-                        f"every cell of a window gets 1/{n} of its dL/d{p}; a cell in several "
-                        "windows gets the sum")),
+                   Rule(f"∂L/∂{a} = ∂L/∂{p} · ∂{p}/∂{a}", f"Σ over the windows of each cell of ∂L/∂{p}/{share}",
+                        (grad(p),), note)),
         ]  # fmt: skip
+
+    def counted(self, h: int, w: int, H: int, W: int) -> list[tuple[int, int]]:
+        """The cells of window (h, w) its mean counts: inside the input, and inside the
+        padding where count_include_pad; never past the padding (a ceil-mode window)."""
+        top, bottom, left, right = frame = self.sides(H, W)
+        if self.count_include_pad:
+            rows, cols = (-top, H + bottom), (-left, W + right)
+        else:
+            rows, cols = (0, H), (0, W)
+        return [(r, col) for r, col in self.window_cells(h, w, frame) if rows[0] <= r < rows[1] and cols[0] <= col < cols[1]]
 
     def explain(self, t, name, index):
         a, p = self.input, self.output
         H, W = t.value(a).shape[2:]
-        n = self.size[0] * self.size[1]
-        share = constant(f"1/{n}", 1.0 / n)
+        frame = self.sides(H, W)
+        full = self.size[0] * self.size[1]
         if name == p:
             m, c, h, w = index
-            cells = self.window_cells(h, w)
-            terms = [Term((share, t.padded(a, m, c, r, col))) for r, col in cells]
-            notes = [f"window rows {cells[0][0]}..{cells[-1][0]}, columns {cells[0][1]}..{cells[-1][1]} "
-                     f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)})"]  # fmt: skip
-            if any(term.factors[1].symbol != a for term in terms):
+            cells = self.window_cells(h, w, frame)
+            counted = self.counted(h, w, H, W)
+            n = len(counted)
+            share = constant(f"1/{n}", 1.0 / n)
+            terms = [Term((share, t.padded(a, m, c, r, col))) for r, col in counted]
+            notes = [self._window_note(cells)]
+            inside = sum(1 for r, col in cells if 0 <= r < H and 0 <= col < W)
+            if self.count_include_pad and inside < n:
                 notes.append("cells outside the input are the zero padding, counted in the mean")
+            if not self.count_include_pad and inside < len(cells):
+                notes.append(f"the window's cells outside the input are padding, not counted (count_include_pad "
+                             f"false): the mean is over its {n} cells inside {a}")  # fmt: skip
+            elif n < len(cells):
+                notes.append(f"{len(cells) - n} of its cells lie past the padding (ceil mode's last window) and are "
+                             f"not counted: the mean is over {n} cells")  # fmt: skip
             return Explained(f"(1/{n})·Σ over the pool window of {a}", terms, None, notes)
         m, c, r, col = index
         Hp, Wp = t.value(p).shape[2:]
-        terms = [
-            Term((share, t.factor(grad(p), (m, c, h, w))))
-            for h, w in self.windows_over(r, col, Hp, Wp)
-        ]  # fmt: skip
+        terms, counts = [], set()
+        for h, w in self.windows_over(r, col, Hp, Wp, frame):
+            n = len(self.counted(h, w, H, W))
+            counts.add(n)
+            terms.append(Term((constant(f"1/{n}", 1.0 / n), t.factor(grad(p), (m, c, h, w)))))
         notes = [] if terms else [f"{a}[{r},{col}] lies in no pool window: 0"]
-        return Explained(f"Σ over the windows that contain this cell of dL/d{p}[window]/{n}", terms, None, notes)
+        divisor = f"{full}" if counts <= {full} else "its count"
+        if counts and not counts <= {full}:
+            notes.append("each window divides by the cells its mean counts")
+        return Explained(f"Σ over the windows that contain this cell of dL/d{p}[window]/{divisor}", terms, None, notes)
 
 
 class TiedPool(NamedTuple):

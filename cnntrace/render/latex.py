@@ -48,7 +48,8 @@ _TOKEN = re.compile(
 FUNCTIONS = {name for kind in (*KINDS.values(), *LOSSES.values()) for name in kind.FUNCTIONS}
 SYMBOLS = {
     "·": r"\cdot ", "⊙": r"\odot ", "ᵀ": r"^{\top}", "−": "-", "←": r"\leftarrow ",
-    "σ": r"\sigma ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
+    "σ": r"\sigma ", "α": r"\alpha ", "Φ": r"\Phi ", "φ": r"\varphi ", "π": r"\pi ", "³": "^{3}",
+    "≥": r"\ge ", "→": r"\rightarrow ", "²": "^{2}", "δ": r"\delta ", "∂": r"\partial ", "Σ": r"\sum ", "≤": r"\le ", "×": r"\times ", "′": "'", "…": r"\ldots ",
     "{": r"\{", "}": r"\}", "%": r"\%", "#": r"\#", "&": r"\&", "$": r"\$", "_": r"\_",
     "*": r"{*}",
     "μ": r"\mu ", "ε": r"\varepsilon ", "γ": r"\gamma ", "β": r"\beta ", "√": r"\surd ", "½": r"\tfrac{1}{2}",

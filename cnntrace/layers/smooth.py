@@ -1,0 +1,262 @@
+"""The smooth activations of newer networks, element-wise: ELU, GELU, SiLU and softplus.
+
+Each is an ``Activation`` (activation.py): A = f(Z) with dA/dZ a stage of its own; the
+explanations write the value and the derivative as sums of named factors (Φ(Z), σ(Z),
+exp(Z)) so that every number can be checked on a calculator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from cnntrace import ops
+from cnntrace.layers.activation import Activation, LocalDerivative
+from cnntrace.layers.base import AMBIGUITY, Explained, Hand, number_option
+from cnntrace.terms import MINUS, Factor, Term, constant
+
+
+def _of(t, name: str, index, symbol: str, value: float) -> Factor:
+    """A factor that is a function of entry ``index`` of ``name``: Φ(Z1)[0,1]."""
+    return Factor(symbol, t.user_index(name, index), float(value), name)
+
+
+@dataclass(frozen=True)
+class ELU(Activation):
+    """A = Z where Z > 0, alpha·(exp(Z) − 1) elsewhere."""
+
+    type: ClassVar[str] = "elu"
+    function: ClassVar[str] = "ELU"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("ELU", "exp")
+    DESCRIPTION: ClassVar[str] = "Z where Z > 0, alpha·(exp(Z) − 1) elsewhere; ELU′(0) = alpha, as PyTorch."
+    HAND: ClassVar[Hand] = Hand(both_signs=True)
+    OPTIONS: ClassVar[dict] = {"alpha": number_option(1.0, "The value ELU tends to, −alpha, as Z → −∞.", "alpha")}
+
+    alpha: float = 1.0
+
+    def options(self):
+        return "elu" if self.alpha == 1.0 else {"type": "elu", "alpha": self.alpha}
+
+    def describe(self):
+        return "elu" if self.alpha == 1.0 else f"elu (alpha {self.alpha:g})"
+
+    def value(self, z):
+        return ops.elu_forward(z, self.alpha)
+
+    def derivative(self, z, a):
+        return ops.elu_grad(z, self.alpha)
+
+    def derivative_text(self):
+        z, a = self.input, self.output
+        return LocalDerivative(f"1 where {z} > 0, else {a} + α", f"ELU′({z})",
+                               f"1 where {z} > 0, α·exp({z}) = {a} + α where {z} ≤ 0", (z, a),
+                               f"α = {self.alpha:g}; read from {z} and {a}")  # fmt: skip
+
+    def flow_note(self):
+        return f"the gradient passes unchanged where {self.input} > 0 and scaled by α·exp({self.input}) elsewhere"
+
+    def mistakes(self, values, weights):
+        z = self.input
+        Z = values[z]
+        return [
+            self._local_mistake(values, "elu_grad_as_relu", f"ELU′ taken as ReLU′: 0 where {z} ≤ 0, not α·exp({z})",
+                                ops.relu_grad(Z)),
+            self._local_mistake(values, "elu_grad_without_exp", f"ELU′ taken as α where {z} ≤ 0 (as leaky ReLU), "
+                                f"not α·exp({z})", np.where(Z > 0, 1.0, self.alpha)),
+        ]  # fmt: skip
+
+    def kinks(self, cache):
+        z, _ = cache
+        return (z > 0,) if self.alpha != 1.0 else ()  # α = 1: ELU′ is continuous at 0
+
+    def ambiguities(self, x):
+        return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))} if self.alpha != 1.0 else {}
+
+    def explain_value(self, t, z):
+        zz, a = self.input, self.output
+        if z.value > 0:
+            return Explained(f"ELU({zz}) = {zz} where {zz} > 0", [Term((z,))], None, [f"{z.label} > 0, so {a} = {zz}"])
+        e = Factor(f"exp({zz})", z.index, math.exp(z.value), zz)
+        alpha = constant("α", self.alpha)
+        return Explained(f"ELU({zz}) = α·(exp({zz}) − 1) where {zz} ≤ 0", [Term((alpha, e)), Term((MINUS, alpha))],
+                         None, [f"{z.label} ≤ 0; α = {self.alpha:g}"])  # fmt: skip
+
+    def explain_local(self, t, index):
+        z = t.factor(self.input, index)
+        if z.value > 0:
+            return Explained(f"1 where {self.input} > 0", [Term((constant("1", 1.0),))], None, [f"{z.label} > 0"])
+        e = _of(t, self.input, index, f"exp({self.input})", math.exp(z.value))
+        return Explained(f"α·exp({self.input}) where {self.input} ≤ 0", [Term((constant("α", self.alpha), e))], None,
+                         [f"{z.label} ≤ 0; α = {self.alpha:g}"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GELU(Activation):
+    """A = Z·Φ(Z), Φ the standard normal's distribution function (the erf form, PyTorch's
+    default)."""
+
+    type: ClassVar[str] = "gelu"
+    function: ClassVar[str] = "GELU"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("GELU", "erf")
+    DESCRIPTION: ClassVar[str] = "Z·Φ(Z) = Z·(1 + erf(Z/√2))/2, the erf form (PyTorch's default, not the tanh approximation)."
+    HAND: ClassVar[Hand] = Hand(saturates=True)
+
+    def value(self, z):
+        return ops.gelu_forward(z)
+
+    def derivative(self, z, a):
+        return ops.gelu_grad(z)
+
+    def derivative_text(self):
+        z = self.input
+        return LocalDerivative(f"Φ({z}) + {z}·φ({z})", f"GELU′({z})",
+                               f"Φ({z}) + {z}·φ({z}), φ({z}) = exp(−{z}²/2)/√(2π)", (z,),
+                               "the product rule on Z·Φ(Z): Φ′ = φ, the normal density")  # fmt: skip
+
+    def mistakes(self, values, weights):
+        z = self.input
+        Z = values[z]
+        return [
+            self._local_mistake(values, "gelu_tanh_approximation", f"GELU′ of the tanh approximation "
+                                f"½·{z}·(1 + tanh(√(2/π)·({z} + 0.044715·{z}³))), not of the erf form",
+                                ops.gelu_tanh_grad(Z)),
+            self._local_mistake(values, "gelu_product_rule_missing", f"GELU′ taken as Φ({z}): the {z}·φ({z}) of "
+                                "the product rule left out", ops.normal_cdf(Z)),
+        ]  # fmt: skip
+
+    def explain_value(self, t, z):
+        zz = self.input
+        phi = Factor(f"Φ({zz})", z.index, float(ops.normal_cdf(np.float64(z.value))), zz)
+        return Explained(f"GELU({zz}) = {zz}·Φ({zz}), Φ(x) = (1 + erf(x/√2))/2", [Term((z, phi))], None, [])
+
+    def explain_local(self, t, index):
+        zz = self.input
+        z = t.factor(zz, index)
+        value = np.float64(z.value)
+        cdf = _of(t, zz, index, f"Φ({zz})", ops.normal_cdf(value))
+        pdf = _of(t, zz, index, f"φ({zz})", ops.normal_pdf(value))
+        return Explained(f"Φ({zz}) + {zz}·φ({zz})", [Term((cdf,)), Term((z, pdf))], None,
+                         ["φ(x) = exp(−x²/2)/√(2π), Φ(x) = (1 + erf(x/√2))/2"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SiLU(Activation):
+    """A = Z·σ(Z) (also called swish)."""
+
+    type: ClassVar[str] = "silu"
+    function: ClassVar[str] = "SiLU"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("SiLU",)
+    DESCRIPTION: ClassVar[str] = "Z·σ(Z), the sigmoid-weighted linear unit (swish)."
+    HAND: ClassVar[Hand] = Hand(saturates=True)
+
+    def value(self, z):
+        return ops.silu_forward(z)
+
+    def derivative(self, z, a):
+        return ops.silu_grad(z)
+
+    def derivative_text(self):
+        z = self.input
+        return LocalDerivative(f"σ({z})·(1 + {z}·(1 − σ({z})))", f"SiLU′({z})",
+                               f"σ({z}) + {z}·σ({z})·(1 − σ({z}))", (z,),
+                               "the product rule on Z·σ(Z), with σ′ = σ·(1 − σ)")  # fmt: skip
+
+    def mistakes(self, values, weights):
+        z = self.input
+        Z = values[z]
+        return [
+            self._local_mistake(values, "silu_product_rule_missing", f"SiLU′ taken as σ({z}): the "
+                                f"{z}·σ′({z}) of the product rule left out", ops.sigmoid(Z)),
+            self._local_mistake(values, "silu_grad_as_sigmoid", f"SiLU′ taken as σ′({z}) = σ({z})·(1 − σ({z}))",
+                                ops.sigmoid_grad(Z)),
+        ]  # fmt: skip
+
+    def explain_value(self, t, z):
+        zz = self.input
+        s = Factor(f"σ({zz})", z.index, float(ops.sigmoid(np.float64(z.value))), zz)
+        return Explained(f"SiLU({zz}) = {zz}·σ({zz})", [Term((z, s))], None, [])
+
+    def explain_local(self, t, index):
+        zz = self.input
+        z = t.factor(zz, index)
+        s = _of(t, zz, index, f"σ({zz})", ops.sigmoid(np.float64(z.value)))
+        rest = _of(t, zz, index, f"(1 − σ({zz}))", ops.sigmoid(np.float64(-z.value)))
+        return Explained(f"σ({zz}) + {zz}·σ({zz})·(1 − σ({zz}))", [Term((s,)), Term((z, s, rest))], None, [])
+
+
+@dataclass(frozen=True)
+class Softplus(Activation):
+    """A = log(1 + exp(beta·Z))/beta, and Z itself where beta·Z > threshold (as PyTorch)."""
+
+    type: ClassVar[str] = "softplus"
+    function: ClassVar[str] = "softplus"
+    FUNCTIONS: ClassVar[tuple[str, ...]] = ("softplus", "exp")  # log: LaTeX's own \log
+    DESCRIPTION: ClassVar[str] = "log(1 + exp(beta·Z))/beta; Z itself where beta·Z > threshold, as PyTorch."
+    HAND: ClassVar[Hand] = Hand(saturates=True)
+    OPTIONS: ClassVar[dict] = {
+        "beta": number_option(1.0, "The sharpness: softplus tends to ReLU as beta grows.", "beta"),
+        "threshold": number_option(20.0, "Above beta·Z > threshold, A = Z (and dA/dZ = 1), as PyTorch.", "threshold"),
+    }
+
+    beta: float = 1.0
+    threshold: float = 20.0
+
+    def options(self):
+        chosen = {name: getattr(self, name) for name, default in (("beta", 1.0), ("threshold", 20.0))
+                  if getattr(self, name) != default}  # fmt: skip
+        return {"type": "softplus", **chosen} if chosen else "softplus"
+
+    def describe(self):
+        chosen = self.options()
+        return chosen if isinstance(chosen, str) else "softplus (" + ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k != "type") + ")"
+
+    def value(self, z):
+        return ops.softplus_forward(z, self.beta, self.threshold)
+
+    def derivative(self, z, a):
+        return ops.softplus_grad(z, self.beta, self.threshold)
+
+    def derivative_text(self):
+        z = self.input
+        return LocalDerivative(f"σ(β·{z}); 1 where β·{z} > threshold", f"softplus′({z})",
+                               f"exp(β·{z})/(1 + exp(β·{z})) = σ(β·{z})", (z,),
+                               f"β = {self.beta:g}, threshold {self.threshold:g}")  # fmt: skip
+
+    def mistakes(self, values, weights):
+        z = self.input
+        Z = values[z]
+        out = []
+        if self.beta != 1.0:
+            out.append(self._local_mistake(values, "softplus_beta_missing", f"softplus′ taken as σ({z}), "
+                                           f"without the β = {self.beta:g} inside", ops.sigmoid(Z)))  # fmt: skip
+        out.append(self._local_mistake(values, "softplus_grad_as_exp", f"softplus′ taken as exp(β·{z}): the "
+                                       f"1/(1 + exp(β·{z})) of the log's derivative left out",
+                                       np.exp(np.minimum(self.beta * Z, 700.0))))  # fmt: skip
+        return out
+
+    def kinks(self, cache):
+        z, _ = cache
+        return (self.beta * z > self.threshold,)
+
+    def explain_value(self, t, z):
+        zz = self.input
+        bz = self.beta * z.value
+        if bz > self.threshold:
+            return Explained(f"softplus({zz}) = {zz} where β·{zz} > threshold", [Term((z,))], None,
+                             [f"β·{z.label} = {bz:g} > {self.threshold:g}: the linear branch, as PyTorch"])  # fmt: skip
+        log = Factor(f"log(1 + exp(β·{zz}))", z.index, float(np.logaddexp(0.0, bz)), zz)
+        return Explained(f"softplus({zz}) = log(1 + exp(β·{zz}))/β", [Term((constant("1/β", 1.0 / self.beta), log))],
+                         None, [f"β = {self.beta:g}"])  # fmt: skip
+
+    def explain_local(self, t, index):
+        zz = self.input
+        z = t.factor(zz, index)
+        bz = self.beta * z.value
+        if bz > self.threshold:
+            return Explained(f"1 where β·{zz} > threshold", [Term((constant("1", 1.0),))], None,
+                             [f"β·{z.label} = {bz:g} > {self.threshold:g}"])  # fmt: skip
+        s = _of(t, zz, index, f"σ(β·{zz})", ops.sigmoid(np.float64(bz)))
+        return Explained(f"σ(β·{zz}) = 1/(1 + exp(−β·{zz}))", [Term((s,))], None, [f"β = {self.beta:g}"])
