@@ -10,6 +10,15 @@ then one step of gradient descent. ``forward_backward`` is the pass on the gener
 of ops.py (trace.run puts it into the user's shapes); ``place`` names what each layer reads
 and writes by the scheme of naming.py. The reference network is one such list (see
 reference.py).
+
+A layer reads the previous layer's output unless the input names an earlier matrix
+("input": "X"); an add or a concat also reads those its "from" names. The list is still the
+order the layers run, so the same two loops serve: forward, each layer finds its operands by
+name; backward, last first, each layer sends a gradient to each operand, and where a matrix
+feeds several layers (a fork) the paths' parts are kept under their names (dL_dA2_via_Z3)
+and summed, in list order, when the pass reaches the layer that made it:
+
+    dL/dA2 = dL/dA2 via Z3 + dL/dA2 via S4
 """
 
 from __future__ import annotations
