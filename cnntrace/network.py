@@ -52,9 +52,7 @@ def place(layers: list[Layer], keys: list[str], inputs: list[str | None] | None 
     made = {"X": "the input"}  # what the layers so far have made, and by whom
     placed = []
     current = "X"
-    for position, (layer, key, wanted, (number, output)) in enumerate(zip(layers, keys, inputs, outputs)):
-        if layer.last_only and position != len(layers) - 1:
-            raise InputError(f"{layer.type} can only be the last layer", key=key)
+    for layer, key, wanted, (number, output) in zip(layers, keys, inputs, outputs):
         reading = current if wanted is None else _earlier(wanted, made, outputs, keys, f"{key}.input")
         for source in layer.reads:
             _earlier(source, made, outputs, keys, f"{key}.from")
@@ -73,7 +71,8 @@ def place(layers: list[Layer], keys: list[str], inputs: list[str | None] | None 
 
 
 def _outputs(layers: list[Layer], keys: list[str]) -> list[tuple[int, str]]:
-    """(weighted layer's number, output's name) of each layer, its order checked."""
+    """(weighted layer's number, output's name) of each layer, its order checked, the first
+    wrong layer in the list named."""
     out = []
     number = 0
     taken: set[str] = set()  # what the current weighted layer already has after it
@@ -97,6 +96,8 @@ def _outputs(layers: list[Layer], keys: list[str]) -> list[tuple[int, str]]:
                     key=key,
                 )
             taken.add(role)
+        if layer.last_only and len(out) != len(layers) - 1:
+            raise InputError(f"{layer.type} can only be the last layer", key=key)
         out.append((number, numbered(layer.letter, number)))
     return out
 
