@@ -8,7 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.text import number_text, shape_text
 
 #: A (rows, cols) pair: a window's size, a stride, a padding.
@@ -42,9 +42,9 @@ def is_finite(value: Real) -> bool:
 def whole_number(key: str, value, minimum: int) -> int:
     """A whole number >= minimum (an integral float such as 2.0 counts as 2)."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise InputError(f"expected a whole number, got {value!r}", key=key)
+        raise InputError(f"expected a whole number, got {shown(value)}", key=key)
     if not isinstance(value, Integral) and not (math.isfinite(value) and float(value).is_integer()):
-        raise InputError(f"expected a whole number, got {value!r}", key=key)
+        raise InputError(f"expected a whole number, got {shown(value)}", key=key)
     if value < minimum:
         raise InputError(f"must be at least {minimum}, got {number_text(int(value))}", key=key)
     return int(value)
@@ -59,7 +59,7 @@ def positive_number(key: str, value) -> float:
 def finite_number(key: str, value, what: str) -> float:
     """A finite number (not a boolean); ``what`` names it in the message: 'alpha'."""
     if isinstance(value, bool) or not isinstance(value, Real) or not is_finite(value):
-        raise InputError(f"{what} is a finite number, got {value!r}", key=key)
+        raise InputError(f"{what} is a finite number, got {shown(value)}", key=key)
     return float(value)
 
 
@@ -77,13 +77,14 @@ def choice(key: str, value, choices: tuple):
     """One of ``choices`` (the default first)."""
     if value not in choices or isinstance(value, bool):
         listed = " | ".join(map(str, choices))
-        raise InputError(f"expected {listed} (the default is {choices[0]}), got {value!r}"[:200], key=key)
+        raise InputError(f"expected {listed} (the default is {choices[0]}), got {shown(value)}", key=key)
     return value
 
 
-def vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
+def vector(key: str, array: np.ndarray, length: int, what: str, sized_by: str | None = None) -> np.ndarray:
     """Accept a number (when length is 1), a list of ``length``, or a ``length``×1 / 1×``length``
-    matrix, and return it as a flat vector."""
+    matrix, and return it as a flat vector. ``sized_by`` says which other key set ``length``
+    ("W2 (8×3) has 3 outputs"): a mismatch between two keys names both."""
     fits = (
         (array.ndim == 0 and length == 1)
         or (array.ndim == 1 and array.shape[0] == length)
@@ -91,5 +92,6 @@ def vector(key: str, array: np.ndarray, length: int, what: str) -> np.ndarray:
     )
     if not fits:
         found = f"{array.size} entries" if array.ndim else "a number"
-        raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)})", key=key)
+        other = f"; {sized_by}: one of the two is wrong" if sized_by else ""
+        raise InputError(f"expected {length} {what}, found {found} (shape {shape_text(array.shape)}){other}", key=key)
     return array.reshape(length)

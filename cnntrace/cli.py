@@ -13,6 +13,7 @@ Exit status: 0 success, 1 a check that failed, 2 bad input or usage, 130 interru
 
 import importlib
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,9 +30,13 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: The flag that gives each parameter the core names in its errors (an ArgumentError's key).
 FLAGS = {
+    "force": "--force",
     "fraction": "--holdout",
+    "hand": "--hand",
     "image": "--image",
     "level": "--level",
+    "dtype": "--dtype",
+    "max_entries": "--max-entries",
     "momentum": "--momentum",
     "only": "--only",
     "preset": "--preset",
@@ -95,6 +100,13 @@ class TrainFormat(str, Enum):
     ndjson = "ndjson"
 
 
+class Dtype(str, Enum):
+    """The floating type training computes in (the trace and step are always float64)."""
+
+    float64 = "float64"
+    float32 = "float32"
+
+
 class VerifyPreset(str, Enum):
     """verify's tolerances (cnntrace.verify.PRESETS)."""
 
@@ -114,8 +126,11 @@ STEP_RENDERERS = {
 
 
 def file_banner(file: str) -> str:
-    """The table view's heading of one file's trace when several are traced, as tail's."""
-    return f"==> {file} <==\n"
+    """The table view's heading of one file's trace when several are traced, as tail's; a
+    name's unprintable characters (an escape sequence) written as their escapes."""
+    from cnntrace.errors import one_line  # lazy: start-up
+
+    return f"==> {one_line(file)} <==\n"
 
 
 #: How each format of ``step`` heads one file's trace when several are traced.
@@ -212,6 +227,9 @@ def _full(help: str):
 InputFile = Annotated[Path, typer.Argument(metavar="FILE", show_default=False, help="Input JSON file.")]
 Output = Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.", show_default=False)]
 Precision = _precision("Decimals shown in the table view.")
+StepPrecision = Annotated[int | None, typer.Option(
+    "--precision", "-p", min=0, max=17, show_default=False,
+    help="Decimals shown in the table view (default 4, and more for a matrix whose entries are all below 0.01).")]
 KeyPrecision = _precision("Decimals of the key's values.")
 FeedbackPrecision = _precision("Decimals shown in feedback.")
 StepOnly = _only("Show only these matrices (e.g. dL_dW1,P1).")
@@ -219,6 +237,7 @@ SheetOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1).")
 QuizOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1), in the derivation's order.")
 StepFull = _full("Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.")
 TrainFull = _full("Table view: every entry of parameters over 40 on a side.")
+Force = Annotated[bool, typer.Option("--force", help="Replace a write-protected file (mode 0444) all the same.")]
 FormatOption = _format(Format)
 CheckFormatOption = _format(CheckFormat)
 ExplainFormatOption = _format(ExplainFormat)
@@ -295,28 +314,36 @@ def _interrupted() -> typer.Exit:
 
 
 def _full_width(renderable) -> int:
-    """The width that shows ``renderable`` without cutting or wrapping (at least 80)."""
+    """The width that shows ``renderable`` without cutting or wrapping (at least 80), or
+    ``COLUMNS`` where that is set and narrower: wide matrices are then split into blocks of
+    columns."""
     from rich.console import Console  # lazy: start-up
     from rich.measure import Measurement
 
     wide = Console(file=sys.stdout, width=100_000)
-    return max(80, Measurement.get(wide, wide.options, renderable).maximum)
+    width = max(80, Measurement.get(wide, wide.options, renderable).maximum)
+    columns = os.environ.get("COLUMNS", "")
+    return min(width, int(columns)) if columns.isdigit() and int(columns) > 0 else width
 
 
 def _table_text(renderable) -> str:
     """The renderable as text for stdout, all at once.
 
     On a terminal: its width and colours. Into a pipe or a file: plain text, as wide as the
-    widest table so that nothing is cut or wrapped.
+    widest table so that nothing is cut or wrapped (or as ``COLUMNS`` says), and no line
+    longer than its content: the spaces that pad a table shorter than its neighbour are left
+    out.
     """
     from rich.console import Console  # lazy: start-up
 
     console = Console(file=sys.stdout)
-    if not console.is_terminal:
+    terminal = console.is_terminal
+    if not terminal:
         console = Console(file=sys.stdout, width=_full_width(renderable))
     with console.capture() as capture:
         console.print(renderable)
-    return capture.get()
+    text = capture.get()
+    return text if terminal else "\n".join(line.rstrip() for line in text.split("\n"))
 
 
 def _text(rendered) -> str:
@@ -330,7 +357,7 @@ def _pieces(rendered) -> Iterable[str]:
     return rendered if isinstance(rendered, Iterator) else [_text(rendered)]
 
 
-def _write_text(text: str, output: Path | None) -> None:
+def _write_text(text: str, output: Path | None, force: bool = False) -> None:
     """Text on stdout, or atomically to ``output`` (saying so on stderr)."""
     with reported_errors(output):
         if output is None:
@@ -338,17 +365,19 @@ def _write_text(text: str, output: Path | None) -> None:
         else:
             from cnntrace.io import write_atomic  # lazy: start-up
 
-            write_atomic(output, text)
-            typer.echo(f"wrote {output}", err=True)
+            write_atomic(output, text, force=force)
+            from cnntrace.errors import one_line
+
+            typer.echo(f"wrote {one_line(str(output))}", err=True)
 
 
-def _check_writable(path: Path | None) -> None:
-    """Refuse now, before any work, a file that could not be written."""
+def _check_writable(path: Path | None, force: bool = False) -> None:
+    """Refuse now, before any work and any output, a file that could not be written."""
     if path is not None:
         with reported_errors():
             from cnntrace.io import check_writable  # lazy: start-up
 
-            check_writable(path)
+            check_writable(path, force=force)
 
 
 # -- load → run --------------------------------------------------------------------------------
@@ -400,7 +429,7 @@ def step(
     files: Annotated[list[Path], typer.Argument(
         metavar="FILE", show_default=False, help="Input JSON files (see `cnntrace schema` and the README).")],
     output_format: FormatOption = Format.table,
-    precision: Precision = 4,
+    precision: StepPrecision = None,
     only: StepOnly = None,
     brief: Annotated[bool, typer.Option("--brief", help="Matrices only: leave out the chain rules and their factors.")] = False,
     full: StepFull = False,
@@ -408,6 +437,7 @@ def step(
         "Also save an interactive page of the whole pass: click an entry to see its arithmetic."))] = None,
     svg: Annotated[Path | None, typer.Option(
         "--svg", metavar="FILE", show_default=False, help="Also save the table view as an SVG picture.")] = None,
+    force: Force = False,
 ) -> None:
     """Run one forward and backward pass on each FILE and show every matrix.
 
@@ -416,6 +446,8 @@ def step(
     from cnntrace.render import View  # lazy: start-up
 
     names = _only_names(only)
+    _check_writable(html, force)  # before the trace is written to stdout
+    _check_writable(svg, force)
     render = _renderer(STEP_RENDERERS, output_format)
     several = len(files) > 1
     first, between, last = MANY_FILES.get(output_format, ("", "", "")) if several else ("", "", "")
@@ -426,7 +458,7 @@ def step(
     separator = first
     for index, file in enumerate(files):
         view = View(
-            precision=precision, only=names, brief=brief, full=full,
+            precision=4 if precision is None else precision, scaled=precision is None, only=names, brief=brief, full=full,
             file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
         try:
@@ -455,11 +487,14 @@ def step(
             failed = True  # reported on stderr; the other files still run
     if several and last:
         sys.stdout.write(first * (separator == first) + last)
-    title = f"cnntrace step {', '.join(map(str, files))}"
+    from cnntrace.errors import one_line  # lazy: start-up
+
+    title = one_line(f"cnntrace step {', '.join(map(str, files))}")
     if recorded:
-        _save_svg(recorded, svg, title)
+        _save_svg(recorded, svg, title, force)
     if explored:
-        _save_html(explored, html, View(precision=precision, only=names, brief=brief, full=full), title)
+        _save_html(explored, html, View(precision=4 if precision is None else precision, only=names, brief=brief,
+                                           full=full), title, force)
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -484,7 +519,7 @@ def _shared_csv_columns(files: list[Path], names) -> tuple[str, ...]:
     return columns
 
 
-def _save_svg(renderables: list, svg: Path, title: str) -> None:
+def _save_svg(renderables: list, svg: Path, title: str, force: bool = False) -> None:
     """Save the recorded table view as an SVG picture, atomically."""
     from rich.console import Group  # lazy: start-up
 
@@ -494,16 +529,16 @@ def _save_svg(renderables: list, svg: Path, title: str) -> None:
     view = Group(*renderables)
     width = _full_width(view)
     with reported_errors():
-        write_atomic(svg, export(view, "svg", width, title=title))
+        write_atomic(svg, export(view, "svg", width, title=title), force=force)
 
 
-def _save_html(traces: list, html: Path, view, title: str) -> None:
+def _save_html(traces: list, html: Path, view, title: str, force: bool = False) -> None:
     """Save the explorer page of the traces (see render.html), atomically."""
     from cnntrace.io import write_atomic  # lazy: start-up
     from cnntrace.render.html import page
 
     with reported_errors():
-        write_atomic(html, page(traces, view, title=title))
+        write_atomic(html, page(traces, view, title=title), force=force)
 
 
 @app.command()
@@ -614,6 +649,7 @@ def init(
         "--allow-ties", help="With --hand: a tie in a pool window on purpose (at least one).")] = False,
     count: Annotated[int | None, typer.Option("--count", min=1, max=10_000, show_default=False, help=(
         "Write this many different exercises (seeds --seed, --seed + 1 …) into the directory -o DIR."))] = None,
+    force: Force = False,
 ) -> None:
     """Write a valid random input file: the same file for the same --seed.
 
@@ -629,6 +665,8 @@ def init(
     if hand and image is not None:
         raise typer.BadParameter("--hand draws X itself; leave out --image", param_hint="--image")
     by_hand = f" --hand --level {level}" + " --allow-ties" * allow_ties if hand else ""
+    if count is None:
+        _check_writable(output, force)
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip
@@ -639,7 +677,7 @@ def init(
         def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
             return f"cnntrace init --like {like.name} --seed {exercise_seed}" + (f" --batch {batch}" if batch else "") + by_hand
 
-        _write_exercises(make, comment, seed, count, output, source=like)
+        _write_exercises(make, comment, seed, count, output, source=like, force=force)
         return
     (H, W), (kh, kw) = _dims(size or "6", "--size"), _dims(kernel or "3", "--kernel")
     filters, batch = filters or 1, batch or 1
@@ -656,7 +694,7 @@ def init(
             + (f" --filters {filters}" if filters > 1 else "") + (f" --batch {batch}" if batch > 1 else "") + by_hand
         )  # fmt: skip
 
-    _write_exercises(make, comment, seed, count, output, source=output)
+    _write_exercises(make, comment, seed, count, output, source=output, force=force)
 
 
 def _like_exercises(like: Path, batch: int | None, hand_options: tuple[int, bool] | None):
@@ -691,7 +729,8 @@ def _new_exercises(size, kernel, filters: int, batch: int, image: Path | None, i
     return partial(new_exercise, size, kernel, filters, batch, X=X, hand=hand)
 
 
-def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None) -> None:
+def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None,
+                     force: bool = False) -> None:  # fmt: skip
     """One exercise ``make(seed)`` headed by its ``comment(seed)`` to ``output`` (or stdout);
     with ``count``, that many different ones into the directory ``output`` (see
     exercise.exercise_set). ``source`` is the file named in errors of the making."""
@@ -701,7 +740,7 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
     if count is None:
         with reported_errors(source):
             data = make(seed)
-        _write_exercise({"comment": comment(seed), **data}, output)
+        _write_exercise({"comment": comment(seed), **data}, output, force)
         return
     with reported_errors(output):
         from cnntrace.errors import OutputError  # lazy: start-up
@@ -712,16 +751,16 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
         output.mkdir(parents=True, exist_ok=True)
     with reported_errors(source):  # each file's own errors are reported naming it
         for path, exercise_seed, data in exercise_set(make, seed, count, output):
-            _write_exercise({"comment": comment(exercise_seed), **data}, path)
+            _write_exercise({"comment": comment(exercise_seed), **data}, path, force)
 
 
-def _write_exercise(data: dict, output: Path | None) -> None:
+def _write_exercise(data: dict, output: Path | None, force: bool = False) -> None:
     """An exercise as JSON for people, on stdout or atomically to ``output``."""
     with reported_errors(output):
         from cnntrace.io import format_input  # lazy: start-up
 
         text = format_input(data)
-    _write_text(text, output)
+    _write_text(text, output, force)
 
 
 @app.command()
@@ -733,6 +772,7 @@ def sheet(
     precision: KeyPrecision = 4,
     standalone: Annotated[bool, typer.Option("--standalone", help="LaTeX: a whole document, not a fragment.")] = False,
     output: Output = None,
+    force: Force = False,
 ) -> None:
     """A worksheet for FILE: the given numbers, then a blank grid for every matrix to compute.
 
@@ -741,13 +781,14 @@ def sheet(
     if standalone and output_format is not SheetFormat.latex:
         raise typer.BadParameter("a whole document is LaTeX; add --format latex", param_hint="--standalone")
     names = _only_names(only)
+    _check_writable(output, force)
     render = _renderer(SHEET_RENDERERS, output_format)
     trace = load_trace(file, names)
     with reported_errors(file):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
         text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
-    _write_text(text, output)
+    _write_text(text, output, force)
 
 
 @app.command()
@@ -760,6 +801,7 @@ def quiz(
     precision: FeedbackPrecision = 4,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
     atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance, as verify's.")] = 1e-4,
+    force: Force = False,
 ) -> None:
     """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
 
@@ -770,9 +812,9 @@ def quiz(
     Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
     """
     names = _only_names(only)
-    _check_writable(record)
+    _check_writable(record, force)
     trace = load_trace(file, names)
-    from cnntrace.quiz import Session, run_quiz  # lazy: start-up
+    from cnntrace.quiz import MAX_ANSWER_CHARS, Session, run_quiz  # lazy: start-up
 
     questions = [stage.name for stage in trace.stages if names is None or stage.name in names]
     talk = sys.stdout if sys.stdout.isatty() else sys.stderr
@@ -784,14 +826,16 @@ def quiz(
 
     def ask(prompt: str) -> str | None:
         say(prompt)
-        try:
-            line = sys.stdin.readline()
+        try:  # bounded: a line longer than any answer ends the quiz (see run_quiz)
+            line = sys.stdin.readline(MAX_ANSWER_CHARS + 1)
         except (OSError, ValueError):  # stdin closed under us
             return None
         if not line:
             return None
         if not interactive:  # piped answers: the transcript shows them after their prompts
-            say(line if line.endswith("\n") else line + "\n")
+            from cnntrace.errors import one_line, shortened  # lazy: start-up
+
+            say(one_line(shortened(line.rstrip("\r\n"), 200)) + "\n")
         return line.rstrip("\r\n")
 
     session = Session(str(file), len(questions))
@@ -807,7 +851,7 @@ def quiz(
 
             from cnntrace.io import write_atomic
 
-            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n")
+            write_atomic(record, json.dumps(session.record(), indent=2, ensure_ascii=False) + "\n", force=force)
     if interrupted:
         raise _interrupted()
     sys.stdout.write(f"{chr(10) if talk is sys.stdout else ''}score {session.score}/{session.total}\n")
@@ -832,11 +876,16 @@ def explain(
         metavar="TERM", show_default=False, help="One entry of the trace, e.g. dL_dW1[0,1], Z1[2,3], dL/dX[0,0], L.")],
     output_format: ExplainFormatOption = ExplainFormat.table,
     precision: Precision = 4,
+    nonzero: Annotated[bool, typer.Option(
+        "--nonzero", help="Leave out the terms of a sum that are zero (and say how many).")] = False,
+    every: Annotated[bool, typer.Option(
+        "--all", help="Every term of a sum of more than 64 (by default its 64 largest in size).")] = False,
 ) -> None:
     """Show the arithmetic of one entry of the trace, with the actual numbers.
 
     The last line is the value, as `cnntrace step` shows it. With a batch or several
-    filters the image and filter indices come first, as in the JSON: dL_dW1[1,0,2].
+    filters the image and filter indices come first, as in the JSON: dL_dW1[1,0,2]. A sum
+    of more than 64 terms shows its 64 largest and says how many it left out.
 
     Example: cnntrace explain samples/reference.json 'dL_dW1[0,1]'
     """
@@ -849,7 +898,7 @@ def explain(
         check_possible(parse_term(term)[0], term)
     trace = load_trace(file)
     with reported_errors():
-        text = render(explain_term(trace, term), precision)
+        text = render(explain_term(trace, term), precision, nonzero=nonzero, every=every)
     sys.stdout.write(text)
     sys.stdout.flush()
 
@@ -891,26 +940,51 @@ def _stop_on_ctrl_c():
         signal.signal(signal.SIGINT, previous)
 
 
+#: Where stderr is no terminal (a log, CI), a long command says how far it is on a line of
+#: its own this often, in seconds: the first after as long.
+PROGRESS_EVERY = 10.0
+
+
+def _progress_lines(total: int | None, unit: str):
+    """``advance(done, status, total)`` that writes ``cnntrace: unit 12 of 40 (status), 30 s``
+    on stderr at most every PROGRESS_EVERY seconds."""
+    import time  # lazy: start-up
+
+    start = time.monotonic()
+    state = {"total": total, "next": start + PROGRESS_EVERY}
+
+    def advance(done: int, status: str = "", total: int | None = None) -> None:
+        if total is not None:
+            state["total"] = total
+        now = time.monotonic()
+        if now < state["next"]:
+            return
+        state["next"] = now + PROGRESS_EVERY
+        of = f" of {state['total']}" if state["total"] else ""
+        sys.stderr.write(f"cnntrace: {unit} {done}{of}{f' ({status})' if status else ''}, {now - start:.0f} s\n")
+        sys.stderr.flush()
+
+    return advance
+
+
 @contextmanager
 def _progress(total: int | None, unit: str):
     """Yield ``advance(done, status, total)``: a progress bar on stderr when stderr is a
-    terminal, counting ``unit``s with a status text; a function that does nothing otherwise.
+    terminal, counting ``unit``s with a status text; a line every PROGRESS_EVERY seconds
+    otherwise (see _progress_lines).
     ``total`` may be given (or corrected) by the first call."""
     import os  # lazy: start-up
-
-    def nothing(done, status="", total=None):
-        return None
 
     # Decided without rich where stderr is plainly no terminal (rich, too, lets TTY_COMPATIBLE
     # and FORCE_COLOR say otherwise): a pipe's run starts a hundredth of a second sooner.
     if not sys.stderr.isatty() and not {"TTY_COMPATIBLE", "FORCE_COLOR"} & set(os.environ):
-        yield nothing
+        yield _progress_lines(total, unit)
         return
     from rich.console import Console  # lazy: start-up
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield nothing
+        yield _progress_lines(total, unit)
         return
     from rich.progress import (  # lazy: start-up
         BarColumn,
@@ -954,9 +1028,17 @@ def train(
         "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed).")] = None,
     save: Annotated[Path | None, typer.Option(
         "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz).")] = None,
+    save_partial: Annotated[bool, typer.Option("--save-partial", help=(
+        "Let --save replace an existing file even with a model that is no better than the "
+        "starting one (interrupted, diverged, or a higher loss); otherwise it goes to "
+        "NAME.partial.json beside it."))] = False,
+    force: Force = False,
     output_format: TrainFormatOption = TrainFormat.table,
     precision: Precision = 4,
     full: TrainFull = False,
+    dtype: Annotated[Dtype, typer.Option(
+        "--dtype", help="Train in float32 end to end (as people train; faster) or float64 (as step computes).")
+    ] = Dtype.float64,
 ) -> None:
     """Train the network on FILE by gradient descent, one step per mini-batch.
 
@@ -970,8 +1052,10 @@ def train(
         raise typer.BadParameter(f"must be a fraction between 0 and 1, got {holdout}", param_hint="'--holdout'")
     if holdout is not None and test is not None:
         raise typer.BadParameter("give --test or --holdout, not both", param_hint="'--holdout'")
-    _check_writable(save)  # now, not after the training
+    _check_writable(save, force)  # now, not after the training
     with reported_errors(file):
+        from dataclasses import replace  # lazy: start-up
+
         from cnntrace import train as training  # lazy: start-up (numpy)
         from cnntrace.errors import TrainingDiverged, TrainingInterrupted
         from cnntrace.io import read_input, with_parameters, write_input
@@ -982,14 +1066,23 @@ def train(
         data = read_input(file)
         problem, test_set = _test_set(file, data, test, holdout, seed)
 
-        def saved(parameters, which: str) -> str:
-            """Save ``parameters`` when --save was given; say what was saved where."""
+        def saved(parameters, which: str, finished: bool = False) -> str:
+            """Save ``parameters`` when --save was given; say what was saved where. An
+            existing file is replaced only by a model that ``finished`` every epoch with a
+            lower loss than the starting one, or with --save-partial; else the model goes to
+            NAME.partial.SUFFIX beside it."""
             if save is None:
                 return ""
+            target = save
+            if save.exists() and not save_partial and not (finished and _improved(problem, parameters)):
+                target = save.with_name(f"{save.stem}.partial{save.suffix}")
             trained = training.presented(problem, parameters)
             if lr is not None:
                 trained["lr"] = lr  # the rate these weights were trained at, to go on with
-            write_input(save, with_parameters(data, trained))
+            write_input(target, with_parameters(data, trained), force=force)
+            if target != save:
+                why = "no better than the starting model" if finished else "training did not finish"
+                return f"; saved {which} parameters to {target}, not over {save} ({why}; --save-partial replaces it)"
             return f"; saved {which} parameters to {save}"
 
         history, interrupted = [], False
@@ -998,10 +1091,11 @@ def train(
             try:
                 for epoch in training.train(
                     problem, epochs, lr=lr, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                    momentum=momentum, test=test_set, stop=ctrl_c.pressed,
+                    momentum=momentum, test=test_set, stop=ctrl_c.pressed, dtype=dtype.value,
                 ):  # fmt: skip
                     last = epoch
-                    history.append(epoch)
+                    # Only the last epoch's parameters are reported: the others are not kept.
+                    history.append(replace(epoch, parameters=None, confusion=None))
                     if render_epoch:
                         sys.stdout.write(render_epoch(epoch))
                         sys.stdout.flush()
@@ -1017,7 +1111,7 @@ def train(
             done = last.epoch if last else 0
             parameters = last.parameters if last else training.starting_parameters(problem)
             which = "the trained" if done == epochs else f"epoch {done}'s" if done else "the starting"
-            note = saved(parameters, which)
+            note = saved(parameters, which, finished=done == epochs)
         if interrupted or ctrl_c.pressed() or done < epochs:  # only a Ctrl-C ends training early
             raise TrainingInterrupted(f"interrupted after {done} of {epochs} epochs{note}")
         if note:
@@ -1033,6 +1127,15 @@ def train(
             confusion_of="test set" if test_set is not None else "training set, as the last epoch classified it",
         )  # fmt: skip
         sys.stdout.write(_text(rendered))
+
+
+def _improved(problem, parameters: dict) -> bool:
+    """Whether ``parameters`` give a lower loss on ``problem``'s images than its own weights."""
+    from cnntrace import train as training  # lazy: start-up (numpy)
+
+    before, _ = training.evaluate(problem, training.starting_parameters(problem))
+    after, _ = training.evaluate(problem, parameters)
+    return math.isfinite(after) and after < before
 
 
 def _test_set(file: Path, data: dict, test: Path | None, holdout: float | None, seed: int | None):

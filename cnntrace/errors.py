@@ -9,9 +9,29 @@ import json
 
 #: A key longer than this (a stray key of the file, a long TERM) is cut short in messages.
 MAX_KEY_SHOWN = 60
+#: A value a message echoes (an unknown layer type, a garbage answer) is cut to this many
+#: characters, and a whole message to MAX_MESSAGE: a 1 MB value never makes a 1 MB message.
+MAX_VALUE_SHOWN = 60
+MAX_MESSAGE = 500
+#: A file name longer than this is shown by its end, where its name is.
+MAX_FILE_SHOWN = 120
 
 
-def _one_line(text: str) -> str:
+def shortened(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value, limit: int = MAX_VALUE_SHOWN) -> str:
+    """A value as a message echoes it: its repr, on one line and cut to ``limit`` characters."""
+    try:
+        text = repr(value[: limit * 8] if isinstance(value, str) else value)
+    except (ValueError, RecursionError):  # an int of more digits than Python prints, deep lists
+        text = f"<{type(value).__name__}>"
+    return shortened(one_line(text[: limit * 8]), limit)
+
+
+def one_line(text: str) -> str:
     """``text`` with each unprintable character (a newline, an escape) written as its JSON
     escape, so that a message stays one line and cannot drive the terminal."""
     return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
@@ -29,26 +49,38 @@ def _shown_key(key: str) -> str:
 def _one_line_message(file: str | None, key: str | None, message: str) -> str:
     """``file: key: message``, leaving out what is None, on one line."""
     key = None if key is None else _shown_key(key)
-    where = ": ".join(part for part in (file, key) if part)
-    return _one_line(f"{where}: {message}" if where else message)
+    if file is not None and len(file) > MAX_FILE_SHOWN:
+        file = "…" + file[-(MAX_FILE_SHOWN - 1):]
+    where = ": ".join(one_line(part) for part in (file, key) if part)
+    message = shortened(one_line(message[: MAX_MESSAGE * 8]), MAX_MESSAGE)
+    return f"{where}: {message}" if where else message
 
 
 class CnntraceError(Exception):
     """Base of every error cnntrace reports to its user instead of a traceback."""
 
-    def __init__(self, message: str, *, key: str | None = None, file: str | None = None):
+    def __init__(self, message: str, *, key: str | None = None, file: str | None = None,
+                 mentions: tuple[str, ...] = ()):  # fmt: skip
         super().__init__(message)
         self.message = message
         self.key = key
         self.file = file
+        self.mentions = tuple(mentions)
 
     def __str__(self) -> str:
         return self.spelled()
 
     def spelled(self, spell=None) -> str:
         """The one-line message, ``file: key: message``. ``spell`` (a parameter's name -> how
-        the caller names it) is for ArgumentError; the other errors name no parameter."""
-        return _one_line_message(self.file, self.key, self.message)
+        the caller names it) spells each parameter the message names as ``{name}`` for a name
+        in ``mentions`` (an ArgumentError's key, too)."""
+        return _one_line_message(self.file, self.key, self._mentioned(spell or str))
+
+    def _mentioned(self, spell) -> str:
+        message = self.message
+        for name in self.mentions:
+            message = message.replace(f"{{{name}}}", spell(name))
+        return message
 
     def in_file(self, file: str) -> CnntraceError:
         """The same error, now naming the file it came from."""
@@ -66,15 +98,11 @@ class ArgumentError(InputError):
     parameters as ``{name}`` for each name in ``mentions``, e.g. "try {level} 2"."""
 
     def __init__(self, message: str, *, key: str, file: str | None = None, mentions: tuple[str, ...] = ()):
-        super().__init__(message, key=key, file=file)
-        self.mentions = tuple(mentions)
+        super().__init__(message, key=key, file=file, mentions=mentions)
 
     def spelled(self, spell=None) -> str:
         spell = spell or str
-        message = self.message
-        for name in self.mentions:
-            message = message.replace(f"{{{name}}}", spell(name))
-        return _one_line_message(self.file, spell(self.key), message)
+        return _one_line_message(self.file, spell(self.key), self._mentioned(spell))
 
 
 class OutputError(CnntraceError):

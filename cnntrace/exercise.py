@@ -16,6 +16,7 @@ from cnntrace.naming import is_bias
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem
 from cnntrace.reference import check_pass_size, reference_problem
+from cnntrace.text import shape_text
 
 #: How many draws ``random_input`` makes before it settles for the last one.
 ATTEMPTS = 200
@@ -174,6 +175,9 @@ LEVELS = {
 }
 #: How many draws ``hand_input`` tries before it gives up.
 HAND_ATTEMPTS = 5000
+#: The most entries X of a hand exercise may have: one for pencil and paper (32×32 takes
+#: about 8 s to make; 200×200 took over 15 minutes of HAND_ATTEMPTS tries).
+MAX_HAND_ENTRIES = 1024
 #: The input of a hand exercise's output sigmoid (or tanh) stays within ±SMOOTH_RANGE, where its
 #: derivative is not yet too small to compute with.
 SMOOTH_RANGE = 4.0
@@ -250,6 +254,12 @@ def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = Fal
     if level not in LEVELS:
         raise ArgumentError(f"must be one of {', '.join(map(str, LEVELS))}, got {level}", key="level")
     template = problem_from_dict(base)
+    if (entries := int(np.size(template.X))) > MAX_HAND_ENTRIES:
+        raise ArgumentError(
+            f"makes an exercise for pencil and paper, with X of at most {MAX_HAND_ENTRIES} entries "
+            f"(32×32); this X has {entries} ({shape_text(np.shape(template.X))})",
+            key="hand",
+        )
     rng = np.random.default_rng(seed)
     samplers = _hand_samplers(rng, base, template, level)
     values = {name: draw(np.shape(template_value)) for name, (draw, template_value) in samplers.items()}

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnntrace.errors import NumericError
+from cnntrace import limits
+from cnntrace.errors import ArgumentError, NumericError
 from cnntrace.network import check_finite
 from cnntrace.problem import Problem
 
@@ -84,6 +85,23 @@ def _agree(analytic, numeric, rtol, atol) -> bool:
     return abs(analytic - numeric) <= atol + rtol * max(abs(analytic), abs(numeric))
 
 
+def _check_work(problem: Problem, max_entries: int | None) -> None:
+    """Refuse, before any work, a check whose two passes per entry would take more than
+    limits.MAX_COMMAND_WORK: ArgumentError naming ``max_entries``, which makes it smaller."""
+    sizes = [int(np.prod(problem.inputs[name].shape, dtype=object)) for name in ("X", *problem.general_weights())]
+    entries = sum(size if max_entries is None else min(size, max_entries) for size in sizes)
+    _, work = problem.size()
+    total = 2 * entries * work
+    if total > limits.MAX_COMMAND_WORK:
+        fits = max(1, limits.MAX_COMMAND_WORK // (2 * work * len(sizes)))
+        raise ArgumentError(
+            f"checking {entries} entries takes two passes each, about {limits.work_text(total)} "
+            f"multiply-adds in all; cnntrace allows {limits.MAX_COMMAND_WORK:.0e}, about ten minutes: "
+            f"try {{max_entries}} {fits}",
+            key="max_entries", mentions=("max_entries",),
+        )  # fmt: skip
+
+
 def check(
     problem: Problem,
     *,
@@ -101,6 +119,7 @@ def check(
     input takes a while: ``progress(done, total)`` is called after every entry.
     """
     problem.check_size()
+    _check_work(problem, max_entries)
     general = {"X": problem.general_X().copy(), **problem.general_weights()}
     # X and the weights; a running statistic (batch norm's mean{l}) is read by the pass, and
     # no gradient moves it.

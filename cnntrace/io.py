@@ -17,9 +17,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
-from cnntrace.errors import ArgumentError, InputError, OutputError
+from cnntrace.errors import ArgumentError, InputError, OutputError, shown
 from cnntrace.naming import RUNNING, WEIGHT
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
@@ -40,6 +41,10 @@ LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions") + FREE_K
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
 #: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
 MAX_INPUT_BYTES = 256 * 1024 * 1024
+#: An answer file is smaller: verify holds about twenty times its size while it judges and
+#: diagnoses (measured: 9.6 MB of wrong answers to a 300×300 image, 217 MB), and hand answers
+#: are small. 32 MiB holds the whole of step's output for a 500×500 image.
+MAX_ANSWERS_BYTES = 32 * 2**20
 #: X of a batch is M×H×W; nothing in the input is nested deeper. An answer to check can be
 #: one level deeper: Z1 of a batch with several filters is M×K×h×w.
 MAX_DEPTH = 3
@@ -81,36 +86,75 @@ def _unique_keys(pairs):
     return seen
 
 
-def read_json(path: str | Path) -> dict:
-    """The JSON object in ``path``; InputError (naming the file) for anything else."""
-    path = Path(path)
+def _limit_text(limit: int) -> str:
+    return f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit} bytes"
+
+
+@contextmanager
+def opened(path: str | Path, what: str = "an input file"):
+    """``path`` open for reading in binary, whatever it is (a regular file, a device, a FIFO,
+    stdin as /dev/stdin); InputError naming the file when it cannot be opened."""
     file = str(path)
     try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise InputError("is a directory, not an input file", file=file)
-        if size > MAX_INPUT_BYTES:
-            raise InputError(
-                f"is {size / 2**20:.0f} MiB; input files are limited to "
-                f"{MAX_INPUT_BYTES // 2**20} MiB",
-                file=file,
-            )
-        text = path.read_text(encoding="utf-8")
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise InputError("no such file", file=file) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory, not {what}", file=file) from None
     except PermissionError:
         raise InputError("permission denied", file=file) from None
-    except UnicodeDecodeError:
-        raise InputError("is not UTF-8 text, so not a JSON file", file=file) from None
     except OSError as error:
         raise InputError(f"cannot be read ({error.strerror or error})", file=file) from None
+    with handle:
+        yield handle
+
+
+def read_bounded(handle, file: str, limit: int | None = None, what: str = "input files") -> bytes:
+    """At most ``limit`` bytes of the open file ``handle``: it reads ``limit`` + 1 and refuses
+    the file (InputError naming it and the limit) when that many came. A regular file's size
+    is known before reading; a device, a FIFO or a pipe is judged by what it gives.
+    ``limit`` is MAX_INPUT_BYTES unless given."""
+    import os
+    import stat
+
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    try:
+        status = os.fstat(handle.fileno())
+        if stat.S_ISDIR(status.st_mode):
+            raise InputError("is a directory, not an input file", file=file)
+        if stat.S_ISREG(status.st_mode) and status.st_size > limit:
+            raise InputError(
+                f"is {status.st_size / 2**20:.0f} MiB; {what} are limited to {_limit_text(limit)}", file=file
+            )
+        data = handle.read(limit + 1)
+    except OSError as error:
+        raise InputError(f"cannot be read ({error.strerror or error})", file=file) from None
+    if len(data) > limit:
+        raise InputError(f"gives more than {_limit_text(limit)}; {what} are limited to {_limit_text(limit)}", file=file)
+    return data
+
+
+def read_file(path: str | Path, limit: int | None = None, what: str = "input files") -> bytes:
+    """The bytes of ``path``, read bounded (see read_bounded): the one way cnntrace reads a
+    file whole."""
+    with opened(path) as handle:
+        return read_bounded(handle, str(path), limit, what)
+
+
+def read_json(path: str | Path, limit: int | None = None, what: str = "input files") -> dict:
+    """The JSON object in ``path``; InputError (naming the file) for anything else."""
+    file = str(path)
+    try:
+        text = read_file(path, limit, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("is not UTF-8 text, so not a JSON file", file=file) from None
     try:
         data = json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise InputError(
             f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})", file=file
         ) from None
-    except ValueError as error:
+    except ValueError as error:  # a key twice, an integer of more digits than Python reads
         raise InputError(f"is not valid input JSON: {error}", file=file) from None
     except RecursionError:
         raise InputError("is nested too deeply to be an input file", file=file) from None
@@ -218,11 +262,14 @@ def numbers(value, key: str, max_depth: int = MAX_DEPTH):
     return walk(value, 0, key)
 
 
-def _text_value(value):
-    """A .npz file's JSON text (layers, loss) as the value it spells; others as they are."""
+def _text_value(value, key: str = "layers"):
+    """A .npz file's JSON text (layers, loss) as the value it spells; others as they are.
+    Text nested deeper than JSON input ever is, is refused naming ``key``."""
     if isinstance(value, str) and value[:1] in "[{\"":
         try:
             return json.loads(value, parse_constant=_Constant)
+        except RecursionError:
+            raise InputError("is JSON text nested too deeply to be read", key=key) from None
         except ValueError:
             return value
     return value
@@ -257,7 +304,7 @@ def problem_from_dict(data: dict):
 
     problem = _problem(data)
     if "conventions" in data:
-        problem = problem.with_conventions(parse_conventions(_text_value(data["conventions"])))
+        problem = problem.with_conventions(parse_conventions(_text_value(data["conventions"], "conventions")))
     return problem
 
 
@@ -267,7 +314,7 @@ def _problem(data: dict):
     from cnntrace.reference import reference_problem
 
     if "layers" in data:
-        data = {key: _text_value(value) for key, value in data.items()}
+        data = {key: value if key in FREE_KEYS else _text_value(value, key) for key, value in data.items()}
         check_layers_keys(data)
         given = "grad" in data
         target = "grad" if given else "Y"
@@ -296,38 +343,40 @@ def is_npz(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".npz"
 
 
-def read_npz(path: str | Path) -> dict:
+def read_npz(path: str | Path, limit: int | None = None, what: str = "input files") -> dict:
     """The arrays of a .npz file by key, read with pickles refused.
 
     A 0-d array of numbers becomes a number and a 0-d string a str, as JSON would give them
     (stride, lr, comment ...). InputError (naming the file) for anything else.
     """
+    import io
     import zipfile
 
     import numpy as np
 
     file = str(path)
-    if Path(path).is_dir():
-        raise InputError("is a directory, not an input file", file=file)
+    # Read bounded whatever the file is: numpy would read a FIFO or a device without end.
+    content = io.BytesIO(read_file(path, limit, what))
     try:
-        archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError("no such file", file=file) from None
-    except PermissionError:
-        raise InputError("permission denied", file=file) from None
+        archive = np.load(content, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         raise InputError("is not a .npz file of arrays that numpy can read", file=file) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InputError("holds one .npy array; expected a .npz file of named arrays", file=file)
     # A compressed archive can hold far more than its size on disk: count what it unpacks to.
     unpacked = sum(info.file_size for info in archive.zip.infolist())
-    if max(unpacked, Path(path).stat().st_size) > MAX_INPUT_BYTES:
+    bound = MAX_INPUT_BYTES if limit is None else limit
+    if unpacked > bound:
         archive.close()
         raise InputError(
-            f"holds {unpacked / 2**20:.0f} MiB of arrays; input files are limited to "
-            f"{MAX_INPUT_BYTES // 2**20} MiB",
-            file=file,
+            f"holds {unpacked / 2**20:.0f} MiB of arrays; {what} are limited to {_limit_text(bound)}", file=file
         )
+    for key in archive.files:
+        try:
+            _check_header(archive, key)
+        except InputError as error:
+            archive.close()
+            raise error.in_file(file) from None
     data = {}
     with archive:
         for key in archive.files:
@@ -353,6 +402,39 @@ def read_npz(path: str | Path) -> dict:
             else:
                 data[key] = array
     return data
+
+
+def _check_header(archive, key: str) -> None:
+    """Refuse, before numpy allocates it, an array whose .npy header claims more entries than
+    the archive holds bytes for (a damaged or forged file: 2 KB claiming 10¹² entries)."""
+    import zipfile
+
+    import numpy as np
+
+    from cnntrace.text import number_text
+
+    name = key + ".npy" if key + ".npy" in archive.zip.namelist() else key
+    info = archive.zip.getinfo(name)
+    try:
+        with archive.zip.open(name) as member:
+            if member.read(6) != b"\x93NUMPY":
+                return  # not a .npy member: read_npz refuses it by its own words
+            member.seek(0)
+            version = np.lib.format.read_magic(member)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+            start = member.tell()
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
+        raise InputError("cannot be read: the .npz file is damaged (its array header)", key=key) from None
+    if dtype.hasobject:
+        return  # a pickle: refused when read
+    entries = math.prod(shape)
+    if entries * dtype.itemsize > info.file_size - start:
+        raise InputError(
+            f"the .npz file is damaged: the array's header claims {number_text(entries)} entries "
+            f"({'×'.join(map(str, shape)) or 'scalar'}) but the file holds {info.file_size - start} bytes for them",
+            key=key,
+        )
 
 
 def read_input(path: str | Path) -> dict:
@@ -381,11 +463,11 @@ def with_parameters(data: dict, parameters: dict) -> dict:
     return {**data, **parameters}
 
 
-def write_input(path: str | Path, data: dict) -> None:
+def write_input(path: str | Path, data: dict, *, force: bool = False) -> None:
     """Write an input file atomically: a .npz file when ``path`` ends so, else JSON.
 
     Values may be numbers, strings, nested lists or numpy arrays; JSON floats are written
-    at full precision, so they read back to the same float64.
+    at full precision, so they read back to the same float64. ``force``: as write_atomic's.
     """
     import numpy as np
 
@@ -400,18 +482,19 @@ def write_input(path: str | Path, data: dict) -> None:
             for key, value in data.items() if value is not None
         }  # fmt: skip
         np.savez(buffer, allow_pickle=False, **arrays)
-        write_atomic(path, buffer.getbuffer())  # a view of the buffer: no second copy of it
+        write_atomic(path, buffer.getbuffer(), force=force)  # a view of the buffer: no second copy of it
     else:
         plain = {key: value.tolist() if hasattr(value, "tolist") else value for key, value in data.items()}
-        write_atomic(path, format_input(plain))
+        write_atomic(path, format_input(plain), force=force)
 
 
-def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
+def write_atomic(path: str | Path, data: str | bytes | memoryview, *, force: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The data goes to a temporary file in the same directory, is flushed to disk, and then
     renamed over ``path``. On any failure the temporary file is removed and the previous
-    file at ``path`` is left as it was. Raises OutputError naming the file.
+    file at ``path`` is left as it was. A write-protected file is refused, as the shell's
+    ``>`` refuses it, unless ``force``. Raises OutputError naming the file.
     """
     import os
     import tempfile
@@ -419,11 +502,15 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     directory = path.parent if str(path.parent) else Path(".")
+    _refuse_protected(path, force)
+    if _is_special(path):
+        _write_into(path, payload)
+        return
     try:
         # A new file gets the usual permissions (0666 less the umask), not mkstemp's 0600;
         # a file that is replaced keeps its own.
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=directory)
     except OSError as error:
         raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
     try:
@@ -443,18 +530,67 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> None:
         raise
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise the OutputError write_atomic would when ``path`` is a directory or its
-    directory is missing: for callers that find out before a long computation, not after."""
-    import errno
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` is a device, a FIFO or a socket (/dev/null, /dev/stdout, a pipe): a
+    file that is written into, never renamed over (that would replace /dev/null)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _write_into(path: Path, payload) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(payload)
+    except OSError as error:
+        raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
+
+
+def _refuse_protected(path: Path, force: bool) -> None:
+    """A file nobody may write (mode 0444) is not replaced unless ``force``: the shell's
+    ``>`` would refuse it, and the rename of an atomic write would not."""
     import os
 
+    if force:
+        return
+    try:
+        status = path.stat()
+    except OSError:
+        return
+    mode = status.st_mode
+    # Not os.access: it says no for a read-only file system too, which write_atomic reports.
+    mine = os.geteuid() == status.st_uid and os.geteuid() != 0
+    if path.is_file() and not mode & (0o200 if mine else 0o222):
+        raise OutputError(
+            f"is write-protected (mode {mode & 0o777:04o}); {{force}} replaces it", file=str(path), mentions=("force",)
+        )
+
+
+def check_writable(path: str | Path, *, force: bool = False) -> None:
+    """Raise the OutputError write_atomic would when ``path`` is a directory, its directory
+    is missing or cannot take a new file (read-only, no permission), or it is write-protected:
+    for callers that find out before the work, not after. The directory is tried by making
+    and removing an empty temporary file in it."""
+    import errno
+    import os
+    import tempfile
+
     path = Path(path)
-    if path.is_dir():
+    if _is_special(path):
+        if os.access(path, os.W_OK):
+            return
+        problem = errno.EACCES
+    elif path.is_dir():
         problem = errno.EISDIR
     elif not path.parent.is_dir():
         problem = errno.ENOTDIR if path.parent.exists() else errno.ENOENT
     else:
+        _refuse_protected(path, force)
+        directory = path.parent if str(path.parent) else Path(".")
+        try:
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=directory)
+        except OSError as error:
+            raise OutputError(f"cannot be written ({error.strerror or error})", file=str(path)) from None
+        os.close(fd)
+        os.unlink(temporary)
         return
     raise OutputError(f"cannot be written ({os.strerror(problem)})", file=str(path))
 
@@ -470,9 +606,9 @@ def read_answers(path: str | Path) -> dict:
     numbers is kept as its message, for the caller to report.
     """
     if is_npz(path):
-        data = read_npz(path)
+        data = read_npz(path, MAX_ANSWERS_BYTES, "answer files")
     else:
-        data = read_json(path)
+        data = read_json(path, MAX_ANSWERS_BYTES, "answer files")
     flat = {}
     for key, value in data.items():
         if key in ("forward", "backward", "update") and isinstance(value, dict):
@@ -521,14 +657,22 @@ def image_to_X(path: str | Path, size: tuple[int, int], invert: bool = False):
         raise ArgumentError(
             "needs Pillow to read pictures: pip install 'cnntrace[image]'", key="image"
         ) from None
+    import io
+    import warnings
+
+    content = io.BytesIO(read_file(path))  # bounded, whatever the file is
     try:
-        with Image.open(path) as picture:
-            gray = picture.convert("L").resize((size[1], size[0]), Image.Resampling.LANCZOS)
-    except FileNotFoundError:
-        raise InputError("no such file", file=str(path)) from None
+        with warnings.catch_warnings():
+            # Pillow warns of a picture of over 89 million pixels, and refuses twice that.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(content) as picture:
+                gray = picture.convert("L").resize((size[1], size[0]), Image.Resampling.LANCZOS)
     except UnidentifiedImageError:
         raise InputError("is not a picture Pillow can read", file=str(path)) from None
-    except OSError as error:
-        raise InputError(f"cannot be read ({error.strerror or error})", file=str(path)) from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InputError(f"is a picture too large to read (over {Image.MAX_IMAGE_PIXELS} pixels)", file=str(path)) from None
+    except (OSError, ValueError, SyntaxError) as error:  # a damaged picture
+        text = getattr(error, "strerror", None) or shown(str(error))
+        raise InputError(f"cannot be read ({text})", file=str(path)) from None
     X = np.asarray(gray, dtype=np.float64) / 255.0
     return np.round(1.0 - X if invert else X, 3) + 0.0

@@ -13,6 +13,17 @@ MAX_PASS_BYTES = 4 * 2**30
 #: OFFSET_COST multiply-adds on top of the cells it covers (see check_pass_size).
 MAX_WORK = 10**11
 OFFSET_COST = 100_000
+#: The most work one command may take over all its passes (check makes two per entry it
+#: checks): about ten minutes.
+MAX_COMMAND_WORK = 10**12
+#: A float64 number's bytes, and how many copies of every weight a pass keeps: as read, as
+#: float64 in the input's shape and on the general one, its gradient, the trace's copy
+#: (measured: step on a dense layer of 10⁸ weights peaks at 3.9 GB, five copies of 0.8 GB).
+#: Training keeps TRAIN_COPIES more: the velocity, the epoch's starting parameters and the
+#: last epoch's, which it reports.
+FLOAT = 8
+WEIGHT_COPIES = 5
+TRAIN_COPIES = 3
 
 
 def binary(n: int) -> str:
@@ -29,18 +40,24 @@ def dims_text(*dims: int) -> str:
     return "×".join(number_text(n) for n in dims)
 
 
-def refuse(need: int, work: int, what: str, key: str, pool_window: str | None = None) -> None:
+def work_text(work: int) -> str:
+    return number_text(work) if work >= 10**18 else f"{work:.2g}"
+
+
+def refuse(need: int, work: int, what: str, key: str, pool_window: str | None = None, *,
+           doing: str = "the pass") -> None:  # fmt: skip
+    """InputError naming ``key`` when ``need`` (bytes) or ``work`` (multiply-adds) is past the
+    limits, with the numbers; ``what`` says what is being done, ``doing`` who needs it."""
     if need > MAX_PASS_BYTES:
         raise InputError(
-            f"too large: {what}, and the pass would need about {binary(need)} of memory; "
+            f"too large: {what}, and {doing} would need about {binary(need)} of memory; "
             f"cnntrace allows {binary(MAX_PASS_BYTES)}",
             key=key,
         )
     if work > MAX_WORK:
-        amount = number_text(work) if work >= 10**18 else f"{work:.2g}"
         raise InputError(
             f"too large: {what}{f', a {pool_window} pool window' if pool_window else ''}, "
-            f"and the pass would take about {amount} multiply-adds; cnntrace allows "
+            f"and {doing} would take about {work_text(work)} multiply-adds; cnntrace allows "
             f"{MAX_WORK:.0e}, about a minute",
             key=key,
         )

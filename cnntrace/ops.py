@@ -116,6 +116,13 @@ class ConvCache(NamedTuple):
     groups: int = 1
 
 
+def float_type(*arrays) -> np.dtype:
+    """The floating type a result of ``arrays`` is computed in: float32 where every one of
+    them is float32 (training with ``dtype=float32``), float64 otherwise (an int array would
+    truncate a gradient)."""
+    return np.result_type(*(a.dtype for a in arrays), np.float32)
+
+
 def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
     """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i*dh, w*sw + j*dw], as a new
     array: for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
@@ -130,7 +137,7 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
          step_w * stride[1] if Wo > 1 else 0),
         writeable=False,
     )  # fmt: skip
-    windows = np.empty(view.shape)  # float64 whatever X's dtype, as the product needs
+    windows = np.empty(view.shape, float_type(X_padded))  # float64 for an int X, as the product needs
     windows[...] = view
     return windows.reshape(C * kh * kw, M, Ho, Wo)
 
@@ -202,7 +209,7 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pai
     if chunk == M:
         Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation, groups)
         return Z, ConvCache(X_padded, W, stride, padding, windows, dilation, groups)
-    Z = np.empty((M, K, Ho, Wo))
+    Z = np.empty((M, K, Ho, Wo), float_type(X_padded, W))
     if chunk:
         # The windows of a chunk are dropped once used: the backward pass copies them again.
         for images in _image_slices(M, chunk):
@@ -248,7 +255,7 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
         # per weight, faster than copying the windows again.)
         return _conv_backward_chunks(dL_dZ, cache, chunk, need_dL_dX) + (dL_dB,)
     else:
-        dL_dW = np.empty(W.shape)  # float64 whatever W's dtype: int would truncate it
+        dL_dW = np.empty(W.shape, float_type(W, dL_dZ))  # float64 for an int W: it would truncate
         for i, j, rows, cols in offsets:
             if groups == 1:
                 dL_dW[:, :, i, j] = np.einsum("mkhw,mchw->kc", dL_dZ, X_padded[:, :, rows, cols])
@@ -268,7 +275,7 @@ def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
     padded input its window covered, times the weight that met them (``offsets`` as the
     forward pass visited them); ``chunk`` images at a time when given."""
     M, K, Ho, Wo = dL_dZ.shape
-    dL_dXp = np.zeros(padded_shape)  # float64, as dL_dW
+    dL_dXp = np.zeros(padded_shape, float_type(W, dL_dZ))  # as dL_dW
     if padded_shape[1] == 1:
         # One input channel (the reference network's X): the offset loop's sums over the
         # filters, whose every digit the reference's outputs have always shown.
@@ -304,8 +311,8 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
-    dL_dW = np.zeros((K, W[0].size))
-    dL_dXp = np.zeros(X_padded.shape) if need_dL_dX else None
+    dL_dW = np.zeros((K, W[0].size), float_type(W, dL_dZ))
+    dL_dXp = np.zeros(X_padded.shape, float_type(W, dL_dZ)) if need_dL_dX else None
     for images in _image_slices(M, chunk):
         windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride, dilation)
         dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
@@ -416,7 +423,7 @@ def relu_mask(Z):
 
 def relu_grad(Z):
     """dA/dZ: 1 where Z > 0, else 0 (ReLU'(0) = 0, as in PyTorch)."""
-    return relu_mask(Z).astype(np.float64)
+    return relu_mask(Z).astype(float_type(Z))
 
 
 def leaky_relu_forward(Z, alpha):
@@ -458,7 +465,7 @@ def softmax(Z):
 
 def softmax_jacobian(A):
     """dA/dZ per image: diag(A) − A·Aᵀ, (M, n) -> (M, n, n); entry [m,i,j] = dA_i/dZ_j."""
-    return A[:, :, None] * (np.eye(A.shape[1]) - A[:, None, :])
+    return A[:, :, None] * (np.eye(A.shape[1], dtype=float_type(A)) - A[:, None, :])
 
 
 def softmax_backward(dL_dA, A):
@@ -609,7 +616,7 @@ def maxpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0
         return _maxpool_forward_tiles(A, size)
     frame = _frame(A.shape, out[2:], size, stride, padding, dilation)
     A_padded = _pad(A, frame, -np.inf)
-    P = np.full(out, -np.inf)
+    P = np.full(out, -np.inf, float_type(A))
     # The smallest integer type that holds every offset (one byte for pools up to 16×16).
     winner = np.zeros(out, dtype=np.min_scalar_type(size[0] * size[1] - 1))
     for i, j, rows, cols in _offsets(size, out[2:], stride, dilation):
@@ -645,7 +652,7 @@ def _maxpool_forward_tiles(A, size: Pair):
     if len(chunks) == 1:
         P, winner = _max_of_tiles(tiles, dtype)
     else:
-        P, winner = np.empty((M, C, Hp, Wp)), np.empty((M, C, Hp, Wp), dtype=dtype)
+        P, winner = np.empty((M, C, Hp, Wp), float_type(A)), np.empty((M, C, Hp, Wp), dtype=dtype)
         for images in chunks:
             P[images], winner[images] = _max_of_tiles(tiles[images], dtype)
     return P, PoolCache(A.shape, winner, size, size, (0, 0, 0, 0))
@@ -657,14 +664,14 @@ def _max_of_tiles(tiles, dtype):
     values: NaN, which the loop never lets win, taken as −∞)."""
     M, C, Hp, ph, Wp, pw = tiles.shape
     if tiles.size <= SMALL_POOL_CELLS:
-        cells = np.empty((M, C, Hp, Wp, ph, pw))
+        cells = np.empty((M, C, Hp, Wp, ph, pw), float_type(tiles))
         cells[...] = tiles.transpose(0, 1, 2, 4, 3, 5)
         cells = cells.reshape(-1, ph * pw)
         np.copyto(cells, -np.inf, where=cells != cells)
         winner = cells.argmax(axis=1)
         P = cells[np.arange(len(winner)), winner]  # the winner itself: its sign of zero too
         return P.reshape(M, C, Hp, Wp), winner.astype(dtype).reshape(M, C, Hp, Wp)
-    candidates = np.empty((ph, pw, M, C, Hp, Wp))  # float64, as the loop compares them
+    candidates = np.empty((ph, pw, M, C, Hp, Wp), float_type(tiles))  # float64 for ints, as the loop compares them
     candidates[...] = tiles.transpose(3, 5, 0, 1, 2, 4)
     candidates = candidates.reshape(ph * pw, M, C, Hp, Wp)
     # The loop's first step: the first cell takes its window from −∞ unless it is NaN.
@@ -704,13 +711,13 @@ def maxpool_backward(dL_dP, cache: PoolCache):
         # Each cell is in one window at most: one scatter of dL/dP to the winners, a chunk
         # of images at a time. The loop adds every entry to a 0.0, which turns −0.0 into
         # +0.0; so does the `+ 0.0`.
-        dL_dA = np.zeros(shape)
+        dL_dA = np.zeros(shape, float_type(dL_dP))
         for images in _pool_chunks(shape):
             corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
             dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
         return dL_dA
     top, bottom, left, right = frame
-    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right))
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right), float_type(dL_dP))
     for i, j, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += np.where(winner == i * size[1] + j, dL_dP, 0.0)
     return _unpad(dL_dAp, frame)
@@ -751,7 +758,7 @@ def avgpool_forward(A, size: Pair = (2, 2), stride: Pair = (2, 2), padding=(0, 0
     out = pool_output_shape(A.shape, size, stride, padding, (1, 1), ceil_mode)
     frame = _frame(A.shape, out[2:], size, stride, padding, (1, 1))
     A_padded = _pad(A, frame)
-    P = np.zeros(out)
+    P = np.zeros(out, float_type(A))
     for _, _, rows, cols in _offsets(size, out[2:], stride):
         P += A_padded[:, :, rows, cols]
     divisor = avgpool_divisor(A.shape, out[2:], size, stride, padding, count_include_pad)
@@ -765,7 +772,7 @@ def avgpool_backward(dL_dP, cache: PoolCache):
     M, C, H, W = shape
     share = dL_dP / (size[0] * size[1] if divisor is None else divisor)
     top, bottom, left, right = frame
-    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right))
+    dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right), float_type(dL_dP))
     for _, _, rows, cols in _offsets(size, dL_dP.shape[2:], stride, dilation):
         dL_dAp[:, :, rows, cols] += share
     return _unpad(dL_dAp, frame)

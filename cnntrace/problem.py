@@ -21,12 +21,12 @@ import numpy as np
 
 from cnntrace import limits
 from cnntrace.checks import as_array, positive_number
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.layers import KINDS, GivenLayout, Layer, Layout, Stage
 from cnntrace.losses import LOSSES, GivenGradient, Loss, default_loss
 from cnntrace.naming import grad
 from cnntrace.network import Network, place
-from cnntrace.text import shape_text
+from cnntrace.text import number_text, shape_text
 
 __all__ = ["Problem", "parse_layers"]
 
@@ -59,12 +59,12 @@ def parse_layer(description, key: str) -> Layer:
     if isinstance(description, str):
         description = {"type": description}
     if not isinstance(description, dict):
-        raise InputError(f"a layer is a type's name or an object with \"type\"; got {description!r}"[:200], key=key)
+        raise InputError(f"a layer is a type's name or an object with \"type\"; got {shown(description)}", key=key)
     kind_name = description.get("type")
     if not isinstance(kind_name, str) or kind_name not in KINDS:
         guess = difflib.get_close_matches(str(kind_name), list(KINDS), n=1)
         hint = f"did you mean {guess[0]}? " if guess else ""
-        what = "no \"type\"" if kind_name is None else f"unknown layer type {kind_name!r}"
+        what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name, 30)}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)
     kind = KINDS[kind_name]
     for option in kind.REQUIRED:
@@ -77,7 +77,7 @@ def parse_layer(description, key: str) -> Layer:
         if option not in kind.OPTIONS:
             known = ", ".join(kind.OPTIONS)
             allowed = f"{kind_name} takes {known}" if known else f"{kind_name} takes no options"
-            raise InputError(f"unknown option {option!r}; {allowed}", key=key)
+            raise InputError(f"unknown option {shown(option)}; {allowed}", key=key)
         options[option] = kind.OPTIONS[option].parse(value, f"{key}.{option}")
     return kind.from_options(options)
 
@@ -122,11 +122,11 @@ def parse_loss(description, output: str, logits: str) -> Loss:
         if description is None:
             raise InputError(f"no \"type\"; the losses are {', '.join(LOSSES)}", key="loss")
     if not isinstance(description, str) or description not in LOSSES:
-        raise InputError(f"unknown loss {description!r}; the losses are {', '.join(LOSSES)}", key="loss")
+        raise InputError(f"unknown loss {shown(description)}; the losses are {', '.join(LOSSES)}", key="loss")
     kind = LOSSES[description]
     for name, value in options.items():
         if name not in kind.OPTIONS:
-            raise InputError(f"unknown option {name!r}; {description} takes {', '.join(kind.OPTIONS)}",
+            raise InputError(f"unknown option {shown(name)}; {description} takes {', '.join(kind.OPTIONS)}",
                              key=f"loss.{name}")  # fmt: skip
         options[name] = kind.OPTIONS[name].parse(value, f"loss.{name}")
     return kind(output, logits, **options)
@@ -271,14 +271,28 @@ class Problem:
         loss = "the given grad" if self.network.loss.given else f"loss {self.network.loss.describe()}"
         return f"{self.network.describe()}; {loss}, lr {self.lr:g}"
 
-    def check_size(self, images: int | None = None) -> None:
+    def weight_count(self) -> int:
+        """How many numbers the weights hold."""
+        return sum(int(np.prod(w.shape, dtype=object)) for w in self.weights.values())
+
+    def check_size(self, images: int | None = None, *, copies: int = limits.WEIGHT_COPIES,
+                   doing: str = "the pass") -> None:  # fmt: skip
         """Refuse, before any work, a pass on ``images`` of the images (all by default)
-        that is too large."""
+        that is too large: its matrices, and ``copies`` of every weight."""
+        images = self.M if images is None else min(images, self.M)
+        keep = limits.FLOAT * copies * self.weight_count()
+        if self.reference is not None:
+            self.reference.check_size(self, images, keep, doing)
+            return
+        check_network_size(self, images, keep, doing)
+
+    def size(self, images: int | None = None) -> tuple[int, int]:
+        """(bytes, multiply-adds) of a pass on ``images`` of the images (all by default),
+        the weights not counted."""
         images = self.M if images is None else min(images, self.M)
         if self.reference is not None:
-            self.reference.check_size(self, images)
-            return
-        check_network_size(self, images)
+            return self.reference.size(self, images)
+        return network_size(self, images)[:2]
 
 
 def _input_layout(network: Network, X: np.ndarray, arrays: dict):
@@ -305,10 +319,20 @@ def _input_layout(network: Network, X: np.ndarray, arrays: dict):
     return Layout((1, *X.shape[-2:]), shown=False, channel="channel"), 2
 
 
-def check_network_size(problem: Problem, images: int) -> None:
+def check_network_size(problem: Problem, images: int, keep: int = 0, doing: str = "the pass") -> None:
     """Refuse, before any work, a pass too large for memory or a minute (any network): every
-    named matrix twice (its value and its gradient) and a working copy, and the work of each
-    layer's loop steps (Layer.work)."""
+    named matrix twice (its value and its gradient) and a working copy, ``keep`` bytes more
+    (the weights' copies), and the work of each layer's loop steps (Layer.work)."""
+    need, work, what = network_size(problem, images)
+    weights = problem.weight_count()
+    if keep > need:  # the weights are what is large: say how many
+        what += f", {number_text(weights)} weights"
+    limits.refuse(need + keep, work, what, "X", doing=doing)
+
+
+def network_size(problem: Problem, images: int) -> tuple[int, int, str]:
+    """(bytes, multiply-adds, what is done) of a pass on ``images`` images, the weights not
+    counted (see check_network_size)."""
     per_image = sum(int(np.prod(layout.shape, dtype=object)) for name, layout in problem.layouts.items()
                     if isinstance(layout, Layout))  # fmt: skip
     need = 8 * images * 3 * per_image
@@ -317,4 +341,4 @@ def check_network_size(problem: Problem, images: int) -> None:
         steps, per_step = layer.work(problem.layouts, problem.weights)
         work += steps * (limits.OFFSET_COST + images * per_step)
     what = f"{images} image{'s' * (images > 1)} of {shape_text(problem.layouts['X'].shape)}"
-    limits.refuse(need, work, what, "X")
+    return need, work, what

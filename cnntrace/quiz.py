@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnntrace.errors import shown
 from cnntrace.explain import explain_entry
 from cnntrace.render.explanation import render_text
 from cnntrace.render.format import number, shape
 from cnntrace.verify import ATOL, RTOL, judge, verify
 
-#: The most lines one JSON answer may span.
+#: The most lines one JSON answer may span, and the most characters one answer may hold (a
+#: 1000×1000 matrix typed in full takes about 10 MB): a longer one ends the input.
 MAX_ANSWER_LINES = 200
+MAX_ANSWER_CHARS = 32 * 2**20
 #: What the learner types instead of an answer.
 HINT, SKIP, QUIT = "?", {"skip", "!"}, {"quit", "exit", "q"}
 #: How many wrong entries a feedback lists before it says "and N more".
@@ -46,28 +49,43 @@ def diagnose(trace, name: str, answer, earlier: dict | None = None, *, rtol: flo
 def parse_answer(text: str, shape: tuple[int, ...]):
     """An answer as typed: a JSON value, or numbers separated by spaces or commas in
     row-major order (reshaped to ``shape`` when there are as many). An array, or a message
-    saying why the text is not one."""
+    saying why the text is not one (echoing at most MAX_SHOWN characters of it)."""
     text = text.strip()
     if text.startswith("["):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as error:
             return f"not a JSON value ({error.msg} at character {error.pos + 1})"
+        except RecursionError:
+            return "not a list of numbers: nested too deeply"
+        except ValueError:  # an integer of more digits than Python reads (4300)
+            return "not a list of numbers: a number too long to read"
         try:
             array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except OverflowError:  # an integer beyond float64
+            return "numbers only: one is too large for float64"
+        except (TypeError, ValueError, RecursionError):
             return "not a rectangular list of numbers"
     else:
         words = [word for word in re.split(r"[\s,;]+", text) if word]
         try:
             array = np.array([float(word) for word in words], dtype=np.float64)
-        except ValueError as error:
-            return f"not a number: {str(error).rpartition(': ')[2]}"
+        except ValueError:
+            bad = next(word for word in words if not _is_float(word))
+            return f"not a number: {shown(bad)}"
         if array.size == int(np.prod(shape, dtype=np.int64)):
             array = array.reshape(shape)
     if not np.all(np.isfinite(array)):
         return "numbers only: no NaN or infinity"
     return array
+
+
+def _is_float(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def entry_label(symbol: str, index: tuple[int, ...]) -> str:
@@ -124,6 +142,10 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
             if text is None:
                 say("\n(input closed)\n")
                 return _ended(session, outcome)
+            if len(text) > MAX_ANSWER_CHARS:
+                say(f"\n(an answer of over {MAX_ANSWER_CHARS // 2**20} MiB, the most one may be: "
+                    "the input is not read further)\n")  # fmt: skip
+                return _ended(session, outcome)
             word = text.strip().lower()
             if not word:
                 continue
@@ -175,7 +197,7 @@ def _read_answer(ask, prompt: str) -> str | None:
     if text is None or not text.lstrip().startswith("["):
         return text
     for _ in range(MAX_ANSWER_LINES):
-        if text.count("[") <= text.count("]"):
+        if text.count("[") <= text.count("]") or len(text) > MAX_ANSWER_CHARS:
             break
         more = ask("... ")
         if more is None:

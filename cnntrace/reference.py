@@ -45,12 +45,21 @@ class ReferenceOptions:
         return (f"stride {self.stride}, padding {self.padding}, pool {self.pool}×{self.pool} with "
                 f"stride {self.pool_stride}")  # fmt: skip
 
-    def check_size(self, problem: Problem, images: int) -> None:
-        """The reference form's size guard (see check_pass_size) on ``images`` images."""
+    def check_size(self, problem: Problem, images: int, keep: int = 0, doing: str = "the pass") -> None:
+        """The reference form's size guard (see check_pass_size) on ``images`` images,
+        ``keep`` bytes more kept (the weights' copies)."""
+        check_pass_size(*self._shapes(problem, images), keep=keep, doing=doing)
+
+    def size(self, problem: Problem, images: int) -> tuple[int, int]:
+        """(bytes, multiply-adds) of a pass on ``images`` images (see pass_size)."""
+        need, work, *_ = pass_size(*self._shapes(problem, images))
+        return need, work
+
+    def _shapes(self, problem: Problem, images: int) -> tuple:
         W1 = problem.inputs["W1"]
         K = W1.shape[0] if W1.ndim == 3 else 1
-        check_pass_size(images, K, problem.X.shape[-2:], W1.shape[-2:], self.stride, self.padding,
-                        self.pool, self.pool_stride)  # fmt: skip
+        return (images, K, problem.X.shape[-2:], W1.shape[-2:], self.stride, self.padding,
+                self.pool, self.pool_stride)  # fmt: skip
 
 
 def reference_network(options: ReferenceOptions = ReferenceOptions()) -> Network:
@@ -108,7 +117,8 @@ def reference_problem(X, Y, W1, B1, W2, B2, *, stride=1, padding=0, pool=2, pool
         check_pass_size(1, K, X.shape[-2:], (kh, kw), stride, padding, pool, pool_stride,
                         key="W1" if K > 1 else "X")  # fmt: skip
         # The reference form's order: the biases, then W2 (which the layers check first).
-        vector("B1", arrays["B1"], K, "bias" if K == 1 else "biases, one per filter")
+        vector("B1", arrays["B1"], K, "bias" if K == 1 else "biases, one per filter",
+               f"W1 ({shape_text(W1.shape)}) has {K} filter{'s' * (K > 1)}")
         vector("B2", arrays["B2"], 1, "number")
     network = reference_network(options)
     return Problem.assemble(network, arrays["X"], arrays["Y"], arrays, lr, reference=options)
@@ -125,11 +135,24 @@ def reference_stages(batched: bool = False):
 def check_pass_size(
     images: int, filters: int, image: tuple[int, int], kernel: tuple[int, int],
     stride: int = 1, padding: int = 0, pool: int = 2, pool_stride: int | None = None,
-    key: str = "X",
+    key: str = "X", keep: int = 0, doing: str = "the pass",
 ) -> None:
     """Refuse, before any work, a pass of the reference network on ``images`` images that
-    would need more memory than limits.MAX_PASS_BYTES or more work than limits.MAX_WORK; InputError naming
-    ``key`` (or padding, or pool, when that is what makes it so large).
+    would need more memory than limits.MAX_PASS_BYTES (with ``keep`` bytes more: the
+    weights' copies) or more work than limits.MAX_WORK; InputError naming ``key`` (or
+    padding, or pool, when that is what makes it so large). See pass_size."""
+    need, work, key, what, pool_window = pass_size(images, filters, image, kernel, stride, padding, pool,
+                                                   pool_stride, key, keep)  # fmt: skip
+    limits.refuse(need, work, what, key, pool_window, doing=doing)
+
+
+def pass_size(
+    images: int, filters: int, image: tuple[int, int], kernel: tuple[int, int],
+    stride: int = 1, padding: int = 0, pool: int = 2, pool_stride: int | None = None,
+    key: str = "X", keep: int = 0,
+) -> tuple[int, int, str, str, str | None]:
+    """(bytes, multiply-adds, the key to name, what is done, the pool window when that is
+    what makes it so large) of a pass of the reference network on ``images`` images.
 
     The estimate counts what a traced pass keeps per image: the image and its gradient,
     padded and not (4), five maps of Z1's size (Z1, A1, dA1/dZ1, dL/dA1, dL/dZ1) and two
@@ -142,7 +165,7 @@ def check_pass_size(
     pool_stride = pool if pool_stride is None else pool_stride
     Hp, Wp = max(output_size(Ho, pool, pool_stride), 0), max(output_size(Wo, pool, pool_stride), 0)
     per_image = 2 * Hpad * Wpad + 2 * H * W + 7 * filters * Ho * Wo + 4 * filters * Hp * Wp
-    need = 8 * images * per_image
+    need = 8 * images * per_image + keep
     convolution = kh * kw * (limits.OFFSET_COST + images * filters * Ho * Wo)
     pooling = pool * pool * (limits.OFFSET_COST + images * filters * Hp * Wp)
     work = convolution + pooling
@@ -157,6 +180,6 @@ def check_pass_size(
         + f"Z1 is {limits.dims_text(Ho, Wo)}"
         + (" per image and filter" if images * filters > 1 else "")
     )
-    limits.refuse(need, work, what, key, pool_window=limits.dims_text(pool, pool) if key == "pool" else None)
+    return need, work, key, what, limits.dims_text(pool, pool) if key == "pool" else None
 
 

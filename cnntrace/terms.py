@@ -63,3 +63,7 @@ FUNCTIONS = {
     "max": lambda values, parameter: max(values),
     "share": lambda values, parameter: values[int(parameter)] / math.fsum(values),
 }
+
+#: The functions applied to the sum of the terms: their terms can be left out of a long
+#: explanation without changing what it shows ("max" and "share" read each term).
+OF_THE_SUM = frozenset(FUNCTIONS) - {"max", "share"}

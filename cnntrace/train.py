@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnntrace import limits
 from cnntrace.errors import ArgumentError, InputError, NumericError, TrainingDiverged
 from cnntrace.io import problem_from_dict
 from cnntrace.layers import GivenLayout
@@ -64,6 +65,10 @@ class Epoch:
     #: counts[true, predicted] of the epoch's own images as its accuracy counts them (each
     #: before its mini-batch's step): the last epoch's, when there is no test set
     confusion: np.ndarray | None = None
+
+
+#: The floating types training computes in, by name.
+DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
 def starting_parameters(problem: Problem) -> dict[str, np.ndarray]:
@@ -306,6 +311,7 @@ def train(
     momentum: float = 0.0,
     test: Problem | None = None,
     stop: Callable[[], bool] = lambda: False,
+    dtype: str = "float64",
 ) -> Iterator[Epoch]:
     """Yield one Epoch as each of ``epochs`` epochs ends.
 
@@ -316,7 +322,10 @@ def train(
     says True the generator ends there: after yielding the epoch if that was its last
     mini-batch, else without yielding the unfinished epoch. momentum: β of PyTorch's
     SGD(momentum=β), 0 for plain gradient descent. test: a Problem of the same network
-    (see check_same_network) whose images are measured after every epoch.
+    (see check_same_network) whose images are measured after every epoch. dtype:
+    "float32" trains in float32 end to end (the images, the targets and the parameters, as
+    people train; each pass as fast as half the bytes allow), "float64" (the default) as
+    ``step`` computes.
 
     Raises TrainingDiverged naming the epoch when a loss or a parameter stops being finite;
     nothing non-finite is ever yielded.
@@ -331,14 +340,20 @@ def train(
         check_same_network(problem, test)
     # The images as a view (no copy of what may be a large dataset); nothing writes to them.
     X, target = problem.general_X(), problem.general_target
+    if dtype not in DTYPES:
+        raise ArgumentError(f"must be one of {', '.join(DTYPES)}, got {dtype!r}", key="dtype")
+    if dtype != "float64":  # one copy of the images in the narrower type, made once
+        X, target = X.astype(DTYPES[dtype]), target.astype(DTYPES[dtype])
     M = problem.M
     batch_size = M if batch_size is None else min(batch_size, M)
-    problem.check_size(batch_size)
+    # One mini-batch's pass, and the copies of the weights training keeps besides the pass's.
+    problem.check_size(batch_size, copies=limits.WEIGHT_COPIES + limits.TRAIN_COPIES, doing="training")
     # numpy.random is imported only to shuffle (a hundredth of a second of start-up).
     rng = np.random.default_rng(seed) if shuffle and batch_size < M else None
     # Batch norm's running statistics start where PyTorch starts them, where the input
     # leaves them out; each training pass updates them.
-    parameters = network.start_running(starting_parameters(problem))
+    parameters = network.start_running({name: value.astype(DTYPES[dtype], copy=False)
+                                        for name, value in starting_parameters(problem).items()})  # fmt: skip
     # Every mini-batch must go through every layer as a step runs it (batch norm in training
     # refuses a mini-batch of one value per channel).
     for size in {batch_size, M % batch_size} - {0}:

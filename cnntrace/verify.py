@@ -213,12 +213,15 @@ def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL) -> list
             continue
         verdicts.append(judge(answer.key, answer.value, np.asarray(trace[answer.name]), rtol, atol, answer.index))
     if any(v.status == "wrong" for v in verdicts):
-        doctor = _Doctor(trace, rtol, atol)
-        wrong = [(a, v) for a, v in zip(parsed, verdicts) if v.status == "wrong"]
-        verdicts = [
-            v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong))
-            for a, v in zip(parsed, verdicts)
-        ]  # fmt: skip
+        # A legal input (B2 = 1e200) or answer overflows in a mistake's pass: that pass then
+        # reproduces nothing, which is its answer; numpy's warnings would only be noise.
+        with np.errstate(all="ignore"):
+            doctor = _Doctor(trace, rtol, atol)
+            wrong = [(a, v) for a, v in zip(parsed, verdicts) if v.status == "wrong"]
+            verdicts = [
+                v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong))
+                for a, v in zip(parsed, verdicts)
+            ]  # fmt: skip
     return verdicts
 
 

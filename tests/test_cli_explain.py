@@ -157,3 +157,48 @@ def test_render_text_can_leave_out_the_middle_of_a_long_sum_but_not_its_value():
     assert short[1:7] == full[1:7]
     assert short[8:10] == full[15:17]  # the last two terms
     assert render_text(explanation, 4, most=16) == render_text(explanation, 4)
+
+
+def _long_sum(tmp_path):
+    """A 20×20 image through the reference network: dL/dW1[0,0] sums 18×18 = 324 products,
+    the ones where the pool sent nothing back zero."""
+    from tests.inputs import reference
+
+    data = reference()
+    rng = np.random.default_rng(1)
+    data["X"] = rng.random((20, 20)).tolist()
+    data["W2"] = rng.normal(size=81).tolist()
+    return write(tmp_path, data)
+
+
+def test_explain_of_a_long_sum_shows_its_largest_terms_and_the_value(tmp_path):
+    path = _long_sum(tmp_path)
+    trace = run(load_problem(path))
+    value = number(float(trace["dL_dW1"][0, 0]), 4)
+    short = invoke("explain", path, "dL_dW1[0,0]")
+    assert short.exit_code == 0, short.stderr
+    lines = short.stdout.splitlines()
+    assert lines[-1] == f"dL/dW1[0,0] = {value}"
+    assert "    … 260 smaller terms left out (--all shows every term)" in lines
+    assert "  324 terms" in lines
+    every = invoke("explain", path, "dL_dW1[0,0]", "--all").stdout.splitlines()
+    assert len([line for line in every if "·" in line]) == 324 + 1  # and the formula's line
+    written = [line for line in lines if "  =  " in line]
+    assert len(written) == 64
+    # the 64 written are the largest in size: none left out is larger than the smallest of them
+    sizes = sorted((abs(float(line.split("=")[-1])) for line in every if "  =  " in line), reverse=True)
+    assert min(abs(float(line.split("=")[-1])) for line in written) >= sizes[64] - 1e-4
+
+
+def test_explain_nonzero_leaves_out_the_zero_terms_and_counts_them(tmp_path):
+    path = _long_sum(tmp_path)
+    trace = run(load_problem(path))
+    zeros = int(np.sum(np.asarray(trace["dL_dZ1"]) == 0))
+    assert zeros > 0
+    result = invoke("explain", path, "dL_dW1[0,0]", "--nonzero", "--all")
+    lines = result.stdout.splitlines()
+    assert f"    … {zeros:,} zero terms left out" in lines
+    assert not [line for line in lines if line.endswith("=  0.0000")]
+    assert lines[-1] == f"dL/dW1[0,0] = {number(float(trace['dL_dW1'][0, 0]), 4)}"
+    data = json.loads(invoke("explain", path, "dL_dW1[0,0]", "--nonzero", "-f", "json").stdout)
+    assert data["zero_terms_left_out"] == zeros and len(data["terms"]) == 324 - zeros

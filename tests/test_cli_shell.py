@@ -149,11 +149,21 @@ def test_table_of_many_files_heads_each_with_its_name(tmp_path):
 
 def test_pipe_gets_plain_text_at_full_width(tmp_path):
     wide = variant(tmp_path, X=[[0.5] * 40] * 6, W2=[0.1] * 38)
-    result = cnntrace_process("step", wide, env={**os.environ, "COLUMNS": "80"})
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    result = cnntrace_process("step", wide, env=environment)
     assert result.returncode == 0, result.stderr
     assert "\x1b[" not in result.stdout and "…" not in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.startswith("0 ") and "0.5000" in line)
     assert line.split()[-1] == "0.5000" and len(line.split()) == 41
+
+
+def test_pipe_keeps_within_COLUMNS_where_it_is_set(tmp_path):
+    wide = variant(tmp_path, X=[[0.5] * 40] * 6, W2=[0.1] * 38)
+    result = cnntrace_process("step", wide, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stdout and "…" not in result.stdout
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    assert "\ncolumns 0–" in result.stdout  # the 40 columns of X split into blocks
 
 
 def test_force_color_colours_a_pipe_and_no_color_wins():

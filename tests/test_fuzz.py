@@ -723,6 +723,81 @@ def test_npz_files_trace_or_fail_cleanly(workdir, content, command):
         assert_check_outcome(path, invoke("check", path, "--format", "json", "--max-entries", "50"))
 
 
+#: JSON values of every kind, as the text a .npz string or a typed answer may hold.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.integers() | st.integers(-(10**500), 10**500),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+def nested(depth: int, inner: str = "") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+@st.composite
+def hostile_texts(draw) -> str:
+    """Text of JSON values, a layer's type or option, broken JSON, deep nesting, huge numbers."""
+    kind = draw(st.sampled_from(["json", "layers", "text", "deep", "digits", "cut"]))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES))
+    if kind == "layers":
+        layer = draw(st.sampled_from(["conv", "relu", "maxpool", "flatten", "dense", "sigmoid", "softmax"]))
+        option = draw(st.sampled_from(["stride", "padding", "size", "alpha", "type", "x" * 1000]))
+        value = draw(JSON_VALUES | st.sampled_from([nested(50), "x" * 10_000]))
+        layers = ["conv", "relu", "maxpool", "flatten", {"type": layer, option: value}, "sigmoid"]
+        return json.dumps(layers)
+    if kind == "text":
+        return draw(st.text(max_size=40))
+    if kind == "deep":
+        return nested(draw(st.sampled_from([900, 5000, 100_000])), draw(st.sampled_from(["", "1", "{}"])))
+    if kind == "digits":
+        return f"[{'9' * draw(st.sampled_from([309, 400, 4300, 4301, 10_000]))}]"
+    text = json.dumps(draw(JSON_VALUES))
+    return text[: draw(st.integers(0, len(text)))]
+
+
+@fuzz(120)
+@given(key=st.sampled_from(["layers", "loss", "conventions", "comment"]), text=hostile_texts())
+def test_npz_strings_trace_or_fail_cleanly(workdir, key, text):
+    """A .npz file's strings (JSON text: layers, loss, conventions; or a comment)."""
+    arrays = as_arrays(reference())
+    if key != "layers":
+        arrays["layers"] = np.array('["conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]')
+    arrays[key] = np.array(text)
+    path = workdir / "strings.npz"
+    np.savez(path, **arrays)
+    check_step(path, "json", invoke("step", path, "--format", "json"))
+
+
+@fuzz(150)
+@given(text=hostile_texts() | st.text(max_size=200))
+def test_any_typed_answer_is_an_array_or_a_short_message(text):
+    from cnntrace.quiz import parse_answer
+
+    answer = parse_answer(text, (4, 4))
+    if isinstance(answer, str):
+        assert len(answer) <= MAX_MESSAGE and "\n" not in answer
+    else:
+        assert answer.dtype == np.float64 and np.isfinite(answer).all()
+
+
+@fuzz(40)
+@given(lines=st.lists(hostile_texts() | st.sampled_from(["?", "skip", "quit", "", "1 2 3"]), max_size=6))
+def test_a_quiz_on_any_answers_ends_cleanly_and_keeps_its_record(workdir, lines):
+    record = workdir / "record.json"
+    record.unlink(missing_ok=True)
+    result = runner.invoke(app, ["quiz", str(REFERENCE), "--only", "P1,B2", "--record", str(record)],
+                           input="".join(line + "\n" for line in lines))  # fmt: skip
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (0, 1), result.stderr[-500:]
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    assert max(map(len, result.stderr.splitlines()), default=0) <= 2000  # no answer echoed whole
+    saved = json.loads(record.read_text())
+    assert saved["total"] == 2 and len(saved["answers"]) <= 2
+
+
 # -- the arguments of every command ----------------------------------------------------
 
 

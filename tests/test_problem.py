@@ -303,7 +303,8 @@ def test_a_batch_is_checked_by_the_pass_that_holds_it(monkeypatch):
 
     problem = reference_problem(np.ones((50, 6, 6)), [1.0] * 50, np.ones((3, 3)), 0, [0.1] * 4, 0)
     per_image = 8 * (2 * 36 + 2 * 36 + 7 * 16 + 4 * 4)
-    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 10 * per_image)
+    weights = 8 * (cnntrace.limits.WEIGHT_COPIES + cnntrace.limits.TRAIN_COPIES) * (9 + 1 + 4 + 1)  # training's copies
+    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 10 * per_image + weights)
     with pytest.raises(InputError, match="50 images of 6×6"):
         run(problem)
     assert len(list(train(problem, 1, batch_size=10))) == 1

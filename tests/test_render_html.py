@@ -242,9 +242,10 @@ def test_large_matrices_are_summarized_as_the_table_view_does(tmp_path):
     assert "first and last 8 rows and columns; --full shows all" in text
     (data,) = page.explanations
     assert set(data) == set(page.terms)
-    # dL/dW1[0,0] sums 48×48 products: its first and last terms, and the value
+    # dL/dW1[0,0] sums 48×48 products: its largest terms, as explain writes them, and the value
     lines = data["dL_dW1[0,0]"]["text"].splitlines()
-    assert any("more terms" in line for line in lines) and len(lines) < 60
+    assert any("smaller terms left out" in line for line in lines) and len(lines) < 80
+    assert data["dL_dW1[0,0]"]["text"] == render_text(explain_entry(trace, "dL_dW1", (0, 0)), 4)
     value = number(float(trace["dL_dW1"][0, 0]), 4)
     assert lines[-1] == f"dL/dW1[0,0] = {value}"
     assert len(text) < 1_500_000

@@ -271,3 +271,33 @@ def test_digits_sample_reaches_99_percent_as_documented():
     assert history[5].accuracy >= 0.99  # epoch 6
     assert all(epoch.accuracy >= 0.99 for epoch in history[9:])  # from epoch 10 on
     assert accuracy(problem, history[-1].parameters) >= 0.99
+
+
+@pytest.mark.parametrize("sample", ["rgb-softmax.json", "digits10.npz", "bars.json"])
+def test_float32_training_stays_float32_and_follows_float64(sample):
+    problem = load_problem(SAMPLES / sample)
+    wide = list(train(problem, 3, batch_size=16))[-1]
+    narrow = list(train(problem, 3, batch_size=16, dtype="float32"))[-1]
+    assert {p.dtype for p in narrow.parameters.values()} == {np.dtype(np.float32)}
+    assert {p.dtype for p in wide.parameters.values()} == {np.dtype(np.float64)}
+    for name, value in wide.parameters.items():
+        np.testing.assert_allclose(narrow.parameters[name], value, rtol=1e-3, atol=1e-4)
+    assert abs(narrow.loss - wide.loss) < 1e-4 * max(1.0, abs(wide.loss))
+
+
+def test_every_matrix_of_a_float32_pass_is_float32():
+    problem = load_problem(SAMPLES / "rgb-softmax.json")
+    X = problem.general_X().astype(np.float32)
+    target = problem.general_target.astype(np.float32)
+    weights = {name: value.astype(np.float32) for name, value in starting_parameters(problem).items()}
+    values = problem.network.forward_backward(X, target, weights, tracing=False)
+    wider = {name: value.dtype for name, value in values.items() if np.asarray(value).dtype != np.float32}
+    assert not wider
+
+
+def test_an_unknown_dtype_is_refused_by_name():
+    from cnntrace.errors import ArgumentError
+
+    with pytest.raises(ArgumentError) as error:
+        next(train(load_problem(REFERENCE), 1, dtype="float16"))
+    assert error.value.key == "dtype"

@@ -45,7 +45,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from cnntrace import checks
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.naming import grad, numbered
 from cnntrace.terms import Factor, Term
 from cnntrace.text import symbol
@@ -297,7 +297,7 @@ def padding_option(description: str) -> Option:
             return value
         if isinstance(value, str):
             raise InputError(f'padding is a number, [rows, cols], [top, bottom, left, right], "valid" '
-                             f'or "same", got {value!r}'[:200], key=key)  # fmt: skip
+                             f'or "same", got {shown(value)}', key=key)  # fmt: skip
         if isinstance(value, (list, tuple)) and len(value) == 4:
             top, bottom, left, right = (checks.whole_number(key, side, 0) for side in value)
             return (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
@@ -319,7 +319,7 @@ def padding_value(padding) -> int | str | list:
 def flag_option(default: bool, description: str, what: str) -> Option:
     def parse(value, key):
         if not isinstance(value, bool):
-            raise InputError(f"{what} is true or false, got {value!r}", key=key)
+            raise InputError(f"{what} is true or false, got {shown(value)}", key=key)
         return value
 
     return Option(parse, {"type": "boolean", "default": default, "description": description})

@@ -207,7 +207,8 @@ class Conv(WeightedLayer):
             )
         weights = {self.W: W.reshape(K, C // G, kh, kw)}
         if self.bias:
-            weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter").copy()
+            weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter",
+                                     f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}").copy()
         out = (K, output_size(Hp, kh, self.stride[0], self.dilation[0]),
                output_size(Wp, kw, self.stride[1], self.dilation[1]))  # fmt: skip
         return Layout(out, shown=W.ndim >= 3), weights

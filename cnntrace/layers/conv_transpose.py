@@ -124,7 +124,8 @@ class ConvTranspose(WeightedLayer):
                              key=self.place.key("padding"))  # fmt: skip
         weights = {self.W: W.reshape(C, K_group, kh, kw)}
         if self.bias:
-            weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter").copy()
+            weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter",
+                                     f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}").copy()
         return Layout((K, *out), shown=W.ndim == 4), weights
 
     def weight_leading(self, name, given):

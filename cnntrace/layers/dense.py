@@ -53,13 +53,14 @@ class Dense(WeightedLayer):
             )
         weights = {
             self.W: W_general,
-            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output").copy(),
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output",
+                           f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}").copy(),
         }
         return Layout((n_out,), shown=n_out > 1), weights
 
     def work(self, layouts, weights):
-        n_out = weights[self.W].shape[1]
-        return 1, n_out * n_out
+        n_in, n_out = weights[self.W].shape
+        return 1, n_in * n_out
 
     def forward(self, x, weights, tracing, overwrite=False):
         return ops.dense_forward(x, weights[self.W], weights[self.B]), x

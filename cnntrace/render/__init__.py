@@ -16,6 +16,7 @@ class View:
     """What the user asked to see, shared by every renderer."""
 
     precision: int = 4  # decimals shown by the human-readable formats
+    scaled: bool = False  # the table view: more decimals for a matrix of small entries (format.decimals)
     only: tuple[str, ...] | None = None  # JSON names of the matrices to show; None: all
     brief: bool = False  # matrices without their derivation
     file: str | None = None  # the input file's name, for formats that carry it

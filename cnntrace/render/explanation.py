@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from cnntrace.render.format import number
+from cnntrace.terms import OF_THE_SUM
 
 
 def _numbers(term, precision: int) -> str:
@@ -48,20 +49,51 @@ def _applied(explanation, precision: int) -> str | None:
     }.get(explanation.function)
 
 
-def render_text(explanation, precision: int = 4, most: int | None = None) -> str:
+#: A sum of more terms than this shows its LARGEST terms in size (``every`` shows them all).
+LARGEST = 64
+
+
+def _shown_terms(explanation, most: int | None, nonzero: bool, every: bool):
+    """(position, term) of the terms written, None for a line that says what is left out,
+    and that line's text."""
+    terms = explanation.terms
+    shown = list(enumerate(terms))
+    summed = explanation.function in OF_THE_SUM
+    notes = []
+    if nonzero and summed:
+        kept = [(position, term) for position, term in shown if term.value != 0]
+        if len(kept) < len(shown):
+            notes.append(f"{len(shown) - len(kept):,} zero terms left out")
+        shown = kept
+    if most is not None and len(shown) > most:
+        tail = max(most // 4, 1)
+        left = len(shown) - most
+        return shown[: most - tail] + [(None, f"… {left} more terms …")] + shown[len(shown) - tail:]
+    if not every and summed and len(shown) > LARGEST:
+        order = sorted(range(len(shown)), key=lambda k: -abs(shown[k][1].value))
+        largest = sorted(order[:LARGEST])
+        notes.append(f"{len(shown) - LARGEST:,} smaller terms left out (--all shows every term)")
+        shown = [shown[k] for k in largest]
+    if notes:
+        shown.append((None, f"… {'; '.join(notes)}"))
+    return shown
+
+
+def render_text(explanation, precision: int = 4, most: int | None = None, nonzero: bool = False,
+                every: bool = False) -> str:
     """The explanation as lines of plain text; the last line is ``LABEL = value``.
 
-    ``most`` terms at the most are written out (the first three quarters of them and the
-    last quarter, a line saying how many are left out between): for a page that explains
-    every entry of a large trace. The value is always the sum of them all."""
+    A sum of more than LARGEST terms writes out its LARGEST terms in size, in their order, and
+    says how many it left out (``every`` writes them all); ``nonzero`` leaves out the terms
+    that are zero and says how many. ``most`` terms at the most are written out (the first
+    three quarters of them and the last quarter, a line saying how many are left out
+    between): for a page that explains every entry of a large trace. The value is always
+    the sum of them all."""
     label = explanation.label
     lines = [f"{label} = {explanation.formula}"]
     terms = explanation.terms
-    shown = list(enumerate(terms))
-    if most is not None and len(terms) > most:
-        tail = max(most // 4, 1)
-        shown = shown[: most - tail] + [(None, None)] + shown[len(terms) - tail:]
-    written = [(position, term) for position, term in shown if term is not None]
+    shown = _shown_terms(explanation, most, nonzero, every)
+    written = [(position, term) for position, term in shown if position is not None]
     symbols = {position: _symbols(term) for position, term in written}
     numbers = {position: _numbers(term, precision) for position, term in written}
     width_s = max(map(len, symbols.values()), default=0)
@@ -69,11 +101,11 @@ def render_text(explanation, precision: int = 4, most: int | None = None) -> str
     width_p = max((len(number(term.value, precision)) for _, term in written), default=0)
     joiner = "  " if explanation.function == "max" else "+ "
     for position, term in shown:
-        if term is None:
-            lines.append(f"    … {len(terms) - len(written)} more terms …")
+        if position is None:
+            lines.append(f"    {term}")
             continue
         s, n = symbols[position], numbers[position]
-        sign = "  " if position == 0 else joiner
+        sign = "  " if position == written[0][0] else joiner
         product = f"{number(term.value, precision):>{width_p}}"
         line = f"  {sign}{s:<{width_s}}"
         if len(term.factors) > 1:
@@ -119,6 +151,13 @@ def explanation_dict(explanation) -> dict:
     }
 
 
-def render_json(explanation, precision: int = 4) -> str:
-    """One line of JSON (``precision`` is not used: JSON carries every digit)."""
-    return json.dumps(explanation_dict(explanation), ensure_ascii=False, allow_nan=False) + "\n"
+def render_json(explanation, precision: int = 4, nonzero: bool = False, every: bool = True) -> str:
+    """One line of JSON (``precision`` is not used: JSON carries every digit, and every term:
+    ``every`` is always so). ``nonzero`` leaves out the terms that are zero from a sum and
+    counts them in ``zero_terms_left_out``."""
+    data = explanation_dict(explanation)
+    if nonzero and explanation.function in OF_THE_SUM:
+        kept = [term for term in data["terms"] if term["value"] != 0]
+        data["zero_terms_left_out"] = len(data["terms"]) - len(kept)
+        data["terms"] = kept
+    return json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"

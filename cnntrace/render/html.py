@@ -12,7 +12,7 @@ Each entry's explanation (the text ``cnntrace explain`` prints) and the cells it
 computed here and embedded as JSON, so the page needs no server and fetches nothing. Large
 matrices are summarized as the table view summarizes them (``view.full`` shows everything);
 only the cells on the page are explained, and an explanation of thousands of terms shows its
-first and last ones.
+largest ones, as ``cnntrace explain`` does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 
 import numpy as np
 
+from cnntrace.errors import one_line
 from cnntrace.explain import explain_entry
 from cnntrace.render import View
 from cnntrace.render.document import (
@@ -44,8 +45,6 @@ from cnntrace.render.format import (
     summary_note,
 )
 
-#: An explanation with more terms than this shows its first and last ones (render_text).
-MAX_TERMS = 32
 GAP = "…"
 
 
@@ -187,8 +186,8 @@ def _derivation(d, precision: int) -> str:
 
 
 def _explanation_text(explanation, precision: int) -> str:
-    """render_text's lines, the middle terms of a very long sum left out."""
-    return render_text(explanation, precision, most=MAX_TERMS)
+    """render_text's lines, as ``cnntrace explain`` writes them: a long sum's largest terms."""
+    return render_text(explanation, precision)
 
 
 def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
@@ -214,7 +213,10 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     document, render.document), then the embedded explanations."""
     precision = view.precision
     cells = _Cells()
-    parts = [f'<section class="trace"{f" data-file={json.dumps(file)}" if file else ""}>']
+    # A file name is the user's: escaped for an attribute (quotes too), as for the text.
+    file = one_line(file) if file else file  # an escape sequence in a name, written as its escape
+    attribute = f' data-file="{html.escape(file, quote=True)}"' if file else ""
+    parts = [f'<section class="trace"{attribute}>']
     if file:
         parts.append(f"<h2 class=file>{html.escape(file)}</h2>")
     shown: list[Entry] = []

@@ -19,6 +19,7 @@ import re
 
 import numpy as np
 
+from cnntrace.errors import one_line
 from cnntrace.layers import KINDS
 from cnntrace.losses import LOSSES
 from cnntrace.render import View
@@ -119,7 +120,9 @@ def math(text: str) -> str:
 
 
 def plain(text: str) -> str:
-    """Any text (a file name, say) as LaTeX text, its special characters escaped."""
+    """Any text (a file name, say) as LaTeX text on one line (a line break written as its
+    escape, which must not end a comment or a paragraph), its special characters escaped."""
+    text = one_line(text)
     special = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "%": r"\%",
                "&": r"\&", "#": r"\#", "$": r"\$", "^": r"\^{}", "~": r"\~{}"}  # fmt: skip
     return "".join(special.get(char, char) for char in text)

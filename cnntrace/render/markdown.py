@@ -12,8 +12,11 @@ GitHub and Jupyter render. Same sections, numbers and chain rules as the table v
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
+from cnntrace.errors import one_line
 from cnntrace.render import View
 from cnntrace.render.document import (
     Diagram,
@@ -114,9 +117,19 @@ def mermaid(graph: Diagram) -> list[str]:
     return [*lines, "```", ""]
 
 
+def code(text: str) -> str:
+    """Any text (a file name, say) as a CommonMark code span, where nothing is markup: fenced
+    by one backtick more than its longest run of them, a space inside the fence when it
+    starts or ends with one, on one line (a line break written as its escape)."""
+    text = one_line(text)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == text[-1:] == " " and text.strip()) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def file_heading(file: str) -> str:
     """The heading of one file's trace when several are traced at once."""
-    return f"\n## `{file}`\n\n"  # a blank line first: the trace before ends without one
+    return f"\n## {code(file)}\n\n"  # a blank line first: the trace before ends without one
 
 
 def render(trace, view: View = View()) -> str:

@@ -22,14 +22,37 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cnntrace.errors import InputError
+from cnntrace.limits import binary
 from cnntrace.render import View, latex, markdown
 from cnntrace.render.document import Entry, Given, document
 from cnntrace.render.format import axes_label, number, shape
 from cnntrace.render.latex import math, plain, prose
-from cnntrace.render.markdown import escape
+from cnntrace.render.markdown import code, escape
 
 #: Width of a blank cell in the LaTeX grid, and the height of its row.
 CELL_WIDTH, ROW_HEIGHT = "1.3cm", "0.75cm"
+
+
+#: A worksheet is for paper: one whose text would pass MAX_SHEET_BYTES is refused before it is
+#: made, estimated at SHEET_BYTES_PER_ENTRY a matrix entry (measured: the key of a 300×300
+#: image, 10.5 MB for 667,254 entries; a 5000×5000 image's would be about 3 GB).
+MAX_SHEET_BYTES = 256 * 2**20
+SHEET_BYTES_PER_ENTRY = 16
+
+
+def check_size(trace, sheet: Sheet) -> None:
+    """Refuse (InputError naming X) a sheet whose text would pass MAX_SHEET_BYTES."""
+    asked = [stage.name for stage in trace.stages if sheet.only is None or stage.name in sheet.only]
+    entries = sum(int(np.size(trace[name])) for name in asked)
+    entries += sum(int(np.size(value)) for value in trace.problem.inputs.values())
+    need = SHEET_BYTES_PER_ENTRY * entries
+    if need > MAX_SHEET_BYTES:
+        raise InputError(
+            f"too large for a worksheet: its {entries} entries would make about {binary(need)} of text; "
+            f"cnntrace writes sheets of at most {binary(MAX_SHEET_BYTES)}",
+            key="X",
+        )
 
 
 @dataclass(frozen=True)
@@ -54,7 +77,9 @@ class Content(NamedTuple):
 
 
 def content(trace, sheet: Sheet) -> Content:
-    """The givens and the questions of a sheet (``sheet.only``'s, if given)."""
+    """The givens and the questions of a sheet (``sheet.only``'s, if given); a sheet too
+    large refused first (see check_size)."""
+    check_size(trace, sheet)
     blocks = document(trace, View(only=sheet.only, brief=not sheet.key), givens=True, marks=False).blocks
     return Content(
         blocks[0].summary,  # the input's heading comes first
@@ -102,7 +127,7 @@ def render_markdown(trace, sheet: Sheet = Sheet()) -> str:
     """The worksheet (or with ``sheet.key`` the answer key) as Markdown."""
     summary, givens, questions = content(trace, sheet)
     title = "Answer key" if sheet.key else "Worksheet"
-    out = [f"# {title}" + (f": `{sheet.file}`" if sheet.file else ""), "", escape(summary), "",
+    out = [f"# {title}" + (f": {code(sheet.file)}" if sheet.file else ""), "", escape(summary), "",
            _instructions(sheet), "", "## Given", ""]  # fmt: skip
     for block in givens:
         out += _given_markdown(block)

@@ -33,7 +33,9 @@ from cnntrace.render.document import (
 )
 from cnntrace.render.format import (
     axes_label,
+    decimals,
     number,
+    numbers,
     shape,
     shown_indices,
     shown_tables,
@@ -69,30 +71,44 @@ class MatrixBlocks:
         self.title = title
         self.indexed = values.ndim == 2
         rows = values.reshape(1, -1) if values.ndim == 1 else values
-        wins = None if marks is None else marks.reshape(rows.shape)
+        self.wins = None if marks is None else marks.reshape(rows.shape)
         n_rows, n_cols = rows.shape
         row_ids, self.col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
+        self.row_ids = row_ids
         bh, bw = (border, border) if isinstance(border, int) else border
-        inside = (bh, n_rows - bh, bw, n_cols - bw)
+        self.inside = (bh, n_rows - bh, bw, n_cols - bw)
+        self.border = bool(bh or bw)
+        self.rows = rows
+        shown_rows = [r for r in row_ids if r is not None]
+        shown_cols = [c for c in self.col_ids if c is not None]
+        formatted = iter(numbers(rows[np.ix_(shown_rows, shown_cols)], precision))
 
-        def cell(r, c):
+        def text(r, c):
+            """A cell's number with its mark (``*``), or the gap."""
             if r is None or c is None:
-                return [(GAP, DIM)]
-            v = rows[r, c]
-            text = number(v, precision)
-            if wins is not None and wins[r, c]:
-                return [(text, WON), (mark_text(wins[r, c]), MARK)]
-            padding = (bh or bw) and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
-            return [(text, PADDING if padding else DIM if v == 0 else None)]
+                return GAP
+            number_text = next(formatted)
+            return number_text + mark_text(self.wins[r, c]) if self.wins is not None else number_text
 
+        self.texts = [[text(r, c) for c in self.col_ids] for r in row_ids]
         self.header = [GAP if c is None else str(c - bw) for c in self.col_ids]
         self.labels = [GAP if r is None else str(r - bh) for r in row_ids] if self.indexed else []
-        self.cells = [[cell(r, c) for c in self.col_ids] for r in row_ids]
-        self.widths = [
-            max(len(self.header[j]), *(sum(len(t) for t, _ in row[j]) for row in self.cells))
-            for j in range(len(self.col_ids))
-        ]
+        self.widths = [max(len(h), *map(len, column)) for h, column in zip(self.header, zip(*self.texts))]
         self.label_width = max(map(len, self.labels), default=0)
+
+    def _pieces(self, i: int, j: int) -> list[tuple[str, Style | None]]:
+        """The styled pieces of the shown cell (i, j): a won cell and its mark, padding dim
+        and italic, zeros dim."""
+        r, c = self.row_ids[i], self.col_ids[j]
+        text = self.texts[i][j]
+        if r is None or c is None:
+            return [(text, DIM)]
+        if self.wins is not None and self.wins[r, c]:
+            mark = mark_text(self.wins[r, c])
+            return [(text[: len(text) - len(mark)], WON), (mark, MARK)]
+        inside = self.inside
+        padding = self.border and not (inside[0] <= r < inside[1] and inside[2] <= c < inside[3])
+        return [(text, PADDING if padding else DIM if self.rows[r, c] == 0 else None)]
 
     def _block_width(self, columns: range) -> int:
         lead = self.label_width if self.indexed else -len(SEPARATOR)
@@ -106,8 +122,9 @@ class MatrixBlocks:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         n = len(self.widths)
+        lines = self._lines if console.color_system else self._plain_lines
         if self._block_width(range(n)) <= width:
-            yield from self._lines(range(n), self.title)
+            yield from lines(range(n), self.title)
             return
         start = 0
         while start < n:
@@ -116,7 +133,7 @@ class MatrixBlocks:
                 end += 1
             first, last = (self.header[j] for j in (start, end - 1))
             label = f"columns {first}–{last}" if end - start > 1 else f"column {first}"
-            yield from self._lines(range(start, end), f"{self.title}, {label}" if self.title else label)
+            yield from lines(range(start, end), f"{self.title}, {label}" if self.title else label)
             start = end
 
     def _lines(self, columns: range, title: str | None):
@@ -129,14 +146,35 @@ class MatrixBlocks:
         yield from self._row(lead, header)
         yield Segment(RULE * self._block_width(columns))
         yield Segment.line()
-        for index, row in enumerate(self.cells):
-            lead = [(self.labels[index].rjust(self.label_width), DIM)] if self.indexed else []
+        for i in range(len(self.texts)):
+            lead = [(self.labels[i].rjust(self.label_width), DIM)] if self.indexed else []
             cells = []
             for j in columns:
-                pieces = row[j]
-                pad = self.widths[j] - sum(len(text) for text, _ in pieces)
-                cells.append([(" " * pad, None), *pieces])
+                pieces = self._pieces(i, j)
+                cells.append([(" " * (self.widths[j] - len(self.texts[i][j])), None), *pieces])
             yield from self._row(lead, cells)
+
+    def _plain_lines(self, columns: range, title: str | None):
+        """The lines of _lines as one unstyled segment each, for a console without colours
+        (a pipe): the same text, a hundredth of the segments for rich to measure."""
+        line = Segment.line()
+        if title:
+            yield Segment(title)
+            yield line
+        widths = [self.widths[j] for j in columns]
+        lead = self.label_width if self.indexed else None
+
+        def join(label, texts):
+            cells = SEPARATOR.join(text.rjust(width) for text, width in zip(texts, widths))
+            return cells if lead is None else label.rjust(lead) + SEPARATOR + cells
+
+        yield Segment(join("", [self.header[j] for j in columns]))
+        yield line
+        yield Segment(RULE * self._block_width(columns))
+        yield line
+        for i, texts in enumerate(self.texts):
+            yield Segment(join(self.labels[i] if self.indexed else "", [texts[j] for j in columns]))
+            yield line
 
     @staticmethod
     def _row(lead, cells):
@@ -154,14 +192,29 @@ class MatrixBlocks:
         yield Segment.line()
 
 
+class SideBySide(Columns):
+    """Tables side by side, as rich's Columns lays them out, measured at the width that puts
+    them all in one row: Columns itself does not say how wide it is, and a console that asks
+    (a pipe, an SVG) took it for as wide as the console could be."""
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        _top, right, _bottom, left = Padding.unpack(self.padding)
+        measured = [Measurement.get(console, options, table) for table in self.renderables]
+        if not measured:
+            return Measurement(0, 0)
+        widest = sum(m.maximum for m in measured) + max(left, right) * (len(measured) - 1)
+        return Measurement(max(m.minimum for m in measured), widest).clamp(max_width=options.max_width)
+
+
 def matrix_block(
     symbol: str, equation: str | None, values: np.ndarray, axes: tuple[str, ...], precision: int,
     derivation: list[RenderableType] = (), marks: np.ndarray | None = None, border: int = 0,
-    full: bool = False,
+    full: bool = False, shown_at: int | None = None,
 ) -> RenderableType:
     """A titled matrix, or one labelled table per image / filter along ``axes``, with the
     ``derivation`` lines between the title and the numbers (see MatrixBlocks for ``border``
-    and ``full``). Of more than SUMMARY_TABLES images (or filters) the first and last
+    and ``full``). A ``precision`` other than ``shown_at`` (the view's) is said in the
+    title. Of more than SUMMARY_TABLES images (or filters) the first and last
     EDGE_TABLES are shown, unless ``full`` (see render.format)."""
     title = Text.assemble((symbol, "bold cyan"))
     if equation:
@@ -171,6 +224,8 @@ def matrix_block(
         title.append(number(float(values), precision), style="bold")
         return Group(title, *derivation)
     title.append(f"   {shape(values.shape)}", style="dim")
+    if shown_at is not None and precision != shown_at:
+        title.append(f"   at {precision} decimals", style="dim")
     if note := summary_note(values.shape, axes, full):
         title.append(f"   {note}", style="dim")
     if not axes:
@@ -184,7 +239,7 @@ def matrix_block(
             values[index], precision, axes_label(axes, index),
             None if marks is None else marks[index], border, full,
         ))  # fmt: skip
-    return Group(title, *derivation, Columns(tables, padding=(0, 4)))
+    return Group(title, *derivation, SideBySide(tables, padding=(0, 4)))
 
 
 def derivation_lines(d, precision: int) -> list[RenderableType]:
@@ -219,6 +274,11 @@ def render(trace, view: View = View()) -> RenderableType:
     the input unless ``view.only`` picks some matrices, then each section in the
     derivation's order."""
     precision, full = view.precision, view.full
+
+    def shown(values) -> int:
+        """The decimals of one matrix: the view's, or more for small entries (``view.scaled``)."""
+        return decimals(values, precision) if view.scaled else precision
+
     parts: list[RenderableType] = []
     for block in document(trace, view).blocks:
         match block:
@@ -227,15 +287,16 @@ def render(trace, view: View = View()) -> RenderableType:
                 if summary:
                     parts.append(Text(summary, style="dim"))
             case Given(name=name, matrix=matrix):
-                parts.append(matrix_block(name, None, matrix.values, matrix.axes, precision, full=full))
+                parts.append(matrix_block(name, None, matrix.values, matrix.axes, shown(matrix.values), full=full,
+                                          shown_at=precision))
             case Entry(matrix=matrix):
                 prose = [
                     *_prose(block.before), *derivation_lines(block.derivation, precision), *_prose(block.after),
                     *_prose([legend_text(block.legend)] if block.legend else []),
                 ]  # fmt: skip
                 parts.append(matrix_block(
-                    block.symbol, block.equation, matrix.values, matrix.axes, precision, prose, matrix.marks,
-                    full=full,
+                    block.symbol, block.equation, matrix.values, matrix.axes, shown(matrix.values), prose,
+                    matrix.marks, full=full, shown_at=precision,
                 ))  # fmt: skip
                 if block.extra is not None:
                     parts.append(_indented(extra_block(block.extra, precision, full)))

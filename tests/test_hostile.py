@@ -1,0 +1,458 @@
+"""Hostile input, by root cause (issue 24), through every command that reads a file and every
+writer: reads bounded whatever the file is, no traceback and no warning, short messages
+that name the key, destinations checked before the work, no data lost, and what the user
+controls escaped for each format.
+
+Each command fails with exit status 2, nothing on stdout and one short line on stderr; the
+limits are made small here (1 MiB) so that a device or a FIFO past them is quick to read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnntrace.cli import app
+from tests.inputs import REFERENCE, reference, write
+
+runner = CliRunner()
+
+#: The longest message a refusal may print (a line of a few hundred characters: the message's
+#: own words at most 500, the file's name at most 120, the key's 60).
+SHORT = 700
+
+
+def invoke(*args, input=None):
+    """Run cnntrace with numpy's and Python's warnings turned into errors: a warning fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return runner.invoke(app, [str(arg) for arg in args], input=input)
+
+
+def assert_refused(result, *fragments: str, status: int = 2):
+    """Exit ``status``, nothing on stdout, one short line on stderr holding every fragment."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == status, (result.exit_code, result.stderr[:SHORT])
+    assert result.stdout == "", result.stdout[:SHORT]
+    assert result.stderr.count("\n") == 1 and len(result.stderr) <= SHORT, result.stderr[:2 * SHORT]
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture
+def small_limit(monkeypatch):
+    """Input and answer files limited to 1 MiB, so that reading past the limit is quick."""
+    import cnntrace.io
+
+    monkeypatch.setattr(cnntrace.io, "MAX_INPUT_BYTES", 2**20)
+    monkeypatch.setattr(cnntrace.io, "MAX_ANSWERS_BYTES", 2**20)
+
+
+# -- 4. every read bounded, whatever the file is ---------------------------------------------------
+
+#: Every command that reads an input file, given the hostile file ``bad`` and a good input.
+READERS = {
+    "step": lambda bad, good: ["step", bad],
+    "step, the second file": lambda bad, good: ["step", good, bad, "-f", "json"],
+    "check": lambda bad, good: ["check", bad],
+    "explain": lambda bad, good: ["explain", bad, "Z1[0,0]"],
+    "train": lambda bad, good: ["train", bad, "-n", "1"],
+    "train --test": lambda bad, good: ["train", good, "-n", "1", "--test", bad],
+    "sheet": lambda bad, good: ["sheet", bad],
+    "quiz": lambda bad, good: ["quiz", bad],
+    "verify FILE": lambda bad, good: ["verify", bad, good],
+    "verify ANSWERS": lambda bad, good: ["verify", good, bad],
+    "init --like": lambda bad, good: ["init", "--like", bad, "--seed", "1"],
+}
+
+
+def endless_fifo(directory: Path, name: str) -> Path:
+    """A FIFO whose writer writes without end until its reader goes away."""
+    path = directory / name
+    os.mkfifo(path)
+
+    def write_forever():
+        try:
+            with open(path, "wb") as fifo:
+                while True:
+                    fifo.write(b"[" * 65536)
+        except OSError:  # the reader closed it: BrokenPipe
+            pass
+
+    threading.Thread(target=write_forever, daemon=True).start()
+    return path
+
+
+@pytest.mark.parametrize("command", list(READERS))
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo.json", "zero.npz"])
+def test_every_read_is_bounded(tmp_path, small_limit, command, source):
+    if source == "fifo.json":
+        bad = endless_fifo(tmp_path, source)
+    elif source == "zero.npz":
+        bad = tmp_path / source
+        bad.symlink_to("/dev/zero")
+    else:
+        bad = Path(source)
+    good = write(tmp_path, reference())
+    result = invoke(*READERS[command](bad, good))
+    if command == "step, the second file":  # the first file's trace stands; the second is refused
+        assert result.exit_code == 2 and "limited to 1 MiB" in result.stderr
+        return
+    assert_refused(result, str(bad), "gives more than 1 MiB", "files are limited to 1 MiB")
+
+
+def test_a_regular_file_past_the_limit_is_refused_by_its_size(tmp_path, small_limit):
+    path = tmp_path / "big.json"
+    path.write_bytes(b" " * (2**20 + 1))
+    assert_refused(invoke("step", path), "is 1 MiB; input files are limited to 1 MiB")
+
+
+def test_a_picture_is_read_bounded(tmp_path, small_limit):
+    pytest.importorskip("PIL")
+    assert_refused(invoke("init", "--image", "/dev/zero", "--seed", "1"), "/dev/zero", "limited to 1 MiB")
+
+
+def test_an_endless_answer_line_ends_the_quiz_and_the_record_is_written(tmp_path, monkeypatch):
+    import cnntrace.quiz
+
+    monkeypatch.setattr(cnntrace.quiz, "MAX_ANSWER_CHARS", 1000)
+    record = tmp_path / "me.json"
+    result = invoke("quiz", REFERENCE, "--only", "Z1", "--record", record, input="1 " * 5000 + "\n")
+    assert result.exit_code == 1
+    assert "the input is not read further" in result.stderr
+    assert max(map(len, result.stderr.splitlines())) < SHORT  # the answer is not echoed whole
+    assert json.loads(record.read_text())["score"] == 0
+
+
+# -- 1. no traceback, 7. no warning ----------------------------------------------------------------
+
+
+def reference_npz(path: Path, **strings: str) -> Path:
+    arrays = {key: np.asarray(value) for key, value in reference().items() if key != "comment"}
+    np.savez(path, **arrays, **{key: np.array(text) for key, text in strings.items()})
+    return path
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("key", ["layers", "conventions", "loss"])
+def test_deep_json_text_in_a_npz_string_is_refused_naming_the_key(tmp_path, key):
+    strings = {"layers": '["conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]', key: DEEP}
+    path = reference_npz(tmp_path / "in.npz", **strings)
+    assert_refused(invoke("step", path), f"in.npz: {key}: ", "nested too deeply")
+
+
+def test_deep_json_text_in_a_comment_is_only_a_comment(tmp_path):
+    path = reference_npz(tmp_path / "in.npz", comment=DEEP)
+    result = invoke("step", path, "-f", "json", "--only", "Z1")
+    assert result.exit_code == 0 and json.loads(result.stdout)["forward"]["Z1"]
+
+
+@pytest.mark.parametrize("answer, answered", [
+    ("[" + "9" * 400 + "]", ["skipped"]),  # beyond float64: OverflowError
+    ("[" + "9" * 5000 + "]", ["skipped"]),  # beyond the digits Python reads: ValueError
+    ("[" * 50_000 + "]" * 50_000, ["skipped"]),  # deeper than json reads: RecursionError
+    ("[" * 100_000, []),  # never closed: "skip" is read as its next line, then the input ends
+    ("x" * 100_000, ["skipped"]),  # garbage: echoed shortened
+])
+def test_hostile_answers_cost_no_try_and_the_record_is_written(tmp_path, answer, answered):
+    record = tmp_path / "me.json"
+    result = invoke("quiz", REFERENCE, "--only", "B2", "--record", record, input=answer + "\nskip\n")
+    assert result.exit_code == 1, result.stderr[-SHORT:]
+    assert "Traceback" not in result.stderr
+    assert max(map(len, result.stderr.splitlines())) < SHORT
+    assert [a["status"] for a in json.loads(record.read_text())["answers"]] == answered
+
+
+@pytest.fixture
+def overflowing(tmp_path) -> Path:
+    """A legal input whose pass overflows float64 in the mistakes verify tries: B2 = 1e200."""
+    return write(tmp_path, {**reference(), "B2": 1e200}, "big.json")
+
+
+def test_verify_diagnoses_without_warnings(tmp_path, overflowing):
+    step = json.loads(invoke("step", overflowing, "-f", "json").stdout)
+    answers = {name: (np.asarray(value) * 1.5 + 0.3).tolist()
+               for section in ("forward", "backward") for name, value in step[section].items()}  # fmt: skip
+    result = invoke("verify", overflowing, write(tmp_path, answers, "answers.json"))
+    assert result.exit_code == 1 and "Warning" not in result.stderr
+
+
+def test_the_quiz_diagnoses_without_warnings(tmp_path, overflowing):
+    result = invoke("quiz", overflowing, "--only", "Z2,dL_dZ2,dL_dW2", input="1e300\n" * 9)
+    assert result.exit_code == 1 and "Warning" not in result.stderr and "wrong" in result.stderr
+
+
+# -- 2. short messages, 3. a damaged file named damaged, 9. both keys of a mismatch ----------------
+
+HUGE = "x" * 1_000_000
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"layers": [HUGE]}, "layers[0]"),
+    ({"layers": [{"type": HUGE}]}, "layers[0]"),
+    ({"layers": [{"type": "conv", HUGE: 1}]}, "layers[0]"),
+    ({"layers": [{"type": "conv", "stride": HUGE}]}, "layers[0].stride"),
+    ({"layers": [{"type": "leaky_relu", "alpha": HUGE}]}, "layers[0].alpha"),
+    ({"layers": ["flatten", "dense"], "loss": HUGE}, "loss"),
+    ({**reference(), "conventions": {"relu_grad_at_zero": HUGE}}, "conventions.relu_grad_at_zero"),
+    ({**reference(), "conventions": {HUGE: 1}}, "conventions."),
+])
+def test_a_huge_value_is_echoed_shortened(tmp_path, data, key):
+    path = write(tmp_path, {"X": [[1.0, 2.0], [3.0, 4.0]], "Y": 1, **data})
+    assert len(path.read_text()) > 1_000_000
+    assert_refused(invoke("step", path), key, "…")
+
+
+def test_a_npz_whose_header_claims_more_than_it_holds_is_called_damaged(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in reference().items():
+            if key != "comment":
+                member = io.BytesIO()
+                np.save(member, np.asarray(value))
+                archive.writestr(f"{key}.npy", header.getvalue() + b"\0" * 16 if key == "X" else member.getvalue())
+    assert path.stat().st_size < 4096
+    for args in (["step", path], ["verify", REFERENCE, path], ["train", path, "-n", "1"]):
+        assert_refused(invoke(*args), "forged.npz: X: ", "damaged", "1000000000000 entries")
+
+
+def test_a_mismatch_between_two_keys_names_both(tmp_path):
+    data = {"X": [[1.0] * 4] * 4, "layers": ["flatten", "dense", "softmax"], "Y": 2,
+            "W1": [[0.1] * 3] * 16, "B1": [0.0, 0.0]}  # fmt: skip
+    assert_refused(invoke("step", write(tmp_path, data)), "B1: expected 3 biases", "W1 (16×3) has 3 outputs")
+    data = {**reference(), "W1": [[[0.0] * 3] * 3] * 2, "B1": [0.0] * 3}
+    assert_refused(invoke("step", write(tmp_path, data)), "B1: expected 2 biases", "W1 (2×3×3) has 2 filters")
+
+
+# -- 5. destinations checked before the work, 6. no data lost --------------------------------------
+
+#: Every writer: its arguments, given the input and its destination.
+WRITERS = {
+    "step --html": lambda source, out: ["step", source, "--html", out],
+    "step --svg": lambda source, out: ["step", source, "--svg", out],
+    "sheet -o": lambda source, out: ["sheet", source, "-o", out],
+    "init -o": lambda source, out: ["init", "--seed", "1", "-o", out],
+    "train --save": lambda source, out: ["train", source, "-n", "1", "--save", out],
+    "quiz --record": lambda source, out: ["quiz", source, "--record", out],
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize("where", ["absent/out.json", "in.json/out.json", "."])
+def test_a_destination_that_cannot_be_written_is_refused_before_anything_is_printed(tmp_path, writer, where):
+    source = write(tmp_path, reference())
+    target = tmp_path / where
+    assert_refused(invoke(*WRITERS[writer](source, target)), "cannot be written")
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_write_protected_file_is_refused_unless_forced(tmp_path, writer):
+    source = write(tmp_path, reference())
+    target = tmp_path / "protected.json"
+    target.write_text("mine\n")
+    target.chmod(0o444)
+    assert_refused(invoke(*WRITERS[writer](source, target)), "protected.json: is write-protected (mode 0444)", "--force")
+    assert target.read_text() == "mine\n"
+    result = invoke(*WRITERS[writer](source, target), "--force", input="quit\n")
+    assert result.exit_code in (0, 1) and target.read_text() != "mine\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o444  # the file keeps its own mode
+
+
+def test_a_diverged_training_does_not_replace_a_saved_model(tmp_path):
+    source = write(tmp_path, reference())
+    saved = tmp_path / "model.json"
+    saved.write_text("the model of yesterday\n")
+    result = invoke("train", source, "-n", "3", "--lr", "1e200", "--save", saved)
+    partial = tmp_path / "model.partial.json"
+    assert_refused(result, "diverged", f"parameters to {partial}, not over {saved}", "--save-partial", status=1)
+    assert saved.read_text() == "the model of yesterday\n" and json.loads(partial.read_text())["W1"]
+    result = invoke("train", source, "-n", "3", "--lr", "1e200", "--save", saved, "--save-partial")
+    assert result.exit_code == 1 and json.loads(saved.read_text())["W1"]
+
+
+def test_a_training_that_ends_worse_does_not_replace_a_saved_model(tmp_path):
+    source = write(tmp_path, reference())
+    saved = tmp_path / "model.json"
+    saved.write_text("the model of yesterday\n")
+    result = invoke("train", source, "-n", "1", "--lr", "1e-30", "--save", saved)  # no better: the same loss
+    assert result.exit_code == 0 and "not over" in result.stderr and "no better" in result.stderr
+    assert saved.read_text() == "the model of yesterday\n"
+    result = invoke("train", source, "-n", "5", "--save", saved)  # better: replaced
+    assert result.exit_code == 0 and json.loads(saved.read_text())["W1"]
+
+
+def test_train_keeps_only_the_last_parameters(tmp_path, monkeypatch):
+    import dataclasses
+
+    kept = []
+    original = dataclasses.replace
+
+    def counting(record, **changes):
+        if "parameters" in changes:  # an epoch's record, as the history keeps it
+            kept.append(changes)
+        return original(record, **changes)
+
+    monkeypatch.setattr(dataclasses, "replace", counting)
+    result = invoke("train", write(tmp_path, reference()), "-n", "4", "-f", "json")
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["history"]) == 4
+    assert len(kept) == 4 and all(changes["parameters"] is None for changes in kept)
+
+
+# -- 10. escaping for each format -------------------------------------------------------------------
+
+INJECTED = 'x"><img src=x onerror=alert(1)>`<b>`\x1b[31m.json'
+
+
+@pytest.fixture
+def hostile_name(tmp_path) -> Path:
+    return write(tmp_path, reference(), INJECTED)
+
+
+def test_html_escapes_file_names(tmp_path, hostile_name):
+    page = tmp_path / "page.html"
+    result = invoke("step", hostile_name, REFERENCE, "-f", "json", "--html", page)
+    assert result.exit_code == 0
+    text = page.read_text()
+    assert "<img" not in text and "<b>" not in text and "\x1b" not in text
+    assert 'data-file="' in text and "&quot;&gt;&lt;img" in text
+
+
+def test_markdown_headings_fence_backticks(tmp_path, hostile_name):
+    from cnntrace.render.markdown import code
+
+    result = invoke("step", hostile_name, REFERENCE, "-f", "markdown", "--only", "Z1")
+    heading = next(line for line in result.stdout.splitlines() if INJECTED[:5] in line)
+    assert heading.startswith("## ``/") and heading.endswith(".json``") and "\x1b" not in heading
+    assert code("a`b") == "``a`b``" and code("`a") == "`` `a ``" and code("a\nb") == "`a\\nb`"
+    sheet = invoke("sheet", hostile_name).stdout.splitlines()[0]
+    assert sheet.startswith("# Worksheet: ``x") and "\x1b" not in sheet
+
+
+def test_latex_escapes_file_names(tmp_path):
+    name = "a%b\n\\input{x}.json"
+    path = write(tmp_path, reference(), name)
+    result = invoke("sheet", path, "-f", "latex")
+    line = next(line for line in result.stdout.splitlines() if "texttt" in line)
+    assert r"a\%b\textbackslash{}n\textbackslash{}input\{x\}.json" in line
+    several = invoke("step", path, REFERENCE, "-f", "latex", "--only", "Z1").stdout
+    assert "\\input{x}" not in several
+
+
+def test_svg_and_the_terminal_escape_file_names(tmp_path, hostile_name):
+    picture = tmp_path / "table.svg"
+    result = invoke("step", hostile_name, REFERENCE, "--svg", picture, "--only", "Z1")
+    assert result.exit_code == 0 and "\x1b" not in result.stdout and "==> " in result.stdout
+    text = picture.read_text()
+    assert "<img" not in text and "\x1b" not in text
+
+
+# -- 8. one resource model: memory and work estimated up front, progress where it is long ----------
+
+
+def dense_network(tmp_path: Path, n_in: int, n_out: int) -> Path:
+    data = {"X": [0.5] * n_in, "layers": ["dense", "softmax"], "Y": 0,
+            "W1": [[0.01] * n_out] * n_in, "B1": [0.0] * n_out}  # fmt: skip
+    return write(tmp_path, data, "dense.json")
+
+
+def test_the_weights_and_the_copies_training_keeps_are_counted(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    path = dense_network(tmp_path, 1000, 20)  # 20,020 weights: 160 KB a copy
+    monkeypatch.setattr(cnntrace.limits, "MAX_PASS_BYTES", 1_000_000)
+    assert invoke("step", path, "-f", "json").exit_code == 0  # five copies: 0.8 MB
+    assert_refused(invoke("train", path, "-n", "1"), "dense.json: X: too large", "20020 weights",
+                   "training would need about")  # eight copies: 1.28 MB
+
+
+def test_a_dense_layer_works_n_in_times_n_out_per_image(tmp_path):
+    from cnntrace.io import load_problem
+
+    small, wide = (load_problem(dense_network(tmp_path, 1000, n)).size()[1] for n in (5, 10))
+    assert wide - small == 1000 * 5  # the softmax's work does not grow by n_in
+
+
+def test_a_check_too_long_is_refused_naming_max_entries(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
+    result = invoke("check", REFERENCE)
+    assert_refused(result, "--max-entries: checking 51 entries takes two passes each", "try --max-entries ")
+    fits = result.stderr.rsplit(" ", 1)[1].strip()
+    assert invoke("check", REFERENCE, "--max-entries", fits).exit_code == 0
+
+
+@pytest.mark.parametrize("args, unit", [(["train", "-n", "3"], "epoch"), (["check"], "entry")])
+def test_progress_is_written_as_lines_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, unit):
+    import cnntrace.cli
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.0)
+    command, *options = args
+    result = invoke(command, REFERENCE, *options)
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {unit} ")]
+    assert result.exit_code == 0 and len(lines) >= 3 and " of " in lines[0] and lines[-1].endswith(" s")
+
+
+def test_a_fifo_or_a_device_is_written_into_never_renamed_over(tmp_path):
+    """``-o /dev/null`` or a pipe: an atomic write's rename would put a regular file there."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+
+    def read():
+        with open(fifo, "rb") as pipe:
+            received.append(pipe.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    result = invoke("init", "--seed", "1", "-o", fifo)
+    reader.join(timeout=30)
+    assert result.exit_code == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert json.loads(received[0])["X"]
+
+
+@pytest.mark.parametrize("args", [["--size", "200"], ["--size", "33x32"], ["--size", "16", "--batch", "5"]])
+def test_a_hand_exercise_too_large_for_paper_is_refused_at_once(args):
+    assert_refused(invoke("init", "--hand", "--seed", "1", *args), "--hand: makes an exercise for pencil and paper")
+
+
+def test_a_hand_exercise_like_a_large_file_is_refused_at_once(tmp_path):
+    data = {**reference(), "X": [[0.0] * 40] * 40, "W2": [0.0] * 361}
+    assert_refused(invoke("init", "--hand", "--like", write(tmp_path, data), "--seed", "1"), "this X has 1600 (40×40)")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_an_answer_file_is_limited_to_32_mib(tmp_path, suffix):
+    from cnntrace.io import MAX_ANSWERS_BYTES
+
+    answers = tmp_path / f"answers{suffix}"
+    with open(answers, "wb") as handle:
+        handle.truncate(MAX_ANSWERS_BYTES + 1)
+    assert_refused(invoke("verify", REFERENCE, answers), "is 32 MiB; answer files are limited to 32 MiB")
+    assert_refused(invoke("verify", REFERENCE, "/dev/zero"), "gives more than 32 MiB; answer files are limited to 32 MiB")
+
+
+@pytest.mark.parametrize("args", [[], ["-f", "latex", "--key"]])
+def test_a_worksheet_too_large_for_paper_is_refused_before_it_is_made(tmp_path, monkeypatch, args):
+    import cnntrace.render.sheet
+
+    monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 1000)  # the reference has more than 62 entries
+    target = tmp_path / "sheet.md"
+    assert_refused(invoke("sheet", REFERENCE, *args, "-o", target), "X: too large for a worksheet: its ", "entries")
+    assert not target.exists()
+    monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 10**5)
+    assert invoke("sheet", REFERENCE, *args, "-o", target).exit_code == 0 and target.exists()
