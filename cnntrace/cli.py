@@ -40,6 +40,8 @@ FLAGS = {
     "momentum": "--momentum",
     "only": "--only",
     "preset": "--preset",
+    "decimals": "--decimals",
+    "marks": "--marks",
     "seed": "--seed",
     "size": "--size",
 }
@@ -92,6 +94,20 @@ class SheetFormat(str, Enum):
     latex = "latex"
 
 
+class GradeFormat(str, Enum):
+    """Output formats of ``grade``."""
+
+    csv = "csv"
+    json = "json"
+
+
+class Paper(str, Enum):
+    """Paper sizes of a standalone LaTeX sheet."""
+
+    a4 = "a4"
+    letter = "letter"
+
+
 class TrainFormat(str, Enum):
     """Output formats of ``train``."""
 
@@ -112,6 +128,7 @@ class VerifyPreset(str, Enum):
 
     hand = "hand"
     float64 = "float64"
+    float32 = "float32"
 
 
 #: The renderer of each format of ``step``.
@@ -168,6 +185,11 @@ EXPLAIN_RENDERERS = {
 SHEET_RENDERERS = {
     SheetFormat.markdown: ("cnntrace.render.sheet", "render_markdown"),
     SheetFormat.latex: ("cnntrace.render.sheet", "render_latex"),
+}
+
+GRADE_RENDERERS = {
+    GradeFormat.csv: ("cnntrace.render.gradebook", "render_csv"),
+    GradeFormat.json: ("cnntrace.render.gradebook", "render_json"),
 }
 
 #: The renderer of the whole training, once it is over (NDJSON has none: its lines are all).
@@ -238,11 +260,17 @@ QuizOnly = _only("Ask only for these matrices (e.g. P1,dL_dW1), in the derivatio
 StepFull = _full("Table, Markdown, LaTeX: every entry of matrices over 40 on a side and of batches over 8.")
 TrainFull = _full("Table view: every entry of parameters over 40 on a side.")
 Force = Annotated[bool, typer.Option("--force", help="Replace a write-protected file (mode 0444) all the same.")]
+VerifyPresetOption = Annotated[VerifyPreset, typer.Option("--preset", help=(
+    "Tolerances: hand (the learner's rounding, carried through each stage), float64 or "
+    "float32 (torch.testing's rtol and atol, the atol scaled by the matrix's largest entry)."))]
+Decimals = Annotated[int | None, typer.Option("--decimals", min=0, max=15, show_default=False, help=(
+    "The hand preset's rounding: the decimals asked for (default: those the answers were written with)."))]
 FormatOption = _format(Format)
 CheckFormatOption = _format(CheckFormat)
 ExplainFormatOption = _format(ExplainFormat)
 SheetFormatOption = _format(SheetFormat)
 TrainFormatOption = _format(TrainFormat)
+GradeFormatOption = _format(GradeFormat)
 
 
 def _version(value: bool) -> None:
@@ -579,35 +607,117 @@ def verify(
     answers: Annotated[Path, typer.Argument(
         help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
     output_format: CheckFormatOption = CheckFormat.table,
-    preset: Annotated[VerifyPreset, typer.Option("--preset", help=(
-        "Tolerances: hand (rtol 1e-3, atol 1e-4, answers rounded to 4 decimals) or float64 "
-        "(rtol 1e-9, atol 1e-12, code in double precision)."))] = VerifyPreset.hand,
+    preset: VerifyPresetOption = VerifyPreset.hand,
+    decimals: Decimals = None,
     rtol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Relative tolerance (overrides the preset).")] = None,
     atol: Annotated[float | None, typer.Option(min=0, callback=_finite, help="Absolute tolerance (overrides the preset).")] = None,
 ) -> None:
     """Check hand-computed ANSWERS against FILE's trace, entry by entry, and name the mistakes.
 
     ANSWERS holds any of step's JSON names (or step's own output), single entries as
-    explain spells them, null for not answered. Each wrong answer gets a diagnosis: an error
-    carried forward from the learner's own earlier answers, or a known mistake. Exit status
-    0 when every answer given is right, 1 otherwise.
+    explain spells them, null for not answered. Under the hand preset an answer is right
+    within the rounding the learner used, carried through each stage, judged against the
+    true value or against the pass from the learner's own earlier right answers. Each wrong
+    answer gets a diagnosis: an error carried forward from the learner's own earlier
+    answers, or a known mistake. Exit status 0 when every answer given is right, 1 otherwise.
     """
     render = _renderer(VERIFY_RENDERERS, output_format)
     trace = load_trace(file)
-    with reported_errors():
-        from cnntrace.verify import passed, tolerances  # lazy: start-up
-        from cnntrace.verify import verify as judge_answers
-
-        rtol, atol = tolerances(preset.value, rtol, atol)
     with reported_errors(answers):
         from cnntrace.io import read_answers  # lazy: start-up
+        from cnntrace.verify import passed, tolerance
+        from cnntrace.verify import verify as judge_answers
 
-        verdicts = judge_answers(trace, read_answers(answers), rtol=rtol, atol=atol)
-        settings = {"rtol": rtol, "atol": atol, "conventions": trace.problem.network.conventions()}
+        given = read_answers(answers)
+        rule = tolerance(preset.value, rtol, atol, decimals, given)
+        verdicts = judge_answers(trace, given, tolerance=rule)
+        settings = {**rule.settings(), "rule": rule.text(), "conventions": trace.problem.network.conventions()}
         text = _text(render(verdicts, str(file), str(answers), settings))
     sys.stdout.write(text)
     if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def grade(
+    exercises: Annotated[Path, typer.Argument(
+        metavar="EXERCISES", show_default=False, help="An exercise file, or a directory of them (*.json).")],
+    answers: Annotated[Path | None, typer.Argument(metavar="ANSWERS", show_default=False, help=(
+        "The directory of answer files: exercise-07.json's are exercise-07.json or 07-*.json."))] = None,
+    roster: Annotated[Path | None, typer.Option("--roster", metavar="CSV", show_default=False, help=(
+        "Who answered what instead: a CSV with id,exercise,answers (paths beside the roster)."))] = None,
+    marks: Annotated[Path | None, typer.Option("--marks", metavar="FILE", show_default=False, help=(
+        'The marks of each matrix as JSON ({"P1": 2, "dL_dW1": 4}); only those are asked. Default: 1 each.'))] = None,
+    feedback: Annotated[Path | None, typer.Option("--feedback", metavar="DIR", show_default=False, help=(
+        "Write each learner's verify report into this directory (ID.txt)."))] = None,
+    output_format: GradeFormatOption = GradeFormat.csv,
+    preset: VerifyPresetOption = VerifyPreset.hand,
+    decimals: Decimals = None,
+) -> None:
+    """Grade a class: a gradebook row for every learner, on stdout; a class summary on stderr.
+
+    Each row: id, exercise, score, total, the status of every matrix (right, right_rounded,
+    wrong, carried_forward, unanswered, not_judged), the diagnoses, and the reason when
+    there is no grade (no answer file, answers that cannot be read).
+
+    Example: cnntrace grade class/ answers/ --marks marks.json --feedback notes/ > grades.csv
+    """
+    if (answers is None) == (roster is None):
+        raise typer.BadParameter("give ANSWERS (a directory) or --roster CSV, one of them", param_hint="ANSWERS")
+    render = _renderer(GRADE_RENDERERS, output_format)
+    with reported_errors(exercises):
+        from cnntrace.errors import InputError  # lazy: start-up
+        from cnntrace.grade import class_summary, match, read_marks, read_roster
+        from cnntrace.grade import grade as grade_class
+        from cnntrace.verify import tolerance
+
+        if not exercises.exists():
+            raise InputError("does not exist", file=str(exercises))
+        listed = sorted(exercises.glob("*.json")) if exercises.is_dir() else [exercises]
+        if not listed:
+            raise InputError("holds no exercise (*.json)", file=str(exercises))
+    weights = None
+    if marks is not None:
+        with reported_errors(marks):
+            weights = read_marks(marks)
+    if roster is not None:
+        with reported_errors(roster):
+            submissions = read_roster(roster, exercises if exercises.is_dir() else exercises.parent)
+    else:
+        with reported_errors(answers):
+            if not answers.is_dir():
+                raise InputError("is not a directory of answer files", file=str(answers))
+            submissions = match(listed, answers)
+    if feedback is not None:
+        with reported_errors(feedback):
+            feedback.mkdir(parents=True, exist_ok=True)
+    with reported_errors(marks):
+        rows = grade_class(submissions, lambda given: tolerance(preset.value, None, None, decimals, given), weights)
+    summary = class_summary(rows)
+    text = render(rows, summary)
+    if feedback is not None:
+        _write_feedback(rows, feedback)
+    sys.stdout.write(text)
+    for line in summary:
+        typer.echo(line, err=True)
+
+
+def _write_feedback(rows, directory: Path) -> None:
+    """Each graded learner's verify report, as the table view writes it, to DIR/ID.txt."""
+    import io  # lazy: start-up
+
+    from rich.console import Console
+
+    from cnntrace.io import write_atomic
+    from cnntrace.render.verify import render_table
+
+    for row in rows:
+        if not row.verdicts:
+            continue
+        console = Console(width=100, record=True, file=io.StringIO())
+        console.print(render_table(row.verdicts, row.exercise, row.answers, row.settings))
+        with reported_errors(directory):
+            write_atomic(directory / f"{Path(row.id).name}.txt", console.export_text())
 
 
 def _dims(text: str, option: str) -> tuple[int, int]:
@@ -667,6 +777,10 @@ def init(
     by_hand = f" --hand --level {level}" + " --allow-ties" * allow_ties if hand else ""
     if count is None:
         _check_writable(output, force)
+    if hand:
+        from cnntrace.exercise import HAND_PROMISES  # lazy: start-up
+
+        by_hand += f". --hand promises: {HAND_PROMISES}"
     if like is not None:
         given = [option for option, value in (("--size", size), ("--kernel", kernel), ("--filters", filters),
                                               ("--image", image)) if value is not None]  # fmt: skip
@@ -771,6 +885,9 @@ def sheet(
     only: SheetOnly = None,
     precision: KeyPrecision = 4,
     standalone: Annotated[bool, typer.Option("--standalone", help="LaTeX: a whole document, not a fragment.")] = False,
+    paper: Annotated[Paper, typer.Option("--paper", help="LaTeX --standalone: the paper size.")] = Paper.letter,
+    title: Annotated[str | None, typer.Option("--title", show_default=False, help=(
+        'A title above the sheet ("Week 3: backpropagation").'))] = None,
     output: Output = None,
     force: Force = False,
 ) -> None:
@@ -787,7 +904,8 @@ def sheet(
     with reported_errors(file):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
-        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name))
+        text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name,
+                                   paper=paper.value, title=title))  # fmt: skip
     _write_text(text, output, force)
 
 
@@ -802,11 +920,13 @@ def quiz(
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
     atol: Annotated[float, typer.Option(min=0, callback=_finite, help="Absolute tolerance, as verify's.")] = 1e-4,
     force: Force = False,
+    show_givens: Annotated[bool, typer.Option("--show-givens", help=(
+        "Show the given numbers first (type 'givens' to see them again)."))] = False,
 ) -> None:
     """Be asked for each matrix of FILE's pass in order; hear at once whether it is right.
 
     Answers are numbers in row-major order (spaces or commas) or a JSON value; '?' gives a
-    hint. Prompts and feedback go to stderr when stdout is not a terminal, the score to
+    hint (first which cells, then the terms, never the value); 'givens' shows the given numbers. Prompts and feedback go to stderr when stdout is not a terminal, the score to
     stdout. Exit status 0 when every answer was right, 1 otherwise.
 
     Example: cnntrace quiz ex.json --only P1,dL_dZ2,dL_dW1 --record me.json
@@ -842,7 +962,7 @@ def quiz(
     interrupted = False
     try:
         run_quiz(trace, questions, ask, say, file=str(file), tries=tries, precision=precision,
-                 rtol=rtol, atol=atol, session=session)  # fmt: skip
+                 rtol=rtol, atol=atol, session=session, show_givens=show_givens)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
     if record is not None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnntrace.errors import ArgumentError, InputError
 from cnntrace.io import problem_from_dict
-from cnntrace.naming import is_bias
+from cnntrace.naming import grad, is_bias
 from cnntrace.ops import output_size
 from cnntrace.problem import Problem
 from cnntrace.reference import check_pass_size, reference_problem
@@ -183,14 +183,29 @@ MAX_HAND_ENTRIES = 1024
 SMOOTH_RANGE = 4.0
 
 
+#: What ``--hand`` promises, said in each exercise's comment.
+HAND_PROMISES = (
+    "every filter's ReLU input has both signs, none at 0; the ReLU mask stops a gradient somewhere "
+    "(at most one pool window all masked, its tie at 0 going to the first cell); no other tied "
+    "pool maximum; forward matrices up to F exact at two decimals; no dense input with all-zero "
+    f"weights; no filter with an all-zero dL/dW; sigmoid and softmax inputs within ±{4:g}, "
+    "softmax logits at most 4 apart"
+)
+
+
 class HandReport(NamedTuple):
     """What one draw of a hand exercise is like (see ``hand_report``)."""
     zeros: int  # ReLU (or leaky ReLU) inputs exactly 0
-    ties: int  # pool windows with tied maxima
+    ties: int  # pool windows with tied maxima (not at 0)
     inexact: tuple[str, ...]  # forward matrices up to F with more than two decimals
     one_sided: tuple[str, ...]  # ReLU inputs with entries of one sign only
-    saturated: tuple[str, ...]  # the output sigmoid's (or tanh's) input beyond ±SMOOTH_RANGE
+    saturated: tuple[str, ...]  # the output sigmoid's, tanh's or softmax's input beyond ±SMOOTH_RANGE
+    #                             (softmax: or two logits further apart)
     pools: int  # max-pool layers
+    zero_ties: int = 0  # pool windows all 0 (masked by a ReLU before): one is allowed
+    unmasked: tuple[str, ...] = ()  # ReLU inputs whose mask stops no gradient anywhere
+    silent: tuple[str, ...] = ()  # dense weights with a row of zeros (an input that counts for nothing)
+    still: tuple[str, ...] = ()  # conv weights with a filter whose whole gradient is 0
 
 
 def hand_report(problem) -> HandReport:
@@ -200,27 +215,60 @@ def hand_report(problem) -> HandReport:
     activation (conv, ReLU, pools, flatten): what the learner computes entry by entry.
     """
     network = problem.network
-    values = network.forward_backward(problem.general_X(), problem.general_target, problem.weights)
+    weights = problem.weights
+    values = network.forward_backward(problem.general_X(), problem.general_target, weights)
     values["X"] = problem.general_X()
-    zeros = ties = pools = 0
-    inexact, one_sided, saturated = [], [], []
+    zeros = ties = pools = zero_ties = 0
+    inexact, one_sided, saturated, unmasked, silent, still = [], [], [], [], [], []
     exact_part = True
     for layer in network.layers:
         x = values[layer.input]
         found = layer.ambiguities(x)
         zeros += found.get("zero", 0)
         ties += found.get("tie", 0)
+        zero_ties += found.get("tie_at_zero", 0)
         hand = layer.HAND
         pools += hand.ties
-        if hand.both_signs and x.size > 1 and not ((x > 0).any() and (x < 0).any()):
+        if hand.both_signs and x.size > 1 and not _both_signs(x):
             one_sided.append(layer.input)
+        if hand.masks and grad(layer.output) in values and _cells_fed(network, layer, values) > 1:
+            stopped = (values[layer.local] == 0) & (np.abs(values[grad(layer.output)]) > 1e-12)
+            if not stopped.any():
+                unmasked.append(layer.input)
+        if hand.live_rows and layer.params:
+            W = np.asarray(weights[layer.params[0]])
+            if W.ndim == 2 and np.any(np.all(W == 0, axis=1)):
+                silent.append(layer.params[0])
+        if hand.live_filters and layer.params:
+            dW = np.asarray(values[grad(layer.params[0])])
+            if np.any(np.all(np.abs(dW.reshape(dW.shape[0], -1)) <= 1e-12, axis=1)):
+                still.append(layer.params[0])
         last = layer is network.layers[-1]
-        if last and hand.saturates and np.any(np.abs(x) > SMOOTH_RANGE):
+        # Each image's logits (the axes after the first) within ±SMOOTH_RANGE, and, where
+        # they compete, no two of them further apart than that either.
+        gaps = np.ptp(x.reshape(x.shape[0], -1), axis=1) if hand.competes and x.size else np.zeros(1)
+        if last and hand.saturates and (np.any(np.abs(x) > SMOOTH_RANGE) or np.any(gaps > SMOOTH_RANGE)):
             saturated.append(layer.input)
         exact_part = exact_part and hand.exact
         if exact_part and not _two_decimals(values[layer.output]):
             inexact.append(layer.output)
-    return HandReport(zeros, ties, tuple(inexact), tuple(one_sided), tuple(saturated), pools)
+    return HandReport(zeros, ties, tuple(inexact), tuple(one_sided), tuple(saturated), pools,
+                      zero_ties, tuple(unmasked), tuple(silent), tuple(still))  # fmt: skip
+
+
+def _cells_fed(network, layer, values) -> int:
+    """How many cells of each map of ``layer``'s output a gradient can reach: one a pool
+    window when a pooling layer follows. With one, a mask that stops it kills the filter's
+    whole dL/dW, so the promise that a mask stops a gradient is not asked there."""
+    after = network.layers[network.layers.index(layer) + 1:]
+    out = values[after[0].output] if after and after[0].pooling else values[layer.output]
+    return int(np.prod(np.shape(out)[2:])) if np.ndim(out) > 2 else int(np.size(out))
+
+
+def _both_signs(x: np.ndarray) -> bool:
+    """Both signs in ``x`` (M, C, …): in each channel (each filter's map) when it has them."""
+    channels = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1) if x.ndim > 2 else x.reshape(1, -1)
+    return all((c > 0).any() and (c < 0).any() for c in channels)
 
 
 def _two_decimals(values: np.ndarray) -> bool:
@@ -238,7 +286,8 @@ def hand_ready(report: HandReport, allow_ties: bool = False) -> bool:
 def flaws(report: HandReport, allow_ties: bool = False) -> int:
     """How far a draw is from keeping the promises (0: it keeps them all)."""
     ties = (report.ties == 0) if allow_ties and report.pools else 0 if allow_ties else report.ties
-    return report.zeros + ties + 100 * len(report.inexact) + len(report.one_sided) + len(report.saturated)
+    return (report.zeros + ties + 100 * len(report.inexact) + len(report.one_sided) + len(report.saturated)
+            + max(0, report.zero_ties - 1) + len(report.unmasked) + len(report.silent) + len(report.still))
 
 
 def hand_input(base: dict, seed: int = 0, level: int = 1, allow_ties: bool = False) -> dict:
@@ -309,7 +358,12 @@ def _flaws_text(report: HandReport, allow_ties: bool) -> str:
         parts.append(f"{report.ties} tied pool window{'s' * (report.ties > 1)}")
     parts += [f"more than two decimals in {name}" for name in report.inexact]
     parts += [f"one sign only in {name}" for name in report.one_sided]
-    parts += [f"a saturated {name} (beyond ±{SMOOTH_RANGE:g})" for name in report.saturated]
+    parts += [f"a saturated {name} (beyond ±{SMOOTH_RANGE:g}, or logits further apart)" for name in report.saturated]
+    if report.zero_ties > 1:
+        parts.append(f"{report.zero_ties} pool windows all masked (one is allowed)")
+    parts += [f"no cell of {name} where the ReLU mask stops a gradient" for name in report.unmasked]
+    parts += [f"a row of zeros in {name}" for name in report.silent]
+    parts += [f"a filter of {name} whose whole gradient is 0" for name in report.still]
     return ", ".join(parts)
 
 

@@ -106,6 +106,19 @@ class Loss:
         """dL/d(logits), straight from the output and the target."""
         raise NotImplementedError
 
+    def rules(self) -> tuple[str, ...]:
+        """The conventions of this loss a learner must know (see Layer.rules)."""
+        return ()
+
+    def gradient_by_hand(self, output, target):
+        """dL/d(output) as a learner computes it, from the output alone (verify's rounding:
+        how the output's rounding moves it)."""
+        return self.gradient(output, target, None)
+
+    def value_by_hand(self, output, target):
+        """L as a learner computes it, from the output alone (see gradient_by_hand)."""
+        return self.value(output, target, None)
+
     def entries(self, layout: Layout, M: int) -> int:
         """How many entries the mean divides by (1 for a sum)."""
         return M * int(np.prod(layout.shape, dtype=np.int64)) if self.averages else 1
@@ -213,6 +226,20 @@ class BCE(Loss):
     def gradient(self, output, target, logits):
         return ops.bce_grad_A(logits, target, self.reduction)
 
+    def value_by_hand(self, output, target):
+        """mean of −Y·log A − (1 − Y)·log(1 − A), from A itself."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(target != 0, -target * np.log(output), 0.0)
+            terms = terms + np.where(target != 1, -(1.0 - target) * np.log(1.0 - output), 0.0)
+        return np.asarray(terms.sum() / output.size)
+
+    def gradient_by_hand(self, output, target):
+        """(−Y/A + (1 − Y)/(1 − A)) / N from A itself, 1/(1 − A) amplifying A's rounding."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            positive = np.where(target != 0, -target / output, 0.0)
+            negative = np.where(target != 1, (1.0 - target) / (1.0 - output), 0.0)
+        return (positive + negative) / output.size
+
     def fused_backward(self, output, target):
         return ops.bce_sigmoid_backward(output, target, self.reduction)
 
@@ -306,6 +333,9 @@ class CrossEntropy(Loss):
     def divisor(self, units):
         return "M"
 
+    def rules(self):
+        return ("Y is the right class's index (counted from 0): the one-hot vector with 1 there.",)
+
     def target(self, Y, layout, M, batched):
         (n,) = layout.shape
         indices = Y.ndim == (1 if batched else 0)
@@ -329,6 +359,12 @@ class CrossEntropy(Loss):
 
     def value(self, output, target, logits):
         return ops.cross_entropy_loss(logits, target, self.reduction)
+
+    def value_by_hand(self, output, target):
+        """mean over the images of −Σ Y·log A, from A itself."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(target != 0, -target * np.log(output), 0.0)
+        return np.asarray(terms.sum() / output.shape[0])
 
     def gradient(self, output, target, logits):
         return ops.cross_entropy_grad_A(output, target, self.reduction)

@@ -251,7 +251,8 @@ class Network:
 
     # -- the pass ------------------------------------------------------------------------
 
-    def forward_backward(self, X, target, weights: dict, *, tracing: bool = True, given: dict | None = None) -> dict:
+    def forward_backward(self, X, target, weights: dict, *, tracing: bool = True, given: dict | None = None,
+                         computed: dict | None = None) -> dict:
         """One pass on the general shapes; {name: array} for every forward and backward
         stage, in the derivation's order.
 
@@ -266,6 +267,10 @@ class Network:
         the pass is done with it: each layer's cache holds only what its backward needs,
         and a layer may write its output over an input no one else holds (``overwritable``).
         X and the weights are never written to.
+
+        ``computed``, when given, receives each stage as computed from what comes before it,
+        before ``given`` replaces it: with every stage given, each one as the stages it
+        reads directly make it (verify's rounding, propagated one stage at a time).
         """
         if given and not tracing:
             raise ValueError("a pass that resumes from given stages is a trace")
@@ -283,6 +288,8 @@ class Network:
                 x, cache = layer.forward_from(x_in, weights, given, **operands)
             else:
                 x, cache = layer.forward(x_in, weights, tracing, overwrite, **operands)
+            if computed is not None:
+                computed[layer.output] = x
             x = given.get(layer.output, x)
             caches.append(cache)
             running.update(layer.update_running(cache, weights))
@@ -297,6 +304,8 @@ class Network:
         L = loss.value(output, target, logits)
         if L is not None:
             traced["L"] = L
+        if computed is not None and L is not None:
+            computed["L"] = loss.value_by_hand(output, target)
 
         # The gradients sent back so far: by name, or by path where a matrix feeds several
         # layers (summed, in list order, when the pass reaches the layer that made it).
@@ -320,7 +329,10 @@ class Network:
             fork = self.forks[name]
             sent = parts.pop(name, {})
             paths = [sent[c] for c in fork.consumers if c in sent]
-            total = given.get(grad(name), fork.total(paths) if len(paths) > 1 else paths[0] if paths else None)
+            summed = fork.total(paths) if len(paths) > 1 else paths[0] if paths else None
+            if computed is not None:  # the paths' sum, before ``given`` replaces it
+                computed[grad(name)] = summed
+            total = given.get(grad(name), summed)
             if tracing:
                 traced[grad(name)] = total
             return total
@@ -330,25 +342,38 @@ class Network:
             # layer down, at dL/dZ = (A − Y)/N, exact where the activation saturates.
             last, layers = layers[-1], layers[:-1]
             if tracing:
+                local = last.derivative(*caches[-1])
                 traced[grad(last.output)] = given.get(grad(last.output), loss.gradient(output, target, logits))
-                traced[last.local] = given.get(last.local, last.derivative(*caches[-1]))
-            arrive(last.input, last.output, given.get(last.input_gradient, loss.fused_backward(output, target)))
+                traced[last.local] = given.get(last.local, local)
+                if computed is not None:
+                    computed[grad(last.output)] = loss.gradient_by_hand(output, target)
+                    computed[last.local] = local
+            fused = loss.fused_backward(output, target)
+            if computed is not None:
+                computed[last.input_gradient] = fused
+            arrive(last.input, last.output, given.get(last.input_gradient, fused))
             caches.pop()
         else:
             arrive(self.output, "L", given.get(grad(self.output), loss.gradient(output, target, logits)))
+            if computed is not None:
+                computed[grad(self.output)] = loss.gradient_by_hand(output, target)
         grads = {}
         for layer in reversed(layers):
             d = gradient(layer.output)
             need_input = tracing or layer.input != "X"
             forked = [q for q in self.operands(layer) if q in self.forks]
+            cache = caches.pop()
+            if computed is not None:  # each stage as computed, before ``given`` replaces it
+                own_stages = layer.backward(d, cache, weights, need_input=need_input, tracing=True)
+                computed.update({self.path_name(layer, name): value for name, value in own_stages.items()})
             if given:
                 own = given
                 if forked:  # a path's part given stands where the layer sends its gradient back
                     own = {k: v for k, v in given.items() if k not in {grad(q) for q in forked}}
                     own.update({grad(q): given[via(q, layer.output)] for q in forked if via(q, layer.output) in given})
-                stages = layer.backward_from(d, caches.pop(), weights, own, need_input=need_input)
+                stages = layer.backward_from(d, cache, weights, own, need_input=need_input)
             else:
-                stages = layer.backward(d, caches.pop(), weights, need_input=need_input, tracing=tracing)
+                stages = layer.backward(d, cache, weights, need_input=need_input, tracing=tracing)
             sent = {q: stages.pop(grad(q)) for q in self.operands(layer) if grad(q) in stages}
             if tracing:
                 traced.update(stages)
@@ -363,11 +388,13 @@ class Network:
         traced.update(running)
         return traced
 
-    def resume(self, X, target, weights: dict, lr: float, given: dict) -> dict:
+    def resume(self, X, target, weights: dict, lr: float, given: dict, computed: dict | None = None) -> dict:
         """Every stage of the pass and the update, from the stages in ``given`` on (see
         forward_backward); an update stage in ``given`` (W1 after the step) is taken as is."""
-        values = self.forward_backward(X, target, weights, given=given)
+        values = self.forward_backward(X, target, weights, given=given, computed=computed)
         update = self.gradient_step(weights, values, lr)
+        if computed is not None:
+            computed.update(update)
         values.update({p: given.get(p, value) for p, value in update.items()})
         return values
 

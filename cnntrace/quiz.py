@@ -5,8 +5,11 @@ The session talks through two functions it is given, ``ask(prompt) -> line | Non
 the input is closed) and ``say(text)``, so the command line decides where prompts go and
 tests drive it with a list of lines. A wrong answer shows which entries are off (the values
 the learner wrote, not the right ones, so that the next try is still a try) and verify's
-diagnosis; ``?`` gives a hint, the arithmetic of the first wrong entry as ``explain`` gives
-it; after the last try the answer is shown and the quiz goes on.
+diagnosis; ``?`` gives graded hints: first which cells are off (or which entry to start
+from) and its formula, then the arithmetic of the first wrong entry without its value (as
+``explain`` gives it, the last lines left out); the value comes only with the answer, after
+the last try. ``givens`` shows the given numbers. Every try is recorded with its verdict,
+its diagnosis and the hints taken before it; the session ends with a recap.
 
     1/20  Z1 = conv(X, W1) + B1   (4×4)
     > 1 2 3 …
@@ -31,7 +34,7 @@ from cnntrace.verify import ATOL, RTOL, judge, verify
 MAX_ANSWER_LINES = 200
 MAX_ANSWER_CHARS = 32 * 2**20
 #: What the learner types instead of an answer.
-HINT, SKIP, QUIT = "?", {"skip", "!"}, {"quit", "exit", "q"}
+HINT, SKIP, QUIT, GIVENS = "?", {"skip", "!"}, {"quit", "exit", "q"}, {"givens", "given"}
 #: How many wrong entries a feedback lists before it says "and N more".
 SHOWN_WRONG = 6
 
@@ -100,10 +103,13 @@ class Answer:
     status: str = "unanswered"  # right, wrong (every try used), skipped, unanswered
     diagnosis: list[dict] = field(default_factory=list)
     tries: int = 0
+    hints: int = 0  # hints taken on this question
+    history: list[dict] = field(default_factory=list)  # every try: answer, status, diagnosis, hints before it
 
     def record(self) -> dict:
         return {"name": self.name, "answer": self.answer, "status": self.status,
-                "diagnosis": self.diagnosis, "tries": self.tries}  # fmt: skip
+                "diagnosis": self.diagnosis, "tries": self.tries, "hints": self.hints,
+                "history": self.history}  # fmt: skip
 
 
 @dataclass
@@ -118,18 +124,58 @@ class Session:
 
     def record(self) -> dict:
         return {"file": self.file, "score": self.score, "total": self.total,
-                "answers": [answer.record() for answer in self.answers]}  # fmt: skip
+                "answers": [answer.record() for answer in self.answers], "recap": recap(self)}  # fmt: skip
+
+
+def recap(session: Session) -> list[str]:
+    """What the session shows a learner at the end: the questions that took several tries or
+    hints, and the mistakes that came up (with the matrix where)."""
+    lines = []
+    for a in session.answers:
+        if a.tries > 1 or a.hints or a.status in ("wrong", "skipped"):
+            how = {"right": f"right on try {a.tries}", "wrong": f"not right in {a.tries} tries",
+                   "skipped": "skipped"}.get(a.status, a.status)  # fmt: skip
+            lines.append(f"{a.name}: {how}" + (f", {a.hints} hint{'s' * (a.hints > 1)}" if a.hints else ""))
+    seen: dict[str, list[str]] = {}
+    for a in session.answers:
+        for try_ in a.history:
+            for d in try_["diagnosis"]:
+                if a.name not in seen.setdefault(d["id"], []):
+                    seen[d["id"]].append(a.name)
+    lines += [f"mistake {id_} in {', '.join(names)}" for id_, names in seen.items()]
+    return lines
 
 
 def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precision: int = 4,
-             rtol: float = RTOL, atol: float = ATOL, session: Session | None = None) -> Session:  # fmt: skip
+             rtol: float = RTOL, atol: float = ATOL, session: Session | None = None,
+             show_givens: bool = False) -> Session:  # fmt: skip
     """Ask for each of ``names`` in turn (see the module's docstring); the session so far
     when the input closes or the learner quits. ``session`` is filled as it goes, so a
-    caller that is interrupted still has what was answered."""
+    caller that is interrupted still has what was answered. The recap ends it."""
     session = session if session is not None else Session(file, len(names))
     say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {file or 'the input'}. Type each as numbers in row-major "
-        f"order or as JSON; '?' for a hint, 'skip' to see the answer, 'quit' to stop. {tries} "
-        f"tr{'ies' if tries > 1 else 'y'} each.\n")  # fmt: skip
+        f"order or as JSON; '?' for a hint, 'givens' for the given numbers, 'skip' to see the answer, "
+        f"'quit' to stop. {tries} tr{'ies' if tries > 1 else 'y'} each.\n")  # fmt: skip
+    if show_givens:
+        say(givens_text(trace, precision))
+    _ask_all(trace, names, ask, say, session, tries, precision, rtol, atol)
+    lines = recap(session)
+    if lines:
+        say("\nRecap:\n" + "".join(f"  {line}\n" for line in lines))
+    return session
+
+
+def givens_text(trace, precision: int) -> str:
+    """The given numbers (X, the target, the weights before the step, lr), as typed back."""
+    problem = trace.problem
+    out = ["Given:\n"]
+    for name, value in problem.inputs.items():
+        out.append(f"  {name} =\n{_matrix_text(np.asarray(value, dtype=np.float64), precision)}")
+    out.append(f"  lr = {number(problem.lr, precision)}\n")
+    return "".join(out)
+
+
+def _ask_all(trace, names, ask, say, session, tries, precision, rtol, atol) -> None:
     for position, name in enumerate(names, 1):
         stage = trace.stage(name)
         correct = np.asarray(trace[name])
@@ -137,24 +183,34 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
         session.answers.append(outcome)
         say(f"\n{position}/{len(names)}  {stage.symbol} = {stage.equation}   ({shape(correct.shape)})\n")
         last_wrong: tuple[int, ...] | None = None
+        wrong_cells: list = []
+        hints_now = 0  # hints taken since the last try
         while outcome.tries < tries:
             text = _read_answer(ask, f"{stage.symbol}> ")
             if text is None:
                 say("\n(input closed)\n")
-                return _ended(session, outcome)
+                _ended(session, outcome)
+                return
             if len(text) > MAX_ANSWER_CHARS:
                 say(f"\n(an answer of over {MAX_ANSWER_CHARS // 2**20} MiB, the most one may be: "
                     "the input is not read further)\n")  # fmt: skip
-                return _ended(session, outcome)
+                _ended(session, outcome)
+                return
             word = text.strip().lower()
             if not word:
                 continue
             if word == HINT:
                 index = last_wrong if last_wrong is not None else (0,) * correct.ndim
-                say(_hint(trace, name, index, precision))
+                outcome.hints += 1
+                hints_now += 1
+                say(_hint(trace, name, index, precision, hints_now, wrong_cells, stage.symbol))
+                continue
+            if word in GIVENS:
+                say(givens_text(trace, precision))
                 continue
             if word in QUIT:
-                return _ended(session, outcome)
+                _ended(session, outcome)
+                return
             if word in SKIP:
                 outcome.status = "skipped"
                 break
@@ -166,22 +222,29 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
             outcome.tries += 1
             if verdict.status == "shape":
                 outcome.answer = np.asarray(answer).tolist()
+                outcome.history.append({"answer": outcome.answer, "status": "shape", "diagnosis": [],
+                                        "hints": hints_now})  # fmt: skip
+                hints_now = 0
                 say(f"  wrong shape: {verdict.message}\n")
                 continue
             given = np.asarray(answer, dtype=np.float64).reshape(correct.shape)
             outcome.answer = given.tolist()
             if verdict.ok:
                 outcome.status, outcome.diagnosis = "right", []
+                outcome.history.append({"answer": outcome.answer, "status": "right", "diagnosis": [], "hints": hints_now})
                 say(f"  right{' on try ' + str(outcome.tries) if outcome.tries > 1 else ''}\n")
                 break
             outcome.status = "wrong"
             last_wrong = verdict.wrong[0].index
+            wrong_cells = [w.index for w in verdict.wrong]
             earlier = {a.name: np.asarray(a.answer) for a in session.answers[:-1] if a.status == "wrong"}
             outcome.diagnosis = diagnose(trace, name, given, earlier, rtol=rtol, atol=atol)
+            outcome.history.append({"answer": outcome.answer, "status": "wrong", "diagnosis": outcome.diagnosis,
+                                    "hints": hints_now})  # fmt: skip
+            hints_now = 0
             say(_feedback(stage.symbol, verdict, outcome, tries, precision))
         if outcome.status != "right":
             say(f"  the answer: {stage.symbol} =\n{_matrix_text(correct, precision)}")
-    return session
 
 
 def _ended(session: Session, outcome: Answer) -> Session:
@@ -220,10 +283,25 @@ def _feedback(symbol: str, verdict, outcome: Answer, tries: int, precision: int)
     return "\n".join(lines) + "\n"
 
 
-def _hint(trace, name: str, index: tuple[int, ...], precision: int) -> str:
-    """The arithmetic of one entry, as ``cnntrace explain`` shows it."""
-    text = render_text(explain_entry(trace, name, index), precision)
-    return "".join(f"  {line}\n" for line in text.rstrip("\n").splitlines())
+def _hint(trace, name: str, index: tuple[int, ...], precision: int, level: int = 2,
+          wrong_cells=(), symbol: str = "") -> str:  # fmt: skip
+    """A graded hint on entry ``index``: at level 1 which cells are off (``wrong_cells``; or
+    which entry to start from) and its formula; from level 2 its arithmetic as ``cnntrace
+    explain`` shows it, without the lines that give its value."""
+    explained = explain_entry(trace, name, index)
+    label = entry_label(symbol or name, index)
+    if level <= 1:
+        if wrong_cells:
+            cells = ", ".join(entry_label(symbol or name, i) for i in wrong_cells[:SHOWN_WRONG])
+            more = len(wrong_cells) - SHOWN_WRONG
+            head = f"  look again at {cells}{f' and {more} more' if more > 0 else ''}\n"
+        else:
+            head = f"  start with {label}\n"
+        return head + f"  {label} = {explained.formula}\n  ('?' again for its terms)\n"
+    lines = render_text(explained, precision).rstrip("\n").splitlines()
+    value_lines = [line for line in lines[1:] if line.startswith(f"{explained.label} = ")]
+    shown = [line for line in lines if line not in value_lines]
+    return "".join(f"  {line}\n" for line in shown) + "  (the value is yours to add up)\n"
 
 
 def _matrix_text(values: np.ndarray, precision: int) -> str:

@@ -1,9 +1,18 @@
 """Compare hand-computed answers with the trace, entry by entry, and name the mistakes.
 
-An answer passes when |answer − value| ≤ atol + rtol·|value|. The defaults (the ``hand``
-preset) accept answers rounded to 4 decimals, including those computed by hand from earlier
-rounded results; the ``float64`` preset (rtol 1e-9, atol 1e-12) is for implementations in
-double precision diffed against cnntrace.
+How far an answer may be from a value is a ``Tolerance``:
+
+- **rounding** (the ``hand`` preset): the learner rounds every stage to d decimals (given,
+  or read from the answers: ``written_decimals``). An entry of a stage is right when it is
+  within h·(1 + a) of the value, h = ½·10^−d being the learner's own rounding and a·h that
+  of the stages it is computed from, propagated through this stage: a = Σ |∂out/∂in| over
+  the entries it reads directly (``amplification``). An answer is judged against the true
+  value and, when that fails, against what the pass gives from the learner's own earlier
+  answers that were judged right: "right from your rounded answers".
+- **scaled** (the ``float64`` and ``float32`` presets, torch.testing's rtol and atol):
+  |answer − value| ≤ rtol·|value| + atol·s, s the largest |entry| of the right matrix, so
+  that a matrix of small gradients with its sign flipped never passes.
+- **fixed** (``--rtol``/``--atol``): |answer − value| ≤ atol + rtol·|value|.
 
 For each wrong answer ``verify`` tries, in this order:
 
@@ -32,8 +41,76 @@ from cnntrace.explain import check_index, parse_term
 from cnntrace.text import shape_text, symbol
 
 RTOL, ATOL = 1e-3, 1e-4
-#: Named tolerances: ``hand`` for answers worked out by hand, ``float64`` for code.
-PRESETS = {"hand": (RTOL, ATOL), "float64": (1e-9, 1e-12)}
+#: Named tolerances: ``hand`` for answers worked out by hand (rounding; RTOL and ATOL are
+#: what --rtol or --atol alone leaves the other at), ``float64`` and ``float32`` for code,
+#: with torch.testing.assert_close's rtol and atol for those dtypes (atol scaled).
+PRESETS = {"hand": (RTOL, ATOL), "float64": (1e-7, 1e-7), "float32": (1.3e-6, 1e-5)}
+#: The decimals assumed when the answers show none (every answer a whole number): the
+#: sheets' "four decimals are enough".
+DEFAULT_DECIMALS = 4
+#: The most decimals a learner is taken to have rounded to (float64 has about 16).
+MAX_DECIMALS = 15
+#: Float64's own noise in a value computed in another order: relative, and never below this.
+NOISE = 1e-9
+#: The most entries (of all the stages) whose rounding ``amplification`` propagates: it
+#: resumes the pass twice an entry. Beyond, no answer worked by hand, and none propagated.
+MAX_AMPLIFIED = 3000
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an answer may be from a value (see the module's docstring).
+
+    mode is "rounding" (``decimals`` the learner rounded to), "scaled" or "fixed" (``rtol``,
+    ``atol``)."""
+
+    mode: str
+    rtol: float = 0.0
+    atol: float = 0.0
+    decimals: int | None = None
+
+    @classmethod
+    def rounding(cls, decimals: int) -> Tolerance:
+        return cls("rounding", decimals=decimals)
+
+    @classmethod
+    def fixed(cls, rtol: float = RTOL, atol: float = ATOL) -> Tolerance:
+        return cls("fixed", rtol=rtol, atol=atol)
+
+    @property
+    def half_unit(self) -> float:
+        return 0.5 * 10.0 ** -self.decimals
+
+    def bound(self, value, amplification=None) -> np.ndarray:
+        """The largest |answer − value| accepted for each entry of the matrix ``value``;
+        ``amplification`` (rounding only): Σ|∂out/∂in| of each entry, 0 where None."""
+        value = np.abs(np.asarray(value, dtype=np.float64))
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.mode == "fixed":
+                return self.atol + self.rtol * value
+            if self.mode == "scaled":
+                scale = float(np.max(value)) if value.size else 0.0
+                return self.rtol * value + self.atol * (scale if scale > 0 and math.isfinite(scale) else 1.0)
+            spread = 1.0 if amplification is None else 1.0 + np.asarray(amplification)
+            return self.half_unit * spread + NOISE * np.maximum(value, 1.0)
+
+    def settings(self) -> dict:
+        """How the verdicts' JSON and table state it."""
+        if self.mode == "rounding":
+            return {"tolerance": "rounding", "decimals": self.decimals, "rtol": None, "atol": None}
+        return {"tolerance": self.mode, "rtol": self.rtol, "atol": self.atol}
+
+    def text(self) -> str:
+        """One sentence for the table's foot."""
+        if self.mode == "rounding":
+            return (f"An entry is right when it is within the rounding to {self.decimals} decimals "
+                    f"(±{self.half_unit:g}) of the value, plus that rounding of the stages it is "
+                    "computed from, propagated through this one; judged against the true value, "
+                    "then against the value from your own earlier answers that were right.")  # fmt: skip
+        if self.mode == "scaled":
+            return (f"An entry is right when |answer − correct| ≤ {self.rtol:g}·|correct| + "
+                    f"{self.atol:g}·(the largest |entry| of the matrix).")  # fmt: skip
+        return f"An entry is right when |answer − correct| ≤ {self.atol:g} + {self.rtol:g}·|correct|."
 
 
 @dataclass(frozen=True)
@@ -54,7 +131,8 @@ class Diagnosis:
 class Verdict:
     """The verdict on one answered name (or one entry of it: ``"Z1[0,1]"``).
 
-    status is "right", "wrong" (some entries off), "shape" (the answer's shape differs),
+    status is "right" (``from_your_answers`` when only from the learner's own earlier rounded
+    answers), "wrong" (some entries off), "shape" (the answer's shape differs),
     "unknown" (no such name), "invalid" (not numbers) or "unanswered" (null); ``message``
     says why for shape, unknown and invalid. ``max_abs_error``, ``max_rel_error`` and
     ``worst`` (the index of the entry farthest out of tolerance) size the difference.
@@ -68,6 +146,8 @@ class Verdict:
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     worst: tuple[int, ...] | None = None
+    #: Right only against the pass from the learner's own earlier (rounded) answers.
+    from_your_answers: bool = False
 
     @property
     def ok(self) -> bool:
@@ -100,17 +180,17 @@ def passed(verdicts) -> bool:
 # -- one answer ----------------------------------------------------------------------------------
 
 
-def _within(answer, correct, rtol, atol) -> np.ndarray:
+def _within(answer, correct, bound) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):  # an answer beyond float64 is just wrong
-        return np.abs(answer - correct) <= atol + rtol * np.abs(correct)
+        return np.abs(answer - correct) <= bound
 
 
-def _errors(answer, correct, rtol, atol) -> tuple[float, float | None, tuple[int, ...]]:
+def _errors(answer, correct, bound) -> tuple[float, float | None, tuple[int, ...]]:
     """(max |a − c|, max |a − c|/|c| or None where it is infinite, the worst entry's index)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         diff = np.abs(answer - correct)
         rel = np.where(diff == 0, 0.0, diff / np.abs(correct))
-        outside = diff / (atol + rtol * np.abs(correct))
+        outside = np.where(diff == 0, 0.0, diff / bound)
     outside = np.where(np.isnan(outside), np.inf, outside)
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(outside)), correct.shape)) if correct.ndim else ()
     abs_error, rel_error = float(np.max(diff)), float(np.max(rel))
@@ -130,7 +210,16 @@ def _layouts(answer_shape, correct_shape):
 
 def judge(name: str, answer, correct: np.ndarray, rtol: float, atol: float, index=None) -> Verdict:
     """One answer (an array, a number for entry ``index``, None for not answered, or a
-    message saying why it is not numbers) against the value."""
+    message saying why it is not numbers) against the value, |a − c| ≤ atol + rtol·|c|."""
+    return judge_within(name, answer, correct, Tolerance.fixed(rtol, atol).bound(correct), index)
+
+
+def judge_within(name: str, answer, correct: np.ndarray, bound: np.ndarray, index=None,
+                 also=None) -> Verdict:  # fmt: skip
+    """``judge`` with the bound of each entry of ``correct`` given; ``also``: a second value
+    (the pass from the learner's own earlier answers) an entry may be within instead, which
+    makes a right verdict ``from_your_answers``."""
+    correct, bound = np.asarray(correct), np.broadcast_to(np.asarray(bound, dtype=np.float64), np.shape(correct))
     if answer is None:
         return Verdict(name, "unanswered")
     if isinstance(answer, str):
@@ -139,31 +228,37 @@ def judge(name: str, answer, correct: np.ndarray, rtol: float, atol: float, inde
     if index is not None:
         if answer.size != 1:
             return Verdict(name, "shape", message=f"expected a number (one entry), got {shape_text(answer.shape)}")
-        answer, correct = answer.reshape(()), correct[index]
+        answer, correct, bound = answer.reshape(()), correct[index], bound[index]
+        also = None if also is None else np.asarray(also)[index]
     if answer.shape != correct.shape:
         # A number written as [x], or a vector as a column: the same entries, so accept it.
         if answer.size == correct.size and answer.squeeze().shape == correct.squeeze().shape:
             answer = answer.reshape(correct.shape)
         else:
-            return _shape_verdict(name, answer, correct, rtol, atol)
-    off = ~_within(answer, correct, rtol, atol)
+            return _shape_verdict(name, answer, correct, bound)
+    off = ~_within(answer, correct, bound)
+    from_yours = False
+    if also is not None and np.any(off):
+        mine = _within(answer, also, bound)
+        from_yours = bool(np.any(off & mine)) and not np.any(off & ~mine)
+        off = off & ~mine
     if index is not None:
         wrong = [Wrong(index, float(answer), float(correct))] if off else []
     else:
         wrong = [Wrong(i, float(answer[i]), float(correct[i])) for i in np.ndindex(correct.shape) if off[i]]
-    abs_error, rel_error, worst = _errors(answer, correct, rtol, atol)
+    abs_error, rel_error, worst = _errors(answer, correct, bound)
     return Verdict(name, "wrong" if wrong else "right", entries=correct.size, wrong=wrong,
                    max_abs_error=abs_error, max_rel_error=rel_error,
-                   worst=index if index is not None else worst)  # fmt: skip
+                   worst=index if index is not None else worst, from_your_answers=from_yours)  # fmt: skip
 
 
-def _shape_verdict(name, answer, correct, rtol, atol) -> Verdict:
+def _shape_verdict(name, answer, correct, bound) -> Verdict:
     expected, got = (shape_text(a.shape, "a number") for a in (correct, answer))
     message = f"expected {expected}, got {got}"
     diagnosis = []
     for axes, id_, words in _layouts(answer.shape, correct.shape):
         if answer.ndim == len(axes) and np.transpose(answer, axes).shape == correct.shape:
-            off = int(np.sum(~_within(np.transpose(answer, axes), correct, rtol, atol)))
+            off = int(np.sum(~_within(np.transpose(answer, axes), correct, bound)))
             verdict = "every entry is right there" if not off else f"{off} of {correct.size} entries are still wrong there"
             diagnosis.append(Diagnosis(id_, f"your {symbol(name)} is {words}: put in cnntrace's layout, {verdict}"))
     return Verdict(name, "shape", message=message, diagnosis=diagnosis)
@@ -201,25 +296,125 @@ def _unknown(trace, answer: Answer) -> Verdict:
     return Verdict(answer.key, "unknown", message=f"no matrix is called {answer.name}; {hint}")
 
 
-def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL) -> list[Verdict]:
+def written_decimals(value: float) -> int:
+    """The decimals ``value`` was written with, as its shortest repr shows them (0.0730 was
+    written 0.073: a trailing zero is lost)."""
+    if not math.isfinite(value) or value == int(value):
+        return 0
+    text = repr(float(value)).lstrip("-")
+    mantissa, _, exponent = text.partition("e")
+    digits = len(mantissa.partition(".")[2].rstrip("0"))
+    return max(0, digits - int(exponent or 0))
+
+
+def decimals_of(answers: dict) -> int:
+    """The decimals the learner rounded to, read from the answers' entries that are not
+    whole numbers: the most that at least a tenth of them show (values exact at fewer
+    decimals, and trailing zeros, show fewer; a stray long number is not a habit).
+    DEFAULT_DECIMALS when every entry is whole; at most MAX_DECIMALS."""
+    counts: dict[int, int] = {}
+    for value in answers.values():
+        if value is None or isinstance(value, str):
+            continue
+        for entry in np.asarray(value, dtype=np.float64).ravel():
+            if math.isfinite(entry) and entry != int(entry):
+                d = min(written_decimals(float(entry)), MAX_DECIMALS)
+                counts[d] = counts.get(d, 0) + 1
+    if not counts:
+        return DEFAULT_DECIMALS
+    enough = max(1, sum(counts.values()) // 10)
+    return max(d for d, n in counts.items() if n >= enough)
+
+
+def amplification(trace) -> dict[str, np.ndarray]:
+    """{stage: Σ|∂stage/∂in| over the entries of the stages it reads directly} in the
+    user's shapes: how much the rounding of what a stage is computed from moves it.
+
+    Every stage is given at its true value and the pass resumed with one entry moved a
+    little each way (Network.resume's ``computed``); the smaller of the two moves counts,
+    so a tie in a pool window (a kink) is not taken for a jump. X and the weights are
+    exact and move nothing. A pass of more than MAX_AMPLIFIED entries gets {}: each answer
+    is then held to its own rounding alone."""
+    problem = trace.problem
+    network = problem.network
+    X, target, weights = problem.general_X(), problem.general_target, problem.general_weights()
+    names = [stage.name for stage in problem.stages]
+
+    def computed(given: dict) -> dict:
+        out: dict = {}
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            network.resume(X, target, weights, problem.lr, given, computed=out)
+        return out
+
+    true = {}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        true = network.resume(X, target, weights, problem.lr, {})
+    given = {name: np.array(true[name], dtype=np.float64) for name in names if name in true}
+    if sum(np.size(value) for value in given.values()) > MAX_AMPLIFIED:
+        return {}
+    base = computed(given)
+    total = {name: np.zeros(np.shape(true[name])) for name in given}
+    rng = np.random.default_rng(0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # inf − inf: no slope
+        _slopes(given, base, total, computed, rng)
+    return {name: np.asarray(problem.present(name, value)) for name, value in total.items()}
+
+
+def _slopes(given: dict, base: dict, total: dict, computed, rng) -> None:
+    """Add to ``total`` each stage's Σ|∂stage/∂in| over the entries of every stage it reads
+    (see amplification)."""
+    for moved, value in given.items():
+        # First the whole stage at once: a stage nothing reads (dL/dX) costs one pass.
+        step = 1e-6 * np.maximum(1.0, np.abs(value))
+        shaken = computed({**given, moved: value + step * rng.uniform(0.5, 1.0, np.shape(value))})
+        readers = [n for n in given if n != moved and n in base and not np.array_equal(shaken[n], base[n])]
+        if not readers:
+            continue
+        for index in np.ndindex(np.shape(value)):
+            slopes = []
+            for sign in (1.0, -1.0):
+                nudged = value.copy()
+                nudged[index] += sign * step[index]
+                after = computed({**given, moved: nudged})
+                slopes.append({n: np.abs(after[n] - base[n]) / step[index] for n in readers})
+            for n in readers:
+                total[n] = total[n] + np.nan_to_num(np.minimum(slopes[0][n], slopes[1][n]), nan=np.inf)
+
+
+def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL, *,
+           tolerance: Tolerance | None = None, amplified: dict | None = None) -> list[Verdict]:  # fmt: skip
     """A verdict for every answer, in the order of the answers, each wrong one with its
     diagnosis. ``answers`` maps step's names (or single entries, "Z1[0,1]") to numbers,
-    None (not answered) or a message saying why they are not numbers."""
+    None (not answered) or a message saying why they are not numbers.
+
+    ``tolerance`` (default: fixed, ``rtol`` and ``atol``); under rounding, ``amplified`` is
+    the trace's ``amplification`` when already made (a class on one exercise)."""
+    tolerance = tolerance or Tolerance.fixed(rtol, atol)
+    if tolerance.mode == "rounding" and amplified is None:
+        amplified = amplification(trace)
+    judge_ = _Judge(trace, tolerance, amplified or {})
     parsed = parse_answers(trace, answers)
-    verdicts = []
-    for answer in parsed:
+    verdicts: list = [None] * len(parsed)
+    order = judge_.order
+    accepted: list[Answer] = []
+    # In the pass's order, so that an answer can be judged from the earlier ones found right.
+    for position in sorted(range(len(parsed)), key=lambda i: order.get(parsed[i].name, -1)):
+        answer = parsed[position]
         if answer.name not in trace:
-            verdicts.append(_unknown(trace, answer))
+            verdicts[position] = _unknown(trace, answer)
             continue
-        verdicts.append(judge(answer.key, answer.value, np.asarray(trace[answer.name]), rtol, atol, answer.index))
+        verdict = judge_.judge(answer, accepted)
+        verdicts[position] = verdict
+        if verdict.status == "right":
+            accepted.append(answer)
     if any(v.status == "wrong" for v in verdicts):
         # A legal input (B2 = 1e200) or answer overflows in a mistake's pass: that pass then
         # reproduces nothing, which is its answer; numpy's warnings would only be noise.
         with np.errstate(all="ignore"):
-            doctor = _Doctor(trace, rtol, atol)
+            doctor = _Doctor(judge_, accepted)
             wrong = [(a, v) for a, v in zip(parsed, verdicts) if v.status == "wrong"]
             verdicts = [
-                v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong))
+                v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong, accepted))
                 for a, v in zip(parsed, verdicts)
             ]  # fmt: skip
     return verdicts
@@ -231,45 +426,32 @@ def _with(verdict: Verdict, diagnosis: list[Diagnosis]) -> Verdict:
     return replace(verdict, diagnosis=diagnosis)
 
 
-class _Doctor:
-    """The passes of every known mistake, made once, and the learner's own earlier answers."""
-    def __init__(self, trace, rtol, atol):
+class _Judge:
+    """The pass, its tolerance, and the passes from a learner's own answers."""
+
+    def __init__(self, trace, tolerance: Tolerance, amplified: dict):
         problem = trace.problem
-        self.trace, self.problem, self.rtol, self.atol = trace, problem, rtol, atol
+        self.trace, self.problem, self.tolerance, self.amplified = trace, problem, tolerance, amplified
         self.network = problem.network
         self.order = {stage.name: i for i, stage in enumerate(problem.stages)}
         self.X, self.target, self.weights = problem.general_X(), problem.general_target, problem.general_weights()
-        self.values = {"X": self.X, **self._pass({})}
-        self._mistakes = None
+        self.values = {"X": self.X, **self.pass_({})}
 
-    def _pass(self, given: dict) -> dict:
+    def pass_(self, given: dict) -> dict:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             return self.network.resume(self.X, self.target, self.weights, self.problem.lr, given)
 
-    def mistakes(self):
-        """[(Mistake, its whole pass)], made on first use."""
-        if self._mistakes is None:
-            made = self.network.mistakes(self.values, self.weights, self.problem.lr, self.problem.M)
-            self._mistakes = [(m, self._pass(m.given)) for m in made]
-        return self._mistakes
+    def bound(self, name: str, value, tolerance: Tolerance | None = None, evenly: bool = False) -> np.ndarray:
+        """Each entry's bound around ``value``, a matrix of stage ``name`` (user's shape).
+        ``evenly``: every entry amplified as the most amplified one is, for a mistake's pass
+        whose entries read other inputs than the right pass's (a gradient sent to every
+        cell of a pool window where the right one goes to its maximum alone)."""
+        amplified = self.amplified.get(name)
+        if evenly and amplified is not None and np.size(amplified):
+            amplified = np.full(np.shape(amplified), np.max(amplified))
+        return (tolerance or self.tolerance).bound(value, amplified)
 
-    def _user(self, name, value) -> np.ndarray:
-        return self.problem.present(name, value)
-
-    def _reproduces(self, answer: Answer, values: dict) -> bool:
-        """Whether ``values`` (a whole pass) gives the answer, and differs from the right one."""
-        if answer.name not in values:
-            return False
-        made, correct = self._user(answer.name, values[answer.name]), np.asarray(self.trace[answer.name])
-        given = np.asarray(answer.value, dtype=np.float64)
-        if answer.index is not None:
-            made, correct, given = made[answer.index], correct[answer.index], given.reshape(())
-        else:
-            given = given.reshape(correct.shape)
-        return bool(np.all(_within(given, made, self.rtol, self.atol)) and
-                    not np.all(_within(made, correct, self.rtol, self.atol)))  # fmt: skip
-
-    def _general(self, answers: list[Answer]) -> dict:
+    def general(self, answers: list[Answer]) -> dict:
         """The learner's answers as stages on the general shapes: single entries put into
         the right matrix."""
         given = {}
@@ -284,10 +466,71 @@ class _Doctor:
             given[a.name] = user
         return {name: value.reshape(np.shape(self.values[name])) for name, value in given.items()}
 
-    def diagnose(self, answer: Answer, wrong: list) -> list[Diagnosis]:
-        carried = self._carried_forward(answer, wrong)
+    def user(self, name, value) -> np.ndarray:
+        return np.asarray(self.problem.present(name, value))
+
+    def judge(self, answer: Answer, accepted: list[Answer]) -> Verdict:
+        correct = np.asarray(self.trace[answer.name])
+        bound = self.bound(answer.name, correct)
+        verdict = judge_within(answer.key, answer.value, correct, bound, answer.index)
+        if verdict.status != "wrong" or self.tolerance.mode != "rounding":
+            return verdict
+        earlier = [a for a in accepted if self.order[a.name] < self.order[answer.name]]
+        if not earlier:
+            return verdict
+        yours = self.user(answer.name, self.pass_(self.general(earlier))[answer.name])
+        return judge_within(answer.key, answer.value, correct, bound, answer.index, also=yours)
+
+
+class _Doctor:
+    """The passes of every known mistake, made once, and the learner's own earlier answers."""
+
+    def __init__(self, judge_: _Judge, accepted: list | None = None):
+        self.j = judge_
+        self.trace, self.problem, self.order = judge_.trace, judge_.problem, judge_.order
+        self.accepted = accepted or []
+        self._mistakes = None
+
+    def mistakes(self):
+        """[(Mistake, its whole pass)], made on first use: each made from the learner's own
+        answers judged right (the true values where they gave none), and resumed from those
+        that come before it, as the learner went on."""
+        if self._mistakes is None:
+            j = self.j
+            given = j.general(self.accepted)
+            values = {"X": j.X, **j.pass_(given)} if given else j.values
+            made = j.network.mistakes(values, j.weights, self.problem.lr, self.problem.M)
+            self._mistakes = []
+            for m in made:
+                first = min(self.order.get(name, 0) for name in m.given)
+                before = j.general([a for a in self.accepted if self.order[a.name] < first])
+                self._mistakes.append((m, j.pass_({**before, **m.given})))
+        return self._mistakes
+
+    def _pick(self, answer: Answer, *matrices):
+        """The answer and ``matrices`` (user's shape) at the answer's entry, or whole."""
+        given = np.asarray(answer.value, dtype=np.float64)
+        if answer.index is not None:
+            return (given.reshape(()), *(np.asarray(m)[answer.index] for m in matrices))
+        return (given.reshape(np.shape(matrices[0])), *matrices)
+
+    def _reproduces(self, answer: Answer, values: dict) -> bool:
+        """Whether ``values`` (a whole pass) gives the answer, and differs from the right one."""
+        if answer.name not in values:
+            return False
+        correct = np.asarray(self.trace[answer.name])
+        made = self.j.user(answer.name, values[answer.name])
+        bound = self.j.bound(answer.name, correct, evenly=True)
+        given, made, correct, bound = self._pick(answer, made, correct, bound)
+        return bool(np.all(_within(given, made, bound)) and not np.all(_within(made, correct, bound)))
+
+    def diagnose(self, answer: Answer, wrong: list, accepted: list) -> list[Diagnosis]:
+        carried = self._carried_forward(answer, wrong, accepted)
         if carried:
             return [carried]
+        precision = self._precision(answer)
+        if precision:
+            return [precision]
         here = symbol(answer.name)
         out = []
         for mistake, values in self.mistakes():
@@ -303,19 +546,39 @@ class _Doctor:
         out += self._form(answer)
         return out
 
-    def _carried_forward(self, answer: Answer, wrong: list) -> Diagnosis | None:
-        """The learner's earlier wrong answers from which the pass gives this one: the
-        fewest of them, found by leaving out each that is not needed, earliest first."""
+    def _precision(self, answer: Answer) -> Diagnosis | None:
+        """Under rounding: the answer, written with fewer decimals than asked, is the right
+        value rounded to those."""
+        tolerance = self.j.tolerance
+        if tolerance.mode != "rounding":
+            return None
+        entries = np.asarray(answer.value, dtype=np.float64).ravel()
+        fewer = max((written_decimals(float(e)) for e in entries if math.isfinite(e)), default=0)
+        if fewer >= tolerance.decimals:
+            return None
+        correct = np.asarray(self.trace[answer.name])
+        bound = self.j.bound(answer.name, correct, Tolerance.rounding(fewer))
+        given, right, bound = self._pick(answer, correct, bound)
+        if not np.all(_within(given, right, bound)):
+            return None
+        return Diagnosis("precision", f"your {symbol(answer.name)} is right to {fewer} decimal"
+                         f"{'s' * (fewer != 1)} only; {tolerance.decimals} were asked")  # fmt: skip
+
+    def _carried_forward(self, answer: Answer, wrong: list, accepted: list) -> Diagnosis | None:
+        """The learner's earlier wrong answers from which the pass gives this one (with
+        their earlier answers judged right): the fewest of them, found by leaving out each
+        that is not needed, earliest first."""
         here = self.order[answer.name]
         earlier = [a for a, _ in wrong if self.order[a.name] < here]
         if not earlier:
             return None
-        if not self._reproduces(answer, self._pass(self._general(earlier))):
+        right = [a for a in accepted if self.order[a.name] < here]
+        if not self._reproduces(answer, self.j.pass_(self.j.general(right + earlier))):
             return None
         needed = sorted(earlier, key=lambda a: self.order[a.name])
         for a in list(needed):
             fewer = [b for b in needed if b is not a]
-            if fewer and self._reproduces(answer, self._pass(self._general(fewer))):
+            if fewer and self._reproduces(answer, self.j.pass_(self.j.general(right + fewer))):
                 needed = fewer
         names = ", ".join(a.key for a in needed)
         return Diagnosis("carried_forward", f"error carried forward: your {symbol(answer.name)} follows correctly "
@@ -324,16 +587,12 @@ class _Doctor:
     def _form(self, answer: Answer) -> list[Diagnosis]:
         """The mistakes of the answer's own form: its sign, a transposed matrix."""
         correct = np.asarray(self.trace[answer.name])
-        given = np.asarray(answer.value, dtype=np.float64)
-        if answer.index is not None:
-            correct, given = correct[answer.index], given.reshape(())
-        else:
-            given = given.reshape(correct.shape)
+        given, correct, bound = self._pick(answer, correct, self.j.bound(answer.name, correct))
         out = []
         here = symbol(answer.name)
-        if np.all(_within(given, -correct, self.rtol, self.atol)):
+        if np.any(correct != 0) and np.all(_within(given, -correct, bound)):
             out.append(Diagnosis("sign", f"your {here} has the right size and the wrong sign"))
-        if given.ndim == 2 and given.shape[0] == given.shape[1] and np.all(_within(given.T, correct, self.rtol, self.atol)):
+        if given.ndim == 2 and given.shape[0] == given.shape[1] and np.all(_within(given.T, correct, bound)):
             out.append(Diagnosis("transposed", f"your {here} is the right matrix transposed"))
         return out
 
@@ -343,8 +602,25 @@ def _json(value) -> str:
 
 
 def tolerances(preset: str | None, rtol: float | None, atol: float | None) -> tuple[float, float]:
-    """The tolerances of a preset (``hand`` by default), each overridden where given."""
+    """The rtol and atol of a preset (``hand`` by default), each overridden where given."""
     if preset is not None and preset not in PRESETS:
         raise ArgumentError(f"unknown preset {preset!r}; the presets are {', '.join(PRESETS)}", key="preset")
     base_rtol, base_atol = PRESETS[preset or "hand"]
     return (base_rtol if rtol is None else rtol), (base_atol if atol is None else atol)
+
+
+def tolerance(preset: str | None, rtol: float | None = None, atol: float | None = None,
+              decimals: int | None = None, answers: dict | None = None) -> Tolerance:  # fmt: skip
+    """The Tolerance asked for: ``hand`` (the default) rounds to ``decimals``, or to those
+    the ``answers`` were written with; float64 and float32 are scaled; an rtol or atol given
+    makes it fixed, the preset's value standing for the other."""
+    if decimals is not None and (preset not in (None, "hand") or rtol is not None or atol is not None):
+        raise ArgumentError("decimals are the hand preset's; leave out rtol and atol", key="decimals")
+    if decimals is not None and not 0 <= decimals <= MAX_DECIMALS:
+        raise ArgumentError(f"must be a whole number from 0 to {MAX_DECIMALS}, got {decimals}", key="decimals")
+    base_rtol, base_atol = tolerances(preset, None, None)
+    if rtol is not None or atol is not None:
+        return Tolerance.fixed(base_rtol if rtol is None else rtol, base_atol if atol is None else atol)
+    if preset in (None, "hand"):
+        return Tolerance.rounding(decimals if decimals is not None else decimals_of(answers or {}))
+    return Tolerance("scaled", rtol=base_rtol, atol=base_atol)

@@ -311,8 +311,14 @@ def test_verify_with_an_unreadable_answers_file_is_exit_2(tmp_path):
 def test_verify_tolerances_are_options(tmp_path):
     trace = run(load_problem(REFERENCE))
     answers = write(tmp_path, {"L": round(float(trace["L"]), 1)}, "a.json")  # 0.5 for 0.5105
-    assert invoke("verify", REFERENCE, answers).exit_code == 1
+    # Written with one decimal, the answer is right to one decimal; asked for four it is not.
+    assert invoke("verify", REFERENCE, answers).exit_code == 0
+    asked = invoke("verify", REFERENCE, answers, "--decimals", "4", "-f", "json")
+    assert asked.exit_code == 1
+    assert [d["id"] for d in json.loads(asked.stdout)["results"]["L"]["diagnosis"]] == ["precision"]
+    assert invoke("verify", REFERENCE, answers, "--decimals", "4", "--atol", "0.02").exit_code == 2
     assert invoke("verify", REFERENCE, answers, "--atol", "0.02").exit_code == 0
+    assert invoke("verify", REFERENCE, answers, "--atol", "0.002").exit_code == 1
 
 
 # -- init ----------------------------------------------------------------------------------

@@ -226,9 +226,9 @@ def test_finite_differences_agree(mode):
 def test_verify_names_each_kinds_mistakes():
     t = trace_input(network(M=3))
     problem = t.problem
-    from cnntrace.verify import _Doctor
+    from cnntrace.verify import Tolerance, _Doctor, _Judge
 
-    doctor = _Doctor(t, 1e-9, 1e-12)
+    doctor = _Doctor(_Judge(t, Tolerance.fixed(1e-9, 1e-12), {}))
     made = {(m.id, name): values for m, values in doctor.mistakes() for name in m.given}
     for mistake, name in [("batchnorm_gamma_forgotten", "dL_dxhat2"), ("batchnorm_mean_variance_dropped", "dL_dZ1"),
                           ("batchnorm_unbiased_variance", "sigmasq2"), ("dropout_unscaled", "D2")]:  # fmt: skip

@@ -83,15 +83,35 @@ def test_a_hint_is_the_arithmetic_of_the_first_wrong_entry():
     z1 = np.array(TRACE["Z1"], dtype=float)
     z1[1, 2] = 99
     z1[3, 0] = 99
-    result = quiz([" ".join(repr(float(v)) for v in z1.ravel()), "?"], "--only", "Z1")
-    expected = render_text(explain_entry(TRACE, "Z1", (1, 2)))
-    for line in expected.strip().splitlines():
-        assert line.strip() in result.stderr
+    result = quiz([" ".join(repr(float(v)) for v in z1.ravel()), "?", "?"], "--only", "Z1")
+    first, second = result.stderr.split("Z1> ")[2:4]
+    expected = render_text(explain_entry(TRACE, "Z1", (1, 2))).strip().splitlines()
+    assert "look again at Z1[1,2], Z1[3,0]" in first and expected[2].strip() not in first  # no terms yet
+    for line in expected[:-1]:
+        assert line.strip() in second
+    assert expected[-1] not in second  # the value is not given away
 
 
 def test_a_hint_before_any_answer_explains_the_first_entry():
-    result = quiz(["?"], "--only", "Z1")
-    assert render_text(explain_entry(TRACE, "Z1", (0, 0))).strip().splitlines()[-1] in result.stderr
+    result = quiz(["?", "?"], "--only", "Z1")
+    lines = render_text(explain_entry(TRACE, "Z1", (0, 0))).strip().splitlines()
+    assert "start with Z1[0,0]" in result.stderr and lines[1].strip() in result.stderr
+    assert lines[-1] not in result.stderr.split("the answer")[0]
+
+
+def test_givens_the_record_of_every_try_and_the_recap(tmp_path):
+    record = tmp_path / "r.json"
+    p1 = np.asarray(TRACE["P1"])
+    result = quiz(["givens", "?", " ".join(map(str, (-p1).ravel())), typed("P1")], "--only", "P1",
+                  "--record", record, "--show-givens")  # fmt: skip
+    assert result.stderr.count("Given:") == 2 and "W1 =" in result.stderr
+    saved = json.loads(record.read_text())
+    answer = saved["answers"][0]
+    assert (answer["status"], answer["tries"], answer["hints"]) == ("right", 2, 1)
+    assert [(h["status"], h["hints"]) for h in answer["history"]] == [("wrong", 1), ("right", 0)]
+    assert [d["id"] for d in answer["history"][0]["diagnosis"]] == ["sign"]
+    assert saved["recap"] == ["P1: right on try 2, 1 hint", "mistake sign in P1"]
+    assert "Recap:" in result.stderr and "mistake sign in P1" in result.stderr
 
 
 def test_what_is_not_numbers_is_said_and_costs_no_try():

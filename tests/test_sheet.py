@@ -10,6 +10,7 @@ and read the diff before committing it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnntrace.cli import app
-from cnntrace.io import load_problem
+from cnntrace.io import load_problem, problem_from_dict
 from cnntrace.render.format import number
 from cnntrace.render.sheet import Sheet, render_latex, render_markdown
 from cnntrace.tracer import run
@@ -97,7 +98,7 @@ def test_a_worksheet_holds_no_answer_and_the_key_holds_them_all(sample, format):
 def test_every_question_in_order_with_its_name_equation_and_shape():
     trace = run(load_problem(HAND))
     text = render_markdown(trace, Sheet())
-    headings = re.findall(r"^### (\d+)\. (\S+)  \((.*), answer as `(\w+)`\)$", text, re.M)
+    headings = re.findall(r"^### (\d+)\. (\S+)  \((.*), answer as `(\w+)`\) \[1 mark\]$", text, re.M)
     assert [h[3] for h in headings] == [stage.name for stage in trace.stages]
     assert [int(h[0]) for h in headings] == list(range(1, len(trace.stages) + 1))
     z1 = text.split("### 1. Z1")[1].split("###")[0]
@@ -165,11 +166,42 @@ def test_the_fragment_compiles_in_a_standard_article(tmp_path, sample, key):
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason=NO_PDFLATEX)
+@pytest.mark.parametrize("paper", ["a4", "letter"])
 @pytest.mark.parametrize("key", [False, True])
-def test_standalone_is_a_whole_document(tmp_path, key):
-    document = sheet(HAND, "--format", "latex", "--standalone", *(["--key"] if key else []))
+def test_standalone_is_a_whole_document(tmp_path, key, paper):
+    document = sheet(HAND, "--format", "latex", "--standalone", "--paper", paper, "--title", "Week 3",
+                     *(["--key"] if key else []))  # fmt: skip
     assert document.count("\\documentclass") == 1 and document.rstrip().endswith("\\end{document}")
+    assert f"[{paper}paper, margin=2cm]{{geometry}}" in document and "Week" in document
     pdflatex(tmp_path, document)
+    if shutil.which("pdfinfo"):
+        info = subprocess.run(["pdfinfo", "doc.pdf"], cwd=tmp_path, capture_output=True, text=True).stdout
+        assert ("(A4)" if paper == "a4" else "(letter)") in info
+
+
+@pytest.mark.parametrize("format", ["markdown", "latex"])
+def test_a_class_can_use_the_sheet(format):
+    """Name, ID and marks; the conventions that matter; room to work after each sum of
+    products; in the key one entry of each worked out and the pool's marks it speaks of."""
+    worksheet = sheet(HAND, "--format", format)
+    key = sheet(HAND, "--format", format, "--key")
+    assert "Name:" in worksheet and "ID:" in worksheet and "/ 24" in worksheet
+    for text in (worksheet, key):
+        assert "cross-correlation" in text and ("ReLU′(0) = 0" in text or "ReLU}'(0) = 0" in text)
+        assert "first maximum in row-major order" in text and "channel, then row, then column" in text
+    assert worksheet.count("Working") == 4  # Z1, Z2, dL/dW1, dL/dX
+    assert key.count("One entry worked out") == 4 and "Working" not in key
+    assert "marked ${*}$ in" in key and re.search(r"\d\.\d+\\?\*", key)  # the mark the note names, printed
+    assert "Name:" not in key
+
+
+def test_a_flipped_kernel_and_a_class_index_are_stated():
+    data = json.loads(Path("samples/rgb-softmax.json").read_text())
+    assert "class's index" in render_markdown(run(problem_from_dict(data)), Sheet())
+    flipped = {k: v for k, v in json.loads(HAND.read_text()).items() if k not in ("pool", "stride", "padding")}
+    flipped["layers"] = [{"type": "conv", "flip": True}, "relu", {"type": "maxpool", "size": 2}, "flatten",
+                         "dense", "sigmoid"]  # fmt: skip
+    assert "true convolution" in render_markdown(run(problem_from_dict(flipped)), Sheet())
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -140,7 +140,7 @@ class ReLU(Activation):
     function: ClassVar[str] = "ReLU"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("ReLU",)
     DESCRIPTION: ClassVar[str] = "max(Z, 0); ReLU′(0) = 0."
-    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True)
+    HAND: ClassVar[Hand] = Hand(exact=True, both_signs=True, masks=True)
     CONVENTIONS: ClassVar[dict[str, Convention]] = {
         "relu_grad_at_zero": Convention("grad_at_zero", (0, 1), "ReLU′(0)."),
     }
@@ -220,6 +220,10 @@ class ReLU(Activation):
 
     def ambiguities(self, x):
         return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
+
+    def rules(self):
+        return (f"ReLU′(0) = {self.grad_at_zero}: the gradient through a {self.input} of exactly 0 is "
+                f"{'stopped' if self.grad_at_zero == 0 else 'passed on'}.",)  # fmt: skip
 
     def annotate(self, t):
         z, a = self.input, self.output
@@ -363,6 +367,7 @@ class Softmax(Activation):
     function: ClassVar[str] = "softmax"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("softmax", "exp", "diag")
     DESCRIPTION: ClassVar[str] = "exp(Z)/Σexp(Z) over the units; only as the last layer."
+    HAND: ClassVar[Hand] = Hand(saturates=True, competes=True)
     input_form: ClassVar[str] = "vector"
     last_only: ClassVar[bool] = True
     pairs_with: ClassVar[str] = "cross_entropy"

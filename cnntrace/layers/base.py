@@ -368,6 +368,10 @@ class Hand(NamedTuple):
     exact: bool = False  # its output stays exact at two decimals when worked by hand
     both_signs: bool = False  # its input should hold both signs (a ReLU's kink at 0)
     saturates: bool = False  # as the last layer, its input must stay where a calculator copes
+    competes: bool = False  # its inputs compete (softmax's logits): their gaps stay small too
+    masks: bool = False  # somewhere its local derivative 0 must stop a gradient that is not 0
+    live_rows: bool = False  # no input of it whose weights are all 0 (dense: a row of W)
+    live_filters: bool = False  # no filter of it whose whole weight gradient is 0 (conv)
     ties: bool = False  # its input can tie on purpose (a max-pool window)
     level_weights: bool = False  # the first such layer's weights are drawn at the exercise's level
 
@@ -587,6 +591,11 @@ class Layer:
         """The common mistakes at this layer, from the correct pass's ``values`` (general
         shapes, X included) and the weights."""
         return []
+
+    def rules(self) -> tuple[str, ...]:
+        """The conventions a learner working this layer by hand must know, one sentence
+        each, as the worksheet's conventions box states them (its current choices)."""
+        return ()
 
     def conventions(self) -> dict:
         """The switches of ``conventions`` where this layer differs from the default."""

@@ -68,7 +68,7 @@ class Conv(WeightedLayer):
     DESCRIPTION: ClassVar[str] = ("Z = conv(input, W) + B; W is K×(C/groups)×kh×kw (PyTorch's order), "
                                   "K×kh×kw or kh×kw.")  # fmt: skip
     input_form: ClassVar[str] = "map"
-    HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True)
+    HAND: ClassVar[Hand] = Hand(exact=True, level_weights=True, live_filters=True)
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("conv", "conv_transpose", "rot180", "pad")
     OPTIONS: ClassVar[dict] = {
         "stride": pair_option(1, 1, "The convolution's stride.", "stride"),
@@ -371,6 +371,12 @@ class Conv(WeightedLayer):
     def _offset(self, i: int, j: int, kh: int, kw: int) -> tuple[int, int]:
         """The kernel entry that meets window offset (i, j): itself, or rotated 180°."""
         return (kh - 1 - i, kw - 1 - j) if self.flip else (i, j)
+
+    def rules(self):
+        if self.flip:
+            return (f"{self.output} is a true convolution: each kernel is rotated 180° before it slides.",)
+        return (f"{self.output} is a cross-correlation: the kernel slides over the input as written, "
+                "not flipped.",)  # fmt: skip
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

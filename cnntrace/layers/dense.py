@@ -8,7 +8,7 @@ from typing import ClassVar
 from cnntrace import ops
 from cnntrace.checks import vector
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained, Layout, Rule, WeightedLayer, grad_stage, stage
+from cnntrace.layers.base import Explained, Hand, Layout, Rule, WeightedLayer, grad_stage, stage
 from cnntrace.naming import grad
 from cnntrace.terms import Term
 from cnntrace.text import shape_text
@@ -20,6 +20,7 @@ class Dense(WeightedLayer):
 
     type: ClassVar[str] = "dense"
     DESCRIPTION: ClassVar[str] = "Z = F·W + B; W is n_in×n_out, or n_in numbers for one output."
+    HAND: ClassVar[Hand] = Hand(live_rows=True)
     input_form: ClassVar[str] = "vector"
 
     _one_output: bool = False  # the reference form's single sigmoid neuron: W2 a list

@@ -91,6 +91,11 @@ class Flatten(Layer):
                         f"flatten only moves entries: each goes back to its place in {x}")),
         ]  # fmt: skip
 
+    def rules(self):
+        if self.order == "hwc":
+            return (f"{self.output} reads the maps channels last: row, then column, then channel.",)
+        return (f"{self.output} reads the maps in order: channel, then row, then column.",)
+
     def explain(self, t, name, index):
         x, f = self.input, self.output
         _, C, H, W = t.value(x).shape

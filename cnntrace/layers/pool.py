@@ -237,6 +237,13 @@ class MaxPool(Pool):
         out.append(Mistake("pool_spread", f"dL/d{a}: dL/d{p} spread over the whole window (1/{n} to each "
                            "cell, as avg-pool would) instead of sent to its maximum",
                            {grad(a): ops.avgpool_backward(d, cache)}))  # fmt: skip
+        out.append(Mistake("pool_copy_all", f"dL/d{a}: dL/d{p} copied undivided to every cell of its "
+                           "window instead of sent to its maximum alone",
+                           {grad(a): ops.avgpool_backward(d, cache) * n}))  # fmt: skip
+        if self.dilation == (1, 1):
+            average, _ = ops.avgpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), self.ceil_mode)
+            out.append(Mistake("avgpool_for_max", f"{p}: each window averaged, as avg-pool does, where "
+                               "max-pool takes its maximum", {p: average}))  # fmt: skip
         if self.dilation != (1, 1):
             # The same window starts, the taps side by side: the max over the window's first
             # size[0]×size[1] cells of the padded input.
@@ -268,7 +275,11 @@ class MaxPool(Pool):
         at_max = np.zeros(P.shape, dtype=int)
         for _, _, rows, cols in ops._offsets(self.size, P.shape[2:], self.stride, self.dilation):
             at_max += np.abs(x_padded[:, :, rows, cols] - P) <= AMBIGUITY
-        return {"tie": int(np.count_nonzero(at_max > 1))}
+        # A window of zeros (all masked by a ReLU before it) ties at 0: counted apart, as a
+        # hand exercise wants one where the mask stops a gradient.
+        tied = at_max > 1
+        at_zero = tied & (np.abs(P) <= AMBIGUITY)
+        return {"tie": int(np.count_nonzero(tied & ~at_zero)), "tie_at_zero": int(np.count_nonzero(at_zero))}
 
     def wins(self, t) -> np.ndarray:
         """How many windows each cell of the input won (under ``ties`` all and split, each
@@ -316,6 +327,12 @@ class MaxPool(Pool):
         inside = self._inside(t, h, w)
         top = max(A[m, c, r, col] for r, col in inside)
         return [(r, col) for r, col in inside if A[m, c, r, col] == top]
+
+    def rules(self):
+        words = {"first": "the first maximum in row-major order takes all of it",
+                 "all": "every tied maximum takes all of it", "split": "the tied maxima share it equally"}
+        return (f"In a pool window whose maxima tie, {words[self.ties]} (dL/d{self.output} back to "
+                f"{self.input}).",)  # fmt: skip
 
     def explain(self, t, name, index):
         a, p = self.input, self.output
@@ -402,7 +419,7 @@ class AvgPool(Pool):
         A, d = values[a], values[grad(p)]
         n = self.size[0] * self.size[1]
         _, cache = self.pool(A)
-        _, max_cache = ops.maxpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), (1, 1), self.ceil_mode)
+        maxima, max_cache = ops.maxpool_forward(A, self.size, self.stride, self.sides(*A.shape[2:]), (1, 1), self.ceil_mode)
         uniform = np.ndim(cache.divisor) == 0
         undivided = ops.avgpool_backward(d, cache) * n if uniform else ops.avgpool_backward(d, cache._replace(divisor=1))
         out = [
@@ -410,6 +427,8 @@ class AvgPool(Pool):
                     + (f"without the 1/{n}" if uniform else "without dividing by its count"), {grad(a): undivided}),
             Mistake("avgpool_as_max", f"dL/d{a}: dL/d{p} sent to the window's maximum, as max-pool "
                     "would, instead of spread evenly", {grad(a): ops.maxpool_backward(d, max_cache)}),
+            Mistake("maxpool_for_avg", f"{p}: each window's maximum taken, as max-pool does, where "
+                    "avg-pool averages", {p: maxima}),
         ]  # fmt: skip
         # Another count of a window's cells: the full window, the padding counted or not.
         counted = ops.avgpool_divisor(A.shape, d.shape[2:], self.size, self.stride, self.sides(*A.shape[2:]),

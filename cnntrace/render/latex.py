@@ -40,7 +40,7 @@ _GREEK = r"(?:μ|σ²|[a-z]\u0302)"
 _TOKEN = re.compile(
     rf"(?P<partial>∂(?P<num>[A-Za-z]\w*)?/∂(?P<den>{_GREEK}\d*|[A-Za-z]\w*))"
     rf"|(?P<dname>(?<![A-Za-z0-9])d(?P<dnum>[A-Z][A-Za-z0-9]*)/d(?P<dden>{_GREEK}\d*|[A-Z][A-Za-z0-9]*))"
-    rf"|(?P<ident>{_GREEK}\d*|[A-Za-z][A-Za-z_]*\d*)"
+    rf"|(?P<ident>{_GREEK}\d*|[A-Za-z][A-Za-z_]*\d*(?:-[a-z]{{2,}})*)"  # a hyphenated word (row-major) stays a word
     r"|(?P<number>\d+(?:\.\d+)?)"
     r"|(?P<space>\s+)"
     r"|(?P<other>.)"

@@ -26,7 +26,7 @@ def as_dict(verdicts, file: str, answers: str, settings: dict) -> dict:
         "summary": counted(verdicts),
         "results": {
             v.name: {
-                "status": v.status, "entries": v.entries,
+                "status": v.status, "entries": v.entries, "from_your_answers": v.from_your_answers,
                 "wrong": [
                     {"index": list(w.index), "answer": w.answer, "correct": w.correct}
                     for w in v.wrong
@@ -67,6 +67,8 @@ def render_table(verdicts, file: str, answers: str, settings: dict, precision: i
     for v in verdicts:
         if v.status == "right":
             summary = "✓ right" if v.entries == 1 else f"✓ all {v.entries} right"
+            if v.from_your_answers:
+                summary += " from your rounded answers"
             if v.max_abs_error:
                 summary += _error_text(v)
             table.add_row(v.name, "", "", "", Text(summary, style="green"))
@@ -89,11 +91,9 @@ def render_table(verdicts, file: str, answers: str, settings: dict, precision: i
             table.add_row(v.name, "", "", "", Text(summary + _error_text(v), style="bold red"))
         else:
             table.add_row(v.name, "", "", "", Text(f"✗ {v.message}", style="bold red"))
-    tolerance = Text(
-        f"An entry is right when |answer − correct| ≤ {settings['atol']:g} + "
-        f"{settings['rtol']:g}·|correct|.",
-        style="dim",
-    )
+    rule = settings.get("rule") or (
+        f"An entry is right when |answer − correct| ≤ {settings['atol']:g} + {settings['rtol']:g}·|correct|.")
+    tolerance = Text(rule, style="dim")
     counts = counted(verdicts)
     text = f"{counts['right']} of {len(verdicts)} answers right."
     if counts["carried_forward"]:
