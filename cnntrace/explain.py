@@ -24,7 +24,7 @@ import numpy as np
 
 from cnntrace.errors import InputError
 from cnntrace.layers.base import Explained
-from cnntrace.naming import NAME, grad
+from cnntrace.naming import NAME, grad, plain
 from cnntrace.terms import FUNCTIONS, MINUS, Factor, Term, constant
 from cnntrace.text import shape_text, symbol
 from cnntrace.tracer import GeneralPass, Trace
@@ -136,7 +136,9 @@ def explain_entry(trace: Trace, name: str, index: tuple[int, ...]) -> Explanatio
     t = trace.general_pass()
     general = t.general_index(name, index)
     owner = trace.stage(name).owner  # the layer or loss that made the stage; None: the update
-    explained = _explain_update(t, name, general) if owner is None else owner.explain(t, name, general)
+    # One path's part of a forked gradient (dL_dA2_via_Z3) is what its layer sends back to
+    # the matrix (dL_dA2): the layer explains it under that name.
+    explained = _explain_update(t, name, general) if owner is None else owner.explain(t, plain(name), general)
     return Explanation(name, tuple(index), explained.formula, tuple(explained.terms), explained.function,
                        tuple(explained.notes), explained.parameter)  # fmt: skip
 

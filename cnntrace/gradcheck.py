@@ -64,8 +64,9 @@ def _loss_and_pattern(problem: Problem, X, weights: dict):
     outputs, pattern = {}, []
     with np.errstate(all="ignore"):
         x, cache = X, None
-        for layer in network.layers:
-            x, cache = layer.forward(x, weights, True)
+        for layer in network.layers:  # each reads its input by name (and a merge its others)
+            operands = {"others": tuple(X if name == "X" else outputs[name] for name in layer.reads)} if layer.reads else {}
+            x, cache = layer.forward(X if layer.input == "X" else outputs[layer.input], weights, True, **operands)
             outputs[layer.output] = x
             pattern += layer.kinks(cache)
         if network.loss.given:

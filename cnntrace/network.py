@@ -10,6 +10,15 @@ then one step of gradient descent. ``forward_backward`` is the pass on the gener
 of ops.py (trace.run puts it into the user's shapes); ``place`` names what each layer reads
 and writes by the scheme of naming.py. The reference network is one such list (see
 reference.py).
+
+A layer reads the previous layer's output unless the input names an earlier matrix
+("input": "X"); an add or a concat also reads those its "from" names. The list is still the
+order the layers run, so the same two loops serve: forward, each layer finds its operands by
+name; backward, last first, each layer sends a gradient to each operand, and where a matrix
+feeds several layers (a fork) the paths' parts are kept under their names (dL_dA2_via_Z3)
+and summed, in list order, when the pass reaches the layer that made it:
+
+    dL/dA2 = dL/dA2 via Z3 + dL/dA2 via S4
 """
 
 from __future__ import annotations
@@ -20,23 +29,55 @@ from functools import cached_property
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError
-from cnntrace.layers.base import Context, Layer, Mistake, Place, Rule, Stage
+from cnntrace.layers.base import Context, Explained, Layer, Mistake, Place, Rule, Stage
 from cnntrace.losses import Loss
-from cnntrace.naming import grad, numbered
-from cnntrace.text import partial
+from cnntrace.naming import MATRIX, grad, numbered, via
+from cnntrace.terms import Term
+from cnntrace.text import partial, symbol
 
 SECTIONS = ("forward", "backward", "update")
 
 
-def place(layers: list[Layer], keys: list[str]) -> tuple[Layer, ...]:
+def place(layers: list[Layer], keys: list[str], inputs: list[str | None] | None = None) -> tuple[Layer, ...]:
     """Name what each layer reads and writes (X → Z1 → A1 → P1 → F → Z2 …) and check the
-    order: at most one activation, one pooling and one dropout after a weighted layer, one flatten, a
-    last-only kind (softmax) last. ``keys`` name each layer in errors."""
+    order: at most one merge, one activation, one pooling and one dropout after a weighted
+    layer, one flatten, a last-only kind (softmax) last. ``keys`` name each layer in errors.
+
+    A layer reads the previous layer's output, or the earlier matrix ``inputs`` names for
+    it ("X", "A2"); a merge also reads those its ``reads`` names. Each must be made before
+    the layer (the list is the order the layers run: no cycle), and each matrix but the last
+    must feed a later layer."""
+    inputs = inputs or [None] * len(layers)
+    outputs = _outputs(layers, keys)
+    made = {"X": "the input"}  # what the layers so far have made, and by whom
     placed = []
-    number, current = 0, "X"
+    current = "X"
+    for layer, key, wanted, (number, output) in zip(layers, keys, inputs, outputs):
+        reading = current if wanted is None else _earlier(wanted, made, outputs, keys, f"{key}.input")
+        for source in layer.reads:
+            _earlier(source, made, outputs, keys, f"{key}.from")
+            if source == reading:
+                raise InputError(f"{source} is already this {layer.type}'s input; it reads each matrix once",
+                                 key=f"{key}.from")  # fmt: skip
+        placed.append(replace(layer, place=Place(number, reading, output, where=key, first=reading == "X")))
+        made[output] = key
+        current = output
+    read = {name for layer in placed for name in (layer.input, *layer.reads)}
+    for layer in placed[:-1]:
+        if layer.output not in read:
+            raise InputError(f"no later layer reads {layer.output}: every matrix but the network's output "
+                             "feeds a later layer", key=layer.place.where)  # fmt: skip
+    return tuple(placed)
+
+
+def _outputs(layers: list[Layer], keys: list[str]) -> list[tuple[int, str]]:
+    """(weighted layer's number, output's name) of each layer, its order checked, the first
+    wrong layer in the list named."""
+    out = []
+    number = 0
     taken: set[str] = set()  # what the current weighted layer already has after it
     flattened = False
-    for position, (layer, key) in enumerate(zip(layers, keys)):
+    for layer, key in zip(layers, keys):
         if layer.weighted:
             number += 1
             taken = set()
@@ -45,21 +86,66 @@ def place(layers: list[Layer], keys: list[str]) -> tuple[Layer, ...]:
                 raise InputError("a network flattens once", key=key)
             flattened = True
         else:
-            role = "an activation" if layer.activation else "a dropout" if layer.dropout else "a pooling"
+            role = ("an activation" if layer.activation else "a dropout" if layer.dropout
+                    else "a merge" if layer.merge else "a pooling")  # fmt: skip
             if role in taken:
                 after = f"W{number}'s layer" if number else "the input"
                 raise InputError(
-                    f"{after} already has {role} after it; a weighted layer takes at most one "
-                    "activation, one pooling and one dropout, in any order",
+                    f"{after} already has {role} after it; a weighted layer takes at most one merge, "
+                    "one activation, one pooling and one dropout, in any order",
                     key=key,
                 )
             taken.add(role)
-        output = numbered(layer.letter, number)
-        if layer.last_only and position != len(layers) - 1:
+        if layer.last_only and len(out) != len(layers) - 1:
             raise InputError(f"{layer.type} can only be the last layer", key=key)
-        placed.append(replace(layer, place=Place(number, current, output, where=key, first=current == "X")))
-        current = output
-    return tuple(placed)
+        out.append((number, numbered(layer.letter, number)))
+    return out
+
+
+def _earlier(name, made: dict, outputs: list, keys: list[str], key: str) -> str:
+    """``name`` checked to be a matrix made before the layer at ``key``."""
+    if not isinstance(name, str) or not MATRIX.fullmatch(name):
+        raise InputError(f"expected the name of an earlier matrix (\"X\", \"A2\"), got {name!r}"[:200], key=key)
+    if name in made:
+        return name
+    later = next((k for (_, output), k in zip(outputs, keys) if output == name), None)
+    if later is not None:
+        raise InputError(f"{name} is made by {later}, not before this layer: a layer reads only what the "
+                         "layers before it make (the list is the order they run, so no cycle)", key=key)  # fmt: skip
+    raise InputError(f"no matrix {name} before this layer; there are {', '.join(made)}", key=key)
+
+
+@dataclass(frozen=True)
+class Fork:
+    """A matrix that feeds several layers (A2 → Z3 and A2 → S4): its gradient is the sum of
+    what each of them sends back, dL/dA2 = dL/dA2 via Z3 + dL/dA2 via S4, in list order.
+    The owner of that sum's stage: its explanation is the paths' terms."""
+
+    name: str
+    consumers: tuple[str, ...]  # the outputs of the layers that read it, in list order
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The names of the paths' parts: dL_dA2_via_Z3, dL_dA2_via_S4."""
+        return tuple(via(self.name, consumer) for consumer in self.consumers)
+
+    def total(self, parts: list) -> np.ndarray:
+        """The parts' sum, in list order: a new array."""
+        total = parts[0] + parts[1]
+        for part in parts[2:]:
+            total += part
+        return total
+
+    def stage(self) -> Stage:
+        q, terms = self.name, " + ".join(symbol(p) for p in self.paths)
+        rule = Rule(f"{partial(grad(q))} = " + " + ".join(partial(p) for p in self.paths), terms, self.paths,
+                    f"{q} feeds {' and '.join(self.consumers)}: its gradient is the sum of what each path sends back")
+        return Stage(grad(q), "backward", symbol(grad(q)), terms, None, rule, owner=self, of=q)
+
+    def explain(self, t, name: str, index: tuple[int, ...]) -> Explained:
+        terms = [Term((t.factor(p, index),)) for p in self.paths]
+        return Explained(" + ".join(symbol(p) for p in self.paths), terms, None,
+                         [f"{self.name} feeds {' and '.join(self.consumers)}: one term per path"])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,6 +164,46 @@ class Network:
     @property
     def output(self) -> str:
         return self.layers[-1].output if self.layers else "X"
+
+    @cached_property
+    def forks(self) -> dict[str, Fork]:
+        """The matrices that feed more than one layer, by name (see Fork)."""
+        consumers: dict[str, list[str]] = {}
+        for layer in self.layers:
+            for name in (layer.input, *layer.reads):
+                consumers.setdefault(name, []).append(layer.output)
+        return {name: Fork(name, tuple(c)) for name, c in consumers.items() if len(c) > 1}
+
+    @cached_property
+    def straight(self) -> bool:
+        """Whether each layer reads the one before it, and nothing else: no skip, no fork."""
+        previous = ("X", *(layer.output for layer in self.layers))
+        return all(layer.input == before and not layer.reads for layer, before in zip(self.layers, previous))
+
+    @cached_property
+    def _kept(self) -> frozenset[str]:
+        """The matrices a layer reads that the one before it did not make: the forward pass
+        keeps them by name until then."""
+        previous = ("X", *(layer.output for layer in self.layers))
+        return frozenset({layer.input for layer, before in zip(self.layers, previous) if layer.input != before}
+                         | {name for layer in self.layers for name in layer.reads})  # fmt: skip
+
+    @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """The graph's forward arrows, (from, to) in list order, the output's to L."""
+        return (*((q, layer.output) for layer in self.layers for q in self.operands(layer)), (self.output, "L"))
+
+    @cached_property
+    def readings(self) -> dict[str, str]:
+        """A note on each output whose layer does not read the one before it: "Z5 reads X,
+        not Z4"."""
+        previous = ("X", *(layer.output for layer in self.layers))
+        return {layer.output: f"{layer.output} is made from {layer.input}, not from {before} (the layer before it)"
+                for layer, before in zip(self.layers, previous) if layer.input != before}  # fmt: skip
+
+    def operands(self, layer: Layer) -> tuple[str, ...]:
+        """What ``layer`` reads: its input and what it ``reads`` besides."""
+        return (layer.input, *layer.reads)
 
     @cached_property
     def fused(self) -> bool:
@@ -153,12 +279,15 @@ class Network:
         given = given or {}
         overwritable = self.overwritable if not tracing else (False,) * len(self.layers)
         running = {}  # the running statistics after this pass (batch norm's), in training
-        x = X
+        kept = {"X": X}  # the matrices read again further on (a skip connection's), by name
+        x, previous = X, "X"
         for layer, overwrite in zip(self.layers, overwritable):
+            x_in = x if layer.input == previous else kept[layer.input]
+            operands = {"others": tuple(kept[name] for name in layer.reads)} if layer.reads else {}
             if given:
-                x, cache = layer.forward_from(x, weights, given)
+                x, cache = layer.forward_from(x_in, weights, given, **operands)
             else:
-                x, cache = layer.forward(x, weights, tracing, overwrite)
+                x, cache = layer.forward(x_in, weights, tracing, overwrite, **operands)
             if computed is not None:
                 computed[layer.output] = x
             x = given.get(layer.output, x)
@@ -167,6 +296,9 @@ class Network:
             if tracing:
                 traced.update(layer.shown(cache))
                 traced[layer.output] = x
+            if layer.output in self._kept:
+                kept[layer.output] = x
+            previous = layer.output
         output, loss, layers = x, self.loss, self.layers
         logits = caches[-1].z if self.fused else None
         L = loss.value(output, target, logits)
@@ -174,6 +306,36 @@ class Network:
             traced["L"] = L
         if computed is not None and L is not None:
             computed["L"] = loss.value_by_hand(output, target)
+
+        # The gradients sent back so far: by name, or by path where a matrix feeds several
+        # layers (summed, in list order, when the pass reaches the layer that made it).
+        arrived: dict[str, np.ndarray] = {}
+        parts: dict[str, dict[str, np.ndarray]] = {}
+
+        def arrive(name: str, consumer: str, value) -> None:
+            if name not in self.forks:
+                arrived[name] = value
+                if tracing:
+                    traced[grad(name)] = value
+                return
+            path = via(name, consumer)
+            parts.setdefault(name, {})[consumer] = given.get(path, value)
+            if tracing:
+                traced[path] = parts[name][consumer]
+
+        def gradient(name: str):
+            if name not in self.forks:
+                return arrived.pop(name, None)
+            fork = self.forks[name]
+            sent = parts.pop(name, {})
+            paths = [sent[c] for c in fork.consumers if c in sent]
+            summed = fork.total(paths) if len(paths) > 1 else paths[0] if paths else None
+            if computed is not None:  # the paths' sum, before ``given`` replaces it
+                computed[grad(name)] = summed
+            total = given.get(grad(name), summed)
+            if tracing:
+                traced[grad(name)] = total
+            return total
 
         if self.fused:
             # The loss cancels against the last activation: the backward pass starts one
@@ -189,28 +351,38 @@ class Network:
             fused = loss.fused_backward(output, target)
             if computed is not None:
                 computed[last.input_gradient] = fused
-            d = traced[last.input_gradient] = given.get(last.input_gradient, fused)
+            arrive(last.input, last.output, given.get(last.input_gradient, fused))
             caches.pop()
         else:
-            d = traced[grad(self.output)] = given.get(grad(self.output), loss.gradient(output, target, logits))
+            arrive(self.output, "L", given.get(grad(self.output), loss.gradient(output, target, logits)))
             if computed is not None:
                 computed[grad(self.output)] = loss.gradient_by_hand(output, target)
         grads = {}
-        for position in reversed(range(len(layers))):
-            layer = layers[position]
-            need_input = tracing or position > 0
+        for layer in reversed(layers):
+            d = gradient(layer.output)
+            need_input = tracing or layer.input != "X"
+            forked = [q for q in self.operands(layer) if q in self.forks]
             cache = caches.pop()
             if computed is not None:  # each stage as computed, before ``given`` replaces it
-                computed.update(layer.backward(d, cache, weights, need_input=need_input, tracing=True))
+                own_stages = layer.backward(d, cache, weights, need_input=need_input, tracing=True)
+                computed.update({self.path_name(layer, name): value for name, value in own_stages.items()})
             if given:
-                stages = layer.backward_from(d, cache, weights, given, need_input=need_input)
+                own = given
+                if forked:  # a path's part given stands where the layer sends its gradient back
+                    own = {k: v for k, v in given.items() if k not in {grad(q) for q in forked}}
+                    own.update({grad(q): given[via(q, layer.output)] for q in forked if via(q, layer.output) in given})
+                stages = layer.backward_from(d, cache, weights, own, need_input=need_input)
             else:
                 stages = layer.backward(d, cache, weights, need_input=need_input, tracing=tracing)
+            sent = {q: stages.pop(grad(q)) for q in self.operands(layer) if grad(q) in stages}
             if tracing:
                 traced.update(stages)
             for name in layer.gradients:
                 grads[name] = stages[name]
-            d = stages.get(layer.input_gradient)
+            for q, value in sent.items():
+                arrive(q, layer.output, value)
+        if tracing and "X" in self.forks:
+            gradient("X")
         if not tracing:
             return {"L": L, self.output: output, **grads, **running}
         traced.update(running)
@@ -229,7 +401,9 @@ class Network:
     def mistakes(self, values: dict, weights: dict, lr: float, M: int) -> list[Mistake]:
         """The known mistakes of this network from the correct pass's ``values`` (general
         shapes, X included): each layer kind's, the loss's mean left out, the update's sign."""
-        out = [mistake for layer in self.layers for mistake in layer.mistakes(values, weights)]
+        # A layer names the gradient it sends back dL/dQ; at a fork that is its path's part.
+        out = [mistake._replace(given={self.path_name(layer, name): value for name, value in mistake.given.items()})
+               for layer in self.layers for mistake in layer.mistakes(values, weights)]  # fmt: skip
         start = self.layers[-1].input if self.fused else self.output  # where the backward pass starts
         first = grad(start)
         output = values[self.output]
@@ -240,6 +414,13 @@ class Network:
             if N > 1 and self.loss.averages:
                 out.append(Mistake("batch_mean_missing", f"dL/d{start} without the 1/N of the mean over "
                                    f"{what}: N = {N} times too large", {first: values[first] * N}))  # fmt: skip
+        for fork in self.forks.values():
+            for consumer in fork.consumers:
+                rest = [values[via(fork.name, c)] for c in fork.consumers if c != consumer]
+                out.append(Mistake("fork_path_missing", f"dL/d{fork.name} without its path via {consumer}: "
+                                   f"{fork.name} feeds {' and '.join(fork.consumers)}, and its gradient is the sum "
+                                   "of what each sends back", {grad(fork.name): rest[0] if len(rest) == 1 else
+                                                                fork.total(rest)}))  # fmt: skip
         for p, gradient in self._updates:
             out.append(Mistake("update_sign", f"{p} + lr·dL/d{p}: the step went uphill, the sign of the update "
                                "reversed", {p: weights[p] + lr * values[gradient]}))  # fmt: skip
@@ -274,12 +455,13 @@ class Network:
         loss_forward, loss_backward = self.loss.stages(mean, divisor)
         loss_forward = [stage._replace(owner=self.loss) for stage in loss_forward]
         forward, backward = [], [stage._replace(owner=self.loss) for stage in loss_backward]
-        # ∂-factors from L down to each layer's output, for the chain rules.
-        chains = {}
-        chain = (partial(grad(self.output)),)
+        # ∂-factors from L down to each layer's output, for the chain rules; a matrix that
+        # feeds several layers starts its own chain, ∂L/∂A2, the sum of its paths'.
+        chains = {self.output: (partial(grad(self.output)),)}
         for layer in reversed(self.layers):
-            chains[layer.output] = chain
-            chain = (*chain, layer.local_factor())
+            for q in self.operands(layer):
+                factor = layer.local_factor() if q == layer.input else f"∂{layer.output}/∂{q}"
+                chains[q] = (partial(grad(q)),) if q in self.forks else (*chains[layer.output], factor)
         closed = self.loss.closed_form(mean, divisor) if self.fused else None
         last = len(self.layers) - 1
         backward_by_layer, running_updates = [], []
@@ -293,9 +475,14 @@ class Network:
             running_updates += updated
             if self.fused and position == last:  # its dL/dZ is the loss's, straight from A − Y
                 layer_backward = [layer_backward[0], self.loss.fused_stage(mean, divisor)._replace(owner=self.loss)]
+            layer_backward = [self._path(stage, layer) for stage in layer_backward]
+            if layer.output in self.forks:  # its gradient, the paths' sum, comes first
+                layer_backward.insert(0, self.forks[layer.output].stage())
             backward_by_layer.append(layer_backward)
         for layer_backward in reversed(backward_by_layer):
             backward += layer_backward
+        if "X" in self.forks:
+            backward.append(self.forks["X"].stage())
         forward += loss_forward
         update = [
             Stage(p, "update", p, f"{p} − lr·dL/d{p}", layouts[p],
@@ -308,6 +495,27 @@ class Network:
             stage if stage.layout is not None else stage._replace(layout=layouts[stage.of])
             for stage in (*forward, *backward, *update)
         )
+
+
+    def path_name(self, layer: Layer, name: str) -> str:
+        """The name of ``layer``'s stage ``name`` in this network: where it is the gradient
+        the layer sends back to a matrix that feeds several layers, that path's part
+        (dL_dA2 -> dL_dA2_via_Z3); ``name`` otherwise."""
+        for q in self.operands(layer):
+            if name == grad(q) and q in self.forks:
+                return via(q, layer.output)
+        return name
+
+    def _path(self, stage: Stage, layer: Layer) -> Stage:
+        """A stage of ``layer`` that sends its gradient back to a matrix feeding several
+        layers, as one path's part: dL/dA2 via Z3."""
+        if stage.section != "backward" or self.path_name(layer, stage.name) == stage.name:
+            return stage
+        path = self.path_name(layer, stage.name)
+        rule = stage.rule
+        if rule is not None and rule.chain.startswith(partial(stage.name)):
+            rule = rule._replace(chain=partial(path) + rule.chain[len(partial(stage.name)):])
+        return stage._replace(name=path, symbol=symbol(path), rule=rule)
 
 
 # -- float64's limits ----------------------------------------------------------------------------

@@ -1122,3 +1122,33 @@ def dropout_forward(X, mask, p: float):
 def dropout_backward(dL_dD, mask, p: float):
     """dL/dX = dL/dD·mask/(1 − p): like dL_dD."""
     return dL_dD * (mask / (1.0 - p))
+
+
+# -- merges: S = X + Y (an add), C = [X, Y] (a concat along the channels) --------------------
+
+
+def add_forward(x, others):
+    """S = x + Σ others, elementwise: all of one shape, (M, C, H, W) or (M, n) -> the same."""
+    total = x + others[0]
+    for other in others[1:]:
+        total += other
+    return total
+
+
+def add_backward(dL_dS, count: int):
+    """dL/d(each operand) = dL/dS, unchanged: one array for the input and each of ``count``
+    others, each like dL_dS (the same array: nothing writes to it)."""
+    return (dL_dS,) * (1 + count)
+
+
+def concat_forward(x, others):
+    """C = [x, others…] along axis 1 (the channels of maps, the units of vectors), x first:
+    (M, C1, H, W), (M, C2, H, W) … -> (M, C1 + C2 + …, H, W)."""
+    return np.concatenate((x, *others), axis=1)
+
+
+def concat_backward(dL_dC, sizes: tuple[int, ...]):
+    """dL/d(each operand): dL_dC split along axis 1 into pieces of ``sizes`` channels (or
+    units), in the operands' order; each a new array."""
+    bounds = np.cumsum(sizes)[:-1]
+    return tuple(piece.copy() for piece in np.split(dL_dC, bounds, axis=1))

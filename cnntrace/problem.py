@@ -67,9 +67,12 @@ def parse_layer(description, key: str) -> Layer:
         what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name, 30)}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)
     kind = KINDS[kind_name]
+    for option in kind.REQUIRED:
+        if option not in description:
+            raise InputError(f"{kind_name} needs {option!r}: {kind.OPTIONS[option].schema['description']}", key=key)
     options = {}
     for option, value in description.items():
-        if option == "type":
+        if option in ("type", "input"):  # input: where it sits in the network (see parse_layers)
             continue
         if option not in kind.OPTIONS:
             known = ", ".join(kind.OPTIONS)
@@ -85,7 +88,14 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     if not isinstance(descriptions, list) or not descriptions:
         raise InputError("expected a list of layers, e.g. [\"conv\", \"relu\", \"flatten\", \"dense\"]", key="layers")
     keys = [f"layers[{i}]" for i in range(len(descriptions))]
-    layers = place([parse_layer(d, k) for d, k in zip(descriptions, keys)], keys)
+    parsed = [parse_layer(d, k) for d, k in zip(descriptions, keys)]
+    # "input": the earlier matrix a layer reads instead of the previous layer's output.
+    inputs = [d.get("input") if isinstance(d, dict) else None for d in descriptions]
+    for description, key in zip(descriptions, keys):
+        if isinstance(description, dict) and "input" in description and not isinstance(description["input"], str):
+            raise InputError(f'expected the name of an earlier matrix ("X", "A2"), got {description["input"]!r}'[:200],
+                             key=f"{key}.input")  # fmt: skip
+    layers = place(parsed, keys, inputs)
     output = layers[-1].output
     logits = layers[-1].input
     if given_gradient:
@@ -179,7 +189,7 @@ class Problem:
         weights = {}
         for layer in network.layers:
             given = {p: arrays[p] for p in (*layer.params, *layer.running) if p in arrays}
-            layout, general = layer.infer(layout, given)
+            layout, general = layer.infer_from(layouts, given)
             weights.update(general)
             layouts[layer.output] = layout
             for p in given:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cnntrace.layers import KINDS
 from cnntrace.losses import LOSSES
-from cnntrace.naming import RUNNING, WEIGHT
+from cnntrace.naming import MATRIX, RUNNING, WEIGHT
 
 _NUMBER = {"type": "number"}
 _VECTOR = {"type": "array", "items": _NUMBER, "minItems": 1}
@@ -24,14 +24,21 @@ def _size(minimum: int, default: int | None, description: str) -> dict:
     return schema
 
 
+#: Any layer's ``input``: where it sits in a network that is not a straight list.
+INPUT = {"type": "string", "pattern": f"^(?:{MATRIX.pattern})$",
+         "description": "The earlier matrix it reads (\"X\" or a name the trace shows, like \"A2\") instead of "
+                        "the previous layer's output."}  # fmt: skip
+
+
 def _layer(kind) -> dict:
     """One layer kind's object form, from its description and its options."""
     return {
         "type": "object",
         "description": kind.DESCRIPTION,
-        "required": ["type"],
+        "required": ["type", *kind.REQUIRED],
         "additionalProperties": False,
-        "properties": {"type": {"const": kind.type}, **{name: option.schema for name, option in kind.OPTIONS.items()}},
+        "properties": {"type": {"const": kind.type}, **{name: option.schema for name, option in kind.OPTIONS.items()},
+                       "input": INPUT},
     }
 
 

@@ -15,7 +15,10 @@ LETTERS = {"mu": "μ", "sigmasq": "σ²", "xhat": "x̂"}
 
 def symbol(name: str) -> str:
     """The derivation's symbol of a JSON name: dL_dW1 -> dL/dW1, dA1_dZ1 -> dA1/dZ1,
-    dL_dxhat2 -> dL/dx̂2."""
+    dL_dxhat2 -> dL/dx̂2, dL_dA2_via_Z3 -> dL/dA2 via Z3."""
+    if "_via_" in name:
+        name, consumer = name.split("_via_")
+        return f"{symbol(name)} via {consumer}"
     head, stem = ("dL_d", name[4:]) if name.startswith("dL_d") else ("", name)
     letters = stem.rstrip("0123456789")
     if letters in LETTERS and letters != stem:

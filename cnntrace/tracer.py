@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from cnntrace.layers.base import GivenLayout, Stage
+from cnntrace.layers.base import Annotation, GivenLayout, Stage
 from cnntrace.network import SECTIONS, check_finite
 from cnntrace.problem import Problem
 from cnntrace.terms import Factor, constant
@@ -95,7 +95,12 @@ class Trace:
         view = self.general_pass()
         for layer in self.problem.network.layers:
             for name, annotation in layer.annotate(view).items():
+                name = self.problem.network.path_name(layer, name)  # its path's part, at a fork
                 out[name] = annotation if name not in out else out[name].merged(annotation)
+        # Where a layer reads an earlier matrix than the one before it, its output says so.
+        for name, note in self.problem.network.readings.items():
+            noted = Annotation(before=(note,))
+            out[name] = noted.merged(out[name]) if name in out else noted
         return out
 
     @cached_property

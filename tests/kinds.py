@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from cnntrace.network import place
+from cnntrace.problem import parse_layer
 from tests import naive
 
 #: Where a row's own layer goes in its network.
@@ -170,6 +172,14 @@ def _torch_dropout(torch, x, *, p, mask, seed, mode):
 def _torch_relu(torch, x, *, grad_at_zero):
     # torch.relu's slope at 0 is 0; where(x >= 0) takes the x branch, slope 1, at 0.
     return torch.where(x >= 0, x, torch.zeros_like(x)) if grad_at_zero else torch.relu(x)
+
+
+def _torch_add(torch, x, *others):
+    return x + sum(others)
+
+
+def _torch_concat(torch, x, *others):
+    return torch.cat((x, *others), dim=1)
 
 
 # -- weight shapes ---------------------------------------------------------------------------
@@ -350,6 +360,24 @@ ROWS: dict[str, Row] = {row.kind: row for row in (
         Variant("before-softmax", layers=("conv", SELF, "flatten", "dense", "softmax"), loss="cross_entropy",
                 target="classes"),
     ), weights=per_channel_weights, running=("mean", "var")),
+    # A merge reads an earlier matrix as well as its input: its rows are small graphs, with a
+    # fork (Z1 feeds the ReLU and the merge) whose gradient is the sum of two paths.
+    Row("add", ("conv", "relu", SELF, "flatten", "dense"), (2, 4, 4), "mse", naive.ADD, _torch_add, (
+        Variant("default", {"from": ["Z1"]}),
+        Variant("residual-on-the-input", {"from": ["X"]}, layers=("relu", SELF, "flatten", "dense"), X=(1, 3, 3),
+                discrete=True),
+        Variant("two-branches", {"from": ["Z1"]}, layers=("dense", {"type": "dense", "input": "X"}, SELF, "dense"),
+                X=(4,)),
+        Variant("three-operands", {"from": ["Z1", "A1"]},
+                layers=("dense", "relu", {"type": "dense", "input": "X"}, SELF, "dense"), X=(3,)),
+    )),
+    Row("concat", ("conv", "relu", SELF, "flatten", "dense"), (2, 4, 4), "mse", naive.CONCAT, _torch_concat, (
+        Variant("default", {"from": ["Z1"]}),
+        Variant("with-the-input", {"from": ["X"]}, layers=("relu", SELF, "flatten", "dense"), X=(2, 3, 3)),
+        Variant("one-channel-input", {"from": ["X"]}, layers=("relu", SELF, "flatten", "dense"), X=(1, 3, 3)),
+        Variant("vectors-two-branches", {"from": ["Z1"]},
+                layers=("dense", {"type": "dense", "input": "X"}, SELF, "dense"), X=(4,)),
+    )),
     Row("dropout", ON_MAPS, (2, 3, 3), "mse", naive.DROPOUT, _torch_dropout, (
         Variant("default"),
         Variant("p-0.3-seed-5", {"p": 0.3, "seed": 5}),
@@ -451,14 +479,25 @@ LOSS_CASES = _cases(LOSS_ROWS.values())
 ALL_CASES = CASES + LOSS_CASES
 
 
+#: A field that holds an option the file writes under another name: a merge's ``from``.
+#: The twins get a merge's operands as arrays, not as an option.
+WRITTEN = {"sources": "from"}
+
+
 def options(layer) -> dict:
     """A parsed layer's options, as its fields name them (stride, padding, ties …)."""
-    return {f.name: getattr(layer, f.name) for f in fields(layer) if f.name != "place" and not f.name.startswith("_")}
+    return {f.name: getattr(layer, f.name) for f in fields(layer) if f.name != "place" and not f.name.startswith("_")
+            and f.name not in WRITTEN}  # fmt: skip
+
+
+def written(layer) -> dict:
+    """A parsed layer's options as the file writes them: its ``options`` and a merge's ``from``."""
+    return {**options(layer), **{WRITTEN[f.name]: getattr(layer, f.name) for f in fields(layer) if f.name in WRITTEN}}
 
 
 def kind_options(kind: type) -> set[str]:
-    """The options a layer kind takes: its fields but its place."""
-    return {f.name for f in fields(kind) if f.name != "place" and not f.name.startswith("_")}
+    """The options a layer kind takes, as the file writes them: its fields but its place."""
+    return {WRITTEN.get(f.name, f.name) for f in fields(kind) if f.name != "place" and not f.name.startswith("_")}
 
 
 # -- random inputs -------------------------------------------------------------------------
@@ -471,7 +510,18 @@ def _numbers(rng, shape, discrete: bool, scale: float = 1.0):
 
 
 def _described_options(description) -> dict:
-    return {} if isinstance(description, str) else {k: v for k, v in description.items() if k != "type"}
+    """A description's options as its twin takes them: not its type, nor where it sits."""
+    where = ("type", "input", "from")
+    return {} if isinstance(description, str) else {k: v for k, v in description.items() if k not in where}
+
+
+def placed(descriptions) -> tuple:
+    """The layers of ``descriptions`` at their places (what each reads and makes), a mask
+    still to draw left out."""
+    keys = [f"layers[{i}]" for i in range(len(descriptions))]
+    bare = [d if isinstance(d, str) else {k: v for k, v in d.items() if v != BATCH} for d in descriptions]
+    inputs = [d.get("input") if isinstance(d, dict) else None for d in bare]
+    return place([parse_layer(d, k) for d, k in zip(bare, keys)], keys, inputs)
 
 
 def target(kind: str, output_shape: tuple, rng):
@@ -503,9 +553,11 @@ def make(case: Case, seed: int = 0, M: int = 2, grow: tuple[int, int] = (0, 0)) 
     x = _numbers(rng, (M, *X_shape), discrete)
     data = {"X": x.tolist(), "layers": list(case.layers), "lr": 0.1}
     number = 0
-    for position, description in enumerate(case.layers):
+    values = {"X": x}  # each layer's output by name: a merge reads earlier ones
+    for position, (description, layer) in enumerate(zip(case.layers, placed(case.layers))):
         kind = description if isinstance(description, str) else description["type"]
         twin = ROWS[kind].twin
+        x = values[layer.input]
         weights, running = (), {}
         if ROWS[kind].weights is not None:
             number += 1
@@ -523,7 +575,8 @@ def make(case: Case, seed: int = 0, M: int = 2, grow: tuple[int, int] = (0, 0)) 
             if value == BATCH:  # a 0/1 mask shaped like this layer's input
                 described[option] = rng.integers(0, 2, size=x.shape).tolist()
                 data["layers"][position] = {**description, option: described[option]}
-        x = twin.forward(x, *weights, **described, **running)
+        others = tuple(values[name] for name in layer.reads)
+        x = values[layer.output] = twin.forward(x, *weights, *others, **described, **running)
     if case.loss == "grad":
         data["grad"] = rng.normal(size=x.shape).tolist() if x.shape[1:] != (1,) else rng.normal(size=x.shape[0]).tolist()
     else:
@@ -560,38 +613,63 @@ def naive_pass(problem) -> dict:
     the update."""
     network = problem.network
     X, Y, weights = problem.general_X(), problem.general_target, problem.general_weights()
-    values, inputs = {}, []
-    x = X
+    values = {"X": X}
     for layer in network.layers:
-        inputs.append(x)
-        x = ROWS[layer.type].twin.forward(x, *(weights[p] for p in layer.params), **options(layer),
+        x = ROWS[layer.type].twin.forward(values[layer.input], *(weights[p] for p in layer.params),
+                                          *(values[name] for name in layer.reads), **options(layer),
                                           **running_options(layer, weights))  # fmt: skip
         values[layer.output] = x
     loss, chosen = _loss_row(problem), loss_options(problem)
     last = network.layers[-1]
-    logits = inputs[-1]
+    logits = values[last.input]
     if loss.twin.value is not None:
         values["L"] = loss.twin.value(x, logits, Y, **chosen)
-    d = values[_grad(last.output)] = loss.twin.gradient(x, logits, Y, **chosen)
-    steps = list(zip(network.layers, inputs))
+    sent = {}  # {matrix: {the layer's output that sent it: its gradient}}: a fork's paths
+    sent[last.output] = {"L": loss.twin.gradient(x, logits, Y, **chosen)}
+    steps = list(network.layers)
     if loss.fuses == last.type:
         # The loss cancels against the last activation: dL/dZ = (A − Y)/N straight away.
         steps.pop()
+        values[_grad(last.output)] = sent.pop(last.output)["L"]
         values[f"d{last.output}_d{last.input}"] = ROWS[last.type].twin.local(logits, **options(last))
-        d = values[_grad(last.input)] = loss.twin.fused(x, Y, **chosen)
-    for layer, x_in in reversed(steps):
+        sent[last.input] = {last.output: loss.twin.fused(x, Y, **chosen)}
+    forks = network.forks
+
+    def gradient(name):
+        """The sum of the paths' gradients, each shown where ``name`` feeds several layers."""
+        paths = sent.pop(name)
+        if name in forks:
+            for consumer, value in paths.items():
+                values[f"dL_d{name}_via_{consumer}"] = value
+            total = np.zeros(np.shape(values[name]))
+            for consumer in forks[name].consumers:  # in list order, as the trace adds them
+                total = total + paths[consumer]
+            paths = {"": total}
+        (values[_grad(name)],) = paths.values()
+        return values[_grad(name)]
+
+    for layer in reversed(steps):
+        d = gradient(layer.output)
         twin = ROWS[layer.type].twin
+        x_in = values[layer.input]
+        others = [values[name] for name in layer.reads]
         own = [weights[p] for p in layer.params]
         kept = running_options(layer, weights)
-        d_in, grads = twin.backward(d, x_in, *own, **options(layer), **kept)
+        d_in, grads = twin.backward(d, x_in, *own, *others, **options(layer), **kept)
         if twin.stages is not None:
             number = layer.place.number
             values.update({f"{name}{number}": np.asarray(value)
                            for name, value in twin.stages(x_in, d, *own, **options(layer), **kept).items()})  # fmt: skip
         if twin.local is not None:
             values[f"d{layer.output}_d{layer.input}"] = twin.local(x_in, **options(layer))
-        values.update({_grad(p): g for p, g in zip(layer.params, grads)})
-        d = values[_grad(layer.input)] = d_in
+        if layer.reads:  # a merge: the gradients are its operands'
+            for name, g in zip(layer.reads, grads):
+                sent.setdefault(name, {})[layer.output] = g
+        else:
+            values.update({_grad(p): g for p, g in zip(layer.params, grads)})
+        sent.setdefault(layer.input, {})[layer.output] = d_in
+    gradient("X")
+    del values["X"]  # an input, not a stage
     values.update(naive.gradient_step({p: weights[p] for p in network.params}, values, problem.lr))
     return values
 
@@ -609,10 +687,11 @@ def torch_pass(torch, problem) -> dict:
     weights = {name: leaf(general[name]) for name in network.params}
     # The running statistics: no leaves, torch updates them in place in training.
     running = {name: torch.tensor(value) for name, value in general.items() if name not in weights}
-    outputs, x, logits = {}, X, None
+    outputs, x, logits = {"X": X}, X, None
     for layer in network.layers:
-        logits = x
-        x = ROWS[layer.type].torch(torch, x, *(weights[p] for p in layer.params), **options(layer),
+        logits = outputs[layer.input]
+        x = ROWS[layer.type].torch(torch, logits, *(weights[p] for p in layer.params),
+                                   *(outputs[name] for name in layer.reads), **options(layer),
                                    **running_options(layer, running))  # fmt: skip
         x.retain_grad()
         outputs[layer.output] = x
@@ -624,6 +703,8 @@ def torch_pass(torch, problem) -> dict:
         values["L"] = L
     values.update({name: value for name, value in running.items() if name in problem.stage})
     for name, output in outputs.items():
+        if name == "X":
+            continue
         values[name] = output
         if output.grad is not None:
             values[_grad(name)] = output.grad

@@ -1028,6 +1028,53 @@ def avgpool_layer_backward(dL_dP, A, *, size=(2, 2), stride=(2, 2), padding=(0, 
     return general_avgpool(A, size, stride, padding, ceil_mode, count_include_pad, dL_dP), ()
 
 
+# -- merges: S = x + others (an add), C = [x, others…] (a concat) ---------------------------------
+
+
+def add_forward(x, *others):
+    """S[i] = x[i] + Σ other[i], one entry at a time, operands of one shape."""
+    S = np.zeros(np.shape(x))
+    for index in np.ndindex(*np.shape(x)):
+        total = x[index]
+        for other in others:
+            total += other[index]
+        S[index] = total
+    return S
+
+
+def add_backward(dL_dS, x, *others):
+    """Every operand gets dL/dS as it is: ∂S/∂operand is 1 entry by entry."""
+    return np.array(dL_dS, dtype=np.float64), tuple(np.array(dL_dS, dtype=np.float64) for _ in others)
+
+
+def concat_forward(x, *others):
+    """C[m, c, …]: the c-th channel (unit) counting x's first, then each other's, by loops."""
+    operands = (x, *others)
+    M = np.shape(x)[0]
+    total = sum(np.shape(a)[1] for a in operands)
+    C = np.zeros((M, total, *np.shape(x)[2:]))
+    for m in range(M):
+        c = 0
+        for a in operands:
+            for k in range(np.shape(a)[1]):
+                C[m, c] = a[m][k]
+                c += 1
+    return C
+
+
+def concat_backward(dL_dC, x, *others):
+    """Each operand's channels (units) of dL/dC, in the order they were joined."""
+    pieces, c = [], 0
+    for a in (x, *others):
+        piece = np.zeros(np.shape(a))
+        for m in range(np.shape(a)[0]):
+            for k in range(np.shape(a)[1]):
+                piece[m, k] = dL_dC[m][c + k]
+        c += np.shape(a)[1]
+        pieces.append(piece)
+    return pieces[0], tuple(pieces[1:])
+
+
 def activation_twin(forward: Callable, local: Callable) -> Twin:
     """An element-wise activation's twin: dL/dZ = dL/dA ⊙ dA/dZ."""
     return Twin(forward, lambda dL_dA, Z, **options: (times(dL_dA, local(Z, **options)), ()), local)
@@ -1049,6 +1096,8 @@ LEAKY_RELU = activation_twin(lambda Z, *, alpha=0.01: leaky_relu_forward(Z, alph
                              lambda Z, *, alpha=0.01: leaky_relu_grad(Z, alpha))  # fmt: skip
 TANH = activation_twin(tanh_forward, tanh_grad)
 SIGMOID = activation_twin(sigmoid_forward, sigmoid_grad)
+ADD = Twin(add_forward, add_backward)
+CONCAT = Twin(concat_forward, concat_backward)
 SOFTMAX = Twin(softmax, lambda dL_dA, Z: (softmax_backward(dL_dA, Z), ()), softmax_jacobian)
 ADAPTIVE_AVGPOOL = Twin(lambda A, *, output_size=1: adaptive_avgpool(A, output_size),
                         lambda dL_dP, A, *, output_size=1: (adaptive_avgpool(A, output_size, dL_dP), ()))  # fmt: skip

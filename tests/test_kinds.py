@@ -35,8 +35,8 @@ from tests.kinds import (
     kind_options,
     make,
     naive_pass,
-    options,
     torch_pass,
+    written,
 )
 
 ORACLE = {"rtol": 1e-12, "atol": 1e-12}
@@ -134,7 +134,7 @@ def test_the_layer_takes_the_options_its_variant_gives(case):
     """The twins run with the options the parsed layer holds: each of the variant's must
     be there, or an option the parser dropped would go unseen by every oracle."""
     (position,) = [i for i, layer in enumerate(case.variant.layers or case.row.layers) if layer == SELF]
-    taken = options(problem_of(case).network.layers[position])
+    taken = written(problem_of(case).network.layers[position])
     for option, value in case.variant.options.items():
         if value == BATCH:  # drawn by make for the batch: the layer holds it as drawn
             assert taken[option] is not None, option

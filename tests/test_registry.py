@@ -15,27 +15,34 @@ from cnntrace.layers.base import Layer
 from cnntrace.losses import LOSSES
 from cnntrace.problem import all_conventions, parse_layer
 from cnntrace.schema import INPUT_SCHEMA, LAYER_SCHEMA
+from tests.kinds import WRITTEN
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnntrace"
 
 
 def fields(kind) -> list[str]:
-    """A kind's options as its dataclass declares them."""
-    return [f.name for f in dataclasses.fields(kind) if f.name != "place" and not f.name.startswith("_")]
+    """A kind's options as its dataclass declares them, named as the file writes them."""
+    return [WRITTEN.get(f.name, f.name) for f in dataclasses.fields(kind) if f.name != "place" and not f.name.startswith("_")]
+
+
+def required(kind) -> dict:
+    """The options a file must give the kind, each with the first example its schema gives."""
+    return {name: kind.OPTIONS[name].schema["examples"][0] for name in kind.REQUIRED}
 
 
 @pytest.mark.parametrize("kind", KINDS.values(), ids=list(KINDS))
 def test_every_option_a_kind_has_is_parsed_and_in_the_schema(kind):
     assert list(kind.OPTIONS) == fields(kind), "OPTIONS and the kind's fields disagree"
     (schema,) = (entry for entry in LAYER_SCHEMA["oneOf"] if entry.get("properties", {}).get("type") == {"const": kind.type})
-    assert set(schema["properties"]) == {"type", *kind.OPTIONS}
+    assert set(schema["properties"]) == {"type", "input", *kind.OPTIONS}  # any layer may read an earlier matrix
+    assert schema["required"] == ["type", *kind.REQUIRED]
     assert schema["description"] == kind.DESCRIPTION
 
 
 @pytest.mark.parametrize("kind", KINDS.values(), ids=list(KINDS))
 def test_every_kind_is_a_layer_with_its_records(kind):
     assert issubclass(kind, Layer) and KINDS[kind.type] is kind
-    assert kind.letter in "ZAPDF" and kind.DESCRIPTION
+    assert kind.letter in "ZAPDFSC" and kind.DESCRIPTION
     for switch, convention in kind.CONVENTIONS.items():
         assert convention.option in kind.OPTIONS, switch
         assert convention.choices[0] == getattr(kind(), convention.option)
@@ -51,15 +58,17 @@ def test_the_schema_lists_every_kind_and_every_convention_once():
 
 @pytest.mark.parametrize("kind", KINDS.values(), ids=list(KINDS))
 def test_a_kind_written_with_its_defaults_reads_back_as_itself(kind):
-    layer = kind()
+    layer = parse_layer({"type": kind.type, **required(kind)}, "layers[0]")
     assert parse_layer(layer.options(), "layers[0]") == layer
-    assert parse_layer(kind.type, "layers[0]") == layer
+    if not kind.REQUIRED:
+        assert layer == kind()
+        assert parse_layer(kind.type, "layers[0]") == layer
 
 
 def test_the_schema_accepts_every_kind_with_each_default_the_parser_accepts():
     jsonschema = pytest.importorskip("jsonschema")
     for kind in KINDS.values():
-        described = {"type": kind.type}
+        described = {"type": kind.type, **required(kind)}
         for name, option in kind.OPTIONS.items():
             if "default" in option.schema:
                 described[name] = option.schema["default"]

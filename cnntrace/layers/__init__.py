@@ -13,6 +13,7 @@ from cnntrace.layers.dense import Dense
 from cnntrace.layers.dropout import Dropout
 from cnntrace.layers.flatten import Flatten
 from cnntrace.layers.global_pool import GlobalAvgPool
+from cnntrace.layers.merge import Add, Concat
 from cnntrace.layers.norm import BatchNorm
 from cnntrace.layers.pool import AvgPool, MaxPool
 from cnntrace.layers.smooth import ELU, GELU, SiLU, Softplus
@@ -22,7 +23,7 @@ KINDS: dict[str, type[Layer]] = {
     kind.type: kind for kind in (
         Conv, ConvTranspose, Dense, Flatten, MaxPool, AvgPool, GlobalAvgPool, AdaptiveAvgPool,
         ReLU, LeakyReLU, Tanh, Sigmoid, Softmax, ELU, GELU, SiLU, Softplus, LogSoftmax,
-        BatchNorm, Dropout,
+        BatchNorm, Dropout, Add, Concat,
     )
 }
 

@@ -22,10 +22,16 @@ Each kind (one module of this package) has the same small interface (see ``Layer
   as given; ``running``, the statistics it keeps besides its weights (``start_running``,
   ``update_running``); ``for_batch``, its check of (or draw for) the batch; ``draws`` and
   ``for_step``, its random draws in training; ``evaluating``, the layer as a trained
-  network evaluates.
+  network evaluates;
+- where a kind reads more than its input (an add, a concat: ``merge``): ``reads``, the
+  earlier matrices it reads besides, which the network hands its ``forward`` as ``others``
+  and to which its ``backward`` sends gradients under their names (dL/dX beside dL/dA4);
+  ``infer_from``, its layout from all of theirs.
 
 A layer sits at a ``Place`` in a network: the number of its weighted layer and the names of
 what it reads and writes (X → Z1, Z1 → A1 …), which is all it needs to name its stages.
+Its input is the previous layer's output unless the file names another (``"input": "X"``);
+where a matrix feeds several layers, the network sums their gradients (see network.py).
 Explanations and marks read the pass through a ``View`` (the trace on the general shapes).
 """
 
@@ -469,6 +475,8 @@ class Layer:
     activation: ClassVar[bool] = False
     pooling: ClassVar[bool] = False
     dropout: ClassVar[bool] = False
+    #: An add or a concat: it merges its input with the earlier matrices it ``reads``.
+    merge: ClassVar[bool] = False
     #: Only as the network's last layer (a softmax).
     last_only: ClassVar[bool] = False
     #: What the input must be ("map", "vector"), where the kind fixes it; the first such
@@ -489,6 +497,8 @@ class Layer:
 
     #: {option: Option} as an input file writes the kind
     OPTIONS: ClassVar[dict[str, Option]] = {}
+    #: The options a file must give (a merge's ``from``); the others have defaults.
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
     #: {switch of the ``conventions`` key: Convention} this kind honours
     CONVENTIONS: ClassVar[dict[str, Convention]] = {}
 
@@ -506,6 +516,13 @@ class Layer:
     @property
     def output(self) -> str:
         return self.place.output
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The earlier matrices it reads besides its input (an add's, a concat's ``from``):
+        ``forward`` gets them as ``others``, in this order, and ``backward`` gives each its
+        gradient under its name (dL_dX), before dL/d(input)."""
+        return ()
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -534,6 +551,11 @@ class Layer:
         """Check the weights ``given`` (as the file wrote them) against the layout this layer
         receives; return the layout it makes and its weights on the general shapes."""
         return layout, {}
+
+    def infer_from(self, layouts: dict, given: dict[str, np.ndarray]) -> tuple[Layout, dict]:
+        """``infer`` from the layouts of every matrix made so far, by name: that of its input
+        for most kinds; a merge checks those it ``reads`` against it."""
+        return self.infer(layouts[self.input], given)
 
     def weight_leading(self, name: str, given: np.ndarray) -> tuple[str, ...]:
         """The leading axes of weight ``name`` as the file gave it (a conv's filters)."""
@@ -633,10 +655,11 @@ class Layer:
         σ² and x̂, a dropout's mask), by name."""
         return {}
 
-    def forward_from(self, x, weights: dict, given: dict):
+    def forward_from(self, x, weights: dict, given: dict, **operands):
         """``forward`` with any of its ``shown`` stages taken from ``given`` and what follows
-        from them inside the layer recomputed (verify resumes a pass from a learner's σ²)."""
-        return self.forward(x, weights, True)
+        from them inside the layer recomputed (verify resumes a pass from a learner's σ²);
+        ``operands``: a merge's ``others``."""
+        return self.forward(x, weights, True, **operands)
 
     def backward_from(self, d_out, cache, weights: dict, given: dict, *, need_input: bool) -> dict:
         """``backward`` with any of its stages taken from ``given``, and what follows from

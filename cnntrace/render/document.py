@@ -2,6 +2,7 @@
 the table, Markdown, LaTeX and HTML views and the worksheets format.
 
     Heading   Input                 the problem in one line
+    Diagram   X → Z1 → … → L        a network that is not a straight list: its graph
     Given     X                     6×6
     Heading   Forward pass
     Entry     A1 = ReLU(Z1)         its matrix with its marks, notes, legend
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnntrace.derivation import Derivation, Factor, derivation
+from cnntrace.naming import grad
 from cnntrace.render import View, selected
 from cnntrace.render.format import number, shape
 
@@ -104,10 +106,37 @@ class Entry(NamedTuple):
     extra: Extra | None = None
 
 
+class Node(NamedTuple):
+    """A matrix of the network's graph: X, what a layer makes, L."""
+
+    name: str  # Z1; its stage's JSON name ("" for X, which is no stage)
+    kind: str  # what makes it: "conv", "add"; "input" for X, the loss for L
+    stage: str  # the stage it links to ("" for none)
+    merge: bool = False  # made by an add or a concat
+
+
+class Sum(NamedTuple):
+    """The backward sum at a fork: a matrix that feeds several layers."""
+
+    name: str  # A2
+    stage: str  # dL_dA2, the sum's stage
+    symbol: str  # dL/dA2
+    paths: tuple[str, ...]  # the layers' outputs it feeds: Z3, S4
+
+
+class Diagram(NamedTuple):
+    """A network that is not a straight list as a graph: its matrices in the order they are
+    made, the forward arrows, and the sums of the backward pass at the forks."""
+
+    nodes: tuple[Node, ...]
+    edges: tuple[tuple[str, str], ...]  # (from, to), by name
+    sums: tuple[Sum, ...]
+
+
 class Document(NamedTuple):
     """The blocks of one trace, in the order they are shown."""
 
-    blocks: tuple[Heading | Given | Entry, ...]
+    blocks: tuple[Heading | Diagram | Given | Entry, ...]
     lr: float  # the learning rate of the update, for a title that typesets it
 
 
@@ -118,9 +147,11 @@ def document(trace, view: View = View(), *, givens: bool | None = None, marks: b
     problem = trace.problem
     if givens is None:
         givens = view.only is None
-    blocks: list[Heading | Given | Entry] = []
+    blocks: list[Heading | Diagram | Given | Entry] = []
     if givens:
         blocks.append(Heading("input", TITLES["input"], problem.summary()))
+        if not problem.network.straight:
+            blocks.append(diagram(trace))
         blocks += [Given(name, Matrix(values, input_axes(problem, name))) for name, values in problem.inputs.items()]
     annotations = trace.annotations if marks else {}
     for section, matrices in selected(trace, view).items():
@@ -128,6 +159,18 @@ def document(trace, view: View = View(), *, givens: bool | None = None, marks: b
         for name, values in matrices.items():
             blocks.append(_entry(trace, name, values, annotations.get(name), view.brief))
     return Document(tuple(blocks), problem.lr)
+
+
+def diagram(trace) -> Diagram:
+    """The graph of the trace's network (see Diagram)."""
+    network = trace.problem.network
+    nodes = [Node("X", "input", ""), *(Node(layer.output, layer.type, layer.output, layer.merge) for layer in network.layers)]
+    if "L" in trace:
+        nodes.append(Node("L", network.loss.type, "L"))
+    edges = tuple(edge for edge in network.edges if edge[1] != "L" or "L" in trace)
+    sums = tuple(Sum(fork.name, trace.stage(grad(fork.name)).name, trace.stage(grad(fork.name)).symbol,
+                     fork.consumers) for fork in network.forks.values())  # fmt: skip
+    return Diagram(tuple(nodes), edges, sums)
 
 
 def _entry(trace, name: str, values: np.ndarray, annotation, brief: bool) -> Entry:

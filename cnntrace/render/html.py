@@ -26,6 +26,7 @@ from cnntrace.errors import one_line
 from cnntrace.explain import explain_entry
 from cnntrace.render import View
 from cnntrace.render.document import (
+    Diagram,
     Entry,
     Given,
     Heading,
@@ -221,8 +222,12 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     shown: list[Entry] = []
     step = number_from
     stages_open = False  # each heading's <div class="stages"> closes at the next one
-    for block in document(trace, view).blocks:
+    blocks = document(trace, view).blocks
+    steps = {block.name: number_from + i for i, block in enumerate(b for b in blocks if isinstance(b, Entry))}
+    for block in blocks:
         match block:
+            case Diagram():
+                parts.append(_diagram(block, steps))
             case Heading(title=title, summary=summary):
                 if stages_open:
                     parts.append("</div>")
@@ -256,6 +261,79 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
     parts.append(f'<script type="application/json" class="explanations">{_json(explanations)}</script>')
     parts.append("</section>")
     return "".join(parts), step
+
+
+#: The diagram's look, inside its SVG: a page without a diagram stays as it was.
+GRAPH_CSS = """
+.node { fill: #eef4fa; stroke: #0f5d8c; }
+.node.merge { fill: #fff4e0; stroke: #b45309; }
+.name { text-anchor: middle; font-weight: 700; fill: #0f5d8c; }
+.kind { text-anchor: middle; font-size: 11px; fill: #555; }
+.edge { stroke: #555; stroke-width: 1.4; fill: none; }
+.skip { stroke: #b45309; }
+.sum { text-anchor: middle; font-size: 11px; fill: #7c2d12; }
+a:hover .node { stroke-width: 3; }
+"""
+#: The figure around it.
+GRAPH_STYLE = ("overflow-x: auto; background: #fff; border: 1px solid #d6d6de; border-radius: .4em; "
+               "padding: .4em; margin: .4em 0")
+
+#: The diagram's measures, in SVG units: a node's box, the space between nodes, an arc's rise.
+NODE_W, NODE_H, NODE_GAP, ARC = 76, 40, 26, 18
+
+
+def _lift(span: int) -> int:
+    """How far above the nodes an arrow over ``span`` − 1 of them arcs: higher for longer
+    skips, so that nested ones do not overlap, to three steps at most."""
+    return ARC * min(1 + span // 2, 3)
+
+
+def _diagram(graph: Diagram, steps: dict[str, int]) -> str:
+    """The network's graph as an SVG figure: its matrices left to right in the order they
+    are made (each a link to its stage), an arrow from each matrix to each layer that reads
+    it (a skip arcs over the nodes between), and under each fork the sum of its gradient's
+    paths (a link to the sum's stage)."""
+    position = {node.name: i for i, node in enumerate(graph.nodes)}
+    skips = [(a, b) for a, b in graph.edges if position[b] - position[a] > 1]
+    top = 10 + max((_lift(position[b] - position[a]) for a, b in skips), default=0)
+    width = len(graph.nodes) * (NODE_W + NODE_GAP)
+    height = top + NODE_H + (46 if graph.sums else 12)
+
+    def left(name):
+        return 10 + position[name] * (NODE_W + NODE_GAP)
+
+    def link(stage: str, body: str) -> str:
+        return f'<a href="#stage-{steps[stage]}">{body}</a>' if stage in steps else body
+
+    parts = [f'<figure class="graph" style="{GRAPH_STYLE}"><svg role="img" aria-label="the network as a graph" '
+             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" '
+             f'style="font: 13px system-ui, sans-serif"><style>{GRAPH_CSS}</style><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>']  # fmt: skip
+    middle = top + NODE_H / 2
+    for a, b in graph.edges:
+        if position[b] - position[a] == 1:
+            parts.append(f'<line class="edge" x1="{left(a) + NODE_W}" y1="{middle}" x2="{left(b)}" y2="{middle}" '
+                         'marker-end="url(#arrow)"/>')
+        else:  # over the nodes between: the higher, the longer the skip
+            x1, x2 = left(a) + NODE_W / 2, left(b) + NODE_W / 2 - 8
+            lift = top - _lift(position[b] - position[a])
+            parts.append(f'<path class="edge skip" d="M{x1},{top} C{x1},{lift} {x2},{lift} {x2},{top}" '
+                         'marker-end="url(#arrow)"/>')
+    for node in graph.nodes:
+        x = left(node.name)
+        box = (f'<rect class="node{" merge" * node.merge}" x="{x}" y="{top}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
+               f'<text x="{x + NODE_W / 2}" y="{top + 17}" class="name">{html.escape(node.name)}</text>'
+               f'<text x="{x + NODE_W / 2}" y="{top + 32}" class="kind">{html.escape(node.kind)}</text>')
+        parts.append(link(node.stage, box))
+    for fork in graph.sums:
+        x = left(fork.name) + NODE_W / 2
+        paths = " + ".join(f"via {path}" for path in fork.paths)
+        parts.append(link(fork.stage, f'<text x="{x}" y="{top + NODE_H + 18}" class="sum">{html.escape(fork.symbol)} ='
+                                       f'</text><text x="{x}" y="{top + NODE_H + 34}" class="sum">'
+                                       f'{html.escape(paths)}</text>'))
+    parts.append("</svg><figcaption>The network: each matrix links to its stage; under a matrix that feeds "
+                 "several layers, its gradient: the sum of what each path sends back.</figcaption></figure>")
+    return "".join(parts)
 
 
 def _stage(entry: Entry, step: int, precision: int, full: bool, cells: _Cells) -> str:

@@ -18,7 +18,15 @@ import numpy as np
 
 from cnntrace.errors import one_line
 from cnntrace.render import View
-from cnntrace.render.document import Entry, Given, Heading, document, legend_text, mark_text
+from cnntrace.render.document import (
+    Diagram,
+    Entry,
+    Given,
+    Heading,
+    document,
+    legend_text,
+    mark_text,
+)
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -97,6 +105,18 @@ def derivation_lines(d, precision: int) -> list[str]:
     return lines + [f"with {', '.join(factors)}{note}.", ""]
 
 
+def mermaid(graph: Diagram) -> list[str]:
+    """The network's graph as a Mermaid flowchart (GitHub and most Markdown viewers draw
+    it): the forward arrows, and at each fork a note of its gradient's sum."""
+    lines = ["```mermaid", "flowchart LR"]
+    lines += [f'  {node.name}["{node.name}: {node.kind}"]' for node in graph.nodes]
+    lines += [f"  {source} --> {target}" for source, target in graph.edges]
+    for fork in graph.sums:
+        paths = " + ".join(f"{fork.symbol} via {path}" for path in fork.paths)
+        lines += [f'  sum_{fork.name}{{{{"{fork.symbol} = {paths}"}}}}', f"  sum_{fork.name} -.-> {fork.name}"]
+    return [*lines, "```", ""]
+
+
 def code(text: str) -> str:
     """Any text (a file name, say) as a CommonMark code span, where nothing is markup: fenced
     by one backtick more than its longest run of them, a space inside the fence when it
@@ -120,6 +140,8 @@ def render(trace, view: View = View()) -> str:
         match block:
             case Heading(title=title, summary=summary):
                 out += [f"### {title}", ""] + ([summary, ""] if summary else [])
+            case Diagram():
+                out += mermaid(block)
             case Given(name=name, matrix=matrix):
                 out += _block(name, None, matrix, view.precision, [], view.full)
             case Entry():
