@@ -464,7 +464,7 @@ class Softmax(Activation):
 
     def infer(self, layout, given):
         if layout.form != "vector":
-            raise InputError("softmax works over a vector of units: it comes after a dense layer",
+            raise InputError(f"{self.type} works over a vector of units: it comes after a dense layer",
                              key=self.place.key())  # fmt: skip
         return Layout(layout.shape, True), {}
 
@@ -478,8 +478,12 @@ class Softmax(Activation):
         z, a = cache
         out = {self.local: self.derivative(z, a)} if tracing else {}
         if need_input:  # Jacobianᵀ·dL/dA without making the Jacobian
-            out[self.input_gradient] = ops.softmax_backward(d_out, a)
+            out[self.input_gradient] = self.send_back(d_out, a)
         return out
+
+    def send_back(self, d_out, a):
+        """Jacobianᵀ·dL/dA, from the output, without making the Jacobian."""
+        return ops.softmax_backward(d_out, a)
 
     def through(self, d_out, local):
         return np.einsum("mji,mj->mi", local, d_out)
@@ -561,24 +565,14 @@ class LogSoftmax(Softmax):
     DESCRIPTION: ClassVar[str] = "Z − log Σexp(Z) over the units, the log-probabilities; only as the last layer, with nll."
     pairs_with: ClassVar[str] = "nll"
 
-    def infer(self, layout, given):
-        if layout.form != "vector":
-            raise InputError("log_softmax works over a vector of units: it comes after a dense layer",
-                             key=self.place.key())  # fmt: skip
-        return Layout(layout.shape, True), {}
-
     def value(self, z):
         return ops.log_softmax(z)
 
     def derivative(self, z, a):
         return ops.log_softmax_jacobian(a)
 
-    def backward(self, d_out, cache, weights, *, need_input, tracing):
-        z, a = cache
-        out = {self.local: self.derivative(z, a)} if tracing else {}
-        if need_input:  # Jacobianᵀ·dL/dA without making the Jacobian
-            out[self.input_gradient] = ops.log_softmax_backward(d_out, a)
-        return out
+    def send_back(self, d_out, a):
+        return ops.log_softmax_backward(d_out, a)
 
     def mistakes(self, values, weights):
         z, a = self.input, self.output
