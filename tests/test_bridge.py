@@ -63,10 +63,18 @@ def repro(trace, tmp_path: Path, name: str = "repro.py") -> Path:
 # -- export --to torch -------------------------------------------------------------------------
 
 
+#: Samples whose network the script does not write yet, and what the refusal names.
+REFUSED_SAMPLES = {"resnet-block.json": "add (Z4 + X) has no PyTorch form"}
+
+
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.name)
 def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torch, sample, tmp_path):
     output = tmp_path / "repro.py"
     result = CliRunner().invoke(app, ["export", str(sample), "--to", "torch", "-o", str(output)])
+    if sample.name in REFUSED_SAMPLES:
+        assert result.exit_code == 2 and result.stdout == "" and not output.exists()
+        assert REFUSED_SAMPLES[sample.name] in result.stderr
+        return
     assert result.exit_code == 0, result.output
     status, out = run_script(output)
     trace = run(load_problem(sample))
@@ -107,7 +115,7 @@ NO_TORCH_FORM = {
     "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
     "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",
     "loss-bce-sum": "loss", "loss-cross_entropy-sum": "loss", "loss-mse-sum": "loss", "loss-mse-half": "loss",
-    "loss-nll": "loss",
+    "loss-nll": "no PyTorch form",
 }  # fmt: skip
 
 
