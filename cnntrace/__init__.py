@@ -29,5 +29,8 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        if _LAZY[name] in ("cnntrace.api", "cnntrace.tracer"):
+            importlib.import_module("cnntrace.notebook")  # how a trace shows itself in a notebook
+        return value
     raise AttributeError(f"module 'cnntrace' has no attribute {name!r}")

@@ -17,6 +17,9 @@ from cnntrace.problem import Problem
 from cnntrace.terms import Factor, constant
 from cnntrace.text import symbol
 
+#: How a notebook shows a trace, by format: filled by cnntrace.notebook (loaded with the API).
+DISPLAY: dict = {}
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -44,27 +47,16 @@ class Trace:
         counts = ", ".join(f"{len(values)} {section}" for section, values in self.sections().items())
         return f"<Trace: {problem.summary()}; {images}{loss}; matrices: {counts}>"
 
-    # What a notebook shows. The display protocol asks the object itself, so these two reach
-    # up to the renderers, imported only when a notebook shows a trace.
+    # What a notebook shows. The display protocol asks the object itself; the views come from
+    # above the renderers (cnntrace.notebook fills DISPLAY), so this module imports none.
 
-    def _repr_html_(self) -> str:
-        """The interactive page, compact (matrices without their derivations), in an iframe
-        so that its style and script stay its own."""
-        import html
+    def _repr_html_(self) -> str | None:
+        """The interactive page, compact, in an iframe (None where no view is registered)."""
+        return DISPLAY["html"](self) if "html" in DISPLAY else None
 
-        from cnntrace.render import View
-        from cnntrace.render.html import render
-
-        page = render(self, View(brief=True))
-        return (f'<iframe srcdoc="{html.escape(page, quote=True)}" title="cnntrace trace" '
-                'style="width: 100%; height: 32em; border: 1px solid #ccc"></iframe>')  # fmt: skip
-
-    def _repr_markdown_(self) -> str:
+    def _repr_markdown_(self) -> str | None:
         """The Markdown view, matrices without their derivations."""
-        from cnntrace.render import View
-        from cnntrace.render.markdown import render
-
-        return render(self, View(brief=True))
+        return DISPLAY["markdown"](self) if "markdown" in DISPLAY else None
 
     def __contains__(self, name: str) -> bool:
         return name in self.problem.stage
