@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnntrace.errors import CnntraceError, InputError
+from cnntrace.explain import parse_term
+from cnntrace.io import load_problem, read_answers, read_json
 from cnntrace.text import symbol
+from cnntrace.tracer import run
+from cnntrace.verify import amplification, verify
 
 #: Each matrix's status in the gradebook.
 RIGHT, ROUNDED, WRONG, CARRIED, UNANSWERED, NOT_JUDGED, MISSING = (
@@ -105,7 +109,6 @@ def read_marks(path: Path) -> dict[str, float]:
     """{matrix: weight} from a JSON object; InputError naming the file and the key."""
     import math
 
-    from cnntrace.io import read_json
 
     data = read_json(path)
     marks = {}
@@ -131,9 +134,6 @@ def _status(verdict) -> str:
 def grade(submissions: list[Submission], tolerance_of, marks: dict[str, float] | None = None) -> list[Row]:
     """A row for every submission, in order. ``tolerance_of(answers)`` gives the Tolerance
     for one learner's answers (their decimals); ``marks`` the weight of each matrix."""
-    from cnntrace.io import load_problem, read_answers
-    from cnntrace.tracer import run
-    from cnntrace.verify import amplification, verify
 
     traces: dict[Path, object] = {}
     amplified: dict[Path, dict] = {}
@@ -172,7 +172,6 @@ def grade(submissions: list[Submission], tolerance_of, marks: dict[str, float] |
 def _score(row: Row, weight: dict[str, float]) -> None:
     """Fill the row's status, score and diagnoses from its verdicts. A matrix answered entry
     by entry ("Z1[0,1]") is right when every entry answered is right."""
-    from cnntrace.explain import parse_term
 
     per_matrix: dict[str, list] = {}
     for v in row.verdicts:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cnntrace.errors import ArgumentError, InputError, OutputError, shown
 from cnntrace.naming import RUNNING, WEIGHT
+from cnntrace.text import number_text
 
 REQUIRED_KEYS = ("X", "Y", "W1", "B1", "W2", "B2")
 OPTIONAL_KEYS = ("stride", "padding", "pool", "pool_stride", "lr")
@@ -416,7 +417,6 @@ def _check_header(archive, key: str) -> None:
 
     import numpy as np
 
-    from cnntrace.text import number_text
 
     name = key + ".npy" if key + ".npy" in archive.zip.namelist() else key
     info = archive.zip.getinfo(name)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnntrace.errors import CnntraceError, InputError
+from cnntrace.explain import explain_entry
 from cnntrace.limits import binary
 from cnntrace.render import View, latex, markdown
 from cnntrace.render.document import Entry, Given, document, mark_text
@@ -100,7 +101,6 @@ def content(trace, sheet: Sheet) -> Content:
     """The givens and the questions of a sheet (``sheet.only``'s, if given); a sheet too
     large refused first (see check_size)."""
     check_size(trace, sheet)
-    from cnntrace.explain import explain_entry
 
     blocks = document(trace, View(only=sheet.only, brief=not sheet.key), givens=True, marks=sheet.key).blocks
     questions = list(enumerate((block for block in blocks if isinstance(block, Entry)), 1))
