@@ -298,6 +298,16 @@ def test_a_given_mask_is_the_traces_mask():
     np.testing.assert_allclose(t2["D2"], np.asarray(t2["A2"]) * mask / 0.75)
 
 
+def test_dropped_units_are_counted_on_the_output_and_marked_on_the_gradient():
+    t = trace_input(network(M=2))
+    notes = t.annotations
+    dropped = np.asarray(t["mask2"]) == 0
+    assert f"{int(dropped.sum())} of {dropped.size} units dropped (mask2 = 0)" in notes["D2"].before[0]
+    np.testing.assert_array_equal(notes["dL_dA2"].marks, dropped.astype(int))
+    assert "no gradient flows back" in notes["dL_dA2"].legend
+    assert np.all(np.asarray(t["dL_dA2"])[dropped] == 0)
+
+
 # -- the command line ------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from cnntrace import checks, ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
+    Annotation,
     Explained,
     Imported,
     Layer,
@@ -209,6 +210,20 @@ class Dropout(Layer):
                             f"a dropped unit sends nothing back; a kept one its gradient times {scale}")),
         ]  # fmt: skip
         return forward, backward
+
+    def annotate(self, t):
+        if not self.dropping:
+            return {}
+        x, d = self.input, self.output
+        dropped = (t.value(self.name_mask) == 0).astype(int)
+        n, total = int(dropped.sum()), dropped.size
+        if not n:
+            return {}
+        return {
+            d: Annotation(before=(f"{n} of {total} units dropped ({self.name_mask} = 0): {d} is 0 there, "
+                                  f"a kept one is {x} times 1/(1 − p) = {1 / (1 - self.p):g}",)),  # fmt: skip
+            grad(x): Annotation(dropped, f"dropped: no gradient flows back through this unit to {x}"),
+        }
 
     def explain(self, t, name, index):
         x, d = self.input, self.output
