@@ -415,31 +415,34 @@ def global_avgpool_backward(dL_dP, A_shape):
     return dL_dA
 
 
-def flatten_forward(P):
+def _read_order(P_shape, channels_last=False):
+    """(m, position, c, r, s): flatten's reading of each image, channel by channel and row by
+    row (or, channels last, row by row with each cell's channels in turn)."""
+    M, C, Hp, Wp = P_shape
+    for m in range(M):
+        position = 0
+        for first in range(Hp if channels_last else C):
+            for second in range(Wp if channels_last else Hp):
+                for third in range(C if channels_last else Wp):
+                    c, r, s = (third, first, second) if channels_last else (first, second, third)
+                    yield m, position, c, r, s
+                    position += 1
+
+
+def flatten_forward(P, channels_last=False):
     """F[m] lists P[m] channel by channel, each channel row by row, each row left to right."""
     M, C, Hp, Wp = P.shape
     F = np.zeros((M, C * Hp * Wp))
-    for m in range(M):
-        position = 0
-        for c in range(C):
-            for r in range(Hp):
-                for s in range(Wp):
-                    F[m, position] = P[m, c, r, s]
-                    position += 1
+    for m, position, c, r, s in _read_order(P.shape, channels_last):
+        F[m, position] = P[m, c, r, s]
     return F
 
 
-def flatten_backward(dL_dF, P_shape):
+def flatten_backward(dL_dF, P_shape, channels_last=False):
     """dL/dP: each entry of dL/dF goes back to the P cell it was read from."""
-    M, C, Hp, Wp = P_shape
     dL_dP = np.zeros(P_shape)
-    for m in range(M):
-        position = 0
-        for c in range(C):
-            for r in range(Hp):
-                for s in range(Wp):
-                    dL_dP[m, c, r, s] = dL_dF[m, position]
-                    position += 1
+    for m, position, c, r, s in _read_order(P_shape, channels_last):
+        dL_dP[m, c, r, s] = dL_dF[m, position]
     return dL_dP
 
 
@@ -661,35 +664,6 @@ def maxpool_backward_ties(dL_dP, A, size=2, stride=2, padding=0, ties="first"):
 def relu_grad_at_zero_one(Z):
     """dA/dZ with ReLU′(0) taken as 1: 1 where Z >= 0, else 0."""
     return elementwise(Z, lambda z: 1.0 if z >= 0 else 0.0)
-
-
-def flatten_channels_last(P):
-    """F[m] lists P[m] row by row, each row left to right, each cell's channels in turn
-    (as NHWC code flattens)."""
-    M, C, Hp, Wp = P.shape
-    F = np.zeros((M, C * Hp * Wp))
-    for m in range(M):
-        position = 0
-        for r in range(Hp):
-            for s in range(Wp):
-                for c in range(C):
-                    F[m, position] = P[m, c, r, s]
-                    position += 1
-    return F
-
-
-def flatten_channels_last_backward(dL_dF, P_shape):
-    """dL/dP: each entry of dL/dF back to the cell flatten_channels_last read it from."""
-    M, C, Hp, Wp = P_shape
-    dL_dP = np.zeros(P_shape)
-    for m in range(M):
-        position = 0
-        for r in range(Hp):
-            for s in range(Wp):
-                for c in range(C):
-                    dL_dP[m, c, r, s] = dL_dF[m, position]
-                    position += 1
-    return dL_dP
 
 
 def softmax_jacobian(Z):
@@ -998,16 +972,12 @@ def dense_layer_backward(dL_dZ, F, W, B):
     return dL_dF, (dL_dW, dL_dB)
 
 
-_FLATTEN = {"chw": (flatten_forward, flatten_backward),
-            "hwc": (flatten_channels_last, flatten_channels_last_backward)}  # fmt: skip
-
-
 def flatten_layer(P, *, order="chw"):
-    return _FLATTEN[order][0](P)
+    return flatten_forward(P, channels_last=order == "hwc")
 
 
 def flatten_layer_backward(dL_dF, P, *, order="chw"):
-    return _FLATTEN[order][1](dL_dF, P.shape), ()
+    return flatten_backward(dL_dF, P.shape, channels_last=order == "hwc"), ()
 
 
 def maxpool_layer(A, *, size=(2, 2), stride=(2, 2), padding=(0, 0), ceil_mode=False, dilation=(1, 1), ties="first"):
