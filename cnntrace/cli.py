@@ -387,7 +387,7 @@ def _table_text(renderable) -> str:
     if not terminal:
         console = Console(file=sys.stdout, width=_full_width(renderable))
     with console.capture() as capture:
-        console.print(renderable)
+        console.print(renderable, crop=terminal)  # into a pipe nothing is wider than the width: no need to measure
     text = capture.get()
     return text if terminal else "\n".join(line.rstrip() for line in text.split("\n"))
 

@@ -120,11 +120,25 @@ class MatrixBlocks:
         return Measurement(min(narrowest, full), max(full, len(self.title or ""))).clamp(max_width=options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
+        if not console.color_system:
+            for line in self.plain(options.max_width):
+                yield Segment(line)
+                yield Segment.line()
+            return
+        for columns, title in self._blocks(options.max_width):
+            yield from self._lines(columns, title)
+
+    def plain(self, width: int) -> list[str]:
+        """The lines of the table at ``width`` as plain text, for a console without colours
+        (a pipe): the same text as the styled lines, without rich measuring each cell."""
+        return [line for columns, title in self._blocks(width) for line in self._plain_lines(columns, title)]
+
+    def _blocks(self, width: int):
+        """(columns, title) of each block of columns that fits in ``width``: one block when
+        the whole table fits."""
         n = len(self.widths)
-        lines = self._lines if console.color_system else self._plain_lines
         if self._block_width(range(n)) <= width:
-            yield from lines(range(n), self.title)
+            yield range(n), self.title
             return
         start = 0
         while start < n:
@@ -133,7 +147,7 @@ class MatrixBlocks:
                 end += 1
             first, last = (self.header[j] for j in (start, end - 1))
             label = f"columns {first}–{last}" if end - start > 1 else f"column {first}"
-            yield from lines(range(start, end), f"{self.title}, {label}" if self.title else label)
+            yield range(start, end), f"{self.title}, {label}" if self.title else label
             start = end
 
     def _lines(self, columns: range, title: str | None):
@@ -154,13 +168,8 @@ class MatrixBlocks:
                 cells.append([(" " * (self.widths[j] - len(self.texts[i][j])), None), *pieces])
             yield from self._row(lead, cells)
 
-    def _plain_lines(self, columns: range, title: str | None):
-        """The lines of _lines as one unstyled segment each, for a console without colours
-        (a pipe): the same text, a hundredth of the segments for rich to measure."""
-        line = Segment.line()
-        if title:
-            yield Segment(title)
-            yield line
+    def _plain_lines(self, columns: range, title: str | None) -> list[str]:
+        """The lines of _lines as plain text."""
         widths = [self.widths[j] for j in columns]
         lead = self.label_width if self.indexed else None
 
@@ -168,13 +177,11 @@ class MatrixBlocks:
             cells = SEPARATOR.join(text.rjust(width) for text, width in zip(texts, widths))
             return cells if lead is None else label.rjust(lead) + SEPARATOR + cells
 
-        yield Segment(join("", [self.header[j] for j in columns]))
-        yield line
-        yield Segment(RULE * self._block_width(columns))
-        yield line
-        for i, texts in enumerate(self.texts):
-            yield Segment(join(self.labels[i] if self.indexed else "", [texts[j] for j in columns]))
-            yield line
+        lines = [title] if title else []
+        lines += [join("", [self.header[j] for j in columns]), RULE * self._block_width(columns)]
+        lines += [join(self.labels[i] if self.indexed else "", [texts[j] for j in columns])
+                  for i, texts in enumerate(self.texts)]  # fmt: skip
+        return lines
 
     @staticmethod
     def _row(lead, cells):
@@ -204,6 +211,24 @@ class SideBySide(Columns):
             return Measurement(0, 0)
         widest = sum(m.maximum for m in measured) + max(left, right) * (len(measured) - 1)
         return Measurement(max(m.minimum for m in measured), widest).clamp(max_width=options.max_width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """Into a pipe, tables that fit in one row are joined line by line here (as Columns
+        lays them out: each as wide as it measures, top-aligned, ``padding`` apart); rich's
+        grid measures every segment of every cell, seconds for a large network."""
+        _top, right, _bottom, left = Padding.unpack(self.padding)
+        gap = max(left, right)
+        tables = self.renderables
+        widths = [Measurement.get(console, options, table).maximum for table in tables]
+        plain = not console.color_system and all(isinstance(t, MatrixBlocks | Text) for t in tables)
+        if not plain or sum(widths) + gap * (len(tables) - 1) > options.max_width:
+            yield from super().__rich_console__(console, options)
+            return
+        columns = [t.plain(w) if isinstance(t, MatrixBlocks) else t.plain.split("\n") for t, w in zip(tables, widths)]
+        for i in range(max(map(len, columns))):
+            cells = [(column[i] if i < len(column) else "").ljust(w) for column, w in zip(columns, widths)]
+            yield Segment((" " * gap).join(cells))
+            yield Segment.line()
 
 
 def matrix_block(
