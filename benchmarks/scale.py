@@ -2,6 +2,13 @@
 
     python benchmarks/scale.py            # about a minute
     python benchmarks/scale.py --all      # also the whole 20,000-image trace as JSON (minutes)
+    python benchmarks/scale.py --growth   # how each command grows with image size, batch and filters
+
+``--growth`` runs one small network (conv K 3×3 filters with padding 1 → ReLU → 2×2
+max-pool → flatten → dense 10 → softmax, cross-entropy) while one of image side, batch or
+filters K grows and the others stay at 28, 4 and 8, through ``step --format json``, the
+piped table, ``explain`` of one dL/dW1 entry (a sum over every image and position), ``check``
+and one epoch of ``train``, and then the smallest image side the size guard refuses.
 
 Each command runs as the shell runs it (the console script, stdout into a pipe that is read
 and counted), and its wall time and peak resident memory (from the kernel, per process)
@@ -63,11 +70,74 @@ def measure(command: list[str]) -> tuple[float, float, int, int]:
     return float(seconds), int(peak) / 1024, int(written), int(status)
 
 
+def growth_input(directory: Path, side: int, batch: int, filters: int) -> Path:
+    """The growth network at one size, as an .npz (seeded, He-scaled weights)."""
+    rng = np.random.default_rng(0)
+    flat = filters * (side // 2) ** 2
+    path = directory / f"growth-{side}-{batch}-{filters}.npz"
+    layers = [{"type": "conv", "padding": 1}, "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "softmax"]
+    np.savez(
+        path, layers=np.array(json.dumps(layers)), loss=np.array("cross_entropy"), lr=np.array(0.01),
+        X=rng.random((batch, 1, side, side)), Y=rng.integers(0, 10, size=batch).astype(np.float64),
+        W1=rng.normal(0, np.sqrt(2 / 9), (filters, 1, 3, 3)), B1=np.zeros(filters),
+        W2=rng.normal(0, np.sqrt(2 / flat), (flat, 10)), B2=np.zeros(10),
+    )  # fmt: skip
+    return path
+
+
+GROWTH_COMMANDS = {
+    "step --format json": lambda path: ["step", path, "--format", "json"],
+    "step (table, piped)": lambda path: ["step", path],
+    "explain dL_dW1[0,0,1,1]": lambda path: ["explain", path, "dL_dW1[0,0,1,1]"],
+    "check": lambda path: ["check", path],
+    "train --epochs 1": lambda path: ["train", path, "--epochs", "1", "-f", "json"],
+}
+GROWTH = {  # what grows: its values, the other two held at side 28, batch 4, filters 8
+    "side": (28, 56, 112, 224, 448),
+    "batch": (1, 16, 64, 256, 1024),
+    "filters": (2, 8, 32, 128),
+}
+
+
+def growth(cnntrace: str, directory: Path) -> None:
+    print("| grows | value | " + " | ".join(f"{name} s / MiB" for name in GROWTH_COMMANDS) + " |")
+    print("|---|---:|" + "---:|" * len(GROWTH_COMMANDS))
+    for what, values in GROWTH.items():
+        for value in values:
+            size = {"side": 28, "batch": 4, "filters": 8, what: value}
+            path = str(growth_input(directory, **size))
+            cells = []
+            for command in GROWTH_COMMANDS.values():
+                seconds, peak, _written, status = measure([cnntrace, *command(path)])
+                cells.append(f"{seconds:.2f} / {peak:.0f}" + ("" if status == 0 else f" (exit {status})"))
+            print(f"| {what} | {value:,} | " + " | ".join(cells) + " |", flush=True)
+    side = 512
+    while True:  # the smallest side (doubling, then halving the step) that step refuses
+        _seconds, _peak, _written, status = measure([cnntrace, "step", str(growth_input(directory, side, 4, 8)),
+                                                     "--only", "L"])  # fmt: skip
+        if status != 0:
+            break
+        side *= 2
+    low, high = side // 2, side
+    while high - low > 64:
+        middle = (low + high) // 2
+        _seconds, _peak, _written, status = measure([cnntrace, "step", str(growth_input(directory, middle, 4, 8)),
+                                                     "--only", "L"])  # fmt: skip
+        low, high = (low, middle) if status != 0 else (middle, high)
+    print(f"\nThe size guard refuses `step` from a side of about {high} (batch 4, 8 filters; "
+          f"accepted at {low}).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="also trace the whole dataset as JSON")
+    parser.add_argument("--growth", action="store_true", help="how time and memory grow with side, batch, filters")
     args = parser.parse_args()
     cnntrace = shutil.which("cnntrace") or sys.exit("install cnntrace first: pip install -e .")
+    if args.growth:
+        with tempfile.TemporaryDirectory() as tmp:
+            growth(cnntrace, Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp))
         image, dataset = str(inputs["image"]), str(inputs["dataset"])
