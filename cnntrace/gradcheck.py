@@ -52,29 +52,48 @@ class TensorCheck:
         return self.failures == 0
 
 
-def _loss_and_pattern(problem: Problem, X, weights: dict):
+class _Pass:
+    """One pass's outputs and each layer's kinks, kept so that a pass with one weight moved
+    starts from the first layer that reads it: the layers before compute the same."""
+
+    def __init__(self, outputs: dict, kinks: list):
+        self.outputs = outputs  # every layer's output, by name
+        self.kinks = kinks  # each layer's kinks (a ReLU's mask, a max-pool's winners), in order
+
+
+def _loss_and_pattern(problem: Problem, X, weights: dict, start: int = 0, before: _Pass | None = None):
     """L at the inputs X and ``weights`` (general shapes), and the activation pattern that
     produced it: every layer's kinks (a ReLU's mask, a max-pool's winners). Where the
-    gradient is given instead of a loss, L = Σ grad ⊙ output, whose gradient it is.
+    gradient is given instead of a loss, L = Σ grad ⊙ output, whose gradient it is. From
+    layer ``start`` on, the earlier layers' outputs and kinks taken from ``before``; with
+    the pass itself (a _Pass) third.
 
     Raises NumericError naming the first stage that overflows (L is finite wherever the
     stages are).
     """
     network = problem.network
-    outputs, pattern = {}, []
+    layers = network.layers
+    outputs = {layer.output: before.outputs[layer.output] for layer in layers[:start]} if start else {}
+    kinks = list(before.kinks[:start]) if start else []
     with np.errstate(all="ignore"):
         x, cache = X, None
-        for layer in network.layers:  # each reads its input by name (and a merge its others)
+        for layer in layers[start:]:  # each reads its input by name (and a merge its others)
             operands = {"others": tuple(X if name == "X" else outputs[name] for name in layer.reads)} if layer.reads else {}
             x, cache = layer.forward(X if layer.input == "X" else outputs[layer.input], weights, True, **operands)
             outputs[layer.output] = x
-            pattern += layer.kinks(cache)
+            kinks.append(layer.kinks(cache))
         if network.loss.given:
             L = np.sum(problem.general_target * x)
         else:
             L = network.loss.value(x, problem.general_target, cache.z if network.fused else None)
-    check_finite(outputs, problem.stage)
-    return float(L), pattern
+    check_finite({name: outputs[name] for name in outputs if name not in (before.outputs if start else ())},
+                 problem.stage)  # fmt: skip
+    return float(L), [kink for layer_kinks in kinks for kink in layer_kinks], _Pass(outputs, kinks)
+
+
+def _first_reader(problem: Problem, name: str) -> int:
+    """The index of the first layer a change of ``name`` (X or a weight) reaches."""
+    return next((i for i, layer in enumerate(problem.network.layers) if name in layer.params), 0)
 
 
 def _same(pattern, other) -> bool:
@@ -145,7 +164,8 @@ def check(
         positions = np.arange(count)
         if max_entries is not None and count > max_entries:
             positions = np.sort(rng.choice(count, size=max_entries, replace=False))
-        _, pattern = _loss_and_pattern(problem, general["X"], weights)
+        _, pattern, unmoved = _loss_and_pattern(problem, general["X"], weights)
+        start = 0 if name == "X" else _first_reader(problem, name)
         max_abs = max_rel = 0.0
         kinks = failures = 0
         worst = 0
@@ -153,9 +173,9 @@ def check(
             original = flat[position]
             try:
                 flat[position] = original + eps
-                L_plus, pattern_plus = _loss_and_pattern(problem, general["X"], weights)
+                L_plus, pattern_plus, _ = _loss_and_pattern(problem, general["X"], weights, start, unmoved)
                 flat[position] = original - eps
-                L_minus, pattern_minus = _loss_and_pattern(problem, general["X"], weights)
+                L_minus, pattern_minus, _ = _loss_and_pattern(problem, general["X"], weights, start, unmoved)
             except NumericError as error:
                 # The pass is finite, but one of its neighbours p ± eps is not (at float64's edge).
                 index = ",".join(str(i) for i in np.unravel_index(position, given_shape))
