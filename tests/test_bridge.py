@@ -64,7 +64,7 @@ def repro(trace, tmp_path: Path, name: str = "repro.py") -> Path:
 
 
 #: Samples whose network the script does not write yet, and what the refusal names.
-REFUSED_SAMPLES = {"resnet-block.json": "add (Z4 + X) has no PyTorch form"}
+REFUSED_SAMPLES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=lambda p: p.name)
@@ -110,7 +110,7 @@ NO_TORCH_FORM = {
     "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
     "conv_transpose": "no PyTorch form", "adaptive_avgpool": "no PyTorch form",
     "elu": "no PyTorch form", "gelu": "no PyTorch form", "silu": "no PyTorch form",
-    "softplus": "no PyTorch form", "log_softmax": "no PyTorch form", "add": "no PyTorch form", "concat": "no PyTorch form",
+    "softplus": "no PyTorch form", "log_softmax": "no PyTorch form",
     "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
     "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
     "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",

@@ -424,6 +424,20 @@ class OnnxNode(NamedTuple):
     op: str
     attributes: dict
     inputs: tuple
+    #: A merge's operands after the first, as cnntrace names them ("X", "Z4").
+    sources: tuple[str, ...] = ()
+
+
+class TorchCall(NamedTuple):
+    """A function a traced module calls (torch.fx), as a layer kind reads it: its name
+    (``add``, ``cat``, ``relu``), the cnntrace names of the matrices it reads after the
+    first (``sources``), its other positional arguments (``constants``: numbers, a dim) and
+    its keyword arguments (``options``)."""
+
+    function: str
+    sources: tuple[str, ...] = ()
+    constants: tuple = ()
+    options: dict = {}
 
 
 def torch_pair(value) -> tuple[int, int]:
@@ -694,6 +708,16 @@ class Layer:
         """The layer of torch.nn ``module`` (one of TORCH); ``array(tensor)`` gives a float64
         numpy array. Refused for what the kind cannot express."""
         raise Refused(f"{type(module).__name__} is not read")
+
+    #: The functions (by name) a module's code calls for this kind, read from a torch.fx
+    #: trace: ``add`` for ``out + identity``, ``relu`` for ``F.relu``; see ``from_torch_call``.
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_torch_call(cls, call: TorchCall) -> Imported:
+        """The layer of a function call in a traced module's code; Refused for arguments the
+        kind cannot express."""
+        raise Refused(f"{call.function} is not read")
 
     @classmethod
     def from_state(cls, tensors: dict) -> Imported:
