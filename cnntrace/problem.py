@@ -25,7 +25,7 @@ from cnntrace.errors import InputError, shown
 from cnntrace.layers import KINDS, GivenLayout, Layer, Layout, Stage
 from cnntrace.losses import LOSSES, GivenGradient, Loss, default_loss
 from cnntrace.naming import grad
-from cnntrace.network import Network, place
+from cnntrace.network import Network, output_names, place
 from cnntrace.text import number_text, shape_text
 
 __all__ = ["Problem", "parse_layers"]
@@ -110,6 +110,13 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     chosen: Loss = parse_loss(loss, output, logits)
     chosen.check(layers, "loss")
     return Network(layers, chosen)
+
+
+def layer_outputs(descriptions: list) -> list[str]:
+    """The names the layers of ``descriptions`` give their outputs (Z1, A1, S4 …), before the
+    list is whole (a reader naming what a later layer reads); InputError naming ``layers[i]``."""
+    keys = [f"layers[{i}]" for i in range(len(descriptions))]
+    return output_names([parse_layer(d, k) for d, k in zip(descriptions, keys)], keys)
 
 
 def parse_loss(description, output: str, logits: str) -> Loss:

@@ -3,9 +3,10 @@ parses the file; no pickle, no code run) into layers and weights; ``export --to 
 a trace's network as a model with its weights.
 
 Each layer kind reads its own operators (Layer.ONNX, from_onnx) and writes its own nodes
-(onnx_nodes). This module walks the graph: a chain from the input to the output, constants
-resolved, MatMul with the Add after it read as one Gemm, Identity passed over; a node no kind
-reads, or an attribute it cannot express, is one line naming the node.
+(onnx_nodes). This module walks the graph from its input to its output, skip connections
+(Add, Concat) too: constants resolved, MatMul with the Add after it read as one Gemm,
+Identity passed over; a node no kind reads, or an attribute it cannot express, is one line
+naming the node.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cnntrace.bridge import need
 from cnntrace.bridge.torch_in import kind_reading
 from cnntrace.errors import InputError
 from cnntrace.layers.base import Imported, OnnxNode, Refused
+from cnntrace.problem import layer_outputs
 
 #: Operators that pass their input on unchanged.
 PASS_THROUGH = ("Identity",)
@@ -43,7 +45,12 @@ def _input_shape(graph, initializers) -> tuple[str, tuple]:
 
 def read_model(path: str) -> tuple[list[Imported], tuple]:
     """(layers, the input's shape) of the ONNX model at ``path``; InputError naming the node
-    cnntrace cannot express, or the file."""
+    cnntrace cannot express, or the file.
+
+    The nodes run in the graph's order (ONNX keeps them sorted so): each becomes a layer
+    reading the matrix its first input names, under cnntrace's name for it ("X", "Z4"); a
+    layer that does not read the previous layer's output gets ``input``, and a merge (Add,
+    Concat) the other matrices it reads as its ``from``."""
     onnx = need("onnx", "import of an ONNX model")
     from onnx import numpy_helper
 
@@ -53,7 +60,9 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
         raise InputError(f"is not an ONNX model that onnx can read ({type(error).__name__})", file=path) from None
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer}
-    current, shape = _input_shape(graph, constants)
+    first_input, shape = _input_shape(graph, constants)
+    names = {first_input: "X"}  # ONNX's name of a tensor -> cnntrace's name of the matrix
+    previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
     nodes = list(graph.node)
     layers: list[Imported] = []
     i = 0
@@ -67,15 +76,16 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                 constants[node.output[0]] = numpy_helper.to_array(attributes["value"]).astype(np.float64)
                 continue
             dynamic = [x for x in node.input if x and x not in constants]
-            if node.op_type in ("Add", "Concat", "Sum") and len(dynamic) > 1:
-                raise Refused(f"{node.op_type} of two branches (a skip connection): not read before "
-                              "cnntrace has skip connections")  # fmt: skip
-            if dynamic != [current] or node.input[0] != current:
-                raise Refused(f"{node.op_type} that does not continue the chain from the input "
-                              f"(it reads {', '.join(dynamic) or 'only constants'})")  # fmt: skip
+            unknown = [x for x in dynamic if x not in names]
+            if unknown or not dynamic:
+                raise Refused(f"{node.op_type} that reads {', '.join(unknown) or 'only constants'}, which no layer "
+                              "before it makes (cnntrace reads the graph from its one input)")  # fmt: skip
+            if node.input[0] not in names:
+                raise Refused(f"{node.op_type} whose first input is a constant")
             op, inputs = node.op_type, [constants.get(x) if x else None for x in node.input[1:]]
+            sources = tuple(names[x] for x in node.input[1:] if x in names)
             output = node.output[0]
-            if op == "MatMul":
+            if op == "MatMul" and not sources:
                 # MatMul, and the Add of a bias after it, are one dense layer: a Gemm.
                 following = nodes[i] if i < len(nodes) else None
                 bias = None
@@ -84,17 +94,31 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                     if len(other) == 1 and other[0] in constants:
                         bias, output, i = constants[other[0]], following.output[0], i + 1
                 op, inputs = "Gemm", [*inputs, bias] if bias is not None else inputs
-            current = output
             if op in PASS_THROUGH:
+                names[output] = names[node.input[0]]
                 continue
             kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
-            layers.append(kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs))))
+            if sources and not kind.merge:
+                raise Refused(f"{op} of {len(sources) + 1} matrices ({names[node.input[0]]}, {', '.join(sources)}): "
+                              "cnntrace's layer reads one and weights that are constants")  # fmt: skip
+            imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
+            reading = names[node.input[0]]
+            if reading != previous:
+                description = imported.description
+                description = {"type": description} if isinstance(description, str) else dict(description)
+                imported = imported._replace(description={**description, "input": reading})
+            layers.append(imported)
+            try:
+                previous = names[output] = layer_outputs([layer.description for layer in layers])[-1]
+            except InputError as error:
+                raise Refused(f"{op} here: {error}") from None
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None
-    if current not in {output.name for output in graph.output}:
-        raise InputError(f"the chain from the input ends at {current}, not at the graph's output", file=path)
+    ends = [names.get(output.name) for output in graph.output]
+    if previous not in ends:
+        raise InputError(f"the graph's last layer makes {previous}, not the graph's output", file=path)
     if not layers:
         raise InputError("the model has no layers", file=path)
     return layers, shape

@@ -1,5 +1,5 @@
-"""PyTorch to cnntrace: ``from_torch`` reads an nn.Sequential (nested ones too) into an input
-dict; ``from_state_dict`` pours a state_dict's tensors, in order, into the layers of a file.
+"""PyTorch to cnntrace: ``from_torch`` reads an nn.Sequential (nested ones too), or a module
+whose forward is code (a residual block) through its torch.fx trace, into an input dict; ``from_state_dict`` pours a state_dict's tensors, in order, into the layers of a file.
 
 Each layer kind reads its own modules (Layer.TORCH, from_torch, from_state); this module
 walks the module tree, numbers the weights and picks the loss.
@@ -13,9 +13,9 @@ from cnntrace.bridge import need
 from cnntrace.checks import plain
 from cnntrace.errors import InputError
 from cnntrace.layers import KINDS
-from cnntrace.layers.base import Imported, Refused
+from cnntrace.layers.base import Imported, Refused, TorchCall
 from cnntrace.losses import LOSSES
-from cnntrace.problem import parse_layers
+from cnntrace.problem import layer_outputs, parse_layers
 
 #: Modules that change nothing in a pass (what an exported model keeps of a dropout).
 PASS_THROUGH = ("Identity",)
@@ -27,8 +27,8 @@ def array(tensor) -> np.ndarray:
 
 
 def kind_reading(name: str, attribute: str):
-    """The layer kind that reads torch module (or ONNX operator) ``name`` (attribute "TORCH"
-    or "ONNX"), or None."""
+    """The layer kind that reads torch module, function (or ONNX operator) ``name``
+    (attribute "TORCH", "TORCH_CALLS" or "ONNX"), or None."""
     return next((kind for kind in KINDS.values() if name in getattr(kind, attribute)), None)
 
 
@@ -39,9 +39,6 @@ def _leaves(module, path: str = ""):
         for child_name, child in module.named_children():
             yield from _leaves(child, f"{path}.{child_name}" if path else child_name)
         return
-    if any(True for _ in module.children()):
-        raise InputError(f"{path or 'the model'}: {name} is not an nn.Sequential: its forward is code, which "
-                         "cnntrace does not read (a residual block waits for skip connections)")  # fmt: skip
     yield path or "0", module
 
 
@@ -85,8 +82,112 @@ def input_dict(layers: list[Imported], X, target=None, *, loss: str | None = Non
     return data
 
 
-def layers_of(module) -> tuple[list[Imported], str | None]:
-    """The imported layers of an nn.Sequential; InputError naming the module path."""
+def _is_chain(module) -> bool:
+    """Whether ``module`` is an nn.Sequential of leaves (nested ones too): read in order."""
+    return type(module).__name__ == "Sequential" and all(
+        _is_chain(child) or not any(True for _ in child.children()) for child in module.children()
+    )
+
+
+def _placed(layers: list[Imported], imported: Imported, reading: str, previous: str) -> str:
+    """Append ``imported``, reading ``reading`` (with ``input`` where that is not the previous
+    layer's output), to ``layers``; the name cnntrace gives its output."""
+    if reading != previous:
+        description = imported.description
+        description = {"type": description} if isinstance(description, str) else dict(description)
+        imported = imported._replace(description={**description, "input": reading})
+    layers.append(imported)
+    try:
+        return layer_outputs([layer.description for layer in layers])[-1]
+    except InputError as error:
+        raise Refused(str(error)) from None
+
+
+def _operands(value, names: dict) -> tuple[list[str], list]:
+    """(the cnntrace names of the traced values in an argument, lists flattened; the other
+    positional values)."""
+    found, constants = [], []
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, (list, tuple)):
+            inner, rest = _operands(item, names)
+            found += inner
+            constants += rest
+        elif hasattr(item, "op") and hasattr(item, "target"):  # an fx Node
+            if item not in names:
+                raise Refused(f"reads {item.name}, which is not a matrix of the network")
+            found.append(names[item])
+        else:
+            constants.append(item)
+    return found, constants
+
+
+def traced_layers(module) -> list[Imported]:
+    """The imported layers of a module whose forward is code (a residual block: ``out +=
+    identity``, ``torch.cat``), from its torch.fx trace: each module or function call in the
+    order it runs, reading the matrices it is given (``input`` and a merge's ``from``).
+    InputError naming the module's path or the call."""
+    torch = need("torch", "from_torch")
+    import torch.fx  # noqa: F401  (loaded with its first use: torch.fx is large)
+
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception as error:  # fx's TraceError, and what a data-dependent forward raises
+        raise InputError(f"{type(module).__name__}'s forward cannot be traced by torch.fx "
+                         f"({type(error).__name__}: {' '.join(str(error).split())[:120]})") from None  # fmt: skip
+    modules = dict(module.named_modules())
+    names: dict = {}  # fx node -> cnntrace's name of the matrix
+    previous = "X"
+    out: list[Imported] = []
+    for node in graph.nodes:
+        where = str(node.target) if node.op == "call_module" else node.name
+        try:
+            if node.op == "placeholder":
+                if names:
+                    raise Refused("a second input: cnntrace reads one (X)")
+                names[node] = "X"
+                continue
+            if node.op == "output":
+                if names.get(node.args[0]) != previous:
+                    raise Refused("the module returns something other than its last layer's output")
+                continue
+            if node.op == "get_attr":
+                raise Refused("reads a tensor the module keeps, outside a layer")
+            args = [*node.args, *(v for v in node.kwargs.values() if isinstance(v, (list, tuple)))]
+            operands, constants = _operands(args, names)
+            options = {k: v for k, v in node.kwargs.items() if not isinstance(v, (list, tuple))}
+            if not operands:
+                raise Refused("computes from constants only")
+            if node.op == "call_module":
+                leaf = modules[node.target]
+                name = type(leaf).__name__
+                if name in PASS_THROUGH:
+                    names[node] = operands[0]
+                    continue
+                kind = kind_reading(name, "TORCH")
+                if kind is None:
+                    raise Refused(f"{name} is not a layer kind cnntrace has")
+                imported = kind.from_torch(leaf, array)
+            else:
+                function = node.target if isinstance(node.target, str) else node.target.__name__
+                kind = kind_reading(function, "TORCH_CALLS")
+                if kind is None:
+                    raise Refused(f"{function} is not a function cnntrace reads")
+                imported = kind.from_torch_call(TorchCall(function, tuple(operands[1:]), tuple(constants), options))
+            if len(operands) > 1 and not kind.merge:
+                raise Refused(f"{kind.type} of {len(operands)} matrices ({', '.join(operands)}): it reads one")
+            names[node] = previous = _placed(out, imported, operands[0], previous)
+        except Refused as refusal:
+            raise InputError(f"{where}: {refusal}") from None
+    if not out:
+        raise InputError("the model has no layers")
+    return out
+
+
+def layers_of(module) -> list[Imported]:
+    """The imported layers of an nn.Sequential, or of a module whose forward is code (read
+    from its torch.fx trace); InputError naming the module path."""
+    if not _is_chain(module):
+        return traced_layers(module)
     out = []
     for path, leaf in _leaves(module):
         name = type(leaf).__name__
@@ -106,7 +207,7 @@ def layers_of(module) -> tuple[list[Imported], str | None]:
 
 def from_torch(module, X, Y=None, *, loss=None, grad=None, lr: float = 0.1) -> dict:
     """The input dict (layers and weights) of torch ``module``, an nn.Sequential of the
-    layer kinds cnntrace has, on ``X`` (torch tensors, numpy arrays or lists), with target
+    layer kinds cnntrace has or a module whose forward torch.fx traces (a ResNet block), on ``X`` (torch tensors, numpy arrays or lists), with target
     ``Y`` and ``loss`` (a cnntrace loss name or a torch.nn loss module: CrossEntropyLoss,
     BCEWithLogitsLoss, BCELoss, MSELoss), or the given gradient ``grad`` of its output.
     Ready for ``cnntrace.trace_input`` or ``json.dump``. nn.Linear's out×in weight is

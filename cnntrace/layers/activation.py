@@ -26,6 +26,7 @@ from cnntrace.layers.base import (
     convention_option,
     grad_stage,
     number_option,
+    onnx_float,
     stage,
 )
 from cnntrace.naming import grad
@@ -83,6 +84,12 @@ class Activation(Layer):
 
     @classmethod
     def from_torch(cls, module, array):
+        return Imported(cls.type)
+
+    @classmethod
+    def from_torch_call(cls, call):
+        if call.constants or set(call.options) - {"inplace"}:
+            raise Refused(f"{call.function} with arguments {[*call.constants, *call.options]} (cnntrace's {cls.type} takes none)")
         return Imported(cls.type)
 
     @classmethod
@@ -185,6 +192,7 @@ class ReLU(Activation):
     grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
 
     TORCH: ClassVar[tuple[str, ...]] = ("ReLU",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("relu", "relu_")
     ONNX: ClassVar[tuple[str, ...]] = ("Relu",)
 
     def torch_module(self):
@@ -303,7 +311,7 @@ class LeakyReLU(Activation):
 
     @classmethod
     def from_onnx(cls, node):
-        return Imported({"type": cls.type, "alpha": float(node.attributes.get("alpha", 0.01))})
+        return Imported({"type": cls.type, "alpha": onnx_float(node.attributes.get("alpha", 0.01))})
 
     def onnx_attributes(self):
         return {"alpha": self.alpha}
@@ -351,6 +359,7 @@ class Tanh(Activation):
     HAND: ClassVar[Hand] = Hand(saturates=True)
 
     TORCH: ClassVar[tuple[str, ...]] = ("Tanh",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("tanh",)
     ONNX: ClassVar[tuple[str, ...]] = ("Tanh",)
 
     def value(self, z):
@@ -390,6 +399,7 @@ class Sigmoid(Activation):
     classifies: ClassVar[str] = "threshold"
 
     TORCH: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("sigmoid",)
     ONNX: ClassVar[tuple[str, ...]] = ("Sigmoid",)
 
     def value(self, z):

@@ -440,6 +440,12 @@ class TorchCall(NamedTuple):
     options: dict = {}
 
 
+def onnx_float(value) -> float:
+    """An ONNX float attribute (stored as float32: 1e-5 reads 9.99999974e-06) as the shortest
+    decimal that is that float32 (1e-05): the number the model's author wrote."""
+    return float(np.format_float_positional(np.float32(value), unique=True, trim="-")) if value else float(value)
+
+
 def torch_pair(value) -> tuple[int, int]:
     """A torch module's int-or-pair option (kernel_size, stride, padding) as a pair."""
     return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
