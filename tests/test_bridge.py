@@ -298,7 +298,7 @@ def test_an_onnx_model_from_pytorch_imports_and_traces_to_autograds_numbers(torc
     assert status == 0, out
 
 
-@pytest.mark.parametrize("sample", ["reference.json", "rgb-softmax.json", "mlp-mazur.json"])
+@pytest.mark.parametrize("sample", ["reference.json", "rgb-softmax.json", "mlp-mazur.json", "resnet-block.json"])
 def test_export_to_onnx_and_import_round_trips(sample, tmp_path):
     pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
     model = tmp_path / "model.onnx"
@@ -352,17 +352,6 @@ def test_an_operator_cnntrace_cannot_express_is_named_and_nothing_is_written(op,
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.strip() == f"cnntrace: {model}: {message}"
     assert not output.exists()
-
-
-def test_a_skip_connection_is_named_as_waiting_for_skip_connections(tmp_path):
-    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
-    from onnx import helper
-
-    model = tmp_path / "model.onnx"
-    relu = helper.make_node("Relu", ["X"], ["R"], name="/relu")
-    refused_model(model, "Add", {}, inputs=("R", "X"), extra=[relu])
-    result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(tmp_path / "out.json")])
-    assert result.exit_code == 2 and "/layer1/conv2: Add of two branches (a skip connection)" in result.stderr
 
 
 def test_from_torch_names_a_module_it_cannot_read(torch):

@@ -126,11 +126,9 @@ def traced_layers(module) -> list[Imported]:
     identity``, ``torch.cat``), from its torch.fx trace: each module or function call in the
     order it runs, reading the matrices it is given (``input`` and a merge's ``from``).
     InputError naming the module's path or the call."""
-    torch = need("torch", "from_torch")
-    import torch.fx  # noqa: F401  (loaded with its first use: torch.fx is large)
-
+    fx = need("torch.fx", "from_torch")
     try:
-        graph = torch.fx.symbolic_trace(module).graph
+        graph = fx.symbolic_trace(module).graph
     except Exception as error:  # fx's TraceError, and what a data-dependent forward raises
         raise InputError(f"{type(module).__name__}'s forward cannot be traced by torch.fx "
                          f"({type(error).__name__}: {' '.join(str(error).split())[:120]})") from None  # fmt: skip

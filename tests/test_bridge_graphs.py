@@ -1,0 +1,255 @@
+"""Skip connections through PyTorch and ONNX (issue 21): a ResNet basic block with batch norm
+(torchvision's BasicBlock, with and without its 1×1 downsample projection) read through
+``from_torch`` (its torch.fx trace), through a state_dict with ``--layers`` and through
+``torch.onnx.export`` and ``import``, each tracing to PyTorch autograd's numbers in float64:
+the loss, dL/dX and every weight's gradient from the model itself, and every matrix of the
+trace (each layer's output and gradient, each path's part at a fork) from the script
+``export --to torch`` writes, run at float64's tight tolerances."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnntrace.cli import app
+from cnntrace.errors import InputError
+from cnntrace.io import load_problem
+from cnntrace.tracer import run
+from tests.test_bridge import assert_agrees, repro, run_script, to_onnx
+
+
+@pytest.fixture(scope="module")
+def torch():
+    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)  # the scripts set float64
+
+
+def basic_block_net(nn, downsample: bool):
+    """torchvision's BasicBlock as its source writes it (``out += identity``), then a global
+    average pool and a dense layer of 3 classes."""
+
+    class BasicBlock(nn.Module):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return self.relu(out)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if downsample:
+                projection = nn.Sequential(nn.Conv2d(2, 4, 1, 2, bias=False), nn.BatchNorm2d(4))
+                self.block = BasicBlock(2, 4, stride=2, downsample=projection)
+            else:
+                self.block = BasicBlock(2, 2)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4 if downsample else 2, 3)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.block(x)).flatten(1))
+
+    return Net()
+
+
+#: The layers a user writes for the blocks' state_dicts (``--layers``): the projection reads
+#: X, and the add the main path's Z4 with the projection's Z6.
+LAYERS = {
+    "plain": [{"type": "conv", "padding": [1, 1]}, "batchnorm", "relu", {"type": "conv", "padding": [1, 1]}, "batchnorm",
+              {"type": "add", "from": "X"}, "relu", "global_avgpool", "flatten", "dense"],
+    "downsample": [{"type": "conv", "stride": [2, 2], "padding": [1, 1]}, "batchnorm", "relu", {"type": "conv", "padding": [1, 1]},
+                   "batchnorm", {"type": "conv", "stride": [2, 2], "input": "X"}, "batchnorm",
+                   {"type": "add", "input": "Z4", "from": "Z6"}, "relu", "global_avgpool", "flatten", "dense"],
+}  # fmt: skip
+
+
+def block_and_data(torch, block: str):
+    torch.manual_seed(1)
+    model = basic_block_net(torch.nn, block == "downsample").double()
+    with torch.no_grad():  # batch norms that are not PyTorch's fresh 1, 0, 0, 1
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    X = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    return model, X, torch.tensor([0, 2, 1])
+
+
+def assert_every_matrix_agrees(trace, tmp_path):
+    """The script export --to torch writes, run at float64's tight tolerances: every matrix of
+    the trace against PyTorch's (and it goes red when a path's part at the fork changes)."""
+    path = repro(trace, tmp_path)
+    text = path.read_text().replace("RTOL, ATOL = 1e-07, 1e-07", "RTOL, ATOL = 1e-09, 1e-12")
+    path.write_text(text)
+    status, out = run_script(path)
+    assert status == 0, out
+    assert f"{len(trace.stages)} of {len(trace.stages)} matrices agree" in out
+    fork = next(stage.name for stage in trace.stages if "_via_" in stage.name)
+    start = text.index(f"    {fork!r}: array([", text.index("EXPECTED = {")) + len(f"    {fork!r}: array([")
+    end = text.index(",", start)
+    path.write_text(text[:start] + repr(float(text[start:end]) + 1e-6) + text[end:])
+    status, out = run_script(path)
+    assert status == 1 and [line.split()[1] for line in out.splitlines() if line.startswith("MISMATCH")] == [fork]
+
+
+BLOCKS = ["plain", "downsample"]
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_from_torch_reads_a_basic_block_to_autograds_numbers(torch, block, tmp_path):
+    import cnntrace
+
+    model, X, Y = block_and_data(torch, block)
+    data = cnntrace.from_torch(model, X, Y, loss=torch.nn.CrossEntropyLoss())
+    assert data["layers"] == [*LAYERS[block], "softmax"]
+    trace = cnntrace.trace_input(json.loads(json.dumps(data)))
+    assert_agrees(torch, trace, model, X, Y)
+    assert_every_matrix_agrees(trace, tmp_path)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_a_basic_blocks_state_dict_with_layers_traces_to_autograds_numbers(torch, block, tmp_path):
+    model, X, Y = block_and_data(torch, block)
+    layers = tmp_path / "net.json"
+    layers.write_text(json.dumps({"layers": LAYERS[block], "loss": "cross_entropy"}))
+    state = tmp_path / "block.pt"
+    torch.save(model.state_dict(), state)
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(state), "--layers", str(layers), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trace = run(load_problem(output))
+    assert_agrees(torch, trace, model, X, Y)
+    assert_every_matrix_agrees(trace, tmp_path)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_a_basic_block_exported_to_onnx_imports_and_traces_to_autograds_numbers(torch, block, tmp_path):
+    model, X, Y = block_and_data(torch, block)
+    to_onnx(torch, model, X, tmp_path / "block.onnx")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "block.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text())["layers"] == [*LAYERS[block], "softmax"]
+    trace = run(load_problem(output))
+    assert_agrees(torch, trace, model, X, Y)
+    assert_every_matrix_agrees(trace, tmp_path)
+
+
+def test_a_concat_skip_reads_from_torch_and_onnx_alike(torch, tmp_path):
+    import cnntrace
+
+    nn = torch.nn
+
+    class Dense(nn.Module):  # DenseNet's join: the block's input beside what it made
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu, self.head = nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Linear(5 * 16, 2)
+
+        def forward(self, x):
+            return self.head(torch.flatten(torch.cat([self.relu(self.conv(x)), x], dim=1), 1))
+
+    torch.manual_seed(2)
+    model, X, Y = Dense().double(), torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.tensor([1, 0])
+    data = cnntrace.from_torch(model, X, Y, loss="cross_entropy")
+    assert data["layers"][:3] == [{"type": "conv", "padding": [1, 1]}, "relu", {"type": "concat", "from": "X"}]
+    trace = cnntrace.trace_input(data)
+    assert_agrees(torch, trace, model, X, Y)
+    to_onnx(torch, model, X, tmp_path / "dense.onnx")
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "dense.onnx"), "--grad", "[[1, 0], [0, 1]]",
+                                      "-o", str(tmp_path / "imported.json")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "imported.json").read_text())["layers"] == data["layers"][:-1]
+
+
+def test_export_to_onnx_round_trips_a_projection_block(tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    import cnntrace
+
+    rng = np.random.default_rng(3)
+    shapes = {"W1": (4, 2, 3, 3), "B1": (4,), "W2": (4,), "B2": (4,), "W3": (4, 4, 3, 3), "B3": (4,), "W4": (4,),
+              "B4": (4,), "W5": (4, 2, 1, 1), "B5": (4,), "W6": (4,), "B6": (4,), "W7": (4, 3), "B7": (3,)}
+    data = {"X": rng.normal(size=(2, 2, 4, 4)).round(3).tolist(), "layers": [*LAYERS["downsample"], "softmax"],
+            "Y": [1, 0], "loss": "cross_entropy", **{name: rng.normal(size=shape).round(3).tolist()
+                                                     for name, shape in shapes.items()}}  # fmt: skip
+    path = tmp_path / "block.json"
+    path.write_text(json.dumps(data))
+    trace = cnntrace.trace_input(data)
+    model = tmp_path / "block.onnx"
+    assert CliRunner().invoke(app, ["export", str(path), "--to", "onnx", "-o", str(model)]).exit_code == 0
+    back = tmp_path / "back.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--input", str(path), "--target", "[1, 0]",
+                                      "--loss", "cross_entropy", "-o", str(back)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    imported = json.loads(back.read_text())
+    assert imported["layers"] == data["layers"]
+    for name, value in trace.problem.general_weights().items():
+        np.testing.assert_array_equal(imported[name], value)
+
+
+def test_a_module_fx_cannot_read_is_named(torch):
+    import cnntrace
+
+    nn = torch.nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x):
+            return (self.conv(x) + 1.0).flatten(1)
+
+    with pytest.raises(InputError, match=r"^add: add of anything but matrices the network made"):
+        cnntrace.from_torch(Scaled(), torch.zeros(1, 1, 5, 5), torch.zeros(1, 9), loss="mse")
+
+    class Gated(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(x)
+
+    with pytest.raises(InputError, match=r"^mul: mul is not a function cnntrace reads"):
+        cnntrace.from_torch(Gated(), torch.zeros(1, 3), torch.zeros(1, 3), loss="mse")
+
+
+@pytest.mark.parametrize(("op", "attributes", "inputs", "message"), [
+    ("Add", {}, ("R", "W"), "/layer1/conv2: Add of a constant (cnntrace merges earlier matrices only)"),
+    ("Concat", {"axis": 0}, ("R", "X"), "/layer1/conv2: Concat along axis 0 (cnntrace joins along the channels, axis 1)"),
+    ("Mul", {}, ("R", "X"), "/layer1/conv2: Mul is not an operator cnntrace reads"),
+    ("Conv", {"kernel_shape": [3, 3]}, ("R", "X"), "/layer1/conv2: Conv of 2 matrices (A0, X): cnntrace's layer reads one"),
+])  # fmt: skip
+def test_a_merge_cnntrace_cannot_express_is_named(op, attributes, inputs, message, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    from onnx import helper
+
+    from tests.test_bridge import refused_model
+
+    model = tmp_path / "model.onnx"
+    refused_model(model, op, attributes, inputs=inputs, extra=[helper.make_node("Relu", ["X"], ["R"], name="/relu")])
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(output)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert message in result.stderr and not output.exists()
