@@ -253,3 +253,17 @@ def test_a_merge_cnntrace_cannot_express_is_named(op, attributes, inputs, messag
     result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(output)])
     assert result.exit_code == 2 and result.stdout == ""
     assert message in result.stderr and not output.exists()
+
+
+def test_a_safetensors_file_of_named_modules_is_refused_for_its_lost_order(torch, tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch", reason="safetensors is in the torch extra")
+    model, X, Y = block_and_data(torch, "plain")
+    state = tmp_path / "block.safetensors"
+    safetensors.save_file(dict(model.state_dict()), str(state))
+    layers = tmp_path / "net.json"
+    layers.write_text(json.dumps({"layers": LAYERS["plain"], "loss": "cross_entropy"}))
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(state), "--layers", str(layers), "--input", "[[[0]]]",
+                                      "--target", "0", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 2 and result.stdout == "" and not output.exists()
+    assert "block.bn1 and block.bn2 cannot be put in order" in result.stderr
