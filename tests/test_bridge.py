@@ -108,7 +108,7 @@ def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torc
 NO_TORCH_FORM = {
     "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
     "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
-    "conv_transpose": "no PyTorch form", "adaptive_avgpool": "no PyTorch form",
+    "adaptive_avgpool": "no PyTorch form",
     "elu": "no PyTorch form", "gelu": "no PyTorch form", "silu": "no PyTorch form",
     "softplus": "no PyTorch form", "log_softmax": "no PyTorch form",
     "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
@@ -200,24 +200,25 @@ def assert_agrees(torch, trace, model, X, Y):
     L, dL_dX, grads = autograd_numbers(torch, model, X, Y)
     assert_allclose(trace["L"], L.item(), **AUTOGRAD)
     assert_allclose(trace["dL_dX"], dL_dX.numpy(), **AUTOGRAD)
-    params = trace.problem.network.params
-    # PyTorch's bias=False convs have no bias: cnntrace's zero biases B1, B2 are extra.
-    matched = [name for name in params if not (name.startswith("B") and trace[f"dL_d{name}"].size and
-                                               name not in _with_bias(model, params))]  # fmt: skip
+    matched = _matched(model, trace.problem.network.params)
     assert len(matched) == len(grads)
     for name, gradient in zip(matched, grads):
         assert_allclose(trace[f"dL_d{name}"].reshape(gradient.shape), gradient.numpy(), **AUTOGRAD, err_msg=name)
 
 
-def _with_bias(model, params):
-    """The names of the biases that PyTorch's modules have, in the order of ``params``."""
-    names, it = set(), iter(params)
+def _matched(model, params) -> list[str]:
+    """cnntrace's weights that PyTorch's modules have, in their order: a bias=False conv's
+    zero bias (B1) is cnntrace's own."""
+    names, out = list(params), []
     for module in model.modules():
-        if hasattr(module, "weight") and module.weight is not None:
-            _, B = next(it), next(it)
+        if getattr(module, "weight", None) is None:
+            continue
+        out.append(names.pop(0))
+        if names and names[0].startswith("B"):
+            bias = names.pop(0)
             if getattr(module, "bias", None) is not None:
-                names.add(B)
-    return names
+                out.append(bias)
+    return out
 
 
 def model_and_data(torch, network):

@@ -267,3 +267,79 @@ def test_a_safetensors_file_of_named_modules_is_refused_for_its_lost_order(torch
                                       "--target", "0", "-o", str(output)])  # fmt: skip
     assert result.exit_code == 2 and result.stdout == "" and not output.exists()
     assert "block.bn1 and block.bn2 cannot be put in order" in result.stderr
+
+
+# -- a transposed convolution ------------------------------------------------------------------
+
+
+def upsampling_net(nn):
+    """conv → ReLU → a stride-2 transposed conv (padding 1, output padding 1, as a decoder
+    upsamples) → ReLU → a transposed conv of 2 groups without bias → flatten → dense."""
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ReLU(),
+        nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(4, 2, (2, 3), groups=2, bias=False, dilation=(1, 2)),
+        nn.Flatten(), nn.Linear(2 * 9 * 12, 3),
+    )  # fmt: skip
+
+
+UPSAMPLING_LAYERS = [
+    "conv", "relu", {"type": "conv_transpose", "stride": [2, 2], "padding": [1, 1], "output_padding": [1, 1]}, "relu",
+    {"type": "conv_transpose", "dilation": [1, 2], "groups": 2, "bias": False}, "flatten", "dense",
+]  # fmt: skip
+
+
+def upsampling_and_data(torch):
+    torch.manual_seed(4)
+    return upsampling_net(torch.nn).double(), torch.randn(2, 2, 6, 6, dtype=torch.float64), torch.tensor([2, 0])
+
+
+def test_from_torch_reads_a_transposed_convolution_to_autograds_numbers(torch, tmp_path):
+    import cnntrace
+
+    model, X, Y = upsampling_and_data(torch)
+    data = cnntrace.from_torch(model, X, Y, loss=torch.nn.CrossEntropyLoss())
+    assert data["layers"] == [*UPSAMPLING_LAYERS, "softmax"]
+    trace = cnntrace.trace_input(data)
+    assert_agrees(torch, trace, model, X, Y)
+    path = repro(trace, tmp_path)
+    path.write_text(path.read_text().replace("RTOL, ATOL = 1e-07, 1e-07", "RTOL, ATOL = 1e-09, 1e-12"))
+    status, out = run_script(path)
+    assert status == 0, out
+
+
+def test_a_transposed_convolutions_state_dict_with_layers_traces_to_autograds_numbers(torch, tmp_path):
+    model, X, Y = upsampling_and_data(torch)
+    layers = tmp_path / "net.json"
+    layers.write_text(json.dumps({"layers": UPSAMPLING_LAYERS, "loss": "cross_entropy"}))
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "net.pt"), "--layers", str(layers), "--input",
+                                      str(tmp_path / "x.npy"), "--target", json.dumps(Y.tolist()), "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert_agrees(torch, run(load_problem(output)), model, X, Y)
+
+
+def test_a_transposed_convolution_exported_to_onnx_imports_and_round_trips(torch, tmp_path):
+    model, X, Y = upsampling_and_data(torch)
+    to_onnx(torch, model, X, tmp_path / "net.onnx")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "net.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text())["layers"] == [*UPSAMPLING_LAYERS, "softmax"]
+    trace = run(load_problem(output))
+    assert_agrees(torch, trace, model, X, Y)
+    # cnntrace's own export of it reads back to the same layers and weights.
+    again = tmp_path / "again.onnx"
+    assert CliRunner().invoke(app, ["export", str(output), "--to", "onnx", "-o", str(again)]).exit_code == 0
+    back = tmp_path / "back.json"
+    result = CliRunner().invoke(app, ["import", str(again), "--input", str(tmp_path / "x.npy"), "--target",
+                                      json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(back)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    first, second = json.loads(output.read_text()), json.loads(back.read_text())
+    assert first["layers"] == second["layers"]
+    for name in trace.problem.network.params:
+        np.testing.assert_array_equal(second[name], first[name])
