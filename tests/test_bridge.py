@@ -109,13 +109,9 @@ NO_TORCH_FORM = {
     "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
     "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
     "adaptive_avgpool": "no PyTorch form",
-    "elu": "no PyTorch form", "gelu": "no PyTorch form", "silu": "no PyTorch form",
-    "softplus": "no PyTorch form", "log_softmax": "no PyTorch form",
     "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
     "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
     "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",
-    "loss-bce-sum": "loss", "loss-cross_entropy-sum": "loss", "loss-mse-sum": "loss", "loss-mse-half": "loss",
-    "loss-nll": "no PyTorch form",
 }  # fmt: skip
 
 

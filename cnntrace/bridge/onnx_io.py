@@ -21,7 +21,8 @@ from cnntrace.problem import layer_outputs
 
 #: Operators that pass their input on unchanged.
 PASS_THROUGH = ("Identity",)
-#: The opset export writes (BatchNormalization's training_mode needs 14).
+#: The opset export writes (BatchNormalization's training_mode needs 14), or the newer one a
+#: layer's nodes need (Layer.ONNX_OPSET).
 OPSET = 17
 
 
@@ -125,8 +126,9 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
 
 
 def onnx_bytes(trace, source: str) -> bytes:
-    """The ONNX model (opset 17, float64) of ``trace``'s network with its weights before the
-    update: X in, the last layer's output out (the loss stays with cnntrace)."""
+    """The ONNX model (opset 17, or newer where a layer needs it; float64) of ``trace``'s
+    network with its weights before the update: X in, the last layer's output out (the loss
+    stays with cnntrace)."""
     onnx = need("onnx", "an export to ONNX")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -147,6 +149,7 @@ def onnx_bytes(trace, source: str) -> bytes:
         [helper.make_tensor_value_info(output, TensorProto.DOUBLE, ["M", *shape[1:]])],
         [numpy_helper.from_array(np.asarray(value, dtype=np.float64), name) for name, value in initializers.items()],
     )  # fmt: skip
-    model = helper.make_model(graph, producer_name="cnntrace", opset_imports=[helper.make_opsetid("", OPSET)])
+    opset = max(OPSET, *(layer.ONNX_OPSET for layer in problem.network.layers))
+    model = helper.make_model(graph, producer_name="cnntrace", opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -5,7 +5,7 @@ script, with ``torch.testing.assert_close``: one line per matrix, exit status 1 
 mismatch.
 
 Each layer kind says how PyTorch writes it (Layer.torch_form), each loss its formula
-(Loss.TORCH_VALUE); this module only lays the script out.
+(Loss.torch_expressions); this module only lays the script out.
 """
 
 from __future__ import annotations
@@ -196,9 +196,9 @@ def repro_script(trace, source: str) -> str:
     t = trace.general_pass()
     forms = [layer.torch_form(t) for layer in network.layers]
     loss = network.loss
-    if not loss.TORCH_VALUE or loss.options() != loss.type:
-        raise InputError(f"the script writes the loss with PyTorch's default mean; {loss.describe()} is not written yet",
-                         key="loss")  # fmt: skip
+    if not loss.TORCH_VALUE:
+        raise InputError(f"{loss.describe()} has no PyTorch form", key="loss")
+    loss_value, loss_of_output = loss.torch_expressions()
 
     expected = {}
     for stage in trace.stages:
@@ -257,11 +257,11 @@ def repro_script(trace, source: str) -> str:
         "",
         "def loss(A, Z, Y):",
         f'    """{loss.type}: L from the output A (or the logits Z, where the loss fuses with it)."""',
-        f"    return {loss.TORCH_VALUE}",
+        f"    return {loss_value}",
         "",
         "",
         "def loss_of_output(A, Y):",
-        f"    return {loss.TORCH_OUTPUT}",
+        f"    return {loss_of_output}",
         "",
         "",
         "# -- cnntrace's trace ------------------------------------------------------------",

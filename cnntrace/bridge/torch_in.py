@@ -42,26 +42,35 @@ def _leaves(module, path: str = ""):
     yield path or "0", module
 
 
-def _loss_name(loss) -> str | None:
-    """A cnntrace loss name from a name or a torch.nn loss module."""
-    if loss is None or isinstance(loss, str):
+def _loss_name(loss) -> str | dict | None:
+    """A cnntrace loss (its name, or an object with its reduction) from a name or a torch.nn
+    loss module."""
+    if loss is None or isinstance(loss, (str, dict)):
         return loss
     name = type(loss).__name__
     for kind in LOSSES.values():
         if name in kind.TORCH:
-            if getattr(loss, "reduction", "mean") != "mean":
-                raise InputError(f"{name} with reduction {loss.reduction!r}: cnntrace's losses are means", key="loss")
-            return kind.type
+            reduction = getattr(loss, "reduction", "mean")
+            if reduction not in ("mean", "sum"):
+                raise InputError(f"{name} with reduction {reduction!r}: cnntrace's losses are a mean or a sum",
+                                 key="loss")  # fmt: skip
+            if getattr(loss, "weight", None) is not None or getattr(loss, "pos_weight", None) is not None:
+                raise InputError(f"{name} with class weights: cnntrace's losses weigh every class alike", key="loss")
+            if getattr(loss, "label_smoothing", 0.0):
+                raise InputError(f"{name} with label_smoothing {loss.label_smoothing}: give the smoothed Y instead",
+                                 key="loss")  # fmt: skip
+            return kind.type if reduction == "mean" else {"type": kind.type, "reduction": reduction}
     raise InputError(f"{name} is not one of cnntrace's losses ({', '.join(LOSSES)})", key="loss")
 
 
-def input_dict(layers: list[Imported], X, target=None, *, loss: str | None = None, given=None,
+def input_dict(layers: list[Imported], X, target=None, *, loss: str | dict | None = None, given=None,
                lr: float = 0.1) -> dict:
     """An input dict (JSON-ready lists) from imported layers: the weights named W1, B1 …,
     mean2, var2 … as the network names them. A loss that goes with a last activation
     (cross-entropy with a softmax, bce with a sigmoid) gets it where the layers end without
     it: PyTorch's CrossEntropyLoss and BCEWithLogitsLoss apply it to the logits themselves."""
-    pairing = next((kind for kind in KINDS.values() if loss and kind.pairs_with == loss), None)
+    loss_type = loss.get("type") if isinstance(loss, dict) else loss
+    pairing = next((kind for kind in KINDS.values() if loss_type and kind.pairs_with == loss_type), None)
     last = layers[-1].description
     if given is None and pairing is not None and (last if isinstance(last, str) else last["type"]) != pairing.type:
         layers = [*layers, Imported(pairing.type)]

@@ -561,15 +561,11 @@ class LogSoftmax(Softmax):
     is the Jacobian I − 1·softmax(Z)ᵀ of each image, (n, n): ∂A[i]/∂Z[j] = δij − exp(A[j])."""
 
     type: ClassVar[str] = "log_softmax"
-    # Not Softmax's module: its PyTorch and ONNX forms are not written yet (export refuses it).
-    TORCH: ClassVar[tuple[str, ...]] = ()
-    ONNX: ClassVar[tuple[str, ...]] = ()
+    TORCH: ClassVar[tuple[str, ...]] = ("LogSoftmax",)
+    ONNX: ClassVar[tuple[str, ...]] = ("LogSoftmax",)
 
     def torch_module(self):
-        raise InputError(f"{self.describe()} has no PyTorch form yet", key=self.place.key())
-
-    def onnx_nodes(self, t, x, y):
-        raise InputError(f"{self.describe()} has no ONNX form yet", key=self.place.key())
+        return "nn.LogSoftmax(dim=1)"
     function: ClassVar[str] = "log_softmax"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("log_softmax", "exp", "softmax")  # log: LaTeX's own \log
     DESCRIPTION: ClassVar[str] = "Z − log Σexp(Z) over the units, the log-probabilities; only as the last layer, with nll."

@@ -715,6 +715,9 @@ class Layer:
         numpy array. Refused for what the kind cannot express."""
         raise Refused(f"{type(module).__name__} is not read")
 
+    #: The ONNX opset its nodes need, where it is newer than the one export writes (GELU: 20).
+    ONNX_OPSET: ClassVar[int] = 0
+
     #: The functions (by name) a module's code calls for this kind, read from a torch.fx
     #: trace: ``add`` for ``out + identity``, ``relu`` for ``F.relu``; see ``from_torch_call``.
     TORCH_CALLS: ClassVar[tuple[str, ...]] = ()
