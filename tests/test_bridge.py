@@ -108,7 +108,6 @@ def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torc
 NO_TORCH_FORM = {
     "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
     "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
-    "adaptive_avgpool": "no PyTorch form",
     "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
     "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
     "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",

@@ -14,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from cnntrace.bridge import need
-from cnntrace.bridge.torch_in import kind_reading
+from cnntrace.bridge.torch_in import append_layer, kind_reading
 from cnntrace.errors import InputError
 from cnntrace.layers.base import Imported, OnnxNode, Refused
-from cnntrace.problem import layer_outputs
 
 #: Operators that pass their input on unchanged.
 PASS_THROUGH = ("Identity",)
@@ -105,16 +104,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                 raise Refused(f"{op} of {len(sources) + 1} matrices ({names[node.input[0]]}, {', '.join(sources)}): "
                               "cnntrace's layer reads one and weights that are constants")  # fmt: skip
             imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
-            reading = names[node.input[0]]
-            if reading != previous:
-                description = imported.description
-                description = {"type": description} if isinstance(description, str) else dict(description)
-                imported = imported._replace(description={**description, "input": reading})
-            layers.append(imported)
-            try:
-                previous = names[output] = layer_outputs([layer.description for layer in layers])[-1]
-            except InputError as error:
-                raise Refused(f"{op} here: {error}") from None
+            previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None
     ends = [names.get(output.name) for output in graph.output]

@@ -26,6 +26,23 @@ def array(tensor) -> np.ndarray:
     return np.asarray(plain(tensor), dtype=np.float64)
 
 
+def read_by(name: str, attribute: str, read):
+    """(kind, ``read(kind)``) for the first layer kind whose ``attribute`` ("TORCH",
+    "TORCH_CALLS", "ONNX") lists ``name`` and that does not refuse it (AdaptiveAvgPool2d(1)
+    is a global_avgpool, AdaptiveAvgPool2d(2) an adaptive_avgpool); the first refusal where
+    every one refuses; None where no kind lists it."""
+    refusals = []
+    for kind in KINDS.values():
+        if name in getattr(kind, attribute):
+            try:
+                return kind, read(kind)
+            except Refused as refusal:
+                refusals.append(refusal)
+    if refusals:
+        raise refusals[0]
+    return None
+
+
 def kind_reading(name: str, attribute: str):
     """The layer kind that reads torch module, function (or ONNX operator) ``name``
     (attribute "TORCH", "TORCH_CALLS" or "ONNX"), or None."""
@@ -98,7 +115,7 @@ def _is_chain(module) -> bool:
     )
 
 
-def _placed(layers: list[Imported], imported: Imported, reading: str, previous: str) -> str:
+def append_layer(layers: list[Imported], imported: Imported, reading: str, previous: str) -> str:
     """Append ``imported``, reading ``reading`` (with ``input`` where that is not the previous
     layer's output), to ``layers``; the name cnntrace gives its output."""
     if reading != previous:
@@ -170,19 +187,19 @@ def traced_layers(module) -> list[Imported]:
                 if name in PASS_THROUGH:
                     names[node] = operands[0]
                     continue
-                kind = kind_reading(name, "TORCH")
-                if kind is None:
+                found = read_by(name, "TORCH", lambda kind: kind.from_torch(leaf, array))  # noqa: B023 (called at once)
+                if found is None:
                     raise Refused(f"{name} is not a layer kind cnntrace has")
-                imported = kind.from_torch(leaf, array)
             else:
                 function = node.target if isinstance(node.target, str) else node.target.__name__
-                kind = kind_reading(function, "TORCH_CALLS")
-                if kind is None:
+                call = TorchCall(function, tuple(operands[1:]), tuple(constants), options)
+                found = read_by(function, "TORCH_CALLS", lambda kind: kind.from_torch_call(call))  # noqa: B023
+                if found is None:
                     raise Refused(f"{function} is not a function cnntrace reads")
-                imported = kind.from_torch_call(TorchCall(function, tuple(operands[1:]), tuple(constants), options))
+            kind, imported = found
             if len(operands) > 1 and not kind.merge:
                 raise Refused(f"{kind.type} of {len(operands)} matrices ({', '.join(operands)}): it reads one")
-            names[node] = previous = _placed(out, imported, operands[0], previous)
+            names[node] = previous = append_layer(out, imported, operands[0], previous)
         except Refused as refusal:
             raise InputError(f"{where}: {refusal}") from None
     if not out:
@@ -200,13 +217,13 @@ def layers_of(module) -> list[Imported]:
         name = type(leaf).__name__
         if name in PASS_THROUGH:
             continue
-        kind = kind_reading(name, "TORCH")
-        if kind is None:
-            raise InputError(f"{path}: {name} is not a layer kind cnntrace has")
         try:
-            out.append(kind.from_torch(leaf, array))
+            found = read_by(name, "TORCH", lambda kind: kind.from_torch(leaf, array))  # noqa: B023 (called at once)
         except Refused as refusal:
             raise InputError(f"{path}: {refusal}") from None
+        if found is None:
+            raise InputError(f"{path}: {name} is not a layer kind cnntrace has")
+        out.append(found[1])
     if not out:
         raise InputError("the model has no layers")
     return out
