@@ -107,10 +107,6 @@ def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torc
 #: it must, instead of writing a script that cannot agree).
 NO_TORCH_FORM = {
     "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
-    "conv-dilation-2x1-four-sides": "padding", "conv-depthwise-same-no-bias": "padding",
-    "maxpool-dilated": "not written yet", "maxpool-same": "not written yet", "maxpool-four-sides": "not written yet",
-    "avgpool-padding-not-counted": "does not", "avgpool-four-sides": "not written yet",
-    "avgpool-same": "not written yet", "avgpool-ceil": "not written yet", "avgpool-valid": "not written yet",
 }  # fmt: skip
 
 
@@ -336,13 +332,15 @@ def refused_model(path, op, attributes, inputs=("X", "W"), extra=()):
 
 @pytest.mark.parametrize(("op", "attributes", "message"), [
     ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER"}, "/layer1/conv2: Conv with auto_pad SAME_LOWER"),
-    ("Conv", {"kernel_shape": [3, 3], "dilations": [2, 2]}, "/layer1/conv2: Conv with dilations [2, 2]"),
-    ("Conv", {"kernel_shape": [3, 3], "pads": [1, 0, 0, 1]}, "/layer1/conv2: Conv with pads [1, 0, 0, 1] (cnntrace pads each side alike)"),
+    ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}, "/layer1/conv2: Conv with auto_pad SAME_UPPER"),
+    ("ConvTranspose", {"kernel_shape": [3, 3], "output_shape": [8, 8]}, "/layer1/conv2: ConvTranspose with output_shape [8, 8] (give pads instead)"),
+    ("AveragePool", {"kernel_shape": [2, 2], "ceil_mode": 1}, "/layer1/conv2: AveragePool with ceil_mode 1"),
+    ("MaxPool", {"kernel_shape": [2, 2], "storage_order": 1}, "/layer1/conv2: MaxPool with storage_order 1"),
     ("LpPool", {"kernel_shape": [2, 2]}, "/layer1/conv2: LpPool is not an operator cnntrace reads"),
 ])  # fmt: skip
 def test_an_operator_cnntrace_cannot_express_is_named_and_nothing_is_written(op, attributes, message, tmp_path):
     model = tmp_path / "model.onnx"
-    refused_model(model, op, attributes, inputs=("X", "W") if op == "Conv" else ("X",))
+    refused_model(model, op, attributes, inputs=("X", "W") if op.startswith("Conv") else ("X",))
     output = tmp_path / "out.json"
     result = CliRunner().invoke(app, ["import", str(model), "--grad", "1", "-o", str(output)])
     assert result.exit_code == 2 and result.stdout == ""
@@ -353,8 +351,8 @@ def test_an_operator_cnntrace_cannot_express_is_named_and_nothing_is_written(op,
 def test_from_torch_names_a_module_it_cannot_read(torch):
     import cnntrace
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, dilation=2), torch.nn.Flatten(), torch.nn.Linear(4, 1))
-    with pytest.raises(InputError, match=r"^0: Conv2d with dilation \(2, 2\)"):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding_mode="reflect"), torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    with pytest.raises(InputError, match=r"^0: Conv2d with padding_mode 'reflect'"):
         cnntrace.from_torch(model, torch.zeros(1, 1, 7, 7), torch.zeros(1, 1), loss="mse")
     with pytest.raises(InputError, match="1: GRU is not a layer kind"):
         cnntrace.from_torch(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.GRU(2, 2)), torch.zeros(1, 2), [0.0], loss="mse")

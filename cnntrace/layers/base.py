@@ -451,18 +451,21 @@ def torch_pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
 
 
-def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = ()) -> dict:
-    """The kernel, stride and padding of an ONNX Conv or pool node as pairs:
-    {"kernel", "stride", "padding"}; Refused for padding that differs between the sides,
-    an auto_pad other than NOTSET or VALID, dilations, ceil_mode, and any attribute of
-    ``refuse_other`` given another value than its default."""
+def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> dict:
+    """The kernel, stride, padding, dilation and ceil mode of an ONNX Conv or pool node:
+    {"kernel", "stride", "padding", "dilation", "ceil_mode"}, the padding (rows, cols), or
+    (top, bottom, left, right) where the sides differ. Refused for an auto_pad other than
+    NOTSET or VALID, for what ``allow`` leaves out of "dilations", "ceil_mode" and "sides"
+    (padding that differs between the sides), and for any attribute of ``refuse_other``
+    given another value than its default."""
     attributes = node.attributes
     auto_pad = attributes.get("auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID"):
         raise Refused(f"{node.op} with auto_pad {auto_pad}")
-    if any(d != 1 for d in attributes.get("dilations", (1, 1))):
-        raise Refused(f"{node.op} with dilations {list(attributes['dilations'])}")
-    if attributes.get("ceil_mode", 0):
+    dilation = tuple(attributes.get("dilations", (1, 1)))
+    if "dilations" not in allow and any(d != 1 for d in dilation):
+        raise Refused(f"{node.op} with dilations {list(dilation)}")
+    if "ceil_mode" not in allow and attributes.get("ceil_mode", 0):
         raise Refused(f"{node.op} with ceil_mode 1")
     for name in refuse_other:
         if name in attributes and attributes[name]:
@@ -470,10 +473,12 @@ def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = ()) -> dict:
     kernel = tuple(attributes.get("kernel_shape", ()))
     if len(kernel) != 2:
         raise Refused(f"{node.op} over {len(kernel) or 'unknown'} dimensions (cnntrace's maps have 2)")
-    pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
-    if pads[:2] != pads[2:]:
-        raise Refused(f"{node.op} with pads {list(pads)} (cnntrace pads each side alike)")
-    return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": pads[:2]}
+    top, left, bottom, right = tuple(attributes.get("pads", (0, 0, 0, 0)))
+    if (top, left) != (bottom, right) and "sides" not in allow:
+        raise Refused(f"{node.op} with pads {[top, left, bottom, right]} (cnntrace pads each side alike)")
+    padding = (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+    return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": padding,
+            "dilation": dilation, "ceil_mode": bool(attributes.get("ceil_mode", 0))}  # fmt: skip
 
 
 def onnx_window_attributes(kernel, stride, padding) -> dict:
