@@ -294,6 +294,12 @@ class MaxPool(Pool):
                              key=self.place.key("ties"))  # fmt: skip
         return super().torch_form(t)
 
+    def onnx_nodes(self, t, x, y):
+        if self.ties != "first":
+            raise InputError(f"ONNX's MaxPool sends the gradient to one maximum, not ties {self.ties!r}",
+                             key=self.place.key("ties"))  # fmt: skip
+        return super().onnx_nodes(t, x, y)
+
     def _torch_module(self, padding):
         return f"nn.MaxPool2d({self.size}, {self.stride}, {padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode})"
 
