@@ -392,3 +392,64 @@ def test_every_kind_exports_to_onnx_and_reads_back_to_the_same_numbers(case, tmp
     np.testing.assert_allclose(back.general_pass().value(back.problem.network.output),
                                trace.general_pass().value(output), rtol=1e-12, atol=1e-14)  # fmt: skip
     np.testing.assert_allclose(back["dL_dX"], trace["dL_dX"], rtol=1e-9, atol=1e-12)
+
+
+# -- the newer kinds from PyTorch ---------------------------------------------------------------
+
+
+def newer_kinds_net(nn):
+    """A conv with 'same' padding, dilation and groups, ELU and a dilated ceil-mode max-pool;
+    a conv, GELU and an average pool that does not count its padding; a conv, SiLU and an
+    adaptive average pool; a dense layer and softplus of beta 2; log_softmax (for NLLLoss)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", dilation=2, groups=2), nn.ELU(0.7),
+        nn.MaxPool2d(3, 2, padding=1, dilation=(1, 2), ceil_mode=True),
+        nn.Conv2d(4, 4, 1), nn.GELU(), nn.AvgPool2d(3, 1, padding=1, count_include_pad=False),
+        nn.Conv2d(4, 4, 1), nn.SiLU(), nn.AdaptiveAvgPool2d((3, 2)),
+        nn.Flatten(), nn.Linear(4 * 3 * 2, 5), nn.Softplus(beta=2.0), nn.Linear(5, 3), nn.LogSoftmax(dim=1),
+    )  # fmt: skip
+
+
+def test_from_torch_reads_the_newer_kinds_and_a_sum_to_autograds_numbers(torch, tmp_path):
+    import cnntrace
+
+    torch.manual_seed(5)
+    model = newer_kinds_net(torch.nn).double()
+    X, Y = torch.randn(2, 2, 9, 8, dtype=torch.float64), torch.tensor([2, 0])
+    loss = torch.nn.NLLLoss(reduction="sum")
+    data = cnntrace.from_torch(model, X, Y, loss=loss)
+    assert data["loss"] == {"type": "nll", "reduction": "sum"}
+    trace = cnntrace.trace_input(data)
+    leaf = X.clone().requires_grad_(True)
+    L = loss(model(leaf), Y)
+    L.backward()
+    np.testing.assert_allclose(trace["L"], L.item(), rtol=1e-12)
+    np.testing.assert_allclose(trace["dL_dX"], leaf.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for name, gradient in zip(trace.problem.network.params, (p.grad for p in model.parameters())):
+        gradient = gradient.T if gradient.ndim == 2 else gradient
+        np.testing.assert_allclose(trace[f"dL_d{name}"], gradient.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    path = repro(trace, tmp_path)
+    path.write_text(path.read_text().replace("RTOL, ATOL = 1e-07, 1e-07", "RTOL, ATOL = 1e-09, 1e-12"))
+    status, out = run_script(path)
+    assert status == 0, out
+
+
+def test_an_onnx_model_of_the_newer_kinds_imports_to_autograds_numbers(torch, tmp_path):
+    nn = torch.nn
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, dilation=2, padding=1), nn.ELU(0.5), nn.MaxPool2d(2, 2, dilation=2),
+                          nn.Flatten(), nn.Linear(3 * 2 * 2, 4), nn.Softplus(), nn.Linear(4, 4),
+                          nn.LogSoftmax(dim=1)).double()  # fmt: skip
+    X, Y = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 1])
+    to_onnx(torch, model, X, tmp_path / "model.onnx")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", "[3, 1]", "--loss", "nll", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trace = run(load_problem(output))
+    leaf = X.clone().requires_grad_(True)
+    L = torch.nn.functional.nll_loss(model(leaf), Y)
+    L.backward()
+    np.testing.assert_allclose(trace["L"], L.item(), rtol=1e-12)
+    np.testing.assert_allclose(trace["dL_dX"], leaf.grad.numpy(), rtol=1e-9, atol=1e-12)
