@@ -159,6 +159,10 @@ class Problem:
     #: The reference form's options (reference.ReferenceOptions): its summary and its
     #: size guard stand in for those of a list of layers.
     reference: object | None = None
+    #: {PyTorch's parameter name: the weight it is}, for a network from ``import`` or
+    #: ``from_torch`` ("0.weight": "W1"; "7.weight": "W3.T" where nn.Linear keeps it
+    #: transposed): verify reads gradients given under PyTorch's names.
+    torch_names: dict = field(default_factory=dict, repr=False)
 
     # -- building --------------------------------------------------------------------------
 
@@ -233,6 +237,19 @@ class Problem:
     @property
     def M(self) -> int:
         return self.X.shape[0] if self.batched else 1
+
+    def with_torch_names(self, names) -> Problem:
+        """The problem with its ``torch_names``, checked: an object of PyTorch's parameter
+        names, each to one of the network's weights (with ``.T`` where it is transposed)."""
+        if not isinstance(names, dict):
+            raise InputError("expected an object of PyTorch's parameter names, {\"0.weight\": \"W1\"}",
+                             key="torch_names")  # fmt: skip
+        for torch_name, name in names.items():
+            weight = name.removesuffix(".T") if isinstance(name, str) else None
+            if weight not in self.network.params:
+                raise InputError(f"expected one of the weights ({', '.join(self.network.params)}), with .T where "
+                                 f"it is transposed; got {shown(name)}", key=f"torch_names.{torch_name}")  # fmt: skip
+        return replace(self, torch_names=dict(names))
 
     def with_conventions(self, conventions: dict) -> Problem:
         """The problem with its layers set to ``conventions`` (see layers.base.Convention)."""

@@ -9,6 +9,7 @@ trace (each layer's output and gradient, each path's part at a fork) from the sc
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -453,3 +454,47 @@ def test_an_onnx_model_of_the_newer_kinds_imports_to_autograds_numbers(torch, tm
     L.backward()
     np.testing.assert_allclose(trace["L"], L.item(), rtol=1e-12)
     np.testing.assert_allclose(trace["dL_dX"], leaf.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+# -- verify under PyTorch's parameter names -------------------------------------------------------
+
+
+def test_verify_reads_gradients_under_pytorchs_parameter_names(torch, tmp_path):
+    import cnntrace
+
+    model, X, Y = block_and_data(torch, "downsample")
+    data = cnntrace.from_torch(model, X, Y, loss="cross_entropy")
+    assert data["torch_names"]["block.downsample.0.weight"] == "W5" and data["torch_names"]["fc.weight"] == "W7.T"
+    assert "block.conv1.bias" not in data["torch_names"]  # bias=False: cnntrace's zero B1 is its own
+    path = tmp_path / "block.json"
+    path.write_text(json.dumps(data))
+    leaf = X.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(leaf), Y).backward()
+    grads = {name: p.grad.numpy() for name, p in model.named_parameters()}
+    np.savez(tmp_path / "grads.npz", **grads)
+    result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(grads)} of {len(grads)} answers right" in result.stdout
+    grads["fc.weight"] = grads["fc.weight"].copy()
+    grads["fc.weight"][0, 1] += 1e-3  # nn.Linear's out×in: cnntrace's W7[1, 0]
+    np.savez(tmp_path / "grads.npz", **grads)
+    result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64"])
+    assert result.exit_code == 1 and f"{len(grads) - 1} of {len(grads)} answers right" in result.stdout
+    assert re.search(r"fc\.weight\s+│\s+\[1,0\]", result.stdout)
+
+
+def test_import_of_a_state_dict_names_its_tensors_and_a_wrong_name_is_refused(torch, tmp_path):
+    import cnntrace
+
+    model, X, Y = block_and_data(torch, "plain")
+    layers = tmp_path / "net.json"
+    layers.write_text(json.dumps({"layers": LAYERS["plain"], "loss": "cross_entropy", "X": X.tolist(), "Y": Y.tolist()}))
+    torch.save(model.state_dict(), tmp_path / "block.pt")
+    output = tmp_path / "imported.json"
+    assert CliRunner().invoke(app, ["import", str(tmp_path / "block.pt"), "--layers", str(layers), "-o", str(output)]).exit_code == 0
+    data = json.loads(output.read_text())
+    assert data["torch_names"] == cnntrace.from_torch(model, X, Y, loss="cross_entropy")["torch_names"]
+    data["torch_names"]["fc.weight"] = "W9"
+    with pytest.raises(InputError, match=r"expected one of the weights \(W1, B1, .*\), with .T where it is transposed; got 'W9'") as error:
+        cnntrace.trace_input(data)
+    assert error.value.key == "torch_names.fc.weight"

@@ -101,11 +101,25 @@ def input_dict(layers: list[Imported], X, target=None, *, loss: str | dict | Non
     data["layers"] = descriptions
     if loss is not None:
         data["loss"] = loss
+    torch_names = {}
     for layer, imported in zip(network.layers, layers):
         for name, value in zip((*layer.params, *layer.running), (*imported.weights, *imported.running)):
             data[name] = array(value).tolist()
+        for torch_name, name, transposed in zip(imported.torch_names, layer.params,
+                                                imported.transposed or (False,) * len(layer.params)):  # fmt: skip
+            if torch_name:
+                torch_names[torch_name] = name + ".T" * transposed
     data["lr"] = lr
+    if torch_names:
+        data["torch_names"] = torch_names
     return data
+
+
+def _named(imported: Imported, path: str, has) -> Imported:
+    """``imported`` with PyTorch's names of its weights: a module's are its weight and bias
+    (a batch norm's γ and β), "" for one the module does not have (``has(attribute)``)."""
+    names = tuple(f"{path}.{attribute}" if has(attribute) else "" for attribute in ("weight", "bias"))
+    return imported._replace(torch_names=names[: len(imported.weights)])
 
 
 def _is_chain(module) -> bool:
@@ -199,6 +213,8 @@ def traced_layers(module) -> list[Imported]:
             kind, imported = found
             if len(operands) > 1 and not kind.merge:
                 raise Refused(f"{kind.type} of {len(operands)} matrices ({', '.join(operands)}): it reads one")
+            if node.op == "call_module":
+                imported = _named(imported, str(node.target), lambda attribute: getattr(leaf, attribute, None) is not None)  # noqa: B023
             names[node] = previous = append_layer(out, imported, operands[0], previous)
         except Refused as refusal:
             raise InputError(f"{where}: {refusal}") from None
@@ -223,7 +239,7 @@ def layers_of(module) -> list[Imported]:
             raise InputError(f"{path}: {refusal}") from None
         if found is None:
             raise InputError(f"{path}: {name} is not a layer kind cnntrace has")
-        out.append(found[1])
+        out.append(_named(found[1], path, lambda attribute: getattr(leaf, attribute, None) is not None))  # noqa: B023
     if not out:
         raise InputError("the model has no layers")
     return out
@@ -270,5 +286,5 @@ def from_state_dict(state: dict, layers: list, *, file: str = "") -> list[Import
             imported = type(layer).from_state(tensors)
         except Refused as refusal:
             raise InputError(f"{module}: {refusal}", key=layer.place.key(), file=file) from None
-        out.append(imported._replace(description=description))
+        out.append(_named(imported._replace(description=description), module, tensors.__contains__))
     return out

@@ -402,11 +402,16 @@ class TorchForm(NamedTuple):
 class Imported(NamedTuple):
     """A layer read from PyTorch or ONNX: its description as an input file writes it (its
     type, or an object with its options), and its arrays in the order of its ``params`` and
-    then its ``running`` statistics (float64, cnntrace's layouts: a dense W n_in×n_out)."""
+    then its ``running`` statistics (float64, cnntrace's layouts: a dense W n_in×n_out);
+    ``transposed``, which of its weights are PyTorch's transposed (nn.Linear's out×in);
+    ``torch_names``, PyTorch's name of each weight ("0.weight", "" for a zero bias PyTorch
+    does not have), set by the reader."""
 
     description: str | dict
     weights: tuple = ()
     running: tuple = ()
+    transposed: tuple[bool, ...] = ()
+    torch_names: tuple[str, ...] = ()
 
 
 class Refused(Exception):

@@ -85,7 +85,7 @@ class Dense(WeightedLayer):
 
     @classmethod
     def _imported(cls, W, B) -> Imported:
-        return Imported(cls.type, (W, np.zeros(W.shape[1]) if B is None else B))
+        return Imported(cls.type, (W, np.zeros(W.shape[1]) if B is None else B), transposed=(True, False))
 
     @classmethod
     def from_torch(cls, module, array):
