@@ -21,7 +21,7 @@ from cnntrace.io import load_problem, problem_from_dict
 from cnntrace.naming import grad
 from cnntrace.tracer import run
 from tests.kinds import ALL_CASES, make
-from tests.test_bridge import assert_agrees, repro, run_script, to_onnx
+from tests.test_bridge import SAMPLES, assert_agrees, repro, run_script, to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -498,3 +498,16 @@ def test_import_of_a_state_dict_names_its_tensors_and_a_wrong_name_is_refused(to
     with pytest.raises(InputError, match=r"expected one of the weights \(W1, B1, .*\), with .T where it is transposed; got 'W9'") as error:
         cnntrace.trace_input(data)
     assert error.value.key == "torch_names.fc.weight"
+
+
+def test_a_traces_notebook_page_is_compact_and_capped(monkeypatch):
+    import cnntrace
+    from cnntrace import notebook
+
+    trace = cnntrace.trace_input(json.loads((SAMPLES / "resnet-block.json").read_text()))
+    page = trace._repr_html_()
+    assert page.startswith("<iframe srcdoc=") and "dL_dW1" in page
+    assert len(page.encode()) <= notebook.MAX_PAGE_BYTES and "class=&quot;explanations&quot;&gt;{}" in page
+    monkeypatch.setattr(notebook, "MAX_PAGE_BYTES", 10_000)
+    page = trace._repr_html_()
+    assert not page.startswith("<iframe") and "cnntrace step FILE --html PAGE" in page and len(page) < 1000
