@@ -11,7 +11,6 @@ from cnntrace.render.html import render as render_page
 from cnntrace.render.markdown import render as render_markdown
 from cnntrace.tracer import DISPLAY
 
-
 #: The largest page a notebook cell embeds (its output is saved in the notebook's file).
 MAX_PAGE_BYTES = 300_000
 

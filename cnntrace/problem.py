@@ -24,7 +24,7 @@ from cnntrace.checks import as_array, positive_number
 from cnntrace.errors import InputError, shown
 from cnntrace.layers import KINDS, GivenLayout, Layer, Layout, Stage
 from cnntrace.losses import LOSSES, GivenGradient, Loss, default_loss
-from cnntrace.naming import grad
+from cnntrace.naming import NAME, grad
 from cnntrace.network import Network, output_names, place
 from cnntrace.text import number_text, shape_text
 
@@ -245,6 +245,9 @@ class Problem:
             raise InputError("expected an object of PyTorch's parameter names, {\"0.weight\": \"W1\"}",
                              key="torch_names")  # fmt: skip
         for torch_name, name in names.items():
+            if NAME.fullmatch(torch_name):
+                raise InputError("is a name of the trace's own; PyTorch's names are its modules' (\"0.weight\")",
+                                 key=f"torch_names.{torch_name}")  # fmt: skip
             weight = name.removesuffix(".T") if isinstance(name, str) else None
             if weight not in self.network.params:
                 raise InputError(f"expected one of the weights ({', '.join(self.network.params)}), with .T where "

@@ -511,3 +511,23 @@ def test_a_traces_notebook_page_is_compact_and_capped(monkeypatch):
     monkeypatch.setattr(notebook, "MAX_PAGE_BYTES", 10_000)
     page = trace._repr_html_()
     assert not page.startswith("<iframe") and "cnntrace step FILE --html PAGE" in page and len(page) < 1000
+
+
+def test_an_onnx_model_from_pytorch_keeps_its_parameter_names_for_verify(torch, tmp_path):
+    import cnntrace
+
+    model, X, Y = block_and_data(torch, "downsample")
+    expected = cnntrace.from_torch(model, X, Y, loss="cross_entropy")["torch_names"]
+    to_onnx(torch, model, X, tmp_path / "block.onnx")
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "block.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text())["torch_names"] == expected
+    # An ONNX model cnntrace wrote names its weights W1, B1 …: no PyTorch names to keep.
+    model_file = tmp_path / "again.onnx"
+    assert CliRunner().invoke(app, ["export", str(output), "--to", "onnx", "-o", str(model_file)]).exit_code == 0
+    result = CliRunner().invoke(app, ["import", str(model_file), "--input", str(tmp_path / "x.npy"),
+                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0 and "torch_names" not in json.loads(output.read_text())

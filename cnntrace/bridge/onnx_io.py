@@ -43,6 +43,20 @@ def _input_shape(graph, initializers) -> tuple[str, tuple]:
     return inputs[0].name, shape
 
 
+def _named(imported: Imported, weight_names: list[str], constants: dict, stored: set) -> Imported:
+    """``imported`` with its weights' initializer names (PyTorch's parameter names, in a
+    model torch.onnx.export wrote), each only where the weight is that initializer's values
+    as they are (or transposed, where ``imported.transposed`` says): a Gemm's alpha, a bias
+    broadcast, a zero bias filled in keep none."""
+    flags = imported.transposed or (False,) * len(imported.weights)
+    names = []
+    for weight, stored_name, transposed in zip(imported.weights, weight_names, flags):
+        value = constants.get(stored_name) if stored_name in stored else None
+        same = value is not None and np.array_equal(value.T if transposed else value, weight)
+        names.append(stored_name if same else "")
+    return imported._replace(torch_names=tuple(names))
+
+
 def read_model(path: str) -> tuple[list[Imported], tuple]:
     """(layers, the input's shape) of the ONNX model at ``path``; InputError naming the node
     cnntrace cannot express, or the file.
@@ -60,6 +74,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
         raise InputError(f"is not an ONNX model that onnx can read ({type(error).__name__})", file=path) from None
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer}
+    stored = set(constants)  # the initializers: a model from PyTorch names them as its parameters
     first_input, shape = _input_shape(graph, constants)
     names = {first_input: "X"}  # ONNX's name of a tensor -> cnntrace's name of the matrix
     previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
@@ -83,6 +98,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
             if node.input[0] not in names:
                 raise Refused(f"{node.op_type} whose first input is a constant")
             op, inputs = node.op_type, [constants.get(x) if x else None for x in node.input[1:]]
+            weight_names = list(node.input[1:])
             sources = tuple(names[x] for x in node.input[1:] if x in names)
             output = node.output[0]
             if op == "MatMul" and not sources:
@@ -93,6 +109,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                     other = [x for x in following.input if x != output]
                     if len(other) == 1 and other[0] in constants:
                         bias, output, i = constants[other[0]], following.output[0], i + 1
+                        weight_names.append(other[0])
                 op, inputs = "Gemm", [*inputs, bias] if bias is not None else inputs
             if op in PASS_THROUGH:
                 names[output] = names[node.input[0]]
@@ -104,6 +121,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                 raise Refused(f"{op} of {len(sources) + 1} matrices ({names[node.input[0]]}, {', '.join(sources)}): "
                               "cnntrace's layer reads one and weights that are constants")  # fmt: skip
             imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
+            imported = _named(imported, weight_names, constants, stored)
             previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None

@@ -15,6 +15,7 @@ from cnntrace.errors import InputError
 from cnntrace.layers import KINDS
 from cnntrace.layers.base import Imported, Refused, TorchCall
 from cnntrace.losses import LOSSES
+from cnntrace.naming import NAME
 from cnntrace.problem import layer_outputs, parse_layers
 
 #: Modules that change nothing in a pass (what an exported model keeps of a dropout).
@@ -107,7 +108,9 @@ def input_dict(layers: list[Imported], X, target=None, *, loss: str | dict | Non
             data[name] = array(value).tolist()
         for torch_name, name, transposed in zip(imported.torch_names, layer.params,
                                                 imported.transposed or (False,) * len(layer.params)):  # fmt: skip
-            if torch_name:
+            # cnntrace's own names (an ONNX model cnntrace wrote names its weights W1, B1) are
+            # the trace's matrices in verify's answers, not PyTorch's.
+            if torch_name and not NAME.fullmatch(torch_name):
                 torch_names[torch_name] = name + ".T" * transposed
     data["lr"] = lr
     if torch_names:
