@@ -332,7 +332,7 @@ def refused_model(path, op, attributes, inputs=("X", "W"), extra=()):
 
 @pytest.mark.parametrize(("op", "attributes", "message"), [
     ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER"}, "/layer1/conv2: Conv with auto_pad SAME_LOWER"),
-    ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}, "/layer1/conv2: Conv with auto_pad SAME_UPPER"),
+    ("Conv", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}, "/layer1/conv2: Conv with auto_pad SAME_UPPER and strides [2, 2]"),
     ("ConvTranspose", {"kernel_shape": [3, 3], "output_shape": [8, 8]}, "/layer1/conv2: ConvTranspose with output_shape [8, 8] (give pads instead)"),
     ("AveragePool", {"kernel_shape": [2, 2], "ceil_mode": 1}, "/layer1/conv2: AveragePool with ceil_mode 1"),
     ("MaxPool", {"kernel_shape": [2, 2], "storage_order": 1}, "/layer1/conv2: MaxPool with storage_order 1"),

@@ -531,3 +531,41 @@ def test_an_onnx_model_from_pytorch_keeps_its_parameter_names_for_verify(torch, 
     result = CliRunner().invoke(app, ["import", str(model_file), "--input", str(tmp_path / "x.npy"),
                                       "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
     assert result.exit_code == 0 and "torch_names" not in json.loads(output.read_text())
+
+
+def test_onnx_same_upper_padding_reads_as_same_and_agrees_with_onnxruntime(tmp_path):
+    """auto_pad SAME_UPPER (TensorFlow's "SAME", what converters write) is cnntrace's "same":
+    a conv with an even kernel (its odd padding cell after), a stride-2 max-pool and, after a
+    1×1 conv, an average pool that does not count its padding, on odd sizes; onnxruntime (float32, its
+    CPU build has no float64 Conv) computes the same output."""
+    onnx = pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    W = rng.normal(size=(2, 1, 4, 4)).astype(np.float32)
+    B = rng.normal(size=2).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["X", "W", "B"], ["Z"], auto_pad="SAME_UPPER", kernel_shape=[4, 4]),
+        helper.make_node("Relu", ["Z"], ["A"]),
+        helper.make_node("MaxPool", ["A"], ["P"], auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["P", "V"], ["Z2"], kernel_shape=[1, 1]),
+        helper.make_node("AveragePool", ["Z2"], ["Q"], auto_pad="SAME_UPPER", kernel_shape=[2, 3], strides=[1, 2]),
+    ]  # fmt: skip
+    graph = helper.make_graph(nodes, "same", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 1, 7, 9])],
+                              [helper.make_tensor_value_info("Q", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B"),
+                               numpy_helper.from_array(rng.normal(size=(2, 2, 1, 1)).astype(np.float32), "V")])  # fmt: skip
+    model = tmp_path / "same.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    X = rng.normal(size=(2, 1, 7, 9)).astype(np.float32)
+    (expected,) = ort.InferenceSession(str(model)).run(None, {"X": X})
+    np.save(tmp_path / "x.npy", X.astype(np.float64))
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--input", str(tmp_path / "x.npy"), "--grad",
+                                      json.dumps(np.ones(expected.shape).tolist()), "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    layers = json.loads(output.read_text())["layers"]
+    assert layers[0]["padding"] == "same" and layers[2]["padding"] == "same" and layers[4]["count_include_pad"] is False
+    trace = run(load_problem(output))
+    np.testing.assert_allclose(trace[trace.problem.network.output].reshape(expected.shape), expected, rtol=2e-5, atol=2e-6)

@@ -96,7 +96,11 @@ def _value(text: str | None, key: str, shape=None):
     if text is None:
         return None
     path = Path(text)
-    if path.suffix and (path.exists() or path.suffix.lower() in (".npy", ".npz", ".json", *IMAGES)):
+    try:
+        exists = path.exists()
+    except OSError:  # a JSON value longer than a file's name can be
+        exists = False
+    if path.suffix and (exists or path.suffix.lower() in (".npy", ".npz", ".json", *IMAGES)):
         return _array_file(path, key, shape)
     try:
         return json.loads(text)

@@ -458,14 +458,15 @@ def torch_pair(value) -> tuple[int, int]:
 
 def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> dict:
     """The kernel, stride, padding, dilation and ceil mode of an ONNX Conv or pool node:
-    {"kernel", "stride", "padding", "dilation", "ceil_mode"}, the padding (rows, cols), or
-    (top, bottom, left, right) where the sides differ. Refused for an auto_pad other than
+    {"kernel", "stride", "padding", "dilation", "ceil_mode"}, the padding (rows, cols),
+    (top, bottom, left, right) where the sides differ, or "same". Refused for an auto_pad other than
     NOTSET or VALID, for what ``allow`` leaves out of "dilations", "ceil_mode" and "sides"
-    (padding that differs between the sides), and for any attribute of ``refuse_other``
+    (padding that differs between the sides) and "same" (auto_pad SAME_UPPER, read as the
+    padding "same"), and for any attribute of ``refuse_other``
     given another value than its default."""
     attributes = node.attributes
     auto_pad = attributes.get("auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
+    if auto_pad not in ("NOTSET", "VALID") and not (auto_pad == "SAME_UPPER" and "same" in allow):
         raise Refused(f"{node.op} with auto_pad {auto_pad}")
     dilation = tuple(attributes.get("dilations", (1, 1)))
     if "dilations" not in allow and any(d != 1 for d in dilation):
@@ -482,6 +483,8 @@ def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = (), allow: tuple
     if (top, left) != (bottom, right) and "sides" not in allow:
         raise Refused(f"{node.op} with pads {[top, left, bottom, right]} (cnntrace pads each side alike)")
     padding = (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+    if auto_pad == "SAME_UPPER":  # the output keeps ceil(size/stride), the odd cell after: "same"
+        padding = "same"
     return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": padding,
             "dilation": dilation, "ceil_mode": bool(attributes.get("ceil_mode", 0))}  # fmt: skip
 

@@ -362,7 +362,10 @@ class PaddedConv2d(nn.Conv2d):
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node, allow=("dilations", "sides"))
+        window = onnx_window(node, allow=("dilations", "sides", "same"))
+        if window["padding"] == "same" and window["stride"] != (1, 1):
+            # ONNX's SAME_UPPER pads for ceil(size/stride); cnntrace's "same", as PyTorch's, for stride 1.
+            raise Refused(f"Conv with auto_pad SAME_UPPER and strides {list(window['stride'])}")
         W, *rest = node.inputs
         if W is None or (rest and rest[0] is None):
             raise Refused("Conv whose weights are not constants")

@@ -79,8 +79,8 @@ class Pool(Layer):
     @classmethod
     def _imported(cls, size, stride, padding, **more) -> Imported:
         description = {"type": cls.type, "size": list(size), "stride": list(stride)}
-        if any(padding):
-            description["padding"] = list(padding)
+        if isinstance(padding, str) or any(padding):
+            description["padding"] = padding if isinstance(padding, str) else list(padding)
         return Imported({**description, **more})
 
     @classmethod
@@ -316,7 +316,7 @@ class MaxPool(Pool):
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node, refuse_other=("storage_order",), allow=("dilations", "ceil_mode", "sides"))
+        window = onnx_window(node, refuse_other=("storage_order",), allow=("dilations", "ceil_mode", "sides", "same"))
         return cls._imported(window["kernel"], window["stride"], window["padding"],
                              **cls._more(window["dilation"], window["ceil_mode"]))  # fmt: skip
 
@@ -540,7 +540,8 @@ class AvgPool(Pool):
     @classmethod
     def _more(cls, padding, ceil_mode, count_include_pad) -> dict:
         more = {"ceil_mode": True} if ceil_mode else {}
-        return {**more, "count_include_pad": False} if any(padding) and not count_include_pad else more
+        padded = isinstance(padding, str) or any(padding)
+        return {**more, "count_include_pad": False} if padded and not count_include_pad else more
 
     @classmethod
     def from_torch(cls, module, array):
@@ -551,7 +552,7 @@ class AvgPool(Pool):
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node, allow=("sides",))
+        window = onnx_window(node, allow=("sides", "same"))
         count = bool(node.attributes.get("count_include_pad", 0))
         return cls._imported(window["kernel"], window["stride"], window["padding"],
                              **cls._more(window["padding"], False, count))  # fmt: skip
