@@ -1,5 +1,6 @@
 """PyTorch to cnntrace: ``from_torch`` reads an nn.Sequential (nested ones too), or a module
-whose forward is code (a residual block) through its torch.fx trace, into an input dict; ``from_state_dict`` pours a state_dict's tensors, in order, into the layers of a file.
+whose forward is code (a residual block) through its torch.fx trace, into an input dict;
+``from_state_dict`` pours a state_dict's tensors, in order, into the layers of a file.
 
 Each layer kind reads its own modules (Layer.TORCH, from_torch, from_state); this module
 walks the module tree, numbers the weights and picks the loss.
@@ -125,6 +126,11 @@ def _named(imported: Imported, path: str, has) -> Imported:
     return imported._replace(torch_names=names[: len(imported.weights)])
 
 
+def _has(module):
+    """Whether ``module`` has a parameter called ``attribute`` (a bias=False conv has none)."""
+    return lambda attribute: getattr(module, attribute, None) is not None
+
+
 def _is_chain(module) -> bool:
     """Whether ``module`` is an nn.Sequential of leaves (nested ones too): read in order."""
     return type(module).__name__ == "Sequential" and all(
@@ -204,20 +210,20 @@ def traced_layers(module) -> list[Imported]:
                 if name in PASS_THROUGH:
                     names[node] = operands[0]
                     continue
-                found = read_by(name, "TORCH", lambda kind: kind.from_torch(leaf, array))  # noqa: B023 (called at once)
+                found = read_by(name, "TORCH", lambda kind, leaf=leaf: kind.from_torch(leaf, array))
                 if found is None:
                     raise Refused(f"{name} is not a layer kind cnntrace has")
             else:
                 function = node.target if isinstance(node.target, str) else node.target.__name__
                 call = TorchCall(function, tuple(operands[1:]), tuple(constants), options)
-                found = read_by(function, "TORCH_CALLS", lambda kind: kind.from_torch_call(call))  # noqa: B023
+                found = read_by(function, "TORCH_CALLS", lambda kind, call=call: kind.from_torch_call(call))
                 if found is None:
                     raise Refused(f"{function} is not a function cnntrace reads")
             kind, imported = found
             if len(operands) > 1 and not kind.merge:
                 raise Refused(f"{kind.type} of {len(operands)} matrices ({', '.join(operands)}): it reads one")
             if node.op == "call_module":
-                imported = _named(imported, str(node.target), lambda attribute: getattr(leaf, attribute, None) is not None)  # noqa: B023
+                imported = _named(imported, str(node.target), _has(leaf))
             names[node] = previous = append_layer(out, imported, operands[0], previous)
         except Refused as refusal:
             raise InputError(f"{where}: {refusal}") from None
@@ -237,12 +243,12 @@ def layers_of(module) -> list[Imported]:
         if name in PASS_THROUGH:
             continue
         try:
-            found = read_by(name, "TORCH", lambda kind: kind.from_torch(leaf, array))  # noqa: B023 (called at once)
+            found = read_by(name, "TORCH", lambda kind, leaf=leaf: kind.from_torch(leaf, array))
         except Refused as refusal:
             raise InputError(f"{path}: {refusal}") from None
         if found is None:
             raise InputError(f"{path}: {name} is not a layer kind cnntrace has")
-        out.append(_named(found[1], path, lambda attribute: getattr(leaf, attribute, None) is not None))  # noqa: B023
+        out.append(_named(found[1], path, _has(leaf)))
     if not out:
         raise InputError("the model has no layers")
     return out
@@ -250,12 +256,13 @@ def layers_of(module) -> list[Imported]:
 
 def from_torch(module, X, Y=None, *, loss=None, grad=None, lr: float = 0.1) -> dict:
     """The input dict (layers and weights) of torch ``module``, an nn.Sequential of the
-    layer kinds cnntrace has or a module whose forward torch.fx traces (a ResNet block), on ``X`` (torch tensors, numpy arrays or lists), with target
-    ``Y`` and ``loss`` (a cnntrace loss name or a torch.nn loss module: CrossEntropyLoss,
-    BCEWithLogitsLoss, BCELoss, MSELoss), or the given gradient ``grad`` of its output.
-    Ready for ``cnntrace.trace_input`` or ``json.dump``. nn.Linear's out×in weight is
-    transposed to cnntrace's n_in×n_out; a cross-entropy or BCE-with-logits loss appends
-    the softmax or sigmoid PyTorch applies inside the loss."""
+    layer kinds cnntrace has or a module whose forward torch.fx traces (a ResNet block), on
+    ``X`` (torch tensors, numpy arrays or lists), with target ``Y`` and ``loss`` (a cnntrace
+    loss name or a torch.nn loss module: CrossEntropyLoss, BCEWithLogitsLoss, BCELoss,
+    MSELoss, NLLLoss, a mean or a sum), or the given gradient ``grad`` of its output. Ready
+    for ``cnntrace.trace_input`` or ``json.dump``. nn.Linear's out×in weight is transposed to
+    cnntrace's n_in×n_out; a cross-entropy or BCE-with-logits loss appends the softmax or
+    sigmoid PyTorch applies inside the loss; ``torch_names`` maps the parameters' names."""
     need("torch", "from_torch")
     name = _loss_name(loss)
     if grad is None and Y is None:

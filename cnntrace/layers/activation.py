@@ -89,7 +89,8 @@ class Activation(Layer):
     @classmethod
     def from_torch_call(cls, call):
         if call.constants or set(call.options) - {"inplace"}:
-            raise Refused(f"{call.function} with arguments {[*call.constants, *call.options]} (cnntrace's {cls.type} takes none)")
+            raise Refused(f"{call.function} with arguments {[*call.constants, *call.options]} "
+                          f"(cnntrace's {cls.type} takes none)")  # fmt: skip
         return Imported(cls.type)
 
     @classmethod
