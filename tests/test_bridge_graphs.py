@@ -77,10 +77,12 @@ def basic_block_net(nn, downsample: bool):
 #: The layers a user writes for the blocks' state_dicts (``--layers``): the projection reads
 #: X, and the add the main path's Z4 with the projection's Z6.
 LAYERS = {
-    "plain": [{"type": "conv", "padding": [1, 1]}, "batchnorm", "relu", {"type": "conv", "padding": [1, 1]}, "batchnorm",
-              {"type": "add", "from": "X"}, "relu", "global_avgpool", "flatten", "dense"],
-    "downsample": [{"type": "conv", "stride": [2, 2], "padding": [1, 1]}, "batchnorm", "relu", {"type": "conv", "padding": [1, 1]},
-                   "batchnorm", {"type": "conv", "stride": [2, 2], "input": "X"}, "batchnorm",
+    "plain": [{"type": "conv", "padding": [1, 1], "bias": False}, "batchnorm", "relu",
+              {"type": "conv", "padding": [1, 1], "bias": False}, "batchnorm", {"type": "add", "from": "X"}, "relu",
+              "global_avgpool", "flatten", "dense"],
+    "downsample": [{"type": "conv", "stride": [2, 2], "padding": [1, 1], "bias": False}, "batchnorm", "relu",
+                   {"type": "conv", "padding": [1, 1], "bias": False}, "batchnorm",
+                   {"type": "conv", "stride": [2, 2], "bias": False, "input": "X"}, "batchnorm",
                    {"type": "add", "input": "Z4", "from": "Z6"}, "relu", "global_avgpool", "flatten", "dense"],
 }  # fmt: skip
 
@@ -194,8 +196,8 @@ def test_export_to_onnx_round_trips_a_projection_block(tmp_path):
     import cnntrace
 
     rng = np.random.default_rng(3)
-    shapes = {"W1": (4, 2, 3, 3), "B1": (4,), "W2": (4,), "B2": (4,), "W3": (4, 4, 3, 3), "B3": (4,), "W4": (4,),
-              "B4": (4,), "W5": (4, 2, 1, 1), "B5": (4,), "W6": (4,), "B6": (4,), "W7": (4, 3), "B7": (3,)}
+    shapes = {"W1": (4, 2, 3, 3), "W2": (4,), "B2": (4,), "W3": (4, 4, 3, 3), "W4": (4,), "B4": (4,),
+              "W5": (4, 2, 1, 1), "W6": (4,), "B6": (4,), "W7": (4, 3), "B7": (3,)}
     data = {"X": rng.normal(size=(2, 2, 4, 4)).round(3).tolist(), "layers": [*LAYERS["downsample"], "softmax"],
             "Y": [1, 0], "loss": "cross_entropy", **{name: rng.normal(size=shape).round(3).tolist()
                                                      for name, shape in shapes.items()}}  # fmt: skip
@@ -465,7 +467,7 @@ def test_verify_reads_gradients_under_pytorchs_parameter_names(torch, tmp_path):
     model, X, Y = block_and_data(torch, "downsample")
     data = cnntrace.from_torch(model, X, Y, loss="cross_entropy")
     assert data["torch_names"]["block.downsample.0.weight"] == "W5" and data["torch_names"]["fc.weight"] == "W7.T"
-    assert "block.conv1.bias" not in data["torch_names"]  # bias=False: cnntrace's zero B1 is its own
+    assert "block.conv1.bias" not in data["torch_names"]  # bias=False: no B1
     path = tmp_path / "block.json"
     path.write_text(json.dumps(data))
     leaf = X.clone().requires_grad_(True)
@@ -495,7 +497,7 @@ def test_import_of_a_state_dict_names_its_tensors_and_a_wrong_name_is_refused(to
     data = json.loads(output.read_text())
     assert data["torch_names"] == cnntrace.from_torch(model, X, Y, loss="cross_entropy")["torch_names"]
     data["torch_names"]["fc.weight"] = "W9"
-    with pytest.raises(InputError, match=r"expected one of the weights \(W1, B1, .*\), with .T where it is transposed; got 'W9'") as error:
+    with pytest.raises(InputError, match=r"expected one of the weights \(W1, W2, B2, .*\), with .T where it is transposed; got 'W9'") as error:
         cnntrace.trace_input(data)
     assert error.value.key == "torch_names.fc.weight"
 

@@ -340,9 +340,9 @@ class PaddedConv2d(nn.Conv2d):
             description["dilation"] = list(dilation)
         if groups != 1:
             description["groups"] = groups
-        # A conv without bias (bias=False) reads as zero biases.
-        B = np.zeros(W.shape[0]) if B is None else B
-        return Imported(description if len(description) > 1 else cls.type, (W, B))
+        if B is None:  # Conv2d(bias=False)
+            description["bias"] = False
+        return Imported(description if len(description) > 1 else cls.type, (W,) if B is None else (W, B))
 
     @classmethod
     def from_torch(cls, module, array):
@@ -358,7 +358,10 @@ class PaddedConv2d(nn.Conv2d):
     def from_state(cls, tensors):
         if "weight" not in tensors or tensors["weight"].ndim != 4:
             raise Refused("a conv's weight is K×C×kh×kw (Conv2d's)")
-        return cls._imported(tensors["weight"], tensors.get("bias"), (1, 1), (0, 0))
+        # The file's layer says whether it has a bias: without one in the state_dict, zeros
+        # stand for it where the file's conv has one.
+        bias = tensors.get("bias", np.zeros(tensors["weight"].shape[0]))
+        return cls._imported(tensors["weight"], bias, (1, 1), (0, 0))
 
     @classmethod
     def from_onnx(cls, node):
