@@ -11,6 +11,8 @@ naming the node.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from cnntrace.bridge import need
@@ -57,6 +59,18 @@ def _named(imported: Imported, weight_names: list[str], constants: dict, stored:
     return imported._replace(torch_names=tuple(names))
 
 
+def _gated(operands: list[str], made: dict, readers: Counter, count: int):
+    """(kind, x, the previous output before op(x)) where a Mul's ``operands`` are x and op(x),
+    op(x) the last layer read, read by this Mul alone, and a kind is x·op(x) (Layer.ONNX_GATE:
+    SiLU, x·Sigmoid(x)); else None."""
+    for x, gate in (operands, operands[::-1]):
+        op, read, before, then = made.get(gate, (None, None, None, None))
+        kind = kind_reading(op, "ONNX_GATE") if op else None
+        if kind is not None and read == x and readers[gate] == 1 and then == count:
+            return kind, x, before
+    return None
+
+
 def read_model(path: str) -> tuple[list[Imported], tuple]:
     """(layers, the input's shape) of the ONNX model at ``path``; InputError naming the node
     cnntrace cannot express, or the file.
@@ -79,6 +93,8 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
     names = {first_input: "X"}  # ONNX's name of a tensor -> cnntrace's name of the matrix
     previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
     nodes = list(graph.node)
+    readers = Counter(x for node in nodes for x in node.input)  # how many nodes read each tensor
+    made = {}  # ONNX's output -> (its op, its input, the previous output before it, layers then)
     layers: list[Imported] = []
     i = 0
     while i < len(nodes):
@@ -114,6 +130,14 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
             if op in PASS_THROUGH:
                 names[output] = names[node.input[0]]
                 continue
+            if op == "Mul" and len(dynamic) == 2:
+                gated = _gated(dynamic, made, readers, len(layers))
+                if gated is not None:  # x times op(x), its op the last layer read: one layer (SiLU)
+                    kind, x, previous = gated
+                    layers.pop()
+                    imported = kind.from_onnx(OnnxNode(name, op, attributes, (), ()))
+                    previous = names[output] = append_layer(layers, imported, names[x], previous)
+                    continue
             kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
@@ -122,6 +146,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                               "cnntrace's layer reads one and weights that are constants")  # fmt: skip
             imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
             imported = _named(imported, weight_names, constants, stored)
+            made[output] = (op, node.input[0], previous, len(layers) + 1)
             previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None

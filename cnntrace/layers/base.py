@@ -728,6 +728,9 @@ class Layer:
         numpy array. Refused for what the kind cannot express."""
         raise Refused(f"{type(module).__name__} is not read")
 
+    #: Its ONNX form as x times op(x), two nodes the reader reads as one layer: the op
+    #: (SiLU: ("Sigmoid",), x·Sigmoid(x)).
+    ONNX_GATE: ClassVar[tuple[str, ...]] = ()
     #: The ONNX opset its nodes need, where it is newer than the one export writes (GELU: 20).
     ONNX_OPSET: ClassVar[int] = 0
 

@@ -200,9 +200,9 @@ class SiLU(Activation):
 
     TORCH: ClassVar[tuple[str, ...]] = ("SiLU",)
     TORCH_CALLS: ClassVar[tuple[str, ...]] = ("silu",)
-    #: ONNX has no SiLU before opset 24's Swish: export writes Z·Sigmoid(Z) as two nodes,
-    #: which import does not read back (one layer is one node, a Mul of two matrices is not).
+    #: ONNX has no SiLU before opset 24's Swish: Z·Sigmoid(Z), two nodes, both ways.
     ONNX: ClassVar[tuple[str, ...]] = ()
+    ONNX_GATE: ClassVar[tuple[str, ...]] = ("Sigmoid",)
 
     def onnx_nodes(self, t, x, y):
         return [("Sigmoid", [x], [f"{y}_sigmoid"], {}), ("Mul", [x, f"{y}_sigmoid"], [y], {})], {}
