@@ -568,3 +568,60 @@ def test_onnx_same_upper_padding_reads_as_same_and_agrees_with_onnxruntime(tmp_p
     assert layers[0]["padding"] == "same" and layers[2]["padding"] == "same" and layers[4]["count_include_pad"] is False
     trace = run(load_problem(output))
     np.testing.assert_allclose(trace[trace.problem.network.output].reshape(expected.shape), expected, rtol=2e-5, atol=2e-6)
+
+
+def tiny_resnet(nn, torch):
+    """ResNet-18's shape in small: a stem (conv, batch norm, ReLU, a padded max-pool), two
+    stages of two basic blocks, the second stage's first with a stride-2 projection, an
+    adaptive average pool to 1×1, torch.flatten and a dense layer."""
+
+    class Block(nn.Module):
+        def __init__(self, inplanes, planes, stride=1):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or inplanes != planes:
+                self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+        def forward(self, x):  # torchvision's order: the projection after the main path
+            out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+            out += x if self.downsample is None else self.downsample(x)
+            return self.relu(out)
+
+    class TinyResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1, self.relu = nn.Conv2d(3, 4, 3, 1, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU()
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            self.layer1 = nn.Sequential(Block(4, 4), Block(4, 4))
+            self.layer2 = nn.Sequential(Block(4, 8, 2), Block(8, 8))
+            self.avgpool, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return TinyResNet()
+
+
+def test_a_small_resnet_reads_through_from_torch_and_onnx_to_autograds_numbers(torch, tmp_path):
+    import cnntrace
+
+    torch.manual_seed(8)
+    model = tiny_resnet(torch.nn, torch).double()
+    X, Y = torch.randn(2, 3, 10, 10, dtype=torch.float64), torch.tensor([1, 4])
+    data = cnntrace.from_torch(model, X, Y, loss="cross_entropy")
+    assert sum(isinstance(layer, dict) and layer["type"] == "add" for layer in data["layers"]) == 4
+    assert_agrees(torch, cnntrace.trace_input(data), model, X, Y)
+    to_onnx(torch, model, X, tmp_path / "resnet.onnx")
+    torch.manual_seed(8)  # the export ran the model in training: its running statistics moved
+    model = tiny_resnet(torch.nn, torch).double()
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "resnet.onnx"), "--input", str(tmp_path / "x.npy"),
+                                      "--target", "[1, 4]", "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text())["layers"] == data["layers"]
+    assert_agrees(torch, run(load_problem(output)), model, X, Y)
