@@ -24,7 +24,7 @@ def page_in_frame(trace) -> str:
     if len(page.encode()) > MAX_PAGE_BYTES:
         return (f"<p><code>{html.escape(repr(trace))}</code><br>The page would take {len(page.encode()) // 1000} kB, "
                 f"more than a notebook cell keeps ({MAX_PAGE_BYTES // 1000} kB): write it with "
-                "<code>cnntrace step FILE --html PAGE</code>.</p>")  # fmt: skip
+                "<code>cnntrace step</code> and its html option.</p>")  # fmt: skip
     return (f'<iframe srcdoc="{html.escape(page, quote=True)}" title="cnntrace trace" '
             'style="width: 100%; height: 32em; border: 1px solid #ccc"></iframe>')  # fmt: skip
 
