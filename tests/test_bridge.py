@@ -102,9 +102,9 @@ def test_every_samples_script_runs_green_and_goes_red_when_a_number_changes(torc
     assert status == 1 and "MISMATCH  Z1 " in out
 
 
-#: The rows the script does not write, and the key its refusal names: PyTorch has no module
-#: for the first two; the others wait for their kinds' PyTorch forms (export refuses them, as
-#: it must, instead of writing a script that cannot agree).
+#: The rows the script does not write, and the key its refusal names: PyTorch's max-pool has
+#: no other tie rule than the first maximum (export refuses them, as it must, instead of
+#: writing a script that cannot agree).
 NO_TORCH_FORM = {
     "maxpool-ties-all": "ties", "maxpool-ties-split": "ties",
 }  # fmt: skip
