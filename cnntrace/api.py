@@ -33,9 +33,11 @@ def trace_input(data: dict) -> Trace:
 
 def from_torch(module, X, Y=None, *, loss=None, grad=None) -> dict:
     """The input dict (layers and weights) of a PyTorch ``module``, an nn.Sequential of the
-    layer kinds cnntrace has, on ``X`` with target ``Y`` and ``loss`` (a cnntrace loss name
-    or a torch.nn loss module), or the given gradient ``grad``: ready for ``trace_input`` or
-    ``json.dump``. Needs torch (pip install 'cnntrace[torch]')."""
+    layer kinds cnntrace has or a module whose forward torch.fx traces (a residual block), on
+    ``X`` with target ``Y`` and ``loss`` (a cnntrace loss name or a torch.nn loss module), or
+    the given gradient ``grad``: ready for ``trace_input`` or ``json.dump``; its
+    ``torch_names`` map PyTorch's parameter names to the weights. Needs torch (pip install
+    'cnntrace[torch]')."""
     from cnntrace.bridge.torch_in import from_torch as read  # lazy: torch is an optional extra
 
     return read(module, X, Y, loss=loss, grad=grad)

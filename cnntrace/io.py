@@ -37,7 +37,7 @@ REFERENCE_OPTIONS = {
 FREE_KEYS = ("comment", "$schema")
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS + ("conventions",) + FREE_KEYS
 #: The keys of a network of layers, besides its weights W1, B1, W2 ….
-LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions") + FREE_KEYS
+LAYERS_KEYS = ("X", "Y", "grad", "layers", "loss", "lr", "conventions", "torch_names") + FREE_KEYS
 
 #: Files larger than this, and .npz files whose arrays unpack to more, are refused before
 #: they are read (a 20,000-image dataset of 28×28 images takes 126 MB as .npz).
@@ -309,6 +309,8 @@ def problem_from_dict(data: dict):
     from cnntrace.problem import parse_conventions  # imported on use: numpy stays out of start-up
 
     problem = _problem(data)
+    if "torch_names" in data:
+        problem = problem.with_torch_names(_text_value(data["torch_names"], "torch_names"))
     if "conventions" in data:
         problem = problem.with_conventions(parse_conventions(_text_value(data["conventions"], "conventions")))
     return problem

@@ -63,9 +63,16 @@ class Loss:
     TORCH: ClassVar[tuple[str, ...]] = ()
     #: L in PyTorch, an expression of the output A, the logits Z and the target Y on the
     #: general shapes (Y one-hot for class indices); computed from Z where the loss fuses.
+    #: ``{reduction}`` stands for the reduction's name ('mean'), ``{per_image}`` for the
+    #: division by the images' count a mean makes (see ``torch_expressions``).
     TORCH_VALUE: ClassVar[str] = ""
     #: L as a function of A alone, for dL/dA where the loss fuses (autograd then skips A).
     TORCH_OUTPUT: ClassVar[str] = ""
+
+    def torch_expressions(self) -> tuple[str, str]:
+        """(TORCH_VALUE, TORCH_OUTPUT) written for this loss's options."""
+        fill = {"reduction": repr(self.reduction), "per_image": " / A.shape[0]" if self.averages else ""}
+        return self.TORCH_VALUE.format(**fill), self.TORCH_OUTPUT.format(**fill)
 
     output: str = "A2"
     logits: str = "Z2"
@@ -222,8 +229,8 @@ class BCE(Loss):
     targets: ClassVar[str] = "labels"
 
     TORCH: ClassVar[tuple[str, ...]] = ("BCEWithLogitsLoss", "BCELoss")
-    TORCH_VALUE: ClassVar[str] = "F.binary_cross_entropy_with_logits(Z, Y)"
-    TORCH_OUTPUT: ClassVar[str] = "F.binary_cross_entropy(A, Y)"
+    TORCH_VALUE: ClassVar[str] = "F.binary_cross_entropy_with_logits(Z, Y, reduction={reduction})"
+    TORCH_OUTPUT: ClassVar[str] = "F.binary_cross_entropy(A, Y, reduction={reduction})"
 
     def target(self, Y, layout, M, batched):
         general = _labels_like_output(Y, layout, M, batched, "label")
@@ -340,8 +347,8 @@ class CrossEntropy(Loss):
     last: ClassVar[str] = "softmax"  # as messages name the last layer
 
     TORCH: ClassVar[tuple[str, ...]] = ("CrossEntropyLoss",)
-    TORCH_VALUE: ClassVar[str] = "F.cross_entropy(Z, Y)"
-    TORCH_OUTPUT: ClassVar[str] = "-(Y * A.log()).sum() / A.shape[0]"
+    TORCH_VALUE: ClassVar[str] = "F.cross_entropy(Z, Y, reduction={reduction})"
+    TORCH_OUTPUT: ClassVar[str] = "-(Y * A.log()).sum(){per_image}"
 
     def entries(self, layout, M):
         return M if self.averages else 1
@@ -464,8 +471,12 @@ class MSE(Loss):
     half: bool = False
 
     TORCH: ClassVar[tuple[str, ...]] = ("MSELoss",)
-    TORCH_VALUE: ClassVar[str] = "F.mse_loss(A, Y)"
-    TORCH_OUTPUT: ClassVar[str] = "F.mse_loss(A, Y)"
+    TORCH_VALUE: ClassVar[str] = "F.mse_loss(A, Y, reduction={reduction})"
+    TORCH_OUTPUT: ClassVar[str] = "F.mse_loss(A, Y, reduction={reduction})"
+
+    def torch_expressions(self):
+        value, output = super().torch_expressions()
+        return (f"{value} / 2", f"{output} / 2") if self.half else (value, output)
 
     def target(self, Y, layout, M, batched):
         return _labels_like_output(Y, layout, M, batched, "target")
@@ -539,6 +550,10 @@ class NLL(Loss):
 
     type: ClassVar[str] = "nll"
     needs: ClassVar[str] = "a log_softmax"
+    TORCH: ClassVar[tuple[str, ...]] = ("NLLLoss",)
+    # Y is one-hot here (a class index per image): its argmax is the index NLLLoss takes.
+    TORCH_VALUE: ClassVar[str] = "F.nll_loss(A, Y.argmax(dim=1), reduction={reduction})"
+    TORCH_OUTPUT: ClassVar[str] = TORCH_VALUE
     targets: ClassVar[str] = "classes"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("mean", "exp")
 

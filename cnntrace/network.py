@@ -102,6 +102,12 @@ def _outputs(layers: list[Layer], keys: list[str]) -> list[tuple[int, str]]:
     return out
 
 
+def output_names(layers: list[Layer], keys: list[str]) -> list[str]:
+    """The names ``place`` gives the layers' outputs (Z1, A1, S4 …), in order, the order's
+    rules checked but not what reads what: the names of a list being built, layer by layer."""
+    return [name for _, name in _outputs(layers, keys)]
+
+
 def _earlier(name, made: dict, outputs: list, keys: list[str], key: str) -> str:
     """``name`` checked to be a matrix made before the layer at ``key``."""
     if not isinstance(name, str) or not MATRIX.fullmatch(name):

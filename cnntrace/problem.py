@@ -24,8 +24,8 @@ from cnntrace.checks import as_array, positive_number
 from cnntrace.errors import InputError, shown
 from cnntrace.layers import KINDS, GivenLayout, Layer, Layout, Stage
 from cnntrace.losses import LOSSES, GivenGradient, Loss, default_loss
-from cnntrace.naming import grad
-from cnntrace.network import Network, place
+from cnntrace.naming import NAME, grad
+from cnntrace.network import Network, output_names, place
 from cnntrace.text import number_text, shape_text
 
 __all__ = ["Problem", "parse_layers"]
@@ -112,6 +112,13 @@ def parse_layers(descriptions, loss=None, *, given_gradient: bool = False) -> Ne
     return Network(layers, chosen)
 
 
+def layer_outputs(descriptions: list) -> list[str]:
+    """The names the layers of ``descriptions`` give their outputs (Z1, A1, S4 …), before the
+    list is whole (a reader naming what a later layer reads); InputError naming ``layers[i]``."""
+    keys = [f"layers[{i}]" for i in range(len(descriptions))]
+    return output_names([parse_layer(d, k) for d, k in zip(descriptions, keys)], keys)
+
+
 def parse_loss(description, output: str, logits: str) -> Loss:
     """The ``loss`` key: a loss's name, or an object with ``type`` and its options
     ({"type": "mse", "reduction": "sum", "half": true})."""
@@ -152,6 +159,10 @@ class Problem:
     #: The reference form's options (reference.ReferenceOptions): its summary and its
     #: size guard stand in for those of a list of layers.
     reference: object | None = None
+    #: {PyTorch's parameter name: the weight it is}, for a network from ``import`` or
+    #: ``from_torch`` ("0.weight": "W1"; "7.weight": "W3.T" where nn.Linear keeps it
+    #: transposed): verify reads gradients given under PyTorch's names.
+    torch_names: dict = field(default_factory=dict, repr=False)
 
     # -- building --------------------------------------------------------------------------
 
@@ -226,6 +237,22 @@ class Problem:
     @property
     def M(self) -> int:
         return self.X.shape[0] if self.batched else 1
+
+    def with_torch_names(self, names) -> Problem:
+        """The problem with its ``torch_names``, checked: an object of PyTorch's parameter
+        names, each to one of the network's weights (with ``.T`` where it is transposed)."""
+        if not isinstance(names, dict):
+            raise InputError("expected an object of PyTorch's parameter names, {\"0.weight\": \"W1\"}",
+                             key="torch_names")  # fmt: skip
+        for torch_name, name in names.items():
+            if NAME.fullmatch(torch_name):
+                raise InputError("is a name of the trace's own; PyTorch's names are its modules' (\"0.weight\")",
+                                 key=f"torch_names.{torch_name}")  # fmt: skip
+            weight = name.removesuffix(".T") if isinstance(name, str) else None
+            if weight not in self.network.params:
+                raise InputError(f"expected one of the weights ({', '.join(self.network.params)}), with .T where "
+                                 f"it is transposed; got {shown(name)}", key=f"torch_names.{torch_name}")  # fmt: skip
+        return replace(self, torch_names=dict(names))
 
     def with_conventions(self, conventions: dict) -> Problem:
         """The problem with its layers set to ``conventions`` (see layers.base.Convention)."""

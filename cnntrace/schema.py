@@ -134,6 +134,10 @@ LAYERS_FORM = {
         "Y": {"description": "bce: labels in [0, 1] shaped like the output; cross_entropy: a class index or a probability vector per image; mse: targets shaped like the output.",
               **_ARRAY},
         "grad": {"description": "dL/d(output) in the output's shape, instead of Y and a loss.", **_ARRAY},
+        "torch_names": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "PyTorch's parameter names of the weights (\"0.weight\": \"W1\", with .T where "
+                                       "nn.Linear keeps it transposed), written by import and from_torch: verify reads "
+                                       "gradients given under these names."},
         **_COMMON,
     },
     "patternProperties": {

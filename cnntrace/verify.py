@@ -38,6 +38,7 @@ import numpy as np
 
 from cnntrace.errors import ArgumentError
 from cnntrace.explain import check_index, parse_term
+from cnntrace.naming import grad
 from cnntrace.text import shape_text, symbol
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -277,9 +278,19 @@ class Answer:
 
 
 def parse_answers(trace, answers: dict) -> list[Answer]:
-    """Each answer's stage and entry; InputError naming the key for a malformed entry."""
+    """Each answer's stage and entry; InputError naming the key for a malformed entry. A
+    key that is one of PyTorch's parameter names the input file maps (``torch_names``:
+    "0.weight" to W1) is that weight's gradient, dL_dW1, transposed back where nn.Linear
+    keeps it out×in."""
     out = []
+    torch_names = trace.problem.torch_names
     for key, value in answers.items():
+        if key in torch_names:
+            weight = torch_names[key].removesuffix(".T")
+            if torch_names[key].endswith(".T") and value is not None:
+                value = np.asarray(value).T
+            out.append(Answer(key, grad(weight), None, value))
+            continue
         if "[" in key:
             name, index = parse_term(key)
             if name in trace:

@@ -19,7 +19,7 @@ import importlib
 from cnntrace.errors import InputError
 
 #: The extra that installs each optional package.
-EXTRAS = {"torch": "torch", "onnx": "onnx", "safetensors": "torch"}
+EXTRAS = {"torch": "torch", "torch.fx": "torch", "onnx": "onnx", "safetensors": "torch"}
 
 
 def need(package: str, what: str):

@@ -42,8 +42,16 @@ def read_state_dict(path: Path) -> dict:
         except Exception as error:  # safetensors' own SafetensorError and others
             raise InputError(f"is not a safetensors file that can be read ({error})", file=str(path)) from None
         # safetensors keeps its keys sorted as text ("10.weight" before "3.weight"): the
-        # modules' order is their paths' numbers.
-        return {key: tensors[key] for key in sorted(tensors, key=_module_order)}
+        # modules' order is their paths' numbers; names (conv1, bn1) give no order.
+        ordered = sorted(tensors, key=_module_order)
+        modules = list(dict.fromkeys(key.rpartition(".")[0] for key in ordered))
+        for first, second in zip(modules, modules[1:]):
+            split = next(((a, b) for a, b in zip(first.split("."), second.split(".")) if a != b), None)
+            if split is not None and not (split[0].isdigit() and split[1].isdigit()):
+                raise InputError(f"keeps its tensors sorted by name, not in the modules' order: {first} and {second} "
+                                 "cannot be put in order (save the state_dict with torch.save, .pt)",
+                                 file=str(path))  # fmt: skip
+        return {key: tensors[key] for key in ordered}
     torch = need("torch", "a .pt or .pth state_dict")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)  # no pickle of code
@@ -88,7 +96,11 @@ def _value(text: str | None, key: str, shape=None):
     if text is None:
         return None
     path = Path(text)
-    if path.suffix and (path.exists() or path.suffix.lower() in (".npy", ".npz", ".json", *IMAGES)):
+    try:
+        exists = path.exists()
+    except OSError:  # a JSON value longer than a file's name can be
+        exists = False
+    if path.suffix and (exists or path.suffix.lower() in (".npy", ".npz", ".json", *IMAGES)):
         return _array_file(path, key, shape)
     try:
         return json.loads(text)

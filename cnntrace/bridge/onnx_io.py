@@ -3,23 +3,27 @@ parses the file; no pickle, no code run) into layers and weights; ``export --to 
 a trace's network as a model with its weights.
 
 Each layer kind reads its own operators (Layer.ONNX, from_onnx) and writes its own nodes
-(onnx_nodes). This module walks the graph: a chain from the input to the output, constants
-resolved, MatMul with the Add after it read as one Gemm, Identity passed over; a node no kind
-reads, or an attribute it cannot express, is one line naming the node.
+(onnx_nodes). This module walks the graph from its input to its output, skip connections
+(Add, Concat) too: constants resolved, MatMul with the Add after it read as one Gemm,
+Identity passed over; a node no kind reads, or an attribute it cannot express, is one line
+naming the node.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from cnntrace.bridge import need
-from cnntrace.bridge.torch_in import kind_reading
+from cnntrace.bridge.torch_in import append_layer, kind_reading
 from cnntrace.errors import InputError
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
 #: Operators that pass their input on unchanged.
 PASS_THROUGH = ("Identity",)
-#: The opset export writes (BatchNormalization's training_mode needs 14).
+#: The opset export writes (BatchNormalization's training_mode needs 14), or the newer one a
+#: layer's nodes need (Layer.ONNX_OPSET).
 OPSET = 17
 
 
@@ -41,9 +45,40 @@ def _input_shape(graph, initializers) -> tuple[str, tuple]:
     return inputs[0].name, shape
 
 
+def _named(imported: Imported, weight_names: list[str], constants: dict, stored: set) -> Imported:
+    """``imported`` with its weights' initializer names (PyTorch's parameter names, in a
+    model torch.onnx.export wrote), each only where the weight is that initializer's values
+    as they are (or transposed, where ``imported.transposed`` says): a Gemm's alpha, a bias
+    broadcast, a zero bias filled in keep none."""
+    flags = imported.transposed or (False,) * len(imported.weights)
+    names = []
+    for weight, stored_name, transposed in zip(imported.weights, weight_names, flags):
+        value = constants.get(stored_name) if stored_name in stored else None
+        same = value is not None and np.array_equal(value.T if transposed else value, weight)
+        names.append(stored_name if same else "")
+    return imported._replace(torch_names=tuple(names))
+
+
+def _gated(operands: list[str], made: dict, readers: Counter, count: int):
+    """(kind, x, the previous output before op(x)) where a Mul's ``operands`` are x and op(x),
+    op(x) the last layer read, read by this Mul alone, and a kind is x·op(x) (Layer.ONNX_GATE:
+    SiLU, x·Sigmoid(x)); else None."""
+    for x, gate in (operands, operands[::-1]):
+        op, read, before, then = made.get(gate, (None, None, None, None))
+        kind = kind_reading(op, "ONNX_GATE") if op else None
+        if kind is not None and read == x and readers[gate] == 1 and then == count:
+            return kind, x, before
+    return None
+
+
 def read_model(path: str) -> tuple[list[Imported], tuple]:
     """(layers, the input's shape) of the ONNX model at ``path``; InputError naming the node
-    cnntrace cannot express, or the file."""
+    cnntrace cannot express, or the file.
+
+    The nodes run in the graph's order (ONNX keeps them sorted so): each becomes a layer
+    reading the matrix its first input names, under cnntrace's name for it ("X", "Z4"); a
+    layer that does not read the previous layer's output gets ``input``, and a merge (Add,
+    Concat) the other matrices it reads as its ``from``."""
     onnx = need("onnx", "import of an ONNX model")
     from onnx import numpy_helper
 
@@ -53,8 +88,13 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
         raise InputError(f"is not an ONNX model that onnx can read ({type(error).__name__})", file=path) from None
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer}
-    current, shape = _input_shape(graph, constants)
+    stored = set(constants)  # the initializers: a model from PyTorch names them as its parameters
+    first_input, shape = _input_shape(graph, constants)
+    names = {first_input: "X"}  # ONNX's name of a tensor -> cnntrace's name of the matrix
+    previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
     nodes = list(graph.node)
+    readers = Counter(x for node in nodes for x in node.input)  # how many nodes read each tensor
+    made = {}  # ONNX's output -> (its op, its input, the previous output before it, layers then)
     layers: list[Imported] = []
     i = 0
     while i < len(nodes):
@@ -67,15 +107,17 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                 constants[node.output[0]] = numpy_helper.to_array(attributes["value"]).astype(np.float64)
                 continue
             dynamic = [x for x in node.input if x and x not in constants]
-            if node.op_type in ("Add", "Concat", "Sum") and len(dynamic) > 1:
-                raise Refused(f"{node.op_type} of two branches (a skip connection): not read before "
-                              "cnntrace has skip connections")  # fmt: skip
-            if dynamic != [current] or node.input[0] != current:
-                raise Refused(f"{node.op_type} that does not continue the chain from the input "
-                              f"(it reads {', '.join(dynamic) or 'only constants'})")  # fmt: skip
+            unknown = [x for x in dynamic if x not in names]
+            if unknown or not dynamic:
+                raise Refused(f"{node.op_type} that reads {', '.join(unknown) or 'only constants'}, which no layer "
+                              "before it makes (cnntrace reads the graph from its one input)")  # fmt: skip
+            if node.input[0] not in names:
+                raise Refused(f"{node.op_type} whose first input is a constant")
             op, inputs = node.op_type, [constants.get(x) if x else None for x in node.input[1:]]
+            weight_names = list(node.input[1:])
+            sources = tuple(names[x] for x in node.input[1:] if x in names)
             output = node.output[0]
-            if op == "MatMul":
+            if op == "MatMul" and not sources:
                 # MatMul, and the Add of a bias after it, are one dense layer: a Gemm.
                 following = nodes[i] if i < len(nodes) else None
                 bias = None
@@ -83,26 +125,43 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                     other = [x for x in following.input if x != output]
                     if len(other) == 1 and other[0] in constants:
                         bias, output, i = constants[other[0]], following.output[0], i + 1
+                        weight_names.append(other[0])
                 op, inputs = "Gemm", [*inputs, bias] if bias is not None else inputs
-            current = output
             if op in PASS_THROUGH:
+                names[output] = names[node.input[0]]
                 continue
+            if op == "Mul" and len(dynamic) == 2:
+                gated = _gated(dynamic, made, readers, len(layers))
+                if gated is not None:  # x times op(x), its op the last layer read: one layer (SiLU)
+                    kind, x, previous = gated
+                    layers.pop()
+                    imported = kind.from_onnx(OnnxNode(name, op, attributes, (), ()))
+                    previous = names[output] = append_layer(layers, imported, names[x], previous)
+                    continue
             kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
-            layers.append(kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs))))
+            if sources and not kind.merge:
+                raise Refused(f"{op} of {len(sources) + 1} matrices ({names[node.input[0]]}, {', '.join(sources)}): "
+                              "cnntrace's layer reads one and weights that are constants")  # fmt: skip
+            imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
+            imported = _named(imported, weight_names, constants, stored)
+            made[output] = (op, node.input[0], previous, len(layers) + 1)
+            previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None
-    if current not in {output.name for output in graph.output}:
-        raise InputError(f"the chain from the input ends at {current}, not at the graph's output", file=path)
+    ends = [names.get(output.name) for output in graph.output]
+    if previous not in ends:
+        raise InputError(f"the graph's last layer makes {previous}, not the graph's output", file=path)
     if not layers:
         raise InputError("the model has no layers", file=path)
     return layers, shape
 
 
 def onnx_bytes(trace, source: str) -> bytes:
-    """The ONNX model (opset 17, float64) of ``trace``'s network with its weights before the
-    update: X in, the last layer's output out (the loss stays with cnntrace)."""
+    """The ONNX model (opset 17, or newer where a layer needs it; float64) of ``trace``'s
+    network with its weights before the update: X in, the last layer's output out (the loss
+    stays with cnntrace)."""
     onnx = need("onnx", "an export to ONNX")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -123,6 +182,7 @@ def onnx_bytes(trace, source: str) -> bytes:
         [helper.make_tensor_value_info(output, TensorProto.DOUBLE, ["M", *shape[1:]])],
         [numpy_helper.from_array(np.asarray(value, dtype=np.float64), name) for name, value in initializers.items()],
     )  # fmt: skip
-    model = helper.make_model(graph, producer_name="cnntrace", opset_imports=[helper.make_opsetid("", OPSET)])
+    opset = max(OPSET, *(layer.ONNX_OPSET for layer in problem.network.layers))
+    model = helper.make_model(graph, producer_name="cnntrace", opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model.SerializeToString()

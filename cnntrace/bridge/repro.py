@@ -5,7 +5,7 @@ script, with ``torch.testing.assert_close``: one line per matrix, exit status 1 
 mismatch.
 
 Each layer kind says how PyTorch writes it (Layer.torch_form), each loss its formula
-(Loss.TORCH_VALUE); this module only lays the script out.
+(Loss.torch_expressions); this module only lays the script out.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def jacobian(module, x):
 '''
 
 _BODY = '''
-model = nn.Sequential(*(module for module, _ in LAYERS))
+model = nn.ModuleList(module for module, _ in LAYERS)
 with torch.no_grad():
     for index, name, attribute, transposed in PARAMS:
         value = torch.tensor(WEIGHTS[name])
@@ -79,18 +79,15 @@ with torch.no_grad():
     for index, name, attribute in BUFFERS:
         getattr(model[index], attribute).copy_(torch.tensor(WEIGHTS[name]))
 
-# Forward, keeping every layer's input and output under the trace's names.
-values = {{}}
+# Forward, keeping every matrix under the trace's name.
+for index, module in enumerate(model):
+    module.train(TRAINING[index])
 x = torch.tensor(X, requires_grad=True)
 Y = torch.tensor(TARGET)
-inputs, h = [], x
-for index, (module, name) in enumerate(LAYERS):
-    module.train(TRAINING[index])
-    inputs.append(h)
-    h = module(h)
-    h.retain_grad()
-    values[name] = h
-A, Z = h, inputs[-1]
+values, paths = forward(model, x)
+for module, name in LAYERS:
+    values[name].retain_grad()
+A, Z = values[OUTPUT], values[LOGITS]
 L = loss(A, Z, Y)
 values["L"] = L
 
@@ -100,6 +97,10 @@ values["dL_dX"] = x.grad.clone()
 for module, name in LAYERS:
     if values[name].grad is not None:
         values["dL_d" + name] = values[name].grad.clone()
+# Where a matrix feeds several layers, the gradient each of them sends back along its path.
+for name, operand in paths.items():
+    if operand.grad is not None:
+        values[name] = operand.grad.clone()
 for index, name, attribute, transposed in PARAMS:
     gradient = getattr(model[index], attribute).grad.clone()
     values["dL_d" + name] = gradient.T if transposed else gradient
@@ -163,6 +164,29 @@ def _dictionary(name: str, arrays: dict) -> str:
     return "\n".join(lines + ["}"])
 
 
+def forward_source(network) -> str:
+    """The script's ``forward``: the network's pass in the trace's order, one line per layer,
+    each matrix under the trace's name. Each layer reads its operands through a view of its
+    own, so that where a matrix feeds several layers (a skip connection) autograd keeps the
+    gradient each path sends back (dL_dX_via_S4) beside their sum (dL_dX)."""
+    lines = [
+        "def forward(model, X):",
+        '    """The pass: {name: matrix}, and {path: the operand one layer read} for each path\'s gradient."""',
+        '    values, paths = {"X": X}, {}',
+        "",
+        "    def operand(name, reader):",
+        "        view = values[name].view_as(values[name])",
+        "        view.retain_grad()",
+        "        paths[f\"dL_d{name}_via_{reader}\"] = view",
+        "        return view",
+        "",
+    ]
+    for index, layer in enumerate(network.layers):
+        operands = ", ".join(f"operand({q!r}, {layer.output!r})" for q in (layer.input, *layer.reads))
+        lines.append(f"    values[{layer.output!r}] = model[{index}]({operands})  # {layer.describe()}")
+    return "\n".join([*lines, "    return values, paths"])
+
+
 def repro_script(trace, source: str) -> str:
     """The script that rebuilds ``trace``'s network in PyTorch and checks every one of its
     matrices; ``source`` names the input in the script's docstring. InputError naming the
@@ -172,9 +196,9 @@ def repro_script(trace, source: str) -> str:
     t = trace.general_pass()
     forms = [layer.torch_form(t) for layer in network.layers]
     loss = network.loss
-    if not loss.TORCH_VALUE or loss.options() != loss.type:
-        raise InputError(f"the script writes the loss with PyTorch's default mean; {loss.describe()} is not written yet",
-                         key="loss")  # fmt: skip
+    if not loss.TORCH_VALUE:
+        raise InputError(f"{loss.describe()} has no PyTorch form", key="loss")
+    loss_value, loss_of_output = loss.torch_expressions()
 
     expected = {}
     for stage in trace.stages:
@@ -221,19 +245,23 @@ def repro_script(trace, source: str) -> str:
         f"TRAINING = {[form.training for form in forms]!r}",
         "# (layer, weight, the module's attribute, transposed: nn.Linear keeps W as out×in)",
         f"PARAMS = {params!r}",
+        f"OUTPUT, LOGITS = {network.output!r}, {network.layers[-1].input!r}  # A and the last layer's input Z",
         f"BUFFERS = {buffers!r}",
         "# the trace's other matrices, from the trace's input x to a layer, the gradient dy of its",
         "# output, and its module",
         "SHOWN = {" + ("\n" + "\n".join(shown) + "\n" if shown else "") + "}",
         "",
         "",
+        forward_source(network),
+        "",
+        "",
         "def loss(A, Z, Y):",
         f'    """{loss.type}: L from the output A (or the logits Z, where the loss fuses with it)."""',
-        f"    return {loss.TORCH_VALUE}",
+        f"    return {loss_value}",
         "",
         "",
         "def loss_of_output(A, Y):",
-        f"    return {loss.TORCH_OUTPUT}",
+        f"    return {loss_of_output}",
         "",
         "",
         "# -- cnntrace's trace ------------------------------------------------------------",

@@ -26,6 +26,7 @@ from cnntrace.layers.base import (
     convention_option,
     grad_stage,
     number_option,
+    onnx_float,
     stage,
 )
 from cnntrace.naming import grad
@@ -83,6 +84,13 @@ class Activation(Layer):
 
     @classmethod
     def from_torch(cls, module, array):
+        return Imported(cls.type)
+
+    @classmethod
+    def from_torch_call(cls, call):
+        if call.constants or set(call.options) - {"inplace"}:
+            raise Refused(f"{call.function} with arguments {[*call.constants, *call.options]} "
+                          f"(cnntrace's {cls.type} takes none)")  # fmt: skip
         return Imported(cls.type)
 
     @classmethod
@@ -185,6 +193,7 @@ class ReLU(Activation):
     grad_at_zero: int = 0  # ReLU′(0): 0 (PyTorch) or 1
 
     TORCH: ClassVar[tuple[str, ...]] = ("ReLU",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("relu", "relu_")
     ONNX: ClassVar[tuple[str, ...]] = ("Relu",)
 
     def torch_module(self):
@@ -303,7 +312,7 @@ class LeakyReLU(Activation):
 
     @classmethod
     def from_onnx(cls, node):
-        return Imported({"type": cls.type, "alpha": float(node.attributes.get("alpha", 0.01))})
+        return Imported({"type": cls.type, "alpha": onnx_float(node.attributes.get("alpha", 0.01))})
 
     def onnx_attributes(self):
         return {"alpha": self.alpha}
@@ -351,6 +360,7 @@ class Tanh(Activation):
     HAND: ClassVar[Hand] = Hand(saturates=True)
 
     TORCH: ClassVar[tuple[str, ...]] = ("Tanh",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("tanh",)
     ONNX: ClassVar[tuple[str, ...]] = ("Tanh",)
 
     def value(self, z):
@@ -390,6 +400,7 @@ class Sigmoid(Activation):
     classifies: ClassVar[str] = "threshold"
 
     TORCH: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("sigmoid",)
     ONNX: ClassVar[tuple[str, ...]] = ("Sigmoid",)
 
     def value(self, z):
@@ -551,15 +562,11 @@ class LogSoftmax(Softmax):
     is the Jacobian I − 1·softmax(Z)ᵀ of each image, (n, n): ∂A[i]/∂Z[j] = δij − exp(A[j])."""
 
     type: ClassVar[str] = "log_softmax"
-    # Not Softmax's module: its PyTorch and ONNX forms are not written yet (export refuses it).
-    TORCH: ClassVar[tuple[str, ...]] = ()
-    ONNX: ClassVar[tuple[str, ...]] = ()
+    TORCH: ClassVar[tuple[str, ...]] = ("LogSoftmax",)
+    ONNX: ClassVar[tuple[str, ...]] = ("LogSoftmax",)
 
     def torch_module(self):
-        raise InputError(f"{self.describe()} has no PyTorch form yet", key=self.place.key())
-
-    def onnx_nodes(self, t, x, y):
-        raise InputError(f"{self.describe()} has no ONNX form yet", key=self.place.key())
+        return "nn.LogSoftmax(dim=1)"
     function: ClassVar[str] = "log_softmax"
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("log_softmax", "exp", "softmax")  # log: LaTeX's own \log
     DESCRIPTION: ClassVar[str] = "Z − log Σexp(Z) over the units, the log-probabilities; only as the last layer, with nll."

@@ -18,11 +18,15 @@ from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
+    Refused,
     Rule,
+    TorchForm,
     grad_stage,
+    onnx_window_attributes,
     pair_option,
     stage,
 )
@@ -63,6 +67,33 @@ class AdaptiveAvgPool(Layer):
                              "the flatten", key=self.place.key())  # fmt: skip
         C = layout.shape[0]
         return Layout((C, *self.output_size), layout.shown, layout.channel), {}
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    #: After global_avgpool in the registry, which reads AdaptiveAvgPool2d(1) as its own.
+    TORCH: ClassVar[tuple[str, ...]] = ("AdaptiveAvgPool2d",)
+    #: ONNX has no adaptive pool: export writes an AveragePool where the windows tile the map.
+    ONNX: ClassVar[tuple[str, ...]] = ()
+
+    def torch_form(self, t):
+        return TorchForm(f"nn.AdaptiveAvgPool2d({self.output_size})")
+
+    @classmethod
+    def from_torch(cls, module, array):
+        size = module.output_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if None in size:
+            raise Refused(f"AdaptiveAvgPool2d to {module.output_size} (None keeps the input's size)")
+        return Imported({"type": cls.type, "output_size": list(size)})
+
+    def onnx_nodes(self, t, x, y):
+        _, H, W = t.layout(x).shape
+        (oh, ow) = self.output_size
+        if H % oh or W % ow:
+            raise InputError(f"ONNX has no adaptive pool, and {H}×{W} maps do not split evenly into "
+                             f"{oh}×{ow} windows (one AveragePool)", key=self.place.key("output_size"))  # fmt: skip
+        size = (H // oh, W // ow)
+        return [("AveragePool", [x], [y], onnx_window_attributes(size, size, (0, 0)))], {}
 
     def work(self, layouts, weights):
         C, H, W = layouts[self.input].shape

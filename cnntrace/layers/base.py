@@ -402,11 +402,16 @@ class TorchForm(NamedTuple):
 class Imported(NamedTuple):
     """A layer read from PyTorch or ONNX: its description as an input file writes it (its
     type, or an object with its options), and its arrays in the order of its ``params`` and
-    then its ``running`` statistics (float64, cnntrace's layouts: a dense W n_in×n_out)."""
+    then its ``running`` statistics (float64, cnntrace's layouts: a dense W n_in×n_out);
+    ``transposed``, which of its weights are PyTorch's transposed (nn.Linear's out×in);
+    ``torch_names``, PyTorch's name of each weight ("0.weight", "" for a zero bias PyTorch
+    does not have), set by the reader."""
 
     description: str | dict
     weights: tuple = ()
     running: tuple = ()
+    transposed: tuple[bool, ...] = ()
+    torch_names: tuple[str, ...] = ()
 
 
 class Refused(Exception):
@@ -424,6 +429,26 @@ class OnnxNode(NamedTuple):
     op: str
     attributes: dict
     inputs: tuple
+    #: A merge's operands after the first, as cnntrace names them ("X", "Z4").
+    sources: tuple[str, ...] = ()
+
+
+class TorchCall(NamedTuple):
+    """A function a traced module calls (torch.fx), as a layer kind reads it: its name
+    (``add``, ``cat``, ``relu``), the cnntrace names of the matrices it reads after the
+    first (``sources``), its other positional arguments (``constants``: numbers, a dim) and
+    its keyword arguments (``options``)."""
+
+    function: str
+    sources: tuple[str, ...] = ()
+    constants: tuple = ()
+    options: dict = {}
+
+
+def onnx_float(value) -> float:
+    """An ONNX float attribute (stored as float32: 1e-5 reads 9.99999974e-06) as the shortest
+    decimal that is that float32 (1e-05): the number the model's author wrote."""
+    return float(np.format_float_positional(np.float32(value), unique=True, trim="-")) if value else float(value)
 
 
 def torch_pair(value) -> tuple[int, int]:
@@ -431,18 +456,22 @@ def torch_pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
 
 
-def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = ()) -> dict:
-    """The kernel, stride and padding of an ONNX Conv or pool node as pairs:
-    {"kernel", "stride", "padding"}; Refused for padding that differs between the sides,
-    an auto_pad other than NOTSET or VALID, dilations, ceil_mode, and any attribute of
-    ``refuse_other`` given another value than its default."""
+def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = (), allow: tuple[str, ...] = ()) -> dict:
+    """The kernel, stride, padding, dilation and ceil mode of an ONNX Conv or pool node:
+    {"kernel", "stride", "padding", "dilation", "ceil_mode"}, the padding (rows, cols),
+    (top, bottom, left, right) where the sides differ, or "same". Refused for an auto_pad other than
+    NOTSET or VALID, for what ``allow`` leaves out of "dilations", "ceil_mode" and "sides"
+    (padding that differs between the sides) and "same" (auto_pad SAME_UPPER, read as the
+    padding "same"), and for any attribute of ``refuse_other``
+    given another value than its default."""
     attributes = node.attributes
     auto_pad = attributes.get("auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
+    if auto_pad not in ("NOTSET", "VALID") and not (auto_pad == "SAME_UPPER" and "same" in allow):
         raise Refused(f"{node.op} with auto_pad {auto_pad}")
-    if any(d != 1 for d in attributes.get("dilations", (1, 1))):
-        raise Refused(f"{node.op} with dilations {list(attributes['dilations'])}")
-    if attributes.get("ceil_mode", 0):
+    dilation = tuple(attributes.get("dilations", (1, 1)))
+    if "dilations" not in allow and any(d != 1 for d in dilation):
+        raise Refused(f"{node.op} with dilations {list(dilation)}")
+    if "ceil_mode" not in allow and attributes.get("ceil_mode", 0):
         raise Refused(f"{node.op} with ceil_mode 1")
     for name in refuse_other:
         if name in attributes and attributes[name]:
@@ -450,10 +479,14 @@ def onnx_window(node: OnnxNode, refuse_other: tuple[str, ...] = ()) -> dict:
     kernel = tuple(attributes.get("kernel_shape", ()))
     if len(kernel) != 2:
         raise Refused(f"{node.op} over {len(kernel) or 'unknown'} dimensions (cnntrace's maps have 2)")
-    pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
-    if pads[:2] != pads[2:]:
-        raise Refused(f"{node.op} with pads {list(pads)} (cnntrace pads each side alike)")
-    return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": pads[:2]}
+    top, left, bottom, right = tuple(attributes.get("pads", (0, 0, 0, 0)))
+    if (top, left) != (bottom, right) and "sides" not in allow:
+        raise Refused(f"{node.op} with pads {[top, left, bottom, right]} (cnntrace pads each side alike)")
+    padding = (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+    if auto_pad == "SAME_UPPER":  # the output keeps ceil(size/stride), the odd cell after: "same"
+        padding = "same"
+    return {"kernel": kernel, "stride": tuple(attributes.get("strides", (1, 1))), "padding": padding,
+            "dilation": dilation, "ceil_mode": bool(attributes.get("ceil_mode", 0))}  # fmt: skip
 
 
 def onnx_window_attributes(kernel, stride, padding) -> dict:
@@ -694,6 +727,22 @@ class Layer:
         """The layer of torch.nn ``module`` (one of TORCH); ``array(tensor)`` gives a float64
         numpy array. Refused for what the kind cannot express."""
         raise Refused(f"{type(module).__name__} is not read")
+
+    #: Its ONNX form as x times op(x), two nodes the reader reads as one layer: the op
+    #: (SiLU: ("Sigmoid",), x·Sigmoid(x)).
+    ONNX_GATE: ClassVar[tuple[str, ...]] = ()
+    #: The ONNX opset its nodes need, where it is newer than the one export writes (GELU: 20).
+    ONNX_OPSET: ClassVar[int] = 0
+
+    #: The functions (by name) a module's code calls for this kind, read from a torch.fx
+    #: trace: ``add`` for ``out + identity``, ``relu`` for ``F.relu``; see ``from_torch_call``.
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_torch_call(cls, call: TorchCall) -> Imported:
+        """The layer of a function call in a traced module's code; Refused for arguments the
+        kind cannot express."""
+        raise Refused(f"{call.function} is not read")
 
     @classmethod
     def from_state(cls, tensors: dict) -> Imported:

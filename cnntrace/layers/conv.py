@@ -28,7 +28,6 @@ from cnntrace.layers.base import (
     flag_option,
     grad_stage,
     onnx_window,
-    onnx_window_attributes,
     padding_option,
     pair_option,
     stage,
@@ -303,69 +302,91 @@ class Conv(WeightedLayer):
     TORCH: ClassVar[tuple[str, ...]] = ("Conv2d",)
     ONNX: ClassVar[tuple[str, ...]] = ("Conv",)
 
+    _TORCH_HELPER: ClassVar[str] = '''
+class PaddedConv2d(nn.Conv2d):
+    """A conv whose padding differs by side, (top, bottom, left, right): F.pad first, as
+    PyTorch's Conv2d pads opposite sides alike; with ``flip``, the kernel rotated 180 degrees."""
+
+    def __init__(self, *args, sides, flip=False, **options):
+        super().__init__(*args, padding=0, **options)
+        self.sides, self.flip = sides, flip
+
+    def forward(self, x):
+        top, bottom, left, right = self.sides
+        weight = self.weight.flip(-1, -2) if self.flip else self.weight
+        return self._conv_forward(F.pad(x, (left, right, top, bottom)), weight, self.bias)
+'''
+
     def torch_form(self, t):
         K, C_group, kh, kw = t.weights[self.W].shape
         padding = self.pad((kh, kw))
-        if len(padding) == 4:
-            raise InputError("PyTorch's Conv2d pads opposite sides alike; this padding differs by side",
-                             key=self.place.key("padding"))  # fmt: skip
-        module = "FlippedConv2d" if self.flip else "nn.Conv2d"  # FlippedConv2d: the script's, W rotated 180°
         params = ((self.W, "weight", False), (self.B, "bias", False)) if self.bias else ((self.W, "weight", False),)
-        return TorchForm(f"{module}({C_group * self.groups}, {K}, ({kh}, {kw}), stride={self.stride}, "
-                         f"padding={tuple(padding)}, dilation={self.dilation}, groups={self.groups}, "
-                         f"bias={self.bias})", params)  # fmt: skip
+        shape = f"{C_group * self.groups}, {K}, ({kh}, {kw}), stride={self.stride}"
+        options = f"dilation={self.dilation}, groups={self.groups}, bias={self.bias}"
+        if len(padding) == 4:
+            return TorchForm(f"PaddedConv2d({shape}, sides={tuple(padding)}, flip={self.flip}, {options})", params,
+                             helpers=self._TORCH_HELPER)  # fmt: skip
+        module = "FlippedConv2d" if self.flip else "nn.Conv2d"  # FlippedConv2d: the script's, W rotated 180°
+        return TorchForm(f"{module}({shape}, padding={tuple(padding)}, {options})", params)
 
     @classmethod
-    def _imported(cls, W, B, stride, padding) -> Imported:
+    def _imported(cls, W, B, stride, padding, dilation=(1, 1), groups=1) -> Imported:
         description = {"type": cls.type}
         if tuple(stride) != (1, 1):
             description["stride"] = list(stride)
-        if tuple(padding) != (0, 0):
-            description["padding"] = list(padding)
-        # A conv without bias (bias=False) reads as zero biases until conv takes "bias": false.
-        B = np.zeros(W.shape[0]) if B is None else B
-        return Imported(description if len(description) > 1 else cls.type, (W, B))
+        if isinstance(padding, str) or any(padding):
+            description["padding"] = padding if isinstance(padding, str) else list(padding)
+        if tuple(dilation) != (1, 1):
+            description["dilation"] = list(dilation)
+        if groups != 1:
+            description["groups"] = groups
+        if B is None:  # Conv2d(bias=False)
+            description["bias"] = False
+        return Imported(description if len(description) > 1 else cls.type, (W,) if B is None else (W, B))
 
     @classmethod
     def from_torch(cls, module, array):
-        for option, plain in (("dilation", (1, 1)), ("groups", 1), ("padding_mode", "zeros")):
-            value = getattr(module, option)
-            if (torch_pair(value) if option == "dilation" else value) != plain:
-                raise Refused(f"Conv2d with {option} {value}")
+        if module.padding_mode != "zeros":
+            raise Refused(f"Conv2d with padding_mode {module.padding_mode!r}")
         padding = module.padding
-        if isinstance(padding, str):
-            if padding != "valid":
-                raise Refused(f"Conv2d with padding '{padding}'")
-            padding = (0, 0)
+        padding = padding if isinstance(padding, str) else torch_pair(padding)
         W = array(module.weight)
-        return cls._imported(W, None if module.bias is None else array(module.bias),
-                             torch_pair(module.stride), torch_pair(padding))  # fmt: skip
+        return cls._imported(W, None if module.bias is None else array(module.bias), torch_pair(module.stride),
+                             padding, torch_pair(module.dilation), module.groups)  # fmt: skip
 
     @classmethod
     def from_state(cls, tensors):
         if "weight" not in tensors or tensors["weight"].ndim != 4:
             raise Refused("a conv's weight is K×C×kh×kw (Conv2d's)")
-        return cls._imported(tensors["weight"], tensors.get("bias"), (1, 1), (0, 0))
+        # The file's layer says whether it has a bias: without one in the state_dict, zeros
+        # stand for it where the file's conv has one.
+        bias = tensors.get("bias", np.zeros(tensors["weight"].shape[0]))
+        return cls._imported(tensors["weight"], bias, (1, 1), (0, 0))
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node, refuse_other=())
-        if node.attributes.get("group", 1) != 1:
-            raise Refused(f"Conv with group {node.attributes['group']}")
+        window = onnx_window(node, allow=("dilations", "sides", "same"))
+        if window["padding"] == "same" and window["stride"] != (1, 1):
+            # ONNX's SAME_UPPER pads for ceil(size/stride); cnntrace's "same", as PyTorch's, for stride 1.
+            raise Refused(f"Conv with auto_pad SAME_UPPER and strides {list(window['stride'])}")
         W, *rest = node.inputs
         if W is None or (rest and rest[0] is None):
             raise Refused("Conv whose weights are not constants")
         if tuple(window["kernel"]) != W.shape[2:]:
             raise Refused(f"Conv whose kernel_shape {list(window['kernel'])} is not its weights' {list(W.shape[2:])}")
-        return cls._imported(W, rest[0] if rest else None, window["stride"], window["padding"])
+        return cls._imported(W, rest[0] if rest else None, window["stride"], window["padding"], window["dilation"],
+                             node.attributes.get("group", 1))  # fmt: skip
 
     def onnx_nodes(self, t, x, y):
         if self.flip:
             raise InputError("a conv with flip has no ONNX form: ONNX's Conv is a cross-correlation",
                              key=self.place.key("flip"))  # fmt: skip
         W = t.weights[self.W]
-        attributes = onnx_window_attributes(W.shape[2:], self.stride, self.padding)
-        return [("Conv", [x, self.W, self.B], [y], attributes)], {self.W: W, self.B: t.weights[self.B]}
+        top, bottom, left, right = self.sides(t.weights)
+        attributes = {"kernel_shape": list(W.shape[2:]), "strides": list(self.stride),
+                      "pads": [top, left, bottom, right], "dilations": list(self.dilation), "group": self.groups}  # fmt: skip
+        weights = {self.W: W, **({self.B: t.weights[self.B]} if self.bias else {})}
+        return [("Conv", [x, *weights], [y], attributes)], weights
 
     def annotate(self, t):
         padding = self.pad(t.weights[self.W].shape[2:])

@@ -14,14 +14,19 @@ from cnntrace.layers.base import (
     Explained,
     Extra,
     Hand,
+    Imported,
     Layout,
     Mistake,
+    Refused,
     Rule,
+    TorchForm,
     WeightedLayer,
     flag_option,
     grad_stage,
+    onnx_window_attributes,
     pair_option,
     stage,
+    torch_pair,
 )
 from cnntrace.layers.conv import groups_option, pair_or_number, span
 from cnntrace.naming import grad
@@ -150,6 +155,76 @@ class ConvTranspose(WeightedLayer):
         if need_input:
             out[self.input_gradient] = dL_dX
         return out
+
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+
+    TORCH: ClassVar[tuple[str, ...]] = ("ConvTranspose2d",)
+    ONNX: ClassVar[tuple[str, ...]] = ("ConvTranspose",)
+
+    def torch_form(self, t):
+        C, K_group, kh, kw = t.weights[self.W].shape
+        params = ((self.W, "weight", False), (self.B, "bias", False)) if self.bias else ((self.W, "weight", False),)
+        return TorchForm(f"nn.ConvTranspose2d({C}, {K_group * self.groups}, ({kh}, {kw}), stride={self.stride}, "
+                         f"padding={self.padding}, output_padding={self.output_padding}, groups={self.groups}, "
+                         f"bias={self.bias}, dilation={self.dilation})", params)  # fmt: skip
+
+    @classmethod
+    def _imported(cls, W, B, **options) -> Imported:
+        description = {"type": cls.type}
+        for option, value in options.items():
+            if option == "groups" and value != 1:
+                description[option] = value
+            elif option != "groups" and tuple(value) != ((1, 1) if option in ("stride", "dilation") else (0, 0)):
+                description[option] = list(value)
+        if B is None:  # ConvTranspose2d(bias=False)
+            description["bias"] = False
+        return Imported(description if len(description) > 1 else cls.type, (W,) if B is None else (W, B))
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if module.padding_mode != "zeros":
+            raise Refused(f"ConvTranspose2d with padding_mode {module.padding_mode!r}")
+        return cls._imported(array(module.weight), None if module.bias is None else array(module.bias),
+                             stride=torch_pair(module.stride), padding=torch_pair(module.padding),
+                             output_padding=torch_pair(module.output_padding),
+                             dilation=torch_pair(module.dilation), groups=module.groups)  # fmt: skip
+
+    @classmethod
+    def from_state(cls, tensors):
+        if "weight" not in tensors or tensors["weight"].ndim != 4:
+            raise Refused("a conv_transpose's weight is C×(K/groups)×kh×kw (ConvTranspose2d's)")
+        return cls._imported(tensors["weight"], tensors.get("bias"))
+
+    @classmethod
+    def from_onnx(cls, node):
+        attributes = node.attributes
+        if attributes.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise Refused(f"ConvTranspose with auto_pad {attributes['auto_pad']}")
+        if "output_shape" in attributes:
+            raise Refused(f"ConvTranspose with output_shape {list(attributes['output_shape'])} (give pads instead)")
+        W, *rest = node.inputs
+        if W is None or (rest and rest[0] is None):
+            raise Refused("ConvTranspose whose weights are not constants")
+        if W.ndim != 4:
+            raise Refused(f"ConvTranspose over {W.ndim - 2} dimensions (cnntrace's maps have 2)")
+        if tuple(attributes.get("kernel_shape", W.shape[2:])) != W.shape[2:]:
+            raise Refused(f"ConvTranspose whose kernel_shape {list(attributes['kernel_shape'])} is not its "
+                          f"weights' {list(W.shape[2:])}")  # fmt: skip
+        pads = tuple(attributes.get("pads", (0, 0, 0, 0)))
+        if pads[:2] != pads[2:]:
+            raise Refused(f"ConvTranspose with pads {list(pads)} (cnntrace crops each side alike)")
+        return cls._imported(W, rest[0] if rest else None, stride=tuple(attributes.get("strides", (1, 1))),
+                             padding=pads[:2], output_padding=tuple(attributes.get("output_padding", (0, 0))),
+                             dilation=tuple(attributes.get("dilations", (1, 1))),
+                             groups=attributes.get("group", 1))  # fmt: skip
+
+    def onnx_nodes(self, t, x, y):
+        W = t.weights[self.W]
+        attributes = {**onnx_window_attributes(W.shape[2:], self.stride, self.padding),
+                      "output_padding": list(self.output_padding), "dilations": list(self.dilation),
+                      "group": self.groups}  # fmt: skip
+        weights = {self.W: W, **({self.B: t.weights[self.B]} if self.bias else {})}
+        return [("ConvTranspose", [x, *weights], [y], attributes)], weights
 
     def stages(self, ctx):
         x, z, W, B = self.input, self.output, self.W, self.B

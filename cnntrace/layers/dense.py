@@ -85,7 +85,7 @@ class Dense(WeightedLayer):
 
     @classmethod
     def _imported(cls, W, B) -> Imported:
-        return Imported(cls.type, (W, np.zeros(W.shape[1]) if B is None else B))
+        return Imported(cls.type, (W, np.zeros(W.shape[1]) if B is None else B), transposed=(True, False))
 
     @classmethod
     def from_torch(cls, module, array):
@@ -113,7 +113,8 @@ class Dense(WeightedLayer):
             C = np.broadcast_to(C * attributes.get("beta", 1.0), (W.shape[1],)).copy() if C.size in (1, W.shape[1]) else None
             if C is None:
                 raise Refused(f"{node.op} whose bias is not one number per output")
-        return cls._imported(W, C)
+        # Gemm's transB 1 keeps B out×in, as nn.Linear; MatMul's is in×out, as cnntrace.
+        return cls._imported(W, C)._replace(transposed=(bool(attributes.get("transB", 0)), False))
 
     def onnx_nodes(self, t, x, y):
         return [("Gemm", [x, self.W, self.B], [y], {})], {self.W: t.weights[self.W], self.B: t.weights[self.B]}

@@ -91,6 +91,17 @@ class Flatten(Layer):
             raise Refused(f"Flatten from dimension {module.start_dim} to {module.end_dim}")
         return Imported(cls.type)
 
+    #: torch.flatten(x, 1) and x.flatten(1) in a traced module's code.
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("flatten",)
+
+    @classmethod
+    def from_torch_call(cls, call):
+        start, end = (*call.constants, *(0, -1)[len(call.constants):])[:2]
+        start, end = call.options.get("start_dim", start), call.options.get("end_dim", end)
+        if (start, end) != (1, -1):
+            raise Refused(f"flatten from dimension {start} to {end} (cnntrace flattens each image: 1 to -1)")
+        return Imported(cls.type)
+
     @classmethod
     def from_onnx(cls, node):
         if node.op == "Flatten" and node.attributes.get("axis", 1) != 1:

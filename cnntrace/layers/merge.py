@@ -17,11 +17,14 @@ from cnntrace.errors import InputError
 from cnntrace.layers.base import (
     Explained,
     Hand,
+    Imported,
     Layer,
     Layout,
     Mistake,
     Option,
+    Refused,
     Rule,
+    TorchForm,
     grad_stage,
     stage,
 )
@@ -92,6 +95,27 @@ class Merge(Layer):
     def work(self, layouts, weights):
         return 1, sum(math.prod(layouts[name].shape) for name in self.operands)
 
+    # -- PyTorch and ONNX ---------------------------------------------------------------
+    # A merge's operands are named by the reader (the ONNX graph's, the traced module's):
+    # ``sources`` of an OnnxNode or a TorchCall, its input first.
+
+    #: The script's module for it (see bridge.repro): the class and its source.
+    _TORCH_CLASS: ClassVar[tuple[str, str]] = ("", "")
+
+    def torch_form(self, t):
+        name, source = self._TORCH_CLASS
+        return TorchForm(f"{name}()", helpers=source)
+
+    @classmethod
+    def _imported(cls, sources: tuple[str, ...]) -> Imported:
+        return Imported({"type": cls.type, "from": sources[0] if len(sources) == 1 else list(sources)})
+
+    @classmethod
+    def from_onnx(cls, node):
+        if any(value is not None for value in node.inputs) or not node.sources:
+            raise Refused(f"{node.op} of a constant (cnntrace merges earlier matrices only)")
+        return cls._imported(node.sources)
+
 
 @dataclass(frozen=True)
 class Add(Merge):
@@ -104,6 +128,28 @@ class Add(Merge):
 
     def symbol_of(self):
         return " + ".join(self.operands)
+
+    TORCH: ClassVar[tuple[str, ...]] = ()
+    #: The functions a traced module calls for it: ``out + identity``, ``out += identity``.
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("add", "iadd", "__add__", "__iadd__")
+    ONNX: ClassVar[tuple[str, ...]] = ("Add", "Sum")
+    _TORCH_CLASS = ("Add", '''
+class Add(nn.Module):
+    """S = x + the others, elementwise (a residual connection)."""
+
+    def forward(self, x, *others):
+        return sum(others, x)
+''')
+
+    @classmethod
+    def from_torch_call(cls, call):
+        if call.options.get("alpha", 1) != 1 or len(call.sources) < 1 or call.constants:
+            raise Refused(f"{call.function} of anything but matrices the network made (a constant, an alpha)")
+        return cls._imported(call.sources)
+
+    def onnx_nodes(self, t, x, y):
+        # ONNX's Add takes two operands; Sum any number.
+        return [("Add" if len(self.sources) == 1 else "Sum", [x, *self.sources], [y], {})], {}
 
     def infer_from(self, layouts, given):
         layout = self._check_forms(layouts)
@@ -162,6 +208,34 @@ class Concat(Merge):
 
     def symbol_of(self):
         return f"[{', '.join(self.operands)}]"
+
+    TORCH: ClassVar[tuple[str, ...]] = ()
+    #: torch.cat((out, skip), dim=1) in a traced module.
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("cat", "concat", "concatenate")
+    ONNX: ClassVar[tuple[str, ...]] = ("Concat",)
+    _TORCH_CLASS = ("Concat", '''
+class Concat(nn.Module):
+    """C = [x, the others] along axis 1 (the channels of maps, the units of vectors)."""
+
+    def forward(self, x, *others):
+        return torch.cat((x, *others), dim=1)
+''')
+
+    @classmethod
+    def from_torch_call(cls, call):
+        dim = call.options.get("dim", call.constants[0] if call.constants else 0)
+        if dim != 1 or not call.sources:
+            raise Refused(f"{call.function} along dim {dim} (cnntrace joins along the channels, dim 1)")
+        return cls._imported(call.sources)
+
+    @classmethod
+    def from_onnx(cls, node):
+        if node.attributes.get("axis") != 1:
+            raise Refused(f"Concat along axis {node.attributes.get('axis')} (cnntrace joins along the channels, axis 1)")
+        return super().from_onnx(node)
+
+    def onnx_nodes(self, t, x, y):
+        return [("Concat", [x, *self.sources], [y], {"axis": 1})], {}
 
     def infer_from(self, layouts, given):
         layout = self._check_forms(layouts)

@@ -36,6 +36,7 @@ from cnntrace.layers.base import (
     WeightedLayer,
     choice_option,
     grad_stage,
+    onnx_float,
     stage,
 )
 from cnntrace.naming import grad
@@ -260,8 +261,8 @@ def batchnorm_steps(module, x, dy):
         gamma, beta, mean, var = node.inputs[:4]
         attributes = node.attributes
         # ONNX's momentum weighs the old statistic: PyTorch's is 1 − ONNX's.
-        momentum = 1.0 - float(attributes.get("momentum", 0.9))
-        return cls._imported(gamma, beta, mean, var, float(attributes.get("epsilon", 1e-5)),
+        momentum = 1.0 - onnx_float(attributes.get("momentum", 0.9))
+        return cls._imported(gamma, beta, mean, var, onnx_float(attributes.get("epsilon", 1e-5)),
                              round(momentum, 12), bool(attributes.get("training_mode", 0)))  # fmt: skip
 
     def onnx_nodes(self, t, x, y):

@@ -27,7 +27,6 @@ from cnntrace.layers.base import (
     flag_option,
     grad_stage,
     onnx_window,
-    onnx_window_attributes,
     padding_option,
     padding_value,
     pair_option,
@@ -78,24 +77,77 @@ class Pool(Layer):
     # -- PyTorch and ONNX ---------------------------------------------------------------
 
     @classmethod
-    def _imported(cls, size, stride, padding) -> Imported:
+    def _imported(cls, size, stride, padding, **more) -> Imported:
         description = {"type": cls.type, "size": list(size), "stride": list(stride)}
-        if tuple(padding) != (0, 0):
-            description["padding"] = list(padding)
-        return Imported(description)
+        if isinstance(padding, str) or any(padding):
+            description["padding"] = padding if isinstance(padding, str) else list(padding)
+        return Imported({**description, **more})
 
     @classmethod
     def _torch_window(cls, module) -> tuple:
-        if getattr(module, "ceil_mode", False):
-            raise Refused(f"{type(module).__name__} with ceil_mode True")
         stride = module.stride if module.stride is not None else module.kernel_size
         return torch_pair(module.kernel_size), torch_pair(stride), torch_pair(module.padding)
 
-    def onnx_nodes(self, t, x, y):
-        return [(self.ONNX[0], [x], [y], {**onnx_window_attributes(self.size, self.stride, self.padding),
-                                          **self._onnx_attributes})], {}  # fmt: skip
+    _TORCH_HELPER: ClassVar[str] = '''
+def padded_pool(x, kind, size, stride, sides, dilation, ceil_mode, count_padding, out):
+    """A pool whose padding differs by side: F.pad (top, bottom, left, right) first, as
+    PyTorch's own pools pad opposite sides alike; the windows past those of the trace's pool
+    (ceil mode keeps none that starts in the padding after) cut off. An average divides by
+    the cells its window covers, the padding's among them where they count."""
+    top, bottom, left, right = sides
+    frame = (left, right, top, bottom)
+    if kind == "max":
+        y = F.max_pool2d(F.pad(x, frame, value=-float("inf")), size, stride, 0, dilation, ceil_mode)
+    else:
+        padded = F.pad(x, frame)
+        summed = F.avg_pool2d(padded, size, stride, 0, ceil_mode, divisor_override=1)
+        # What each window divides by: its cells in the padded map where the padding counts
+        # (a ceil-mode window clipped at the map's end, as PyTorch clips it), else in the input.
+        cells = torch.ones_like(padded) if count_padding else F.pad(torch.ones_like(x), frame)
+        y = summed / F.avg_pool2d(cells, size, stride, 0, ceil_mode, divisor_override=1)
+    return y[:, :, :out[0], :out[1]]
+'''
 
-    _onnx_attributes: ClassVar[dict] = {}
+    def torch_form(self, t):
+        """PyTorch's own pool where opposite sides are padded alike, else ``padded_pool``."""
+        _, H, W = t.layout(self.input).shape
+        top, bottom, left, right = self.sides(H, W)
+        if (top, left) == (bottom, right):
+            return TorchForm(self._torch_module((top, left)))
+        out = t.layout(self.output).shape[1:]
+        return TorchForm(f"Apply(lambda x: padded_pool(x, {self._torch_kind!r}, {self.size}, {self.stride}, "
+                         f"{(top, bottom, left, right)}, {self.dilation}, {self.ceil_mode}, "
+                         f"{getattr(self, 'count_include_pad', True)}, {tuple(out)}))",
+                         helpers=self._TORCH_HELPER)  # fmt: skip
+
+    _torch_kind: ClassVar[str] = ""
+
+    def _torch_module(self, padding) -> str:
+        raise NotImplementedError
+
+    def onnx_nodes(self, t, x, y):
+        _, H, W = t.layout(x).shape
+        top, bottom, left, right = self.sides(H, W)
+        attributes = {"kernel_shape": list(self.size), "strides": list(self.stride),
+                      "pads": [top, left, bottom, right], **self._onnx_attributes()}  # fmt: skip
+        if self.dilation != (1, 1):
+            attributes["dilations"] = list(self.dilation)
+        out = t.layout(y).shape[1:]
+        spans = [n + before + after - self.span(axis)
+                 for axis, (n, before, after) in enumerate(((H, top, bottom), (W, left, right)))]  # fmt: skip
+        if tuple(out) != tuple(span // s + 1 for span, s in zip(spans, self.stride)):
+            # A ceil-mode window that floor mode would not keep: ONNX's MaxPool keeps ceil's count.
+            if not self._onnx_ceil or tuple(out) != tuple(-(-span // s) + 1 for span, s in zip(spans, self.stride)):
+                raise InputError(f"ONNX's {self.ONNX[0]} in ceil mode keeps other windows than this pool's "
+                                 f"{shape_text(tuple(out))}", key=self.place.key("ceil_mode"))  # fmt: skip
+            attributes["ceil_mode"] = 1
+        return [(self.ONNX[0], [x], [y], attributes)], {}
+
+    #: Whether ONNX's pool divides a ceil-mode window as this kind does (max: nothing to divide).
+    _onnx_ceil: ClassVar[bool] = False
+
+    def _onnx_attributes(self) -> dict:
+        return {}
 
     def options(self):
         out = {"type": self.type, "size": self.size[0] if self.size[0] == self.size[1] else list(self.size)}
@@ -116,15 +168,6 @@ class Pool(Layer):
         if self.dilation != (1, 1):
             text += f", dilation {pair_text(self.dilation)}"
         return text + (", ceil mode" if self.ceil_mode else "")
-
-    def _torch_window_only(self) -> None:
-        """Refuse, for the PyTorch script, the options it does not write yet: a dilated or
-        ceil-mode window, padding by side or by name."""
-        plain = not isinstance(self.padding, str) and len(self.padding) == 2
-        if getattr(self, "dilation", (1, 1)) != (1, 1) or self.ceil_mode or not plain:
-            raise InputError("the script writes a pool window with its size, stride and even padding only; "
-                             "this one's dilation, ceil_mode or padding is not written yet",
-                             key=self.place.key())  # fmt: skip
 
     def sides(self, H: int, W: int) -> tuple[int, int, int, int]:
         """The padding (top, bottom, left, right) around an H×W input; "same" pads so that
@@ -242,23 +285,40 @@ class MaxPool(Pool):
     TORCH: ClassVar[tuple[str, ...]] = ("MaxPool2d",)
     ONNX: ClassVar[tuple[str, ...]] = ("MaxPool",)
 
+    _torch_kind: ClassVar[str] = "max"
+    _onnx_ceil: ClassVar[bool] = True
+
     def torch_form(self, t):
         if self.ties != "first":
             raise InputError(f"PyTorch's max-pool sends dL/dP to the first maximum only, not ties {self.ties!r}",
                              key=self.place.key("ties"))  # fmt: skip
-        self._torch_window_only()
-        return TorchForm(f"nn.MaxPool2d({self.size}, {self.stride}, {self.padding})")
+        return super().torch_form(t)
+
+    def onnx_nodes(self, t, x, y):
+        if self.ties != "first":
+            raise InputError(f"ONNX's MaxPool sends the gradient to one maximum, not ties {self.ties!r}",
+                             key=self.place.key("ties"))  # fmt: skip
+        return super().onnx_nodes(t, x, y)
+
+    def _torch_module(self, padding):
+        return f"nn.MaxPool2d({self.size}, {self.stride}, {padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode})"
+
+    @classmethod
+    def _more(cls, dilation, ceil_mode) -> dict:
+        more = {"dilation": list(dilation)} if tuple(dilation) != (1, 1) else {}
+        return {**more, "ceil_mode": True} if ceil_mode else more
 
     @classmethod
     def from_torch(cls, module, array):
-        if torch_pair(module.dilation) != (1, 1) or module.return_indices:
-            raise Refused("MaxPool2d with dilation or return_indices")
-        return cls._imported(*cls._torch_window(module))
+        if module.return_indices:
+            raise Refused("MaxPool2d with return_indices")
+        return cls._imported(*cls._torch_window(module), **cls._more(torch_pair(module.dilation), module.ceil_mode))
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node, refuse_other=("storage_order",))
-        return cls._imported(window["kernel"], window["stride"], window["padding"])
+        window = onnx_window(node, refuse_other=("storage_order",), allow=("dilations", "ceil_mode", "sides", "same"))
+        return cls._imported(window["kernel"], window["stride"], window["padding"],
+                             **cls._more(window["dilation"], window["ceil_mode"]))  # fmt: skip
 
     def pool(self, A):
         """ops.maxpool_forward with this layer's options: (P, PoolCache)."""
@@ -468,30 +528,34 @@ class AvgPool(Pool):
 
     TORCH: ClassVar[tuple[str, ...]] = ("AvgPool2d",)
     ONNX: ClassVar[tuple[str, ...]] = ("AveragePool",)
-    _onnx_attributes: ClassVar[dict] = {"count_include_pad": 1}
+    _torch_kind: ClassVar[str] = "avg"
 
-    def torch_form(self, t):
-        self._torch_window_only()
-        if not self.count_include_pad:
-            raise InputError("the script writes an average pool that counts its padding; this one does not",
-                             key=self.place.key("count_include_pad"))  # fmt: skip
-        return TorchForm(f"nn.AvgPool2d({self.size}, {self.stride}, {self.padding}, count_include_pad=True)")
+    def _onnx_attributes(self):
+        return {"count_include_pad": int(self.count_include_pad)}
+
+    def _torch_module(self, padding):
+        return (f"nn.AvgPool2d({self.size}, {self.stride}, {padding}, ceil_mode={self.ceil_mode}, "
+                f"count_include_pad={self.count_include_pad})")  # fmt: skip
+
+    @classmethod
+    def _more(cls, padding, ceil_mode, count_include_pad) -> dict:
+        more = {"ceil_mode": True} if ceil_mode else {}
+        padded = isinstance(padding, str) or any(padding)
+        return {**more, "count_include_pad": False} if padded and not count_include_pad else more
 
     @classmethod
     def from_torch(cls, module, array):
         size, stride, padding = cls._torch_window(module)
         if module.divisor_override is not None:
             raise Refused(f"AvgPool2d with divisor_override {module.divisor_override}")
-        if any(padding) and not module.count_include_pad:
-            raise Refused("AvgPool2d with padding and count_include_pad False")
-        return cls._imported(size, stride, padding)
+        return cls._imported(size, stride, padding, **cls._more(padding, module.ceil_mode, module.count_include_pad))
 
     @classmethod
     def from_onnx(cls, node):
-        window = onnx_window(node)
-        if any(window["padding"]) and not node.attributes.get("count_include_pad", 0):
-            raise Refused("AveragePool with pads and count_include_pad 0")
-        return cls._imported(window["kernel"], window["stride"], window["padding"])
+        window = onnx_window(node, allow=("sides", "same"))
+        count = bool(node.attributes.get("count_include_pad", 0))
+        return cls._imported(window["kernel"], window["stride"], window["padding"],
+                             **cls._more(window["padding"], False, count))  # fmt: skip
 
     def forward(self, x, weights, tracing, overwrite=False):
         return self.pool(x)

@@ -14,8 +14,17 @@ from typing import ClassVar
 import numpy as np
 
 from cnntrace import ops
+from cnntrace.errors import InputError
 from cnntrace.layers.activation import Activation, LocalDerivative
-from cnntrace.layers.base import AMBIGUITY, Explained, Hand, number_option
+from cnntrace.layers.base import (
+    AMBIGUITY,
+    Explained,
+    Hand,
+    Imported,
+    Refused,
+    number_option,
+    onnx_float,
+)
 from cnntrace.terms import MINUS, Factor, Term, constant
 
 
@@ -36,6 +45,25 @@ class ELU(Activation):
     OPTIONS: ClassVar[dict] = {"alpha": number_option(1.0, "The value ELU tends to, −alpha, as Z → −∞.", "alpha")}
 
     alpha: float = 1.0
+
+    TORCH: ClassVar[tuple[str, ...]] = ("ELU",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("elu",)
+    ONNX: ClassVar[tuple[str, ...]] = ("Elu",)
+
+    def torch_module(self):
+        return f"nn.ELU({self.alpha!r})"
+
+    @classmethod
+    def from_torch(cls, module, array):
+        return Imported("elu" if module.alpha == 1.0 else {"type": "elu", "alpha": float(module.alpha)})
+
+    @classmethod
+    def from_onnx(cls, node):
+        alpha = onnx_float(node.attributes.get("alpha", 1.0))
+        return Imported("elu" if alpha == 1.0 else {"type": "elu", "alpha": alpha})
+
+    def onnx_attributes(self):
+        return {"alpha": self.alpha}
 
     def options(self):
         return "elu" if self.alpha == 1.0 else {"type": "elu", "alpha": self.alpha}
@@ -104,6 +132,24 @@ class GELU(Activation):
     DESCRIPTION: ClassVar[str] = "Z·Φ(Z) = Z·(1 + erf(Z/√2))/2, the erf form (PyTorch's default, not the tanh approximation)."
     HAND: ClassVar[Hand] = Hand(saturates=True)
 
+    TORCH: ClassVar[tuple[str, ...]] = ("GELU",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("gelu",)
+    #: ONNX's Gelu (opset 20), whose default is the erf form.
+    ONNX: ClassVar[tuple[str, ...]] = ("Gelu",)
+    ONNX_OPSET: ClassVar[int] = 20
+
+    @classmethod
+    def from_torch(cls, module, array):
+        if module.approximate != "none":
+            raise Refused(f"GELU with approximate {module.approximate!r} (cnntrace's is the erf form)")
+        return Imported(cls.type)
+
+    @classmethod
+    def from_onnx(cls, node):
+        if node.attributes.get("approximate", "none") != "none":
+            raise Refused(f"Gelu with approximate {node.attributes['approximate']!r} (cnntrace's is the erf form)")
+        return Imported(cls.type)
+
     def value(self, z):
         return ops.gelu_forward(z)
 
@@ -151,6 +197,15 @@ class SiLU(Activation):
     FUNCTIONS: ClassVar[tuple[str, ...]] = ("SiLU",)
     DESCRIPTION: ClassVar[str] = "Z·σ(Z), the sigmoid-weighted linear unit (swish)."
     HAND: ClassVar[Hand] = Hand(saturates=True)
+
+    TORCH: ClassVar[tuple[str, ...]] = ("SiLU",)
+    TORCH_CALLS: ClassVar[tuple[str, ...]] = ("silu",)
+    #: ONNX has no SiLU before opset 24's Swish: Z·Sigmoid(Z), two nodes, both ways.
+    ONNX: ClassVar[tuple[str, ...]] = ()
+    ONNX_GATE: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+
+    def onnx_nodes(self, t, x, y):
+        return [("Sigmoid", [x], [f"{y}_sigmoid"], {}), ("Mul", [x, f"{y}_sigmoid"], [y], {})], {}
 
     def value(self, z):
         return ops.silu_forward(z)
@@ -203,6 +258,25 @@ class Softplus(Activation):
 
     beta: float = 1.0
     threshold: float = 20.0
+
+    TORCH: ClassVar[tuple[str, ...]] = ("Softplus",)
+    #: ONNX's Softplus is log(1 + exp(Z)): no beta, and no threshold (above 20 it differs
+    #: from PyTorch's Z by less than exp(−20) ≈ 2e−9).
+    ONNX: ClassVar[tuple[str, ...]] = ("Softplus",)
+
+    def torch_module(self):
+        return f"nn.Softplus(beta={self.beta!r}, threshold={self.threshold!r})"
+
+    @classmethod
+    def from_torch(cls, module, array):
+        chosen = {name: float(getattr(module, name)) for name, default in (("beta", 1.0), ("threshold", 20.0))
+                  if getattr(module, name) != default}  # fmt: skip
+        return Imported({"type": cls.type, **chosen} if chosen else cls.type)
+
+    def onnx_nodes(self, t, x, y):
+        if self.beta != 1.0:
+            raise InputError(f"ONNX's Softplus has no beta; this one's is {self.beta:g}", key=self.place.key("beta"))
+        return super().onnx_nodes(t, x, y)
 
     def options(self):
         chosen = {name: getattr(self, name) for name, default in (("beta", 1.0), ("threshold", 20.0))

@@ -19,6 +19,7 @@ class View:
     scaled: bool = False  # the table view: more decimals for a matrix of small entries (format.decimals)
     only: tuple[str, ...] | None = None  # JSON names of the matrices to show; None: all
     brief: bool = False  # matrices without their derivation
+    explain: bool = True  # the page: each shown entry's explanation embedded, shown on a click
     file: str | None = None  # the input file's name, for formats that carry it
     full: bool = False  # every entry of large matrices and batches, not their corners
     columns: tuple[str, ...] | None = None  # CSV of several files: the header they share

@@ -249,7 +249,7 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
         parts.append("</div>")
     symbols = {entry.symbol: entry.name for entry in shown}
     explanations = {}
-    for entry in shown:
+    for entry in shown if view.explain else ():
         for index in _shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full):
             explanation = explain_entry(trace, entry.name, index)
             key = _key(entry.name, index)
