@@ -456,3 +456,19 @@ def test_a_worksheet_too_large_for_paper_is_refused_before_it_is_made(tmp_path, 
     assert not target.exists()
     monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 10**5)
     assert invoke("sheet", REFERENCE, *args, "-o", target).exit_code == 0 and target.exists()
+
+
+def test_a_test_set_of_one_image_is_evaluated_after_batch_norm(tmp_path):
+    """Batch norm in training after a dense layer refuses a batch of one image; a test set is
+    evaluated with the running statistics, so one test image is a test set."""
+    data = {"X": [[0.1, 0.2, 0.3], [0.3, 0.1, 0.0], [0.5, 0.5, 0.1]], "Y": [0, 1, 0],
+            "layers": ["dense", "batchnorm", "relu", "dense", "softmax"],
+            "W1": [[0.1, 0.2], [0.3, -0.1], [0.2, 0.2]], "B1": [0, 0], "W2": [0.5, 0.5], "B2": [0, 0],
+            "W3": [[0.1, 0.2], [0.3, 0.4]], "B3": [0, 0]}  # fmt: skip
+    source = write(tmp_path, data, "bn.json")
+    for test in ({"X": [0.1, 0.2, 0.3], "Y": 1}, {"X": [[0.1, 0.2, 0.3]], "Y": [1]}):
+        result = invoke("train", source, "-n", "2", "--test", write(tmp_path, test, "test.json"), "-f", "json")
+        assert result.exit_code == 0, result.stderr
+        assert np.isfinite(json.loads(result.stdout)["history"][-1]["test_loss"])
+    one = write(tmp_path, {**data, "X": data["X"][:1], "Y": data["Y"][:1]}, "one.json")
+    assert_refused(invoke("train", one, "-n", "1"), "one.json: layers[1]: batch norm in training")
