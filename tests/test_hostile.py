@@ -238,6 +238,41 @@ def test_a_mismatch_between_two_keys_names_both(tmp_path):
     assert_refused(invoke("step", write(tmp_path, data)), "B1: expected 2 biases", "W1 (2×3×3) has 2 filters")
 
 
+CONV_3 = {"X": [[[0.1] * 6] * 6] * 2, "Y": 1, "W1": [[[[0.1] * 3] * 3] * 2] * 3, "B1": [0.0] * 3}  # 3 filters
+
+
+@pytest.mark.parametrize("layers, weights, fragments", [
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],  # γ, β: one per channel of W1's
+     {"W2": [1.0] * 2, "B2": [0.0] * 3, "W3": [0.1] * 48, "B3": 0}, ["W2: expected 3 numbers for γ"]),
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],
+     {"W2": [1.0] * 3, "B2": [0.0] * 2, "W3": [0.1] * 48, "B3": 0}, ["B2: expected 3 numbers for β"]),
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],  # the running statistics
+     {"W2": [1.0] * 3, "B2": [0.0] * 3, "mean2": [0.0] * 2, "var2": [1.0] * 3, "W3": [0.1] * 48, "B3": 0},
+     ["mean2: expected 3 numbers, the running mean"]),
+    (["conv", "relu", "maxpool", "conv", "flatten", "dense", "sigmoid"],  # the next conv's channels
+     {"W2": [[[[0.1]]] * 2], "B2": [0.0], "W3": [0.1] * 4, "B3": 0}, ["W2: ", "but P1 has 3"]),
+    (["conv", {"type": "conv", "groups": 2}, "relu", "flatten", "dense", "sigmoid"],  # grouped
+     {"W2": [[[[0.1]]]] * 2, "B2": [0.0] * 2, "W3": [0.1] * 32, "B3": 0}, ["groups: 2 groups must divide", "Z1 has 3"]),
+    (["conv", "relu", "conv_transpose", "flatten", "dense", "sigmoid"],  # conv_transpose: C first
+     {"W2": [[[[0.1]]]] * 2, "B2": [0.0], "W3": [0.1] * 16, "B3": 0}, ["W2: W is C×(K/groups)", "A1 has 3"]),
+    (["conv", "relu", "flatten", "dense", "sigmoid"],  # the dense weights against the maps flattened
+     {"W2": [0.1] * 47, "B2": 0}, ["W2: expected 48 weights"]),
+])
+def test_a_mismatch_with_the_layer_before_names_the_key_that_fixed_the_channels(tmp_path, layers, weights, fragments):
+    data = {**CONV_3, "layers": layers, **weights}
+    assert_refused(invoke("step", write(tmp_path, data)), *fragments, "W1 (3×2×3×3) has 3 filters")
+
+
+def test_batch_norm_after_a_dense_layer_names_its_outputs(tmp_path):
+    data = {"X": [[0.1, 0.2, 0.3]] * 2, "Y": [1, 0], "layers": ["dense", "batchnorm", "relu", "dense", "sigmoid"],
+            "W1": [[0.1] * 2] * 3, "B1": [0, 0], "W2": [1, 1, 1], "B2": [0, 0], "W3": [0.1] * 2, "B3": 0}  # fmt: skip
+    assert_refused(invoke("step", write(tmp_path, data)), "W2: expected 2 numbers for γ, one per unit",
+                   "W1 (3×2) has 2 outputs: one of the two is wrong")  # fmt: skip
+    data = {**data, "layers": ["batchnorm", "dense", "sigmoid"], "W1": [1.0] * 2, "B1": [0.0] * 3,
+            "W2": [0.1] * 3, "B2": 0}  # fmt: skip
+    assert_refused(invoke("step", write(tmp_path, data)), "W1: expected 3 numbers for γ", "X has 3 units")
+
+
 # -- 5. destinations checked before the work, 6. no data lost --------------------------------------
 
 #: Every writer: its arguments, given the input and its destination.

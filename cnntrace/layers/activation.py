@@ -466,7 +466,7 @@ class Softmax(Activation):
         if layout.form != "vector":
             raise InputError(f"{self.type} works over a vector of units: it comes after a dense layer",
                              key=self.place.key())  # fmt: skip
-        return Layout(layout.shape, True), {}
+        return Layout(layout.shape, True, sized_by=layout.sized_by), {}
 
     def value(self, z):
         return ops.softmax(z)

@@ -62,7 +62,7 @@ class AdaptiveAvgPool(Layer):
             raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
                              "the flatten", key=self.place.key())  # fmt: skip
         C = layout.shape[0]
-        return Layout((C, *self.output_size), layout.shown, layout.channel), {}
+        return Layout((C, *self.output_size), layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     def work(self, layouts, weights):
         C, H, W = layouts[self.input].shape

@@ -70,6 +70,13 @@ class Layout:
     channel: str = "filter"  # what a map's channel axis is called
     kind: str = ""  # "map", "vector", "jacobian", "scalar"; from the shape when empty
     origin: tuple[int, ...] = ()  # a flattened vector's maps (C, H, W), for messages
+    #: The key whose shape fixed the channels (or units), for messages: a mismatch between
+    #: two keys names both ("W1 (3×2×3×3) has 3 filters"); "" where X fixed them.
+    sized_by: str = field(default="", compare=False)
+
+    def fixed_by(self) -> str:
+        """' (W1 (3×2×3×3) has 3 filters)', what a message adds after a count of channels."""
+        return f" ({self.sized_by})" if self.sized_by else ""
 
     @property
     def form(self) -> str:

@@ -58,19 +58,21 @@ class Dense(WeightedLayer):
             per_entry = f"one per entry of {self.input}"
             if layout.origin:
                 C, H, Wd = layout.origin
-                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd})"
+                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd}{'; ' * bool(layout.sized_by)}{layout.sized_by})"
+            elif layout.sized_by:
+                per_entry += layout.fixed_by()
             found = f"{W.size} entries" if W.ndim else "a number"
             raise InputError(
                 f"expected {n} weight{'s' * (n > 1)}, {per_entry}, found {found} "
                 f"(shape {shape_text(W.shape)})",
                 key=self.W,
             )
+        sized_by = f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}"
         weights = {
             self.W: W_general,
-            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output",
-                           f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}").copy(),
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output", sized_by).copy(),
         }
-        return Layout((n_out,), shown=n_out > 1), weights
+        return Layout((n_out,), shown=n_out > 1, sized_by=sized_by), weights
 
     # -- PyTorch and ONNX ---------------------------------------------------------------
 

@@ -40,7 +40,7 @@ class GlobalAvgPool(Layer):
             raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
                              "the flatten", key=self.place.key())  # fmt: skip
         C = layout.shape[0]
-        return Layout((C, 1, 1), layout.shown, layout.channel), {}
+        return Layout((C, 1, 1), layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     def work(self, layouts, weights):
         C, H, W = layouts[self.input].shape

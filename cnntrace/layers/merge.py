@@ -113,7 +113,7 @@ class Add(Merge):
                                  f"({shape_text(layouts[source].shape)}): the shapes must match exactly",
                                  key=self.place.key("from"))  # fmt: skip
         shown = layout.shown or any(layouts[s].shown for s in self.sources)
-        return Layout(layout.shape, shown, layout.channel), {}
+        return Layout(layout.shape, shown, layout.channel, sized_by=layout.sized_by), {}
 
     def forward(self, x, weights, tracing, overwrite=False, others=()):
         return ops.add_forward(x, others), len(others)

@@ -131,9 +131,11 @@ class BatchNorm(WeightedLayer):
     def infer(self, layout, given):
         C = layout.shape[0]
         per = "channel" if layout.form == "map" else "unit"
+        # The channels (units) were fixed by X or by the weight before: a mismatch names both.
+        sized_by = layout.sized_by or f"{self.input} has {C} {per}{'s' * (C > 1)}"
         weights = {
-            self.W: checks.vector(self.W, given[self.W], C, f"numbers for γ, one per {per}").copy(),
-            self.B: checks.vector(self.B, given[self.B], C, f"numbers for β, one per {per}").copy(),
+            self.W: checks.vector(self.W, given[self.W], C, f"numbers for γ, one per {per}", sized_by).copy(),
+            self.B: checks.vector(self.B, given[self.B], C, f"numbers for β, one per {per}", sized_by).copy(),
         }
         for name, what in ((self.MEAN, "running mean"), (self.VAR, "running variance")):
             if name not in given:
@@ -141,7 +143,7 @@ class BatchNorm(WeightedLayer):
                     raise InputError(f"missing: {self.place.key()} (batchnorm in eval mode) needs {name}, "
                                      f"the {what}, one per {per}", key=name)  # fmt: skip
                 continue
-            weights[name] = checks.vector(name, given[name], C, f"numbers, the {what}, one per {per}").copy()
+            weights[name] = checks.vector(name, given[name], C, f"numbers, the {what}, one per {per}", sized_by).copy()
         if self.VAR in weights and np.any(weights[self.VAR] < 0):
             raise InputError("a variance is never negative", key=self.VAR)
         return layout, weights

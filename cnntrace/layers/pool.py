@@ -173,7 +173,7 @@ class Pool(Layer):
                 if not any(0 <= tap < n for tap in taps):
                     raise InputError(f"pool window {what} {h} holds padding only (taps at {taps}, {self.input} has "
                                      f"{n} {what}{'s' * (n != 1)})", key=self.place.key("padding"))  # fmt: skip
-        return Layout(out, layout.shown, layout.channel), {}
+        return Layout(out, layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     def window_cells(self, h: int, w: int, frame=None):
         """The (row, col) cells of window (h, w), in row-major order, in the input's
