@@ -451,15 +451,21 @@ def _only_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def load_trace(file: Path, only: tuple[str, ...] | None = None):
+def load_trace(file: Path, only: tuple[str, ...] | None = None, check=None):
     """The trace of FILE's forward and backward pass, its errors reported naming FILE; with
-    ``only`` (names from --only), refused when it lacks one of them."""
+    ``only`` (names from --only), refused when it lacks one of them. ``check(problem)``
+    refuses, before the pass, what the command will do with it (see budget.py)."""
     with reported_errors(file):
-        from cnntrace.errors import ArgumentError  # lazy: start-up (numpy)
+        from cnntrace import limits  # lazy: start-up (numpy)
+        from cnntrace.errors import ArgumentError
         from cnntrace.io import load_problem
         from cnntrace.tracer import run
 
-        trace = run(load_problem(file))
+        problem = load_problem(file)
+        if check is not None:
+            check(problem)
+        with _working("the pass", problem.size()[1] / limits.MAX_WORK * limits.MAX_WORK_SECONDS):
+            trace = run(problem)
         unknown = [name for name in only or () if name not in trace]
         if unknown:
             known = ", ".join(stage.name for stage in trace.stages)
@@ -501,6 +507,7 @@ def step(
     failed = False
     recorded = []  # the table view of each file, for --svg
     explored = []  # (file, trace) of each file, for --html
+    budget = _page_budget(names, full) if html else None  # the page's cost, checked file by file
     separator = first
     for index, file in enumerate(files):
         view = View(
@@ -508,7 +515,7 @@ def step(
             file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
         try:
-            trace = load_trace(file, names)
+            trace = load_trace(file, names, check=budget.add if budget else None)
             with reported_errors(file):
                 rendered = render(trace, view)
                 if svg:
@@ -539,10 +546,18 @@ def step(
     if recorded:
         _save_svg(recorded, svg, title, force)
     if explored:
-        _save_html(explored, html, View(precision=4 if precision is None else precision, only=names, brief=brief,
-                                           full=full), title, force)
+        with _working("the page", budget.seconds):
+            _save_html(explored, html, View(precision=4 if precision is None else precision, only=names,
+                                               brief=brief, full=full), title, force)  # fmt: skip
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _page_budget(names, full: bool):
+    """The --html page's cost (budget.PageBudget), added as each file is read."""
+    from cnntrace.budget import PageBudget  # lazy: start-up
+
+    return PageBudget(names, full)
 
 
 def _shared_csv_columns(files: list[Path], names) -> tuple[str, ...]:
@@ -1033,9 +1048,18 @@ def explain(
         from cnntrace.explain import explain as explain_term
 
         # A TERM that no network could have is reported before the file is read.
-        check_possible(parse_term(term)[0], term)
-    trace = load_trace(file)
-    with reported_errors():
+        name = parse_term(term)[0]
+        check_possible(name, term)
+    cost = []
+
+    def check_size(problem) -> None:  # before the pass: the explanation too large is refused
+        from cnntrace.budget import check_explanation  # lazy: start-up
+
+        if name in problem.stage:  # an unknown name is reported against the trace's names
+            cost.append(check_explanation(problem, name, term))
+
+    trace = load_trace(file, check=check_size)
+    with reported_errors(), _working("the explanation", cost[0].seconds if cost else 0.0):
         text = render(explain_term(trace, term), precision, nonzero=nonzero, every=every)
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -1103,6 +1127,41 @@ def _progress_lines(total: int | None, unit: str):
         sys.stderr.flush()
 
     return advance
+
+
+#: Work estimated to take longer than this, in seconds, says how far it is while it runs.
+PROGRESS_AFTER = 5.0
+
+
+@contextmanager
+def _working(what: str, seconds: float):
+    """Say on stderr, every PROGRESS_EVERY seconds while the block runs, how long ``what``
+    has taken of the ``seconds`` estimated (see budget.py), where that is more than
+    PROGRESS_AFTER: ``cnntrace: the page: 20 s of about 45 s (estimated)``. A line of its
+    own whether stderr is a terminal or a log; nothing for work that is quick."""
+    if seconds <= PROGRESS_AFTER:
+        yield
+        return
+    import threading  # lazy: start-up
+    import time
+
+    from cnntrace.limits import duration_text
+
+    start, done = time.monotonic(), threading.Event()
+
+    def say() -> None:
+        while not done.wait(PROGRESS_EVERY):
+            sys.stderr.write(f"cnntrace: {what}: {time.monotonic() - start:.0f} s of {duration_text(seconds)} "
+                             "(estimated)\n")  # fmt: skip
+            sys.stderr.flush()
+
+    speaker = threading.Thread(target=say, daemon=True)
+    speaker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        speaker.join()
 
 
 @contextmanager

@@ -24,6 +24,20 @@ MAX_COMMAND_WORK = 10**12
 FLOAT = 8
 WEIGHT_COPIES = 5
 TRAIN_COPIES = 3
+#: MAX_WORK in seconds, as the messages say it: the time of 10¹¹ multiply-adds.
+MAX_WORK_SECONDS = 60
+#: An explanation (cnntrace explain, the --html page) holds a Python object per term and
+#: writes a line for the largest: measured on `explain 'dL_dW1[0,0]'` of a 600×600 image
+#: (357,604 terms: 7.6 s to make them, 3.2 s to write, about 1.1 KB a term at the peak),
+#: each term it keeps costs TERM_BYTES of memory and the time of TERM_COST multiply-adds
+#: (30 µs); each cell its loops visit to find them VISIT_COST (1 µs); each entry ENTRY_COST
+#: more (its notes, its sources on the page: 0.5 ms), and the page keeps PAGE_ENTRY_BYTES of
+#: text and cells for each entry it shows (see budget.py).
+TERM_BYTES = 1200
+TERM_COST = 50_000
+VISIT_COST = 2_000
+ENTRY_COST = 800_000
+PAGE_ENTRY_BYTES = 16_384
 
 
 def binary(n: int) -> str:
@@ -44,16 +58,36 @@ def work_text(work: int) -> str:
     return number_text(work) if work >= 10**18 else f"{work:.2g}"
 
 
+def duration_text(seconds: float) -> str:
+    """5 -> 'about 5 s'; 96 -> 'about 1.6 minutes'; 7200 -> 'about 2 hours'."""
+    if seconds >= 2 * 3600:
+        return f"about {number_text(round(seconds / 3600)).removeprefix('about ')} hours"
+    if seconds >= 90:
+        return f"about {seconds / 60:.2g} minutes"
+    return f"about {seconds:.2g} s"
+
+
 def refuse(need: int, work: int, what: str, key: str, pool_window: str | None = None, *,
-           doing: str = "the pass") -> None:  # fmt: skip
+           doing: str = "the pass", max_work: int = MAX_WORK, in_time: bool = False) -> None:  # fmt: skip
     """InputError naming ``key`` when ``need`` (bytes) or ``work`` (multiply-adds) is past the
-    limits, with the numbers; ``what`` says what is being done, ``doing`` who needs it."""
+    limits (``max_work`` of work), with the numbers; ``what`` says what is being done,
+    ``doing`` who needs it. ``in_time``: the work is said as the time it stands for (an
+    explanation's is Python's time per term, not arithmetic)."""
     if need > MAX_PASS_BYTES:
         raise InputError(
             f"too large: {what}, and {doing} would need about {binary(need)} of memory; "
             f"cnntrace allows {binary(MAX_PASS_BYTES)}",
             key=key,
         )
+    if in_time:
+        if work > max_work:
+            allowed = duration_text(max_work / MAX_WORK * MAX_WORK_SECONDS)
+            raise InputError(
+                f"too large: {what}, and {doing} would take {duration_text(work / MAX_WORK * MAX_WORK_SECONDS)}; "
+                f"cnntrace allows {allowed}",
+                key=key,
+            )
+        return
     if work > MAX_WORK:
         raise InputError(
             f"too large: {what}{f', a {pool_window} pool window' if pool_window else ''}, "

@@ -507,3 +507,108 @@ def test_a_test_set_of_one_image_is_evaluated_after_batch_norm(tmp_path):
         assert np.isfinite(json.loads(result.stdout)["history"][-1]["test_loss"])
     one = write(tmp_path, {**data, "X": data["X"][:1], "Y": data["Y"][:1]}, "one.json")
     assert_refused(invoke("train", one, "-n", "1"), "one.json: layers[1]: batch norm in training")
+
+
+# -- 8. explanations and the page: their size estimated from each kind's terms, before the pass --
+
+
+def _some_entries(shape):
+    """The first, a middle and the last entry of a matrix of ``shape``."""
+    if not shape:
+        return [()]
+    picks = {tuple(0 for _ in shape), tuple(n // 2 for n in shape), tuple(n - 1 for n in shape)}
+    return sorted(picks)
+
+
+@pytest.mark.parametrize("case", __import__("tests.kinds", fromlist=["ALL_CASES"]).ALL_CASES, ids=lambda case: case.id)
+def test_each_kind_counts_the_terms_of_its_explanations(case):
+    """Layer.terms (Loss.terms) bounds the terms of every explanation of its stages, the
+    estimate explain and the page are refused by; and it is not far above it."""
+    from cnntrace.budget import entry_terms
+    from cnntrace.explain import explain_entry
+    from cnntrace.io import problem_from_dict
+    from cnntrace.tracer import run
+    from tests.kinds import make
+
+    problem = problem_from_dict(make(case, 0, 2, (1, 1)))
+    trace = run(problem)
+    for stage in trace.stages:
+        bound = entry_terms(problem, stage.name)
+        counts = [len(explain_entry(trace, stage.name, index).terms) for index in _some_entries(np.shape(trace[stage.name]))]
+        assert max(counts) <= bound.kept <= bound.steps, (stage.name, counts, bound)
+        assert bound.kept <= 4 * max(max(counts), 4), (stage.name, counts, bound)  # an estimate, not a guess
+
+
+def test_an_explanation_too_large_is_refused_before_the_pass(tmp_path, monkeypatch):
+    import cnntrace.limits
+    import cnntrace.tracer
+
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 2**30)  # the reference's dL/dW1 entries have 16 terms
+    ran = []
+    monkeypatch.setattr(cnntrace.tracer, "run", lambda problem: ran.append(problem))
+    assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "reference.json: dL_dW1[0,1]: too large: its "
+                   "explanation has up to 16 terms, and explaining it would need about 16 GiB of memory")  # fmt: skip
+    assert not ran
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 1200)
+    monkeypatch.setattr(cnntrace.limits, "TERM_COST", 10**10)  # 16 terms: about 1.6 minutes
+    assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "explaining it would take about 1.6 minutes; "
+                   "cnntrace allows about 60 s")  # fmt: skip
+
+
+def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    page = tmp_path / "page.html"
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
+    result = invoke("step", REFERENCE, "--html", page, "-f", "json")
+    assert_refused(result, "reference.json: X: too large: the page explains every entry it shows, and making "
+                   "the page would take about")  # fmt: skip
+    assert not page.exists()
+    assert invoke("step", REFERENCE, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**12)
+    monkeypatch.setattr(cnntrace.limits, "PAGE_ENTRY_BYTES", 2**28)  # 62 entries shown: 16 GiB
+    assert_refused(invoke("step", REFERENCE, "--html", page), "the page would need about")
+
+
+@pytest.mark.parametrize("args, what", [
+    (["step", REFERENCE, "-f", "json", "--html", "PAGE"], "the page"),
+    (["explain", REFERENCE, "dL_dW1[0,1]"], "the explanation"),
+    (["step", REFERENCE, "-f", "json"], "the pass"),
+])
+def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, what):
+    import time
+
+    import cnntrace.cli
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.02)
+    monkeypatch.setattr(cnntrace.limits, "MAX_WORK_SECONDS", 10**6)  # every estimate long
+    if what != "the page":  # slow the work down so that it lasts several of those lines
+        import cnntrace.render.explanation
+        import cnntrace.tracer
+
+        module, function = (cnntrace.tracer, "run") if what == "the pass" else (cnntrace.render.explanation, "render_text")
+        original = getattr(module, function)
+        monkeypatch.setattr(module, function, lambda *a, **k: (time.sleep(0.2), original(*a, **k))[1])
+    args = [tmp_path / "page.html" if arg == "PAGE" else arg for arg in args]
+    result = invoke(*args)
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {what}: ")]
+    assert result.exit_code == 0 and lines and lines[0].endswith("(estimated)"), result.stderr[-SHORT:]
+
+
+SLOW = pytest.mark.skipif(not os.environ.get("CNNTRACE_SLOW"), reason="a slow resource case: CNNTRACE_SLOW=1 runs it")
+
+
+@SLOW
+def test_explaining_a_sum_over_a_2000_square_image_is_refused_in_seconds(tmp_path):
+    """4 million terms, 4.8 GiB: refused before the pass, in the time it takes to read the file."""
+    import time
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.npz"
+    np.savez(path, X=rng.random((2000, 2000)), Y=1.0, W1=rng.random((3, 3)), B1=0.1, W2=rng.random(999 * 999), B2=0.0)
+    start = time.monotonic()
+    assert_refused(invoke("explain", path, "dL_dW1[0,0]"), "big.npz: dL_dW1[0,0]: too large: its explanation has "
+                   "up to 3992004 terms", "cnntrace allows 4 GiB")  # fmt: skip
+    assert time.monotonic() - start < 30

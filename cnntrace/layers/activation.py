@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Refused,
     Rule,
     Stage,
+    Terms,
     TorchForm,
     convention_option,
     grad_stage,
@@ -521,6 +522,10 @@ class Softmax(Activation):
         ]  # fmt: skip
         return forward, backward
 
+    def terms(self, layouts, weights, name, images):
+        (n,) = layouts[self.input].shape
+        return Terms(2) if name == self.local else Terms(n)
+
     def explain(self, t, name, index):
         z, a = self.input, self.output
         if name == a:
@@ -615,6 +620,11 @@ class LogSoftmax(Softmax):
                         (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
         ]  # fmt: skip
         return forward, backward
+
+    def terms(self, layouts, weights, name, images):
+        if name == self.output:  # Z[i] − max − log Σ exp(Z − max)
+            return Terms(3)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         z, a = self.input, self.output

@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Layout,
     Mistake,
     Rule,
+    Terms,
     grad_stage,
     pair_option,
     stage,
@@ -107,6 +108,13 @@ class AdaptiveAvgPool(Layer):
                                    f"{pair_text(stride)} in place of the adaptive windows (they agree only where "
                                    "the size is a multiple of the output's)", {p: P}))  # fmt: skip
         return out
+
+    def terms(self, layouts, weights, name, images):
+        _, H, W = layouts[self.input].shape
+        oh, ow = self.output_size
+        if name == self.output:  # a window spans at most ⌈H/oh⌉ + 1 rows, ⌈W/ow⌉ + 1 columns
+            return Terms((-(-H // oh) + 1) * (-(-W // ow) + 1))
+        return Terms(oh * ow)  # every window is asked whether it holds the cell
 
     def explain(self, t, name, index):
         a, p = self.input, self.output

@@ -58,6 +58,27 @@ AMBIGUITY = 1e-9
 # -- shapes as the user writes them ---------------------------------------------------------
 
 
+class Terms(NamedTuple):
+    """How large one entry's explanation is, at most: the ``kept`` terms it holds (its
+    memory, and the time to make and write each) and the cells its loops ``visit`` to find
+    them (their time), at least as many. The size guard sums them before any explaining."""
+
+    kept: int
+    visits: int = 0
+
+    @property
+    def steps(self) -> int:
+        return max(self.kept, self.visits)
+
+
+def size_of(shape) -> int:
+    """How many entries a shape holds."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 @dataclass(frozen=True)
 class Layout:
     """How one named matrix of the pass is shaped: ``shape`` for one image on the general
@@ -616,6 +637,13 @@ class Layer:
     def explain(self, t: View, name: str, index: tuple[int, ...]) -> Explained:
         """The arithmetic of entry ``index`` (general) of stage ``name``."""
         raise NotImplementedError
+
+    def terms(self, layouts: dict, weights: dict, name: str, images: int) -> Terms:
+        """How large ``explain`` of any one entry of its stage ``name`` is, at most, on a
+        pass of ``images`` images (``layouts`` per image, ``weights`` on the general
+        shapes): the size guard's estimate for explain and the page. An entry-by-entry
+        kind reads a number or two."""
+        return Terms(2)
 
     # -- what some kinds need of the pass around them (batch norm, dropout) ------------------
 

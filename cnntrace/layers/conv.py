@@ -23,6 +23,7 @@ from cnntrace.layers.base import (
     Option,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     flag_option,
@@ -468,6 +469,17 @@ class Conv(WeightedLayer):
             return (f"{self.output} is a true convolution: each kernel is rotated 180° before it slides.",)
         return (f"{self.output} is a cross-correlation: the kernel slides over the input as written, "
                 "not flipped.",)  # fmt: skip
+
+    def terms(self, layouts, weights, name, images):
+        K, C_group, kh, kw = weights[self.W].shape
+        _, Ho, Wo = layouts[self.output].shape
+        if name == self.output:  # the window: every channel of its group, every kernel entry
+            return Terms(C_group * kh * kw + 1)
+        if name in (grad(self.W), grad(self.B)):  # every output position of every image
+            return Terms(images * Ho * Wo)
+        if name == grad(self.input):  # the filters of its group over every output position
+            return Terms(K // self.groups * kh * kw, K // self.groups * Ho * Wo)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

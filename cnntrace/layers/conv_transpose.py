@@ -3,6 +3,7 @@ cell scatters its value times the kernel onto the output, ``stride`` cells apart
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ from cnntrace.layers.base import (
     Layout,
     Mistake,
     Rule,
+    Terms,
     WeightedLayer,
     flag_option,
     grad_stage,
@@ -220,6 +222,26 @@ class ConvTranspose(WeightedLayer):
         if grad(x) in values:
             found.append(Mistake("kernel_not_flipped", f"dL/d{x} computed {message}", {grad(x): dL_dX}))
         return found
+
+    def terms(self, layouts, weights, name, images):
+        C, K_group, kh, kw = weights[self.W].shape
+        _, H, Wd = layouts[self.input].shape
+        _, Ho, Wo = layouts[self.output].shape
+        C_group = C // self.groups
+        if name == self.output:
+            # The kernel entries that land on one output cell: every s/gcd(s, d)-th along each
+            # axis, for each channel of its group; the loops visit every input cell and entry.
+            taps = 1
+            for k, s, d in zip((kh, kw), self.stride, self.dilation):
+                taps *= -(-k // (s // math.gcd(s, d)))
+            return Terms(C_group * taps + 1, C_group * H * Wd * kh * kw)
+        if name == grad(self.B):
+            return Terms(images * Ho * Wo)
+        if name == grad(self.W):  # every input position of every image
+            return Terms(images * H * Wd)
+        if name == grad(self.input):
+            return Terms(K_group * kh * kw)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

@@ -17,6 +17,7 @@ from cnntrace.layers.base import (
     Layout,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     grad_stage,
@@ -154,6 +155,16 @@ class Dense(WeightedLayer):
                    Rule(f"∂L/∂{x} = {chain}{x}", f"∂L/∂{z}·{W}ᵀ", (grad(z), W), f"∂{z}/∂{x} = {W}ᵀ")),
         ]  # fmt: skip
         return forward, backward
+
+    def terms(self, layouts, weights, name, images):
+        n_in, n_out = weights[self.W].shape
+        if name == self.output:
+            return Terms(n_in + 1)
+        if name in (grad(self.W), grad(self.B)):  # over the images
+            return Terms(images)
+        if name == grad(self.input):
+            return Terms(n_out)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Mistake,
     Option,
     Rule,
+    Terms,
     grad_stage,
     stage,
 )
@@ -141,6 +142,9 @@ class Add(Merge):
             for q in (*self.sources, self.input)
         ]  # fmt: skip
         return [stage(s, "forward", self.symbol_of())], backward
+
+    def terms(self, layouts, weights, name, images):
+        return Terms(len(self.operands))
 
     def explain(self, t, name, index):
         if name == self.output:

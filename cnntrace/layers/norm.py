@@ -32,10 +32,12 @@ from cnntrace.layers.base import (
     Option,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     choice_option,
     grad_stage,
+    size_of,
     stage,
 )
 from cnntrace.naming import grad
@@ -413,6 +415,15 @@ def batchnorm_steps(module, x, dy):
         """(μ or the running mean at c as a factor, 1/√(σ² + ε))."""
         mean, var = (self.mu, self.sigmasq) if self.training else (self.MEAN, self.VAR)
         return t.factor(mean, (c,)), 1.0 / np.sqrt(float(t.value(var)[c]) + self.eps)
+
+    def terms(self, layouts, weights, name, images):
+        shape = layouts[self.input].shape
+        N = images * size_of(shape[1:])  # the values of one channel (or unit): every entry visits them
+        if name in (self.mu, self.sigmasq, grad(self.W), grad(self.B), grad(self.sigmasq)):
+            return Terms(N)
+        if name == grad(self.mu):  # through x̂ and through σ²
+            return Terms(2 * N)
+        return Terms(3, N)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Mistake,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     convention_option,
     flag_option,
@@ -74,6 +75,16 @@ class Pool(Layer):
         for n in layouts[self.output].shape:
             cells *= n
         return self.size[0] * self.size[1], cells
+
+    def terms(self, layouts, weights, name, images):
+        kh, kw = self.size
+        if name == self.output:  # its window
+            return Terms(kh * kw)
+        if name == grad(self.input):  # the windows over the cell, found row by row and column by column
+            _, Hp, Wp = layouts[self.output].shape
+            over = -(-kh // self.stride[0]) * -(-kw // self.stride[1])
+            return Terms(min(over, Hp * Wp), Hp + Wp)
+        return super().terms(layouts, weights, name, images)
 
     # -- PyTorch and ONNX ---------------------------------------------------------------
 
