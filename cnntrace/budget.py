@@ -90,6 +90,23 @@ def page_cost(problem, only: tuple[str, ...] | None = None, full: bool = False) 
     return Cost(need, work)
 
 
+def check_sheet(problem, only: tuple[str, ...] | None = None, key: str = "X") -> Cost:
+    """Refuse (InputError naming ``key``) a worksheet whose worked entries (one entry's
+    arithmetic for each question, every one kept until the sheet is written) would not fit
+    or take more than about ten minutes; its cost otherwise."""
+    kept, work = 0, 0
+    for stage in problem.stages:
+        if stage.section == "update" or (only is not None and stage.name not in only):
+            continue
+        terms = entry_terms(problem, stage.name)
+        kept += terms.kept
+        work += explanation_cost(terms)
+    need = problem.size()[0] + kept * limits.TERM_BYTES
+    limits.refuse(need, work, f"its worked entries have up to {number_text(kept)} terms", key,
+                  doing="making the sheet", max_work=limits.MAX_COMMAND_WORK, in_time=True)  # fmt: skip
+    return Cost(need, work)
+
+
 class PageBudget:
     """The page's cost over the files it shows, checked as each file's problem is read and
     before its pass: ``add(problem, key)`` refuses the file that takes the page past the

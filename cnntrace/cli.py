@@ -933,8 +933,15 @@ def sheet(
     names = _only_names(only)
     _check_writable(output, force)
     render = _renderer(SHEET_RENDERERS, output_format)
-    trace = load_trace(file, names)
-    with reported_errors(file):
+    cost = []
+
+    def check_size(problem) -> None:  # before the pass: the worked entries too large are refused
+        from cnntrace.budget import check_sheet  # lazy: start-up
+
+        cost.append(check_sheet(problem, names))
+
+    trace = load_trace(file, names, check=check_size)
+    with reported_errors(file), _working("the sheet", cost[0].seconds):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
         text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name,

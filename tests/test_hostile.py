@@ -612,3 +612,16 @@ def test_explaining_a_sum_over_a_2000_square_image_is_refused_in_seconds(tmp_pat
     assert_refused(invoke("explain", path, "dL_dW1[0,0]"), "big.npz: dL_dW1[0,0]: too large: its explanation has "
                    "up to 3992004 terms", "cnntrace allows 4 GiB")  # fmt: skip
     assert time.monotonic() - start < 30
+
+
+def test_a_sheet_whose_worked_entries_are_too_large_is_refused_before_the_pass(tmp_path, monkeypatch):
+    import cnntrace.limits
+    import cnntrace.tracer
+
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 2**27)  # the reference's questions: about 70 terms
+    ran = []
+    monkeypatch.setattr(cnntrace.tracer, "run", lambda problem: ran.append(problem))
+    target = tmp_path / "sheet.md"
+    assert_refused(invoke("sheet", REFERENCE, "--key", "-o", target), "reference.json: X: too large: its worked "
+                   "entries have up to", "making the sheet would need about")  # fmt: skip
+    assert not ran and not target.exists()
