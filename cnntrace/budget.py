@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from cnntrace import limits
 from cnntrace.layers.base import Terms
 from cnntrace.naming import plain
@@ -104,6 +106,19 @@ def check_sheet(problem, only: tuple[str, ...] | None = None, key: str = "X") ->
     need = problem.size()[0] + kept * limits.TERM_BYTES
     limits.refuse(need, work, f"its worked entries have up to {number_text(kept)} terms", key,
                   doing="making the sheet", max_work=limits.MAX_COMMAND_WORK, in_time=True)  # fmt: skip
+    return Cost(need, work)
+
+
+def check_answers(problem, answers: dict) -> Cost:
+    """Refuse (InputError naming the largest answer) answers too many to judge within the
+    limits: verify judges, and may diagnose, every entry given; their cost otherwise."""
+    sizes = {name: int(np.size(value)) for name, value in answers.items()}
+    entries = sum(sizes.values())
+    need = problem.size()[0] + entries * limits.ANSWER_BYTES
+    work = entries * limits.ANSWER_COST
+    largest = max(sizes, key=sizes.get) if sizes else "answers"
+    limits.refuse(need, work, f"{number_text(entries)} entries answered", largest, doing="judging them",
+                  max_work=limits.MAX_COMMAND_WORK, in_time=True)  # fmt: skip
     return Cost(need, work)
 
 

@@ -662,13 +662,22 @@ def verify(
         from cnntrace.verify import verify as judge_answers
 
         given = read_answers(answers)
+        cost = _answers_cost(trace.problem, given)
         rule = tolerance(preset.value, rtol, atol, decimals, given)
-        verdicts = judge_answers(trace, given, tolerance=rule)
+        with _working("the judging", cost.seconds):
+            verdicts = judge_answers(trace, given, tolerance=rule)
         settings = {**rule.settings(), "rule": rule.text(), "conventions": trace.problem.network.conventions()}
         text = _text(render(verdicts, str(file), str(answers), settings))
     sys.stdout.write(text)
     if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _answers_cost(problem, given: dict):
+    """verify: answers too many to judge refused (budget.check_answers); their cost."""
+    from cnntrace.budget import check_answers  # lazy: start-up
+
+    return check_answers(problem, given)
 
 
 @app.command()

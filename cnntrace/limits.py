@@ -28,16 +28,21 @@ TRAIN_COPIES = 3
 MAX_WORK_SECONDS = 60
 #: An explanation (cnntrace explain, the --html page) holds a Python object per term and
 #: writes a line for the largest: measured on `explain 'dL_dW1[0,0]'` of a 600×600 image
-#: (357,604 terms: 7.6 s to make them, 3.2 s to write, about 1.1 KB a term at the peak),
-#: each term it keeps costs TERM_BYTES of memory and the time of TERM_COST multiply-adds
-#: (30 µs); each cell its loops visit to find them VISIT_COST (1 µs); each entry ENTRY_COST
-#: more (its notes, its sources on the page: 0.5 ms), and the page keeps PAGE_ENTRY_BYTES of
-#: text and cells for each entry it shows (see budget.py).
-TERM_BYTES = 1200
+#: (357,604 terms: 7.6 s to make them, 3.2 s to write, 1.1 KB a term at the peak; the page
+#: of that image, 1.4 KB), each term it keeps costs TERM_BYTES of memory and the time of
+#: TERM_COST multiply-adds (30 µs); each cell its loops visit to find them VISIT_COST (1 µs);
+#: each entry ENTRY_COST more (its notes, its sources on the page: 0.5 ms), and the page
+#: keeps PAGE_ENTRY_BYTES of text and cells for each entry it shows (see budget.py).
+TERM_BYTES = 1500
 TERM_COST = 50_000
 VISIT_COST = 2_000
 ENTRY_COST = 800_000
 PAGE_ENTRY_BYTES = 16_384
+#: verify judges each answered entry as a Python object of its own: measured on step's whole
+#: output for a 500×500 image, all wrong (1,800,042 entries, 14 MB of JSON: 26 s at an 839 MB
+#: peak), about ANSWER_BYTES and the time of ANSWER_COST multiply-adds (15 µs) an entry.
+ANSWER_BYTES = 500
+ANSWER_COST = 25_000
 
 
 def binary(n: int) -> str:

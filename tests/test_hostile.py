@@ -549,7 +549,7 @@ def test_an_explanation_too_large_is_refused_before_the_pass(tmp_path, monkeypat
     assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "reference.json: dL_dW1[0,1]: too large: its "
                    "explanation has up to 16 terms, and explaining it would need about 16 GiB of memory")  # fmt: skip
     assert not ran
-    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 1200)
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 1500)
     monkeypatch.setattr(cnntrace.limits, "TERM_COST", 10**10)  # 16 terms: about 1.6 minutes
     assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "explaining it would take about 1.6 minutes; "
                    "cnntrace allows about 60 s")  # fmt: skip
@@ -625,3 +625,15 @@ def test_a_sheet_whose_worked_entries_are_too_large_is_refused_before_the_pass(t
     assert_refused(invoke("sheet", REFERENCE, "--key", "-o", target), "reference.json: X: too large: its worked "
                    "entries have up to", "making the sheet would need about")  # fmt: skip
     assert not ran and not target.exists()
+
+
+def test_answers_too_many_to_judge_are_refused_before_the_judging(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_BYTES", 2**28)  # 36 entries of the reference's X
+    answers = write(tmp_path, {"X": reference()["X"], "B2": -0.5}, "answers.json")
+    assert_refused(invoke("verify", REFERENCE, answers), "answers.json: X: too large: 37 entries answered, and "
+                   "judging them would need about 9.25 GiB of memory")  # fmt: skip
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_BYTES", 500)
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_COST", 10**11)
+    assert_refused(invoke("verify", REFERENCE, answers), "judging them would take about 37 minutes; cnntrace allows about 10 minutes")
