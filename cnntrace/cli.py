@@ -833,7 +833,7 @@ def init(
         def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
             return f"cnntrace init --like {like.name} --seed {exercise_seed}" + (f" --batch {batch}" if batch else "") + by_hand
 
-        _write_exercises(make, comment, seed, count, output, source=like, force=force)
+        _write_exercises(make, comment, seed, count, output, source=like, force=force, hand=hand)
         return
     (H, W), (kh, kw) = _dims(size or "6", "--size"), _dims(kernel or "3", "--kernel")
     filters, batch = filters or 1, batch or 1
@@ -850,7 +850,7 @@ def init(
             + (f" --filters {filters}" if filters > 1 else "") + (f" --batch {batch}" if batch > 1 else "") + by_hand
         )  # fmt: skip
 
-    _write_exercises(make, comment, seed, count, output, source=output, force=force)
+    _write_exercises(make, comment, seed, count, output, source=output, force=force, hand=hand)
 
 
 def _like_exercises(like: Path, batch: int | None, hand_options: tuple[int, bool] | None):
@@ -886,15 +886,21 @@ def _new_exercises(size, kernel, filters: int, batch: int, image: Path | None, i
 
 
 def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None,
-                     force: bool = False) -> None:  # fmt: skip
+                     force: bool = False, hand: bool = False) -> None:  # fmt: skip
     """One exercise ``make(seed)`` headed by its ``comment(seed)`` to ``output`` (or stdout);
     with ``count``, that many different ones into the directory ``output`` (see
-    exercise.exercise_set). ``source`` is the file named in errors of the making."""
+    exercise.exercise_set). ``source`` is the file named in errors of the making. An
+    exercise ``hand`` made may take many tries: it says how far it is while it runs."""
     import secrets  # lazy: start-up
 
+    seconds = 0.0
+    if hand:
+        from cnntrace.exercise import HAND_ATTEMPTS, HAND_TRY_SECONDS  # lazy: start-up
+
+        seconds = HAND_ATTEMPTS * HAND_TRY_SECONDS * (count or 1)
     seed = secrets.randbelow(2**31) if seed is None else seed
     if count is None:
-        with reported_errors(source):
+        with reported_errors(source), _working("the hand exercise", seconds):
             data = make(seed)
         _write_exercise({"comment": comment(seed), **data}, output, force)
         return
@@ -905,7 +911,7 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
         if output.exists() and not output.is_dir():
             raise OutputError("is a file; --count writes a directory of exercises", file=str(output))
         output.mkdir(parents=True, exist_ok=True)
-    with reported_errors(source):  # each file's own errors are reported naming it
+    with reported_errors(source), _working("the hand exercises", seconds):  # each file's errors name it
         for path, exercise_seed, data in exercise_set(make, seed, count, output):
             _write_exercise({"comment": comment(exercise_seed), **data}, path, force)
 

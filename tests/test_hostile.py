@@ -637,3 +637,18 @@ def test_answers_too_many_to_judge_are_refused_before_the_judging(tmp_path, monk
     monkeypatch.setattr(cnntrace.limits, "ANSWER_BYTES", 500)
     monkeypatch.setattr(cnntrace.limits, "ANSWER_COST", 10**11)
     assert_refused(invoke("verify", REFERENCE, answers), "judging them would take about 37 minutes; cnntrace allows about 10 minutes")
+
+
+def test_a_hand_exercise_says_how_far_it_is_where_stderr_is_no_terminal(monkeypatch):
+    import time
+
+    import cnntrace.cli
+    import cnntrace.exercise
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.02)
+    original = cnntrace.exercise.hand_report
+    monkeypatch.setattr(cnntrace.exercise, "hand_report", lambda problem: (time.sleep(0.01), original(problem))[1])
+    result = invoke("init", "--hand", "--seed", "1", "--size", "5")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("cnntrace: the hand exercise: ")]
+    assert result.exit_code == 0 and lines and lines[0].endswith("of about 20 s (estimated)"), result.stderr[-SHORT:]
+    assert json.loads(result.stdout)["X"]
