@@ -652,3 +652,26 @@ def test_a_hand_exercise_says_how_far_it_is_where_stderr_is_no_terminal(monkeypa
     lines = [line for line in result.stderr.splitlines() if line.startswith("cnntrace: the hand exercise: ")]
     assert result.exit_code == 0 and lines and lines[0].endswith("of about 20 s (estimated)"), result.stderr[-SHORT:]
     assert json.loads(result.stdout)["X"]
+
+
+@pytest.mark.parametrize("suffix, package, extra", [
+    (".onnx", "onnx", []),
+    (".pt", "torch", ["--layers", "LAYERS"]),
+    (".safetensors", "safetensors", ["--layers", "LAYERS"]),
+    (".npy", "torch", ["--layers", "LAYERS", "--input", "ZERO"]),  # a real state_dict, X the endless one
+])
+def test_import_reads_a_model_bounded(tmp_path, small_limit, suffix, package, extra):
+    pytest.importorskip(package)
+    zero = tmp_path / f"zero{suffix}"
+    zero.symlink_to("/dev/zero")
+    layers = write(tmp_path, {**reference(), "layers": ["conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]},
+                   "layers.json")  # fmt: skip
+    model = zero
+    if suffix == ".npy":
+        import torch
+
+        model = tmp_path / "model.pt"
+        torch.save({"0.weight": torch.zeros(1, 1, 3, 3), "0.bias": torch.zeros(1), "4.weight": torch.zeros(1, 4),
+                    "4.bias": torch.zeros(1)}, model)  # fmt: skip
+    args = [layers if arg == "LAYERS" else zero if arg == "ZERO" else arg for arg in extra]
+    assert_refused(invoke("import", model, *args, "-o", tmp_path / "out.json"), f"zero{suffix}: gives more than 1 MiB")
