@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
+import subprocess
 import threading
 import warnings
 import zipfile
@@ -675,3 +677,22 @@ def test_import_reads_a_model_bounded(tmp_path, small_limit, suffix, package, ex
                     "4.bias": torch.zeros(1)}, model)  # fmt: skip
     args = [layers if arg == "LAYERS" else zero if arg == "ZERO" else arg for arg in extra]
     assert_refused(invoke("import", model, *args, "-o", tmp_path / "out.json"), f"zero{suffix}: gives more than 1 MiB")
+
+
+TITLE = "50% off \\input{x} a\\\\b x & y # z a_b^c ~d {oops $x$ `<b>` \x1b[31m"
+
+
+def test_a_sheet_title_is_escaped_for_latex_and_markdown(tmp_path):
+    latex = invoke("sheet", REFERENCE, "-f", "latex", "--standalone", "--title", TITLE)
+    heading = next(line for line in latex.stdout.splitlines() if line.startswith("\\section*"))
+    assert heading.startswith(r"\section*{50\% off \textbackslash{}input\{x\} a\textbackslash{}\textbackslash{}b "
+                              r"x \& y \# z a\_b\^{}c \~{}d \{oops \$x\$ `<b>` \textbackslash{}u001b[31m: worksheet: ")  # fmt: skip
+    markdown = invoke("sheet", REFERENCE, "--title", TITLE).stdout.splitlines()[0]
+    assert "<b>" not in markdown and "\x1b" not in markdown and "\\`" in markdown
+    lines = invoke("sheet", REFERENCE, "--title", "x\n# injected\n<script>").stdout.splitlines()
+    assert lines[0].startswith(r"# x\\n# injected\\n\<script\>: worksheet") and "<script>" not in "".join(lines)
+    if shutil.which("pdflatex"):
+        (tmp_path / "sheet.tex").write_text(latex.stdout)
+        compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "sheet.tex"],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert compiled.returncode == 0, compiled.stdout[-2000:]
