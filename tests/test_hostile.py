@@ -696,3 +696,13 @@ def test_a_sheet_title_is_escaped_for_latex_and_markdown(tmp_path):
         compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "sheet.tex"],
                                   cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert compiled.returncode == 0, compiled.stdout[-2000:]
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "NAME"], ["verify", "NAME", "NAME"], ["quiz", "NAME", "--only", "Z1"], ["train", "NAME", "-n", "1"],
+    ["explain", "NAME", "Z1[0,0]"], ["sheet", "NAME"], ["step", "NAME", REFERENCE],
+])
+def test_no_command_lets_a_file_name_drive_the_terminal(tmp_path, hostile_name, args):
+    result = invoke(*[hostile_name if arg == "NAME" else arg for arg in args], input="skip\n")
+    assert result.exit_code in (0, 1), result.stderr[-SHORT:]
+    assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
