@@ -68,7 +68,7 @@ def duration_text(seconds: float) -> str:
     if seconds >= 2 * 3600:
         return f"about {number_text(round(seconds / 3600)).removeprefix('about ')} hours"
     if seconds >= 90:
-        return f"about {seconds / 60:.2g} minutes"
+        return f"about {seconds / 60:.{2 if seconds < 600 else 3}g} minutes"
     return f"about {seconds:.2g} s"
 
 
