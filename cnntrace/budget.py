@@ -44,7 +44,9 @@ def entry_terms(problem, name: str) -> Terms:
 
 def explanation_cost(terms: Terms, entries: int = 1) -> int:
     """The multiply-adds that stand for the time of ``entries`` explanations of ``terms``."""
-    return entries * (terms.kept * limits.TERM_COST + terms.steps * limits.VISIT_COST + limits.ENTRY_COST)
+    return entries * (
+        terms.kept * limits.TERM_COST + terms.steps * limits.VISIT_COST + limits.ENTRY_COST
+    )
 
 
 def check_explanation(problem, name: str, key: str) -> Cost:
@@ -63,7 +65,9 @@ def shown_count(dims: tuple[int, ...], lead: int, full: bool) -> int:
     shown tables (``lead`` leading axes), each table's shown rows and columns."""
     if not dims:
         return 1
-    tables = sum(1 for table in (shown_tables(dims[:lead], full) if lead else [()]) if table is not None)
+    tables = sum(
+        1 for table in (shown_tables(dims[:lead], full) if lead else [()]) if table is not None
+    )
     trailing = dims[lead:]
     middle = 1
     for n in trailing[:-2]:
