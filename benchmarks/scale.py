@@ -10,7 +10,8 @@ are printed as a Markdown table. The inputs are made in a temporary directory fr
 seeds: the 600×600 image with one 3×3 filter and 2×2 pooling (F has 89,401 entries), and
 20,000 random 28×28 images with one 3×3 filter (F has 169), the shapes of the reference
 settings of benchmarks/train_process.py. The resource model's refusals are timed on a
-2000×2000 image (explain) and a 1000×1000 one (the page), as .npz files.
+2000×2000 image (explain) and a 1000×1000 one (the page), as .npz files; verify on a
+500×500 image, whose whole trace as answers fits verify's 32 MiB.
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ def make_inputs(directory: Path) -> dict[str, Path]:
         dataset, X=rng.uniform(0, 1, (M, 28, 28)), Y=(rng.uniform(size=M) > 0.5).astype(float),
         W1=rng.normal(0, 0.3, (3, 3)), B1=0.0, W2=rng.normal(0, 0.05, 13 * 13), B2=0.0, lr=0.1,
     )  # fmt: skip
+    answered = directory / "image500.json"  # step's whole output for it fits verify's 32 MiB
+    answered.write_text(json.dumps({
+        "X": rng.uniform(0, 1, (500, 500)).round(3).tolist(), "Y": 1,
+        "W1": rng.normal(0, 0.5, (3, 3)).round(2).tolist(), "B1": 0.1,
+        "W2": (rng.normal(0, 0.01, 249 * 249)).round(4).tolist(), "B2": 0.0,
+    }))  # fmt: skip
     large = {}
     for n in (1000, 2000):
         large[n] = directory / f"image{n}.npz"
         np.savez(large[n], X=rng.uniform(0, 1, (n, n)), Y=1.0, W1=rng.normal(0, 0.5, (3, 3)), B1=0.1,
                  W2=rng.normal(0, 0.01, ((n - 2) // 2) ** 2), B2=0.0)  # fmt: skip
-    return {"image": image, "dataset": dataset, "image1000": large[1000], "image2000": large[2000]}
+    return {"image": image, "dataset": dataset, "image500": answered, "image1000": large[1000],
+            "image2000": large[2000]}  # fmt: skip
 
 
 def answers(cnntrace: str, image: str, directory: Path) -> tuple[str, str]:
@@ -89,7 +97,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp))
         image, dataset = str(inputs["image"]), str(inputs["dataset"])
-        right, wrong = answers(cnntrace, image, Path(tmp))
+        answered = str(inputs["image500"])
+        right, wrong = answers(cnntrace, answered, Path(tmp))
         runs = [
             ("600×600: step --format json", ["step", image, "--format", "json"]),
             ("600×600: step (table, summarized)", ["step", image]),
@@ -97,8 +106,8 @@ def main() -> None:
             ("600×600: train --epochs 10", ["train", image, "--epochs", "10", "-f", "json"]),
             ("600×600: explain dL_dW1[0,0] (357,604 terms)", ["explain", image, "dL_dW1[0,0]"]),
             ("600×600: sheet --key", ["sheet", image, "--key"]),
-            ("600×600: verify step's whole output", ["verify", image, right]),
-            ("600×600: verify it all wrong (diagnosed)", ["verify", image, wrong]),
+            ("500×500: verify step's whole output", ["verify", answered, right]),
+            ("500×500: verify it all wrong (diagnosed)", ["verify", answered, wrong]),
             ("2000×2000: explain dL_dW1[0,0] (refused)", ["explain", str(inputs["image2000"]), "dL_dW1[0,0]"]),
             ("1000×1000: step --html (refused)", ["step", str(inputs["image1000"]), "--html", f"{tmp}/page.html"]),
             ("20,000 images: step --only L (the whole trace held)", ["step", dataset, "--only", "L"]),
