@@ -59,7 +59,8 @@ class Dense(WeightedLayer):
             per_entry = f"one per entry of {self.input}"
             if layout.origin:
                 C, H, Wd = layout.origin
-                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd}{'; ' * bool(layout.sized_by)}{layout.sized_by})"
+                by = f"; {layout.sized_by}" if layout.sized_by and C > 1 else ""  # the key that set C
+                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd}{by})"
             elif layout.sized_by:
                 per_entry += layout.fixed_by()
             found = f"{W.size} entries" if W.ndim else "a number"
