@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cnntrace import limits
-from cnntrace.layers.base import Terms
+from cnntrace.layers.base import Terms, size_of
 from cnntrace.naming import plain
 from cnntrace.render.format import shown_indices, shown_tables
 from cnntrace.text import number_text
@@ -124,6 +124,17 @@ def check_answers(problem, answers: dict) -> Cost:
     limits.refuse(need, work, f"{number_text(entries)} entries answered", largest, doing="judging them",
                   max_work=limits.MAX_COMMAND_WORK, in_time=True)  # fmt: skip
     return Cost(need, work)
+
+
+def output_seconds(problem, only: tuple[str, ...] | None = None) -> float:
+    """About how long writing every number of the trace (the stages ``only`` names, where
+    given) takes at full precision: for the progress lines of step's JSON and CSV."""
+    entries = sum(
+        size_of(stage.layout.user_shape(problem.batched, problem.M))
+        for stage in problem.stages
+        if only is None or stage.name in only
+    )
+    return Cost(0, entries * limits.NUMBER_TEXT_COST).seconds
 
 
 class PageBudget:

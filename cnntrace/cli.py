@@ -531,8 +531,9 @@ def step(
                 pieces = _pieces(rendered)
                 sys.stdout.write(separator + heading)
                 separator = between
-                for piece in pieces:
-                    sys.stdout.write(piece)
+                with _working("the output", _output_seconds(trace, output_format, names, full)):
+                    for piece in pieces:
+                        sys.stdout.write(piece)
                 sys.stdout.flush()
         except typer.Exit as stop:
             if stop.exit_code != EXIT_BAD_INPUT:
@@ -551,6 +552,16 @@ def step(
                                                brief=brief, full=full), title, force)  # fmt: skip
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _output_seconds(trace, output_format, names, full: bool) -> float:
+    """How long writing step's output takes, about: every number for JSON, NDJSON and CSV
+    (and any format --full); a summarized view is quick."""
+    if output_format not in (Format.json, Format.ndjson, Format.csv) and not full:
+        return 0.0
+    from cnntrace.budget import output_seconds  # lazy: start-up
+
+    return output_seconds(trace.problem, names)
 
 
 def _page_budget(names, full: bool):

@@ -576,6 +576,7 @@ def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkey
     (["step", REFERENCE, "-f", "json", "--html", "PAGE"], "the page"),
     (["explain", REFERENCE, "dL_dW1[0,1]"], "the explanation"),
     (["step", REFERENCE, "-f", "json"], "the pass"),
+    (["step", REFERENCE, "-f", "csv"], "the output"),
 ])
 def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, what):
     import time
@@ -586,7 +587,11 @@ def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monk
     monkeypatch.setattr(cnntrace.cli, "PROGRESS_AFTER", 0.0)
     monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.02)
     monkeypatch.setattr(cnntrace.limits, "MAX_WORK_SECONDS", 10**6)  # every estimate long
-    if what != "the page":  # slow the work down so that it lasts several of those lines
+    if what == "the output":  # each piece written slowly
+        original_pieces = cnntrace.cli._pieces
+        monkeypatch.setattr(cnntrace.cli, "_pieces", lambda rendered: (time.sleep(0.05) or piece
+                                                                       for piece in original_pieces(rendered)))  # fmt: skip
+    elif what != "the page":  # slow the work down so that it lasts several of those lines
         import cnntrace.render.explanation
         import cnntrace.tracer
 
