@@ -706,6 +706,7 @@ def grade(
     output_format: GradeFormatOption = GradeFormat.csv,
     preset: VerifyPresetOption = VerifyPreset.hand,
     decimals: Decimals = None,
+    force: Force = False,
 ) -> None:
     """Grade a class: a gradebook row for every learner, on stdout; a class summary on stderr.
 
@@ -744,18 +745,25 @@ def grade(
     if feedback is not None:
         with reported_errors(feedback):
             feedback.mkdir(parents=True, exist_ok=True)
+        for submission in submissions:  # before the grading: a report that cannot be written
+            _check_writable(_feedback_file(feedback, submission.id), force)
     with reported_errors(marks):
         rows = grade_class(submissions, lambda given: tolerance(preset.value, None, None, decimals, given), weights)
     summary = class_summary(rows)
     text = render(rows, summary)
     if feedback is not None:
-        _write_feedback(rows, feedback)
+        _write_feedback(rows, feedback, force)
     sys.stdout.write(text)
     for line in summary:
         typer.echo(line, err=True)
 
 
-def _write_feedback(rows, directory: Path) -> None:
+def _feedback_file(directory: Path, id: str) -> Path:
+    """Where grade --feedback writes a learner's report: DIR/ID.txt."""
+    return directory / f"{Path(id).name}.txt"
+
+
+def _write_feedback(rows, directory: Path, force: bool = False) -> None:
     """Each graded learner's verify report, as the table view writes it, to DIR/ID.txt."""
     import io  # lazy: start-up
 
@@ -770,7 +778,7 @@ def _write_feedback(rows, directory: Path) -> None:
         console = Console(width=100, record=True, file=io.StringIO())
         console.print(render_table(row.verdicts, row.exercise, row.answers, row.settings))
         with reported_errors(directory):
-            write_atomic(directory / f"{Path(row.id).name}.txt", console.export_text())
+            write_atomic(_feedback_file(directory, row.id), console.export_text(), force=force)
 
 
 def _dims(text: str, option: str) -> tuple[int, int]:
@@ -1395,6 +1403,7 @@ def export(
         "onnx: the network as an ONNX model with its weights (needs the onnx extra)."))],
     output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, help=(
         "Write here (an ONNX model must go to a file); a script goes to stdout without it."))] = None,
+    force: Force = False,
 ) -> None:
     """Write FILE's network for PyTorch or ONNX.
 
@@ -1402,17 +1411,17 @@ def export(
     """
     if to is ExportTarget.onnx and output is None:
         raise typer.BadParameter("an ONNX model is binary; give the file with -o model.onnx", param_hint="-o")
-    _check_writable(output)
+    _check_writable(output, force)
     trace = load_trace(file)
     with reported_errors(file):
         written = _renderer(EXPORTERS, to)(trace, file.name)
     if isinstance(written, str):
-        _write_text(written, output)
+        _write_text(written, output, force)
         return
     with reported_errors(output):
         from cnntrace.io import write_atomic  # lazy: start-up
 
-        write_atomic(output, written)
+        write_atomic(output, written, force=force)
     typer.echo(f"wrote {output}", err=True)
 
 
@@ -1432,12 +1441,13 @@ def import_model(
     loss: Annotated[str | None, typer.Option("--loss", show_default=False, help="bce, cross_entropy or mse.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random X.")] = 0,
     lr: Annotated[float | None, typer.Option("--lr", callback=_finite, show_default=False, help="Learning rate (default 0.1).")] = None,
+    force: Force = False,
 ) -> None:
     """Write a cnntrace input file from an ONNX model or a PyTorch state_dict.
 
     Example: cnntrace import lenet.onnx --target 3 --loss cross_entropy -o lenet.json
     """
-    _check_writable(output)
+    _check_writable(output, force)
     with reported_errors(model):
         from cnntrace.bridge.importer import import_input  # lazy: start-up (numpy)
         from cnntrace.io import write_input
@@ -1445,7 +1455,7 @@ def import_model(
         data = import_input(model, layers_file=layers, input_file=input_file, target=target, given=grad,
                             loss=loss, seed=seed, lr=lr)  # fmt: skip
     with reported_errors(output):
-        write_input(output, data)
+        write_input(output, data, force=force)
     typer.echo(f"wrote {output}", err=True)
 
 

@@ -285,6 +285,7 @@ WRITERS = {
     "init -o": lambda source, out: ["init", "--seed", "1", "-o", out],
     "train --save": lambda source, out: ["train", source, "-n", "1", "--save", out],
     "quiz --record": lambda source, out: ["quiz", source, "--record", out],
+    "export -o": lambda source, out: ["export", source, "--to", "torch", "-o", out],
 }
 
 
@@ -711,3 +712,27 @@ def test_no_command_lets_a_file_name_drive_the_terminal(tmp_path, hostile_name, 
     result = invoke(*[hostile_name if arg == "NAME" else arg for arg in args], input="skip\n")
     assert result.exit_code in (0, 1), result.stderr[-SHORT:]
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
+
+
+def test_grade_and_import_refuse_a_write_protected_file_unless_forced(tmp_path):
+    exercises, answers, feedback = tmp_path / "class", tmp_path / "answers", tmp_path / "notes"
+    for directory in (exercises, answers, feedback):
+        directory.mkdir()
+    write(exercises, reference(), "exercise-01.json")
+    write(answers, {"B2": -0.5}, "exercise-01.json")
+    report = feedback / "exercise-01.txt"
+    report.write_text("mine\n")
+    report.chmod(0o444)
+    args = ["grade", exercises, answers, "--feedback", feedback]
+    assert_refused(invoke(*args), "exercise-01.txt: is write-protected (mode 0444)", "--force")
+    assert report.read_text() == "mine\n"
+    assert invoke(*args, "--force").exit_code == 0 and "B2" in report.read_text()
+    pytest.importorskip("onnx")
+    model = tmp_path / "model.onnx"
+    assert invoke("export", REFERENCE, "--to", "onnx", "-o", model).exit_code == 0
+    target = tmp_path / "imported.json"
+    target.write_text("mine\n")
+    target.chmod(0o444)
+    args = ["import", model, "--target", "1", "--loss", "bce", "-o", target]
+    assert_refused(invoke(*args), "imported.json: is write-protected (mode 0444)", "--force")
+    assert invoke(*args, "--force").exit_code == 0 and json.loads(target.read_text())["X"]
