@@ -578,6 +578,8 @@ def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkey
     (["explain", REFERENCE, "dL_dW1[0,1]"], "the explanation"),
     (["step", REFERENCE, "-f", "json"], "the pass"),
     (["step", REFERENCE, "-f", "csv"], "the output"),
+    (["verify", REFERENCE, "ANSWERS"], "the judging"),
+    (["sheet", REFERENCE, "--key"], "the sheet"),
 ])
 def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, what):
     import time
@@ -594,15 +596,21 @@ def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monk
                                                                        for piece in original_pieces(rendered)))  # fmt: skip
     elif what != "the page":  # slow the work down so that it lasts several of those lines
         import cnntrace.render.explanation
+        import cnntrace.render.sheet
         import cnntrace.tracer
+        import cnntrace.verify
 
-        module, function = (cnntrace.tracer, "run") if what == "the pass" else (cnntrace.render.explanation, "render_text")
+        module, function = {"the pass": (cnntrace.tracer, "run"), "the judging": (cnntrace.verify, "judge"),
+                            "the sheet": (cnntrace.render.sheet, "content"),
+                            "the explanation": (cnntrace.render.explanation, "render_text")}[what]  # fmt: skip
         original = getattr(module, function)
         monkeypatch.setattr(module, function, lambda *a, **k: (time.sleep(0.2), original(*a, **k))[1])
-    args = [tmp_path / "page.html" if arg == "PAGE" else arg for arg in args]
+    answers = write(tmp_path, {"Z1": [[0.0] * 4] * 4, "B2": 1.0}, "answers.json")
+    args = [tmp_path / "page.html" if arg == "PAGE" else answers if arg == "ANSWERS" else arg for arg in args]
     result = invoke(*args)
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {what}: ")]
-    assert result.exit_code == 0 and lines and lines[0].endswith("(estimated)"), result.stderr[-SHORT:]
+    assert result.exit_code == (1 if what == "the judging" else 0), result.stderr[-SHORT:]  # wrong answers: 1
+    assert lines and lines[0].endswith("(estimated)"), result.stderr[-SHORT:]
 
 
 SLOW = pytest.mark.skipif(not os.environ.get("CNNTRACE_SLOW"), reason="a slow resource case: CNNTRACE_SLOW=1 runs it")
