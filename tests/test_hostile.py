@@ -744,3 +744,14 @@ def test_grade_and_import_refuse_a_write_protected_file_unless_forced(tmp_path):
     args = ["import", model, "--target", "1", "--loss", "bce", "-o", target]
     assert_refused(invoke(*args), "imported.json: is write-protected (mode 0444)", "--force")
     assert invoke(*args, "--force").exit_code == 0 and json.loads(target.read_text())["X"]
+
+
+def test_the_gradebook_writes_a_learners_file_name_escaped(tmp_path):
+    exercises, answers = tmp_path / "class", tmp_path / "answers"
+    exercises.mkdir()
+    answers.mkdir()
+    write(exercises, reference(), "exercise-01.json")
+    write(answers, {"B2": -0.5}, "01-\x1b[31mbob.json")
+    result = invoke("grade", exercises, answers)
+    assert result.exit_code == 0 and "\x1b" not in result.stdout + result.stderr
+    assert "01-\\u001b[31mbob," in result.stdout
