@@ -1,9 +1,12 @@
-"""What an explanation and the explorer page will cost, estimated from the problem before any
-of it is made, and refused past the limits with the numbers (see limits.refuse).
+"""What the work after the pass will cost, estimated from the problem before any of it is
+done, and refused past the limits with the numbers (see limits.refuse); the pass itself is
+problem.check_size's.
 
 An entry's explanation holds a term for each product it adds up; its layer kind says how
 many at most (``Layer.terms``, ``Loss.terms``). ``cnntrace explain`` makes one entry's; the
-``--html`` page makes one for every entry it shows, one after the other, and keeps their text.
+``--html`` page makes one for every entry it shows, one after the other, and keeps their
+text (``page_cost``, which the page's code may call too); a worksheet one for each question,
+all kept. verify judges every entry answered; step's JSON and CSV write every number.
 """
 
 from __future__ import annotations
