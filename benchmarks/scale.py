@@ -1,7 +1,8 @@
 """Time and peak memory of cnntrace on large inputs: a 600×600 image and a 20,000-image dataset.
 
-    python benchmarks/scale.py            # about a minute
-    python benchmarks/scale.py --all      # also the whole 20,000-image trace as JSON (minutes)
+    python benchmarks/scale.py            # about two minutes
+    python benchmarks/scale.py --all      # also the 600×600 page and the whole 20,000-image
+                                          # trace as JSON (minutes)
     python benchmarks/scale.py --growth   # how each command grows with image size, batch and filters
 
 ``--growth`` runs one small network (conv K 3×3 filters with padding 1 → ReLU → 2×2
@@ -15,7 +16,9 @@ and counted), and its wall time and peak resident memory (from the kernel, per p
 are printed as a Markdown table. The inputs are made in a temporary directory from fixed
 seeds: the 600×600 image with one 3×3 filter and 2×2 pooling (F has 89,401 entries), and
 20,000 random 28×28 images with one 3×3 filter (F has 169), the shapes of the reference
-settings of benchmarks/train_process.py.
+settings of benchmarks/train_process.py. The resource model's refusals are timed on a
+2000×2000 image (explain) and a 1000×1000 one (the page), as .npz files; verify on a
+500×500 image, whose whole trace as answers fits verify's 32 MiB.
 """
 
 from __future__ import annotations
@@ -45,7 +48,30 @@ def make_inputs(directory: Path) -> dict[str, Path]:
         dataset, X=rng.uniform(0, 1, (M, 28, 28)), Y=(rng.uniform(size=M) > 0.5).astype(float),
         W1=rng.normal(0, 0.3, (3, 3)), B1=0.0, W2=rng.normal(0, 0.05, 13 * 13), B2=0.0, lr=0.1,
     )  # fmt: skip
-    return {"image": image, "dataset": dataset}
+    answered = directory / "image500.json"  # step's whole output for it fits verify's 32 MiB
+    answered.write_text(json.dumps({
+        "X": rng.uniform(0, 1, (500, 500)).round(3).tolist(), "Y": 1,
+        "W1": rng.normal(0, 0.5, (3, 3)).round(2).tolist(), "B1": 0.1,
+        "W2": (rng.normal(0, 0.01, 249 * 249)).round(4).tolist(), "B2": 0.0,
+    }))  # fmt: skip
+    large = {}
+    for n in (1000, 2000):
+        large[n] = directory / f"image{n}.npz"
+        np.savez(large[n], X=rng.uniform(0, 1, (n, n)), Y=1.0, W1=rng.normal(0, 0.5, (3, 3)), B1=0.1,
+                 W2=rng.normal(0, 0.01, ((n - 2) // 2) ** 2), B2=0.0)  # fmt: skip
+    return {"image": image, "dataset": dataset, "image500": answered, "image1000": large[1000],
+            "image2000": large[2000]}  # fmt: skip
+
+
+def answers(cnntrace: str, image: str, directory: Path) -> tuple[str, str]:
+    """(right, wrong) answers for ``image``: step's whole output, and every entry of it
+    changed (×1.5 + 0.3), which verify diagnoses."""
+    step = json.loads(subprocess.run([cnntrace, "step", image, "-f", "json"], capture_output=True, check=True).stdout)
+    matrices = {name: value for section in ("forward", "backward") for name, value in step[section].items()}
+    right, wrong = directory / "right.json", directory / "wrong.json"
+    right.write_text(json.dumps(matrices))
+    wrong.write_text(json.dumps({name: (np.asarray(value) * 1.5 + 0.3).tolist() for name, value in matrices.items()}))
+    return str(right), str(wrong)
 
 
 #: Runs a command and prints its wall seconds, peak resident KiB, bytes written to stdout and
@@ -141,17 +167,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp))
         image, dataset = str(inputs["image"]), str(inputs["dataset"])
+        answered = str(inputs["image500"])
+        right, wrong = answers(cnntrace, answered, Path(tmp))
         runs = [
             ("600×600: step --format json", ["step", image, "--format", "json"]),
             ("600×600: step (table, summarized)", ["step", image]),
             ("600×600: step --format csv", ["step", image, "--format", "csv"]),
             ("600×600: train --epochs 10", ["train", image, "--epochs", "10", "-f", "json"]),
+            ("600×600: explain dL_dW1[0,0] (357,604 terms)", ["explain", image, "dL_dW1[0,0]"]),
+            ("600×600: sheet --key", ["sheet", image, "--key"]),
+            ("500×500: verify step's whole output", ["verify", answered, right]),
+            ("500×500: verify it all wrong (diagnosed)", ["verify", answered, wrong]),
+            ("2000×2000: explain dL_dW1[0,0] (refused)", ["explain", str(inputs["image2000"]), "dL_dW1[0,0]"]),
+            ("1000×1000: step --html (refused)", ["step", str(inputs["image1000"]), "--html", f"{tmp}/page.html"]),
             ("20,000 images: step --only L (the whole trace held)", ["step", dataset, "--only", "L"]),
             ("20,000 images: step (table, summarized)", ["step", dataset]),
             ("20,000 images: train --epochs 5, full batch", ["train", dataset, "--epochs", "5", "-f", "json"]),
             ("20,000 images: train --epochs 5 --batch-size 32", ["train", dataset, "--epochs", "5", "-b", "32", "-f", "json"]),
         ]  # fmt: skip
         if args.all:
+            runs.append(("600×600: step --html (the page)", ["step", image, "-f", "json", "--html", f"{tmp}/page.html"]))
             runs.append(("20,000 images: step --format json", ["step", dataset, "--format", "json"]))
         print(f"dataset file: {Path(dataset).stat().st_size / 2**20:.0f} MiB")
         print("| command | seconds | peak RSS (MiB) | stdout (MiB) |")

@@ -451,15 +451,21 @@ def _only_names(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def load_trace(file: Path, only: tuple[str, ...] | None = None):
+def load_trace(file: Path, only: tuple[str, ...] | None = None, check=None):
     """The trace of FILE's forward and backward pass, its errors reported naming FILE; with
-    ``only`` (names from --only), refused when it lacks one of them."""
+    ``only`` (names from --only), refused when it lacks one of them. ``check(problem)``
+    refuses, before the pass, what the command will do with it (see budget.py)."""
     with reported_errors(file):
-        from cnntrace.errors import ArgumentError  # lazy: start-up (numpy)
+        from cnntrace import limits  # lazy: start-up (numpy)
+        from cnntrace.errors import ArgumentError
         from cnntrace.io import load_problem
         from cnntrace.tracer import run
 
-        trace = run(load_problem(file))
+        problem = load_problem(file)
+        if check is not None:
+            check(problem)
+        with _working("the pass", problem.size()[1] / limits.MAX_WORK * limits.MAX_WORK_SECONDS):
+            trace = run(problem)
         unknown = [name for name in only or () if name not in trace]
         if unknown:
             known = ", ".join(stage.name for stage in trace.stages)
@@ -501,6 +507,7 @@ def step(
     failed = False
     recorded = []  # the table view of each file, for --svg
     explored = []  # (file, trace) of each file, for --html
+    budget = _page_budget(names, full) if html else None  # the page's cost, checked file by file
     separator = first
     for index, file in enumerate(files):
         view = View(
@@ -508,7 +515,7 @@ def step(
             file=str(file) if several or output_format in NAMED_RECORDS else None, columns=columns,
         )  # fmt: skip
         try:
-            trace = load_trace(file, names)
+            trace = load_trace(file, names, check=budget.add if budget else None)
             with reported_errors(file):
                 rendered = render(trace, view)
                 if svg:
@@ -524,8 +531,9 @@ def step(
                 pieces = _pieces(rendered)
                 sys.stdout.write(separator + heading)
                 separator = between
-                for piece in pieces:
-                    sys.stdout.write(piece)
+                with _working("the output", _output_seconds(trace, output_format, names, full)):
+                    for piece in pieces:
+                        sys.stdout.write(piece)
                 sys.stdout.flush()
         except typer.Exit as stop:
             if stop.exit_code != EXIT_BAD_INPUT:
@@ -539,10 +547,28 @@ def step(
     if recorded:
         _save_svg(recorded, svg, title, force)
     if explored:
-        _save_html(explored, html, View(precision=4 if precision is None else precision, only=names, brief=brief,
-                                           full=full), title, force)
+        with _working("the page", budget.seconds):
+            _save_html(explored, html, View(precision=4 if precision is None else precision, only=names,
+                                               brief=brief, full=full), title, force)  # fmt: skip
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _output_seconds(trace, output_format, names, full: bool) -> float:
+    """How long writing step's output takes, about: every number for JSON, NDJSON and CSV
+    (and any format --full); a summarized view is quick."""
+    if output_format not in (Format.json, Format.ndjson, Format.csv) and not full:
+        return 0.0
+    from cnntrace.budget import output_seconds  # lazy: start-up
+
+    return output_seconds(trace.problem, names)
+
+
+def _page_budget(names, full: bool):
+    """The --html page's cost (budget.PageBudget), added as each file is read."""
+    from cnntrace.budget import PageBudget  # lazy: start-up
+
+    return PageBudget(names, full)
 
 
 def _shared_csv_columns(files: list[Path], names) -> tuple[str, ...]:
@@ -647,13 +673,22 @@ def verify(
         from cnntrace.verify import verify as judge_answers
 
         given = read_answers(answers)
+        cost = _answers_cost(trace.problem, given)
         rule = tolerance(preset.value, rtol, atol, decimals, given)
-        verdicts = judge_answers(trace, given, tolerance=rule)
+        with _working("the judging", cost.seconds):
+            verdicts = judge_answers(trace, given, tolerance=rule)
         settings = {**rule.settings(), "rule": rule.text(), "conventions": trace.problem.network.conventions()}
         text = _text(render(verdicts, str(file), str(answers), settings))
     sys.stdout.write(text)
     if not passed(verdicts):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _answers_cost(problem, given: dict):
+    """verify: answers too many to judge refused (budget.check_answers); their cost."""
+    from cnntrace.budget import check_answers  # lazy: start-up
+
+    return check_answers(problem, given)
 
 
 @app.command()
@@ -671,6 +706,7 @@ def grade(
     output_format: GradeFormatOption = GradeFormat.csv,
     preset: VerifyPresetOption = VerifyPreset.hand,
     decimals: Decimals = None,
+    force: Force = False,
 ) -> None:
     """Grade a class: a gradebook row for every learner, on stdout; a class summary on stderr.
 
@@ -709,18 +745,25 @@ def grade(
     if feedback is not None:
         with reported_errors(feedback):
             feedback.mkdir(parents=True, exist_ok=True)
+        for submission in submissions:  # before the grading: a report that cannot be written
+            _check_writable(_feedback_file(feedback, submission.id), force)
     with reported_errors(marks):
         rows = grade_class(submissions, lambda given: tolerance(preset.value, None, None, decimals, given), weights)
     summary = class_summary(rows)
     text = render(rows, summary)
     if feedback is not None:
-        _write_feedback(rows, feedback)
+        _write_feedback(rows, feedback, force)
     sys.stdout.write(text)
     for line in summary:
         typer.echo(line, err=True)
 
 
-def _write_feedback(rows, directory: Path) -> None:
+def _feedback_file(directory: Path, id: str) -> Path:
+    """Where grade --feedback writes a learner's report: DIR/ID.txt."""
+    return directory / f"{Path(id).name}.txt"
+
+
+def _write_feedback(rows, directory: Path, force: bool = False) -> None:
     """Each graded learner's verify report, as the table view writes it, to DIR/ID.txt."""
     import io  # lazy: start-up
 
@@ -735,7 +778,7 @@ def _write_feedback(rows, directory: Path) -> None:
         console = Console(width=100, record=True, file=io.StringIO())
         console.print(render_table(row.verdicts, row.exercise, row.answers, row.settings))
         with reported_errors(directory):
-            write_atomic(directory / f"{Path(row.id).name}.txt", console.export_text())
+            write_atomic(_feedback_file(directory, row.id), console.export_text(), force=force)
 
 
 def _dims(text: str, option: str) -> tuple[int, int]:
@@ -809,7 +852,7 @@ def init(
         def comment(exercise_seed: int) -> str:  # the command that makes the exercise again
             return f"cnntrace init --like {like.name} --seed {exercise_seed}" + (f" --batch {batch}" if batch else "") + by_hand
 
-        _write_exercises(make, comment, seed, count, output, source=like, force=force)
+        _write_exercises(make, comment, seed, count, output, source=like, force=force, hand=hand)
         return
     (H, W), (kh, kw) = _dims(size or "6", "--size"), _dims(kernel or "3", "--kernel")
     filters, batch = filters or 1, batch or 1
@@ -826,7 +869,7 @@ def init(
             + (f" --filters {filters}" if filters > 1 else "") + (f" --batch {batch}" if batch > 1 else "") + by_hand
         )  # fmt: skip
 
-    _write_exercises(make, comment, seed, count, output, source=output, force=force)
+    _write_exercises(make, comment, seed, count, output, source=output, force=force, hand=hand)
 
 
 def _like_exercises(like: Path, batch: int | None, hand_options: tuple[int, bool] | None):
@@ -862,15 +905,21 @@ def _new_exercises(size, kernel, filters: int, batch: int, image: Path | None, i
 
 
 def _write_exercises(make, comment, seed: int | None, count: int | None, output: Path | None, source: Path | None,
-                     force: bool = False) -> None:  # fmt: skip
+                     force: bool = False, hand: bool = False) -> None:  # fmt: skip
     """One exercise ``make(seed)`` headed by its ``comment(seed)`` to ``output`` (or stdout);
     with ``count``, that many different ones into the directory ``output`` (see
-    exercise.exercise_set). ``source`` is the file named in errors of the making."""
+    exercise.exercise_set). ``source`` is the file named in errors of the making. An
+    exercise ``hand`` made may take many tries: it says how far it is while it runs."""
     import secrets  # lazy: start-up
 
+    seconds = 0.0
+    if hand:
+        from cnntrace.exercise import HAND_ATTEMPTS, HAND_TRY_SECONDS  # lazy: start-up
+
+        seconds = HAND_ATTEMPTS * HAND_TRY_SECONDS * (count or 1)
     seed = secrets.randbelow(2**31) if seed is None else seed
     if count is None:
-        with reported_errors(source):
+        with reported_errors(source), _working("the hand exercise", seconds):
             data = make(seed)
         _write_exercise({"comment": comment(seed), **data}, output, force)
         return
@@ -881,7 +930,7 @@ def _write_exercises(make, comment, seed: int | None, count: int | None, output:
         if output.exists() and not output.is_dir():
             raise OutputError("is a file; --count writes a directory of exercises", file=str(output))
         output.mkdir(parents=True, exist_ok=True)
-    with reported_errors(source):  # each file's own errors are reported naming it
+    with reported_errors(source), _working("the hand exercises", seconds):  # each file's errors name it
         for path, exercise_seed, data in exercise_set(make, seed, count, output):
             _write_exercise({"comment": comment(exercise_seed), **data}, path, force)
 
@@ -918,8 +967,15 @@ def sheet(
     names = _only_names(only)
     _check_writable(output, force)
     render = _renderer(SHEET_RENDERERS, output_format)
-    trace = load_trace(file, names)
-    with reported_errors(file):
+    cost = []
+
+    def check_size(problem) -> None:  # before the pass: the worked entries too large are refused
+        from cnntrace.budget import check_sheet  # lazy: start-up
+
+        cost.append(check_sheet(problem, names))
+
+    trace = load_trace(file, names, check=check_size)
+    with reported_errors(file), _working("the sheet", cost[0].seconds):
         from cnntrace.render.sheet import Sheet  # lazy: start-up
 
         text = render(trace, Sheet(only=names, key=key, precision=precision, standalone=standalone, file=file.name,
@@ -1033,9 +1089,18 @@ def explain(
         from cnntrace.explain import explain as explain_term
 
         # A TERM that no network could have is reported before the file is read.
-        check_possible(parse_term(term)[0], term)
-    trace = load_trace(file)
-    with reported_errors():
+        name = parse_term(term)[0]
+        check_possible(name, term)
+    cost = []
+
+    def check_size(problem) -> None:  # before the pass: the explanation too large is refused
+        from cnntrace.budget import check_explanation  # lazy: start-up
+
+        if name in problem.stage:  # an unknown name is reported against the trace's names
+            cost.append(check_explanation(problem, name, term))
+
+    trace = load_trace(file, check=check_size)
+    with reported_errors(), _working("the explanation", cost[0].seconds if cost else 0.0):
         text = render(explain_term(trace, term), precision, nonzero=nonzero, every=every)
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -1103,6 +1168,41 @@ def _progress_lines(total: int | None, unit: str):
         sys.stderr.flush()
 
     return advance
+
+
+#: Work estimated to take longer than this, in seconds, says how far it is while it runs.
+PROGRESS_AFTER = 5.0
+
+
+@contextmanager
+def _working(what: str, seconds: float):
+    """Say on stderr, every PROGRESS_EVERY seconds while the block runs, how long ``what``
+    has taken of the ``seconds`` estimated (see budget.py), where that is more than
+    PROGRESS_AFTER: ``cnntrace: the page: 20 s of about 45 s (estimated)``. A line of its
+    own whether stderr is a terminal or a log; nothing for work that is quick."""
+    if seconds <= PROGRESS_AFTER:
+        yield
+        return
+    import threading  # lazy: start-up
+    import time
+
+    from cnntrace.limits import duration_text
+
+    start, done = time.monotonic(), threading.Event()
+
+    def say() -> None:
+        while not done.wait(PROGRESS_EVERY):
+            sys.stderr.write(f"cnntrace: {what}: {time.monotonic() - start:.0f} s of {duration_text(seconds)} "
+                             "(estimated)\n")  # fmt: skip
+            sys.stderr.flush()
+
+    speaker = threading.Thread(target=say, daemon=True)
+    speaker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        speaker.join()
 
 
 @contextmanager
@@ -1303,6 +1403,7 @@ def export(
         "onnx: the network as an ONNX model with its weights (needs the onnx extra)."))],
     output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, help=(
         "Write here (an ONNX model must go to a file); a script goes to stdout without it."))] = None,
+    force: Force = False,
 ) -> None:
     """Write FILE's network for PyTorch or ONNX.
 
@@ -1310,17 +1411,17 @@ def export(
     """
     if to is ExportTarget.onnx and output is None:
         raise typer.BadParameter("an ONNX model is binary; give the file with -o model.onnx", param_hint="-o")
-    _check_writable(output)
+    _check_writable(output, force)
     trace = load_trace(file)
     with reported_errors(file):
         written = _renderer(EXPORTERS, to)(trace, file.name)
     if isinstance(written, str):
-        _write_text(written, output)
+        _write_text(written, output, force)
         return
     with reported_errors(output):
         from cnntrace.io import write_atomic  # lazy: start-up
 
-        write_atomic(output, written)
+        write_atomic(output, written, force=force)
     typer.echo(f"wrote {output}", err=True)
 
 
@@ -1340,12 +1441,13 @@ def import_model(
     loss: Annotated[str | None, typer.Option("--loss", show_default=False, help="bce, cross_entropy or mse.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random X.")] = 0,
     lr: Annotated[float | None, typer.Option("--lr", callback=_finite, show_default=False, help="Learning rate (default 0.1).")] = None,
+    force: Force = False,
 ) -> None:
     """Write a cnntrace input file from an ONNX model or a PyTorch state_dict.
 
     Example: cnntrace import lenet.onnx --target 3 --loss cross_entropy -o lenet.json
     """
-    _check_writable(output)
+    _check_writable(output, force)
     with reported_errors(model):
         from cnntrace.bridge.importer import import_input  # lazy: start-up (numpy)
         from cnntrace.io import write_input
@@ -1353,7 +1455,7 @@ def import_model(
         data = import_input(model, layers_file=layers, input_file=input_file, target=target, given=grad,
                             loss=loss, seed=seed, lr=lr)  # fmt: skip
     with reported_errors(output):
-        write_input(output, data)
+        write_input(output, data, force=force)
     typer.echo(f"wrote {output}", err=True)
 
 

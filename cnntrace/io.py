@@ -302,13 +302,15 @@ def check_layers_keys(data: dict) -> None:
         raise InputError("missing: give Y (the labels or targets), or grad (dL/d of the output)", key="Y")
 
 
-def problem_from_dict(data: dict):
+def problem_from_dict(data: dict, *, testing: bool = False):
     """Validate a parsed input object and return its Problem (InputError names the key).
 
-    ``conventions`` (pool_ties, relu_grad_at_zero, flatten) set the layers' options."""
+    ``conventions`` (pool_ties, relu_grad_at_zero, flatten) set the layers' options.
+    ``testing``: the images of a test set, which the network evaluates (see
+    Problem.assemble)."""
     from cnntrace.problem import parse_conventions  # imported on use: numpy stays out of start-up
 
-    problem = _problem(data)
+    problem = _problem(data, testing)
     if "torch_names" in data:
         problem = problem.with_torch_names(_text_value(data["torch_names"], "torch_names"))
     if "conventions" in data:
@@ -316,7 +318,7 @@ def problem_from_dict(data: dict):
     return problem
 
 
-def _problem(data: dict):
+def _problem(data: dict, testing: bool = False):
     # Imported on use: numpy and the layers stay out of start-up.
     from cnntrace.problem import Problem
     from cnntrace.reference import reference_problem
@@ -333,7 +335,7 @@ def _problem(data: dict):
             raise InputError(f"expected a number, got {_describe(lr)}", key="lr")
         return Problem.from_layers(
             numbers(data["X"], "X", MAX_DEPTH + 1), numbers(data[target], target, MAX_DEPTH + 1),
-            data["layers"], weights, loss=data.get("loss"), given_gradient=given, lr=lr,
+            data["layers"], weights, loss=data.get("loss"), given_gradient=given, lr=lr, testing=testing,
         )  # fmt: skip
     check_keys(data)
     arrays = {key: numbers(data[key], key) for key in REQUIRED_KEYS}

@@ -24,6 +24,29 @@ MAX_COMMAND_WORK = 10**12
 FLOAT = 8
 WEIGHT_COPIES = 5
 TRAIN_COPIES = 3
+#: MAX_WORK in seconds, as the messages say it: the time of 10¹¹ multiply-adds.
+MAX_WORK_SECONDS = 60
+#: An explanation (cnntrace explain, the --html page) holds a Python object per term and
+#: writes a line for the largest: measured on `explain 'dL_dW1[0,0]'` of a 600×600 image
+#: (357,604 terms: 7.6 s to make them, 3.2 s to write, 1.1 KB a term at the peak; the page
+#: of that image, 1.4 KB), each term it keeps costs TERM_BYTES of memory and the time of
+#: TERM_COST multiply-adds (30 µs); each cell its loops visit to find them VISIT_COST (1 µs);
+#: each entry ENTRY_COST more (its notes, its sources on the page: 0.5 ms), and the page
+#: keeps PAGE_ENTRY_BYTES of text and cells for each entry it shows (see budget.py).
+TERM_BYTES = 1500
+TERM_COST = 50_000
+VISIT_COST = 2_000
+ENTRY_COST = 800_000
+PAGE_ENTRY_BYTES = 16_384
+#: verify judges each answered entry as a Python object of its own: measured on step's whole
+#: output for a 500×500 image, all wrong (1,800,042 entries, 14 MB of JSON: 26 s at an 839 MB
+#: peak), about ANSWER_BYTES and the time of ANSWER_COST multiply-adds (15 µs) an entry.
+ANSWER_BYTES = 500
+ANSWER_COST = 25_000
+#: Writing one number at full precision (step's JSON or CSV; a table with --full) takes the
+#: time of NUMBER_TEXT_COST multiply-adds: measured, about 0.8 µs (20,000 28×28 images:
+#: 765 MiB of JSON in 80 s), for the progress lines of a long output.
+NUMBER_TEXT_COST = 1_500
 
 
 def binary(n: int) -> str:
@@ -44,16 +67,36 @@ def work_text(work: int) -> str:
     return number_text(work) if work >= 10**18 else f"{work:.2g}"
 
 
+def duration_text(seconds: float) -> str:
+    """5 -> 'about 5 s'; 96 -> 'about 1.6 minutes'; 7200 -> 'about 2 hours'."""
+    if seconds >= 2 * 3600:
+        return f"about {number_text(round(seconds / 3600)).removeprefix('about ')} hours"
+    if seconds >= 90:
+        return f"about {seconds / 60:.{2 if seconds < 600 else 3}g} minutes"
+    return f"about {seconds:.2g} s"
+
+
 def refuse(need: int, work: int, what: str, key: str, pool_window: str | None = None, *,
-           doing: str = "the pass") -> None:  # fmt: skip
+           doing: str = "the pass", max_work: int = MAX_WORK, in_time: bool = False) -> None:  # fmt: skip
     """InputError naming ``key`` when ``need`` (bytes) or ``work`` (multiply-adds) is past the
-    limits, with the numbers; ``what`` says what is being done, ``doing`` who needs it."""
+    limits (``max_work`` of work), with the numbers; ``what`` says what is being done,
+    ``doing`` who needs it. ``in_time``: the work is said as the time it stands for (an
+    explanation's is Python's time per term, not arithmetic)."""
     if need > MAX_PASS_BYTES:
         raise InputError(
             f"too large: {what}, and {doing} would need about {binary(need)} of memory; "
             f"cnntrace allows {binary(MAX_PASS_BYTES)}",
             key=key,
         )
+    if in_time:
+        if work > max_work:
+            allowed = duration_text(max_work / MAX_WORK * MAX_WORK_SECONDS)
+            raise InputError(
+                f"too large: {what}, and {doing} would take {duration_text(work / MAX_WORK * MAX_WORK_SECONDS)}; "
+                f"cnntrace allows {allowed}",
+                key=key,
+            )
+        return
     if work > MAX_WORK:
         raise InputError(
             f"too large: {what}{f', a {pool_window} pool window' if pool_window else ''}, "

@@ -26,9 +26,11 @@ from cnntrace.layers.base import (
     Option,
     Rule,
     Stage,
+    Terms,
     choice_option,
     flag_option,
     grad_stage,
+    size_of,
 )
 from cnntrace.naming import grad
 from cnntrace.terms import MINUS, Factor, Term, constant, sigmoid
@@ -176,6 +178,13 @@ class Loss:
         """The arithmetic of an entry of L, dL/d(output) or, where the loss fuses with the
         activation, dL/d(logits)."""
         raise NotImplementedError
+
+    def terms(self, layouts, weights, name: str, images: int) -> Terms:
+        """How large ``explain`` of one entry of its stage ``name`` is, at most (see
+        Layer.terms): L has a term or two for every entry of the output, of every image."""
+        if name == "L":
+            return Terms(2 * images * size_of(layouts[self.output].shape))
+        return Terms(2)
 
     def _cells(self, t):
         """Every general index of the output, in order."""

@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError
-from cnntrace.layers.base import Context, Explained, Layer, Mistake, Place, Rule, Stage
+from cnntrace.layers.base import Context, Explained, Layer, Mistake, Place, Rule, Stage, Terms
 from cnntrace.losses import Loss
 from cnntrace.naming import MATRIX, grad, numbered, via
 from cnntrace.terms import Term
@@ -147,6 +147,10 @@ class Fork:
         rule = Rule(f"{partial(grad(q))} = " + " + ".join(partial(p) for p in self.paths), terms, self.paths,
                     f"{q} feeds {' and '.join(self.consumers)}: its gradient is the sum of what each path sends back")
         return Stage(grad(q), "backward", symbol(grad(q)), terms, None, rule, owner=self, of=q)
+
+    def terms(self, layouts, weights, name: str, images: int) -> Terms:
+        """One term per path (see Layer.terms)."""
+        return Terms(len(self.paths))
 
     def explain(self, t, name: str, index: tuple[int, ...]) -> Explained:
         terms = [Term((t.factor(p, index),)) for p in self.paths]

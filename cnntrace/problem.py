@@ -167,9 +167,11 @@ class Problem:
     # -- building --------------------------------------------------------------------------
 
     @classmethod
-    def from_layers(cls, X, target, layers, weights: dict, *, loss=None, given_gradient=False, lr=0.1):
+    def from_layers(cls, X, target, layers, weights: dict, *, loss=None, given_gradient=False, lr=0.1,
+                    testing=False):  # fmt: skip
         """A network written as a list of layers; ``target`` is Y, or the gradient given at
-        the output when ``given_gradient``. InputError naming the key."""
+        the output when ``given_gradient``; ``testing`` as for ``assemble``. InputError
+        naming the key."""
         network = parse_layers(layers, loss, given_gradient=given_gradient)
         lr = positive_number("lr", lr)
         target_key = "grad" if given_gradient else "Y"
@@ -182,7 +184,7 @@ class Problem:
         for name in network.running:
             if name in weights:
                 arrays[name] = as_array(name, weights[name])
-        problem = cls.assemble(network, arrays["X"], arrays[target_key], arrays, lr)
+        problem = cls.assemble(network, arrays["X"], arrays[target_key], arrays, lr, testing=testing)
         extra = sorted(set(weights) - set(network.params) - set(network.running))
         if extra:
             known = (*network.params, *network.running)
@@ -193,8 +195,10 @@ class Problem:
         return problem
 
     @classmethod
-    def assemble(cls, network, X, target, arrays, lr, reference=None):
-        """Infer every layer's shape from X, check the weights and the target."""
+    def assemble(cls, network, X, target, arrays, lr, reference=None, testing=False):
+        """Infer every layer's shape from X, check the weights and the target; and the batch,
+        unless ``testing``: a test set's images are evaluated (Network.evaluating), where
+        batch norm takes the running statistics, not the batch's (one image is a batch)."""
         layout, image_axes = _input_layout(network, X, arrays)
         layouts = {"X": layout}
         weights = {}
@@ -207,8 +211,9 @@ class Problem:
                 layouts[p] = GivenLayout(arrays[p].shape, layer.weight_leading(p, arrays[p]))
         batched = X.ndim > image_axes
         M = X.shape[0] if batched else 1
-        network = replace(network, layers=tuple(layer.for_batch(layouts[layer.input], batched, M)
-                                                for layer in network.layers))  # fmt: skip
+        if not testing:
+            network = replace(network, layers=tuple(layer.for_batch(layouts[layer.input], batched, M)
+                                                    for layer in network.layers))  # fmt: skip
         loss = network.loss
         target_key = "grad" if loss.given else "Y"
         general_target = loss.target(target, layout, M, batched)

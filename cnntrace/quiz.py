@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntrace.errors import shown
+from cnntrace.errors import one_line, shown
 from cnntrace.explain import explain_entry
 from cnntrace.render.explanation import render_text
 from cnntrace.render.format import number, shape
@@ -153,7 +153,7 @@ def run_quiz(trace, names, ask, say, *, file: str = "", tries: int = 3, precisio
     when the input closes or the learner quits. ``session`` is filled as it goes, so a
     caller that is interrupted still has what was answered. The recap ends it."""
     session = session if session is not None else Session(file, len(names))
-    say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {file or 'the input'}. Type each as numbers in row-major "
+    say(f"{len(names)} matri{'ces' if len(names) != 1 else 'x'} to compute from {one_line(file) if file else 'the input'}. Type each as numbers in row-major "
         f"order or as JSON; '?' for a hint, 'givens' for the given numbers, 'skip' to see the answer, "
         f"'quit' to stop. {tries} tr{'ies' if tries > 1 else 'y'} each.\n")  # fmt: skip
     if show_givens:

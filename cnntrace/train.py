@@ -187,7 +187,7 @@ def problem_for_testing(test_data: dict, training_data: dict) -> Problem:
     for key, value in training_data.items():
         if key not in filled and (key in NETWORK_KEYS or WEIGHT.fullmatch(key) or RUNNING.fullmatch(key)):
             filled[key] = value
-    return problem_from_dict(filled)
+    return problem_from_dict(filled, testing=True)
 
 
 def forward(network, X, target, parameters, loss: bool = True) -> tuple[float | None, np.ndarray]:

@@ -964,3 +964,43 @@ def test_corpus(tmp_path, file, case):
         assert_usage_error(outcome)
     elif outcome.status == 2:
         assert_clean_error(outcome, places.get(case.get("names"), case.get("names")))
+
+
+#: The names an answer file may hold: the reference's matrices, single entries as explain
+#: spells them, and names no trace has.
+ANSWER_NAMES = st.sampled_from(["Z1", "P1", "F", "L", "B2", "dL_dW1", "dL_dX", "Z1[0,1]", "dL/dW1[2,2]", "Z1[9,9]",
+                                "W1", "Q7", "", "x" * 500, "Z1[0,1,2]", "\x1b[31m"])  # fmt: skip
+
+
+@st.composite
+def answer_files(draw) -> str:
+    """An ANSWERS file: an object of names to any JSON value (hostile text parsed where it is
+    JSON), or hostile text whole."""
+    if draw(st.booleans()):
+        return draw(hostile_texts())
+    answers = {}
+    for name in draw(st.lists(ANSWER_NAMES, max_size=5)):
+        text = draw(hostile_texts())
+        try:
+            answers[name] = json.loads(text)
+        except (ValueError, RecursionError):
+            answers[name] = text
+    try:
+        return json.dumps(answers)
+    except (ValueError, RecursionError):
+        return "{}"
+
+
+@fuzz(60)
+@given(text=answer_files())
+def test_verify_on_any_answers_judges_or_fails_cleanly(workdir, text):
+    answers = workdir / "answers.json"
+    answers.write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = invoke("verify", REFERENCE, answers, "--format", "json")
+    if outcome.status == 2:
+        assert_clean_error(outcome, answers)
+    else:
+        assert outcome.status in (0, 1) and outcome.stderr == "", outcome
+        assert_finite_json(outcome.stdout)

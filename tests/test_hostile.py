@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
+import subprocess
 import threading
 import warnings
 import zipfile
@@ -238,6 +240,41 @@ def test_a_mismatch_between_two_keys_names_both(tmp_path):
     assert_refused(invoke("step", write(tmp_path, data)), "B1: expected 2 biases", "W1 (2×3×3) has 2 filters")
 
 
+CONV_3 = {"X": [[[0.1] * 6] * 6] * 2, "Y": 1, "W1": [[[[0.1] * 3] * 3] * 2] * 3, "B1": [0.0] * 3}  # 3 filters
+
+
+@pytest.mark.parametrize("layers, weights, fragments", [
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],  # γ, β: one per channel of W1's
+     {"W2": [1.0] * 2, "B2": [0.0] * 3, "W3": [0.1] * 48, "B3": 0}, ["W2: expected 3 numbers for γ"]),
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],
+     {"W2": [1.0] * 3, "B2": [0.0] * 2, "W3": [0.1] * 48, "B3": 0}, ["B2: expected 3 numbers for β"]),
+    (["conv", "batchnorm", "relu", "flatten", "dense", "sigmoid"],  # the running statistics
+     {"W2": [1.0] * 3, "B2": [0.0] * 3, "mean2": [0.0] * 2, "var2": [1.0] * 3, "W3": [0.1] * 48, "B3": 0},
+     ["mean2: expected 3 numbers, the running mean"]),
+    (["conv", "relu", "maxpool", "conv", "flatten", "dense", "sigmoid"],  # the next conv's channels
+     {"W2": [[[[0.1]]] * 2], "B2": [0.0], "W3": [0.1] * 4, "B3": 0}, ["W2: ", "but P1 has 3"]),
+    (["conv", {"type": "conv", "groups": 2}, "relu", "flatten", "dense", "sigmoid"],  # grouped
+     {"W2": [[[[0.1]]]] * 2, "B2": [0.0] * 2, "W3": [0.1] * 32, "B3": 0}, ["groups: 2 groups must divide", "Z1 has 3"]),
+    (["conv", "relu", "conv_transpose", "flatten", "dense", "sigmoid"],  # conv_transpose: C first
+     {"W2": [[[[0.1]]]] * 2, "B2": [0.0], "W3": [0.1] * 16, "B3": 0}, ["W2: W is C×(K/groups)", "A1 has 3"]),
+    (["conv", "relu", "flatten", "dense", "sigmoid"],  # the dense weights against the maps flattened
+     {"W2": [0.1] * 47, "B2": 0}, ["W2: expected 48 weights"]),
+])
+def test_a_mismatch_with_the_layer_before_names_the_key_that_fixed_the_channels(tmp_path, layers, weights, fragments):
+    data = {**CONV_3, "layers": layers, **weights}
+    assert_refused(invoke("step", write(tmp_path, data)), *fragments, "W1 (3×2×3×3) has 3 filters")
+
+
+def test_batch_norm_after_a_dense_layer_names_its_outputs(tmp_path):
+    data = {"X": [[0.1, 0.2, 0.3]] * 2, "Y": [1, 0], "layers": ["dense", "batchnorm", "relu", "dense", "sigmoid"],
+            "W1": [[0.1] * 2] * 3, "B1": [0, 0], "W2": [1, 1, 1], "B2": [0, 0], "W3": [0.1] * 2, "B3": 0}  # fmt: skip
+    assert_refused(invoke("step", write(tmp_path, data)), "W2: expected 2 numbers for γ, one per unit",
+                   "W1 (3×2) has 2 outputs: one of the two is wrong")  # fmt: skip
+    data = {**data, "layers": ["batchnorm", "dense", "sigmoid"], "W1": [1.0] * 2, "B1": [0.0] * 3,
+            "W2": [0.1] * 3, "B2": 0}  # fmt: skip
+    assert_refused(invoke("step", write(tmp_path, data)), "W1: expected 3 numbers for γ", "X has 3 units")
+
+
 # -- 5. destinations checked before the work, 6. no data lost --------------------------------------
 
 #: Every writer: its arguments, given the input and its destination.
@@ -248,6 +285,7 @@ WRITERS = {
     "init -o": lambda source, out: ["init", "--seed", "1", "-o", out],
     "train --save": lambda source, out: ["train", source, "-n", "1", "--save", out],
     "quiz --record": lambda source, out: ["quiz", source, "--record", out],
+    "export -o": lambda source, out: ["export", source, "--to", "torch", "-o", out],
 }
 
 
@@ -456,3 +494,264 @@ def test_a_worksheet_too_large_for_paper_is_refused_before_it_is_made(tmp_path, 
     assert not target.exists()
     monkeypatch.setattr(cnntrace.render.sheet, "MAX_SHEET_BYTES", 10**5)
     assert invoke("sheet", REFERENCE, *args, "-o", target).exit_code == 0 and target.exists()
+
+
+def test_a_test_set_of_one_image_is_evaluated_after_batch_norm(tmp_path):
+    """Batch norm in training after a dense layer refuses a batch of one image; a test set is
+    evaluated with the running statistics, so one test image is a test set."""
+    data = {"X": [[0.1, 0.2, 0.3], [0.3, 0.1, 0.0], [0.5, 0.5, 0.1]], "Y": [0, 1, 0],
+            "layers": ["dense", "batchnorm", "relu", "dense", "softmax"],
+            "W1": [[0.1, 0.2], [0.3, -0.1], [0.2, 0.2]], "B1": [0, 0], "W2": [0.5, 0.5], "B2": [0, 0],
+            "W3": [[0.1, 0.2], [0.3, 0.4]], "B3": [0, 0]}  # fmt: skip
+    source = write(tmp_path, data, "bn.json")
+    for test in ({"X": [0.1, 0.2, 0.3], "Y": 1}, {"X": [[0.1, 0.2, 0.3]], "Y": [1]}):
+        result = invoke("train", source, "-n", "2", "--test", write(tmp_path, test, "test.json"), "-f", "json")
+        assert result.exit_code == 0, result.stderr
+        assert np.isfinite(json.loads(result.stdout)["history"][-1]["test_loss"])
+    one = write(tmp_path, {**data, "X": data["X"][:1], "Y": data["Y"][:1]}, "one.json")
+    assert_refused(invoke("train", one, "-n", "1"), "one.json: layers[1]: batch norm in training")
+
+
+# -- 8. explanations and the page: their size estimated from each kind's terms, before the pass --
+
+
+def _some_entries(shape):
+    """The first, a middle and the last entry of a matrix of ``shape``."""
+    if not shape:
+        return [()]
+    picks = {tuple(0 for _ in shape), tuple(n // 2 for n in shape), tuple(n - 1 for n in shape)}
+    return sorted(picks)
+
+
+@pytest.mark.parametrize("case", __import__("tests.kinds", fromlist=["ALL_CASES"]).ALL_CASES, ids=lambda case: case.id)
+def test_each_kind_counts_the_terms_of_its_explanations(case):
+    """Layer.terms (Loss.terms) bounds the terms of every explanation of its stages, the
+    estimate explain and the page are refused by; and it is not far above it."""
+    from cnntrace.budget import entry_terms
+    from cnntrace.explain import explain_entry
+    from cnntrace.io import problem_from_dict
+    from cnntrace.tracer import run
+    from tests.kinds import make
+
+    problem = problem_from_dict(make(case, 0, 2, (1, 1)))
+    trace = run(problem)
+    for stage in trace.stages:
+        bound = entry_terms(problem, stage.name)
+        counts = [len(explain_entry(trace, stage.name, index).terms) for index in _some_entries(np.shape(trace[stage.name]))]
+        assert max(counts) <= bound.kept <= bound.steps, (stage.name, counts, bound)
+        assert bound.kept <= 4 * max(max(counts), 4), (stage.name, counts, bound)  # an estimate, not a guess
+
+
+def test_an_explanation_too_large_is_refused_before_the_pass(tmp_path, monkeypatch):
+    import cnntrace.limits
+    import cnntrace.tracer
+
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 2**30)  # the reference's dL/dW1 entries have 16 terms
+    ran = []
+    monkeypatch.setattr(cnntrace.tracer, "run", lambda problem: ran.append(problem))
+    assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "reference.json: dL_dW1[0,1]: too large: its "
+                   "explanation has up to 16 terms, and explaining it would need about 16 GiB of memory")  # fmt: skip
+    assert not ran
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 1500)
+    monkeypatch.setattr(cnntrace.limits, "TERM_COST", 10**10)  # 16 terms: about 1.6 minutes
+    assert_refused(invoke("explain", REFERENCE, "dL_dW1[0,1]"), "explaining it would take about 1.6 minutes; "
+                   "cnntrace allows about 60 s")  # fmt: skip
+
+
+def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    page = tmp_path / "page.html"
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
+    result = invoke("step", REFERENCE, "--html", page, "-f", "json")
+    assert_refused(result, "reference.json: X: too large: the page explains every entry it shows, and making "
+                   "the page would take about")  # fmt: skip
+    assert not page.exists()
+    assert invoke("step", REFERENCE, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**12)
+    monkeypatch.setattr(cnntrace.limits, "PAGE_ENTRY_BYTES", 2**28)  # 62 entries shown: 16 GiB
+    assert_refused(invoke("step", REFERENCE, "--html", page), "the page would need about")
+
+
+@pytest.mark.parametrize("args, what", [
+    (["step", REFERENCE, "-f", "json", "--html", "PAGE"], "the page"),
+    (["explain", REFERENCE, "dL_dW1[0,1]"], "the explanation"),
+    (["step", REFERENCE, "-f", "json"], "the pass"),
+    (["step", REFERENCE, "-f", "csv"], "the output"),
+    (["verify", REFERENCE, "ANSWERS"], "the judging"),
+    (["sheet", REFERENCE, "--key"], "the sheet"),
+])
+def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monkeypatch, args, what):
+    import time
+
+    import cnntrace.cli
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.02)
+    monkeypatch.setattr(cnntrace.limits, "MAX_WORK_SECONDS", 10**6)  # every estimate long
+    if what == "the output":  # each piece written slowly
+        original_pieces = cnntrace.cli._pieces
+        monkeypatch.setattr(cnntrace.cli, "_pieces", lambda rendered: (time.sleep(0.05) or piece
+                                                                       for piece in original_pieces(rendered)))  # fmt: skip
+    elif what != "the page":  # slow the work down so that it lasts several of those lines
+        import cnntrace.render.explanation
+        import cnntrace.render.sheet
+        import cnntrace.tracer
+        import cnntrace.verify
+
+        module, function = {"the pass": (cnntrace.tracer, "run"), "the judging": (cnntrace.verify, "judge"),
+                            "the sheet": (cnntrace.render.sheet, "content"),
+                            "the explanation": (cnntrace.render.explanation, "render_text")}[what]  # fmt: skip
+        original = getattr(module, function)
+        monkeypatch.setattr(module, function, lambda *a, **k: (time.sleep(0.2), original(*a, **k))[1])
+    answers = write(tmp_path, {"Z1": [[0.0] * 4] * 4, "B2": 1.0}, "answers.json")
+    args = [tmp_path / "page.html" if arg == "PAGE" else answers if arg == "ANSWERS" else arg for arg in args]
+    result = invoke(*args)
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"cnntrace: {what}: ")]
+    assert result.exit_code == (1 if what == "the judging" else 0), result.stderr[-SHORT:]  # wrong answers: 1
+    assert lines and lines[0].endswith("(estimated)"), result.stderr[-SHORT:]
+
+
+SLOW = pytest.mark.skipif(not os.environ.get("CNNTRACE_SLOW"), reason="a slow resource case: CNNTRACE_SLOW=1 runs it")
+
+
+@SLOW
+def test_explaining_a_sum_over_a_2000_square_image_is_refused_in_seconds(tmp_path):
+    """4 million terms, 4.8 GiB: refused before the pass, in the time it takes to read the file."""
+    import time
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.npz"
+    np.savez(path, X=rng.random((2000, 2000)), Y=1.0, W1=rng.random((3, 3)), B1=0.1, W2=rng.random(999 * 999), B2=0.0)
+    start = time.monotonic()
+    assert_refused(invoke("explain", path, "dL_dW1[0,0]"), "big.npz: dL_dW1[0,0]: too large: its explanation has "
+                   "up to 3992004 terms", "cnntrace allows 4 GiB")  # fmt: skip
+    assert time.monotonic() - start < 30
+
+
+def test_a_sheet_whose_worked_entries_are_too_large_is_refused_before_the_pass(tmp_path, monkeypatch):
+    import cnntrace.limits
+    import cnntrace.tracer
+
+    monkeypatch.setattr(cnntrace.limits, "TERM_BYTES", 2**27)  # the reference's questions: about 70 terms
+    ran = []
+    monkeypatch.setattr(cnntrace.tracer, "run", lambda problem: ran.append(problem))
+    target = tmp_path / "sheet.md"
+    assert_refused(invoke("sheet", REFERENCE, "--key", "-o", target), "reference.json: X: too large: its worked "
+                   "entries have up to", "making the sheet would need about")  # fmt: skip
+    assert not ran and not target.exists()
+
+
+def test_answers_too_many_to_judge_are_refused_before_the_judging(tmp_path, monkeypatch):
+    import cnntrace.limits
+
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_BYTES", 2**28)  # 36 entries of the reference's X
+    answers = write(tmp_path, {"X": reference()["X"], "B2": -0.5}, "answers.json")
+    assert_refused(invoke("verify", REFERENCE, answers), "answers.json: X: too large: 37 entries answered, and "
+                   "judging them would need about 9.25 GiB of memory")  # fmt: skip
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_BYTES", 500)
+    monkeypatch.setattr(cnntrace.limits, "ANSWER_COST", 10**11)
+    assert_refused(invoke("verify", REFERENCE, answers), "judging them would take about 37 minutes; cnntrace allows about 10 minutes")
+
+
+def test_a_hand_exercise_says_how_far_it_is_where_stderr_is_no_terminal(monkeypatch):
+    import time
+
+    import cnntrace.cli
+    import cnntrace.exercise
+
+    monkeypatch.setattr(cnntrace.cli, "PROGRESS_EVERY", 0.02)
+    original = cnntrace.exercise.hand_report
+    monkeypatch.setattr(cnntrace.exercise, "hand_report", lambda problem: (time.sleep(0.01), original(problem))[1])
+    result = invoke("init", "--hand", "--seed", "1", "--size", "5")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("cnntrace: the hand exercise: ")]
+    assert result.exit_code == 0 and lines and lines[0].endswith("of about 20 s (estimated)"), result.stderr[-SHORT:]
+    assert json.loads(result.stdout)["X"]
+
+
+@pytest.mark.parametrize("suffix, package, extra", [
+    (".onnx", "onnx", []),
+    (".pt", "torch", ["--layers", "LAYERS"]),
+    (".safetensors", "safetensors", ["--layers", "LAYERS"]),
+    (".npy", "torch", ["--layers", "LAYERS", "--input", "ZERO"]),  # a real state_dict, X the endless one
+])
+def test_import_reads_a_model_bounded(tmp_path, small_limit, suffix, package, extra):
+    pytest.importorskip(package)
+    zero = tmp_path / f"zero{suffix}"
+    zero.symlink_to("/dev/zero")
+    layers = write(tmp_path, {**reference(), "layers": ["conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]},
+                   "layers.json")  # fmt: skip
+    model = zero
+    if suffix == ".npy":
+        import torch
+
+        model = tmp_path / "model.pt"
+        torch.save({"0.weight": torch.zeros(1, 1, 3, 3), "0.bias": torch.zeros(1), "4.weight": torch.zeros(1, 4),
+                    "4.bias": torch.zeros(1)}, model)  # fmt: skip
+    args = [layers if arg == "LAYERS" else zero if arg == "ZERO" else arg for arg in extra]
+    assert_refused(invoke("import", model, *args, "-o", tmp_path / "out.json"), f"zero{suffix}: gives more than 1 MiB")
+
+
+TITLE = "50% off \\input{x} a\\\\b x & y # z a_b^c ~d {oops $x$ `<b>` \x1b[31m"
+
+
+def test_a_sheet_title_is_escaped_for_latex_and_markdown(tmp_path):
+    latex = invoke("sheet", REFERENCE, "-f", "latex", "--standalone", "--title", TITLE)
+    heading = next(line for line in latex.stdout.splitlines() if line.startswith("\\section*"))
+    assert heading.startswith(r"\section*{50\% off \textbackslash{}input\{x\} a\textbackslash{}\textbackslash{}b "
+                              r"x \& y \# z a\_b\^{}c \~{}d \{oops \$x\$ `<b>` \textbackslash{}u001b[31m: worksheet: ")  # fmt: skip
+    markdown = invoke("sheet", REFERENCE, "--title", TITLE).stdout.splitlines()[0]
+    assert "<b>" not in markdown and "\x1b" not in markdown and "\\`" in markdown
+    lines = invoke("sheet", REFERENCE, "--title", "x\n# injected\n<script>").stdout.splitlines()
+    assert lines[0].startswith(r"# x\\n# injected\\n\<script\>: worksheet") and "<script>" not in "".join(lines)
+    if shutil.which("pdflatex"):
+        (tmp_path / "sheet.tex").write_text(latex.stdout)
+        compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "sheet.tex"],
+                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert compiled.returncode == 0, compiled.stdout[-2000:]
+
+
+@pytest.mark.parametrize("args", [
+    ["check", "NAME"], ["verify", "NAME", "NAME"], ["quiz", "NAME", "--only", "Z1"], ["train", "NAME", "-n", "1"],
+    ["explain", "NAME", "Z1[0,0]"], ["sheet", "NAME"], ["step", "NAME", REFERENCE],
+])
+def test_no_command_lets_a_file_name_drive_the_terminal(tmp_path, hostile_name, args):
+    result = invoke(*[hostile_name if arg == "NAME" else arg for arg in args], input="skip\n")
+    assert result.exit_code in (0, 1), result.stderr[-SHORT:]
+    assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
+
+
+def test_grade_and_import_refuse_a_write_protected_file_unless_forced(tmp_path):
+    exercises, answers, feedback = tmp_path / "class", tmp_path / "answers", tmp_path / "notes"
+    for directory in (exercises, answers, feedback):
+        directory.mkdir()
+    write(exercises, reference(), "exercise-01.json")
+    write(answers, {"B2": -0.5}, "exercise-01.json")
+    report = feedback / "exercise-01.txt"
+    report.write_text("mine\n")
+    report.chmod(0o444)
+    args = ["grade", exercises, answers, "--feedback", feedback]
+    assert_refused(invoke(*args), "exercise-01.txt: is write-protected (mode 0444)", "--force")
+    assert report.read_text() == "mine\n"
+    assert invoke(*args, "--force").exit_code == 0 and "B2" in report.read_text()
+    pytest.importorskip("onnx")
+    model = tmp_path / "model.onnx"
+    assert invoke("export", REFERENCE, "--to", "onnx", "-o", model).exit_code == 0
+    target = tmp_path / "imported.json"
+    target.write_text("mine\n")
+    target.chmod(0o444)
+    args = ["import", model, "--target", "1", "--loss", "bce", "-o", target]
+    assert_refused(invoke(*args), "imported.json: is write-protected (mode 0444)", "--force")
+    assert invoke(*args, "--force").exit_code == 0 and json.loads(target.read_text())["X"]
+
+
+def test_the_gradebook_writes_a_learners_file_name_escaped(tmp_path):
+    exercises, answers = tmp_path / "class", tmp_path / "answers"
+    exercises.mkdir()
+    answers.mkdir()
+    write(exercises, reference(), "exercise-01.json")
+    write(answers, {"B2": -0.5}, "01-\x1b[31mbob.json")
+    result = invoke("grade", exercises, answers)
+    assert result.exit_code == 0 and "\x1b" not in result.stdout + result.stderr
+    assert "01-\\u001b[31mbob," in result.stdout

@@ -5,6 +5,7 @@ or a JSON value."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cnntrace.bridge import need
 from cnntrace.bridge.onnx_io import read_model
 from cnntrace.bridge.torch_in import from_state_dict, input_dict
 from cnntrace.errors import ArgumentError, InputError
-from cnntrace.io import image_to_X, problem_from_dict, read_input
+from cnntrace.io import image_to_X, problem_from_dict, read_file, read_input
 
 STATE_DICTS = (".pt", ".pth", ".safetensors")
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".tif", ".tiff")
@@ -35,10 +36,11 @@ def read_state_dict(path: Path) -> dict:
     """The tensors of a state_dict file, in their order, as float64 arrays."""
     if path.suffix == ".safetensors":
         need("safetensors", "a .safetensors state_dict")
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
+        data = read_file(path)  # bounded, whatever the file is (a device, a FIFO)
         try:
-            tensors = load_file(str(path))
+            tensors = load(data)
         except Exception as error:  # safetensors' own SafetensorError and others
             raise InputError(f"is not a safetensors file that can be read ({error})", file=str(path)) from None
         # safetensors keeps its keys sorted as text ("10.weight" before "3.weight"): the
@@ -53,10 +55,9 @@ def read_state_dict(path: Path) -> dict:
                                  file=str(path))  # fmt: skip
         return {key: tensors[key] for key in ordered}
     torch = need("torch", "a .pt or .pth state_dict")
+    data = read_file(path)  # bounded, whatever the file is (a device, a FIFO)
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)  # no pickle of code
-    except FileNotFoundError:
-        raise InputError("no such file", file=str(path)) from None
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # no pickle of code
     except Exception as error:  # torch's UnpicklingError for anything but tensors, and others
         raise InputError(f"is not a state_dict torch.load(weights_only=True) reads ({type(error).__name__})",
                          file=str(path)) from None  # fmt: skip
@@ -75,8 +76,9 @@ def _array_file(path: Path, key: str, shape: tuple | None):
         X = image_to_X(path, tuple(shape[-2:]))
         return X.reshape((1,) * (len(shape) - 2) + X.shape)
     if suffix == ".npy":
+        data = read_file(path)  # bounded, whatever the file is (a device, a FIFO)
         try:
-            return np.load(path, allow_pickle=False)
+            return np.load(io.BytesIO(data), allow_pickle=False)
         except (OSError, ValueError) as error:
             raise InputError(f"is not a .npy array numpy can read ({error})", file=str(path)) from None
     data = read_input(path) if suffix in (".npz", ".json") else None

@@ -18,6 +18,7 @@ import numpy as np
 from cnntrace.bridge import need
 from cnntrace.bridge.torch_in import append_layer, kind_reading
 from cnntrace.errors import InputError
+from cnntrace.io import read_file
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
 #: Operators that pass their input on unchanged.
@@ -82,8 +83,9 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
     onnx = need("onnx", "import of an ONNX model")
     from onnx import numpy_helper
 
+    data = read_file(path)  # bounded, whatever the file is (a device, a FIFO)
     try:
-        model = onnx.load(path)
+        model = onnx.load_model_from_string(data)
     except Exception as error:  # the parser's own errors: protobuf's DecodeError and others
         raise InputError(f"is not an ONNX model that onnx can read ({type(error).__name__})", file=path) from None
     graph = model.graph

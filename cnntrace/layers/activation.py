@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Refused,
     Rule,
     Stage,
+    Terms,
     TorchForm,
     convention_option,
     grad_stage,
@@ -477,7 +478,7 @@ class Softmax(Activation):
         if layout.form != "vector":
             raise InputError(f"{self.type} works over a vector of units: it comes after a dense layer",
                              key=self.place.key())  # fmt: skip
-        return Layout(layout.shape, True), {}
+        return Layout(layout.shape, True, sized_by=layout.sized_by), {}
 
     def value(self, z):
         return ops.softmax(z)
@@ -531,6 +532,10 @@ class Softmax(Activation):
                         (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
         ]  # fmt: skip
         return forward, backward
+
+    def terms(self, layouts, weights, name, images):
+        (n,) = layouts[self.input].shape
+        return Terms(2) if name == self.local else Terms(n)
 
     def explain(self, t, name, index):
         z, a = self.input, self.output
@@ -622,6 +627,11 @@ class LogSoftmax(Softmax):
                         (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
         ]  # fmt: skip
         return forward, backward
+
+    def terms(self, layouts, weights, name, images):
+        if name == self.output:  # Z[i] − max − log Σ exp(Z − max)
+            return Terms(3)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         z, a = self.input, self.output

@@ -24,6 +24,7 @@ from cnntrace.layers.base import (
     Mistake,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     grad_stage,
     onnx_window_attributes,
@@ -66,7 +67,7 @@ class AdaptiveAvgPool(Layer):
             raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
                              "the flatten", key=self.place.key())  # fmt: skip
         C = layout.shape[0]
-        return Layout((C, *self.output_size), layout.shown, layout.channel), {}
+        return Layout((C, *self.output_size), layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     # -- PyTorch and ONNX ---------------------------------------------------------------
 
@@ -138,6 +139,13 @@ class AdaptiveAvgPool(Layer):
                                    f"{pair_text(stride)} in place of the adaptive windows (they agree only where "
                                    "the size is a multiple of the output's)", {p: P}))  # fmt: skip
         return out
+
+    def terms(self, layouts, weights, name, images):
+        _, H, W = layouts[self.input].shape
+        oh, ow = self.output_size
+        if name == self.output:  # a window spans at most ⌈H/oh⌉ + 1 rows, ⌈W/ow⌉ + 1 columns
+            return Terms((-(-H // oh) + 1) * (-(-W // ow) + 1))
+        return Terms(oh * ow)  # every window is asked whether it holds the cell
 
     def explain(self, t, name, index):
         a, p = self.input, self.output

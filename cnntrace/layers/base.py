@@ -9,7 +9,8 @@ Each kind (one module of this package) has the same small interface (see ``Layer
 - ``forward`` and ``backward`` on the general shapes of ops.py, pure, with a cache between;
 - ``stages``: the names, symbols and equations of what it adds to the trace, each backward
   stage with its chain-rule step;
-- ``explain``: the arithmetic of one entry of one of its stages;
+- ``explain``: the arithmetic of one entry of one of its stages; ``terms``, how many terms
+  that arithmetic holds at most, for the size guard of explanations (see budget.py);
 - ``kinks``: what of its pattern (a ReLU mask, a pool window's winner) the gradient check
   must see unchanged;
 - ``annotate``: its marks on the trace (pool winners, the ReLU count) and their legend;
@@ -58,6 +59,27 @@ AMBIGUITY = 1e-9
 # -- shapes as the user writes them ---------------------------------------------------------
 
 
+class Terms(NamedTuple):
+    """How large one entry's explanation is, at most: the ``kept`` terms it holds (its
+    memory, and the time to make and write each) and the cells its loops ``visit`` to find
+    them (their time), at least as many. The size guard sums them before any explaining."""
+
+    kept: int
+    visits: int = 0
+
+    @property
+    def steps(self) -> int:
+        return max(self.kept, self.visits)
+
+
+def size_of(shape) -> int:
+    """How many entries a shape holds."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 @dataclass(frozen=True)
 class Layout:
     """How one named matrix of the pass is shaped: ``shape`` for one image on the general
@@ -70,6 +92,13 @@ class Layout:
     channel: str = "filter"  # what a map's channel axis is called
     kind: str = ""  # "map", "vector", "jacobian", "scalar"; from the shape when empty
     origin: tuple[int, ...] = ()  # a flattened vector's maps (C, H, W), for messages
+    #: The key whose shape fixed the channels (or units), for messages: a mismatch between
+    #: two keys names both ("W1 (3×2×3×3) has 3 filters"); "" where X fixed them.
+    sized_by: str = field(default="", compare=False)
+
+    def fixed_by(self) -> str:
+        """' (W1 (3×2×3×3) has 3 filters)', what a message adds after a count of channels."""
+        return f" ({self.sized_by})" if self.sized_by else ""
 
     @property
     def form(self) -> str:
@@ -642,6 +671,13 @@ class Layer:
     def explain(self, t: View, name: str, index: tuple[int, ...]) -> Explained:
         """The arithmetic of entry ``index`` (general) of stage ``name``."""
         raise NotImplementedError
+
+    def terms(self, layouts: dict, weights: dict, name: str, images: int) -> Terms:
+        """How large ``explain`` of any one entry of its stage ``name`` is, at most, on a
+        pass of ``images`` images (``layouts`` per image, ``weights`` on the general
+        shapes): the size guard's estimate for explain and the page. An entry-by-entry
+        kind reads a number or two."""
+        return Terms(2)
 
     # -- what some kinds need of the pass around them (batch norm, dropout) ------------------
 

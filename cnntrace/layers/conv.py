@@ -23,6 +23,7 @@ from cnntrace.layers.base import (
     Option,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     flag_option,
@@ -179,21 +180,23 @@ class Conv(WeightedLayer):
                 key=self.W,
             )
         what = "X has" if self.place.first else f"{self.input} has"
+        channels = f"{C}{layout.fixed_by()}"  # the key that fixed them, too: one of the two is wrong
         if C % G:
-            raise InputError(f"{G} groups must divide the channels, and {what} {C}", key=self.place.key("groups"))
+            raise InputError(f"{G} groups must divide the channels, and {what} {channels}",
+                             key=self.place.key("groups"))  # fmt: skip
         K = W.shape[0] if W.ndim >= 3 else 1
         if K % G:
             raise InputError(f"{G} groups must divide the filters, and W has {K} (W is "
                              f"{shape_text(W.shape)})", key=self.place.key("groups"))  # fmt: skip
         if W.ndim < 4 and C != 1:
             expected = f"K×{C}×kh×kw" if G == 1 else f"K×{C // G}×kh×kw (C/groups = {C}/{G})"
-            raise InputError(f"the layer gets {C} channels, so W is {expected}; got shape {shape_text(W.shape)}",
-                             key=self.W)  # fmt: skip
+            raise InputError(f"the layer gets {channels} channels, so W is {expected}; got shape "
+                             f"{shape_text(W.shape)}", key=self.W)  # fmt: skip
         if W.ndim == 4 and W.shape[1] != C // G:
             if G == 1:
-                message = f"W is K×C×kh×kw with C = {W.shape[1]} channels, but {what} {C}"
+                message = f"W is K×C×kh×kw with C = {W.shape[1]} channels, but {what} {channels}"
             else:
-                message = (f"W is K×(C/groups)×kh×kw, and {what} {C} channels in {G} groups: "
+                message = (f"W is K×(C/groups)×kh×kw, and {what} {channels} channels in {G} groups: "
                            f"K×{C // G}×kh×kw, got shape {shape_text(W.shape)}")  # fmt: skip
             raise InputError(message, key=self.W)
         if self.padding == "same" and self.stride != (1, 1):
@@ -213,12 +216,13 @@ class Conv(WeightedLayer):
                 key=self.W,
             )
         weights = {self.W: W.reshape(K, C // G, kh, kw)}
+        sized_by = f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}"
         if self.bias:
             weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter",
-                                     f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}").copy()
+                                     sized_by).copy()
         out = (K, output_size(Hp, kh, self.stride[0], self.dilation[0]),
                output_size(Wp, kw, self.stride[1], self.dilation[1]))  # fmt: skip
-        return Layout(out, shown=W.ndim >= 3), weights
+        return Layout(out, shown=W.ndim >= 3, sized_by=sized_by), weights
 
     def weight_leading(self, name, given):
         return ("filter", "channel")[: given.ndim - 2] if name == self.W else ()
@@ -486,6 +490,17 @@ class PaddedConv2d(nn.Conv2d):
             return (f"{self.output} is a true convolution: each kernel is rotated 180° before it slides.",)
         return (f"{self.output} is a cross-correlation: the kernel slides over the input as written, "
                 "not flipped.",)  # fmt: skip
+
+    def terms(self, layouts, weights, name, images):
+        K, C_group, kh, kw = weights[self.W].shape
+        _, Ho, Wo = layouts[self.output].shape
+        if name == self.output:  # the window: every channel of its group, every kernel entry
+            return Terms(C_group * kh * kw + 1)
+        if name in (grad(self.W), grad(self.B)):  # every output position of every image
+            return Terms(images * Ho * Wo)
+        if name == grad(self.input):  # the filters of its group over every output position
+            return Terms(K // self.groups * kh * kw, K // self.groups * Ho * Wo)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

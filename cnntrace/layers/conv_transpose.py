@@ -3,6 +3,7 @@ cell scatters its value times the kernel onto the output, ``stride`` cells apart
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from cnntrace.layers.base import (
     Mistake,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     flag_option,
@@ -102,17 +104,19 @@ class ConvTranspose(WeightedLayer):
         C, H, Wd = layout.shape
         G = self.groups
         what = "X has" if self.place.first else f"{self.input} has"
+        channels = f"{C}{layout.fixed_by()}"  # the key that fixed them, too: one of the two is wrong
         if W.ndim not in (2, 4) or 0 in W.shape:
             raise InputError(f"expected C×(K/groups)×kh×kw (PyTorch's ConvTranspose2d order) or one kh×kw "
                              f"filter, got shape {shape_text(W.shape)}", key=self.W)  # fmt: skip
         if C % G:
-            raise InputError(f"{G} groups must divide the channels, and {what} {C}", key=self.place.key("groups"))
+            raise InputError(f"{G} groups must divide the channels, and {what} {channels}",
+                             key=self.place.key("groups"))  # fmt: skip
         if W.ndim == 2 and C != 1:
-            raise InputError(f"the layer gets {C} channels, so W is {C}×(K/groups)×kh×kw; got shape "
+            raise InputError(f"the layer gets {channels} channels, so W is {C}×(K/groups)×kh×kw; got shape "
                              f"{shape_text(W.shape)}", key=self.W)  # fmt: skip
         if W.ndim == 4 and W.shape[0] != C:
             raise InputError(f"W is C×(K/groups)×kh×kw (PyTorch's order) with C = {W.shape[0]} channels, "
-                             f"but {what} {C}", key=self.W)  # fmt: skip
+                             f"but {what} {channels}", key=self.W)  # fmt: skip
         for axis, side in enumerate(("rows", "columns")):
             if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
                 raise InputError(
@@ -128,10 +132,11 @@ class ConvTranspose(WeightedLayer):
                              f"dilation·(k − 1) + output_padding + 1 − 2·padding is {out[0]}×{out[1]}",
                              key=self.place.key("padding"))  # fmt: skip
         weights = {self.W: W.reshape(C, K_group, kh, kw)}
+        sized_by = f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}"
         if self.bias:
             weights[self.B] = vector(self.B, given[self.B], K, "bias" if K == 1 else "biases, one per filter",
-                                     f"{self.W} ({shape_text(W.shape)}) has {K} filter{'s' * (K > 1)}").copy()
-        return Layout((K, *out), shown=W.ndim == 4), weights
+                                     sized_by).copy()
+        return Layout((K, *out), shown=W.ndim == 4, sized_by=sized_by), weights
 
     def weight_leading(self, name, given):
         return ("channel", "filter")[: given.ndim - 2] if name == self.W else ()
@@ -292,6 +297,26 @@ class ConvTranspose(WeightedLayer):
         if grad(x) in values:
             found.append(Mistake("kernel_not_flipped", f"dL/d{x} computed {message}", {grad(x): dL_dX}))
         return found
+
+    def terms(self, layouts, weights, name, images):
+        C, K_group, kh, kw = weights[self.W].shape
+        _, H, Wd = layouts[self.input].shape
+        _, Ho, Wo = layouts[self.output].shape
+        C_group = C // self.groups
+        if name == self.output:
+            # The kernel entries that land on one output cell: every s/gcd(s, d)-th along each
+            # axis, for each channel of its group; the loops visit every input cell and entry.
+            taps = 1
+            for k, s, d in zip((kh, kw), self.stride, self.dilation):
+                taps *= -(-k // (s // math.gcd(s, d)))
+            return Terms(C_group * taps + 1, C_group * H * Wd * kh * kw)
+        if name == grad(self.B):
+            return Terms(images * Ho * Wo)
+        if name == grad(self.W):  # every input position of every image
+            return Terms(images * H * Wd)
+        if name == grad(self.input):
+            return Terms(K_group * kh * kw)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

@@ -17,6 +17,7 @@ from cnntrace.layers.base import (
     Layout,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     grad_stage,
@@ -58,19 +59,22 @@ class Dense(WeightedLayer):
             per_entry = f"one per entry of {self.input}"
             if layout.origin:
                 C, H, Wd = layout.origin
-                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd})"
+                by = f"; {layout.sized_by}" if layout.sized_by and C > 1 else ""  # the key that set C
+                per_entry += f" ({C} filter{'s' * (C > 1)} × {H}×{Wd}{by})"
+            elif layout.sized_by:
+                per_entry += layout.fixed_by()
             found = f"{W.size} entries" if W.ndim else "a number"
             raise InputError(
                 f"expected {n} weight{'s' * (n > 1)}, {per_entry}, found {found} "
                 f"(shape {shape_text(W.shape)})",
                 key=self.W,
             )
+        sized_by = f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}"
         weights = {
             self.W: W_general,
-            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output",
-                           f"{self.W} ({shape_text(W.shape)}) has {n_out} output{'s' * (n_out > 1)}").copy(),
+            self.B: vector(self.B, B, n_out, "number" if n_out == 1 else "biases, one per output", sized_by).copy(),
         }
-        return Layout((n_out,), shown=n_out > 1), weights
+        return Layout((n_out,), shown=n_out > 1, sized_by=sized_by), weights
 
     # -- PyTorch and ONNX ---------------------------------------------------------------
 
@@ -153,6 +157,16 @@ class Dense(WeightedLayer):
                    Rule(f"∂L/∂{x} = {chain}{x}", f"∂L/∂{z}·{W}ᵀ", (grad(z), W), f"∂{z}/∂{x} = {W}ᵀ")),
         ]  # fmt: skip
         return forward, backward
+
+    def terms(self, layouts, weights, name, images):
+        n_in, n_out = weights[self.W].shape
+        if name == self.output:
+            return Terms(n_in + 1)
+        if name in (grad(self.W), grad(self.B)):  # over the images
+            return Terms(images)
+        if name == grad(self.input):
+            return Terms(n_out)
+        return super().terms(layouts, weights, name, images)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

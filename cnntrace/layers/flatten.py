@@ -58,7 +58,7 @@ class Flatten(Layer):
         if layout.form != "map":
             raise InputError("flatten needs maps (it comes after the last conv block), and "
                              f"it gets {layout.form}s", key=self.place.key())  # fmt: skip
-        return Layout((math.prod(layout.shape),), origin=layout.shape), {}
+        return Layout((math.prod(layout.shape),), origin=layout.shape, sized_by=layout.sized_by), {}
 
     _ORDERS: ClassVar[dict] = {
         "chw": (ops.flatten_forward, ops.flatten_backward, "row-major order (channel, row, column)"),

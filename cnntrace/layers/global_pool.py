@@ -15,6 +15,7 @@ from cnntrace.layers.base import (
     Mistake,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     grad_stage,
     stage,
@@ -40,7 +41,7 @@ class GlobalAvgPool(Layer):
             raise InputError(f"{self.type} needs maps, and it gets {layout.form}s; pool before "
                              "the flatten", key=self.place.key())  # fmt: skip
         C = layout.shape[0]
-        return Layout((C, 1, 1), layout.shown, layout.channel), {}
+        return Layout((C, 1, 1), layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     def work(self, layouts, weights):
         C, H, W = layouts[self.input].shape
@@ -87,6 +88,10 @@ class GlobalAvgPool(Layer):
             Mistake("global_avgpool_undivided", f"dL/d{a}: dL/d{p} copied to every cell of its map, "
                     f"without the 1/{n}", {grad(a): ops.global_avgpool_backward(d, A.shape) * n}),
         ]  # fmt: skip
+
+    def terms(self, layouts, weights, name, images):
+        _, H, W = layouts[self.input].shape
+        return Terms(H * W) if name == self.output else Terms(1)  # the mean of a map; its share back
 
     def explain(self, t, name, index):
         a, p = self.input, self.output

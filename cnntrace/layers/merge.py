@@ -24,6 +24,7 @@ from cnntrace.layers.base import (
     Option,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     grad_stage,
     stage,
@@ -159,7 +160,7 @@ class Add(nn.Module):
                                  f"({shape_text(layouts[source].shape)}): the shapes must match exactly",
                                  key=self.place.key("from"))  # fmt: skip
         shown = layout.shown or any(layouts[s].shown for s in self.sources)
-        return Layout(layout.shape, shown, layout.channel), {}
+        return Layout(layout.shape, shown, layout.channel, sized_by=layout.sized_by), {}
 
     def forward(self, x, weights, tracing, overwrite=False, others=()):
         return ops.add_forward(x, others), len(others)
@@ -187,6 +188,9 @@ class Add(nn.Module):
             for q in (*self.sources, self.input)
         ]  # fmt: skip
         return [stage(s, "forward", self.symbol_of())], backward
+
+    def terms(self, layouts, weights, name, images):
+        return Terms(len(self.operands))
 
     def explain(self, t, name, index):
         if name == self.output:

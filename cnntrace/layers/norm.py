@@ -32,11 +32,13 @@ from cnntrace.layers.base import (
     Option,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     WeightedLayer,
     choice_option,
     grad_stage,
     onnx_float,
+    size_of,
     stage,
 )
 from cnntrace.naming import grad
@@ -132,9 +134,11 @@ class BatchNorm(WeightedLayer):
     def infer(self, layout, given):
         C = layout.shape[0]
         per = "channel" if layout.form == "map" else "unit"
+        # The channels (units) were fixed by X or by the weight before: a mismatch names both.
+        sized_by = layout.sized_by or f"{self.input} has {C} {per}{'s' * (C > 1)}"
         weights = {
-            self.W: checks.vector(self.W, given[self.W], C, f"numbers for γ, one per {per}").copy(),
-            self.B: checks.vector(self.B, given[self.B], C, f"numbers for β, one per {per}").copy(),
+            self.W: checks.vector(self.W, given[self.W], C, f"numbers for γ, one per {per}", sized_by).copy(),
+            self.B: checks.vector(self.B, given[self.B], C, f"numbers for β, one per {per}", sized_by).copy(),
         }
         for name, what in ((self.MEAN, "running mean"), (self.VAR, "running variance")):
             if name not in given:
@@ -142,7 +146,7 @@ class BatchNorm(WeightedLayer):
                     raise InputError(f"missing: {self.place.key()} (batchnorm in eval mode) needs {name}, "
                                      f"the {what}, one per {per}", key=name)  # fmt: skip
                 continue
-            weights[name] = checks.vector(name, given[name], C, f"numbers, the {what}, one per {per}").copy()
+            weights[name] = checks.vector(name, given[name], C, f"numbers, the {what}, one per {per}", sized_by).copy()
         if self.VAR in weights and np.any(weights[self.VAR] < 0):
             raise InputError("a variance is never negative", key=self.VAR)
         return layout, weights
@@ -412,6 +416,15 @@ def batchnorm_steps(module, x, dy):
         """(μ or the running mean at c as a factor, 1/√(σ² + ε))."""
         mean, var = (self.mu, self.sigmasq) if self.training else (self.MEAN, self.VAR)
         return t.factor(mean, (c,)), 1.0 / np.sqrt(float(t.value(var)[c]) + self.eps)
+
+    def terms(self, layouts, weights, name, images):
+        shape = layouts[self.input].shape
+        N = images * size_of(shape[1:])  # the values of one channel (or unit): every entry visits them
+        if name in (self.mu, self.sigmasq, grad(self.W), grad(self.B), grad(self.sigmasq)):
+            return Terms(N)
+        if name == grad(self.mu):  # through x̂ and through σ²
+            return Terms(2 * N)
+        return Terms(3, N)
 
     def explain(self, t, name, index):
         x, z, W, B = self.input, self.output, self.W, self.B

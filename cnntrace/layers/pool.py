@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Mistake,
     Refused,
     Rule,
+    Terms,
     TorchForm,
     convention_option,
     flag_option,
@@ -73,6 +74,16 @@ class Pool(Layer):
         for n in layouts[self.output].shape:
             cells *= n
         return self.size[0] * self.size[1], cells
+
+    def terms(self, layouts, weights, name, images):
+        kh, kw = self.size
+        if name == self.output:  # its window
+            return Terms(kh * kw)
+        if name == grad(self.input):  # the windows over the cell, found row by row and column by column
+            _, Hp, Wp = layouts[self.output].shape
+            over = -(-kh // self.stride[0]) * -(-kw // self.stride[1])
+            return Terms(min(over, Hp * Wp), Hp + Wp)
+        return super().terms(layouts, weights, name, images)
 
     # -- PyTorch and ONNX ---------------------------------------------------------------
 
@@ -216,7 +227,7 @@ def padded_pool(x, kind, size, stride, sides, dilation, ceil_mode, count_padding
                 if not any(0 <= tap < n for tap in taps):
                     raise InputError(f"pool window {what} {h} holds padding only (taps at {taps}, {self.input} has "
                                      f"{n} {what}{'s' * (n != 1)})", key=self.place.key("padding"))  # fmt: skip
-        return Layout(out, layout.shown, layout.channel), {}
+        return Layout(out, layout.shown, layout.channel, sized_by=layout.sized_by), {}
 
     def window_cells(self, h: int, w: int, frame=None):
         """The (row, col) cells of window (h, w), in row-major order, in the input's

@@ -8,6 +8,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cnntrace.errors import one_line
+
 
 def as_dict(results, file: str, settings: dict) -> dict:
     return {
@@ -32,7 +34,7 @@ def render_json(results, file: str, settings: dict) -> str:
 
 
 def render_table(results, file: str, settings: dict) -> RenderableType:
-    heading = Text(f"Gradient check of {file}", style="bold")
+    heading = Text(f"Gradient check of {one_line(file)}", style="bold")  # a name's escapes as text
     table = Table()
     for column in ("gradient", "entries", "max abs error", "max rel error", "worst at", "at kinks", "result"):
         table.add_column(column, justify="left" if column == "gradient" else "right")

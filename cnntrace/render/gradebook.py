@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from cnntrace.errors import one_line
+
 
 def columns(rows) -> list[str]:
     """The matrices of the gradebook's status columns, in the order of the first row's pass."""
@@ -25,10 +27,12 @@ def gradebook_csv(rows) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["id", "exercise", "score", "total", *names, "diagnoses", "reason"])
     for row in rows:
+        # A file's name is the learner's: its unprintable characters written as escapes, so
+        # that the gradebook on a terminal cannot drive it (JSON escapes them by itself).
         writer.writerow([
-            row.id, Path(row.exercise).name, f"{row.score:g}", f"{row.total:g}",
+            one_line(row.id), one_line(Path(row.exercise).name), f"{row.score:g}", f"{row.total:g}",
             *(row.status.get(name, "") for name in names),
-            ";".join(f"{name}:{id_}" for name, id_ in row.diagnoses), row.reason or "",
+            ";".join(f"{name}:{id_}" for name, id_ in row.diagnoses), one_line(row.reason or ""),
         ])  # fmt: skip
     return buffer.getvalue()
 

@@ -41,7 +41,9 @@ GAP = "…"
 
 
 def escape(text: str) -> str:
-    """Text with Markdown's special characters escaped, safe in a paragraph or a cell."""
+    """Text with Markdown's special characters escaped, safe in a paragraph or a cell: on
+    one line, its unprintable characters (a newline, a terminal's escape) written as escapes."""
+    text = one_line(text)
     for char in "\\`*_[]|<>":
         text = text.replace(char, "\\" + char)
     return text

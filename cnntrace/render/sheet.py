@@ -149,9 +149,10 @@ def _tables(values_shape: tuple[int, ...], axes: tuple[str, ...]):
     return [(axes_label(axes, index), index) for index in np.ndindex(values_shape[: len(axes)])]
 
 
-def _heading(sheet: Sheet) -> str:
+def _heading(sheet: Sheet, escape=lambda title: title) -> str:
+    """The sheet's heading: the user's title, ``escape``d for the format, before what it is."""
     what = "Answer key" if sheet.key else "Worksheet"
-    return f"{sheet.title}: {what.lower()}" if sheet.title else what
+    return f"{escape(sheet.title)}: {what.lower()}" if sheet.title else what
 
 
 def _total(questions) -> int:
@@ -270,7 +271,7 @@ def render_latex(trace, sheet: Sheet = Sheet()) -> str:
         out += ["\\documentclass{article}", "\\usepackage{amsmath}",
                 f"\\usepackage[{PAPERS[sheet.paper]}, margin=2cm]{{geometry}}",
                 "\\begin{document}"]  # fmt: skip
-    out += [f"\\section*{{{prose(_heading(sheet))}" + (f": \\texttt{{{plain(sheet.file)}}}" if sheet.file else "") + "}"]
+    out += [f"\\section*{{{_heading(sheet, plain)}" + (f": \\texttt{{{plain(sheet.file)}}}" if sheet.file else "") + "}"]
     if not sheet.key:
         out += ["\\noindent Name: \\rule{6cm}{0.4pt}\\quad ID: \\rule{3cm}{0.4pt}\\quad "
                 f"Marks: \\rule{{1cm}}{{0.4pt}} / {_total(questions)}\\par\\medskip", ""]  # fmt: skip

@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cnntrace.errors import one_line
 from cnntrace.render.format import number
 from cnntrace.verify import passed
 from cnntrace.verify import summary as counted
@@ -60,7 +61,7 @@ def _error_text(v) -> str:
 
 
 def render_table(verdicts, file: str, answers: str, settings: dict, precision: int = 6) -> RenderableType:
-    heading = Text(f"Answers in {answers} checked against {file}", style="bold")
+    heading = Text(f"Answers in {one_line(answers)} checked against {one_line(file)}", style="bold")  # as text
     table = Table()
     for column in ("name", "entry", "answer", "correct", "result"):
         table.add_column(column, justify="left" if column in ("name", "result") else "right")
