@@ -170,6 +170,11 @@ class Loss:
         activation, dL/d(logits)."""
         raise NotImplementedError
 
+    def recipe(self, t, name: str):
+        """How the page explains stage ``name`` by itself (layers.base.Recipe); None: a
+        loss's few entries carry explain's text."""
+        return None
+
     def _cells(self, t):
         """Every general index of the output, in order."""
         return list(np.ndindex(t.value(self.output).shape))

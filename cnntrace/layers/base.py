@@ -215,6 +215,21 @@ class Explained(NamedTuple):
     parameter: float | None = None
 
 
+class Recipe(NamedTuple):
+    """How the ``--html`` page explains the entries of one stage itself, when one is
+    clicked, instead of carrying the text of each: ``code``, a JavaScript function
+    ``(t, p, name, i)`` that does what ``explain`` does for the entry at general index ``i``
+    and returns ``{formula, terms, fn, notes, parameter}`` (an Explained), reading the
+    matrices named in ``reads`` through ``t`` (``t.factor``, ``t.padded``, ``t.value``,
+    ``t.shape``, ``t.term``, ``t.constant``: the View's, on the same general shapes); ``p``,
+    the stage's constants (JSON: names, sizes, the texts that do not depend on the entry).
+    The page's text equals explain's (tests/test_html_recipes.py runs every kind's)."""
+
+    code: str
+    p: dict
+    reads: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class Place:
     """Where a layer sits: its weighted layer's number and what it reads and writes.
@@ -609,6 +624,11 @@ class Layer:
     def explain(self, t: View, name: str, index: tuple[int, ...]) -> Explained:
         """The arithmetic of entry ``index`` (general) of stage ``name``."""
         raise NotImplementedError
+
+    def recipe(self, t: View, name: str) -> Recipe | None:
+        """How the page explains the entries of stage ``name`` by itself (see Recipe); None
+        where it has none, and the page carries ``explain``'s text of each entry shown."""
+        return None
 
     # -- what some kinds need of the pass around them (batch norm, dropout) ------------------
 

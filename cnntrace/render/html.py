@@ -17,6 +17,7 @@ largest ones, as ``cnntrace explain`` does.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from cnntrace.errors import one_line
 from cnntrace.explain import explain_entry
+from cnntrace.naming import plain
 from cnntrace.render import View
 from cnntrace.render.document import (
     Diagram,
@@ -36,6 +38,7 @@ from cnntrace.render.document import (
     mark_text,
 )
 from cnntrace.render.explanation import render_text
+from cnntrace.text import symbol
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -185,11 +188,6 @@ def _derivation(d, precision: int) -> str:
     return "".join(lines)
 
 
-def _explanation_text(explanation, precision: int) -> str:
-    """render_text's lines, as ``cnntrace explain`` writes them: a long sum's largest terms."""
-    return render_text(explanation, precision)
-
-
 def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
     """The keys of the cells on the page that the explanation's factors read."""
     inputs = trace.problem.inputs
@@ -208,7 +206,7 @@ def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list
     return out
 
 
-def _trace_section(trace, view: View, file: str | None, number_from: int) -> str:
+def _trace_section(trace, view: View, file: str | None, number_from: int, codes: dict[str, str]) -> str:
     """One trace: the inputs, then every selected stage (block by block of the trace's
     document, render.document), then the embedded explanations."""
     precision = view.precision
@@ -247,20 +245,49 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
                 step += 1
     if stages_open:
         parts.append("</div>")
+    data, numbers = _page_data(trace, shown, view, cells, codes)
+    parts.append(f'<script type="application/json" class="page-data">{_json(data)}</script>')
+    parts.append(f'<script type="application/octet-stream" class="numbers">{numbers}</script>')
+    parts.append("</section>")
+    return "".join(parts), step
+
+
+def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict[str, str]) -> tuple[dict, str]:
+    """What the page's script explains the shown entries from, and the numbers it reads.
+
+    A stage whose layer has a recipe (layers.base.Recipe) is explained in the page when an
+    entry is clicked, from the matrices the recipe reads, embedded once at full precision
+    (float64, base64); the other stages (the update, a loss, a kind without a recipe) carry
+    ``explain``'s text of each shown entry and the cells it reads, made here."""
+    t = trace.general_pass()
     symbols = {entry.symbol: entry.name for entry in shown}
-    explanations = {}
+    stages, texts, reads = {}, {}, {}
     for entry in shown:
+        stage = trace.stage(entry.name)
+        recipe = None if stage.owner is None else stage.owner.recipe(t, plain(entry.name))
+        general = np.shape(t.value(entry.name))
+        stages[entry.name] = {"symbol": entry.symbol, "of": plain(entry.name), "general": list(general),
+                              "user": list(np.shape(trace[entry.name]))}  # fmt: skip
+        if recipe is not None:
+            stages[entry.name] |= {"recipe": codes.setdefault(recipe.code, f"r{len(codes)}"), "p": recipe.p}
+            reads |= dict.fromkeys(recipe.reads)
+            continue
         for index in _shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full):
             explanation = explain_entry(trace, entry.name, index)
             key = _key(entry.name, index)
-            explanations[key] = {
-                "text": _explanation_text(explanation, precision),
-                "value": number(explanation.value, precision),
-                "sources": _sources(trace, explanation, symbols, cells, "t:" + key),
-            }
-    parts.append(f'<script type="application/json" class="explanations">{_json(explanations)}</script>')
-    parts.append("</section>")
-    return "".join(parts), step
+            texts[key] = {"text": render_text(explanation, view.precision),
+                          "sources": _sources(trace, explanation, symbols, cells, "t:" + key)}  # fmt: skip
+    matrices, blocks, offset = {}, [], 0
+    for name in reads:
+        values = np.ascontiguousarray(t.value(name), dtype="<f8")
+        matrices[name] = {"symbol": symbol(name), "general": list(values.shape), "user": list(t.user_shape(name)),
+                          "offset": offset}  # fmt: skip
+        blocks.append(values.tobytes())
+        offset += values.size
+    data = {"precision": view.precision, "batched": trace.problem.batched, "inputs": list(trace.problem.inputs),
+            "symbols": symbols, "stages": stages, "matrices": matrices,
+            "texts": texts}  # fmt: skip
+    return data, base64.b64encode(b"".join(blocks)).decode("ascii")
 
 
 #: The diagram's look, inside its SVG: a page without a diagram stays as it was.
@@ -400,9 +427,11 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
     """The page of several traces, ``[(file or None, trace), …]``, one section each."""
     sections = []
     step = 0
+    codes: dict[str, str] = {}  # a recipe's code -> its key in the page's RECIPES
     for file, trace in traces:
-        section, step = _trace_section(trace, view, file, step)
+        section, step = _trace_section(trace, view, file, step, codes)
         sections.append(section)
+    recipes = ",".join(f"{json.dumps(name)}: {code.strip()}" for code, name in codes.items())
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -417,8 +446,217 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
         "Click a cell (or focus it and press Enter) to see its arithmetic.</pre>"
         '<p class="key"><span class="swatch source-swatch"></span> the cells it is computed from'
         ' <span class="swatch won-swatch">*</span> won its pool window</p></aside></div>'
-        f"<script>{SCRIPT}</script></body></html>\n"
+        f'<script class="engine">{ENGINE}var RECIPES = {{{recipes}}};</script><script>{SCRIPT}</script></body></html>\n'
     )
+
+
+#: The page's explanations, without the page: ``cnntraceExplainer(data, numbers, recipes,
+#: has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
+#: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
+#: their code, and ``has(key)``, whether a cell is on the page. ``number``, ``fsum`` and
+#: ``renderText`` are render/format.py's ``number``, math.fsum and
+#: render/explanation.py's ``render_text`` (its defaults), digit for digit.
+ENGINE = """
+function cnntraceExplainer(data, numbers, recipes, has) {
+  "use strict";
+  function fixed(x, p) {  // Python's f"{x:.{p}f}": ties to even, on the exact binary value
+    var a = Math.abs(x), text = a.toFixed(p), exact = a.toFixed(100), dot = exact.indexOf(".");
+    if (/^50*$/.test(exact.slice(dot + 1 + p))) {
+      var down = exact.slice(0, p ? dot + 1 + p : dot);
+      if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down; }
+    }
+    return (x < 0 || Object.is(x, -0) ? "-" : "") + text;
+  }
+  function exponential(x, p) {  // Python's f"{x:.{p}e}"
+    if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+    var a = Math.abs(x), text = a.toExponential(p), exact = a.toExponential(100);
+    var e = exact.indexOf("e"), digits = exact.slice(0, e);
+    if (/^50*$/.test(digits.slice(2 + p))) {
+      var down = digits.slice(0, p ? 2 + p : 1);
+      if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down + exact.slice(e); }
+    }
+    var mantissa = text.slice(0, text.indexOf("e")), power = Number(text.slice(text.indexOf("e") + 1));
+    var digitsOut = String(Math.abs(power));
+    return (x < 0 ? "-" : "") + mantissa + "e" + (power < 0 ? "-" : "+") + (digitsOut.length < 2 ? "0" : "") + digitsOut;
+  }
+  function number(x, p) {
+    if (isNaN(x)) { return "nan"; }
+    var m = Math.abs(x);
+    if (x !== 0 && (m < 0.5 * Number("1e-" + p) || m >= 1e7)) { return exponential(x, p); }
+    var text = fixed(x, p);
+    return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
+  }
+  function fsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
+    var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
+    for (i = 0; i < values.length; i++) {
+      x = values[i]; plain += x;
+      var n = 0;
+      for (j = 0; j < partials.length; j++) {
+        y = partials[j];
+        if (Math.abs(x) < Math.abs(y)) { t = x; x = y; y = t; }
+        hi = x + y; yr = hi - x; lo = y - yr;
+        if (lo !== 0) { partials[n++] = lo; }
+        x = hi;
+      }
+      partials.length = n;
+      if (x !== 0) { partials.push(x); }
+    }
+    if (!isFinite(plain)) { return plain; }
+    var k = partials.length;
+    hi = 0;
+    if (k > 0) {
+      hi = partials[--k];
+      while (k > 0) {
+        x = hi; y = partials[--k]; hi = x + y; yr = hi - x; lo = y - yr;
+        if (lo !== 0) { break; }
+      }
+      if (k > 0 && ((lo < 0 && partials[k - 1] < 0) || (lo > 0 && partials[k - 1] > 0))) {
+        y = lo * 2; x = hi + y; yr = x - hi;
+        if (y === yr) { hi = x; }
+      }
+    }
+    return hi;
+  }
+  function sum(values) { return values.reduce(function (a, b) { return a + b; }, 0); }
+  var FUNCTIONS = {
+    "": function (v) { return fsum(v); },
+    "ReLU": function (v) { var s = fsum(v); return s > 0 ? s : 0; },
+    "LeakyReLU": function (v, a) { var s = fsum(v); return s > 0 ? s : a * s; },
+    "step": function (v) { return fsum(v) > 0 ? 1 : 0; },
+    "step at 0": function (v) { return fsum(v) >= 0 ? 1 : 0; },
+    "leaky step": function (v, a) { return fsum(v) > 0 ? 1 : a; },
+    "max": function (v) { return v.reduce(function (best, x) { return x > best ? x : best; }); },
+    "share": function (v, a) { return v[a] / fsum(v); }
+  };
+  var LARGEST = 64;
+  function grouped(n) { return String(n).replace(/\\B(?=(\\d{3})+(?!\\d))/g, ","); }
+  function label(f) { return f.symbol + (f.index.length ? "[" + f.index.join(",") + "]" : ""); }
+  function value(term) { return term.factors.reduce(function (a, f) { return a * f.value; }, 1); }
+  function applied(e, values, p) {
+    var texts = values.map(function (v) { return number(v, p); }), total = number(sum(values), p);
+    var alpha = e.parameter === null || e.parameter === undefined ? "" : number(e.parameter, p);
+    switch (e.fn) {
+      case "LeakyReLU": return "LeakyReLU(" + total + ") = " + total + " if " + total + " > 0 else " + alpha + "·" + total;
+      case "leaky step": return "1 if " + total + " > 0 else " + alpha;
+      case "share": return texts[e.parameter] + " / (" + texts.join(" + ") + ")";
+      case "max": return "max(" + texts.join(", ") + ")";
+      case "ReLU": return "ReLU(" + total + ") = max(" + total + ", 0)";
+      case "step": return "1 if " + total + " > 0 else 0";
+      case "step at 0": return "1 if " + total + " ≥ 0 else 0";
+      default: return null;
+    }
+  }
+  function renderText(e, p) {
+    var terms = e.terms, values = terms.map(value), fn = e.fn || "";
+    var lines = [e.label + " = " + e.formula];
+    var shown = terms.map(function (term, k) { return k; });
+    var summed = fn !== "max" && fn !== "share", left = "";
+    if (summed && shown.length > LARGEST) {
+      var order = shown.slice().sort(function (a, b) { return Math.abs(values[b]) - Math.abs(values[a]); });
+      left = "… " + grouped(shown.length - LARGEST) + " smaller terms left out (--all shows every term)";
+      shown = order.slice(0, LARGEST).sort(function (a, b) { return a - b; });
+    }
+    var symbols = {}, products = {}, ws = 0, wn = 0, wp = 0;
+    shown.forEach(function (k) {
+      var term = terms[k];
+      symbols[k] = term.factors.map(label).join("·");
+      products[k] = term.factors.map(function (f, i) {
+        var text = number(f.value, p);
+        return i === 0 || text[0] !== "-" ? text : "(" + text + ")";
+      }).join("·");
+      ws = Math.max(ws, symbols[k].length); wn = Math.max(wn, products[k].length);
+      wp = Math.max(wp, number(values[k], p).length);
+    });
+    var joiner = fn === "max" ? "  " : "+ ";
+    shown.forEach(function (k, position) {
+      var term = terms[k], line = "  " + (position === 0 ? "  " : joiner) + symbols[k].padEnd(ws);
+      var product = number(values[k], p).padStart(wp);
+      line += term.factors.length > 1 ? "  =  " + products[k].padStart(wn) + "  =  " + product : "  =  " + product;
+      if (term.note) { line += "   (" + term.note + ")"; }
+      lines.push(line.replace(/\\s+$/, ""));
+    });
+    if (left) { lines.push("    " + left); }
+    if (!terms.length) { lines.push("  (no terms)"); }
+    if (terms.length > 1 && !fn) { lines.push("  " + terms.length + " terms"); }
+    e.notes.forEach(function (note) { lines.push("  " + note); });
+    var line = applied(e, values, p);
+    if (line) { lines.push(e.label + " = " + line); }
+    lines.push(e.label + " = " + number(FUNCTIONS[fn](values, e.parameter), p));
+    return lines.join("\\n") + "\\n";
+  }
+  // -- the pass on the general shapes, as the View of layers/base.py reads it
+  function ravel(index, shape) {
+    var flat = 0;
+    for (var k = 0; k < shape.length; k++) { flat = flat * shape[k] + index[k]; }
+    return flat;
+  }
+  function unravel(flat, shape) {
+    var out = new Array(shape.length);
+    for (var k = shape.length - 1; k >= 0; k--) { out[k] = flat % shape[k]; flat = Math.floor(flat / shape[k]); }
+    return out;
+  }
+  function product(shape) { return shape.reduce(function (a, n) { return a * n; }, 1); }
+  function userIndex(m, index) {  // tracer.GeneralPass.user_index
+    var general = m.general, user = m.user;
+    if (!general.length || !user.length) { return []; }
+    var lead = general.length - user.length, tail = lead >= 0;
+    for (var k = 0; tail && k < general.length; k++) {
+      tail = k < lead ? general[k] === 1 : general[k] === user[k - lead];
+    }
+    if (tail) { return index.slice(lead); }
+    if (product(general) !== product(user)) { return data.batched ? index.slice() : index.slice(1); }
+    return unravel(ravel(index, general), user);
+  }
+  function matrix(name) {
+    var m = data.matrices[name];
+    if (!m) { throw new Error(name + " is not on the page"); }
+    return m;
+  }
+  var t = {
+    shape: function (name) { return matrix(name).general; },
+    value: function (name, index) { var m = matrix(name); return numbers[m.offset + ravel(index, m.general)]; },
+    factor: function (name, index, symbol) {
+      var m = matrix(name);
+      return { symbol: symbol || m.symbol, index: userIndex(m, index), value: numbers[m.offset + ravel(index, m.general)], source: "" };
+    },
+    padded: function (name, m, c, row, col) {
+      var shape = matrix(name).general;
+      if (row >= 0 && row < shape[2] && col >= 0 && col < shape[3]) { return t.factor(name, [m, c, row, col]); }
+      return t.constant("pad(" + name + ")[" + row + "," + col + "]", 0);
+    },
+    constant: function (symbol, value) { return { symbol: symbol, index: [], value: value, source: "" }; },
+    term: function (factors, note) { return { factors: factors, note: note || "" }; },
+    label: label
+  };
+  function key(name, index) { return name + (index.length ? "[" + index.join(",") + "]" : ""); }
+  function sources(terms, own) {
+    var out = [];
+    terms.forEach(function (term) {
+      term.factors.forEach(function (f) {
+        var read = f.source || f.symbol, k;
+        if (data.inputs.indexOf(read) >= 0) { k = "i:" + key(read, f.index); }
+        else if (Object.prototype.hasOwnProperty.call(data.symbols, read)) { k = "t:" + key(data.symbols[read], f.index); }
+        else { return; }
+        if (k !== own && has(k) && out.indexOf(k) < 0) { out.push(k); }
+      });
+    });
+    return out;
+  }
+  return function explain(term) {
+    var given = data.texts[term];
+    if (given) { return given; }
+    var open = term.indexOf("["), name = open < 0 ? term : term.slice(0, open);
+    var index = open < 0 ? [] : term.slice(open + 1, -1).split(",").map(Number);
+    var stage = data.stages[name];
+    if (!stage || !stage.recipe) { return null; }
+    var general = stage.general.length ? unravel(ravel(index, stage.user), stage.general) : [];
+    var e = recipes[stage.recipe](t, stage.p, stage.of, general);
+    var explanation = { label: stage.symbol + (index.length ? "[" + index.join(",") + "]" : ""), formula: e.formula,
+                        terms: e.terms, fn: e.fn || "", notes: e.notes || [], parameter: e.parameter };
+    return { text: renderText(explanation, data.precision), sources: sources(e.terms, "t:" + term) };
+  };
+}
+"""
 
 
 CSS = """
@@ -510,9 +748,19 @@ SCRIPT = """
     var cells = new Map();
     section.querySelectorAll("[data-term]").forEach(function (el) { cells.set("t:" + el.dataset.term, el); });
     section.querySelectorAll("[data-input]").forEach(function (el) { cells.set("i:" + el.dataset.input, el); });
-    var data = JSON.parse(section.querySelector("script.explanations").textContent);
-    traces.push({ section: section, cells: cells, data: data });
+    traces.push({ section: section, cells: cells, explain: null });
   });
+  function explainer(trace) {  // the section's data and numbers read at its first click
+    if (!trace.explain) {
+      var data = JSON.parse(trace.section.querySelector("script.page-data").textContent);
+      var bytes = atob(trace.section.querySelector("script.numbers").textContent);
+      var buffer = new Uint8Array(bytes.length);
+      for (var k = 0; k < bytes.length; k++) { buffer[k] = bytes.charCodeAt(k); }
+      trace.explain = cnntraceExplainer(data, new Float64Array(buffer.buffer), RECIPES,
+                                        function (key) { return trace.cells.has(key); });
+    }
+    return trace.explain;
+  }
   var lit = [];
   function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; }
   function show(el) {
@@ -525,7 +773,7 @@ SCRIPT = """
         "\\n  an input, as the pass used it (before the update)";
       return;
     }
-    var entry = trace.data[el.dataset.term];
+    var entry = explainer(trace)(el.dataset.term);
     if (!entry) { explanation.textContent = el.dataset.term + ": no explanation on this page"; return; }
     explanation.textContent = entry.text.replace(/\\n$/, "");
     entry.sources.forEach(function (key) {
