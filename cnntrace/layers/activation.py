@@ -10,7 +10,6 @@ import numpy as np
 from cnntrace import naming, ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
-    Recipe,
     AMBIGUITY,
     Annotation,
     Convention,
@@ -20,6 +19,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Stage,

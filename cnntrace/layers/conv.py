@@ -13,7 +13,6 @@ from cnntrace import ops
 from cnntrace.checks import Pair, vector, whole_number
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
-    Recipe,
     Annotation,
     Explained,
     Extra,
@@ -22,6 +21,7 @@ from cnntrace.layers.base import (
     Layout,
     Mistake,
     Option,
+    Recipe,
     Refused,
     Rule,
     TorchForm,

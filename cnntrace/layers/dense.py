@@ -11,11 +11,11 @@ from cnntrace import ops
 from cnntrace.checks import vector
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
-    Recipe,
     Explained,
     Hand,
     Imported,
     Layout,
+    Recipe,
     Refused,
     Rule,
     TorchForm,

@@ -9,7 +9,6 @@ from typing import ClassVar
 from cnntrace import ops
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
-    Recipe,
     Convention,
     Explained,
     Hand,
@@ -17,6 +16,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     TorchForm,

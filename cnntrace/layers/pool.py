@@ -11,7 +11,6 @@ from cnntrace import ops
 from cnntrace.checks import Pair
 from cnntrace.errors import InputError
 from cnntrace.layers.base import (
-    Recipe,
     AMBIGUITY,
     Annotation,
     Convention,
@@ -21,6 +20,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     TorchForm,

@@ -38,7 +38,6 @@ from cnntrace.render.document import (
     mark_text,
 )
 from cnntrace.render.explanation import render_text
-from cnntrace.text import symbol
 from cnntrace.render.format import (
     axes_label,
     number,
@@ -47,6 +46,7 @@ from cnntrace.render.format import (
     shown_tables,
     summary_note,
 )
+from cnntrace.text import symbol
 
 GAP = "…"
 
