@@ -21,21 +21,39 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 #: Run by node, or as a function body in the browser: every term of every section explained.
 RUN = """
 var make = new Function(input.engine + "; return [cnntraceExplainer, RECIPES];")();
-var out = input.sections.map(function (section) {
-  var raw = typeof atob === "function" ? atob(section.numbers) : Buffer.from(section.numbers, "base64").toString("binary");
-  var bytes = new Uint8Array(raw.length);
+function inflate(text) {  // the numbers: base64 of deflated float64s
+  var raw = atob(text), bytes = new Uint8Array(raw.length);
   for (var k = 0; k < raw.length; k++) { bytes[k] = raw.charCodeAt(k); }
-  var cells = new Set(section.cells);
-  var explain = make[0](section.data, new Float64Array(bytes.buffer), make[1], function (key) { return cells.has(key); });
-  var result = {};
-  section.terms.forEach(function (term) { result[term] = explain(term); });
-  return result;
-});
+  var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Response(stream).arrayBuffer().then(function (buffer) { return new Float64Array(buffer); });
+}
+var out = Promise.all(input.sections.map(function (section) {
+  return inflate(section.numbers).then(function (values) {
+    var cells = new Set(section.cells);
+    var explain = make[0](section.data, values, make[1], function (key) { return cells.has(key); });
+    var result = {};
+    section.terms.forEach(function (term) { result[term] = explain(term); });
+    return result;
+  });
+}));
 """
 
 
 def _script(text: str, cls: str) -> list[str]:
     return re.findall(rf'<script[^>]*class="{cls}"[^>]*>(.*?)</script>', text, flags=re.S)
+
+
+def drawn(data: dict) -> list[str]:
+    """The keys of the cells of the tables a section's script draws (its ``grids``)."""
+    out = []
+    for grid in data["grids"]:
+        head = "t:" if grid["attribute"] == "data-term" else "i:"
+        for r in grid["rows"]:
+            for c in grid["cols"]:
+                if r is not None and c is not None:
+                    index = [*grid["prefix"], *([r, c] if grid["two"] else [c])]
+                    out.append(f"{head}{grid['name']}[{','.join(map(str, index))}]")
+    return out
 
 
 def _sections(text: str) -> list[dict]:
@@ -45,8 +63,10 @@ def _sections(text: str) -> list[dict]:
         cells += [f"i:{unescape(k)}" for k in re.findall(r'data-input="([^"]*)"', part)]
         (data,) = _script(part, "page-data")
         (numbers,) = _script(part, "numbers")
+        data = json.loads(data)
+        cells += drawn(data)
         terms = [c[2:] for c in cells if c.startswith("t:")]
-        out.append({"data": json.loads(data), "numbers": numbers, "cells": cells, "terms": terms})
+        out.append({"data": data, "numbers": numbers, "cells": cells, "terms": terms})
     return out
 
 
@@ -54,7 +74,7 @@ def _node(payload: dict) -> list[dict]:
     with tempfile.TemporaryDirectory() as directory:
         script = Path(directory) / "run.js"
         script.write_text("var input = JSON.parse(require('fs').readFileSync(0, 'utf8'));" + RUN
-                          + "process.stdout.write(JSON.stringify(out));")  # fmt: skip
+                          + "out.then(function (r) { process.stdout.write(JSON.stringify(r)); });")  # fmt: skip
         result = subprocess.run(["node", str(script)], input=json.dumps(payload), capture_output=True, text=True,
                                 check=True)  # fmt: skip
     return json.loads(result.stdout)
@@ -79,7 +99,9 @@ def _chromium(payload: dict) -> list[dict]:
         shutil.rmtree(profile, ignore_errors=True)
         pytest.skip(f"chromium would not start: {str(error).splitlines()[0]}")
     try:
-        return driver.execute_script("var input = arguments[0];" + RUN + "return out;", payload)
+        driver.set_script_timeout(300)
+        return driver.execute_async_script("var input = arguments[0], done = arguments[1];" + RUN + "out.then(done);",
+                                           payload)  # fmt: skip
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)

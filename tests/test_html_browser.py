@@ -71,7 +71,15 @@ def open_page(browser, tmp_path_factory, source: Path, **view):
     path = tmp_path_factory.mktemp("page") / "trace.html"
     path.write_text(render_html.render(trace, View(**view)), encoding="utf-8")
     browser.get(path.as_uri())
+    wait_ready(browser)
     return trace
+
+
+def wait_ready(browser):
+    """Until the page has read its numbers (<html data-ready>)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.documentElement.dataset.ready"))
 
 
 def click(browser, selector: str):
@@ -210,6 +218,7 @@ def test_a_network_of_the_size_people_use_explains_a_clicked_entry_as_explain_do
     folder = tmp_path_factory.mktemp("stride2")
     np.savez(folder / "stride2.npz", **networks.arrays("stride2"))
     trace = open_page(browser, tmp_path_factory, folder / "stride2.npz")
+    browser.execute_script("window.dispatchEvent(new Event('beforeprint'))")  # every table drawn
     for term in ("dL_dW1[0,0,1,1]", "Z2[3,15,6,6]", "dL_dA1[1,2,0,13]", "F[2,783]", "dL_dW3[0,9]"):
         click(browser, f'[data-term="{term}"]')
         name, index = parse_term(term)

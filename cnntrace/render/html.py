@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
+import zlib
 
 import numpy as np
 
@@ -65,21 +67,66 @@ def _colour(value: float, scale: float) -> str:
     return f"hsl({hue} {round(30 + 55 * t)}% {round(97 - 35 * t)}%)"
 
 
+#: A matrix of more cells on the page than this is drawn by the page's script, a table at a
+#: time as it comes near the window (or is printed), from its numbers: a page of hundreds of
+#: thousands of cells opens in seconds and stays small. Smaller ones are written out.
+DEFERRED = 2048
+
+
 class _Cells:
-    """Which cells a page shows, by key ("t:Z1[0,1]" or "i:X[0,1]"), for the sources."""
+    """Which cells a page shows, by key ("t:Z1[0,1]" or "i:X[0,1]"), for the sources; the
+    numbers its script reads (float64 blocks, each at an offset); the tables it draws itself."""
 
     def __init__(self):
         self.keys: set[str] = set()
+        self.blocks: list[bytes] = []
+        self.size = 0
+        self.grids: list[dict] = []
+
+    def add(self, values) -> int:
+        """Append ``values`` (flattened) to the numbers; their offset."""
+        values = np.ascontiguousarray(values, dtype="<f8").ravel()
+        offset = self.size
+        self.blocks.append(values.tobytes())
+        self.size += values.size
+        return offset
+
+
+def _deferred(rows, wins, row_ids, col_ids, two: bool, attribute: str, name: str, prefix: tuple, precision: int,
+              cells: _Cells, scale: float) -> str:
+    """A table the page's script draws (SCRIPT's ``grid``, the same markup as ``_grid``): its
+    place on the page, sized as the table will be, and what the script draws it from."""
+    shown_r, shown_c = [r for r in row_ids if r is not None], [c for c in col_ids if c is not None]
+    block = rows[np.ix_(shown_r, shown_c)]
+    marks = None
+    if wins is not None and wins[np.ix_(shown_r, shown_c)].any():
+        marks = wins[np.ix_(shown_r, shown_c)].ravel().tolist()
+    head = "t:" if attribute == "data-term" else "i:"
+    lead = ",".join(map(str, prefix)) + "," if prefix else ""
+    if two:
+        cells.keys.update(f"{head}{name}[{lead}{r},{c}]" for r in shown_r for c in shown_c)
+    else:
+        cells.keys.update(f"{head}{name}[{lead}{c}]" for c in shown_c)
+    cells.grids.append({"name": name, "attribute": attribute, "prefix": list(prefix), "two": two, "rows": row_ids,
+                        "cols": col_ids, "offset": cells.add(block), "marks": marks, "scale": scale,
+                        "precision": precision})  # fmt: skip
+    width, height = 1.5 + len(col_ids) * (precision + 4) * 0.55, 1.6 + len(row_ids) * 1.45
+    return f'<div class="deferred" data-grid="{len(cells.grids) - 1}" style="width:{width:.1f}em;height:{height:.1f}em"></div>'
 
 
 def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precision: int,
-          marks=None, border=0, full=False, cells: _Cells | None = None, scale: float = 1.0) -> str:
-    """One 1-D or 2-D block as a table of cells with their row and column indices."""
+          marks=None, border=0, full=False, cells: _Cells | None = None, scale: float = 1.0,
+          defer: bool = False) -> str:
+    """One 1-D or 2-D block as a table of cells with their row and column indices (drawn by
+    the page's script where ``defer``)."""
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = None if marks is None else np.asarray(marks).reshape(rows.shape)
     n_rows, n_cols = rows.shape
     bh, bw = (border, border) if isinstance(border, int) else border
     row_ids, col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
+    if defer and attribute and cells is not None and not (bh or bw):
+        return _deferred(rows, wins, row_ids, col_ids, values.ndim == 2, attribute, name, prefix, precision, cells,
+                         scale)  # fmt: skip
     out = ['<table class="grid">']
     header = "".join(f"<th>{GAP if c is None else c - bw}</th>" for c in col_ids)
     out.append(f"<thead><tr>{'<th></th>' if values.ndim == 2 else ''}{header}</tr></thead><tbody>")
@@ -145,6 +192,10 @@ def _matrix(values, axes, attribute, name, precision, marks=None, border=0, full
         return (f'<div class="scalar"><span class="cell"{attrs} style="background:{_colour(v, scale)}">'
                 f"{number(v, precision)}</span></div>")
     parts = ['<div class="tables">']
+    tables = [index for index in (shown_tables(values.shape[: len(axes)], full) if axes else [()]) if index is not None]
+    trailing = values.shape[len(axes):]
+    defer = len(trailing) <= 2 and len(tables) * math.prod(
+        sum(i is not None for i in shown_indices(n, full)) for n in trailing) > DEFERRED
     for index in shown_tables(values.shape[: len(axes)], full) if axes else [()]:
         if index is None:
             parts.append('<div class="gap-tables">…</div>')
@@ -160,7 +211,7 @@ def _matrix(values, axes, attribute, name, precision, marks=None, border=0, full
                     None if block_marks is None else block_marks[sub], border, full, cells, scale) + "</figure>")
             continue
         parts.append(f"<figure>{label}" + _grid(block, attribute, name, tuple(index), precision,
-                                                block_marks, border, full, cells, scale) + "</figure>")
+                                                block_marks, border, full, cells, scale, defer) + "</figure>")
     parts.append("</div>")
     return "".join(parts) + _legend(scale, precision)
 
@@ -277,17 +328,18 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
             key = _key(entry.name, index)
             texts[key] = {"text": render_text(explanation, view.precision),
                           "sources": _sources(trace, explanation, symbols, cells, "t:" + key)}  # fmt: skip
-    matrices, blocks, offset = {}, [], 0
+    matrices = {}
     for name in reads:
-        values = np.ascontiguousarray(t.value(name), dtype="<f8")
+        values = t.value(name)
         matrices[name] = {"symbol": symbol(name), "general": list(values.shape), "user": list(t.user_shape(name)),
-                          "offset": offset}  # fmt: skip
-        blocks.append(values.tobytes())
-        offset += values.size
+                          "offset": cells.add(values)}  # fmt: skip
     data = {"precision": view.precision, "batched": trace.problem.batched, "inputs": list(trace.problem.inputs),
-            "symbols": symbols, "stages": stages, "matrices": matrices,
-            "texts": texts}  # fmt: skip
-    return data, base64.b64encode(b"".join(blocks)).decode("ascii")
+            "symbols": symbols, "stages": stages, "matrices": matrices, "texts": texts,
+            "grids": cells.grids}  # fmt: skip
+    # Deflated (a ReLU's zeros, a mask's ones go to almost nothing), inflated by the browser's
+    # DecompressionStream; level 1: the bytes are mostly random digits, and a higher level
+    # saves little for much more time.
+    return data, base64.b64encode(zlib.compress(b"".join(cells.blocks), 1)).decode("ascii")
 
 
 #: The diagram's look, inside its SVG: a page without a diagram stays as it was.
@@ -450,42 +502,42 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
     )
 
 
-#: The page's explanations, without the page: ``cnntraceExplainer(data, numbers, recipes,
-#: has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
+#: The page's explanations, without the page: ``cnntraceNumber(x, p)`` is render/format.py's
+#: ``number``; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
 #: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
-#: their code, and ``has(key)``, whether a cell is on the page. ``number``, ``fsum`` and
-#: ``renderText`` are render/format.py's ``number``, math.fsum and
-#: render/explanation.py's ``render_text`` (its defaults), digit for digit.
+#: their code, and ``has(key)``, whether a cell is on the page. Its ``fsum`` and ``renderText``
+#: are math.fsum and render/explanation.py's ``render_text`` (its defaults), digit for digit.
 ENGINE = """
+function fixed(x, p) {  // Python's f"{x:.{p}f}": ties to even, on the exact binary value
+  var a = Math.abs(x), text = a.toFixed(p), exact = a.toFixed(100), dot = exact.indexOf(".");
+  if (/^50*$/.test(exact.slice(dot + 1 + p))) {
+    var down = exact.slice(0, p ? dot + 1 + p : dot);
+    if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down; }
+  }
+  return (x < 0 || Object.is(x, -0) ? "-" : "") + text;
+}
+function exponential(x, p) {  // Python's f"{x:.{p}e}"
+  if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+  var a = Math.abs(x), text = a.toExponential(p), exact = a.toExponential(100);
+  var e = exact.indexOf("e"), digits = exact.slice(0, e);
+  if (/^50*$/.test(digits.slice(2 + p))) {
+    var down = digits.slice(0, p ? 2 + p : 1);
+    if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down + exact.slice(e); }
+  }
+  var mantissa = text.slice(0, text.indexOf("e")), power = Number(text.slice(text.indexOf("e") + 1));
+  var digitsOut = String(Math.abs(power));
+  return (x < 0 ? "-" : "") + mantissa + "e" + (power < 0 ? "-" : "+") + (digitsOut.length < 2 ? "0" : "") + digitsOut;
+}
+function cnntraceNumber(x, p) {
+  if (isNaN(x)) { return "nan"; }
+  var m = Math.abs(x);
+  if (x !== 0 && (m < 0.5 * Number("1e-" + p) || m >= 1e7)) { return exponential(x, p); }
+  var text = fixed(x, p);
+  return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
+}
 function cnntraceExplainer(data, numbers, recipes, has) {
   "use strict";
-  function fixed(x, p) {  // Python's f"{x:.{p}f}": ties to even, on the exact binary value
-    var a = Math.abs(x), text = a.toFixed(p), exact = a.toFixed(100), dot = exact.indexOf(".");
-    if (/^50*$/.test(exact.slice(dot + 1 + p))) {
-      var down = exact.slice(0, p ? dot + 1 + p : dot);
-      if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down; }
-    }
-    return (x < 0 || Object.is(x, -0) ? "-" : "") + text;
-  }
-  function exponential(x, p) {  // Python's f"{x:.{p}e}"
-    if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
-    var a = Math.abs(x), text = a.toExponential(p), exact = a.toExponential(100);
-    var e = exact.indexOf("e"), digits = exact.slice(0, e);
-    if (/^50*$/.test(digits.slice(2 + p))) {
-      var down = digits.slice(0, p ? 2 + p : 1);
-      if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down + exact.slice(e); }
-    }
-    var mantissa = text.slice(0, text.indexOf("e")), power = Number(text.slice(text.indexOf("e") + 1));
-    var digitsOut = String(Math.abs(power));
-    return (x < 0 ? "-" : "") + mantissa + "e" + (power < 0 ? "-" : "+") + (digitsOut.length < 2 ? "0" : "") + digitsOut;
-  }
-  function number(x, p) {
-    if (isNaN(x)) { return "nan"; }
-    var m = Math.abs(x);
-    if (x !== 0 && (m < 0.5 * Number("1e-" + p) || m >= 1e7)) { return exponential(x, p); }
-    var text = fixed(x, p);
-    return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
-  }
+  var number = cnntraceNumber;
   function fsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
     var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
     for (i = 0; i < values.length; i++) {
@@ -715,6 +767,7 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
 .source-swatch { height: .9em; outline: 3px solid #16a34a; outline-offset: -3px; }
 .won-swatch { color: #b45309; font-weight: 700; }
 .gap-tables { align-self: center; color: #888; }
+.deferred { background: #f4f4f7; border: 1px dashed #d6d6de; }  /* a table the script draws when near */
 .extra { margin-top: .4em; }
 .extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
 @media (max-width: 900px) {  /* one column: the panel stays in sight at the bottom */
@@ -748,21 +801,99 @@ SCRIPT = """
     var cells = new Map();
     section.querySelectorAll("[data-term]").forEach(function (el) { cells.set("t:" + el.dataset.term, el); });
     section.querySelectorAll("[data-input]").forEach(function (el) { cells.set("i:" + el.dataset.input, el); });
-    traces.push({ section: section, cells: cells, explain: null });
+    var data = JSON.parse(section.querySelector("script.page-data").textContent);
+    traces.push({ section: section, cells: cells, data: data, numbers: null, explain: null });
   });
-  function explainer(trace) {  // the section's data and numbers read at its first click
+  function numbers(trace) {  // the section's numbers (deflated float64s, base64), read once: a promise
+    if (!trace.numbers) {
+      var text = atob(trace.section.querySelector("script.numbers").textContent);
+      var bytes = new Uint8Array(text.length);
+      for (var k = 0; k < text.length; k++) { bytes[k] = text.charCodeAt(k); }
+      var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+      trace.numbers = new Response(stream).arrayBuffer().then(function (buffer) {
+        trace.values = new Float64Array(buffer);
+        return trace.values;
+      });
+    }
+    return trace.numbers;
+  }
+  function keys(trace) {  // every cell of the section, drawn or not
+    var out = new Set(trace.cells.keys());
+    trace.data.grids.forEach(function (g) {
+      var head = g.attribute === "data-term" ? "t:" : "i:";
+      g.rows.forEach(function (r) {
+        g.cols.forEach(function (c) {
+          if (r !== null && c !== null) { out.add(head + g.name + "[" + g.prefix.concat(g.two ? [r, c] : [c]).join(",") + "]"); }
+        });
+      });
+    });
+    return out;
+  }
+  function explainer(trace) {
     if (!trace.explain) {
-      var data = JSON.parse(trace.section.querySelector("script.page-data").textContent);
-      var bytes = atob(trace.section.querySelector("script.numbers").textContent);
-      var buffer = new Uint8Array(bytes.length);
-      for (var k = 0; k < bytes.length; k++) { buffer[k] = bytes.charCodeAt(k); }
-      trace.explain = cnntraceExplainer(data, new Float64Array(buffer.buffer), RECIPES,
-                                        function (key) { return trace.cells.has(key); });
+      var all = keys(trace);
+      trace.explain = cnntraceExplainer(trace.data, trace.values, RECIPES, function (key) { return all.has(key); });
     }
     return trace.explain;
   }
+  // -- the tables of large matrices, drawn as they come near the window: _grid's markup
+  function round(x) { var r = Math.round(x); return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r; }  // Python's round
+  function colour(v, scale) {
+    if (!isFinite(v) || scale === 0 || v === 0) { return "hsl(0 0% 99%)"; }
+    var t = Math.min(Math.abs(v) / scale, 1);
+    return "hsl(" + (v > 0 ? 4 : 214) + " " + round(30 + 55 * t) + "% " + round(97 - 35 * t) + "%)";
+  }
+  function grid(g, values) {
+    var out = ['<table class="grid">'], k = 0;
+    var header = g.cols.map(function (c) { return "<th>" + (c === null ? "…" : c) + "</th>"; }).join("");
+    out.push("<thead><tr>" + (g.two ? "<th></th>" : "") + header + "</tr></thead><tbody>");
+    g.rows.forEach(function (r) {
+      var line = ["<tr>"];
+      if (g.two) { line.push("<th>" + (r === null ? "…" : r) + "</th>"); }
+      g.cols.forEach(function (c) {
+        if (r === null || c === null) { line.push('<td class="gap">…</td>'); return; }
+        var v = values[g.offset + k], mark = g.marks ? g.marks[k] : 0, classes = [], marked = "";
+        k++;
+        if (mark) { classes.push("won"); marked = '<span class="mark">' + (mark === 1 ? "*" : "*" + mark) + "</span>"; }
+        if (v === 0) { classes.push("zero"); }
+        var index = g.prefix.concat(g.two ? [r, c] : [c]);
+        line.push("<td " + g.attribute + '="' + g.name + "[" + index.join(",") + ']" tabindex="0"' +
+                  (classes.length ? ' class="' + classes.join(" ") + '"' : "") + ' style="background:' +
+                  colour(v, g.scale) + '">' + cnntraceNumber(v, g.precision) + marked + "</td>");
+      });
+      line.push("</tr>");
+      out.push(line.join(""));
+    });
+    out.push("</tbody></table>");
+    return out.join("");
+  }
+  var litKeys = new Set();
+  function draw(place) {
+    var trace = traces.find(function (t) { return t.section.contains(place); });
+    if (!trace || !place.isConnected) { return; }
+    if (!trace.values) { numbers(trace).then(function () { draw(place); }); return; }
+    var holder = document.createElement("div");
+    holder.innerHTML = grid(trace.data.grids[Number(place.dataset.grid)], trace.values);
+    var table = holder.firstChild;
+    place.replaceWith(table);
+    table.querySelectorAll("[data-term], [data-input]").forEach(function (el) {
+      var key = el.dataset.term !== undefined ? "t:" + el.dataset.term : "i:" + el.dataset.input;
+      trace.cells.set(key, el);
+      if (litKeys.has(key)) { el.classList.add("source"); lit.push(el); }
+    });
+  }
+  function drawAll() { document.querySelectorAll("div.deferred").forEach(draw); }
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) { if (entry.isIntersecting) { observer.unobserve(entry.target); draw(entry.target); } });
+    }, { rootMargin: "800px" });
+    document.querySelectorAll("div.deferred").forEach(function (place) { observer.observe(place); });
+  } else { drawAll(); }
+  window.addEventListener("beforeprint", drawAll);
+  // Every section's numbers read as soon as the page is open; <html data-ready> says when.
+  Promise.all(traces.map(numbers)).then(function () { document.documentElement.dataset.ready = "true"; });
   var lit = [];
-  function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; }
+  function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; litKeys.clear(); }
   function show(el) {
     clear();
     explanation.classList.remove("empty");
@@ -773,10 +904,16 @@ SCRIPT = """
         "\\n  an input, as the pass used it (before the update)";
       return;
     }
+    if (!trace.values) {  // a click before the numbers are read: explained when they are
+      explanation.textContent = "…";
+      numbers(trace).then(function () { if (el.classList.contains("selected")) { show(el); } });
+      return;
+    }
     var entry = explainer(trace)(el.dataset.term);
     if (!entry) { explanation.textContent = el.dataset.term + ": no explanation on this page"; return; }
     explanation.textContent = entry.text.replace(/\\n$/, "");
     entry.sources.forEach(function (key) {
+      litKeys.add(key);
       var source = trace.cells.get(key);
       if (source) { source.classList.add("source"); lit.push(source); }
     });
