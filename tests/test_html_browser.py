@@ -223,3 +223,18 @@ def test_a_network_of_the_size_people_use_explains_a_clicked_entry_as_explain_do
         click(browser, f'[data-term="{term}"]')
         name, index = parse_term(term)
         assert explanation(browser) == render_text(explain_entry(trace, name, index), 4).rstrip("\n"), term
+
+
+def test_the_tables_the_script_draws_are_the_ones_the_page_would_write(browser, tmp_path_factory, monkeypatch):
+    # Every table drawn by the page's script (html.DEFERRED = 0) is, cell for cell, the markup
+    # the page writes out for a small matrix: numbers, colours, marks, keys.
+    pages = {}
+    for deferred in (10**9, 0):
+        monkeypatch.setattr(render_html, "DEFERRED", deferred)
+        open_page(browser, tmp_path_factory, SOFTMAX)
+        browser.execute_script("window.dispatchEvent(new Event('beforeprint'))")
+        assert browser.execute_script("return document.querySelectorAll('div.deferred').length") == 0
+        pages[deferred] = browser.execute_script(  # the page without its data, which differ
+            "var main = document.querySelector('main').cloneNode(true);"
+            "main.querySelectorAll('script').forEach(function (s) { s.remove(); }); return main.innerHTML")
+    assert "<td" in pages[0] and pages[0] == pages[10**9]
