@@ -70,17 +70,24 @@ def _sections(text: str) -> list[dict]:
     return out
 
 
-def _node(payload: dict) -> list[dict]:
+#: One of the engine's functions on each case's arguments, each result as String() writes it.
+CALL = """
+var f = new Function(input.engine + "; return " + input.function + ";")();
+var out = Promise.resolve(input.cases.map(function (c) { return String(f.apply(null, c)); }));
+"""
+
+
+def _node(payload: dict, run: str = RUN) -> list:
     with tempfile.TemporaryDirectory() as directory:
         script = Path(directory) / "run.js"
-        script.write_text("var input = JSON.parse(require('fs').readFileSync(0, 'utf8'));" + RUN
+        script.write_text("var input = JSON.parse(require('fs').readFileSync(0, 'utf8'));" + run
                           + "out.then(function (r) { process.stdout.write(JSON.stringify(r)); });")  # fmt: skip
         result = subprocess.run(["node", str(script)], input=json.dumps(payload), capture_output=True, text=True,
                                 check=True)  # fmt: skip
     return json.loads(result.stdout)
 
 
-def _chromium(payload: dict) -> list[dict]:
+def _chromium(payload: dict, run: str = RUN) -> list:
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -100,7 +107,7 @@ def _chromium(payload: dict) -> list[dict]:
         pytest.skip(f"chromium would not start: {str(error).splitlines()[0]}")
     try:
         driver.set_script_timeout(300)
-        return driver.execute_async_script("var input = arguments[0], done = arguments[1];" + RUN + "out.then(done);",
+        return driver.execute_async_script("var input = arguments[0], done = arguments[1];" + run + "out.then(done);",
                                            payload)  # fmt: skip
     finally:
         driver.quit()
@@ -113,3 +120,12 @@ def explanations(text: str) -> list[dict]:
     (engine,) = _script(text, "engine")
     payload = {"engine": engine, "sections": _sections(text)}
     return _node(payload) if shutil.which("node") else _chromium(payload)
+
+
+def call(function: str, cases: list[list]) -> list[str]:
+    """The page engine's ``function`` (cnntraceNumber, cnntraceFsum) on each case's
+    arguments, as the page runs it; each result as JavaScript's String() writes it."""
+    from cnntrace.render.html import ENGINE
+
+    payload = {"engine": ENGINE, "function": function, "cases": cases}
+    return _node(payload, CALL) if shutil.which("node") else _chromium(payload, CALL)

@@ -503,10 +503,10 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
 
 
 #: The page's explanations, without the page: ``cnntraceNumber(x, p)`` is render/format.py's
-#: ``number``; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
+#: ``number`` and ``cnntraceFsum`` math.fsum, digit for digit; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
 #: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
-#: their code, and ``has(key)``, whether a cell is on the page. Its ``fsum`` and ``renderText``
-#: are math.fsum and render/explanation.py's ``render_text`` (its defaults), digit for digit.
+#: their code, and ``has(key)``, whether a cell is on the page. Its ``renderText`` is
+#: render/explanation.py's ``render_text`` (its defaults), digit for digit.
 ENGINE = """
 function fixed(x, p) {  // Python's f"{x:.{p}f}": ties to even, on the exact binary value
   var a = Math.abs(x), text = a.toFixed(p), exact = a.toFixed(100), dot = exact.indexOf(".");
@@ -535,40 +535,40 @@ function cnntraceNumber(x, p) {
   var text = fixed(x, p);
   return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
 }
+function cnntraceFsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
+  var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
+  for (i = 0; i < values.length; i++) {
+    x = values[i]; plain += x;
+    var n = 0;
+    for (j = 0; j < partials.length; j++) {
+      y = partials[j];
+      if (Math.abs(x) < Math.abs(y)) { t = x; x = y; y = t; }
+      hi = x + y; yr = hi - x; lo = y - yr;
+      if (lo !== 0) { partials[n++] = lo; }
+      x = hi;
+    }
+    partials.length = n;
+    if (x !== 0) { partials.push(x); }
+  }
+  if (!isFinite(plain)) { return plain; }
+  var k = partials.length;
+  hi = 0;
+  if (k > 0) {
+    hi = partials[--k];
+    while (k > 0) {
+      x = hi; y = partials[--k]; hi = x + y; yr = hi - x; lo = y - yr;
+      if (lo !== 0) { break; }
+    }
+    if (k > 0 && ((lo < 0 && partials[k - 1] < 0) || (lo > 0 && partials[k - 1] > 0))) {
+      y = lo * 2; x = hi + y; yr = x - hi;
+      if (y === yr) { hi = x; }
+    }
+  }
+  return hi;
+}
 function cnntraceExplainer(data, numbers, recipes, has) {
   "use strict";
-  var number = cnntraceNumber;
-  function fsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
-    var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
-    for (i = 0; i < values.length; i++) {
-      x = values[i]; plain += x;
-      var n = 0;
-      for (j = 0; j < partials.length; j++) {
-        y = partials[j];
-        if (Math.abs(x) < Math.abs(y)) { t = x; x = y; y = t; }
-        hi = x + y; yr = hi - x; lo = y - yr;
-        if (lo !== 0) { partials[n++] = lo; }
-        x = hi;
-      }
-      partials.length = n;
-      if (x !== 0) { partials.push(x); }
-    }
-    if (!isFinite(plain)) { return plain; }
-    var k = partials.length;
-    hi = 0;
-    if (k > 0) {
-      hi = partials[--k];
-      while (k > 0) {
-        x = hi; y = partials[--k]; hi = x + y; yr = hi - x; lo = y - yr;
-        if (lo !== 0) { break; }
-      }
-      if (k > 0 && ((lo < 0 && partials[k - 1] < 0) || (lo > 0 && partials[k - 1] > 0))) {
-        y = lo * 2; x = hi + y; yr = x - hi;
-        if (y === yr) { hi = x; }
-      }
-    }
-    return hi;
-  }
+  var number = cnntraceNumber, fsum = cnntraceFsum;
   function sum(values) { return values.reduce(function (a, b) { return a + b; }, 0); }
   var FUNCTIONS = {
     "": function (v) { return fsum(v); },
