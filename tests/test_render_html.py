@@ -280,6 +280,14 @@ def test_cli_html_of_several_files_gives_one_section_each(tmp_path):
     text = out.read_text()
     assert text.count('<section class="trace"') == 2 and str(SOFTMAX) in text
     assert len(parse(text).data) == 2
+    # each section explained from its own numbers, with the recipes the page holds once
+    for source, made in zip((REFERENCE, SOFTMAX), explanations(text)):
+        trace = run(load_problem(source))
+        for term in ("dL_dW1[0,0]" if source == REFERENCE else "dL_dW1[0,0,0,0]", "Z1[0,0]" if source == REFERENCE
+                     else "Z1[1,0,2,3]", "L"):  # fmt: skip
+            name, _, rest = term.partition("[")
+            index = tuple(int(i) for i in rest.rstrip("]").split(",")) if rest else ()
+            assert made[term]["text"] == render_text(explain_entry(trace, name, index), 4), term
 
 
 def test_step_without_html_does_not_load_the_page_renderer():
