@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from cnntrace.errors import one_line
-from cnntrace.explain import explain_entry
+from cnntrace.explain import explain_entry, update_recipe
 from cnntrace.naming import plain
 from cnntrace.render import View
 from cnntrace.render.document import (
@@ -315,7 +315,8 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
     stages, texts, reads = {}, {}, {}
     for entry in shown:
         stage = trace.stage(entry.name)
-        recipe = None if stage.owner is None else stage.owner.recipe(t, plain(entry.name))
+        # The owner's recipe; a stage without an owner is the update's
+        recipe = update_recipe(t, entry.name) if stage.owner is None else stage.owner.recipe(t, plain(entry.name))
         general = np.shape(t.value(entry.name))
         stages[entry.name] = {"symbol": entry.symbol, "of": plain(entry.name), "general": list(general),
                               "user": list(np.shape(trace[entry.name]))}  # fmt: skip
