@@ -308,15 +308,20 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
 
     A stage whose layer has a recipe (layers.base.Recipe) is explained in the page when an
     entry is clicked, from the matrices the recipe reads, embedded once at full precision
-    (float64, base64); the other stages (the update, a loss, a kind without a recipe) carry
-    ``explain``'s text of each shown entry and the cells it reads, made here."""
+    (float64, deflated, base64); the other stages (a loss, a kind without a recipe, the
+    update of a summarized weight) carry ``explain``'s text of each shown entry and the cells
+    it reads, made here."""
     t = trace.general_pass()
     symbols = {entry.symbol: entry.name for entry in shown}
     stages, texts, reads = {}, {}, {}
     for entry in shown:
         stage = trace.stage(entry.name)
-        # The owner's recipe; a stage without an owner is the update's
-        recipe = update_recipe(t, entry.name) if stage.owner is None else stage.owner.recipe(t, plain(entry.name))
+        indices = list(_shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full))
+        if stage.owner is not None:
+            recipe = stage.owner.recipe(t, plain(entry.name))
+        else:  # the update: an entry reads its weight and gradient there alone, so a summarized
+            # weight carries its few texts rather than every number of two large matrices
+            recipe = update_recipe(t, entry.name) if len(indices) == np.size(entry.matrix.values) else None
         general = np.shape(t.value(entry.name))
         stages[entry.name] = {"symbol": entry.symbol, "of": plain(entry.name), "general": list(general),
                               "user": list(np.shape(trace[entry.name]))}  # fmt: skip
@@ -324,7 +329,7 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
             stages[entry.name] |= {"recipe": codes.setdefault(recipe.code, f"r{len(codes)}"), "p": recipe.p}
             reads |= dict.fromkeys(recipe.reads)
             continue
-        for index in _shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full):
+        for index in indices:
             explanation = explain_entry(trace, entry.name, index)
             key = _key(entry.name, index)
             texts[key] = {"text": render_text(explanation, view.precision),
