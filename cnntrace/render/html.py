@@ -9,10 +9,14 @@ gives the cells that feed it the class ``source``; the arrow keys walk the stage
 one getting the class ``current``.
 
 Each entry's explanation (the text ``cnntrace explain`` prints) and the cells it reads are
-computed here and embedded as JSON, so the page needs no server and fetches nothing. Large
-matrices are summarized as the table view summarizes them (``view.full`` shows everything);
-only the cells on the page are explained, and an explanation of thousands of terms shows its
-largest ones, as ``cnntrace explain`` does.
+made by the page's script when the entry is clicked (ENGINE): from the matrices its stage's
+recipe reads (layers.base.Recipe, each kind's in its own file), embedded once as deflated
+float64s, or, for a stage without a recipe, from ``explain``'s text of each shown entry,
+made here and embedded. The page needs no server and fetches nothing. Large matrices are
+summarized as the table view summarizes them (``view.full`` shows everything), and a matrix
+of more than DEFERRED cells on the page has its tables drawn by the script from its numbers
+as they come near the window; an explanation of thousands of terms shows its largest ones,
+as ``cnntrace explain`` does.
 """
 
 from __future__ import annotations
