@@ -9,7 +9,8 @@ Each kind (one module of this package) has the same small interface (see ``Layer
 - ``forward`` and ``backward`` on the general shapes of ops.py, pure, with a cache between;
 - ``stages``: the names, symbols and equations of what it adds to the trace, each backward
   stage with its chain-rule step;
-- ``explain``: the arithmetic of one entry of one of its stages;
+- ``explain``: the arithmetic of one entry of one of its stages; ``recipe``, where it has
+  one, the same in JavaScript for the ``--html`` page (see ``Recipe``);
 - ``kinks``: what of its pattern (a ReLU mask, a pool window's winner) the gradient check
   must see unchanged;
 - ``annotate``: its marks on the trace (pool winners, the ReLU count) and their legend;
