@@ -5,6 +5,7 @@ where neither can be had."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import shutil
@@ -87,7 +88,12 @@ def _node(payload: dict, run: str = RUN) -> list:
     return json.loads(result.stdout)
 
 
-def _chromium(payload: dict, run: str = RUN) -> list:
+_DRIVER: list = []  # one headless chromium for the whole test session, started when first needed
+
+
+def _driver():
+    if _DRIVER:
+        return _DRIVER[0]
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -105,13 +111,20 @@ def _chromium(payload: dict, run: str = RUN) -> list:
     except Exception as error:  # noqa: BLE001 - any failure to start is "no browser here"
         shutil.rmtree(profile, ignore_errors=True)
         pytest.skip(f"chromium would not start: {str(error).splitlines()[0]}")
-    try:
-        driver.set_script_timeout(300)
-        return driver.execute_async_script("var input = arguments[0], done = arguments[1];" + run + "out.then(done);",
-                                           payload)  # fmt: skip
-    finally:
+    driver.set_script_timeout(300)
+
+    def close():
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+    atexit.register(close)
+    _DRIVER.append(driver)
+    return driver
+
+
+def _chromium(payload: dict, run: str = RUN) -> list:
+    return _driver().execute_async_script("var input = arguments[0], done = arguments[1];" + run + "out.then(done);",
+                                          payload)  # fmt: skip
 
 
 def explanations(text: str) -> list[dict]:
