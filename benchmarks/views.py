@@ -8,7 +8,7 @@ networks.py) and runs, as the shell runs them, ``cnntrace step FILE --format jso
 ``cnntrace step FILE`` into a pipe (the table view), interleaved, ``--runs`` times each; the
 table gives each command's best wall time, its peak resident size (forked from a small
 launcher, Linux only) and its output's size and widest line. ``--html`` adds ``step FILE
---html PAGE`` once each (minutes each, as the page is made today). ``--before DIR`` runs
+--format json --html PAGE`` once each (the JSON to stdout included, as in the rows above). ``--before DIR`` runs
 the same commands from another checkout of cnntrace (``git archive main | tar -x -C DIR``),
 interleaved with this one's, for a before-and-after in one run.
 """

@@ -4,9 +4,10 @@ problem.check_size's.
 
 An entry's explanation holds a term for each product it adds up; its layer kind says how
 many at most (``Layer.terms``, ``Loss.terms``). ``cnntrace explain`` makes one entry's; the
-``--html`` page makes one for every entry it shows, one after the other, and keeps their
-text (``page_cost``, which the page's code may call too); a worksheet one for each question,
-all kept. verify judges every entry answered; step's JSON and CSV write every number.
+``--html`` page makes one for every entry it shows of a stage whose layer has no recipe for
+the page's script, one after the other, and keeps their text (``page_cost``); a worksheet
+one for each question, all kept. verify judges every entry answered; step's JSON and CSV
+write every number.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def shown_count(dims: tuple[int, ...], lead: int, full: bool) -> int:
 
 def page_cost(problem, only: tuple[str, ...] | None = None, full: bool = False) -> Cost:
     """(bytes, multiply-adds) of one trace's part of the page: every shown entry of every
-    stage (those ``only`` names, where given) explained, one at a time, its text kept."""
+    stage (those ``only`` names, where given) whose layer has no recipe explained, one at a
+    time, its text kept; a stage with one (Layer.has_recipe) is explained in the page, from
+    numbers the pass holds, and costs the writing of its cells."""
     largest, work, entries = 0, 0, 0
     for stage in problem.stages:
         if only is not None and stage.name not in only:
@@ -91,6 +94,10 @@ def page_cost(problem, only: tuple[str, ...] | None = None, full: bool = False) 
         layout = stage.layout
         dims = layout.user_shape(problem.batched, problem.M)
         count = shown_count(tuple(dims), len(layout.axes(problem.batched)[0]), full)
+        if stage.owner is not None and stage.owner.has_recipe(plain(stage.name)):
+            # explained in the page, on a click, from numbers the pass already holds
+            work += count * limits.NUMBER_TEXT_COST
+            continue
         terms = entry_terms(problem, stage.name)
         largest = max(largest, terms.kept)
         work += explanation_cost(terms, count)

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnntrace.errors import InputError
-from cnntrace.layers.base import Explained
+from cnntrace.layers.base import Explained, Recipe
 from cnntrace.naming import NAME, grad, plain
 from cnntrace.terms import FUNCTIONS, MINUS, Factor, Term, constant
 from cnntrace.text import shape_text, symbol
 from cnntrace.tracer import GeneralPass, Trace
 
-__all__ = ["Explanation", "Factor", "Term", "explain", "explain_all", "explain_entry", "parse_term"]
+__all__ = ["Explanation", "Factor", "Term", "explain", "explain_all", "explain_entry", "parse_term", "update_recipe"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,20 @@ def _explain_update(t: GeneralPass, name: str, index) -> Explained:
         Term((MINUS, lr, t.factor(gradient, index))),
     ]
     return Explained(f"{name} − lr·{symbol(gradient)}", terms)
+
+
+def update_recipe(t: GeneralPass, name: str) -> Recipe:
+    """_explain_update in the page's JavaScript (layers.base.Recipe)."""
+    gradient = grad(name)
+    data = {"w": name, "g": gradient, "lr": t.lr, "formula": f"{name} − lr·{symbol(gradient)}"}
+    return Recipe(UPDATE, data, (name, gradient))
+
+
+UPDATE = """function (t, p, name, i) {
+  return { formula: p.formula, terms: [t.term([t.factor(p.w, i)], "before the step, as the input gives it"),
+                                       t.term([t.constant("−1", -1), t.constant("lr", p.lr), t.factor(p.g, i)])],
+           notes: [] };
+}"""
 
 
 def explain_entry(trace: Trace, name: str, index: tuple[int, ...]) -> Explanation:

@@ -185,6 +185,13 @@ class Loss:
         if name == "L":
             return Terms(2 * images * size_of(layouts[self.output].shape))
         return Terms(2)
+    def recipe(self, t, name: str):
+        """How the page explains stage ``name`` by itself (layers.base.Recipe); None: a
+        loss's few entries carry explain's text."""
+        return None
+
+    def has_recipe(self, name: str) -> bool:
+        return False
 
     def _cells(self, t):
         """Every general index of the output, in order."""

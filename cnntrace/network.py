@@ -157,6 +157,13 @@ class Fork:
         return Explained(" + ".join(symbol(p) for p in self.paths), terms, None,
                          [f"{self.name} feeds {' and '.join(self.consumers)}: one term per path"])  # fmt: skip
 
+    def recipe(self, t, name: str):
+        """None: the page carries explain's text of a fork's sum (layers.base.Recipe)."""
+        return None
+
+    def has_recipe(self, name: str) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class Network:

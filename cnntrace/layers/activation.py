@@ -19,6 +19,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Stage,
@@ -267,6 +268,17 @@ class ReLU(Activation):
             return Explained(f"1 if {self.input}[h,w] ≥ 0 else 0", [Term((z,))], "step at 0", [note])
         note = f"{z.label} {'> 0, so 1' if z.value > 0 else '≤ 0, so 0 (ReLU′(0) = 0)'}"
         return Explained(f"1 if {self.input}[h,w] > 0 else 0", [Term((z,))], "step", [note])
+
+    def recipe(self, t, name):
+        z, a = self.input, self.output
+        p = {"z": z, "a": a, "local": self.local, "at_zero": self.grad_at_zero}
+        if name == a:
+            return Recipe(RELU, p | {"formula": f"ReLU({z}[h,w]) = max({z}[h,w], 0)"}, (z,))
+        if name == self.local:
+            formula = f"1 if {z}[h,w] ≥ 0 else 0" if self.grad_at_zero else f"1 if {z}[h,w] > 0 else 0"
+            return Recipe(RELU, p | {"formula": formula}, (z,))
+        return Recipe(THROUGH, {"formula": f"dL/d{a}[h,w]·d{a}/d{z}[h,w]", "ga": grad(a), "local": self.local},
+                      (grad(a), self.local))  # fmt: skip
 
     def kinks(self, cache):
         z, _ = cache
@@ -653,3 +665,25 @@ class LogSoftmax(Softmax):
         n = t.value(a).shape[1]
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
+
+
+#: Activation.explain of dL/dZ (dL/dA ⊙ dA/dZ), in the page's JavaScript (layers.base.Recipe).
+THROUGH = """function (t, p, name, i) {
+  return { formula: p.formula, terms: [t.term([t.factor(p.ga, i), t.factor(p.local, i)])], notes: [] };
+}"""
+
+#: ReLU's explain_value and explain_local, in the page's JavaScript.
+RELU = """function (t, p, name, i) {
+  var z = t.factor(p.z, i), label = t.label(z), note, fn;
+  if (name === p.a) {
+    note = label + (z.value > 0 ? " > 0, so " + p.a + " = " + p.z : " ≤ 0, so " + p.a + " = 0");
+    fn = "ReLU";
+  } else if (p.at_zero) {
+    note = label + (z.value >= 0 ? " ≥ 0, so 1 (ReLU′(0) = 1 by the convention)" : " < 0, so 0");
+    fn = "step at 0";
+  } else {
+    note = label + (z.value > 0 ? " > 0, so 1" : " ≤ 0, so 0 (ReLU′(0) = 0)");
+    fn = "step";
+  }
+  return { formula: p.formula, terms: [t.term([z])], fn: fn, notes: [note] };
+}"""

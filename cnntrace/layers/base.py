@@ -11,6 +11,7 @@ Each kind (one module of this package) has the same small interface (see ``Layer
   stage with its chain-rule step;
 - ``explain``: the arithmetic of one entry of one of its stages; ``terms``, how many terms
   that arithmetic holds at most, for the size guard of explanations (see budget.py);
+  ``recipe``, where it has one, the same in JavaScript for the ``--html`` page (see ``Recipe``);
 - ``kinks``: what of its pattern (a ReLU mask, a pool window's winner) the gradient check
   must see unchanged;
 - ``annotate``: its marks on the trace (pool winners, the ReLU count) and their legend;
@@ -242,6 +243,21 @@ class Explained(NamedTuple):
     function: str | None = None
     notes: list[str] | tuple[str, ...] = ()
     parameter: float | None = None
+
+
+class Recipe(NamedTuple):
+    """How the ``--html`` page explains the entries of one stage itself, when one is
+    clicked, instead of carrying the text of each: ``code``, a JavaScript function
+    ``(t, p, name, i)`` that does what ``explain`` does for the entry at general index ``i``
+    and returns ``{formula, terms, fn, notes, parameter}`` (an Explained), reading the
+    matrices named in ``reads`` through ``t`` (``t.factor``, ``t.padded``, ``t.value``,
+    ``t.shape``, ``t.term``, ``t.constant``: the View's, on the same general shapes); ``p``,
+    the stage's constants (JSON: names, sizes, the texts that do not depend on the entry).
+    The page's text equals explain's (tests/test_html_recipes.py runs every kind's)."""
+
+    code: str
+    p: dict
+    reads: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -678,6 +694,15 @@ class Layer:
         shapes): the size guard's estimate for explain and the page. An entry-by-entry
         kind reads a number or two."""
         return Terms(2)
+    def recipe(self, t: View, name: str) -> Recipe | None:
+        """How the page explains the entries of stage ``name`` by itself (see Recipe); None
+        where it has none, and the page carries ``explain``'s text of each entry shown."""
+        return None
+
+    def has_recipe(self, name: str) -> bool:
+        """Whether ``recipe`` gives one for stage ``name``, known before the pass: the page's
+        size guard counts explanations only for the stages without (see budget.py)."""
+        return type(self).recipe is not Layer.recipe
 
     # -- what some kinds need of the pass around them (batch norm, dropout) ------------------
 

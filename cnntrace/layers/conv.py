@@ -21,6 +21,7 @@ from cnntrace.layers.base import (
     Layout,
     Mistake,
     Option,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -619,3 +620,106 @@ class PaddedConv2d(nn.Conv2d):
         if dilated:
             notes.append(f"only the taps that land on the cell count: where {i_text} and {j_text} are whole")
         return Explained(formula, terms, None, notes)
+
+    def has_recipe(self, name):
+        return self.groups == 1 and not self.flip  # the page carries explain's text of these
+
+    def recipe(self, t, name):
+        if not self.has_recipe(name):
+            return None
+        x, z, W, B = self.input, self.output, self.W, self.B
+        top, bottom, left, right = self.sides(t.weights)
+        symmetric = (top, left) == (bottom, right)
+        s, dilated = pair_text(self.stride), self.dilation != (1, 1)
+        p = pair_text((top, left)) if symmetric else sides_text((top, bottom, left, right))
+        p_rows, p_cols = ("p", "p") if symmetric else ("top", "left")
+        settings = f"stride s = {s}" + (f", dilation d = {pair_text(self.dilation)}" if dilated else "")
+        settings += f", padding p = {p}" if symmetric else f", padding {p}"
+        channels = t.value(x).shape[1] > 1
+        w_index = f"{W}[c,i,j]" if channels else f"{W}[i,j]"
+        row_text, col_text = tap_text("i", "h·s", dilated, p_rows), tap_text("j", "w·s", dilated, p_cols)
+        cell_text = f"{x}[c, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
+        i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
+        j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
+        over = "c,i,j" if channels else "i,j"
+        formulas = {
+            z: f"{B + ' + ' if self.bias else ''}Σ_{over} {w_index}·{cell_text}",
+            grad(B): f"Σ_h,w dL/d{z}[h,w]",
+            grad(W): f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))",
+            grad(x): f"Σ_k,h,w dL/d{z}[h,w]·{W}[{i_text}, {j_text}]  (conv_transpose(dL/d{z}, {W}))",
+        }
+        reads = {z: (x, W, B) if self.bias else (x, W), grad(B): (grad(z),), grad(W): (x, grad(z)),
+                 grad(x): (grad(z), W)}[name]  # fmt: skip
+        p = {"x": x, "z": z, "W": W, "B": B, "gz": grad(z), "gB": grad(B), "gW": grad(W), "bias": self.bias,
+             "stride": list(self.stride), "dilation": list(self.dilation), "padding": [top, left],
+             "padded": bool(top or bottom or left or right), "settings": settings, "p": p, "s": s,
+             "dilated": dilated, "dilation_text": pair_text(self.dilation), "dilation_by": pair_text(self.dilation, " by "),
+             "what": "image" if self.place.first else "input", "i_text": i_text, "j_text": j_text,
+             "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name]}  # fmt: skip
+        return Recipe(RECIPE, p, reads)
+
+
+#: Explain's loops above (one group, the kernel as written), in the page's JavaScript
+#: (layers.base.Recipe).
+RECIPE = """function (t, p, name, i) {
+  var sh = p.stride[0], sw = p.stride[1], dh = p.dilation[0], dw = p.dilation[1], ph = p.padding[0], pw = p.padding[1];
+  var C = p.kernel[1], kh = p.kernel[2], kw = p.kernel[3], M = p.shape[0], K = p.shape[1], Ho = p.shape[2], Wo = p.shape[3];
+  var terms = [], notes = [], padding = false, m, k, h, w, c, a, b, cell;
+  if (name === p.z) {
+    m = i[0]; k = i[1]; h = i[2]; w = i[3];
+    if (p.bias) { terms.push(t.term([t.factor(p.B, [k])])); }
+    for (c = 0; c < C; c++) {
+      for (a = 0; a < kh; a++) {
+        for (b = 0; b < kw; b++) {
+          cell = t.padded(p.x, m, c, h * sh + a * dh - ph, w * sw + b * dw - pw);
+          padding = padding || cell.symbol !== p.x;
+          terms.push(t.term([t.factor(p.W, [k, c, a, b]), cell], cell.symbol !== p.x ? "padding" : ""));
+        }
+      }
+    }
+    var window = "the window over " + p.x + " rows " + (h * sh - ph) + ".." + (h * sh - ph + dh * (kh - 1)) +
+      ", columns " + (w * sw - pw) + ".." + (w * sw - pw + dw * (kw - 1));
+    if (p.dilated) { window += ", its taps " + p.dilation_by + " cells apart"; }
+    notes.push("h = " + h + ", w = " + w + ", " + p.settings + ": " + window);
+    if (padding) { notes.push("cells outside " + p.x + " are the zero padding"); }
+  } else if (name === p.gB) {
+    k = i[0];
+    for (m = 0; m < M; m++) { for (h = 0; h < Ho; h++) { for (w = 0; w < Wo; w++) { terms.push(t.term([t.factor(p.gz, [m, k, h, w])])); } } }
+  } else if (name === p.gW) {
+    k = i[0]; c = i[1]; a = i[2]; b = i[3];
+    for (m = 0; m < M; m++) {
+      for (h = 0; h < Ho; h++) {
+        for (w = 0; w < Wo; w++) {
+          cell = t.padded(p.x, m, c, h * sh + a * dh - ph, w * sw + b * dw - pw);
+          padding = padding || cell.symbol !== p.x;
+          terms.push(t.term([cell, t.factor(p.gz, [m, k, h, w])], cell.symbol !== p.x ? "padding" : ""));
+        }
+      }
+    }
+    notes.push("i = " + a + ", j = " + b + ", " + p.settings);
+    if (padding) { notes.push("cells outside " + p.x + " are the zero padding"); }
+  } else {
+    m = i[0]; c = i[1];
+    var r = i[2], col = i[3], row = r + ph, column = col + pw;
+    for (k = 0; k < K; k++) {
+      for (h = 0; h < Ho; h++) {
+        for (w = 0; w < Wo; w++) {
+          var di = row - h * sh, dj = column - w * sw;
+          a = Math.floor(di / dh); b = Math.floor(dj / dw);
+          if (di - a * dh === 0 && dj - b * dw === 0 && a >= 0 && a < kh && b >= 0 && b < kw) {
+            terms.push(t.term([t.factor(p.gz, [m, k, h, w]), t.factor(p.W, [k, c, a, b])]));
+          }
+        }
+      }
+    }
+    notes.push("r = " + r + ", c = " + col + ", " + p.settings);
+    if (p.padded) { notes.push(p.x + "[" + r + "," + col + "] is cell [" + row + "," + column + "] of the " + p.what + " padded by " + p.p); }
+    if (!terms.length && p.dilated) {
+      notes.push("no tap of the convolution's windows lands on " + p.x + "[" + r + "," + col + "] (stride " + p.s + ", dilation " + p.dilation_text + "): 0");
+    } else if (!terms.length) {
+      notes.push("no window of the convolution covers " + p.x + "[" + r + "," + col + "] (stride " + p.s + "): 0");
+    }
+    if (p.dilated) { notes.push("only the taps that land on the cell count: where " + p.i_text + " and " + p.j_text + " are whole"); }
+  }
+  return { formula: p.formula, terms: terms, notes: notes };
+}"""

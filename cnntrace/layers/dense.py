@@ -15,6 +15,7 @@ from cnntrace.layers.base import (
     Hand,
     Imported,
     Layout,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -191,5 +192,35 @@ class Dense(WeightedLayer):
         m, c = index
         terms = [Term((t.factor(grad(z), (m, o)), t.factor(W, (c, o)))) for o in range(n_out)]
         return Explained(f"dL/d{z}·{W}[c]" if one else f"Σ_o dL/d{z}[o]·{W}[c,o]", terms, None, [])
+
+    def recipe(self, t, name):
+        x, z, W, B = self.input, self.output, self.W, self.B
+        one = t.value(W).shape[1] == 1
+        formulas = {
+            z: f"Σ_c {x}[c]·{W}[c] + {B}" if one else f"Σ_c {x}[c]·{W}[c,o] + {B}[o]",
+            grad(W): f"Σ_m {x}[m,c]·dL/d{z}[m]  ({x}ᵀ·dL/d{z})",
+            grad(B): f"Σ_m dL/d{z}[m]",
+            grad(x): f"dL/d{z}·{W}[c]" if one else f"Σ_o dL/d{z}[o]·{W}[c,o]",
+        }
+        reads = {z: (x, W, B), grad(W): (x, grad(z)), grad(B): (grad(z),), grad(x): (grad(z), W)}[name]
+        p = {"x": x, "z": z, "W": W, "B": B, "gz": grad(z), "gW": grad(W), "gB": grad(B), "formula": formulas[name]}
+        return Recipe(RECIPE, p, reads)
+
+
+#: Explain's loops above, in the page's JavaScript (layers.base.Recipe).
+RECIPE = """function (t, p, name, i) {
+  var n_in = t.shape(p.W)[0], n_out = t.shape(p.W)[1], terms = [], k;
+  if (name === p.z) {
+    for (k = 0; k < n_in; k++) { terms.push(t.term([t.factor(p.x, [i[0], k]), t.factor(p.W, [k, i[1]])])); }
+    terms.push(t.term([t.factor(p.B, [i[1]])]));
+  } else if (name === p.gW) {
+    for (k = 0; k < t.shape(p.x)[0]; k++) { terms.push(t.term([t.factor(p.x, [k, i[0]]), t.factor(p.gz, [k, i[1]])])); }
+  } else if (name === p.gB) {
+    for (k = 0; k < t.shape(p.gz)[0]; k++) { terms.push(t.term([t.factor(p.gz, [k, i[0]])])); }
+  } else {
+    for (k = 0; k < n_out; k++) { terms.push(t.term([t.factor(p.gz, [i[0], k]), t.factor(p.W, [i[1], k])])); }
+  }
+  return { formula: p.formula, terms: terms, notes: [] };
+}"""
 
 

@@ -16,6 +16,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     TorchForm,
@@ -167,5 +168,33 @@ class Flatten(Layer):
         n = (h * W + w) * C + c if last else (c * H + h) * W + w
         words = "channels last" if last else "row-major order"
         return Explained(f"dL/d{f} at the same place in {words}", [Term((t.factor(grad(f), (m, n)),))], None, [])
+
+    def recipe(self, t, name):
+        x, f = self.input, self.output
+        last = self.order == "hwc"
+        if name == f:
+            words = "channels last (row, column, filter)" if last else "row-major order (filter, row, column)"
+            formula, reads = f"{x} in {words}", (x,)
+        else:
+            formula, reads = f"dL/d{f} at the same place in {'channels last' if last else 'row-major order'}", (grad(f),)
+        p = {"x": x, "f": f, "gf": grad(f), "last": last, "formula": formula, "shape": list(t.value(x).shape)}
+        return Recipe(RECIPE, p, reads)
+
+
+#: Explain's arithmetic above, in the page's JavaScript (layers.base.Recipe).
+RECIPE = """function (t, p, name, i) {
+  var C = p.shape[1], H = p.shape[2], W = p.shape[3], n, entry;
+  if (name === p.f) {
+    n = i[1];
+    var c, h, w;
+    if (p.last) { h = Math.floor(n / (W * C)); w = Math.floor((n % (W * C)) / C); c = n % C; }
+    else { c = Math.floor(n / (H * W)); h = Math.floor((n % (H * W)) / W); w = n % W; }
+    entry = t.factor(p.x, [i[0], c, h, w]);
+    return { formula: p.formula, terms: [t.term([entry])],
+             notes: [p.f + " entry " + n + " is " + t.label(entry)] };
+  }
+  n = p.last ? (i[2] * W + i[3]) * C + i[1] : (i[1] * H + i[2]) * W + i[3];
+  return { formula: p.formula, terms: [t.term([t.factor(p.gf, [i[0], n])])], notes: [] };
+}"""
 
 

@@ -13,6 +13,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -104,3 +105,24 @@ class GlobalAvgPool(Layer):
         m, c, _, _ = index
         terms = [Term((share, t.factor(grad(p), (m, c, 0, 0))))]
         return Explained(f"dL/d{p}[c]/(H·W)", terms, None, ["every cell of the map gets the same share"])
+
+    def recipe(self, t, name):
+        a, p = self.input, self.output
+        H, W = t.value(a).shape[2:]
+        data = {"a": a, "p": p, "gp": grad(p), "H": H, "W": W}
+        return Recipe(RECIPE, data, (a,) if name == p else (grad(p),))
+
+
+#: Explain's arithmetic above, in the page's JavaScript (layers.base.Recipe).
+RECIPE = """function (t, p, name, i) {
+  var n = p.H * p.W, share = t.constant("1/" + n, 1 / n), terms = [];
+  if (name === p.p) {
+    for (var h = 0; h < p.H; h++) {
+      for (var w = 0; w < p.W; w++) { terms.push(t.term([share, t.factor(p.a, [i[0], i[1], h, w])])); }
+    }
+    return { formula: "(1/(H·W))·Σ_h,w " + p.a + "[h,w]", terms: terms,
+             notes: ["H·W = " + p.H + "·" + p.W + " = " + n + " cells"] };
+  }
+  return { formula: "dL/d" + p.p + "[c]/(H·W)", terms: [t.term([share, t.factor(p.gp, [i[0], i[1], 0, 0])])],
+           notes: ["every cell of the map gets the same share"] };
+}"""

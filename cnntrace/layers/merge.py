@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Layout,
     Mistake,
     Option,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -198,6 +199,22 @@ class Add(nn.Module):
             return Explained(self.symbol_of(), terms, None, ["an add: entry by entry"])
         return Explained(f"dL/d{self.output}", [Term((t.factor(grad(self.output), index),))], None,
                          ["an add passes its gradient unchanged to each operand"])  # fmt: skip
+
+    def recipe(self, t, name):
+        reads = self.operands if name == self.output else (grad(self.output),)
+        data = {"s": self.output, "gs": grad(self.output), "operands": list(self.operands), "formula": self.symbol_of()}
+        return Recipe(ADD_RECIPE, data, tuple(reads))
+
+
+#: Add.explain in the page's JavaScript (layers.base.Recipe).
+ADD_RECIPE = """function (t, p, name, i) {
+  if (name === p.s) {
+    return { formula: p.formula, terms: p.operands.map(function (q) { return t.term([t.factor(q, i)]); }),
+             notes: ["an add: entry by entry"] };
+  }
+  return { formula: "dL/d" + p.s, terms: [t.term([t.factor(p.gs, i)])],
+           notes: ["an add passes its gradient unchanged to each operand"] };
+}"""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -508,6 +509,87 @@ class MaxPool(Pool):
         elif not terms:
             notes.append(f"{here} won none of the {windows} window(s) that contain it: 0")
         return Explained(f"Σ over the pool windows this cell won of dL/d{p}[window]", terms, None, notes)
+
+    def has_recipe(self, name):
+        return self.ties == "first"  # the page carries explain's text of a tie rule's routing
+
+    def recipe(self, t, name):
+        if not self.has_recipe(name):
+            return None
+        a, p = self.input, self.output
+        H, W = t.value(a).shape[2:]
+        frame = self.sides(H, W)
+        formula = (f"max over the pool window of {a}" if name == p else
+                   f"Σ over the pool windows this cell won of dL/d{p}[window]")  # fmt: skip
+        apart = f", dilation {pair_text(self.dilation)}" if self.dilation != (1, 1) else ""
+        data = {"a": a, "p": p, "gp": grad(p), "formula": formula, "size": list(self.size), "stride": list(self.stride),
+                "dilation": list(self.dilation), "frame": [frame[0], frame[2]], "output": list(t.value(p).shape[2:]),
+                "settings": f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)}{apart})",
+                "pool": pair_text(self.size), "ps": pair_text(self.stride), "ties": self._tie_words()}  # fmt: skip
+        return Recipe(MAX_RECIPE, data, (a,) if name == p else (grad(p), a))
+
+
+#: MaxPool.explain (the first maximum wins a tie) in the page's JavaScript (layers.base.Recipe).
+MAX_RECIPE = """function (t, p, name, i) {
+  var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1];
+  function cells(h, w) {
+    var out = [];
+    for (var a = 0; a < p.size[0]; a++) {
+      for (var b = 0; b < p.size[1]; b++) {
+        out.push([h * p.stride[0] + a * p.dilation[0] - p.frame[0], w * p.stride[1] + b * p.dilation[1] - p.frame[1]]);
+      }
+    }
+    return out;
+  }
+  function inside(h, w) {
+    return cells(h, w).filter(function (cell) { return cell[0] >= 0 && cell[0] < H && cell[1] >= 0 && cell[1] < W; });
+  }
+  function winner(h, w) {
+    var best = null;
+    inside(h, w).forEach(function (cell) {
+      if (best === null || t.value(p.a, [m, c, cell[0], cell[1]]) > t.value(p.a, [m, c, best[0], best[1]])) { best = cell; }
+    });
+    return best;
+  }
+  function over(cell, n, stride, dilation, size, before) {
+    var out = [];
+    for (var k = 0; k < n; k++) {
+      var offset = cell + before - k * stride;
+      if (offset >= 0 && offset <= dilation * (size - 1) && offset % dilation === 0) { out.push(k); }
+    }
+    return out;
+  }
+  var terms = [], notes = [];
+  if (name === p.p) {
+    var h = i[2], w = i[3], all = cells(h, w), within = inside(h, w), best = winner(h, w);
+    within.forEach(function (cell) { terms.push(t.term([t.factor(p.a, [m, c, cell[0], cell[1]])])); });
+    var won = t.factor(p.a, [m, c, best[0], best[1]]);
+    var ties = terms.filter(function (term) { return term.factors[0].value === won.value; }).length;
+    notes.push("window rows " + all[0][0] + ".." + all[all.length - 1][0] + ", columns " + all[0][1] + ".." +
+               all[all.length - 1][1] + " " + p.settings);
+    notes.push("the max is " + t.label(won) + (ties > 1 ? "; " + ties + " cells tie, " + p.ties : ""));
+    if (within.length < all.length) { notes.push("cells outside the input are the padding, −∞, and never win"); }
+    return { formula: p.formula, terms: terms, fn: "max", notes: notes };
+  }
+  var r = i[2], col = i[3], windows = 0;
+  var rows = over(r, p.output[0], p.stride[0], p.dilation[0], p.size[0], p.frame[0]);
+  var cols = over(col, p.output[1], p.stride[1], p.dilation[1], p.size[1], p.frame[1]);
+  rows.forEach(function (h) {
+    cols.forEach(function (w) {
+      windows += 1;
+      var d = t.factor(p.gp, [m, c, h, w]), best = winner(h, w);
+      if (best[0] === r && best[1] === col) { terms.push(t.term([d], "won window " + t.label(d))); }
+      else {
+        notes.push("window " + t.label(d).slice(d.symbol.length) + ": won by " +
+                   t.label(t.factor(p.a, [m, c, best[0], best[1]])) + ", not this cell");
+      }
+    });
+  });
+  var here = t.label(t.factor(p.a, [m, c, r, col]));
+  if (!windows) { notes.push(here + " lies in no pool window (pool " + p.pool + ", stride " + p.ps + "): 0"); }
+  else if (!terms.length) { notes.push(here + " won none of the " + windows + " window(s) that contain it: 0"); }
+  return { formula: p.formula, terms: terms, notes: notes };
+}"""
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,29 @@ gives the cells that feed it the class ``source``; the arrow keys walk the stage
 one getting the class ``current``.
 
 Each entry's explanation (the text ``cnntrace explain`` prints) and the cells it reads are
-computed here and embedded as JSON, so the page needs no server and fetches nothing. Large
-matrices are summarized as the table view summarizes them (``view.full`` shows everything);
-only the cells on the page are explained, and an explanation of thousands of terms shows its
-largest ones, as ``cnntrace explain`` does.
+made by the page's script when the entry is clicked (ENGINE): from the matrices its stage's
+recipe reads (layers.base.Recipe, each kind's in its own file), embedded once as deflated
+float64s, or, for a stage without a recipe, from ``explain``'s text of each shown entry,
+made here and embedded. The page needs no server and fetches nothing. Large matrices are
+summarized as the table view summarizes them (``view.full`` shows everything), and a matrix
+of more than DEFERRED cells on the page has its tables drawn by the script from its numbers
+as they come near the window; an explanation of thousands of terms shows its largest ones,
+as ``cnntrace explain`` does.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import math
+import zlib
 
 import numpy as np
 
 from cnntrace.errors import one_line
-from cnntrace.explain import explain_entry
+from cnntrace.explain import explain_entry, update_recipe
+from cnntrace.naming import plain
 from cnntrace.render import View
 from cnntrace.render.document import (
     Diagram,
@@ -44,6 +52,7 @@ from cnntrace.render.format import (
     shown_tables,
     summary_note,
 )
+from cnntrace.text import symbol
 
 GAP = "…"
 
@@ -62,21 +71,66 @@ def _colour(value: float, scale: float) -> str:
     return f"hsl({hue} {round(30 + 55 * t)}% {round(97 - 35 * t)}%)"
 
 
+#: A matrix of more cells on the page than this is drawn by the page's script, a table at a
+#: time as it comes near the window (or is printed), from its numbers: a page of hundreds of
+#: thousands of cells opens in seconds and stays small. Smaller ones are written out.
+DEFERRED = 2048
+
+
 class _Cells:
-    """Which cells a page shows, by key ("t:Z1[0,1]" or "i:X[0,1]"), for the sources."""
+    """Which cells a page shows, by key ("t:Z1[0,1]" or "i:X[0,1]"), for the sources; the
+    numbers its script reads (float64 blocks, each at an offset); the tables it draws itself."""
 
     def __init__(self):
         self.keys: set[str] = set()
+        self.blocks: list[bytes] = []
+        self.size = 0
+        self.grids: list[dict] = []
+
+    def add(self, values) -> int:
+        """Append ``values`` (flattened) to the numbers; their offset."""
+        values = np.ascontiguousarray(values, dtype="<f8").ravel()
+        offset = self.size
+        self.blocks.append(values.tobytes())
+        self.size += values.size
+        return offset
+
+
+def _deferred(rows, wins, row_ids, col_ids, two: bool, attribute: str, name: str, prefix: tuple, precision: int,
+              cells: _Cells, scale: float) -> str:
+    """A table the page's script draws (SCRIPT's ``grid``, the same markup as ``_grid``): its
+    place on the page, sized as the table will be, and what the script draws it from."""
+    shown_r, shown_c = [r for r in row_ids if r is not None], [c for c in col_ids if c is not None]
+    block = rows[np.ix_(shown_r, shown_c)]
+    marks = None
+    if wins is not None and wins[np.ix_(shown_r, shown_c)].any():
+        marks = wins[np.ix_(shown_r, shown_c)].ravel().tolist()
+    head = "t:" if attribute == "data-term" else "i:"
+    lead = ",".join(map(str, prefix)) + "," if prefix else ""
+    if two:
+        cells.keys.update(f"{head}{name}[{lead}{r},{c}]" for r in shown_r for c in shown_c)
+    else:
+        cells.keys.update(f"{head}{name}[{lead}{c}]" for c in shown_c)
+    cells.grids.append({"name": name, "attribute": attribute, "prefix": list(prefix), "two": two, "rows": row_ids,
+                        "cols": col_ids, "offset": cells.add(block), "marks": marks, "scale": scale,
+                        "precision": precision})  # fmt: skip
+    width, height = 1.5 + len(col_ids) * (precision + 4) * 0.55, 1.6 + len(row_ids) * 1.45
+    return f'<div class="deferred" data-grid="{len(cells.grids) - 1}" style="width:{width:.1f}em;height:{height:.1f}em"></div>'
 
 
 def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precision: int,
-          marks=None, border=0, full=False, cells: _Cells | None = None, scale: float = 1.0) -> str:
-    """One 1-D or 2-D block as a table of cells with their row and column indices."""
+          marks=None, border=0, full=False, cells: _Cells | None = None, scale: float = 1.0,
+          defer: bool = False) -> str:
+    """One 1-D or 2-D block as a table of cells with their row and column indices (drawn by
+    the page's script where ``defer``)."""
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = None if marks is None else np.asarray(marks).reshape(rows.shape)
     n_rows, n_cols = rows.shape
     bh, bw = (border, border) if isinstance(border, int) else border
     row_ids, col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
+    if defer and attribute and cells is not None and not (bh or bw):
+        return _deferred(rows, wins, row_ids, col_ids, values.ndim == 2, attribute, name, prefix, precision, cells,
+                         scale)  # fmt: skip
     out = ['<table class="grid">']
     header = "".join(f"<th>{GAP if c is None else c - bw}</th>" for c in col_ids)
     out.append(f"<thead><tr>{'<th></th>' if values.ndim == 2 else ''}{header}</tr></thead><tbody>")
@@ -142,6 +196,10 @@ def _matrix(values, axes, attribute, name, precision, marks=None, border=0, full
         return (f'<div class="scalar"><span class="cell"{attrs} style="background:{_colour(v, scale)}">'
                 f"{number(v, precision)}</span></div>")
     parts = ['<div class="tables">']
+    tables = [index for index in (shown_tables(values.shape[: len(axes)], full) if axes else [()]) if index is not None]
+    trailing = values.shape[len(axes):]
+    defer = len(trailing) <= 2 and len(tables) * math.prod(
+        sum(i is not None for i in shown_indices(n, full)) for n in trailing) > DEFERRED
     for index in shown_tables(values.shape[: len(axes)], full) if axes else [()]:
         if index is None:
             parts.append('<div class="gap-tables">…</div>')
@@ -157,7 +215,7 @@ def _matrix(values, axes, attribute, name, precision, marks=None, border=0, full
                     None if block_marks is None else block_marks[sub], border, full, cells, scale) + "</figure>")
             continue
         parts.append(f"<figure>{label}" + _grid(block, attribute, name, tuple(index), precision,
-                                                block_marks, border, full, cells, scale) + "</figure>")
+                                                block_marks, border, full, cells, scale, defer) + "</figure>")
     parts.append("</div>")
     return "".join(parts) + _legend(scale, precision)
 
@@ -185,11 +243,6 @@ def _derivation(d, precision: int) -> str:
     return "".join(lines)
 
 
-def _explanation_text(explanation, precision: int) -> str:
-    """render_text's lines, as ``cnntrace explain`` writes them: a long sum's largest terms."""
-    return render_text(explanation, precision)
-
-
 def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list[str]:
     """The keys of the cells on the page that the explanation's factors read."""
     inputs = trace.problem.inputs
@@ -208,7 +261,7 @@ def _sources(trace, explanation, symbols: dict, cells: _Cells, own: str) -> list
     return out
 
 
-def _trace_section(trace, view: View, file: str | None, number_from: int) -> str:
+def _trace_section(trace, view: View, file: str | None, number_from: int, codes: dict[str, str]) -> str:
     """One trace: the inputs, then every selected stage (block by block of the trace's
     document, render.document), then the embedded explanations."""
     precision = view.precision
@@ -247,20 +300,56 @@ def _trace_section(trace, view: View, file: str | None, number_from: int) -> str
                 step += 1
     if stages_open:
         parts.append("</div>")
-    symbols = {entry.symbol: entry.name for entry in shown}
-    explanations = {}
-    for entry in shown if view.explain else ():
-        for index in _shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full):
-            explanation = explain_entry(trace, entry.name, index)
-            key = _key(entry.name, index)
-            explanations[key] = {
-                "text": _explanation_text(explanation, precision),
-                "value": number(explanation.value, precision),
-                "sources": _sources(trace, explanation, symbols, cells, "t:" + key),
-            }
-    parts.append(f'<script type="application/json" class="explanations">{_json(explanations)}</script>')
+    data, numbers = _page_data(trace, shown, view, cells, codes)
+    parts.append(f'<script type="application/json" class="page-data">{_json(data)}</script>')
+    parts.append(f'<script type="application/octet-stream" class="numbers">{numbers}</script>')
     parts.append("</section>")
     return "".join(parts), step
+
+
+def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict[str, str]) -> tuple[dict, str]:
+    """What the page's script explains the shown entries from, and the numbers it reads.
+
+    A stage whose layer has a recipe (layers.base.Recipe) is explained in the page when an
+    entry is clicked, from the matrices the recipe reads, embedded once at full precision
+    (float64, deflated, base64); the other stages (a loss, a kind without a recipe, the
+    update of a summarized weight) carry ``explain``'s text of each shown entry and the cells
+    it reads, made here."""
+    t = trace.general_pass()
+    symbols = {entry.symbol: entry.name for entry in shown}
+    stages, texts, reads = {}, {}, {}
+    for entry in shown if view.explain else ():  # a notebook's compact page explains nothing
+        stage = trace.stage(entry.name)
+        indices = list(_shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full))
+        if stage.owner is not None:
+            recipe = stage.owner.recipe(t, plain(entry.name))
+        else:  # the update: an entry reads its weight and gradient there alone, so a summarized
+            # weight carries its few texts rather than every number of two large matrices
+            recipe = update_recipe(t, entry.name) if len(indices) == np.size(entry.matrix.values) else None
+        general = np.shape(t.value(entry.name))
+        stages[entry.name] = {"symbol": entry.symbol, "of": plain(entry.name), "general": list(general),
+                              "user": list(np.shape(trace[entry.name]))}  # fmt: skip
+        if recipe is not None:
+            stages[entry.name] |= {"recipe": codes.setdefault(recipe.code, f"r{len(codes)}"), "p": recipe.p}
+            reads |= dict.fromkeys(recipe.reads)
+            continue
+        for index in indices:
+            explanation = explain_entry(trace, entry.name, index)
+            key = _key(entry.name, index)
+            texts[key] = {"text": render_text(explanation, view.precision),
+                          "sources": _sources(trace, explanation, symbols, cells, "t:" + key)}  # fmt: skip
+    matrices = {}
+    for name in reads:
+        values = t.value(name)
+        matrices[name] = {"symbol": symbol(name), "general": list(values.shape), "user": list(t.user_shape(name)),
+                          "offset": cells.add(values)}  # fmt: skip
+    data = {"precision": view.precision, "batched": trace.problem.batched, "inputs": list(trace.problem.inputs),
+            "symbols": symbols, "stages": stages, "matrices": matrices, "texts": texts,
+            "grids": cells.grids}  # fmt: skip
+    # Deflated (a ReLU's zeros, a mask's ones go to almost nothing), inflated by the browser's
+    # DecompressionStream; level 1: the bytes are mostly random digits, and a higher level
+    # saves little for much more time.
+    return data, base64.b64encode(zlib.compress(b"".join(cells.blocks), 1)).decode("ascii")
 
 
 #: The diagram's look, inside its SVG: a page without a diagram stays as it was.
@@ -400,9 +489,11 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
     """The page of several traces, ``[(file or None, trace), …]``, one section each."""
     sections = []
     step = 0
+    codes: dict[str, str] = {}  # a recipe's code -> its key in the page's RECIPES
     for file, trace in traces:
-        section, step = _trace_section(trace, view, file, step)
+        section, step = _trace_section(trace, view, file, step, codes)
         sections.append(section)
+    recipes = ",".join(f"{json.dumps(name)}: {code.strip()}" for code, name in codes.items())
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -417,8 +508,217 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
         "Click a cell (or focus it and press Enter) to see its arithmetic.</pre>"
         '<p class="key"><span class="swatch source-swatch"></span> the cells it is computed from'
         ' <span class="swatch won-swatch">*</span> won its pool window</p></aside></div>'
-        f"<script>{SCRIPT}</script></body></html>\n"
+        f'<script class="engine">{ENGINE}var RECIPES = {{{recipes}}};</script><script>{SCRIPT}</script></body></html>\n'
     )
+
+
+#: The page's explanations, without the page: ``cnntraceNumber(x, p)`` is render/format.py's
+#: ``number`` and ``cnntraceFsum`` math.fsum, digit for digit; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
+#: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
+#: their code, and ``has(key)``, whether a cell is on the page. Its ``renderText`` is
+#: render/explanation.py's ``render_text`` (its defaults), digit for digit.
+ENGINE = """
+function fixed(x, p) {  // Python's f"{x:.{p}f}": ties to even, on the exact binary value
+  var a = Math.abs(x), text = a.toFixed(p), exact = a.toFixed(100), dot = exact.indexOf(".");
+  if (/^50*$/.test(exact.slice(dot + 1 + p))) {
+    var down = exact.slice(0, p ? dot + 1 + p : dot);
+    if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down; }
+  }
+  return (x < 0 || Object.is(x, -0) ? "-" : "") + text;
+}
+function exponential(x, p) {  // Python's f"{x:.{p}e}"
+  if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+  var a = Math.abs(x), text = a.toExponential(p), exact = a.toExponential(100);
+  var e = exact.indexOf("e"), digits = exact.slice(0, e);
+  if (/^50*$/.test(digits.slice(2 + p))) {
+    var down = digits.slice(0, p ? 2 + p : 1);
+    if ((down.charCodeAt(down.length - 1) - 48) % 2 === 0) { text = down + exact.slice(e); }
+  }
+  var mantissa = text.slice(0, text.indexOf("e")), power = Number(text.slice(text.indexOf("e") + 1));
+  var digitsOut = String(Math.abs(power));
+  return (x < 0 ? "-" : "") + mantissa + "e" + (power < 0 ? "-" : "+") + (digitsOut.length < 2 ? "0" : "") + digitsOut;
+}
+function cnntraceNumber(x, p) {
+  if (isNaN(x)) { return "nan"; }
+  var m = Math.abs(x);
+  if (x !== 0 && (m < 0.5 * Number("1e-" + p) || m >= 1e7)) { return exponential(x, p); }
+  var text = fixed(x, p);
+  return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
+}
+function cnntraceFsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
+  var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
+  for (i = 0; i < values.length; i++) {
+    x = values[i]; plain += x;
+    var n = 0;
+    for (j = 0; j < partials.length; j++) {
+      y = partials[j];
+      if (Math.abs(x) < Math.abs(y)) { t = x; x = y; y = t; }
+      hi = x + y; yr = hi - x; lo = y - yr;
+      if (lo !== 0) { partials[n++] = lo; }
+      x = hi;
+    }
+    partials.length = n;
+    if (x !== 0) { partials.push(x); }
+  }
+  if (!isFinite(plain)) { return plain; }
+  var k = partials.length;
+  hi = 0;
+  if (k > 0) {
+    hi = partials[--k];
+    while (k > 0) {
+      x = hi; y = partials[--k]; hi = x + y; yr = hi - x; lo = y - yr;
+      if (lo !== 0) { break; }
+    }
+    if (k > 0 && ((lo < 0 && partials[k - 1] < 0) || (lo > 0 && partials[k - 1] > 0))) {
+      y = lo * 2; x = hi + y; yr = x - hi;
+      if (y === yr) { hi = x; }
+    }
+  }
+  return hi;
+}
+function cnntraceExplainer(data, numbers, recipes, has) {
+  "use strict";
+  var number = cnntraceNumber, fsum = cnntraceFsum;
+  function sum(values) { return values.reduce(function (a, b) { return a + b; }, 0); }
+  var FUNCTIONS = {
+    "": function (v) { return fsum(v); },
+    "ReLU": function (v) { var s = fsum(v); return s > 0 ? s : 0; },
+    "LeakyReLU": function (v, a) { var s = fsum(v); return s > 0 ? s : a * s; },
+    "step": function (v) { return fsum(v) > 0 ? 1 : 0; },
+    "step at 0": function (v) { return fsum(v) >= 0 ? 1 : 0; },
+    "leaky step": function (v, a) { return fsum(v) > 0 ? 1 : a; },
+    "max": function (v) { return v.reduce(function (best, x) { return x > best ? x : best; }); },
+    "share": function (v, a) { return v[a] / fsum(v); }
+  };
+  var LARGEST = 64;
+  function grouped(n) { return String(n).replace(/\\B(?=(\\d{3})+(?!\\d))/g, ","); }
+  function label(f) { return f.symbol + (f.index.length ? "[" + f.index.join(",") + "]" : ""); }
+  function value(term) { return term.factors.reduce(function (a, f) { return a * f.value; }, 1); }
+  function applied(e, values, p) {
+    var texts = values.map(function (v) { return number(v, p); }), total = number(sum(values), p);
+    var alpha = e.parameter === null || e.parameter === undefined ? "" : number(e.parameter, p);
+    switch (e.fn) {
+      case "LeakyReLU": return "LeakyReLU(" + total + ") = " + total + " if " + total + " > 0 else " + alpha + "·" + total;
+      case "leaky step": return "1 if " + total + " > 0 else " + alpha;
+      case "share": return texts[e.parameter] + " / (" + texts.join(" + ") + ")";
+      case "max": return "max(" + texts.join(", ") + ")";
+      case "ReLU": return "ReLU(" + total + ") = max(" + total + ", 0)";
+      case "step": return "1 if " + total + " > 0 else 0";
+      case "step at 0": return "1 if " + total + " ≥ 0 else 0";
+      default: return null;
+    }
+  }
+  function renderText(e, p) {
+    var terms = e.terms, values = terms.map(value), fn = e.fn || "";
+    var lines = [e.label + " = " + e.formula];
+    var shown = terms.map(function (term, k) { return k; });
+    var summed = fn !== "max" && fn !== "share", left = "";
+    if (summed && shown.length > LARGEST) {
+      var order = shown.slice().sort(function (a, b) { return Math.abs(values[b]) - Math.abs(values[a]); });
+      left = "… " + grouped(shown.length - LARGEST) + " smaller terms left out (--all shows every term)";
+      shown = order.slice(0, LARGEST).sort(function (a, b) { return a - b; });
+    }
+    var symbols = {}, products = {}, ws = 0, wn = 0, wp = 0;
+    shown.forEach(function (k) {
+      var term = terms[k];
+      symbols[k] = term.factors.map(label).join("·");
+      products[k] = term.factors.map(function (f, i) {
+        var text = number(f.value, p);
+        return i === 0 || text[0] !== "-" ? text : "(" + text + ")";
+      }).join("·");
+      ws = Math.max(ws, symbols[k].length); wn = Math.max(wn, products[k].length);
+      wp = Math.max(wp, number(values[k], p).length);
+    });
+    var joiner = fn === "max" ? "  " : "+ ";
+    shown.forEach(function (k, position) {
+      var term = terms[k], line = "  " + (position === 0 ? "  " : joiner) + symbols[k].padEnd(ws);
+      var product = number(values[k], p).padStart(wp);
+      line += term.factors.length > 1 ? "  =  " + products[k].padStart(wn) + "  =  " + product : "  =  " + product;
+      if (term.note) { line += "   (" + term.note + ")"; }
+      lines.push(line.replace(/\\s+$/, ""));
+    });
+    if (left) { lines.push("    " + left); }
+    if (!terms.length) { lines.push("  (no terms)"); }
+    if (terms.length > 1 && !fn) { lines.push("  " + terms.length + " terms"); }
+    e.notes.forEach(function (note) { lines.push("  " + note); });
+    var line = applied(e, values, p);
+    if (line) { lines.push(e.label + " = " + line); }
+    lines.push(e.label + " = " + number(FUNCTIONS[fn](values, e.parameter), p));
+    return lines.join("\\n") + "\\n";
+  }
+  // -- the pass on the general shapes, as the View of layers/base.py reads it
+  function ravel(index, shape) {
+    var flat = 0;
+    for (var k = 0; k < shape.length; k++) { flat = flat * shape[k] + index[k]; }
+    return flat;
+  }
+  function unravel(flat, shape) {
+    var out = new Array(shape.length);
+    for (var k = shape.length - 1; k >= 0; k--) { out[k] = flat % shape[k]; flat = Math.floor(flat / shape[k]); }
+    return out;
+  }
+  function product(shape) { return shape.reduce(function (a, n) { return a * n; }, 1); }
+  function userIndex(m, index) {  // tracer.GeneralPass.user_index
+    var general = m.general, user = m.user;
+    if (!general.length || !user.length) { return []; }
+    var lead = general.length - user.length, tail = lead >= 0;
+    for (var k = 0; tail && k < general.length; k++) {
+      tail = k < lead ? general[k] === 1 : general[k] === user[k - lead];
+    }
+    if (tail) { return index.slice(lead); }
+    if (product(general) !== product(user)) { return data.batched ? index.slice() : index.slice(1); }
+    return unravel(ravel(index, general), user);
+  }
+  function matrix(name) {
+    var m = data.matrices[name];
+    if (!m) { throw new Error(name + " is not on the page"); }
+    return m;
+  }
+  var t = {
+    shape: function (name) { return matrix(name).general; },
+    value: function (name, index) { var m = matrix(name); return numbers[m.offset + ravel(index, m.general)]; },
+    factor: function (name, index, symbol) {
+      var m = matrix(name);
+      return { symbol: symbol || m.symbol, index: userIndex(m, index), value: numbers[m.offset + ravel(index, m.general)], source: "" };
+    },
+    padded: function (name, m, c, row, col) {
+      var shape = matrix(name).general;
+      if (row >= 0 && row < shape[2] && col >= 0 && col < shape[3]) { return t.factor(name, [m, c, row, col]); }
+      return t.constant("pad(" + name + ")[" + row + "," + col + "]", 0);
+    },
+    constant: function (symbol, value) { return { symbol: symbol, index: [], value: value, source: "" }; },
+    term: function (factors, note) { return { factors: factors, note: note || "" }; },
+    label: label
+  };
+  function key(name, index) { return name + (index.length ? "[" + index.join(",") + "]" : ""); }
+  function sources(terms, own) {
+    var out = [];
+    terms.forEach(function (term) {
+      term.factors.forEach(function (f) {
+        var read = f.source || f.symbol, k;
+        if (data.inputs.indexOf(read) >= 0) { k = "i:" + key(read, f.index); }
+        else if (Object.prototype.hasOwnProperty.call(data.symbols, read)) { k = "t:" + key(data.symbols[read], f.index); }
+        else { return; }
+        if (k !== own && has(k) && out.indexOf(k) < 0) { out.push(k); }
+      });
+    });
+    return out;
+  }
+  return function explain(term) {
+    var given = data.texts[term];
+    if (given) { return given; }
+    var open = term.indexOf("["), name = open < 0 ? term : term.slice(0, open);
+    var index = open < 0 ? [] : term.slice(open + 1, -1).split(",").map(Number);
+    var stage = data.stages[name];
+    if (!stage || !stage.recipe) { return null; }
+    var general = stage.general.length ? unravel(ravel(index, stage.user), stage.general) : [];
+    var e = recipes[stage.recipe](t, stage.p, stage.of, general);
+    var explanation = { label: stage.symbol + (index.length ? "[" + index.join(",") + "]" : ""), formula: e.formula,
+                        terms: e.terms, fn: e.fn || "", notes: e.notes || [], parameter: e.parameter };
+    return { text: renderText(explanation, data.precision), sources: sources(e.terms, "t:" + term) };
+  };
+}
+"""
 
 
 CSS = """
@@ -477,6 +777,7 @@ table.grid { border-collapse: collapse; font: .85em var(--mono); }
 .source-swatch { height: .9em; outline: 3px solid #16a34a; outline-offset: -3px; }
 .won-swatch { color: #b45309; font-weight: 700; }
 .gap-tables { align-self: center; color: #888; }
+.deferred { background: #f4f4f7; border: 1px dashed #d6d6de; }  /* a table the script draws when near */
 .extra { margin-top: .4em; }
 .extra h4 { margin: .2em 0; font-weight: normal; font-style: italic; }
 @media (max-width: 900px) {  /* one column: the panel stays in sight at the bottom */
@@ -510,11 +811,99 @@ SCRIPT = """
     var cells = new Map();
     section.querySelectorAll("[data-term]").forEach(function (el) { cells.set("t:" + el.dataset.term, el); });
     section.querySelectorAll("[data-input]").forEach(function (el) { cells.set("i:" + el.dataset.input, el); });
-    var data = JSON.parse(section.querySelector("script.explanations").textContent);
-    traces.push({ section: section, cells: cells, data: data });
+    var data = JSON.parse(section.querySelector("script.page-data").textContent);
+    traces.push({ section: section, cells: cells, data: data, numbers: null, explain: null });
   });
+  function numbers(trace) {  // the section's numbers (deflated float64s, base64), read once: a promise
+    if (!trace.numbers) {
+      var text = atob(trace.section.querySelector("script.numbers").textContent);
+      var bytes = new Uint8Array(text.length);
+      for (var k = 0; k < text.length; k++) { bytes[k] = text.charCodeAt(k); }
+      var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+      trace.numbers = new Response(stream).arrayBuffer().then(function (buffer) {
+        trace.values = new Float64Array(buffer);
+        return trace.values;
+      });
+    }
+    return trace.numbers;
+  }
+  function keys(trace) {  // every cell of the section, drawn or not
+    var out = new Set(trace.cells.keys());
+    trace.data.grids.forEach(function (g) {
+      var head = g.attribute === "data-term" ? "t:" : "i:";
+      g.rows.forEach(function (r) {
+        g.cols.forEach(function (c) {
+          if (r !== null && c !== null) { out.add(head + g.name + "[" + g.prefix.concat(g.two ? [r, c] : [c]).join(",") + "]"); }
+        });
+      });
+    });
+    return out;
+  }
+  function explainer(trace) {
+    if (!trace.explain) {
+      var all = keys(trace);
+      trace.explain = cnntraceExplainer(trace.data, trace.values, RECIPES, function (key) { return all.has(key); });
+    }
+    return trace.explain;
+  }
+  // -- the tables of large matrices, drawn as they come near the window: _grid's markup
+  function round(x) { var r = Math.round(x); return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r; }  // Python's round
+  function colour(v, scale) {
+    if (!isFinite(v) || scale === 0 || v === 0) { return "hsl(0 0% 99%)"; }
+    var t = Math.min(Math.abs(v) / scale, 1);
+    return "hsl(" + (v > 0 ? 4 : 214) + " " + round(30 + 55 * t) + "% " + round(97 - 35 * t) + "%)";
+  }
+  function grid(g, values) {
+    var out = ['<table class="grid">'], k = 0;
+    var header = g.cols.map(function (c) { return "<th>" + (c === null ? "…" : c) + "</th>"; }).join("");
+    out.push("<thead><tr>" + (g.two ? "<th></th>" : "") + header + "</tr></thead><tbody>");
+    g.rows.forEach(function (r) {
+      var line = ["<tr>"];
+      if (g.two) { line.push("<th>" + (r === null ? "…" : r) + "</th>"); }
+      g.cols.forEach(function (c) {
+        if (r === null || c === null) { line.push('<td class="gap">…</td>'); return; }
+        var v = values[g.offset + k], mark = g.marks ? g.marks[k] : 0, classes = [], marked = "";
+        k++;
+        if (mark) { classes.push("won"); marked = '<span class="mark">' + (mark === 1 ? "*" : "*" + mark) + "</span>"; }
+        if (v === 0) { classes.push("zero"); }
+        var index = g.prefix.concat(g.two ? [r, c] : [c]);
+        line.push("<td " + g.attribute + '="' + g.name + "[" + index.join(",") + ']" tabindex="0"' +
+                  (classes.length ? ' class="' + classes.join(" ") + '"' : "") + ' style="background:' +
+                  colour(v, g.scale) + '">' + cnntraceNumber(v, g.precision) + marked + "</td>");
+      });
+      line.push("</tr>");
+      out.push(line.join(""));
+    });
+    out.push("</tbody></table>");
+    return out.join("");
+  }
+  var litKeys = new Set();
+  function draw(place) {
+    var trace = traces.find(function (t) { return t.section.contains(place); });
+    if (!trace || !place.isConnected) { return; }
+    if (!trace.values) { numbers(trace).then(function () { draw(place); }); return; }
+    var holder = document.createElement("div");
+    holder.innerHTML = grid(trace.data.grids[Number(place.dataset.grid)], trace.values);
+    var table = holder.firstChild;
+    place.replaceWith(table);
+    table.querySelectorAll("[data-term], [data-input]").forEach(function (el) {
+      var key = el.dataset.term !== undefined ? "t:" + el.dataset.term : "i:" + el.dataset.input;
+      trace.cells.set(key, el);
+      if (litKeys.has(key)) { el.classList.add("source"); lit.push(el); }
+    });
+  }
+  function drawAll() { document.querySelectorAll("div.deferred").forEach(draw); }
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) { if (entry.isIntersecting) { observer.unobserve(entry.target); draw(entry.target); } });
+    }, { rootMargin: "800px" });
+    document.querySelectorAll("div.deferred").forEach(function (place) { observer.observe(place); });
+  } else { drawAll(); }
+  window.addEventListener("beforeprint", drawAll);
+  // Every section's numbers read as soon as the page is open; <html data-ready> says when.
+  Promise.all(traces.map(numbers)).then(function () { document.documentElement.dataset.ready = "true"; });
   var lit = [];
-  function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; }
+  function clear() { lit.forEach(function (el) { el.classList.remove("source", "selected"); }); lit = []; litKeys.clear(); }
   function show(el) {
     clear();
     explanation.classList.remove("empty");
@@ -525,10 +914,16 @@ SCRIPT = """
         "\\n  an input, as the pass used it (before the update)";
       return;
     }
-    var entry = trace.data[el.dataset.term];
+    if (!trace.values) {  // a click before the numbers are read: explained when they are
+      explanation.textContent = "…";
+      numbers(trace).then(function () { if (el.classList.contains("selected")) { show(el); } });
+      return;
+    }
+    var entry = explainer(trace)(el.dataset.term);
     if (!entry) { explanation.textContent = el.dataset.term + ": no explanation on this page"; return; }
     explanation.textContent = entry.text.replace(/\\n$/, "");
     entry.sources.forEach(function (key) {
+      litKeys.add(key);
       var source = trace.cells.get(key);
       if (source) { source.classList.add("source"); lit.push(source); }
     });
