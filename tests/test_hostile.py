@@ -558,19 +558,39 @@ def test_an_explanation_too_large_is_refused_before_the_pass(tmp_path, monkeypat
                    "cnntrace allows about 60 s")  # fmt: skip
 
 
+def _true_convolution(tmp_path) -> Path:
+    """The reference written as layers with a true convolution: a kind without a recipe for
+    the page's script, whose every shown entry the page explains in Python."""
+    data = reference() | {"layers": [{"type": "conv", "flip": True}, "relu", "maxpool", "flatten", "dense", "sigmoid"]}
+    return write(tmp_path, data, "flip.json")
+
+
 def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkeypatch):
     import cnntrace.limits
 
     page = tmp_path / "page.html"
+    flipped = _true_convolution(tmp_path)
     monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
-    result = invoke("step", REFERENCE, "--html", page, "-f", "json")
-    assert_refused(result, "reference.json: X: too large: the page explains every entry it shows, and making "
+    result = invoke("step", flipped, "--html", page, "-f", "json")
+    assert_refused(result, "flip.json: X: too large: the page explains every entry it shows, and making "
                    "the page would take about")  # fmt: skip
     assert not page.exists()
-    assert invoke("step", REFERENCE, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
+    assert invoke("step", flipped, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
     monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**12)
     monkeypatch.setattr(cnntrace.limits, "PAGE_ENTRY_BYTES", 2**28)  # 62 entries shown: 16 GiB
-    assert_refused(invoke("step", REFERENCE, "--html", page), "the page would need about")
+    assert_refused(invoke("step", flipped, "--html", page), "the page would need about")
+
+
+def test_the_page_counts_only_the_explanations_it_makes_in_python(tmp_path):
+    """Stages whose kind has a recipe are explained by the page's script, on a click: they
+    cost the page their cells, not their explanations."""
+    from cnntrace.budget import page_cost
+    from cnntrace.io import load_problem
+
+    with_recipes = page_cost(load_problem(write(tmp_path, reference() | {"layers": [
+        "conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]}, "layers.json")))  # fmt: skip
+    without = page_cost(load_problem(_true_convolution(tmp_path)))
+    assert with_recipes.work * 2 < without.work
 
 
 @pytest.mark.parametrize("args, what", [
@@ -594,14 +614,16 @@ def test_long_work_says_how_far_it_is_where_stderr_is_no_terminal(tmp_path, monk
         original_pieces = cnntrace.cli._pieces
         monkeypatch.setattr(cnntrace.cli, "_pieces", lambda rendered: (time.sleep(0.05) or piece
                                                                        for piece in original_pieces(rendered)))  # fmt: skip
-    elif what != "the page":  # slow the work down so that it lasts several of those lines
+    else:  # slow the work down so that it lasts several of those lines
         import cnntrace.render.explanation
+        import cnntrace.render.html
         import cnntrace.render.sheet
         import cnntrace.tracer
         import cnntrace.verify
 
         module, function = {"the pass": (cnntrace.tracer, "run"), "the judging": (cnntrace.verify, "judge"),
                             "the sheet": (cnntrace.render.sheet, "content"),
+                            "the page": (cnntrace.render.html, "_page_data"),
                             "the explanation": (cnntrace.render.explanation, "render_text")}[what]  # fmt: skip
         original = getattr(module, function)
         monkeypatch.setattr(module, function, lambda *a, **k: (time.sleep(0.2), original(*a, **k))[1])
