@@ -379,7 +379,7 @@ def train(
     # Every mini-batch must go through every layer as a step runs it (batch norm in training
     # refuses a mini-batch of one value per channel).
     for size in {batch_size, M % batch_size} - {0}:
-        for layer in network.for_step(np.random.default_rng(0)).layers:
+        for layer in (network.for_step(np.random.default_rng(0)) if network.draws else network).layers:
             layer.for_batch(problem.layouts[layer.input], True, size)
     # A fresh dropout mask every step, drawn from seed.
     draws = np.random.default_rng(seed) if network.draws else None
