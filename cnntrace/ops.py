@@ -124,7 +124,13 @@ def float_type(*arrays) -> np.dtype:
     """The floating type a result of ``arrays`` is computed in: float32 where every one of
     them is float32 (training with ``dtype=float32``), float64 otherwise (an int array would
     truncate a gradient)."""
-    return np.result_type(*(a.dtype for a in arrays), np.float32)
+    return _float_type(*(a.dtype for a in arrays))
+
+
+@lru_cache(maxsize=64)
+def _float_type(*dtypes) -> np.dtype:
+    # Kept once found: np.result_type takes longer than many of the steps that ask it.
+    return np.result_type(*dtypes, np.float32)
 
 
 def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1), out=None):
