@@ -17,10 +17,13 @@ For a small batch the convolution takes a shortcut that gives the same values up
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
 copy) and does the sum over the kernel as one matrix product, forward and back. That saves
 most of the per-offset calls that dominate small arrays. Above ``IM2COL_BYTES`` it does the
-same a chunk of images at a time (``CHUNK_BYTES`` of windows each), which keeps the
-memory bounded instead of kh*kw times that of X. The offset loop is left for an image whose
-windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
-through one filter, where it measured faster than copying the windows a second time.
+same a chunk of images at a time (``CHUNK_BYTES`` of windows each), each chunk's copy in
+cache as its product reads it; the chunks' windows are kept for the backward pass up to
+``KEPT_BYTES`` and copied again beyond, which keeps the memory bounded instead of kh*kw
+times that of X. The offset loop is left for an image whose windows alone are larger than
+``IM2COL_BYTES``, and for the backward pass of a large batch through one filter, where it
+measured faster than copying the windows a second time. dL/dX goes back through
+dL/dwindows laid out with the images last (see _send_back).
 
 A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
 window: the common 2×2, stride 2) visits the same offsets in the same order on a
