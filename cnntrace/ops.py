@@ -311,8 +311,7 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
 def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
     """dL/dXp (M, C, Hp, Wp): every dL/dZ (M, K, Ho, Wo) entry sent back to the cells of the
     padded input its window covered, times the weight that met them (``offsets`` as the
-    forward pass visited them); ``chunk`` images at a time when given. A view of an array
-    laid out batch last, (C, Hp, Wp, M)."""
+    forward pass visited them); ``chunk`` images at a time when given."""
     M, C, Hp, Wp = padded_shape
     dtype = float_type(W, dL_dZ)  # as dL_dW
     if C == 1:
@@ -325,7 +324,10 @@ def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
     dL_dXp = np.zeros((C, Hp, Wp, M), dtype)
     for images in _image_slices(M, chunk or M):
         _send_back(dL_dXp[..., images], W, dL_dZ[images], offsets, groups)
-    return dL_dXp.transpose(3, 0, 1, 2)
+    # Back in the images' order (one copy, small beside the windows): a sum over a gradient
+    # further down adds its numbers in the order they lie in memory, and a trace and a
+    # training pass must add them alike, as before.
+    return np.ascontiguousarray(dL_dXp.transpose(3, 0, 1, 2))
 
 
 def _send_back(dL_dXp, W, dL_dZ, offsets, groups=1) -> None:
