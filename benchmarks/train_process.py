@@ -18,12 +18,19 @@ weights, then times, alternately and ``--runs`` times each:
 Both sides use float64 and one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1 and
 torch.set_num_threads(1)); each side's time is its best run; and before any timing both
 train the same way once and must end on the same parameters (to 1e-9), or the script stops.
-The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster. The last column is
+The ratio is PyTorch's time over cnntrace's: above 1, cnntrace is faster. On a machine that
+other work shares, the wall times say as much about the others as about the two sides: the
+CPU columns give each side's processor time (user and system) over the same runs, cnntrace's
+of the whole process, PyTorch's of its loop, and their ratio. The last column is
 the cnntrace process's peak resident size (Python, the libraries and all; measured in one
 more run, forked from a small launcher, Linux only) over the size of the dataset's X and Y.
 
 ``--profile NAME`` runs the setting's cnntrace command once under cProfile instead and
 prints where its time went.
+
+Where PYTHONDONTWRITEBYTECODE is set, write the modules' bytecode once first (``python -m
+compileall cnntrace``), as an installed package has it: otherwise every cnntrace process
+compiles its modules again, a quarter of a second that no user pays.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -134,7 +142,7 @@ def torch_child(data: Path, batch_size: int, epochs: int, out: Path, dtype: str 
                 x = x @ next(w) + next(w)
         return x  # the logits: the loss takes them, as cnntrace does
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         for first in range(0, len(Y), batch_size):
             logits = forward(X[first : first + batch_size])
@@ -147,15 +155,23 @@ def torch_child(data: Path, batch_size: int, epochs: int, out: Path, dtype: str 
             with torch.no_grad():
                 for weight, grad in zip(weights, grads):
                     weight.sub_(LR * grad)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     np.savez(out, *[w.detach().numpy() for w in weights])
-    print(seconds)
+    print(seconds, cpu)
 
 
-def run_torch(data: Path, batch_size: int, epochs: int, out: Path, dtype: str = "float64") -> float:
+def run_torch(data: Path, batch_size: int, epochs: int, out: Path, dtype: str = "float64") -> tuple[float, float]:
+    """(wall, CPU) seconds of PyTorch's loop."""
     command = [sys.executable, __file__, "--torch-child", str(data), str(batch_size), str(epochs), str(out), dtype]
     result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, **ONE_THREAD})
-    return float(result.stdout.strip().splitlines()[-1])
+    wall, cpu = result.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
+def children_cpu() -> float:
+    """The processor time (user and system) of this process's children that have ended."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cnntrace_command(data: Path, batch_size: int, epochs: int, dtype: str = "float64") -> list[str]:
@@ -163,25 +179,25 @@ def cnntrace_command(data: Path, batch_size: int, epochs: int, dtype: str = "flo
             "--format", "json", "--dtype", dtype]  # fmt: skip
 
 
-def start_up(runs: int) -> float:
-    """The best time of a cnntrace process that loads the train command and does nothing:
-    what a run pays before its first step."""
-    best = float("inf")
+def start_up(runs: int) -> tuple[float, float]:
+    """The best (wall, CPU) times of a cnntrace process that loads the train command and does
+    nothing: what a run pays before its first step."""
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(max(runs, 3)):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), children_cpu()
         subprocess.run([*CNNTRACE, "train", "--help"], stdout=subprocess.DEVNULL, check=True,
                        env={**os.environ, **ONE_THREAD})  # fmt: skip
-        best = min(best, time.perf_counter() - start)
-    return best
+        best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, children_cpu() - cpu)
+    return best, best_cpu
 
 
-def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path, dtype: str = "float64") -> float:
-    """Seconds of the whole process; its JSON goes to ``out``."""
+def run_cnntrace(data: Path, batch_size: int, epochs: int, out: Path, dtype: str = "float64") -> tuple[float, float]:
+    """(wall, CPU) seconds of the whole process; its JSON goes to ``out``."""
     with open(out, "wb") as stdout:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), children_cpu()
         subprocess.run(cnntrace_command(data, batch_size, epochs, dtype), stdout=stdout, stderr=subprocess.DEVNULL,
                        check=True, env={**os.environ, **ONE_THREAD})  # fmt: skip
-        return time.perf_counter() - start
+        return time.perf_counter() - start, children_cpu() - cpu
 
 
 #: Runs a command and prints its peak resident size (KiB). A child's ru_maxrss starts from
@@ -231,10 +247,12 @@ def main() -> None:
         torch_child(Path(data), int(batch), int(epochs), Path(out), dtype)
         return
     if not arguments.profile:
-        startup = start_up(arguments.runs)
-        print(f"cnntrace's start-up (train --help, best of {max(arguments.runs, 3)}): {startup:.3f} s")
-        print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace | target | peak memory |")
-        print("|---|---:|---:|---:|---:|---:|")
+        startup, startup_cpu = start_up(arguments.runs)
+        print(f"cnntrace's start-up (train --help, best of {max(arguments.runs, 3)}): {startup:.3f} s, "
+              f"CPU {startup_cpu:.3f} s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+        print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace | target "
+              "| CPU s: cnntrace, PyTorch, ratio | peak memory |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         for setting in SETTINGS:
@@ -255,16 +273,20 @@ def main() -> None:
                 raise SystemExit(f"{name}: the two sides end {difference:.1e} apart: nothing to compare")
             archive = np.load(data)
             dataset_bytes = archive["X"].nbytes + archive["Y"].nbytes
-            cnntrace_best = torch_best = float("inf")
+            cnntrace_best = torch_best = cnntrace_cpu = torch_cpu = float("inf")
             for _ in range(arguments.runs):
-                cnntrace_best = min(cnntrace_best, run_cnntrace(data, batch_size, epochs, ours, dtype))
-                torch_best = min(torch_best, run_torch(data, batch_size, epochs, theirs, dtype))
+                wall, cpu = run_cnntrace(data, batch_size, epochs, ours, dtype)
+                cnntrace_best, cnntrace_cpu = min(cnntrace_best, wall), min(cnntrace_cpu, cpu)
+                wall, cpu = run_torch(data, batch_size, epochs, theirs, dtype)
+                torch_best, torch_cpu = min(torch_best, wall), min(torch_cpu, cpu)
             peak = peak_memory(data, batch_size, epochs, dtype)
             short = name.startswith("short")
             ratio = torch_best / (cnntrace_best - startup if short else cnntrace_best)
+            cpu_ratio = torch_cpu / (cnntrace_cpu - startup_cpu if short else cnntrace_cpu)
             verdict = "" if target is None else f"≥ {target:g}× ({'met' if ratio >= target else 'missed'})"
             less = f" ({cnntrace_best - startup:.3f} less start-up)" if short else ""
             print(f"| {name} | {cnntrace_best:.3f}{less} | {torch_best:.3f} | {ratio:.2f}× | {verdict} "
+                  f"| {cnntrace_cpu:.3f}, {torch_cpu:.3f}, {cpu_ratio:.2f}× "
                   f"| {peak / 2**20:.0f} MiB = {peak / dataset_bytes:.2f}× the data |", flush=True)  # fmt: skip
 
 

@@ -17,10 +17,13 @@ For a small batch the convolution takes a shortcut that gives the same values up
 float64 rounding: it copies the slice of X each kernel weight meets ("im2col", one strided
 copy) and does the sum over the kernel as one matrix product, forward and back. That saves
 most of the per-offset calls that dominate small arrays. Above ``IM2COL_BYTES`` it does the
-same a chunk of images at a time (``CHUNK_BYTES`` of windows each), which keeps the
-memory bounded instead of kh*kw times that of X. The offset loop is left for an image whose
-windows alone are larger than ``IM2COL_BYTES``, and for the backward pass of a large batch
-through one filter, where it measured faster than copying the windows a second time.
+same a chunk of images at a time (``CHUNK_BYTES`` of windows each), each chunk's copy in
+cache as its product reads it; the chunks' windows are kept for the backward pass up to
+``KEPT_BYTES`` and copied again beyond, which keeps the memory bounded instead of kh*kw
+times that of X. The offset loop is left for an image whose windows alone are larger than
+``IM2COL_BYTES``, and for the backward pass of a large batch through one filter, where it
+measured faster than copying the windows a second time. dL/dX goes back through
+dL/dwindows laid out with the images last (see _send_back).
 
 A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
 window: the common 2×2, stride 2) visits the same offsets in the same order on a
@@ -39,6 +42,10 @@ import numpy as np
 
 #: The largest copy of X's windows (C*kh*kw × M × Ho × Wo, float64) the convolution makes.
 IM2COL_BYTES = 8 * 2**20
+#: Up to this much, the windows a larger batch copies chunk by chunk are kept for the
+#: backward pass, which then reads them instead of copying them again (LeNet-5's first
+#: convolution at batch 64: 10 MB); above it, the backward pass copies each chunk again.
+KEPT_BYTES = 32 * 2**20
 #: A larger batch goes a chunk of images at a time, each chunk's copy at most this large:
 #: the convolution's windows (never more than IM2COL_BYTES), a tiling max-pool's A. 2 MiB
 #: stays in cache and measured fastest.
@@ -111,7 +118,7 @@ class ConvCache(NamedTuple):
     W: np.ndarray  # (K, C/G, kh, kw)
     stride: Pair
     padding: Pair | tuple[int, int, int, int]  # (rows, cols) or (top, bottom, left, right)
-    windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; small batches only
+    windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; up to KEPT_BYTES
     dilation: Pair = (1, 1)
     groups: int = 1
 
@@ -120,12 +127,19 @@ def float_type(*arrays) -> np.dtype:
     """The floating type a result of ``arrays`` is computed in: float32 where every one of
     them is float32 (training with ``dtype=float32``), float64 otherwise (an int array would
     truncate a gradient)."""
-    return np.result_type(*(a.dtype for a in arrays), np.float32)
+    return _float_type(*(a.dtype for a in arrays))
 
 
-def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
+@lru_cache(maxsize=64)
+def _float_type(*dtypes) -> np.dtype:
+    # Kept once found: np.result_type takes longer than many of the steps that ask it.
+    return np.result_type(*dtypes, np.float32)
+
+
+def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1), out=None):
     """windows[(c*kh + i)*kw + j, m, h, w] = Xp[m, c, h*sh + i*dh, w*sw + j*dw], as a new
-    array: for each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
+    array (or written into ``out``, a (C*kh*kw, M, Ho, Wo) slice of a larger batch's): for
+    each kernel weight, the slice of X it meets. (C*kh*kw, M, Ho, Wo), float64."""
     M, C = X_padded.shape[:2]
     step_m, step_c, step_h, step_w = X_padded.strides
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
@@ -137,6 +151,9 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
          step_w * stride[1] if Wo > 1 else 0),
         writeable=False,
     )  # fmt: skip
+    if out is not None:
+        out.reshape(view.shape)[...] = view  # a view: the merged axis is contiguous
+        return out
     windows = np.empty(view.shape, float_type(X_padded))  # float64 for an int X, as the product needs
     windows[...] = view
     return windows.reshape(C * kh * kw, M, Ho, Wo)
@@ -177,17 +194,23 @@ def _weight_gradient(dL_dZ_by_filter, windows, W, groups):
     """dL/dW = dL/dZ·windowsᵀ, group by group. dL/dZ by filter (K, N), windows (C*kh*kw, …)
     -> (K, C/G·kh·kw)."""
     if groups == 1:
-        return dL_dZ_by_filter @ windows.reshape(windows.shape[0], -1).T
+        rows = windows.reshape(windows.shape[0], -1)
+        if rows.dtype == np.float32:
+            # The same product turned over: the same numbers in float32, up to twice as fast
+            # (a float64 one can differ in its last bits, and step's must not).
+            return (rows @ dL_dZ_by_filter.T).T
+        return dL_dZ_by_filter @ rows.T
     K = W.shape[0]
     rows = windows.reshape(groups, windows.shape[0] // groups, -1)
     return (dL_dZ_by_filter.reshape(groups, K // groups, -1) @ rows.transpose(0, 2, 1)).reshape(K, -1)
 
 
-def _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation=(1, 1), groups=1):
-    """Z = W·windows + B as one matrix product: -> Z (M, K, Ho, Wo), windows."""
+def _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation=(1, 1), groups=1, out=None):
+    """Z = W·windows + B as one matrix product: -> Z (M, K, Ho, Wo), windows (in ``out``
+    when given)."""
     M = X_padded.shape[0]
     K, _, kh, kw = W.shape
-    windows = _windows(X_padded, kh, kw, Ho, Wo, stride, dilation)
+    windows = _windows(X_padded, kh, kw, Ho, Wo, stride, dilation, out)
     Z = _filters_times_windows(W, windows, groups).reshape(K, M, Ho, Wo).transpose(1, 0, 2, 3)
     return (Z + B[:, None, None] if B is not None else Z.copy()), windows
 
@@ -211,10 +234,16 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pai
         return Z, ConvCache(X_padded, W, stride, padding, windows, dilation, groups)
     Z = np.empty((M, K, Ho, Wo), float_type(X_padded, W))
     if chunk:
-        # The windows of a chunk are dropped once used: the backward pass copies them again.
+        # Chunk by chunk, each chunk's windows in cache as its product reads them; kept for
+        # the backward pass up to KEPT_BYTES, else dropped once used (it copies them again).
+        # One filter's backward pass takes the offset loop (see conv2d_backward): none kept.
+        kept = None
+        if K > 1 and M * C * kh * kw * Ho * Wo * 8 <= KEPT_BYTES:
+            kept = np.empty((C * kh * kw, M, Ho, Wo), float_type(X_padded))
         for images in _image_slices(M, chunk):
-            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride, dilation, groups)[0]
-        return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
+            out = kept[:, images] if kept is not None else None
+            Z[images] = _conv_windows(X_padded[images], W, B, Ho, Wo, stride, dilation, groups, out)[0]
+        return Z, ConvCache(X_padded, W, stride, padding, kept, dilation, groups)
     Z[...] = B[:, None, None] if B is not None else 0.0
     weighted = np.empty_like(Z)  # one buffer for every offset's products, not one each
     per_group, filters = C // groups, K // groups
@@ -246,10 +275,19 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
     dL_dB = dL_dZ.sum(axis=(0, 2, 3))
-    if windows is not None:  # the small-batch shortcut: one product over every position
+    chunk = _chunk(M, C, kh, kw, Ho, Wo)
+    if windows is not None and chunk == M:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW = _weight_gradient(dL_dZ_by_filter, windows, W, groups).reshape(W.shape)
-    elif K > 1 and 0 < (chunk := _chunk(M, C, kh, kw, Ho, Wo)) < M:
+    elif windows is not None:
+        # The forward pass's windows, kept: the chunks' products summed as when each chunk
+        # is copied again, in the same order (the same numbers).
+        dL_dW = np.zeros((K, W[0].size), float_type(W, dL_dZ))
+        for images in _image_slices(M, chunk):
+            dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
+            dL_dW += _weight_gradient(dL_dZ_by_filter, windows[:, images], W, groups)
+        dL_dW = dL_dW.reshape(W.shape)
+    elif K > 1 and 0 < chunk < M:
         # A batch too large for its windows. (A cache made without windows for a batch that
         # fits keeps the offset loop and its bits; one filter's dL/dW is a plain dot product
         # per weight, faster than copying the windows again.)
@@ -266,7 +304,7 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
                 ).reshape(K, C // groups)  # fmt: skip
     if not need_dL_dX:
         return None, dL_dW, dL_dB
-    dL_dXp = _padded_gradient(dL_dZ, W, X_padded.shape, offsets, groups)
+    dL_dXp = _padded_gradient(dL_dZ, W, X_padded.shape, offsets, groups, chunk if 0 < chunk < M else None)
     return _unpad(dL_dXp, padding), dL_dW, dL_dB
 
 
@@ -274,32 +312,41 @@ def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
     """dL/dXp (M, C, Hp, Wp): every dL/dZ (M, K, Ho, Wo) entry sent back to the cells of the
     padded input its window covered, times the weight that met them (``offsets`` as the
     forward pass visited them); ``chunk`` images at a time when given."""
-    M, K, Ho, Wo = dL_dZ.shape
-    dL_dXp = np.zeros(padded_shape, float_type(W, dL_dZ))  # as dL_dW
-    if padded_shape[1] == 1:
+    M, C, Hp, Wp = padded_shape
+    dtype = float_type(W, dL_dZ)  # as dL_dW
+    if C == 1:
         # One input channel (the reference network's X): the offset loop's sums over the
         # filters, whose every digit the reference's outputs have always shown.
+        dL_dXp = np.zeros(padded_shape, dtype)
         for i, j, rows, cols in offsets:
             dL_dXp[:, :, rows, cols] += np.einsum("mkhw,kc->mchw", dL_dZ, W[:, :, i, j])
         return dL_dXp
+    dL_dXp = np.zeros((C, Hp, Wp, M), dtype)
     for images in _image_slices(M, chunk or M):
-        dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
-        _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
-    return dL_dXp
+        _send_back(dL_dXp[..., images], W, dL_dZ[images], offsets, groups)
+    # Back in the images' order (one copy, small beside the windows): a sum over a gradient
+    # further down adds its numbers in the order they lie in memory, and a trace and a
+    # training pass must add them alike, as before.
+    return np.ascontiguousarray(dL_dXp.transpose(3, 0, 1, 2))
 
 
-def _send_back(dL_dXp, W, dL_dZ_by_filter, out: Pair, offsets, groups=1) -> None:
-    """dL_dXp (M, C, Hp, Wp) += the gradient of the windows, dL/dwindows = Wᵀ·dL/dZ as one
-    product (dL/dZ by filter: K × M·Ho·Wo, ``out`` = (Ho, Wo)), sent back offset by offset."""
+def _send_back(dL_dXp, W, dL_dZ, offsets, groups=1) -> None:
+    """dL_dXp (C, Hp, Wp, M), batch last, += the gradient of the windows, dL/dwindows =
+    Wᵀ·dL/dZ as one product (dL/dZ (M, K, Ho, Wo) by filter, batch last: K × Ho·Wo·M), sent
+    back offset by offset. With the images last, each offset's slice of dL/dXp and of
+    dL/dwindows is made of runs of Wo·M numbers, not of Wo: the adds go at the speed of
+    memory, where rows of a few numbers went at that of the calls."""
     K, _, kh, kw = W.shape
-    C = dL_dXp.shape[1]
+    M, _, Ho, Wo = dL_dZ.shape
+    C = dL_dXp.shape[0]
+    dL_dZ_by_filter = dL_dZ.transpose(1, 2, 3, 0).reshape(K, -1)
     if groups == 1:
         dL_dwindows = W.reshape(K, -1).T @ dL_dZ_by_filter
     else:
         dL_dwindows = _by_group(W, groups).transpose(0, 2, 1) @ dL_dZ_by_filter.reshape(groups, K // groups, -1)
-    dL_dwindows = dL_dwindows.reshape(C, kh, kw, len(dL_dXp), *out)
+    dL_dwindows = dL_dwindows.reshape(C, kh, kw, Ho, Wo, M)
     for i, j, rows, cols in offsets:
-        dL_dXp[:, :, rows, cols] += dL_dwindows[:, i, j].transpose(1, 0, 2, 3)
+        dL_dXp[:, rows, cols] += dL_dwindows[:, i, j]
 
 
 def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
@@ -312,14 +359,11 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
     dL_dW = np.zeros((K, W[0].size), float_type(W, dL_dZ))
-    dL_dXp = np.zeros(X_padded.shape, float_type(W, dL_dZ)) if need_dL_dX else None
     for images in _image_slices(M, chunk):
         windows = _windows(X_padded[images], kh, kw, Ho, Wo, stride, dilation)
         dL_dZ_by_filter = dL_dZ[images].transpose(1, 0, 2, 3).reshape(K, -1)
         dL_dW += _weight_gradient(dL_dZ_by_filter, windows, W, groups)
-        if need_dL_dX:
-            _send_back(dL_dXp[images], W, dL_dZ_by_filter, (Ho, Wo), offsets, groups)
-    dL_dX = _unpad(dL_dXp, padding) if need_dL_dX else None
+    dL_dX = _unpad(_padded_gradient(dL_dZ, W, X_padded.shape, offsets, groups, chunk), padding) if need_dL_dX else None
     return dL_dX, dL_dW.reshape(W.shape)
 
 

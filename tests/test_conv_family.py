@@ -61,16 +61,19 @@ def transpose_case(case, seed=0):
 
 def on_path(monkeypatch, path, windows_per_image):
     """Set the convolution's limits so that a batch of several images, each with
-    ``windows_per_image`` (C·kh·kw·Ho·Wo) numbers to copy, goes through ``path``."""
-    if path == "chunks":
+    ``windows_per_image`` (C·kh·kw·Ho·Wo) numbers to copy, goes through ``path``: "chunks"
+    keeps their windows for the backward pass, "chunks copied again" does not."""
+    if path.startswith("chunks"):
         per_image = windows_per_image * 8  # one image a chunk
         monkeypatch.setattr(ops, "IM2COL_BYTES", per_image)
         monkeypatch.setattr(ops, "CHUNK_BYTES", per_image)
+        if path == "chunks copied again":
+            monkeypatch.setattr(ops, "KEPT_BYTES", 0)
     elif path == "loop":
         monkeypatch.setattr(ops, "IM2COL_BYTES", 1)
 
 
-@pytest.mark.parametrize("path", ["windows", "chunks", "loop"])
+@pytest.mark.parametrize("path", ["windows", "chunks", "chunks copied again", "loop"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_options_agree_with_the_naive_twin_on_every_path(monkeypatch, case, path):
     stride, padding, dilation, groups = case[:4]
@@ -78,7 +81,7 @@ def test_conv_options_agree_with_the_naive_twin_on_every_path(monkeypatch, case,
     Z, _ = ops.conv2d_forward(X, W, B, stride, padding, dilation, groups)
     on_path(monkeypatch, path, X.shape[1] * W[0, 0].size * Z[0, 0].size)
     Z, cache = ops.conv2d_forward(X, W, B, stride, padding, dilation, groups)
-    assert (cache.windows is not None) == (path == "windows")
+    assert (cache.windows is not None) == (path in ("windows", "chunks"))
     np.testing.assert_allclose(Z, naive.conv_forward(X, W, B, stride, padding, dilation, groups), atol=1e-12)
     dL_dZ = np.random.default_rng(1).normal(size=Z.shape)
     for ours, twin in zip(ops.conv2d_backward(dL_dZ, cache),

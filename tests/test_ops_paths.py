@@ -17,19 +17,24 @@ from cnntrace import ops
 
 
 def both_paths(monkeypatch, X, W1, B1, stride, padding, dL_dZ1_seed, dyadic=False):
-    """Z1, dL/dX, dL/dW1, dL/dB1 by each path: ``chunks`` takes one image at a time."""
+    """Z1, dL/dX, dL/dW1, dL/dB1 by each path: ``chunks`` takes one image at a time and
+    keeps the windows for the backward pass, ``chunks copied again`` does not."""
     M, C = X.shape[:2]
     _, _, kh, kw = W1.shape
     Ho = ops.output_size(X.shape[2] + 2 * padding[0], kh, stride[0])
     Wo = ops.output_size(X.shape[3] + 2 * padding[1], kw, stride[1])
     one_image = C * kh * kw * Ho * Wo * 8
     results = {}
-    for name, limit in (("loop", 0), ("windows", 2**40), ("chunks", one_image)):
-        if name == "chunks" and M == 1:
+    paths = (("loop", 0, 2**40), ("windows", 2**40, 2**40), ("chunks", one_image, 2**40),
+             ("chunks copied again", one_image, 0))  # fmt: skip
+    for name, limit, kept in paths:
+        if name.startswith("chunks") and M == 1:
             continue  # one image fits its own windows: no chunks to take
         monkeypatch.setattr(ops, "IM2COL_BYTES", limit)
+        monkeypatch.setattr(ops, "KEPT_BYTES", kept)
         Z1, cache = ops.conv2d_forward(X, W1, B1, stride, padding)
-        assert (cache.windows is None) == (name != "windows")
+        # One filter's backward pass takes the offset loop: it keeps no windows.
+        assert (cache.windows is None) == (name in ("loop", "chunks copied again") or name == "chunks" and len(W1) == 1)
         rng = np.random.default_rng(dL_dZ1_seed)
         dL_dZ1 = rng.integers(-8, 9, size=Z1.shape) / 8 if dyadic else rng.normal(size=Z1.shape)
         results[name] = (Z1, *ops.conv2d_backward(dL_dZ1, cache))
@@ -63,14 +68,37 @@ def test_exact_numbers_give_exactly_the_same_result(monkeypatch):
     results = both_paths(
         monkeypatch, X, W1, np.array([0.125, -0.5]), (1, 1), (1, 1), 0, dyadic=True
     )
-    # Z1, dL/dX, dL/dW1 and dL/dB1 alike, by each of the three paths.
-    assert set(results) == {"loop", "windows", "chunks"}
+    # Z1, dL/dX, dL/dW1 and dL/dB1 alike, by each of the paths.
+    assert set(results) == {"loop", "windows", "chunks", "chunks copied again"}
     for path in results:
         for loop, other in zip(results["loop"], results[path], strict=True):
             assert np.array_equal(loop, other)
 
 
-def test_large_batches_keep_no_windows():
+@settings(max_examples=40, deadline=None)
+@given(M=st.integers(2, 9), C=st.integers(1, 3), K=st.integers(2, 4), H=st.integers(3, 9), kh=st.integers(1, 3),
+       per_chunk=st.integers(1, 4), seed=st.integers(0, 2**16))  # fmt: skip
+def test_windows_kept_for_the_backward_pass_give_its_numbers_bit_for_bit(M, C, K, H, kh, per_chunk, seed):
+    """The chunks' windows kept from the forward pass, or each chunk's copied again: the
+    same products, summed in the same order."""
+    rng = np.random.default_rng(seed)
+    X, W1, B1 = rng.normal(size=(M, C, H, H)), rng.normal(size=(K, C, kh, kh)), rng.normal(size=K)
+    one_image = C * kh * kh * (H - kh + 1) ** 2 * 8
+    results = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(ops, "IM2COL_BYTES", per_chunk * one_image)
+        monkeypatch.setattr(ops, "CHUNK_BYTES", per_chunk * one_image)
+        for kept in (0, 2**40):
+            monkeypatch.setattr(ops, "KEPT_BYTES", kept)
+            Z1, cache = ops.conv2d_forward(X, W1, B1)
+            dL_dZ1 = np.random.default_rng(seed + 1).normal(size=Z1.shape)
+            results[kept] = (Z1, *ops.conv2d_backward(dL_dZ1, cache))
+    for again, kept in zip(results[0], results[2**40], strict=True):
+        assert_same_bits(kept, again, "kept windows")
+
+
+def test_large_batches_keep_no_windows(monkeypatch):
+    monkeypatch.setattr(ops, "KEPT_BYTES", ops.IM2COL_BYTES)
     X = np.zeros((ops.IM2COL_BYTES // (8 * 9 * 16) + 1, 1, 6, 6))
     _, cache = ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
     assert cache.windows is None
@@ -108,6 +136,14 @@ def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     one_image = 9 * 16 * 8  # 3×3 kernel on 6×6: 4×4 positions
     monkeypatch.setattr(ops, "IM2COL_BYTES", 3 * one_image)
     X = np.ones((7, 1, 6, 6))
+    # Up to KEPT_BYTES the chunks' windows are kept: the backward pass copies nothing.
+    Z1, cache = ops.conv2d_forward(X, np.ones((2, 1, 3, 3)), np.zeros(2))
+    assert made == [3, 3, 1] and cache.windows.shape == (9, 7, 4, 4)
+    made.clear()
+    dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
+    assert made == [] and np.array_equal(dL_dW, np.full((2, 1, 3, 3), 7 * 16.0))
+    monkeypatch.setattr(ops, "KEPT_BYTES", 7 * one_image - 1)
+    made.clear()
     Z1, cache = ops.conv2d_forward(X, np.ones((2, 1, 3, 3)), np.zeros(2))
     assert made == [3, 3, 1] and cache.windows is None
     assert np.array_equal(Z1, np.full((7, 2, 4, 4), 9.0))
