@@ -1325,6 +1325,7 @@ def train(
 
         history, interrupted = [], False
         last = None  # the last completed epoch, set in one step so Ctrl-C can't split it
+        training.reuse_freed_memory()  # this process trains: its steps reuse what they free
         with _stop_on_ctrl_c() as ctrl_c, _progress(epochs, "epoch") as advance:
             try:
                 for epoch in training.train(

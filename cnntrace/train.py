@@ -309,7 +309,8 @@ def reuse_freed_memory() -> None:
     (LeNet-5's first convolution at batch 64 keeps 10 MB of windows: 600,000 page faults in
     an epoch, a third of its time). Blocks up to 32 MiB now come from the heap, which is
     never trimmed; the peak memory is the same, only not given back before the process
-    ends. Elsewhere than glibc, nothing changes."""
+    ends. Elsewhere than glibc, nothing changes. It sets the whole process's allocator, so
+    the command that trains calls it (``cnntrace train``), not ``train``."""
     import ctypes  # lazy: start-up
 
     try:
@@ -388,7 +389,6 @@ def train(
     if per_image is None:  # a sigmoid output with several units counts each of them
         per_image = target[0].size
 
-    reuse_freed_memory()
     velocity = None  # momentum's v for each parameter, from the first step on
     count = classes(network, target) if test is None else None  # the last epoch's confusion
 
