@@ -64,7 +64,7 @@ def numbers(values, precision: int) -> list[str]:
     """``number`` of every entry of ``values`` (flattened), the same texts, made in one pass:
     a table of hundreds of thousands of cells formats them in a fraction of a second."""
     flat = np.asarray(values, dtype=float).ravel()
-    texts = [f"{value:.{precision}f}" for value in flat.tolist()]
+    texts = list(map(f"%.{precision}f".__mod__, flat.tolist()))  # the f-string's text, made faster
     magnitude = np.abs(flat)
     with np.errstate(invalid="ignore"):
         other = (~np.isfinite(flat) | (magnitude >= 1e7) | (np.signbit(flat) & (magnitude < 10.0**-precision))

@@ -81,19 +81,24 @@ class MatrixBlocks:
         self.rows = rows
         shown_rows = [r for r in row_ids if r is not None]
         shown_cols = [c for c in self.col_ids if c is not None]
-        formatted = iter(numbers(rows[np.ix_(shown_rows, shown_cols)], precision))
-
-        def text(r, c):
-            """A cell's number with its mark (``*``), or the gap."""
-            if r is None or c is None:
-                return GAP
-            number_text = next(formatted)
-            return number_text + mark_text(self.wins[r, c]) if self.wins is not None else number_text
-
-        self.texts = [[text(r, c) for c in self.col_ids] for r in row_ids]
+        formatted = numbers(rows[np.ix_(shown_rows, shown_cols)], precision)
+        gaps = [j for j, c in enumerate(self.col_ids) if c is None]
+        n = len(shown_cols)
+        self.texts = []
+        for i, r in enumerate(shown_rows):  # each shown row's numbers, with their marks (``*``) and the gap
+            texts = formatted[i * n : (i + 1) * n]
+            if self.wins is not None:
+                texts = [text + mark_text(self.wins[r, c]) for text, c in zip(texts, shown_cols)]
+            for j in gaps:
+                texts.insert(j, GAP)
+            self.texts.append(texts)
+        for i, r in enumerate(row_ids):
+            if r is None:
+                self.texts.insert(i, [GAP] * len(self.col_ids))
         self.header = [GAP if c is None else str(c - bw) for c in self.col_ids]
         self.labels = [GAP if r is None else str(r - bh) for r in row_ids] if self.indexed else []
-        self.widths = [max(len(h), *map(len, column)) for h, column in zip(self.header, zip(*self.texts))]
+        longest = map(max, zip(*(map(len, texts) for texts in self.texts)))
+        self.widths = [max(len(h), m) for h, m in zip(self.header, longest)]
         self.label_width = max(map(len, self.labels), default=0)
 
     def _pieces(self, i: int, j: int) -> list[tuple[str, Style | None]]:
@@ -174,7 +179,7 @@ class MatrixBlocks:
         lead = self.label_width if self.indexed else None
 
         def join(label, texts):
-            cells = SEPARATOR.join(text.rjust(width) for text, width in zip(texts, widths))
+            cells = SEPARATOR.join(map(str.rjust, texts, widths))
             return cells if lead is None else label.rjust(lead) + SEPARATOR + cells
 
         lines = [title] if title else []
