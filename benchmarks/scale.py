@@ -9,7 +9,7 @@
 max-pool → flatten → dense 10 → softmax, cross-entropy) while one of image side, batch or
 filters K grows and the others stay at 28, 4 and 8, through ``step --format json``, the
 piped table, ``explain`` of one dL/dW1 entry (a sum over every image and position), ``check``
-and one epoch of ``train``, and then the smallest image side the size guard refuses.
+of 200 entries of each tensor and one epoch of ``train``, and then the smallest image side the size guard refuses.
 
 Each command runs as the shell runs it (the console script, stdout into a pipe that is read
 and counted), and its wall time and peak resident memory (from the kernel, per process)
@@ -115,7 +115,7 @@ GROWTH_COMMANDS = {
     "step --format json": lambda path: ["step", path, "--format", "json"],
     "step (table, piped)": lambda path: ["step", path],
     "explain dL_dW1[0,0,1,1]": lambda path: ["explain", path, "dL_dW1[0,0,1,1]"],
-    "check": lambda path: ["check", path],
+    "check --max-entries 200": lambda path: ["check", path, "--max-entries", "200"],
     "train --epochs 1": lambda path: ["train", path, "--epochs", "1", "-f", "json"],
 }
 GROWTH = {  # what grows: its values, the other two held at side 28, batch 4, filters 8
