@@ -407,3 +407,23 @@ def test_verify_names_a_conv_weight_gradient_in_tensorflows_hwio_layout(tmp_path
     hwio = np.transpose(trace["dL_dW1"], (2, 3, 1, 0))  # K×C×kh×kw -> kh×kw×C×K
     (verdict,) = verify(trace, {"dL_dW1": hwio.tolist()}, rtol=1e-9, atol=1e-12)
     assert verdict.status == "shape" and "layout_hwio" in [d.id for d in verdict.diagnosis]
+
+
+def test_an_onnx_model_with_external_data_is_refused_naming_the_tensor(tmp_path, monkeypatch):
+    """import reads the one file it is given: a weight in another file is not followed."""
+    onnx = pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.ones((4, 3)), "W"), numpy_helper.from_array(np.zeros(3), "B")]
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "W", "B"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 3])], weights)  # fmt: skip
+    model = tmp_path / "model.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model,
+                    save_as_external_data=True, location="weights.bin", size_threshold=0)  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # where the external file lies, were it followed
+    output = tmp_path / "out.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--loss", "mse", "--target", "[[1, 2, 3]]",
+                                      "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 2 and result.stdout == "" and not output.exists()
+    assert "model.onnx: 'W': its values are in an external data file" in result.stderr

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnntrace.bridge import need
 from cnntrace.bridge.torch_in import append_layer, kind_reading
-from cnntrace.errors import InputError
+from cnntrace.errors import InputError, shown
 from cnntrace.io import read_file
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
@@ -89,6 +89,11 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
     except Exception as error:  # the parser's own errors: protobuf's DecodeError and others
         raise InputError(f"is not an ONNX model that onnx can read ({type(error).__name__})", file=path) from None
     graph = model.graph
+    for init in graph.initializer:  # read from the one file only: another path is not followed
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise InputError(f"{shown(init.name)}: its values are in an external data file, which import does not "
+                             "read; save the model with its weights inside (onnx.save, save_as_external_data=False)",
+                             file=path)  # fmt: skip
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer}
     stored = set(constants)  # the initializers: a model from PyTorch names them as its parameters
     first_input, shape = _input_shape(graph, constants)
