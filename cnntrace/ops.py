@@ -23,7 +23,9 @@ cache as its product reads it; the chunks' windows are kept for the backward pas
 times that of X. The offset loop is left for an image whose windows alone are larger than
 ``IM2COL_BYTES``, and for the backward pass of a large batch through one filter, where it
 measured faster than copying the windows a second time. dL/dX goes back through
-dL/dwindows laid out with the images last (see _send_back).
+dL/dwindows laid out with the images last (see _send_back). Training in float32, whose last
+bits no trace shows, copies the windows of short output rows with the images last as well,
+forward and back (see _conv_batch_last).
 
 A max-pool whose windows tile the map (stride = size, no padding, no dilation, no partial
 window: the common 2×2, stride 2) visits the same offsets in the same order on a
@@ -121,6 +123,7 @@ class ConvCache(NamedTuple):
     windows: np.ndarray | None = None  # (C*kh*kw, M, Ho, Wo): see _windows; up to KEPT_BYTES
     dilation: Pair = (1, 1)
     groups: int = 1
+    batch_last: bool = False  # windows (C*kh*kw, Ho, Wo, M): float32 training (_conv_batch_last)
 
 
 def float_type(*arrays) -> np.dtype:
@@ -228,6 +231,8 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pai
     K, _, kh, kw = W.shape
     Ho = output_size(X_padded.shape[2], kh, stride[0], dilation[0])
     Wo = output_size(X_padded.shape[3], kw, stride[1], dilation[1])
+    if _batch_last(X_padded, W, groups, C * kh * kw * Ho * Wo, Wo):
+        return _conv_batch_last(X_padded, W, B, Ho, Wo, stride, padding, dilation)
     chunk = _chunk(M, C, kh, kw, Ho, Wo)
     if chunk == M:
         Z, windows = _conv_windows(X_padded, W, B, Ho, Wo, stride, dilation, groups)
@@ -258,6 +263,41 @@ def conv2d_forward(X, W, B, stride: Pair = (1, 1), padding=(0, 0), dilation: Pai
     return Z, ConvCache(X_padded, W, stride, padding, None, dilation, groups)
 
 
+def _batch_last(X_padded, W, groups, per_image, Wo) -> bool:
+    """Whether the convolution takes the batch-last path: float32 (training's, whose last bits
+    no trace shows), one group, the whole batch's windows within IM2COL_BYTES, and output
+    rows shorter than 16 numbers, the runs of _windows' copy (LeNet-5's second convolution,
+    Wo = 10: its forward pass a quarter faster; its first, Wo = 28, a third slower, the
+    copy back into the images' order costing more than the copy saves)."""
+    return (float_type(X_padded, W) == np.float32 and groups == 1 and Wo < 16
+            and X_padded.shape[0] * per_image * 4 <= IM2COL_BYTES)  # fmt: skip
+
+
+def _conv_batch_last(X_padded, W, B, Ho, Wo, stride, padding, dilation):
+    """conv2d_forward in float32 with the images last: X (C, Hp, Wp, M), so that each window
+    row is one run of Wo·M numbers (the copy goes at the speed of memory, where runs of Wo
+    went at that of its loop), and windows (C*kh*kw, Ho, Wo, M) kept for the backward
+    pass, which reads dL/dZ in the same order for dL/dW and for dL/dX (one copy for both).
+    The sums run over the positions in another order than float64's: other last bits."""
+    M, C = X_padded.shape[:2]
+    K, _, kh, kw = W.shape
+    X_last = np.ascontiguousarray(X_padded.transpose(1, 2, 3, 0), dtype=np.float32)
+    step_c, step_h, step_w, step_m = X_last.strides
+    view = np.lib.stride_tricks.as_strided(
+        X_last, (C, kh, kw, Ho, Wo, M),
+        (step_c, step_h * dilation[0], step_w * dilation[1], step_h * stride[0] if Ho > 1 else 0,
+         step_w * stride[1] if Wo > 1 else 0, step_m),
+        writeable=False,
+    )  # fmt: skip
+    windows = np.empty(view.shape, np.float32)
+    windows[...] = view
+    windows = windows.reshape(C * kh * kw, Ho, Wo, M)
+    Z_last = W.reshape(K, -1) @ windows.reshape(C * kh * kw, -1)  # (K, Ho·Wo·M)
+    Z = np.empty((M, K, Ho, Wo), np.float32)
+    np.add(Z_last.reshape(K, Ho, Wo, M).transpose(3, 0, 1, 2), B[:, None, None] if B is not None else 0.0, out=Z)
+    return Z, ConvCache(X_padded, W, stride, padding, windows, dilation, 1, True)
+
+
 def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     """dL/dX, dL/dW, dL/dB from dL/dZ (M, K, Ho, Wo).
 
@@ -269,12 +309,20 @@ def conv2d_backward(dL_dZ, cache: ConvCache, need_dL_dX=True):
     Returns dL_dX (M, C, H, W), dL_dW (K, C/G, kh, kw), dL_dB (K,). With ``need_dL_dX=False``
     (the first layer, in training) dL/dX is skipped and None returned in its place.
     """
-    X_padded, W, stride, padding, windows, dilation, groups = cache
+    X_padded, W, stride, padding, windows, dilation, groups, batch_last = cache
     M, C = X_padded.shape[:2]
     K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape
     offsets = _offsets((kh, kw), (Ho, Wo), stride, dilation)
     dL_dB = dL_dZ.sum(axis=(0, 2, 3))
+    if batch_last:  # float32: dL/dZ batch last once, for dL/dW and for dL/dX
+        dL_dZ_last = dL_dZ.transpose(1, 2, 3, 0).reshape(K, -1)
+        dL_dW = (windows.reshape(windows.shape[0], -1) @ dL_dZ_last.T).T.reshape(W.shape)
+        if not need_dL_dX:
+            return None, dL_dW, dL_dB
+        dL_dXp = np.zeros((C, *X_padded.shape[2:], M), np.float32)
+        _send_back(dL_dXp, W, dL_dZ, offsets, dL_dZ_last=dL_dZ_last)
+        return _unpad(dL_dXp.transpose(3, 0, 1, 2), padding), dL_dW, dL_dB
     chunk = _chunk(M, C, kh, kw, Ho, Wo)
     if windows is not None and chunk == M:  # the small-batch shortcut: one product over every position
         dL_dZ_by_filter = dL_dZ.transpose(1, 0, 2, 3).reshape(K, -1)
@@ -330,16 +378,17 @@ def _padded_gradient(dL_dZ, W, padded_shape, offsets, groups, chunk=None):
     return np.ascontiguousarray(dL_dXp.transpose(3, 0, 1, 2))
 
 
-def _send_back(dL_dXp, W, dL_dZ, offsets, groups=1) -> None:
+def _send_back(dL_dXp, W, dL_dZ, offsets, groups=1, dL_dZ_last=None) -> None:
     """dL_dXp (C, Hp, Wp, M), batch last, += the gradient of the windows, dL/dwindows =
     Wᵀ·dL/dZ as one product (dL/dZ (M, K, Ho, Wo) by filter, batch last: K × Ho·Wo·M), sent
     back offset by offset. With the images last, each offset's slice of dL/dXp and of
     dL/dwindows is made of runs of Wo·M numbers, not of Wo: the adds go at the speed of
-    memory, where rows of a few numbers went at that of the calls."""
+    memory, where rows of a few numbers went at that of the calls. ``dL_dZ_last``: that
+    batch-last dL/dZ, when the caller has it already."""
     K, _, kh, kw = W.shape
     M, _, Ho, Wo = dL_dZ.shape
     C = dL_dXp.shape[0]
-    dL_dZ_by_filter = dL_dZ.transpose(1, 2, 3, 0).reshape(K, -1)
+    dL_dZ_by_filter = dL_dZ.transpose(1, 2, 3, 0).reshape(K, -1) if dL_dZ_last is None else dL_dZ_last
     if groups == 1:
         dL_dwindows = W.reshape(K, -1).T @ dL_dZ_by_filter
     else:
@@ -353,7 +402,7 @@ def _conv_backward_chunks(dL_dZ, cache: ConvCache, chunk, need_dL_dX):
     """dL/dX (or None) and dL/dW of a large batch, ``chunk`` images at a time: each chunk's
     windows copied again, dL/dW the sum of the chunks' products, dL/dX each chunk's
     dL/dwindows = Wᵀ·dL/dZ sent back offset by offset."""
-    X_padded, W, stride, padding, _, dilation, groups = cache
+    X_padded, W, stride, padding, _, dilation, groups, _ = cache
     M = X_padded.shape[0]
     K, _, kh, kw = W.shape
     _, _, Ho, Wo = dL_dZ.shape

@@ -4,7 +4,9 @@ The convolution's three ways of summing over the kernel give the same values: th
 matrix (small batches, see ops.IM2COL_BYTES), the same in chunks of images (large batches)
 and the offset loop (an image whose windows alone pass the limit). The max-pool's path for
 windows that tile the map gives the offset loop's results bit for bit, signed zeros and
-ties included, and so does the one strided copy of the convolution's windows."""
+ties included, and so does the one strided copy of the convolution's windows. Training's
+float32 convolution of short rows, laid out with the images last, sums in another order:
+on numbers that add up without rounding it gives the offset loop's values exactly."""
 
 from __future__ import annotations
 
@@ -73,6 +75,39 @@ def test_exact_numbers_give_exactly_the_same_result(monkeypatch):
     for path in results:
         for loop, other in zip(results["loop"], results[path], strict=True):
             assert np.array_equal(loop, other)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    M=st.integers(1, 5), C=st.integers(1, 3), K=st.integers(1, 4), H=st.integers(3, 9), W=st.integers(3, 9),
+    kh=st.integers(1, 3), kw=st.integers(1, 3), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_float32_batch_last_convolution_is_the_offset_loop(M, C, K, H, W, kh, kw, stride, padding, dilation, seed):
+    # Multiples of 1/8 add up without rounding in float32 too: the batch-last path's values
+    # are the float64 offset loop's exactly, whatever order it sums in.
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-8, 9, size=(M, C, H + dilation[0] * (kh - 1), W + dilation[1] * (kw - 1))) / 8  # Wo < 16
+    W1, B1 = rng.integers(-8, 9, size=(K, C, kh, kw)) / 8, rng.integers(-8, 9, size=K) / 8
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(ops, "IM2COL_BYTES", 0)  # float64: the offset loop
+        Z1, loop = ops.conv2d_forward(X, W1, B1, stride, padding, dilation)
+    dL_dZ1 = rng.integers(-8, 9, size=Z1.shape) / 8
+    narrow = [a.astype(np.float32) for a in (X, W1, B1, dL_dZ1)]
+    Z1_32, cache = ops.conv2d_forward(*narrow[:3], stride, padding, dilation)
+    assert cache.batch_last and cache.windows.dtype == np.float32
+    for wide, other in zip((Z1, *ops.conv2d_backward(dL_dZ1, loop)), (Z1_32, *ops.conv2d_backward(narrow[3], cache)),
+                           strict=True):  # fmt: skip
+        assert other.dtype == np.float32 and np.array_equal(other, wide)
+    assert ops.conv2d_backward(narrow[3], cache, need_dL_dX=False)[0] is None
+
+
+def test_the_batch_last_path_is_float32_s_for_short_rows_only():
+    rng = np.random.default_rng(0)
+    for dtype, width, batch_last in ((np.float32, 12, True), (np.float64, 12, False), (np.float32, 20, False)):
+        X, W1 = rng.normal(size=(2, 3, 6, width)).astype(dtype), rng.normal(size=(4, 3, 3, 3)).astype(dtype)
+        assert ops.conv2d_forward(X, W1, np.zeros(4, dtype))[1].batch_last == batch_last
 
 
 @settings(max_examples=40, deadline=None)
