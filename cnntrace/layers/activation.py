@@ -430,7 +430,7 @@ class Tanh(Activation):
         if name == a:  # its value is math.tanh's, as explain's FUNCTIONS computes it
             tanh = f"tanh({z})"
             return Recipe(FUNCTION, {"formula": f"tanh({z}) = (e^z − e^−z)/(e^z + e^−z)", "z": z, "fn": "tanh",
-                                     "value": tanh}, (z,), ((tanh, z, lambda: _each(math.tanh, t.value(z))),))  # fmt: skip
+                                     "value": tanh}, (z,), ((tanh, z, lambda: each(math.tanh, t.value(z))),))  # fmt: skip
         return Recipe(TANH_LOCAL, {"formula": f"1 − {a}²", "a": a}, (a,))
 
 
@@ -484,7 +484,7 @@ class Sigmoid(Activation):
         if name == a:  # its value is terms.sigmoid's, as explain's FUNCTIONS computes it
             s = f"σ({z})"
             return Recipe(FUNCTION, {"formula": f"σ({z}) = 1 / (1 + e^(−{z}))", "z": z, "fn": "σ", "value": s},
-                          (z,), ((s, z, lambda: _each(sigmoid, t.value(z))),))  # fmt: skip
+                          (z,), ((s, z, lambda: each(sigmoid, t.value(z))),))  # fmt: skip
         rest = f"σ(−{z})"
         return Recipe(SIGMOID_LOCAL, {"formula": f"{a}·(1 − {a})", "a": a, "rest": rest}, (a,),
                       ((rest, z, lambda: ops.sigmoid(-t.value(z))),))  # fmt: skip
@@ -713,7 +713,7 @@ THROUGH = """function (t, p, name, i) {
   return { formula: p.formula, terms: [t.term([t.factor(p.ga, i), t.factor(p.local, i)])], notes: [] };
 }"""
 
-def _each(function, values: np.ndarray) -> np.ndarray:
+def each(function, values: np.ndarray) -> np.ndarray:
     """``function`` (a float's: math.tanh) of each entry of ``values``, as explain applies it
     to one entry."""
     return np.frompyfunc(function, 1, 1)(values).astype(np.float64)
