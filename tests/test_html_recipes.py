@@ -70,3 +70,14 @@ def test_the_pages_general_format_is_pythons():
     for _ in range(2000):
         values += [rng.uniform(-1, 1) * 10 ** rng.randint(-8, 9), rng.randint(-10**8, 10**8) / 2 ** rng.randint(0, 8)]
     assert call("cnntraceGeneral", [[v] for v in values]) == [f"{v:g}" for v in values]
+
+
+def test_the_pages_repr_is_pythons():
+    # repr(x) (softmax's "max = 0.1"): the shortest digits that read back, fixed from 1e-4 up
+    # to 1e16, with ".0" on a whole number.
+    rng = random.Random(3)
+    values = [0.0, -0.0, 1.0, -2.5, 0.1, 1e-4, 9.99e-5, 1e-5, 1e15, 1e16, 1234567890123456.0, 12345678901234567.0,
+              5e-324, 1.7976931348623157e308, 123.456, 0.30000000000000004]  # fmt: skip
+    for _ in range(2000):
+        values += [rng.uniform(-1, 1) * 10 ** rng.randint(-20, 20), float(rng.randint(-10**18, 10**18))]
+    assert call("cnntraceRepr", [[v] for v in values]) == [repr(v) for v in values]

@@ -611,7 +611,19 @@ class Softmax(Activation):
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
 
+    def recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:
+            shares = f"exp({z} − max)"  # np.exp's, as explain's
+            return Recipe(SOFTMAX, {"z": z, "exp": shares, "formula": f"exp({z}[i]) / Σ_j exp({z}[j])"}, (z,),
+                          ((shares, z, lambda: np.exp(t.value(z) - t.value(z).max(axis=1, keepdims=True))),))  # fmt: skip
+        if name == self.local:
+            return Recipe(SOFTMAX_LOCAL, {"a": a, "formula": f"{a}[i]·(δij − {a}[j])"}, (a,))
+        return Recipe(JACOBIAN_THROUGH, {"a": a, "local": self.local, "ga": grad(a),
+                                         "formula": f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]"}, (self.local, grad(a)))  # fmt: skip
 
+    def has_recipe(self, name):
+        return True
 
 
 @dataclass(frozen=True)
@@ -706,6 +718,71 @@ class LogSoftmax(Softmax):
         n = t.value(a).shape[1]
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
+
+    def recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:
+            log_sum = f"log Σ exp({z} − max)"
+
+            def log_sums():  # each image's, as explain sums it
+                Z = t.value(z)
+                return np.array([np.log(np.exp(Z[m] - float(Z[m].max())).sum()) for m in range(len(Z))])
+
+            return Recipe(LOG_SOFTMAX, {"z": z, "log_sum": log_sum, "formula": f"{z}[i] − log Σ_j exp({z}[j])"},
+                          (z,), ((log_sum, z, log_sums),))  # fmt: skip
+        if name == self.local:
+            e = f"exp({a})"
+            return Recipe(LOG_SOFTMAX_LOCAL, {"a": a, "z": z, "exp": e, "formula": f"δij − exp({a}[j])"}, (a,),
+                          ((e, a, lambda: np.exp(t.value(a))),))  # fmt: skip
+        return super().recipe(t, name)
+
+
+#: Softmax's explain of A: each exp(Z[j] − max), the share of term i.
+SOFTMAX = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.z)[1], top = -Infinity, terms = [];
+  for (var j = 0; j < n; j++) { top = Math.max(top, t.value(p.z, [m, j])); }
+  for (j = 0; j < n; j++) {
+    var f = t.factor(p.exp, [m, j], "exp(" + p.z + "[" + j + "] − max)");
+    f.source = p.z;
+    terms.push(t.term([f]));
+  }
+  var notes = ["max = " + cnntraceRepr(top) + ", subtracted from every " + p.z + " entry so that exp never overflows",
+               "the share of term " + i[1] + " in the sum"];
+  return { formula: p.formula, terms: terms, fn: "share", notes: notes, parameter: i[1] };
+}"""
+
+#: Softmax's explain of dA/dZ: A[i]·(δij − A[j]).
+SOFTMAX_LOCAL = """function (t, p, name, i) {
+  var ai = t.factor(p.a, [i[0], i[1]]), aj = t.factor(p.a, [i[0], i[2]]);
+  var terms = (i[1] === i[2] ? [t.term([ai])] : []).concat([t.term([t.constant("−1", -1), ai, aj])]);
+  return { formula: p.formula, terms: terms, notes: ["i = " + i[1] + ", j = " + i[2]] };
+}"""
+
+#: Softmax's and log-softmax's explain of dL/dZ: the Jacobian's column i times dL/dA.
+JACOBIAN_THROUGH = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.a)[1], terms = [];
+  for (var j = 0; j < n; j++) { terms.push(t.term([t.factor(p.local, [m, j, i[1]]), t.factor(p.ga, [m, j])])); }
+  return { formula: p.formula, terms: terms, notes: [] };
+}"""
+
+#: LogSoftmax's explain of A: Z[i] − max − log Σ exp(Z − max).
+LOG_SOFTMAX = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.z)[1], top = -Infinity, minus = t.constant("−1", -1);
+  for (var j = 0; j < n; j++) { top = Math.max(top, t.value(p.z, [m, j])); }
+  var log = { symbol: p.log_sum, index: t.factor(p.z, [m, 0]).index.slice(0, -1), value: t.value(p.log_sum, [m]),
+              source: p.z };
+  var terms = [t.term([t.factor(p.z, i)]), t.term([minus, t.constant("max", top)]), t.term([minus, log])];
+  return { formula: p.formula, terms: terms,
+           notes: ["max = " + cnntraceRepr(top) + ", subtracted inside the exp so that it never overflows, and added back"] };
+}"""
+
+#: LogSoftmax's explain of dA/dZ: δij − exp(A[j]).
+LOG_SOFTMAX_LOCAL = """function (t, p, name, i) {
+  var e = t.factor(p.exp, [i[0], i[2]], "exp(" + p.a + ")");
+  e.source = p.a;
+  var terms = (i[1] === i[2] ? [t.term([t.constant("1", 1)])] : []).concat([t.term([t.constant("−1", -1), e])]);
+  return { formula: p.formula, terms: terms, notes: ["i = " + i[1] + ", j = " + i[2] + "; exp(" + p.a + ") = softmax(" + p.z + ")"] };
+}"""
 
 
 #: Activation.explain of dL/dZ (dL/dA ⊙ dA/dZ), in the page's JavaScript (layers.base.Recipe).

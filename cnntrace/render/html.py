@@ -518,7 +518,8 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
 
 
 #: The page's explanations, without the page: ``cnntraceNumber(x, p)`` is render/format.py's
-#: ``number``, ``cnntraceGeneral(x)`` Python's ``f"{x:g}"`` and ``cnntraceFsum`` math.fsum,
+#: ``number``, ``cnntraceGeneral(x)`` Python's ``f"{x:g}"``, ``cnntraceRepr(x)`` its ``repr``
+#: and ``cnntraceFsum`` math.fsum,
 #: digit for digit; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
 #: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
 #: their code, and ``has(key)``, whether a cell is on the page. Its ``renderText`` is
@@ -559,6 +560,20 @@ function cnntraceGeneral(x) {  // Python's f"{x:g}": 6 significant digits, trail
   function cut(digits) { return digits.indexOf(".") < 0 ? digits : digits.replace(/0+$/, "").replace(/\\.$/, ""); }
   if (power >= -4 && power < 6) { return cut(fixed(x, 5 - power)); }
   return cut(text.slice(0, text.indexOf("e"))) + text.slice(text.indexOf("e"));
+}
+function cnntraceRepr(x) {  // Python's repr of a float: the shortest digits that read back
+  if (isNaN(x)) { return "nan"; }
+  if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+  var sign = x < 0 || Object.is(x, -0) ? "-" : "", text = Math.abs(x).toExponential();
+  var digits = text.slice(0, text.indexOf("e")).replace(".", ""), point = Number(text.slice(text.indexOf("e") + 1)) + 1;
+  if (point <= -4 || point > 16) {
+    var power = point - 1, exponent = String(Math.abs(power));
+    return sign + digits[0] + (digits.length > 1 ? "." + digits.slice(1) : "") + "e" + (power < 0 ? "-" : "+") +
+      (exponent.length < 2 ? "0" : "") + exponent;
+  }
+  if (point <= 0) { return sign + "0." + "0".repeat(-point) + digits; }
+  if (point >= digits.length) { return sign + digits + "0".repeat(point - digits.length) + ".0"; }
+  return sign + digits.slice(0, point) + "." + digits.slice(point);
 }
 function cnntraceFsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
   var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
