@@ -510,12 +510,7 @@ class MaxPool(Pool):
             notes.append(f"{here} won none of the {windows} window(s) that contain it: 0")
         return Explained(f"Σ over the pool windows this cell won of dL/d{p}[window]", terms, None, notes)
 
-    def has_recipe(self, name):
-        return self.ties == "first"  # the page carries explain's text of a tie rule's routing
-
     def recipe(self, t, name):
-        if not self.has_recipe(name):
-            return None
         a, p = self.input, self.output
         H, W = t.value(a).shape[2:]
         frame = self.sides(H, W)
@@ -525,11 +520,12 @@ class MaxPool(Pool):
         data = {"a": a, "p": p, "gp": grad(p), "formula": formula, "size": list(self.size), "stride": list(self.stride),
                 "dilation": list(self.dilation), "frame": [frame[0], frame[2]], "output": list(t.value(p).shape[2:]),
                 "settings": f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)}{apart})",
-                "pool": pair_text(self.size), "ps": pair_text(self.stride), "ties": self._tie_words()}  # fmt: skip
+                "pool": pair_text(self.size), "ps": pair_text(self.stride), "ties": self._tie_words(),
+                "rule": self.ties}  # fmt: skip
         return Recipe(MAX_RECIPE, data, (a,) if name == p else (grad(p), a))
 
 
-#: MaxPool.explain (the first maximum wins a tie) in the page's JavaScript (layers.base.Recipe).
+#: MaxPool.explain (under each tie rule) in the page's JavaScript (layers.base.Recipe).
 MAX_RECIPE = """function (t, p, name, i) {
   var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1];
   function cells(h, w) {
@@ -577,9 +573,20 @@ MAX_RECIPE = """function (t, p, name, i) {
   rows.forEach(function (h) {
     cols.forEach(function (w) {
       windows += 1;
-      var d = t.factor(p.gp, [m, c, h, w]), best = winner(h, w);
-      if (best[0] === r && best[1] === col) { terms.push(t.term([d], "won window " + t.label(d))); }
-      else {
+      var d = t.factor(p.gp, [m, c, h, w]), best = winner(h, w), tied = [];
+      if (p.rule !== "first") {  // every cell that holds the window's max
+        var top = t.value(p.a, [m, c, best[0], best[1]]);
+        tied = inside(h, w).filter(function (cell) { return t.value(p.a, [m, c, cell[0], cell[1]]) === top; });
+      }
+      var mine = tied.some(function (cell) { return cell[0] === r && cell[1] === col; });
+      if (mine && p.rule === "split" && tied.length > 1) {
+        terms.push(t.term([t.constant("1/" + tied.length, 1 / tied.length), d],
+                          "tied for window " + t.label(d) + ", shared by " + tied.length));
+      } else if (mine) {
+        terms.push(t.term([d], "won window " + t.label(d) + (tied.length > 1 ? " (a tie: every tied cell gets it)" : "")));
+      } else if (p.rule === "first" && best[0] === r && best[1] === col) {
+        terms.push(t.term([d], "won window " + t.label(d)));
+      } else {
         notes.push("window " + t.label(d).slice(d.symbol.length) + ": won by " +
                    t.label(t.factor(p.a, [m, c, best[0], best[1]])) + ", not this cell");
       }
