@@ -29,7 +29,17 @@ from functools import cached_property
 import numpy as np
 
 from cnntrace.errors import InputError, NumericError
-from cnntrace.layers.base import Context, Explained, Layer, Mistake, Place, Rule, Stage, Terms
+from cnntrace.layers.base import (
+    Context,
+    Explained,
+    Layer,
+    Mistake,
+    Place,
+    Recipe,
+    Rule,
+    Stage,
+    Terms,
+)
 from cnntrace.losses import Loss
 from cnntrace.naming import MATRIX, grad, numbered, via
 from cnntrace.terms import Term
@@ -157,12 +167,20 @@ class Fork:
         return Explained(" + ".join(symbol(p) for p in self.paths), terms, None,
                          [f"{self.name} feeds {' and '.join(self.consumers)}: one term per path"])  # fmt: skip
 
-    def recipe(self, t, name: str):
-        """None: the page carries explain's text of a fork's sum (layers.base.Recipe)."""
-        return None
+    def recipe(self, t, name: str) -> Recipe:
+        """explain's, in the page's JavaScript (layers.base.Recipe): one term per path."""
+        p = {"paths": list(self.paths), "formula": " + ".join(symbol(p) for p in self.paths),
+             "notes": [f"{self.name} feeds {' and '.join(self.consumers)}: one term per path"]}  # fmt: skip
+        return Recipe(FORK_RECIPE, p, self.paths)
 
     def has_recipe(self, name: str) -> bool:
-        return False
+        return True
+
+
+#: Fork.explain in the page's JavaScript.
+FORK_RECIPE = """function (t, p, name, i) {
+  return { formula: p.formula, terms: p.paths.map(function (path) { return t.term([t.factor(path, i)]); }), notes: p.notes };
+}"""
 
 
 @dataclass(frozen=True)

@@ -558,30 +558,34 @@ def test_an_explanation_too_large_is_refused_before_the_pass(tmp_path, monkeypat
                    "cnntrace allows about 60 s")  # fmt: skip
 
 
-def _true_convolution(tmp_path) -> Path:
-    """The reference written as layers with a true convolution: a kind without a recipe for
-    the page's script, whose every shown entry the page explains in Python."""
-    data = reference() | {"layers": [{"type": "conv", "flip": True}, "relu", "maxpool", "flatten", "dense", "sigmoid"]}
-    return write(tmp_path, data, "flip.json")
+def _without_a_recipe(tmp_path, monkeypatch) -> Path:
+    """The reference written as layers, its convolution's recipe taken away: a kind without a
+    recipe for the page's script, whose every shown entry the page explains in Python."""
+    from cnntrace.layers.conv import Conv
+
+    monkeypatch.setattr(Conv, "has_recipe", lambda self, name: False)
+    monkeypatch.setattr(Conv, "recipe", lambda self, t, name: None)
+    data = reference() | {"layers": ["conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]}
+    return write(tmp_path, data, "plain.json")
 
 
 def test_a_page_too_large_is_refused_before_anything_is_printed(tmp_path, monkeypatch):
     import cnntrace.limits
 
     page = tmp_path / "page.html"
-    flipped = _true_convolution(tmp_path)
-    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**8)
-    result = invoke("step", flipped, "--html", page, "-f", "json")
-    assert_refused(result, "flip.json: X: too large: the page explains every entry it shows, and making "
+    plain = _without_a_recipe(tmp_path, monkeypatch)
+    monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 5 * 10**7)  # the whole page's: 10⁸; Z1's: 2·10⁷
+    result = invoke("step", plain, "--html", page, "-f", "json")
+    assert_refused(result, "plain.json: X: too large: the page explains every entry it shows, and making "
                    "the page would take about")  # fmt: skip
     assert not page.exists()
-    assert invoke("step", flipped, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
+    assert invoke("step", plain, "--html", page, "--only", "Z1", "-f", "json").exit_code == 0  # fewer entries
     monkeypatch.setattr(cnntrace.limits, "MAX_COMMAND_WORK", 10**12)
     monkeypatch.setattr(cnntrace.limits, "PAGE_ENTRY_BYTES", 2**28)  # 62 entries shown: 16 GiB
-    assert_refused(invoke("step", flipped, "--html", page), "the page would need about")
+    assert_refused(invoke("step", plain, "--html", page), "the page would need about")
 
 
-def test_the_page_counts_only_the_explanations_it_makes_in_python(tmp_path):
+def test_the_page_counts_only_the_explanations_it_makes_in_python(tmp_path, monkeypatch):
     """Stages whose kind has a recipe are explained by the page's script, on a click: they
     cost the page their cells, not their explanations."""
     from cnntrace.budget import page_cost
@@ -589,7 +593,7 @@ def test_the_page_counts_only_the_explanations_it_makes_in_python(tmp_path):
 
     with_recipes = page_cost(load_problem(write(tmp_path, reference() | {"layers": [
         "conv", "relu", "maxpool", "flatten", "dense", "sigmoid"]}, "layers.json")))  # fmt: skip
-    without = page_cost(load_problem(_true_convolution(tmp_path)))
+    without = page_cost(load_problem(_without_a_recipe(tmp_path, monkeypatch)))
     assert with_recipes.work * 2 < without.work
 
 

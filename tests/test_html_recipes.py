@@ -59,3 +59,25 @@ def test_the_pages_sum_is_math_fsum():
         awkward = [rng.choice([1e16, 1.0, -1e16, 2**-52, 0.5, -0.5, 3.0, 1e-300, 2**-1074]) for _ in range(n)]
         cases += [[base], [cancelling], [awkward]]
     assert [float(s) for s in call("cnntraceFsum", cases)] == [math.fsum(c[0]) for c in cases]
+
+
+def test_the_pages_general_format_is_pythons():
+    # f"{x:g}" (the notes' β·Z1[0] = 23.5, α = 0.01): six significant digits, ties to even on
+    # the exact binary value, scientific notation below 1e-4 and from 1e6.
+    rng = random.Random(2)
+    values = [0.01, 1.0, 20.0, 23.45675, 1234565.0, 1234575.0, 999999.5, 9999995.0, 1e-4, 9.999995e-5, 1e6, 0.5, -2.5,
+              -0.0, 0.0, 1e300, 5e-324, 123456.5, 0.000123456789]  # fmt: skip
+    for _ in range(2000):
+        values += [rng.uniform(-1, 1) * 10 ** rng.randint(-8, 9), rng.randint(-10**8, 10**8) / 2 ** rng.randint(0, 8)]
+    assert call("cnntraceGeneral", [[v] for v in values]) == [f"{v:g}" for v in values]
+
+
+def test_the_pages_repr_is_pythons():
+    # repr(x) (softmax's "max = 0.1"): the shortest digits that read back, fixed from 1e-4 up
+    # to 1e16, with ".0" on a whole number.
+    rng = random.Random(3)
+    values = [0.0, -0.0, 1.0, -2.5, 0.1, 1e-4, 9.99e-5, 1e-5, 1e15, 1e16, 1234567890123456.0, 12345678901234567.0,
+              5e-324, 1.7976931348623157e308, 123.456, 0.30000000000000004]  # fmt: skip
+    for _ in range(2000):
+        values += [rng.uniform(-1, 1) * 10 ** rng.randint(-20, 20), float(rng.randint(-10**18, 10**18))]
+    assert call("cnntraceRepr", [[v] for v in values]) == [repr(v) for v in values]

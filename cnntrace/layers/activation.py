@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -32,7 +33,7 @@ from cnntrace.layers.base import (
     stage,
 )
 from cnntrace.naming import grad
-from cnntrace.terms import MINUS, Factor, Term, constant
+from cnntrace.terms import MINUS, Factor, Term, constant, sigmoid
 
 
 class ActivationCache(NamedTuple):
@@ -175,6 +176,21 @@ class Activation(Layer):
     def explain_local(self, t, index):
         raise NotImplementedError
 
+    def recipe(self, t, name):
+        if name in (self.output, self.local):
+            return self.own_recipe(t, name)
+        z, a = self.input, self.output
+        return Recipe(THROUGH, {"formula": f"dL/d{a}[h,w]·d{a}/d{z}[h,w]", "ga": grad(a), "local": self.local},
+                      (grad(a), self.local))  # fmt: skip
+
+    def own_recipe(self, t, name: str) -> Recipe | None:
+        """explain_value's (``name``, the output) or explain_local's recipe, where the kind
+        has one."""
+        return None
+
+    def has_recipe(self, name):
+        return name not in (self.output, self.local) or type(self).own_recipe is not Activation.own_recipe
+
 
 @dataclass(frozen=True)
 class ReLU(Activation):
@@ -269,16 +285,13 @@ class ReLU(Activation):
         note = f"{z.label} {'> 0, so 1' if z.value > 0 else '≤ 0, so 0 (ReLU′(0) = 0)'}"
         return Explained(f"1 if {self.input}[h,w] > 0 else 0", [Term((z,))], "step", [note])
 
-    def recipe(self, t, name):
+    def own_recipe(self, t, name):
         z, a = self.input, self.output
         p = {"z": z, "a": a, "local": self.local, "at_zero": self.grad_at_zero}
         if name == a:
             return Recipe(RELU, p | {"formula": f"ReLU({z}[h,w]) = max({z}[h,w], 0)"}, (z,))
-        if name == self.local:
-            formula = f"1 if {z}[h,w] ≥ 0 else 0" if self.grad_at_zero else f"1 if {z}[h,w] > 0 else 0"
-            return Recipe(RELU, p | {"formula": formula}, (z,))
-        return Recipe(THROUGH, {"formula": f"dL/d{a}[h,w]·d{a}/d{z}[h,w]", "ga": grad(a), "local": self.local},
-                      (grad(a), self.local))  # fmt: skip
+        formula = f"1 if {z}[h,w] ≥ 0 else 0" if self.grad_at_zero else f"1 if {z}[h,w] > 0 else 0"
+        return Recipe(RELU, p | {"formula": formula}, (z,))
 
     def kinks(self, cache):
         z, _ = cache
@@ -356,6 +369,16 @@ class LeakyReLU(Activation):
         note = f"{z.label} {'> 0, so 1' if z.value > 0 else f'≤ 0, so α = {self.alpha:g}'}"
         return Explained(f"1 if {self.input}[h,w] > 0 else α", [Term((z,))], "leaky step", [note], self.alpha)
 
+    def own_recipe(self, t, name):
+        zz, a, alpha = self.input, self.output, f"{self.alpha:g}"
+        if name == a:
+            p = {"formula": f"LeakyReLU({zz}[h,w]) = {zz} if > 0 else {alpha}·{zz}", "fn": "LeakyReLU",
+                 "above": f" > 0, so {a} = {zz}", "below": f" ≤ 0, so {a} = {alpha}·{zz}"}  # fmt: skip
+        else:
+            p = {"formula": f"1 if {zz}[h,w] > 0 else α", "fn": "leaky step", "above": " > 0, so 1",
+                 "below": f" ≤ 0, so α = {alpha}"}  # fmt: skip
+        return Recipe(STEP, p | {"z": zz, "alpha": self.alpha}, (zz,))
+
     def kinks(self, cache):
         z, _ = cache
         return (z > 0,)
@@ -402,6 +425,14 @@ class Tanh(Activation):
         a = t.factor(self.output, index)
         return Explained(f"1 − {self.output}²", [Term((constant("1", 1.0),)), Term((MINUS, a, a))], None, [])
 
+    def own_recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:  # its value is math.tanh's, as explain's FUNCTIONS computes it
+            tanh = f"tanh({z})"
+            return Recipe(FUNCTION, {"formula": f"tanh({z}) = (e^z − e^−z)/(e^z + e^−z)", "z": z, "fn": "tanh",
+                                     "value": tanh}, (z,), ((tanh, z, lambda: each(math.tanh, t.value(z))),))  # fmt: skip
+        return Recipe(TANH_LOCAL, {"formula": f"1 − {a}²", "a": a}, (a,))
+
 
 @dataclass(frozen=True)
 class Sigmoid(Activation):
@@ -447,6 +478,16 @@ class Sigmoid(Activation):
         z = float(t.value(self.input)[index])
         one_minus = Factor(f"(1 − {self.output})", a.index, float(ops.sigmoid(np.float64(-z))), self.output)
         return Explained(f"{self.output}·(1 − {self.output})", [Term((a, one_minus))], None, [])
+
+    def own_recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:  # its value is terms.sigmoid's, as explain's FUNCTIONS computes it
+            s = f"σ({z})"
+            return Recipe(FUNCTION, {"formula": f"σ({z}) = 1 / (1 + e^(−{z}))", "z": z, "fn": "σ", "value": s},
+                          (z,), ((s, z, lambda: each(sigmoid, t.value(z))),))  # fmt: skip
+        rest = f"σ(−{z})"
+        return Recipe(SIGMOID_LOCAL, {"formula": f"{a}·(1 − {a})", "a": a, "rest": rest}, (a,),
+                      ((rest, z, lambda: ops.sigmoid(-t.value(z))),))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -570,7 +611,19 @@ class Softmax(Activation):
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
 
+    def recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:
+            shares = f"exp({z} − max)"  # np.exp's, as explain's
+            return Recipe(SOFTMAX, {"z": z, "exp": shares, "formula": f"exp({z}[i]) / Σ_j exp({z}[j])"}, (z,),
+                          ((shares, z, lambda: np.exp(t.value(z) - t.value(z).max(axis=1, keepdims=True))),))  # fmt: skip
+        if name == self.local:
+            return Recipe(SOFTMAX_LOCAL, {"a": a, "formula": f"{a}[i]·(δij − {a}[j])"}, (a,))
+        return Recipe(JACOBIAN_THROUGH, {"a": a, "local": self.local, "ga": grad(a),
+                                         "formula": f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]"}, (self.local, grad(a)))  # fmt: skip
 
+    def has_recipe(self, name):
+        return True
 
 
 @dataclass(frozen=True)
@@ -666,10 +719,107 @@ class LogSoftmax(Softmax):
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
         return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
 
+    def recipe(self, t, name):
+        z, a = self.input, self.output
+        if name == a:
+            log_sum = f"log Σ exp({z} − max)"
+
+            def log_sums():  # each image's, as explain sums it
+                Z = t.value(z)
+                return np.array([np.log(np.exp(Z[m] - float(Z[m].max())).sum()) for m in range(len(Z))])
+
+            return Recipe(LOG_SOFTMAX, {"z": z, "log_sum": log_sum, "formula": f"{z}[i] − log Σ_j exp({z}[j])"},
+                          (z,), ((log_sum, z, log_sums),))  # fmt: skip
+        if name == self.local:
+            e = f"exp({a})"
+            return Recipe(LOG_SOFTMAX_LOCAL, {"a": a, "z": z, "exp": e, "formula": f"δij − exp({a}[j])"}, (a,),
+                          ((e, a, lambda: np.exp(t.value(a))),))  # fmt: skip
+        return super().recipe(t, name)
+
+
+#: Softmax's explain of A: each exp(Z[j] − max), the share of term i.
+SOFTMAX = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.z)[1], top = -Infinity, terms = [];
+  for (var j = 0; j < n; j++) { top = Math.max(top, t.value(p.z, [m, j])); }
+  for (j = 0; j < n; j++) {
+    var f = t.factor(p.exp, [m, j], "exp(" + p.z + "[" + j + "] − max)");
+    f.source = p.z;
+    terms.push(t.term([f]));
+  }
+  var notes = ["max = " + cnntraceRepr(top) + ", subtracted from every " + p.z + " entry so that exp never overflows",
+               "the share of term " + i[1] + " in the sum"];
+  return { formula: p.formula, terms: terms, fn: "share", notes: notes, parameter: i[1] };
+}"""
+
+#: Softmax's explain of dA/dZ: A[i]·(δij − A[j]).
+SOFTMAX_LOCAL = """function (t, p, name, i) {
+  var ai = t.factor(p.a, [i[0], i[1]]), aj = t.factor(p.a, [i[0], i[2]]);
+  var terms = (i[1] === i[2] ? [t.term([ai])] : []).concat([t.term([t.constant("−1", -1), ai, aj])]);
+  return { formula: p.formula, terms: terms, notes: ["i = " + i[1] + ", j = " + i[2]] };
+}"""
+
+#: Softmax's and log-softmax's explain of dL/dZ: the Jacobian's column i times dL/dA.
+JACOBIAN_THROUGH = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.a)[1], terms = [];
+  for (var j = 0; j < n; j++) { terms.push(t.term([t.factor(p.local, [m, j, i[1]]), t.factor(p.ga, [m, j])])); }
+  return { formula: p.formula, terms: terms, notes: [] };
+}"""
+
+#: LogSoftmax's explain of A: Z[i] − max − log Σ exp(Z − max).
+LOG_SOFTMAX = """function (t, p, name, i) {
+  var m = i[0], n = t.shape(p.z)[1], top = -Infinity, minus = t.constant("−1", -1);
+  for (var j = 0; j < n; j++) { top = Math.max(top, t.value(p.z, [m, j])); }
+  var log = { symbol: p.log_sum, index: t.factor(p.z, [m, 0]).index.slice(0, -1), value: t.value(p.log_sum, [m]),
+              source: p.z };
+  var terms = [t.term([t.factor(p.z, i)]), t.term([minus, t.constant("max", top)]), t.term([minus, log])];
+  return { formula: p.formula, terms: terms,
+           notes: ["max = " + cnntraceRepr(top) + ", subtracted inside the exp so that it never overflows, and added back"] };
+}"""
+
+#: LogSoftmax's explain of dA/dZ: δij − exp(A[j]).
+LOG_SOFTMAX_LOCAL = """function (t, p, name, i) {
+  var e = t.factor(p.exp, [i[0], i[2]], "exp(" + p.a + ")");
+  e.source = p.a;
+  var terms = (i[1] === i[2] ? [t.term([t.constant("1", 1)])] : []).concat([t.term([t.constant("−1", -1), e])]);
+  return { formula: p.formula, terms: terms, notes: ["i = " + i[1] + ", j = " + i[2] + "; exp(" + p.a + ") = softmax(" + p.z + ")"] };
+}"""
+
 
 #: Activation.explain of dL/dZ (dL/dA ⊙ dA/dZ), in the page's JavaScript (layers.base.Recipe).
 THROUGH = """function (t, p, name, i) {
   return { formula: p.formula, terms: [t.term([t.factor(p.ga, i), t.factor(p.local, i)])], notes: [] };
+}"""
+
+def each(function, values: np.ndarray) -> np.ndarray:
+    """``function`` (a float's: math.tanh) of each entry of ``values``, as explain applies it
+    to one entry."""
+    return np.frompyfunc(function, 1, 1)(values).astype(np.float64)
+
+
+#: LeakyReLU's explain_value and explain_local (ELU's, softplus's branches alike), in the
+#: page's JavaScript: the one term Z, and a note on its side of 0.
+STEP = """function (t, p, name, i) {
+  var z = t.factor(p.z, i);
+  return { formula: p.formula, terms: [t.term([z])], fn: p.fn, notes: [t.label(z) + (z.value > 0 ? p.above : p.below)],
+           parameter: p.alpha };
+}"""
+
+#: A function of the one term Z whose value Python makes (tanh's, σ's explain_value).
+FUNCTION = """function (t, p, name, i) {
+  return { formula: p.formula, terms: [t.term([t.factor(p.z, i)])], fn: p.fn, notes: [], value: t.value(p.value, i) };
+}"""
+
+#: Tanh's explain_local: 1 − A².
+TANH_LOCAL = """function (t, p, name, i) {
+  var a = t.factor(p.a, i);
+  return { formula: p.formula, terms: [t.term([t.constant("1", 1)]), t.term([t.constant("−1", -1), a, a])], notes: [] };
+}"""
+
+#: Sigmoid's explain_local: A·(1 − A), 1 − A as σ(−Z).
+SIGMOID_LOCAL = """function (t, p, name, i) {
+  var a = t.factor(p.a, i), rest = t.factor(p.rest, i, "(1 − " + p.a + ")");
+  rest.source = p.a;
+  return { formula: p.formula, terms: [t.term([a, rest])], notes: [] };
 }"""
 
 #: ReLU's explain_value and explain_local, in the page's JavaScript.

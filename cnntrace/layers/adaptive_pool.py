@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Layer,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -170,3 +171,40 @@ class AdaptiveAvgPool(Layer):
                     terms.append(Term((constant(f"1/{n}", 1.0 / n), t.factor(grad(p), (m, c, i, j)))))
         notes = [] if len(terms) <= 1 else [f"{len(terms)} windows overlap on this cell: their shares add up"]
         return Explained(f"Σ over the windows that contain this cell of dL/d{p}[window]/(its cells)", terms, None, notes)
+
+    def recipe(self, t, name):
+        a, p = self.input, self.output
+        H, W = t.value(a).shape[2:]
+        (rows, row_ends), (cols, col_ends) = self.windows(H, W)
+        data = {"a": a, "p": p, "gp": grad(p), "H": int(H), "W": int(W), "oh": self.output_size[0],
+                "ow": self.output_size[1], "rows": [int(k) for k in rows], "row_ends": [int(k) for k in row_ends],
+                "cols": [int(k) for k in cols], "col_ends": [int(k) for k in col_ends]}  # fmt: skip
+        return Recipe(RECIPE, data, (a,) if name == p else (grad(p),))
+
+
+#: AdaptiveAvgPool.explain in the page's JavaScript (layers.base.Recipe).
+RECIPE = """function (t, p, name, i) {
+  var m = i[0], c = i[1], terms = [], n;
+  if (name === p.p) {
+    var h = i[2], w = i[3], r0 = p.rows[h], r1 = p.row_ends[h], c0 = p.cols[w], c1 = p.col_ends[w];
+    n = (r1 - r0) * (c1 - c0);
+    var share = t.constant("1/" + n, 1 / n);
+    for (var r = r0; r < r1; r++) {
+      for (var col = c0; col < c1; col++) { terms.push(t.term([share, t.factor(p.a, [m, c, r, col])])); }
+    }
+    var note = "rows floor(" + h + "·" + p.H + "/" + p.oh + ") = " + r0 + " to ceil(" + (h + 1) + "·" + p.H + "/" + p.oh +
+      ") − 1 = " + (r1 - 1) + ", columns floor(" + w + "·" + p.W + "/" + p.ow + ") = " + c0 + " to ceil(" + (w + 1) + "·" +
+      p.W + "/" + p.ow + ") − 1 = " + (c1 - 1) + ": " + n + " cells";
+    return { formula: "(1/" + n + ")·Σ over the adaptive window of " + p.a, terms: terms, notes: [note] };
+  }
+  for (var a = 0; a < p.oh; a++) {
+    for (var b = 0; b < p.ow; b++) {
+      if (p.rows[a] <= i[2] && i[2] < p.row_ends[a] && p.cols[b] <= i[3] && i[3] < p.col_ends[b]) {
+        n = (p.row_ends[a] - p.rows[a]) * (p.col_ends[b] - p.cols[b]);
+        terms.push(t.term([t.constant("1/" + n, 1 / n), t.factor(p.gp, [m, c, a, b])]));
+      }
+    }
+  }
+  return { formula: "Σ over the windows that contain this cell of dL/d" + p.p + "[window]/(its cells)", terms: terms,
+           notes: terms.length <= 1 ? [] : [terms.length + " windows overlap on this cell: their shares add up"] };
+}"""

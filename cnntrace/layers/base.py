@@ -253,11 +253,17 @@ class Recipe(NamedTuple):
     matrices named in ``reads`` through ``t`` (``t.factor``, ``t.padded``, ``t.value``,
     ``t.shape``, ``t.term``, ``t.constant``: the View's, on the same general shapes); ``p``,
     the stage's constants (JSON: names, sizes, the texts that do not depend on the entry).
-    The page's text equals explain's (tests/test_html_recipes.py runs every kind's)."""
+    The page's text equals explain's (tests/test_html_recipes.py runs every kind's).
+
+    ``made``: matrices the trace does not hold that the code reads as it reads the others
+    (σ(−Z1), exp(Z1)), each ``(key, the matrix whose entries they are of, a function giving
+    their general values)``, made with explain's own functions so that the page's numbers
+    are explain's to the last bit (JavaScript's Math.exp is not numpy's, nor Python's)."""
 
     code: str
     p: dict
     reads: tuple[str, ...]
+    made: tuple[tuple[str, str, Callable[[], np.ndarray]], ...] = ()
 
 
 @dataclass(frozen=True)

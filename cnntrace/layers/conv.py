@@ -621,12 +621,7 @@ class PaddedConv2d(nn.Conv2d):
             notes.append(f"only the taps that land on the cell count: where {i_text} and {j_text} are whole")
         return Explained(formula, terms, None, notes)
 
-    def has_recipe(self, name):
-        return self.groups == 1 and not self.flip  # the page carries explain's text of these
-
     def recipe(self, t, name):
-        if not self.has_recipe(name):
-            return None
         x, z, W, B = self.input, self.output, self.W, self.B
         top, bottom, left, right = self.sides(t.weights)
         symmetric = (top, left) == (bottom, right)
@@ -637,8 +632,11 @@ class PaddedConv2d(nn.Conv2d):
         settings += f", padding p = {p}" if symmetric else f", padding {p}"
         channels = t.value(x).shape[1] > 1
         w_index = f"{W}[c,i,j]" if channels else f"{W}[i,j]"
+        if self.flip:
+            w_index = f"{W}[c,kh−1−i,kw−1−j]" if channels else f"{W}[kh−1−i,kw−1−j]"
         row_text, col_text = tap_text("i", "h·s", dilated, p_rows), tap_text("j", "w·s", dilated, p_cols)
-        cell_text = f"{x}[c, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
+        channel_text = "g·C/G + c" if self.groups > 1 else "c"
+        cell_text = f"{x}[{channel_text}, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
         i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
         j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
         over = "c,i,j" if channels else "i,j"
@@ -655,25 +653,33 @@ class PaddedConv2d(nn.Conv2d):
              "padded": bool(top or bottom or left or right), "settings": settings, "p": p, "s": s,
              "dilated": dilated, "dilation_text": pair_text(self.dilation), "dilation_by": pair_text(self.dilation, " by "),
              "what": "image" if self.place.first else "input", "i_text": i_text, "j_text": j_text,
-             "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name]}  # fmt: skip
+             "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name],
+             "groups": self.groups, "flip": self.flip}  # fmt: skip
         return Recipe(RECIPE, p, reads)
 
 
-#: Explain's loops above (one group, the kernel as written), in the page's JavaScript
-#: (layers.base.Recipe).
+#: Explain's loops above, in the page's JavaScript (layers.base.Recipe).
 RECIPE = """function (t, p, name, i) {
   var sh = p.stride[0], sw = p.stride[1], dh = p.dilation[0], dw = p.dilation[1], ph = p.padding[0], pw = p.padding[1];
   var C = p.kernel[1], kh = p.kernel[2], kw = p.kernel[3], M = p.shape[0], K = p.shape[1], Ho = p.shape[2], Wo = p.shape[3];
-  var terms = [], notes = [], padding = false, m, k, h, w, c, a, b, cell;
+  var G = p.groups, Kg = K / G, terms = [], notes = [], padding = false, m, k, h, w, c, a, b, cell;
+  function span(what, first, last) { return first === last ? what + " " + first : what + "s " + first + "…" + last; }
+  function weight(k, c, a, b) { return p.flip ? t.factor(p.W, [k, c, kh - 1 - a, kw - 1 - b]) : t.factor(p.W, [k, c, a, b]); }
+  function groupNote(k) {
+    var g = Math.floor(k / Kg);
+    return "filter " + k + " is in group g = " + g + " of G = " + G + ": it reads " + span("channel", g * C, (g + 1) * C - 1) +
+      " of " + p.x;
+  }
   if (name === p.z) {
     m = i[0]; k = i[1]; h = i[2]; w = i[3];
+    var g = Math.floor(k / Kg);
     if (p.bias) { terms.push(t.term([t.factor(p.B, [k])])); }
     for (c = 0; c < C; c++) {
       for (a = 0; a < kh; a++) {
         for (b = 0; b < kw; b++) {
-          cell = t.padded(p.x, m, c, h * sh + a * dh - ph, w * sw + b * dw - pw);
+          cell = t.padded(p.x, m, g * C + c, h * sh + a * dh - ph, w * sw + b * dw - pw);
           padding = padding || cell.symbol !== p.x;
-          terms.push(t.term([t.factor(p.W, [k, c, a, b]), cell], cell.symbol !== p.x ? "padding" : ""));
+          terms.push(t.term([weight(k, c, a, b), cell], cell.symbol !== p.x ? "padding" : ""));
         }
       }
     }
@@ -681,38 +687,49 @@ RECIPE = """function (t, p, name, i) {
       ", columns " + (w * sw - pw) + ".." + (w * sw - pw + dw * (kw - 1));
     if (p.dilated) { window += ", its taps " + p.dilation_by + " cells apart"; }
     notes.push("h = " + h + ", w = " + w + ", " + p.settings + ": " + window);
+    if (G > 1) { notes.push(groupNote(k)); }
     if (padding) { notes.push("cells outside " + p.x + " are the zero padding"); }
+    if (p.flip) { notes.push("a true convolution: the kernel is rotated 180° (" + p.W + "[kh−1−i,kw−1−j])"); }
   } else if (name === p.gB) {
     k = i[0];
     for (m = 0; m < M; m++) { for (h = 0; h < Ho; h++) { for (w = 0; w < Wo; w++) { terms.push(t.term([t.factor(p.gz, [m, k, h, w])])); } } }
   } else if (name === p.gW) {
-    k = i[0]; c = i[1]; a = i[2]; b = i[3];
+    k = i[0]; c = i[1];
+    a = p.flip ? kh - 1 - i[2] : i[2]; b = p.flip ? kw - 1 - i[3] : i[3];  // the window offset it met
+    var channel = Math.floor(k / Kg) * C + c;
     for (m = 0; m < M; m++) {
       for (h = 0; h < Ho; h++) {
         for (w = 0; w < Wo; w++) {
-          cell = t.padded(p.x, m, c, h * sh + a * dh - ph, w * sw + b * dw - pw);
+          cell = t.padded(p.x, m, channel, h * sh + a * dh - ph, w * sw + b * dw - pw);
           padding = padding || cell.symbol !== p.x;
           terms.push(t.term([cell, t.factor(p.gz, [m, k, h, w])], cell.symbol !== p.x ? "padding" : ""));
         }
       }
     }
     notes.push("i = " + a + ", j = " + b + ", " + p.settings);
+    if (G > 1) { notes.push(groupNote(k) + (C > 1 ? "; its channel c = " + c + " is channel " + channel + " of " + p.x : "")); }
     if (padding) { notes.push("cells outside " + p.x + " are the zero padding"); }
+    if (p.flip) { notes.push("the kernel is flipped: this entry met window offset (" + a + ", " + b + ")"); }
   } else {
-    m = i[0]; c = i[1];
-    var r = i[2], col = i[3], row = r + ph, column = col + pw;
-    for (k = 0; k < K; k++) {
+    m = i[0];
+    var r = i[2], col = i[3], row = r + ph, column = col + pw, group = Math.floor(i[1] / C);
+    c = i[1] - group * C;
+    for (k = group * Kg; k < (group + 1) * Kg; k++) {
       for (h = 0; h < Ho; h++) {
         for (w = 0; w < Wo; w++) {
           var di = row - h * sh, dj = column - w * sw;
           a = Math.floor(di / dh); b = Math.floor(dj / dw);
           if (di - a * dh === 0 && dj - b * dw === 0 && a >= 0 && a < kh && b >= 0 && b < kw) {
-            terms.push(t.term([t.factor(p.gz, [m, k, h, w]), t.factor(p.W, [k, c, a, b])]));
+            terms.push(t.term([t.factor(p.gz, [m, k, h, w]), weight(k, c, a, b)]));
           }
         }
       }
     }
     notes.push("r = " + r + ", c = " + col + ", " + p.settings);
+    if (G > 1) {
+      notes.push("channel " + i[1] + " of " + p.x + " is in group " + group + " of " + G + ": only " +
+                 span("filter", group * Kg, (group + 1) * Kg - 1) + " read it, with their channel " + c);
+    }
     if (p.padded) { notes.push(p.x + "[" + r + "," + col + "] is cell [" + row + "," + column + "] of the " + p.what + " padded by " + p.p); }
     if (!terms.length && p.dilated) {
       notes.push("no tap of the convolution's windows lands on " + p.x + "[" + r + "," + col + "] (stride " + p.s + ", dilation " + p.dilation_text + "): 0");

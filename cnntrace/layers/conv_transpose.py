@@ -18,6 +18,7 @@ from cnntrace.layers.base import (
     Imported,
     Layout,
     Mistake,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -406,3 +407,109 @@ class ConvTranspose(WeightedLayer):
             notes.append("taps that landed in the cropped border bring nothing back")
         return Explained(f"Σ_k,i,j dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]·{W}[c,k,i,j]  (conv(dL/d{z}, {W}))",
                          terms, None, notes)  # fmt: skip
+
+    def recipe(self, t, name):
+        x, z, W, B = self.input, self.output, self.W, self.B
+        settings = f"stride s = {pair_text(self.stride)}, padding p = {pair_text(self.padding)}"
+        if self.dilation != (1, 1):
+            settings += f", dilation d = {pair_text(self.dilation)}"
+        if any(self.output_padding):
+            settings += f", output padding {pair_text(self.output_padding)}"
+        formulas = {
+            z: f"{B + ' + ' if self.bias else ''}Σ {x}[c,h,w]·{W}[c,k,i,j] over h·s + i·d − p = {{r}}, "
+               "w·s + j·d − p = {col}",
+            grad(B): f"Σ_h,w dL/d{z}[h,w]",
+            grad(W): f"Σ_h,w {x}[c,h,w]·dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]",
+            grad(x): f"Σ_k,i,j dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]·{W}[c,k,i,j]  (conv(dL/d{z}, {W}))",
+        }
+        reads = {z: (x, W, B) if self.bias else (x, W), grad(B): (grad(z),), grad(W): (x, grad(z)),
+                 grad(x): (grad(z), W)}[name]  # fmt: skip
+        p = {"x": x, "z": z, "W": W, "B": B, "gz": grad(z), "gB": grad(B), "gW": grad(W), "bias": self.bias,
+             "stride": list(self.stride), "dilation": list(self.dilation), "padding": list(self.padding),
+             "groups": self.groups, "settings": settings, "taps": f", its taps {pair_text(self.dilation, ' by ')} cells apart"
+             if self.dilation != (1, 1) else "", "formula": formulas[name], "input": list(t.value(x).shape),
+             "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape)}  # fmt: skip
+        return Recipe(RECIPE, p, reads)
+
+
+#: ConvTranspose.explain in the page's JavaScript (layers.base.Recipe): each input cell sends
+#: X[h,w]·W[i,j] to cell (h·s + i·d − p, w·s + j·d − p) of Z, none past the crop.
+RECIPE = """function (t, p, name, i) {
+  var sh = p.stride[0], sw = p.stride[1], dh = p.dilation[0], dw = p.dilation[1], ph = p.padding[0], pw = p.padding[1];
+  var C = p.kernel[0], Kg = p.kernel[1], kh = p.kernel[2], kw = p.kernel[3], M = p.shape[0], Ho = p.shape[2], Wo = p.shape[3];
+  var H = p.input[2], Wd = p.input[3], Cg = C / p.groups, grouped = p.groups > 1, terms = [], notes = [];
+  var m, k, c, g, h, w, a, b, cell;
+  function span(what, first, last) { return first === last ? what + " " + first : what + "s " + first + "…" + last; }
+  function target(h, w, a, b) {
+    var row = h * sh + a * dh - ph, col = w * sw + b * dw - pw;
+    return row >= 0 && row < Ho && col >= 0 && col < Wo ? [row, col] : null;
+  }
+  if (name === p.z) {
+    m = i[0]; k = i[1]; g = Math.floor(k / Kg);
+    var r = i[2], col = i[3];
+    if (p.bias) { terms.push(t.term([t.factor(p.B, [k])])); }
+    for (c = g * Cg; c < (g + 1) * Cg; c++) {
+      for (h = 0; h < H; h++) {
+        for (w = 0; w < Wd; w++) {
+          for (a = 0; a < kh; a++) {
+            for (b = 0; b < kw; b++) {
+              cell = target(h, w, a, b);
+              if (cell && cell[0] === r && cell[1] === col) {
+                terms.push(t.term([t.factor(p.x, [m, c, h, w]), t.factor(p.W, [c, k % Kg, a, b])]));
+              }
+            }
+          }
+        }
+      }
+    }
+    notes.push(p.settings + ": input cell (h, w) sends " + p.x + "[h,w]·" + p.W + "[i,j] to cell (h·s + i·d − p, w·s + j·d − p) of " +
+               p.z + "; these are the ones that land on (" + r + ", " + col + ")");
+    if (grouped) {
+      notes.push("output channel " + k + " is filter " + (k % Kg) + " of group " + g + ": it takes from " +
+                 span("channel", g * Cg, (g + 1) * Cg - 1) + " of " + p.x);
+    }
+    if (terms.length === (p.bias ? 1 : 0)) { notes.push("no input cell's kernel reaches (" + r + ", " + col + ")"); }
+    return { formula: p.formula.replace("{r}", r).replace("{col}", col), terms: terms, notes: notes };
+  }
+  if (name === p.gB) {
+    k = i[0];
+    for (m = 0; m < M; m++) { for (h = 0; h < Ho; h++) { for (w = 0; w < Wo; w++) { terms.push(t.term([t.factor(p.gz, [m, k, h, w])])); } } }
+    return { formula: p.formula, terms: terms, notes: [] };
+  }
+  if (name === p.gW) {
+    c = i[0]; a = i[2]; b = i[3]; k = Math.floor(c / Cg) * Kg + i[1];
+    for (m = 0; m < M; m++) {
+      for (h = 0; h < H; h++) {
+        for (w = 0; w < Wd; w++) {
+          cell = target(h, w, a, b);
+          if (cell) { terms.push(t.term([t.factor(p.x, [m, c, h, w]), t.factor(p.gz, [m, k, cell[0], cell[1]])])); }
+        }
+      }
+    }
+    notes.push("i = " + a + ", j = " + b + ", " + p.settings + ": tap (i, j) sent " + p.x + "[h,w] to " + p.z +
+               "[h·s + i·d − p, w·s + j·d − p]");
+    if (grouped) {
+      notes.push("channel " + c + " of " + p.x + " is in group " + Math.floor(c / Cg) + ": its filter " + i[1] +
+                 " is output channel " + k);
+    }
+    if (terms.length < M * H * Wd) { notes.push("the cells whose tap landed in the cropped border add nothing"); }
+    return { formula: p.formula, terms: terms, notes: notes };
+  }
+  m = i[0]; c = i[1]; h = i[2]; w = i[3]; g = Math.floor(c / Cg);
+  for (k = 0; k < Kg; k++) {
+    for (a = 0; a < kh; a++) {
+      for (b = 0; b < kw; b++) {
+        cell = target(h, w, a, b);
+        if (cell) { terms.push(t.term([t.factor(p.gz, [m, g * Kg + k, cell[0], cell[1]]), t.factor(p.W, [c, k, a, b])])); }
+      }
+    }
+  }
+  notes.push("h = " + h + ", w = " + w + ", " + p.settings + ": " + p.x + "[" + h + "," + w + "] was sent to the window of " +
+             p.z + " from (" + (h * sh - ph) + ", " + (w * sw - pw) + ")" + p.taps);
+  if (grouped) {
+    notes.push("channel " + c + " of " + p.x + " is in group " + g + ": it reached output " +
+               span("channel", g * Kg, (g + 1) * Kg - 1));
+  }
+  if (terms.length < Kg * kh * kw) { notes.push("taps that landed in the cropped border bring nothing back"); }
+  return { formula: p.formula, terms: terms, notes: notes };
+}"""

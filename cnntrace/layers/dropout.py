@@ -22,6 +22,7 @@ from cnntrace.layers.base import (
     Layer,
     Mistake,
     Option,
+    Recipe,
     Rule,
     TorchForm,
     choice_option,
@@ -243,6 +244,19 @@ class Dropout(Layer):
         return Explained(f"dL/d{d}·{self.name_mask}/(1 − p)", [Term((t.factor(grad(d), index), mask, scale))], None,
                          [f"p = {self.p:g}"])  # fmt: skip
 
+    def recipe(self, t, name):
+        x, d = self.input, self.output
+        source = x if name == d else grad(d)
+        if not self.dropping:
+            return Recipe(RECIPE, {"source": source, "formula": f"{source} (eval: the identity)"}, (source,))
+        p = {"mask": self.name_mask, "scale": 1 / (1 - self.p), "notes": [f"p = {self.p:g}"]}
+        if name == self.name_mask:
+            how = "given in the input" if self.mask is not None else f"drawn from seed {self.seed}, kept with probability 1 − p"
+            return Recipe(RECIPE, p | {"formula": "1 (kept) or 0 (dropped)", "notes": [f"p = {self.p:g}: {how}"]},
+                          (self.name_mask,))  # fmt: skip
+        formula = f"{x}·{self.name_mask}/(1 − p)" if name == d else f"dL/d{d}·{self.name_mask}/(1 − p)"
+        return Recipe(RECIPE, p | {"source": source, "formula": formula}, (source, self.name_mask))
+
     def mistakes(self, values, weights):
         if not self.dropping or self.p == 0:
             return []
@@ -257,3 +271,15 @@ class Dropout(Layer):
                                    "backward pass, as if no unit had been dropped",
                                    {grad(x): values[grad(d)] / (1 - self.p)}))  # fmt: skip
         return out
+
+
+#: Dropout.explain in the page's JavaScript (layers.base.Recipe): eval's identity, the mask,
+#: or the entry times the mask and 1/(1 − p).
+RECIPE = """function (t, p, name, i) {
+  if (!p.mask) { return { formula: p.formula, terms: [t.term([t.factor(p.source, i)])], notes: [] }; }
+  if (name === p.mask) {
+    return { formula: p.formula, terms: [t.term([t.constant("mask", t.value(p.mask, i))])], notes: p.notes };
+  }
+  var factors = [t.factor(p.source, i), t.factor(p.mask, i), t.constant("1/(1 − p)", p.scale)];
+  return { formula: p.formula, terms: [t.term(factors)], notes: p.notes };
+}"""

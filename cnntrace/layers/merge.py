@@ -309,3 +309,24 @@ class Concat(nn.Module):
         at = (index[0], index[1] + offsets[q], *index[2:])
         return Explained(f"dL/d{self.output}, channel {at[1]}", [Term((t.factor(grad(self.output), at),))], None,
                          [f"a concat splits its gradient by channel: {q}'s start at {offsets[q]}"])  # fmt: skip
+
+    def recipe(self, t, name):
+        reads = self.operands if name == self.output else (grad(self.output),)
+        data = {"c": self.output, "gc": grad(self.output), "operands": list(self.operands), "offsets": self._offsets(t)}
+        return Recipe(CONCAT_RECIPE, data, tuple(reads))
+
+
+#: Concat.explain in the page's JavaScript (layers.base.Recipe).
+CONCAT_RECIPE = """function (t, p, name, i) {
+  var q, at;
+  if (name === p.c) {
+    p.operands.forEach(function (o) { if (p.offsets[o] <= i[1] && (q === undefined || p.offsets[o] > p.offsets[q])) { q = o; } });
+    at = [i[0], i[1] - p.offsets[q]].concat(i.slice(2));
+    return { formula: q + ", channel " + at[1], terms: [t.term([t.factor(q, at)])],
+             notes: ["a concat: " + q + "'s channels start at " + p.offsets[q] + " of " + p.c] };
+  }
+  q = name.slice("dL_d".length);
+  at = [i[0], i[1] + p.offsets[q]].concat(i.slice(2));
+  return { formula: "dL/d" + p.c + ", channel " + at[1], terms: [t.term([t.factor(p.gc, at)])],
+           notes: ["a concat splits its gradient by channel: " + q + "'s start at " + p.offsets[q]] };
+}"""

@@ -30,6 +30,7 @@ from cnntrace.layers.base import (
     Imported,
     Mistake,
     Option,
+    Recipe,
     Refused,
     Rule,
     Terms,
@@ -493,6 +494,32 @@ def batchnorm_steps(module, x, dy):
                       "the unbiased variance")]  # fmt: skip
         return Explained(f"(1 − momentum)·{self.VAR} + momentum·{var}·N/(N − 1)", terms, None, [over])
 
+    def recipe(self, t, name):
+        x, z, W, B = self.input, self.output, self.W, self.B
+        mean, running = (self.mu, self.sigmasq) if self.training else (self.MEAN, self.VAR)
+        roles = {self.mu: "mu", self.sigmasq: "sigmasq", self.xhat: "xhat", z: "z", grad(W): "dW", grad(B): "dB",
+                 grad(self.xhat): "dxhat", grad(self.sigmasq): "dsigmasq", grad(self.mu): "dmu", grad(x): "dx",
+                 self.MEAN: "MEAN", self.VAR: "VAR"}  # fmt: skip
+        reads = {"mu": (), "sigmasq": (mean,), "xhat": (mean,), "z": (W, self.xhat, B), "dW": (grad(z), self.xhat),
+                 "dB": (grad(z),), "dxhat": (grad(z), W), "dsigmasq": (grad(self.xhat), mean),
+                 "dmu": (grad(self.xhat), grad(self.sigmasq), mean), "dx": (grad(self.xhat),), "MEAN": (self.MEAN, self.mu),
+                 "VAR": (self.VAR, self.sigmasq)}[roles[name]]  # fmt: skip
+        if self.training and roles[name] == "dx":
+            reads += (grad(self.sigmasq), grad(self.mu), mean)
+        inv, k = f"1/√({symbol(running)} + ε)", f"−½({symbol(running)} + ε)^(−3/2)"
+
+        def inverse():  # 1/√(σ² + ε) of each channel, as explain computes it
+            return np.array([1.0 / np.sqrt(float(v) + self.eps) for v in t.value(running)])
+
+        made = ((inv, running, inverse), (k, running, lambda: np.array([-0.5 * v**3 for v in inverse()])))
+        p = {"role": roles[name], "x": x, "z": z, "W": W, "B": B, "mean": mean, "running": symbol(running),
+             "mu": symbol(self.mu), "var": symbol(self.sigmasq), "xhat": symbol(self.xhat), "MEAN": self.MEAN,
+             "VAR": self.VAR, "names": {"mu": self.mu, "sigmasq": self.sigmasq, "xhat": self.xhat, "gz": grad(z),
+                                        "gxhat": grad(self.xhat), "gsigmasq": grad(self.sigmasq), "gmu": grad(self.mu)},
+             "centred": f"({x} − {symbol(self.mu) if self.training else self.MEAN})", "training": self.training,
+             "eps": f"ε = {self.eps:g}", "momentum": self.momentum, "inv": inv, "k": k}  # fmt: skip
+        return Recipe(RECIPE, p, (x, *reads), made)
+
     # -- what goes wrong ----------------------------------------------------------------------
 
     def mistakes(self, values, weights):
@@ -527,3 +554,67 @@ def batchnorm_steps(module, x, dy):
                                "batch norm normalizes with the biased one, divided by N",
                                {self.sigmasq: values[self.sigmasq] * (N / (N - 1))}))  # fmt: skip
         return out
+
+
+#: BatchNorm.explain in the page's JavaScript (layers.base.Recipe); 1/√(σ² + ε) and
+#: −½(σ² + ε)^(−3/2) of each channel are Python's (Recipe.made): x**3 is pow's.
+RECIPE = """function (t, p, name, i) {
+  var X = t.shape(p.x), maps = X.length > 2, c = i.length === 1 ? i[0] : i[1], places = [], n = p.names;
+  for (var m = 0; m < X[0]; m++) {
+    if (!maps) { places.push([m, c]); continue; }
+    for (var h = 0; h < X[2]; h++) { for (var w = 0; w < X[3]; w++) { places.push([m, c, h, w]); } }
+  }
+  var N = places.length, oneOverN = t.constant("1/N", 1 / N), minus = t.constant("−1", -1);
+  var over = "over the " + N + " values of " + (maps ? "channel" : "unit") + " " + c + ": every image" +
+    (maps ? ", row and column" : "");
+  var inv = t.constant("1/√(" + p.running + "[" + c + "] + ε)", t.value(p.inv, [c]));
+  function centred(q) {
+    return { symbol: p.centred, index: t.factor(p.x, q).index, value: t.value(p.x, q) - t.value(p.mean, [c]), source: "" };
+  }
+  function each(f) { return places.map(f); }
+  function said(formula, terms, notes) { return { formula: formula, terms: terms, notes: notes || [] }; }
+  switch (p.role) {
+    case "mu": return said("Σ " + p.x + "/N", each(function (q) { return t.term([oneOverN, t.factor(p.x, q)]); }), [over]);
+    case "sigmasq":
+      return said("Σ (" + p.x + " − " + p.mu + ")²/N", each(function (q) { return t.term([oneOverN, centred(q), centred(q)]); }),
+                  [over, "divided by N, not N − 1: the biased variance"]);
+    case "xhat":
+      var mean = t.factor(p.mean, [c]);
+      return said("(" + p.x + " − " + mean.symbol + ")/√(" + p.running + " + ε)",
+                  [t.term([t.factor(p.x, i), inv]), t.term([minus, mean, inv])], [p.eps]);
+    case "z":
+      return said(p.W + "[c]·" + p.xhat + " + " + p.B + "[c]",
+                  [t.term([t.factor(p.W, [c]), t.factor(n.xhat, i)]), t.term([t.factor(p.B, [c])])]);
+    case "dW":
+      return said("Σ dL/d" + p.z + "·" + p.xhat, each(function (q) { return t.term([t.factor(n.gz, q), t.factor(n.xhat, q)]); }),
+                  [over]);
+    case "dB": return said("Σ dL/d" + p.z, each(function (q) { return t.term([t.factor(n.gz, q)]); }), [over]);
+    case "dxhat": return said("dL/d" + p.z + "·" + p.W + "[c]", [t.term([t.factor(n.gz, i), t.factor(p.W, [c])])]);
+    case "dsigmasq":
+      var k = t.constant("−½(" + p.var + "[" + c + "] + ε)^(−3/2)", t.value(p.k, [c]));
+      return said("Σ dL/d" + p.xhat + "·(" + p.x + " − " + p.mu + ")·(−½)(" + p.var + " + ε)^(−3/2)",
+                  each(function (q) { return t.term([t.factor(n.gxhat, q), centred(q), k]); }), [over, p.eps]);
+    case "dmu":
+      var minusInv = t.constant("−1/√(" + p.var + "[" + c + "] + ε)", -inv.value), twoOverN = t.constant("−2/N", -2 / N);
+      var terms = each(function (q) { return t.term([t.factor(n.gxhat, q), minusInv]); }).concat(
+        each(function (q) { return t.term([t.factor(n.gsigmasq, [c]), twoOverN, centred(q)], "through σ²"); }));
+      return said("Σ dL/d" + p.xhat + "·(−1/√(" + p.var + " + ε)) + dL/d" + p.var + "·Σ −2(" + p.x + " − " + p.mu + ")/N",
+                  terms, [over, "the terms through " + p.var + " add up to 0 but for rounding"]);
+    case "dx":
+      var through = [t.term([t.factor(n.gxhat, i), inv])];
+      if (!p.training) { return said("dL/d" + p.xhat + "/√(" + p.VAR + " + ε)", through, [p.eps]); }
+      through.push(t.term([t.factor(n.gsigmasq, [c]), t.constant("2/N", 2 / N), centred(i)], "through σ²"));
+      through.push(t.term([t.factor(n.gmu, [c]), oneOverN], "through μ"));
+      return said("dL/d" + p.xhat + "/√(" + p.var + " + ε) + dL/d" + p.var + "·2(" + p.x + " − " + p.mu + ")/N + dL/d" +
+                  p.mu + "/N", through, ["N = " + N + ": the values of " + (maps ? "channel" : "unit") + " " + c, p.eps]);
+    case "MEAN":
+      return said("(1 − momentum)·" + p.MEAN + " + momentum·" + p.mu,
+                  [t.term([t.constant("(1 − momentum)", 1 - p.momentum), t.factor(p.MEAN, [c])], "before the step"),
+                   t.term([t.constant("momentum", p.momentum), t.factor(n.mu, [c])])]);
+    default:
+      return said("(1 − momentum)·" + p.VAR + " + momentum·" + p.var + "·N/(N − 1)",
+                  [t.term([t.constant("(1 − momentum)", 1 - p.momentum), t.factor(p.VAR, [c])], "before the step"),
+                   t.term([t.constant("momentum", p.momentum), t.factor(n.sigmasq, [c]),
+                           t.constant("N/(N − 1) = " + N + "/" + (N - 1), N / (N - 1))], "the unbiased variance")], [over]);
+  }
+}"""

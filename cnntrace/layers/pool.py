@@ -510,12 +510,7 @@ class MaxPool(Pool):
             notes.append(f"{here} won none of the {windows} window(s) that contain it: 0")
         return Explained(f"Σ over the pool windows this cell won of dL/d{p}[window]", terms, None, notes)
 
-    def has_recipe(self, name):
-        return self.ties == "first"  # the page carries explain's text of a tie rule's routing
-
     def recipe(self, t, name):
-        if not self.has_recipe(name):
-            return None
         a, p = self.input, self.output
         H, W = t.value(a).shape[2:]
         frame = self.sides(H, W)
@@ -525,11 +520,12 @@ class MaxPool(Pool):
         data = {"a": a, "p": p, "gp": grad(p), "formula": formula, "size": list(self.size), "stride": list(self.stride),
                 "dilation": list(self.dilation), "frame": [frame[0], frame[2]], "output": list(t.value(p).shape[2:]),
                 "settings": f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)}{apart})",
-                "pool": pair_text(self.size), "ps": pair_text(self.stride), "ties": self._tie_words()}  # fmt: skip
+                "pool": pair_text(self.size), "ps": pair_text(self.stride), "ties": self._tie_words(),
+                "rule": self.ties}  # fmt: skip
         return Recipe(MAX_RECIPE, data, (a,) if name == p else (grad(p), a))
 
 
-#: MaxPool.explain (the first maximum wins a tie) in the page's JavaScript (layers.base.Recipe).
+#: MaxPool.explain (under each tie rule) in the page's JavaScript (layers.base.Recipe).
 MAX_RECIPE = """function (t, p, name, i) {
   var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1];
   function cells(h, w) {
@@ -577,9 +573,20 @@ MAX_RECIPE = """function (t, p, name, i) {
   rows.forEach(function (h) {
     cols.forEach(function (w) {
       windows += 1;
-      var d = t.factor(p.gp, [m, c, h, w]), best = winner(h, w);
-      if (best[0] === r && best[1] === col) { terms.push(t.term([d], "won window " + t.label(d))); }
-      else {
+      var d = t.factor(p.gp, [m, c, h, w]), best = winner(h, w), tied = [];
+      if (p.rule !== "first") {  // every cell that holds the window's max
+        var top = t.value(p.a, [m, c, best[0], best[1]]);
+        tied = inside(h, w).filter(function (cell) { return t.value(p.a, [m, c, cell[0], cell[1]]) === top; });
+      }
+      var mine = tied.some(function (cell) { return cell[0] === r && cell[1] === col; });
+      if (mine && p.rule === "split" && tied.length > 1) {
+        terms.push(t.term([t.constant("1/" + tied.length, 1 / tied.length), d],
+                          "tied for window " + t.label(d) + ", shared by " + tied.length));
+      } else if (mine) {
+        terms.push(t.term([d], "won window " + t.label(d) + (tied.length > 1 ? " (a tie: every tied cell gets it)" : "")));
+      } else if (p.rule === "first" && best[0] === r && best[1] === col) {
+        terms.push(t.term([d], "won window " + t.label(d)));
+      } else {
         notes.push("window " + t.label(d).slice(d.symbol.length) + ": won by " +
                    t.label(t.factor(p.a, [m, c, best[0], best[1]])) + ", not this cell");
       }
@@ -748,6 +755,74 @@ class AvgPool(Pool):
         if counts and not counts <= {full}:
             notes.append("each window divides by the cells its mean counts")
         return Explained(f"Σ over the windows that contain this cell of dL/d{p}[window]/{divisor}", terms, None, notes)
+
+    def recipe(self, t, name):
+        a, p = self.input, self.output
+        H, W = t.value(a).shape[2:]
+        apart = f", dilation {pair_text(self.dilation)}" if self.dilation != (1, 1) else ""
+        data = {"a": a, "p": p, "gp": grad(p), "size": list(self.size), "stride": list(self.stride),
+                "dilation": list(self.dilation), "sides": list(self.sides(H, W)), "output": list(t.value(p).shape[2:]),
+                "settings": f"(pool {pair_text(self.size)}, stride {pair_text(self.stride)}{apart})",
+                "include": self.count_include_pad, "full": self.size[0] * self.size[1]}  # fmt: skip
+        return Recipe(AVG_RECIPE, data, (a,) if name == p else (grad(p),))
+
+
+#: AvgPool.explain in the page's JavaScript (layers.base.Recipe).
+AVG_RECIPE = """function (t, p, name, i) {
+  var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1], side = p.sides;
+  function cells(h, w) {
+    var out = [];
+    for (var a = 0; a < p.size[0]; a++) {
+      for (var b = 0; b < p.size[1]; b++) {
+        out.push([h * p.stride[0] + a * p.dilation[0] - side[0], w * p.stride[1] + b * p.dilation[1] - side[2]]);
+      }
+    }
+    return out;
+  }
+  function within(lo, hi) {
+    return function (cell) { return cell[0] >= lo[0] && cell[0] < hi[0] && cell[1] >= lo[1] && cell[1] < hi[1]; };
+  }
+  function counted(h, w) {  // inside the input, and inside the padding where it counts
+    return cells(h, w).filter(p.include ? within([-side[0], -side[2]], [H + side[1], W + side[3]]) : within([0, 0], [H, W]));
+  }
+  function over(cell, n, stride, dilation, size, before) {
+    var out = [];
+    for (var k = 0; k < n; k++) {
+      var offset = cell + before - k * stride;
+      if (offset >= 0 && offset <= dilation * (size - 1) && offset % dilation === 0) { out.push(k); }
+    }
+    return out;
+  }
+  var terms = [], notes = [];
+  if (name === p.p) {
+    var all = cells(i[2], i[3]), kept = counted(i[2], i[3]), n = kept.length, share = t.constant("1/" + n, 1 / n);
+    kept.forEach(function (cell) { terms.push(t.term([share, t.padded(p.a, m, c, cell[0], cell[1])])); });
+    notes.push("window rows " + all[0][0] + ".." + all[all.length - 1][0] + ", columns " + all[0][1] + ".." +
+               all[all.length - 1][1] + " " + p.settings);
+    var inside = all.filter(within([0, 0], [H, W])).length;
+    if (p.include && inside < n) { notes.push("cells outside the input are the zero padding, counted in the mean"); }
+    if (!p.include && inside < all.length) {
+      notes.push("the window's cells outside the input are padding, not counted (count_include_pad false): the mean is " +
+                 "over its " + n + " cells inside " + p.a);
+    } else if (n < all.length) {
+      notes.push((all.length - n) + " of its cells lie past the padding (ceil mode's last window) and are not counted: " +
+                 "the mean is over " + n + " cells");
+    }
+    return { formula: "(1/" + n + ")·Σ over the pool window of " + p.a, terms: terms, notes: notes };
+  }
+  var r = i[2], col = i[3], others = false;
+  over(r, p.output[0], p.stride[0], p.dilation[0], p.size[0], side[0]).forEach(function (h) {
+    over(col, p.output[1], p.stride[1], p.dilation[1], p.size[1], side[2]).forEach(function (w) {
+      var count = counted(h, w).length;
+      others = others || count !== p.full;
+      terms.push(t.term([t.constant("1/" + count, 1 / count), t.factor(p.gp, [m, c, h, w])]));
+    });
+  });
+  if (!terms.length) { notes.push(p.a + "[" + r + "," + col + "] lies in no pool window: 0"); }
+  if (others) { notes.push("each window divides by the cells its mean counts"); }
+  return { formula: "Σ over the windows that contain this cell of dL/d" + p.p + "[window]/" + (others ? "its count" : p.full),
+           terms: terms, notes: notes };
+}"""
 
 
 class TiedPool(NamedTuple):

@@ -15,12 +15,13 @@ import numpy as np
 
 from cnntrace import ops
 from cnntrace.errors import InputError
-from cnntrace.layers.activation import Activation, LocalDerivative
+from cnntrace.layers.activation import Activation, LocalDerivative, each
 from cnntrace.layers.base import (
     AMBIGUITY,
     Explained,
     Hand,
     Imported,
+    Recipe,
     Refused,
     number_option,
     onnx_float,
@@ -31,6 +32,14 @@ from cnntrace.terms import MINUS, Factor, Term, constant
 def _of(t, name: str, index, symbol: str, value: float) -> Factor:
     """A factor that is a function of entry ``index`` of ``name``: Φ(Z1)[0,1]."""
     return Factor(symbol, t.user_index(name, index), float(value), name)
+
+
+def _recipe(layer, name: str, low: dict, high: dict | None = None, *, scale: float = 1.0, threshold: float = 0.0,
+            made=()) -> Recipe:
+    """SMOOTH's recipe for stage ``name`` of ``layer``: its ``low`` branch, and its ``high`` one
+    where ``scale``·Z > ``threshold``."""
+    return Recipe(SMOOTH, {"z": layer.input, "scale": scale, "threshold": threshold, "low": low, "high": high},
+                  (layer.input,), tuple((key, layer.input, make) for key, make in made))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,20 @@ class ELU(Activation):
         return Explained(f"α·exp({self.input}) where {self.input} ≤ 0", [Term((constant("α", self.alpha), e))], None,
                          [f"{z.label} ≤ 0; α = {self.alpha:g}"])  # fmt: skip
 
+    def own_recipe(self, t, name):
+        zz, a, alpha = self.input, self.output, ["α", self.alpha]
+        e = f"exp({zz})"
+        made = ((e, lambda: each(math.exp, np.minimum(t.value(zz), 0.0))),)  # read where Z ≤ 0 alone
+        low = {"terms": [[alpha, [e, e]]], "notes": [f"{{label}} ≤ 0; α = {self.alpha:g}"]}
+        if name == a:
+            return _recipe(self, name, low | {"formula": f"ELU({zz}) = α·(exp({zz}) − 1) where {zz} ≤ 0",
+                                              "terms": [[alpha, [e, e]], [["−1", -1.0], alpha]]},
+                           {"formula": f"ELU({zz}) = {zz} where {zz} > 0", "terms": [["z"]],
+                            "notes": [f"{{label}} > 0, so {a} = {zz}"]}, made=made)  # fmt: skip
+        return _recipe(self, name, low | {"formula": f"α·exp({zz}) where {zz} ≤ 0"},
+                       {"formula": f"1 where {zz} > 0", "terms": [[["1", 1.0]]], "notes": ["{label} > 0"]},
+                       made=made)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class GELU(Activation):
@@ -187,6 +210,16 @@ class GELU(Activation):
         return Explained(f"Φ({zz}) + {zz}·φ({zz})", [Term((cdf,)), Term((z, pdf))], None,
                          ["φ(x) = exp(−x²/2)/√(2π), Φ(x) = (1 + erf(x/√2))/2"])  # fmt: skip
 
+    def own_recipe(self, t, name):
+        zz = self.input
+        cdf, pdf = f"Φ({zz})", f"φ({zz})"
+        made = ((cdf, lambda: ops.normal_cdf(t.value(zz))), (pdf, lambda: ops.normal_pdf(t.value(zz))))
+        if name == self.output:
+            return _recipe(self, name, {"formula": f"GELU({zz}) = {zz}·Φ({zz}), Φ(x) = (1 + erf(x/√2))/2",
+                                        "terms": [["z", [cdf, cdf]]], "notes": []}, made=made[:1])  # fmt: skip
+        return _recipe(self, name, {"formula": f"Φ({zz}) + {zz}·φ({zz})", "terms": [[[cdf, cdf]], ["z", [pdf, pdf]]],
+                                    "notes": ["φ(x) = exp(−x²/2)/√(2π), Φ(x) = (1 + erf(x/√2))/2"]}, made=made)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SiLU(Activation):
@@ -240,6 +273,17 @@ class SiLU(Activation):
         s = _of(t, zz, index, f"σ({zz})", ops.sigmoid(np.float64(z.value)))
         rest = _of(t, zz, index, f"(1 − σ({zz}))", ops.sigmoid(np.float64(-z.value)))
         return Explained(f"σ({zz}) + {zz}·σ({zz})·(1 − σ({zz}))", [Term((s,)), Term((z, s, rest))], None, [])
+
+    def own_recipe(self, t, name):
+        zz = self.input
+        s, rest = f"σ({zz})", f"σ(−{zz})"
+        made = ((s, lambda: ops.sigmoid(t.value(zz))), (rest, lambda: ops.sigmoid(-t.value(zz))))
+        if name == self.output:
+            return _recipe(self, name, {"formula": f"SiLU({zz}) = {zz}·σ({zz})", "terms": [["z", [s, s]]],
+                                        "notes": []}, made=made[:1])  # fmt: skip
+        return _recipe(self, name, {"formula": f"σ({zz}) + {zz}·σ({zz})·(1 − σ({zz}))",
+                                    "terms": [[[s, s]], ["z", [s, s], [rest, f"(1 − σ({zz}))"]]], "notes": []},
+                       made=made)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -334,3 +378,42 @@ class Softplus(Activation):
                              [f"β·{z.label} = {bz:g} > {self.threshold:g}"])  # fmt: skip
         s = _of(t, zz, index, f"σ(β·{zz})", ops.sigmoid(np.float64(bz)))
         return Explained(f"σ(β·{zz}) = 1/(1 + exp(−β·{zz}))", [Term((s,))], None, [f"β = {self.beta:g}"])
+
+    def own_recipe(self, t, name):
+        zz, beta = self.input, self.beta
+        branch = {"scale": beta, "threshold": self.threshold}
+        if name == self.output:
+            log = f"log(1 + exp(β·{zz}))"
+            return _recipe(self, name, {"formula": f"softplus({zz}) = log(1 + exp(β·{zz}))/β",
+                                        "terms": [[["1/β", 1.0 / beta], [log, log]]], "notes": [f"β = {beta:g}"]},
+                           {"formula": f"softplus({zz}) = {zz} where β·{zz} > threshold", "terms": [["z"]],
+                            "notes": [f"β·{{label}} = {{bz}} > {self.threshold:g}: the linear branch, as PyTorch"]},
+                           made=((log, lambda: np.logaddexp(0.0, beta * t.value(zz))),), **branch)  # fmt: skip
+        s = f"σ(β·{zz})"
+        return _recipe(self, name, {"formula": f"σ(β·{zz}) = 1/(1 + exp(−β·{zz}))", "terms": [[[s, s]]],
+                                    "notes": [f"β = {beta:g}"]},
+                       {"formula": f"1 where β·{zz} > threshold", "terms": [[["1", 1.0]]],
+                        "notes": [f"β·{{label}} = {{bz}} > {self.threshold:g}"]},
+                       made=((s, lambda: ops.sigmoid(beta * t.value(zz))),), **branch)  # fmt: skip
+
+
+#: The smooth activations' explain_value and explain_local, in the page's JavaScript
+#: (layers.base.Recipe): the ``high`` branch where scale·Z > threshold (ELU's Z > 0,
+#: softplus's β·Z > threshold), else the ``low`` one; each term a list of factors: "z",
+#: [symbol, value] a constant, [key, symbol] an entry of a matrix made by Python (Φ(Z1)).
+#: In the notes, {label} is Z's entry and {bz} scale·Z as Python's f"{x:g}" writes it.
+SMOOTH = """function (t, p, name, i) {
+  var z = t.factor(p.z, i), bz = p.scale * z.value, branch = p.high && bz > p.threshold ? p.high : p.low;
+  function factor(spec) {
+    if (spec === "z") { return z; }
+    if (typeof spec[1] === "number") { return t.constant(spec[0], spec[1]); }
+    var f = t.factor(spec[0], i, spec[1]);
+    f.source = p.z;
+    return f;
+  }
+  var notes = branch.notes.map(function (note) {
+    return note.split("{label}").join(t.label(z)).split("{bz}").join(cnntraceGeneral(bz));
+  });
+  return { formula: branch.formula, terms: branch.terms.map(function (term) { return t.term(term.map(factor)); }),
+           notes: notes };
+}"""

@@ -317,7 +317,7 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
     it reads, made here."""
     t = trace.general_pass()
     symbols = {entry.symbol: entry.name for entry in shown}
-    stages, texts, reads = {}, {}, {}
+    stages, texts, reads, made = {}, {}, {}, {}
     for entry in shown if view.explain else ():  # a notebook's compact page explains nothing
         stage = trace.stage(entry.name)
         indices = list(_shown_entries(entry.matrix.values.shape, entry.matrix.axes, view.full))
@@ -332,6 +332,7 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
         if recipe is not None:
             stages[entry.name] |= {"recipe": codes.setdefault(recipe.code, f"r{len(codes)}"), "p": recipe.p}
             reads |= dict.fromkeys(recipe.reads)
+            made |= {key: (of, make) for key, of, make in recipe.made}
             continue
         for index in indices:
             explanation = explain_entry(trace, entry.name, index)
@@ -343,6 +344,10 @@ def _page_data(trace, shown: list[Entry], view: View, cells: _Cells, codes: dict
         values = t.value(name)
         matrices[name] = {"symbol": symbol(name), "general": list(values.shape), "user": list(t.user_shape(name)),
                           "offset": cells.add(values)}  # fmt: skip
+    for key, (of, make) in made.items():  # a recipe's own: σ(−Z1) on Z1's shapes
+        values = make()
+        matrices[key] = {"symbol": key, "general": list(values.shape), "user": list(t.user_shape(of)),
+                         "offset": cells.add(values)}  # fmt: skip
     data = {"precision": view.precision, "batched": trace.problem.batched, "inputs": list(trace.problem.inputs),
             "symbols": symbols, "stages": stages, "matrices": matrices, "texts": texts,
             "grids": cells.grids}  # fmt: skip
@@ -513,7 +518,9 @@ def page(traces, view: View = View(), title: str = "cnntrace") -> str:
 
 
 #: The page's explanations, without the page: ``cnntraceNumber(x, p)`` is render/format.py's
-#: ``number`` and ``cnntraceFsum`` math.fsum, digit for digit; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
+#: ``number``, ``cnntraceGeneral(x)`` Python's ``f"{x:g}"``, ``cnntraceRepr(x)`` its ``repr``
+#: and ``cnntraceFsum`` math.fsum,
+#: digit for digit; ``cnntraceExplainer(data, numbers, recipes, has)`` gives ``explain(term) -> {text, sources}`` for the TERM of a shown entry, from a
 #: section's data (``_page_data``), its numbers (a Float64Array), the recipes' functions by
 #: their code, and ``has(key)``, whether a cell is on the page. Its ``renderText`` is
 #: render/explanation.py's ``render_text`` (its defaults), digit for digit.
@@ -544,6 +551,29 @@ function cnntraceNumber(x, p) {
   if (x !== 0 && (m < 0.5 * Number("1e-" + p) || m >= 1e7)) { return exponential(x, p); }
   var text = fixed(x, p);
   return text[0] === "-" && /^[-0.]*$/.test(text) ? text.slice(1) : text;
+}
+function cnntraceGeneral(x) {  // Python's f"{x:g}": 6 significant digits, trailing zeros cut
+  if (isNaN(x)) { return "nan"; }
+  if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+  if (x === 0) { return Object.is(x, -0) ? "-0" : "0"; }
+  var text = exponential(x, 5), power = Number(text.slice(text.indexOf("e") + 1));
+  function cut(digits) { return digits.indexOf(".") < 0 ? digits : digits.replace(/0+$/, "").replace(/\\.$/, ""); }
+  if (power >= -4 && power < 6) { return cut(fixed(x, 5 - power)); }
+  return cut(text.slice(0, text.indexOf("e"))) + text.slice(text.indexOf("e"));
+}
+function cnntraceRepr(x) {  // Python's repr of a float: the shortest digits that read back
+  if (isNaN(x)) { return "nan"; }
+  if (!isFinite(x)) { return x > 0 ? "inf" : "-inf"; }
+  var sign = x < 0 || Object.is(x, -0) ? "-" : "", text = Math.abs(x).toExponential();
+  var digits = text.slice(0, text.indexOf("e")).replace(".", ""), point = Number(text.slice(text.indexOf("e") + 1)) + 1;
+  if (point <= -4 || point > 16) {
+    var power = point - 1, exponent = String(Math.abs(power));
+    return sign + digits[0] + (digits.length > 1 ? "." + digits.slice(1) : "") + "e" + (power < 0 ? "-" : "+") +
+      (exponent.length < 2 ? "0" : "") + exponent;
+  }
+  if (point <= 0) { return sign + "0." + "0".repeat(-point) + digits; }
+  if (point >= digits.length) { return sign + digits + "0".repeat(point - digits.length) + ".0"; }
+  return sign + digits.slice(0, point) + "." + digits.slice(point);
 }
 function cnntraceFsum(values) {  // math.fsum: Shewchuk's partials, rounded half to even at the end
   var partials = [], i, j, x, y, t, hi, lo = 0, yr, plain = 0;
@@ -605,6 +635,8 @@ function cnntraceExplainer(data, numbers, recipes, has) {
       case "ReLU": return "ReLU(" + total + ") = max(" + total + ", 0)";
       case "step": return "1 if " + total + " > 0 else 0";
       case "step at 0": return "1 if " + total + " ≥ 0 else 0";
+      case "tanh": return "tanh(" + total + ")";
+      case "σ": return ("σ(" + total + ") = 1 / (1 + e^(−" + total + "))").split("−-").join("");
       default: return null;
     }
   }
@@ -643,7 +675,8 @@ function cnntraceExplainer(data, numbers, recipes, has) {
     e.notes.forEach(function (note) { lines.push("  " + note); });
     var line = applied(e, values, p);
     if (line) { lines.push(e.label + " = " + line); }
-    lines.push(e.label + " = " + number(FUNCTIONS[fn](values, e.parameter), p));
+    // A function JavaScript computes otherwise than Python (tanh, σ): its value made by Python
+    lines.push(e.label + " = " + number(e.value === undefined ? FUNCTIONS[fn](values, e.parameter) : e.value, p));
     return lines.join("\\n") + "\\n";
   }
   // -- the pass on the general shapes, as the View of layers/base.py reads it
@@ -714,7 +747,8 @@ function cnntraceExplainer(data, numbers, recipes, has) {
     var general = stage.general.length ? unravel(ravel(index, stage.user), stage.general) : [];
     var e = recipes[stage.recipe](t, stage.p, stage.of, general);
     var explanation = { label: stage.symbol + (index.length ? "[" + index.join(",") + "]" : ""), formula: e.formula,
-                        terms: e.terms, fn: e.fn || "", notes: e.notes || [], parameter: e.parameter };
+                        terms: e.terms, fn: e.fn || "", notes: e.notes || [], parameter: e.parameter,
+                        value: e.value };
     return { text: renderText(explanation, data.precision), sources: sources(e.terms, "t:" + term) };
   };
 }
