@@ -150,8 +150,10 @@ def growth(cnntrace: str, directory: Path) -> None:
         _seconds, _peak, _written, status = measure([cnntrace, "step", str(growth_input(directory, middle, 4, 8)),
                                                      "--only", "L"])  # fmt: skip
         low, high = (low, middle) if status != 0 else (middle, high)
-    print(f"\nThe size guard refuses `step` from a side of about {high} (batch 4, 8 filters; "
-          f"accepted at {low}).")
+    refused = subprocess.run([cnntrace, "step", str(growth_input(directory, high, 4, 8)), "--only", "L"],
+                             capture_output=True, text=True)  # fmt: skip
+    print(f"\n`step` is refused from a side of about {high} (batch 4, 8 filters; accepted at {low}): "
+          f"{refused.stderr.strip()}")
 
 
 def main() -> None:
