@@ -525,8 +525,21 @@ class MaxPool(Pool):
         return Recipe(MAX_RECIPE, data, (a,) if name == p else (grad(p), a))
 
 
+#: The windows (k along one axis, of n) whose taps land on a cell, for both pools' recipes:
+#: the send-back's sources.
+OVER = """
+  function over(cell, n, stride, dilation, size, before) {
+    var out = [];
+    for (var k = 0; k < n; k++) {
+      var offset = cell + before - k * stride;
+      if (offset >= 0 && offset <= dilation * (size - 1) && offset % dilation === 0) { out.push(k); }
+    }
+    return out;
+  }
+"""
+
 #: MaxPool.explain (under each tie rule) in the page's JavaScript (layers.base.Recipe).
-MAX_RECIPE = """function (t, p, name, i) {
+MAX_RECIPE = "function (t, p, name, i) {" + OVER + """
   var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1];
   function cells(h, w) {
     var out = [];
@@ -546,14 +559,6 @@ MAX_RECIPE = """function (t, p, name, i) {
       if (best === null || t.value(p.a, [m, c, cell[0], cell[1]]) > t.value(p.a, [m, c, best[0], best[1]])) { best = cell; }
     });
     return best;
-  }
-  function over(cell, n, stride, dilation, size, before) {
-    var out = [];
-    for (var k = 0; k < n; k++) {
-      var offset = cell + before - k * stride;
-      if (offset >= 0 && offset <= dilation * (size - 1) && offset % dilation === 0) { out.push(k); }
-    }
-    return out;
   }
   var terms = [], notes = [];
   if (name === p.p) {
@@ -768,7 +773,7 @@ class AvgPool(Pool):
 
 
 #: AvgPool.explain in the page's JavaScript (layers.base.Recipe).
-AVG_RECIPE = """function (t, p, name, i) {
+AVG_RECIPE = "function (t, p, name, i) {" + OVER + """
   var A = t.shape(p.a), H = A[2], W = A[3], m = i[0], c = i[1], side = p.sides;
   function cells(h, w) {
     var out = [];
@@ -784,14 +789,6 @@ AVG_RECIPE = """function (t, p, name, i) {
   }
   function counted(h, w) {  // inside the input, and inside the padding where it counts
     return cells(h, w).filter(p.include ? within([-side[0], -side[2]], [H + side[1], W + side[3]]) : within([0, 0], [H, W]));
-  }
-  function over(cell, n, stride, dilation, size, before) {
-    var out = [];
-    for (var k = 0; k < n; k++) {
-      var offset = cell + before - k * stride;
-      if (offset >= 0 && offset <= dilation * (size - 1) && offset % dilation === 0) { out.push(k); }
-    }
-    return out;
   }
   var terms = [], notes = [];
   if (name === p.p) {
