@@ -181,7 +181,7 @@ def main() -> None:
             ("500×500: verify step's whole output", ["verify", answered, right]),
             ("500×500: verify it all wrong (diagnosed)", ["verify", answered, wrong]),
             ("2000×2000: explain dL_dW1[0,0] (refused)", ["explain", str(inputs["image2000"]), "dL_dW1[0,0]"]),
-            ("1000×1000: step --html (refused)", ["step", str(inputs["image1000"]), "--html", f"{tmp}/page.html"]),
+            ("1000×1000: step --html", ["step", str(inputs["image1000"]), "--html", f"{tmp}/page.html"]),
             ("20,000 images: step --only L (the whole trace held)", ["step", dataset, "--only", "L"]),
             ("20,000 images: step (table, summarized)", ["step", dataset]),
             ("20,000 images: train --epochs 5, full batch", ["train", dataset, "--epochs", "5", "-f", "json"]),
