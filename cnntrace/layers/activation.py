@@ -575,13 +575,19 @@ class Softmax(Activation):
         (n,) = ctx.layouts[self.input].shape
         return super().local_stage(ctx)._replace(layout=Layout((n, n), kind="jacobian"))
 
+    def equations(self) -> tuple[str, str]:
+        """The forward equation, and what dL/d(input) simplifies to."""
+        z, a = self.input, self.output
+        return f"exp({z}) / Σexp({z})", f"{a} ⊙ (∂L/∂{a} − Σ ∂L/∂{a}⊙{a})"
+
     def stages(self, ctx):
         z, a = self.input, self.output
-        forward = [stage(a, "forward", f"exp({z}) / Σexp({z})", None)]
+        equation, simplified = self.equations()
+        forward = [stage(a, "forward", equation, None)]
         backward = [
             self.local_stage(ctx),
             grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a}", None,
-                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", f"{a} ⊙ (∂L/∂{a} − Σ ∂L/∂{a}⊙{a})",
+                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", simplified,
                         (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
         ]  # fmt: skip
         return forward, backward
@@ -682,16 +688,9 @@ class LogSoftmax(Softmax):
         a, z = self.output, self.input
         return LocalDerivative(f"I − 1·exp({a})ᵀ", f"log_softmax′({z})", f"∂{a}[i]/∂{z}[j] = δij − exp({a}[j]) = δij − softmax({z})[j]", (a,), "one n×n Jacobian per image: row i, column j")  # fmt: skip
 
-    def stages(self, ctx):
+    def equations(self):
         z, a = self.input, self.output
-        forward = [stage(a, "forward", f"{z} − log Σexp({z})", None)]
-        backward = [
-            self.local_stage(ctx),
-            grad_stage(z, f"(d{a}/d{z})ᵀ·dL/d{a}", None,
-                   Rule(f"∂L/∂{z} = ∂L/∂{a} · ∂{a}/∂{z}", f"∂L/∂{a} − exp({a})·Σ ∂L/∂{a}",
-                        (grad(a), self.local), "the Jacobian's transpose times the gradient, per image")),
-        ]  # fmt: skip
-        return forward, backward
+        return f"{z} − log Σexp({z})", f"∂L/∂{a} − exp({a})·Σ ∂L/∂{a}"
 
     def terms(self, layouts, weights, name, images):
         if name == self.output:  # Z[i] − max − log Σ exp(Z − max)
