@@ -134,18 +134,13 @@ def conv_backward(dL_dZ, X, W, stride=1, padding=0, dilation=1, groups=1):
 # -- transposed convolution: Z = conv_transpose(X, W) + B -------------------------------------
 
 
-def conv_transpose_forward(X, W, B, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
-    """Each X[m,c,h,w] scatters X·W[c,k,i,j] to output cell (h*sh + i*dh − ph, w*sw + j*dw − pw)
-    of channel g*K/G + k (g the group of channel c); cells outside the output are dropped.
-    W (C, K/G, kh, kw), as PyTorch's ConvTranspose2d stores it."""
-    stride, padding, output_padding, dilation = (pair(v) for v in (stride, padding, output_padding, dilation))
-    M, C, H, Wd = X.shape
-    _, K_group, kh, kw = W.shape
+def _scattered(X_shape, W_shape, out_shape, stride, padding, dilation, groups):
+    """Each (m, c, h, w, k, i, j, (filter, row, col)) of a transposed convolution's scatter:
+    input cell (m, c, h, w) times tap W[c, k, i, j] lands on output (filter, row, col)."""
+    M, C, H, Wd = X_shape
+    _, K_group, kh, kw = W_shape
     C_group = C // groups
-    K = K_group * groups
-    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    Wo = (Wd - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
-    Z = np.zeros((M, K, Ho, Wo))
+    Ho, Wo = out_shape
     for m in range(M):
         for c in range(C):
             g = c // C_group
@@ -157,7 +152,22 @@ def conv_transpose_forward(X, W, B, stride=1, padding=0, output_padding=0, dilat
                                 row = h * stride[0] + i * dilation[0] - padding[0]
                                 col = w * stride[1] + j * dilation[1] - padding[1]
                                 if 0 <= row < Ho and 0 <= col < Wo:
-                                    Z[m, g * K_group + k, row, col] += X[m, c, h, w] * W[c, k, i, j]
+                                    yield m, c, h, w, k, i, j, (g * K_group + k, row, col)
+
+
+def conv_transpose_forward(X, W, B, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Each X[m,c,h,w] scatters X·W[c,k,i,j] to output cell (h*sh + i*dh − ph, w*sw + j*dw − pw)
+    of channel g*K/G + k (g the group of channel c); cells outside the output are dropped.
+    W (C, K/G, kh, kw), as PyTorch's ConvTranspose2d stores it."""
+    stride, padding, output_padding, dilation = (pair(v) for v in (stride, padding, output_padding, dilation))
+    M, C, H, Wd = X.shape
+    _, K_group, kh, kw = W.shape
+    K = K_group * groups
+    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
+    Wo = (Wd - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    Z = np.zeros((M, K, Ho, Wo))
+    for m, c, h, w, k, i, j, out in _scattered(X.shape, W.shape, (Ho, Wo), stride, padding, dilation, groups):
+        Z[(m, *out)] += X[m, c, h, w] * W[c, k, i, j]
     if B is not None:
         for k in range(K):
             Z[:, k] += B[k]
@@ -168,25 +178,12 @@ def conv_transpose_backward(dL_dZ, X, W, stride=1, padding=0, output_padding=0, 
     """dL/dX, dL/dW, dL/dB over the same scatter: each pair (input cell, tap) that reached an
     output cell takes that cell's gradient back."""
     stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
-    M, C, H, Wd = X.shape
-    _, K_group, kh, kw = W.shape
-    C_group = C // groups
-    _, K, Ho, Wo = dL_dZ.shape
+    Ho, Wo = dL_dZ.shape[2:]
     dL_dX, dL_dW = np.zeros(X.shape), np.zeros(W.shape)
-    for m in range(M):
-        for c in range(C):
-            g = c // C_group
-            for h in range(H):
-                for w in range(Wd):
-                    for k in range(K_group):
-                        for i in range(kh):
-                            for j in range(kw):
-                                row = h * stride[0] + i * dilation[0] - padding[0]
-                                col = w * stride[1] + j * dilation[1] - padding[1]
-                                if 0 <= row < Ho and 0 <= col < Wo:
-                                    grad = dL_dZ[m, g * K_group + k, row, col]
-                                    dL_dX[m, c, h, w] += grad * W[c, k, i, j]
-                                    dL_dW[c, k, i, j] += grad * X[m, c, h, w]
+    for m, c, h, w, k, i, j, out in _scattered(X.shape, W.shape, (Ho, Wo), stride, padding, dilation, groups):
+        grad = dL_dZ[(m, *out)]
+        dL_dX[m, c, h, w] += grad * W[c, k, i, j]
+        dL_dW[c, k, i, j] += grad * X[m, c, h, w]
     return dL_dX, dL_dW, dL_dZ.sum(axis=(0, 2, 3))
 
 
