@@ -265,6 +265,17 @@ def test_a_state_dict_with_layers_traces_to_autograds_numbers(torch, network, su
     assert_agrees(torch, run(load_problem(output)), model, X, Y)
 
 
+def imported_onnx(model: Path, X, target, loss: str, tmp_path: Path) -> Path:
+    """The input file `cnntrace import` writes from the ONNX model at ``model`` with X (a
+    tensor, saved as .npy), ``target`` and ``loss``; the command must succeed."""
+    np.save(tmp_path / "x.npy", X.numpy())
+    output = tmp_path / "imported.json"
+    result = CliRunner().invoke(app, ["import", str(model), "--input", str(tmp_path / "x.npy"), "--target",
+                                      json.dumps(target), "--loss", loss, "-o", str(output)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return output
+
+
 def to_onnx(torch, model, X, path):
     pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
     import warnings
@@ -279,11 +290,7 @@ def to_onnx(torch, model, X, path):
 def test_an_onnx_model_from_pytorch_imports_and_traces_to_autograds_numbers(torch, network, tmp_path):
     model, X, Y = model_and_data(torch, network)
     to_onnx(torch, model, X, tmp_path / "model.onnx")
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "model.onnx", X, Y.tolist(), "cross_entropy", tmp_path)
     trace = run(load_problem(output))
     assert_agrees(torch, trace, model, X, Y)
     status, out = run_script(repro(trace, tmp_path))

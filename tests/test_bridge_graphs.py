@@ -21,7 +21,7 @@ from cnntrace.io import load_problem, problem_from_dict
 from cnntrace.naming import grad
 from cnntrace.tracer import run
 from tests.kinds import ALL_CASES, make
-from tests.test_bridge import SAMPLES, assert_agrees, repro, run_script, to_onnx
+from tests.test_bridge import SAMPLES, assert_agrees, imported_onnx, repro, run_script, to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +154,7 @@ def test_a_basic_blocks_state_dict_with_layers_traces_to_autograds_numbers(torch
 def test_a_basic_block_exported_to_onnx_imports_and_traces_to_autograds_numbers(torch, block, tmp_path):
     model, X, Y = block_and_data(torch, block)
     to_onnx(torch, model, X, tmp_path / "block.onnx")
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "block.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "block.onnx", X, Y.tolist(), "cross_entropy", tmp_path)
     assert json.loads(output.read_text())["layers"] == [*LAYERS[block], "softmax"]
     trace = run(load_problem(output))
     assert_agrees(torch, trace, model, X, Y)
@@ -329,11 +325,7 @@ def test_a_transposed_convolutions_state_dict_with_layers_traces_to_autograds_nu
 def test_a_transposed_convolution_exported_to_onnx_imports_and_round_trips(torch, tmp_path):
     model, X, Y = upsampling_and_data(torch)
     to_onnx(torch, model, X, tmp_path / "net.onnx")
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "net.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "net.onnx", X, Y.tolist(), "cross_entropy", tmp_path)
     assert json.loads(output.read_text())["layers"] == [*UPSAMPLING_LAYERS, "softmax"]
     trace = run(load_problem(output))
     assert_agrees(torch, trace, model, X, Y)
@@ -439,11 +431,7 @@ def test_an_onnx_model_of_the_newer_kinds_imports_to_autograds_numbers(torch, tm
                           nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 4), nn.LogSoftmax(dim=1)).double()  # fmt: skip
     X, Y = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3, 1])
     to_onnx(torch, model, X, tmp_path / "model.onnx")
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "model.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", "[3, 1]", "--loss", "nll", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "model.onnx", X, [3, 1], "nll", tmp_path)
     layers = json.loads(output.read_text())["layers"]
     assert [layer if isinstance(layer, str) else layer["type"] for layer in layers][5:] == [
         "softplus", "dense", "silu", "dense", "gelu", "dense", "log_softmax"]  # SiLU: ONNX's Sigmoid and Mul
@@ -519,11 +507,7 @@ def test_an_onnx_model_from_pytorch_keeps_its_parameter_names_for_verify(torch, 
     model, X, Y = block_and_data(torch, "downsample")
     expected = cnntrace.from_torch(model, X, Y, loss="cross_entropy")["torch_names"]
     to_onnx(torch, model, X, tmp_path / "block.onnx")
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "block.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", json.dumps(Y.tolist()), "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "block.onnx", X, Y.tolist(), "cross_entropy", tmp_path)
     assert json.loads(output.read_text())["torch_names"] == expected
     # An ONNX model cnntrace wrote names its weights W1, B1 …: no PyTorch names to keep.
     model_file = tmp_path / "again.onnx"
@@ -619,10 +603,6 @@ def test_a_small_resnet_reads_through_from_torch_and_onnx_to_autograds_numbers(t
     to_onnx(torch, model, X, tmp_path / "resnet.onnx")
     torch.manual_seed(8)  # the export ran the model in training: its running statistics moved
     model = tiny_resnet(torch.nn, torch).double()
-    np.save(tmp_path / "x.npy", X.numpy())
-    output = tmp_path / "imported.json"
-    result = CliRunner().invoke(app, ["import", str(tmp_path / "resnet.onnx"), "--input", str(tmp_path / "x.npy"),
-                                      "--target", "[1, 4]", "--loss", "cross_entropy", "-o", str(output)])  # fmt: skip
-    assert result.exit_code == 0, result.output
+    output = imported_onnx(tmp_path / "resnet.onnx", X, [1, 4], "cross_entropy", tmp_path)
     assert json.loads(output.read_text())["layers"] == data["layers"]
     assert_agrees(torch, run(load_problem(output)), model, X, Y)
