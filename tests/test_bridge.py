@@ -29,16 +29,6 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_FILES = sorted([*SAMPLES.glob("*.json"), *SAMPLES.glob("*.npz")])
 
 
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)  # the scripts set float64
-
-
 def run_script(path: Path) -> tuple[int, str]:
     """(exit status, stdout) of a script written by export --to torch, run in this process
     (torch is imported once for all of them)."""

@@ -24,16 +24,6 @@ from tests.kinds import ALL_CASES, make
 from tests.test_bridge import SAMPLES, assert_agrees, imported_onnx, repro, run_script, to_onnx
 
 
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)  # the scripts set float64
-
-
 def basic_block_net(nn, downsample: bool):
     """torchvision's BasicBlock as its source writes it (``out += identity``), then a global
     average pool and a dense layer of 3 classes."""

@@ -109,11 +109,6 @@ def test_the_trace_agrees_with_the_naive_twins(name, seed):
         assert_allclose(trace[stage_name], problem.present(stage_name, value), **ORACLE, err_msg=stage_name)
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
-
-
 @by_network
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_trace_agrees_with_torch_autograd(torch, name, seed):

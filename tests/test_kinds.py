@@ -170,16 +170,6 @@ def test_trace_agrees_with_the_naive_twins(case, shape):
 # -- oracle 2: PyTorch's autograd ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install '.[torch]'")
-    # These tensors have tens of entries: torch's thread pool costs fifty times the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
-
-
 @by_case
 @examples(6)
 @given(shape=shapes)

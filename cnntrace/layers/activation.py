@@ -612,6 +612,11 @@ class Softmax(Activation):
             ai, aj = t.factor(a, (m, i)), t.factor(a, (m, j))
             terms = ([Term((ai,))] if i == j else []) + [Term((MINUS, ai, aj))]
             return Explained(f"{a}[i]·(δij − {a}[j])", terms, None, [f"i = {i}, j = {j}"])
+        return self._through_jacobian(t, index)
+
+    def _through_jacobian(self, t, index) -> Explained:
+        """dL/d(input)[m,i]: image m's Jacobian's column i times dL/d(output)."""
+        z, a = self.input, self.output
         m, i = index
         n = t.value(a).shape[1]
         terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
@@ -713,10 +718,7 @@ class LogSoftmax(Softmax):
             p = Factor(f"exp({a})", t.user_index(a, (m, j)), float(np.exp(t.value(a)[m, j])), a)
             terms = ([Term((constant("1", 1.0),))] if i == j else []) + [Term((MINUS, p))]
             return Explained(f"δij − exp({a}[j])", terms, None, [f"i = {i}, j = {j}; exp({a}) = softmax({z})"])
-        m, i = index
-        n = t.value(a).shape[1]
-        terms = [Term((t.factor(self.local, (m, j, i)), t.factor(grad(a), (m, j)))) for j in range(n)]
-        return Explained(f"Σ_j d{a}[j]/d{z}[i]·dL/d{a}[j]", terms, None, [])
+        return self._through_jacobian(t, index)
 
     def recipe(self, t, name):
         z, a = self.input, self.output
