@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -145,6 +146,12 @@ class Fork:
         """The names of the paths' parts: dL_dA2_via_Z3, dL_dA2_via_S4."""
         return tuple(via(self.name, consumer) for consumer in self.consumers)
 
+    def summed(self, sent: dict):
+        """dL/dQ from the parts ``sent`` by each consumer ({output: part}): their sum in list
+        order where several came, the one part as it is, None where none did."""
+        paths = [sent[c] for c in self.consumers if c in sent]
+        return self.total(paths) if len(paths) > 1 else paths[0] if paths else None
+
     def total(self, parts: list) -> np.ndarray:
         """The parts' sum, in list order: a new array."""
         total = parts[0] + parts[1]
@@ -181,6 +188,25 @@ class Fork:
 FORK_RECIPE = """function (t, p, name, i) {
   return { formula: p.formula, terms: p.paths.map(function (path) { return t.term([t.factor(path, i)]); }), notes: p.notes };
 }"""
+
+
+class _Forward(NamedTuple):
+    """What the training pass does at one layer on the way forward (see Network._walk)."""
+
+    layer: Layer
+    overwrite: bool  # it may write its output over its input (see Network.overwritable)
+    source: str | None  # the earlier matrix it reads, where that is not the layer before's output
+    others: tuple[str, ...]  # what a merge reads besides
+    keep: bool  # its output is read again further on: kept by name
+    updates: bool  # it keeps running statistics (batch norm's)
+
+
+class _Backward(NamedTuple):
+    """What the training pass does at one layer on the way back, last first."""
+
+    layer: Layer
+    need_input: bool  # it sends dL/d(input) back (not to X)
+    gradients: tuple[tuple[str, str], ...]  # (matrix it reads, that matrix's gradient's name)
 
 
 @dataclass(frozen=True)
@@ -295,42 +321,37 @@ class Network:
         stages: each forward or backward stage named there is taken as given, and all that
         comes after it is computed from it (a learner's wrong P1 → their F → their Z2 …).
 
-        ``tracing=False`` is for training: it returns only L, the output and the weights'
-        gradients, with exactly the values a trace gives. It skips dL/dX and the
-        display-only stages (dL/dA2 and dA2/dZ2 where the loss cancels against the
-        activation), keeps a ReLU's mask as booleans, and lets each matrix go as soon as
-        the pass is done with it: each layer's cache holds only what its backward needs,
-        and a layer may write its output over an input no one else holds (``overwritable``).
-        X and the weights are never written to.
+        ``tracing=False`` is for training (see ``training_pass``): only L, the output and
+        the weights' gradients, with exactly the values a trace gives.
 
         ``computed``, when given, receives each stage as computed from what comes before it,
         before ``given`` replaces it: with every stage given, each one as the stages it
         reads directly make it (verify's rounding, propagated one stage at a time).
         """
-        if given and not tracing:
-            raise ValueError("a pass that resumes from given stages is a trace")
+        if not tracing:
+            if given or computed is not None:
+                raise ValueError("a pass that resumes from given stages, or keeps what it computed, is a trace")
+            return self.training_pass(X, target, weights)
         traced: dict[str, np.ndarray] = {}
         caches = []
         given = given or {}
-        overwritable = self.overwritable if not tracing else (False,) * len(self.layers)
-        running = {}  # the running statistics after this pass (batch norm's), in training
+        running = {}  # the running statistics after this pass (batch norm's)
         kept = {"X": X}  # the matrices read again further on (a skip connection's), by name
         x, previous = X, "X"
-        for layer, overwrite in zip(self.layers, overwritable):
+        for layer in self.layers:
             x_in = x if layer.input == previous else kept[layer.input]
             operands = {"others": tuple(kept[name] for name in layer.reads)} if layer.reads else {}
             if given:
                 x, cache = layer.forward_from(x_in, weights, given, **operands)
             else:
-                x, cache = layer.forward(x_in, weights, tracing, overwrite, **operands)
+                x, cache = layer.forward(x_in, weights, True, **operands)
             if computed is not None:
                 computed[layer.output] = x
             x = given.get(layer.output, x)
             caches.append(cache)
             running.update(layer.update_running(cache, weights))
-            if tracing:
-                traced.update(layer.shown(cache))
-                traced[layer.output] = x
+            traced.update(layer.shown(cache))
+            traced[layer.output] = x
             if layer.output in self._kept:
                 kept[layer.output] = x
             previous = layer.output
@@ -350,39 +371,32 @@ class Network:
         def arrive(name: str, consumer: str, value) -> None:
             if name not in self.forks:
                 arrived[name] = value
-                if tracing:
-                    traced[grad(name)] = value
+                traced[grad(name)] = value
                 return
             path = via(name, consumer)
             parts.setdefault(name, {})[consumer] = given.get(path, value)
-            if tracing:
-                traced[path] = parts[name][consumer]
+            traced[path] = parts[name][consumer]
 
         def gradient(name: str):
             if name not in self.forks:
                 return arrived.pop(name, None)
-            fork = self.forks[name]
-            sent = parts.pop(name, {})
-            paths = [sent[c] for c in fork.consumers if c in sent]
-            summed = fork.total(paths) if len(paths) > 1 else paths[0] if paths else None
+            summed = self.forks[name].summed(parts.pop(name, {}))
             if computed is not None:  # the paths' sum, before ``given`` replaces it
                 computed[grad(name)] = summed
             total = given.get(grad(name), summed)
-            if tracing:
-                traced[grad(name)] = total
+            traced[grad(name)] = total
             return total
 
         if self.fused:
             # The loss cancels against the last activation: the backward pass starts one
             # layer down, at dL/dZ = (A − Y)/N, exact where the activation saturates.
             last, layers = layers[-1], layers[:-1]
-            if tracing:
-                local = last.derivative(*caches[-1])
-                traced[grad(last.output)] = given.get(grad(last.output), loss.gradient(output, target, logits))
-                traced[last.local] = given.get(last.local, local)
-                if computed is not None:
-                    computed[grad(last.output)] = loss.gradient_by_hand(output, target)
-                    computed[last.local] = local
+            local = last.derivative(*caches[-1])
+            traced[grad(last.output)] = given.get(grad(last.output), loss.gradient(output, target, logits))
+            traced[last.local] = given.get(last.local, local)
+            if computed is not None:
+                computed[grad(last.output)] = loss.gradient_by_hand(output, target)
+                computed[last.local] = local
             fused = loss.fused_backward(output, target)
             if computed is not None:
                 computed[last.input_gradient] = fused
@@ -392,36 +406,95 @@ class Network:
             arrive(self.output, "L", given.get(grad(self.output), loss.gradient(output, target, logits)))
             if computed is not None:
                 computed[grad(self.output)] = loss.gradient_by_hand(output, target)
-        grads = {}
         for layer in reversed(layers):
             d = gradient(layer.output)
-            need_input = tracing or layer.input != "X"
             forked = [q for q in self.operands(layer) if q in self.forks]
             cache = caches.pop()
             if computed is not None:  # each stage as computed, before ``given`` replaces it
-                own_stages = layer.backward(d, cache, weights, need_input=need_input, tracing=True)
+                own_stages = layer.backward(d, cache, weights, need_input=True, tracing=True)
                 computed.update({self.path_name(layer, name): value for name, value in own_stages.items()})
             if given:
                 own = given
                 if forked:  # a path's part given stands where the layer sends its gradient back
                     own = {k: v for k, v in given.items() if k not in {grad(q) for q in forked}}
                     own.update({grad(q): given[via(q, layer.output)] for q in forked if via(q, layer.output) in given})
-                stages = layer.backward_from(d, cache, weights, own, need_input=need_input)
+                stages = layer.backward_from(d, cache, weights, own, need_input=True)
             else:
-                stages = layer.backward(d, cache, weights, need_input=need_input, tracing=tracing)
+                stages = layer.backward(d, cache, weights, need_input=True, tracing=True)
             sent = {q: stages.pop(grad(q)) for q in self.operands(layer) if grad(q) in stages}
-            if tracing:
-                traced.update(stages)
-            for name in layer.gradients:
-                grads[name] = stages[name]
+            traced.update(stages)
             for q, value in sent.items():
                 arrive(q, layer.output, value)
-        if tracing and "X" in self.forks:
+        if "X" in self.forks:
             gradient("X")
-        if not tracing:
-            return {"L": L, self.output: output, **grads, **running}
         traced.update(running)
         return traced
+
+    def training_pass(self, X, target, weights: dict) -> dict:
+        """The pass as training takes it: {L, the output, each weight's gradient, the
+        running statistics after it}, with exactly the values a trace gives.
+
+        It skips dL/dX and the display-only stages (dL/dA2 and dA2/dZ2 where the loss
+        cancels against the activation), keeps a ReLU's mask as booleans, and lets each
+        matrix go as soon as the pass is done with it: each layer's cache holds only what
+        its backward needs, and a layer may write its output over an input no one else
+        holds (``overwritable``). X and the weights are never written to. The walk through
+        the layers is worked out once (``_walk``), not at every step."""
+        forward, backward = self._walk
+        caches = []
+        running = {}  # the running statistics after this pass (batch norm's)
+        kept = {"X": X}  # the matrices read again further on (a skip connection's), by name
+        x = X
+        for layer, overwrite, source, others, keep, updates in forward:
+            if source is not None:  # not the layer before's output
+                x = kept[source]
+            if others:
+                x, cache = layer.forward(x, weights, False, overwrite, others=tuple(kept[name] for name in others))
+            else:
+                x, cache = layer.forward(x, weights, False, overwrite)
+            caches.append(cache)
+            if updates:
+                running.update(layer.update_running(cache, weights))
+            if keep:
+                kept[layer.output] = x
+        output, loss = x, self.loss
+        logits = caches[-1].z if self.fused else None
+        L = loss.value(output, target, logits)
+        # The gradients sent back so far, by the matrix they are of and by the layer that
+        # sent them (several where a matrix feeds several layers).
+        sent: dict[str, dict[str, np.ndarray]] = {}
+        if self.fused:  # the backward pass starts one layer down, at dL/dZ = (A − Y)/N
+            last = self.layers[-1]
+            caches.pop()
+            sent[last.input] = {last.output: loss.fused_backward(output, target)}
+        else:
+            sent[self.output] = {"L": loss.gradient(output, target, logits)}
+        grads = {}
+        for layer, need_input, gradients in backward:
+            parts = sent.pop(layer.output, None)
+            d = self.forks[layer.output].summed(parts) if layer.output in self.forks else \
+                next(iter(parts.values())) if parts else None  # fmt: skip
+            stages = layer.backward(d, caches.pop(), weights, need_input=need_input, tracing=False)
+            for name in layer.gradients:
+                grads[name] = stages[name]
+            for q, name in gradients:
+                if name in stages:
+                    sent.setdefault(q, {})[layer.output] = stages[name]
+        return {"L": L, self.output: output, **grads, **running}
+
+    @cached_property
+    def _walk(self) -> tuple[tuple[_Forward, ...], tuple[_Backward, ...]]:
+        """(forward, backward): what training_pass does at each layer, worked out once."""
+        forward, previous = [], "X"
+        for layer, overwrite in zip(self.layers, self.overwritable):
+            source = layer.input if layer.input != previous else None
+            forward.append(_Forward(layer, overwrite, source, layer.reads, layer.output in self._kept,
+                                    bool(layer.running)))  # fmt: skip
+            previous = layer.output
+        layers = self.layers[:-1] if self.fused else self.layers
+        backward = tuple(_Backward(layer, layer.input != "X", tuple((q, grad(q)) for q in self.operands(layer)))
+                         for layer in reversed(layers))  # fmt: skip
+        return tuple(forward), backward
 
     def resume(self, X, target, weights: dict, lr: float, given: dict, computed: dict | None = None) -> dict:
         """Every stage of the pass and the update, from the stages in ``given`` on (see
