@@ -194,6 +194,7 @@ class _Forward(NamedTuple):
     """What the training pass does at one layer on the way forward (see Network._walk)."""
 
     layer: Layer
+    output: str
     overwrite: bool  # it may write its output over its input (see Network.overwritable)
     source: str | None  # the earlier matrix it reads, where that is not the layer before's output
     others: tuple[str, ...]  # what a merge reads besides
@@ -205,8 +206,11 @@ class _Backward(NamedTuple):
     """What the training pass does at one layer on the way back, last first."""
 
     layer: Layer
+    output: str
+    fork: Fork | None  # where its output feeds several layers: their parts are summed
     need_input: bool  # it sends dL/d(input) back (not to X)
-    gradients: tuple[tuple[str, str], ...]  # (matrix it reads, that matrix's gradient's name)
+    gradients: tuple[str, ...]  # its weights' gradients: dL_dW1, dL_dB1
+    sends: tuple[tuple[str, str], ...]  # (a matrix it reads, that matrix's gradient's name)
 
 
 @dataclass(frozen=True)
@@ -445,7 +449,7 @@ class Network:
         running = {}  # the running statistics after this pass (batch norm's)
         kept = {"X": X}  # the matrices read again further on (a skip connection's), by name
         x = X
-        for layer, overwrite, source, others, keep, updates in forward:
+        for layer, output, overwrite, source, others, keep, updates in forward:
             if source is not None:  # not the layer before's output
                 x = kept[source]
             if others:
@@ -456,7 +460,7 @@ class Network:
             if updates:
                 running.update(layer.update_running(cache, weights))
             if keep:
-                kept[layer.output] = x
+                kept[output] = x
         output, loss = x, self.loss
         logits = caches[-1].z if self.fused else None
         L = loss.value(output, target, logits)
@@ -470,16 +474,15 @@ class Network:
         else:
             sent[self.output] = {"L": loss.gradient(output, target, logits)}
         grads = {}
-        for layer, need_input, gradients in backward:
-            parts = sent.pop(layer.output, None)
-            d = self.forks[layer.output].summed(parts) if layer.output in self.forks else \
-                next(iter(parts.values())) if parts else None  # fmt: skip
+        for layer, made, fork, need_input, gradients, sends in backward:
+            parts = sent.pop(made, None)
+            d = fork.summed(parts) if fork is not None else next(iter(parts.values())) if parts else None
             stages = layer.backward(d, caches.pop(), weights, need_input=need_input, tracing=False)
-            for name in layer.gradients:
+            for name in gradients:
                 grads[name] = stages[name]
-            for q, name in gradients:
+            for q, name in sends:
                 if name in stages:
-                    sent.setdefault(q, {})[layer.output] = stages[name]
+                    sent.setdefault(q, {})[made] = stages[name]
         return {"L": L, self.output: output, **grads, **running}
 
     @cached_property
@@ -488,11 +491,12 @@ class Network:
         forward, previous = [], "X"
         for layer, overwrite in zip(self.layers, self.overwritable):
             source = layer.input if layer.input != previous else None
-            forward.append(_Forward(layer, overwrite, source, layer.reads, layer.output in self._kept,
+            forward.append(_Forward(layer, layer.output, overwrite, source, layer.reads, layer.output in self._kept,
                                     bool(layer.running)))  # fmt: skip
             previous = layer.output
         layers = self.layers[:-1] if self.fused else self.layers
-        backward = tuple(_Backward(layer, layer.input != "X", tuple((q, grad(q)) for q in self.operands(layer)))
+        backward = tuple(_Backward(layer, layer.output, self.forks.get(layer.output), layer.input != "X",
+                                   layer.gradients, tuple((q, grad(q)) for q in self.operands(layer)))
                          for layer in reversed(layers))  # fmt: skip
         return tuple(forward), backward
 

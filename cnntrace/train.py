@@ -14,8 +14,9 @@ classified with the trained parameters; without a test set, the last Epoch carri
 training set's, counted as its accuracy is (below), with no pass more over the images.
 
 An epoch's loss and accuracy are measured on the way, at no extra cost: each mini-batch's
-loss and predictions are taken before its step, and averaged over the epoch's images. With
-one mini-batch, epoch 1's loss is the L that ``step`` shows for the starting parameters.
+loss and output are taken before its step; the losses are averaged over the epoch's images,
+the outputs counted against their targets at the epoch's end. With one mini-batch, epoch 1's
+loss is the L that ``step`` shows for the starting parameters.
 An image counts as right when the prediction A2 >= 0.5 (class 1) agrees with Y >= 0.5.
 
 Batch norm's running statistics (mean{l}, var{l}) start as the input gives them, or at
@@ -241,7 +242,7 @@ def classes(network, target) -> int | None:
 
 
 def add_to_confusion(counts: np.ndarray, output: np.ndarray, target: np.ndarray) -> None:
-    """Count the images of a mini-batch into counts[true, predicted]: by argmax of a
+    """Count the images of a mini-batch (or an epoch) into counts[true, predicted]: by argmax of a
     softmax's output, by ≥ 0.5 of one sigmoid unit's (class 0 and 1)."""
     if target.shape[1] == 1 and len(counts) == 2:  # one sigmoid unit
         true = (target.reshape(-1) >= 0.5).astype(np.int64)
@@ -395,10 +396,12 @@ def train(
     for epoch in range(1, epochs + 1):
         order = rng.permutation(M) if rng is not None else np.arange(M)
         epoch_start = parameters
-        loss, correct = 0.0, 0
+        loss = 0.0
         batches = minibatches(order, batch_size)
         diverged = False
-        counts = np.zeros((count, count), dtype=np.int64) if count and epoch == epochs else None
+        # Each mini-batch's output and target, counted once at the epoch's end (one call for
+        # the epoch, not a few for every step): as large as Y, at most.
+        outputs, targets = [], []
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
@@ -426,9 +429,8 @@ def train(
                 # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
                 loss += L * (len(target_batch) / M)
                 if count_right is not None:
-                    correct += count_right(grads[output], target_batch)
-                if counts is not None:
-                    add_to_confusion(counts, grads[output], target_batch)
+                    outputs.append(grads[output])
+                    targets.append(target_batch)
                 if index < len(batches) and stop():
                     return  # in the middle of an epoch: the unfinished epoch is dropped
         if diverged or not all(np.isfinite(p).all() for p in parameters.values()):
@@ -437,7 +439,13 @@ def train(
                 f"or infinite; try a smaller lr (it is {lr:g})",
                 epoch=epoch, parameters=epoch_start,
             )  # fmt: skip
-        accuracy = correct / (M * per_image) if count_right else None
+        accuracy = counts = None
+        if count_right is not None:
+            answers, truth = np.concatenate(outputs), np.concatenate(targets)
+            accuracy = count_right(answers, truth) / (M * per_image)
+            if count and epoch == epochs:
+                counts = np.zeros((count, count), dtype=np.int64)
+                add_to_confusion(counts, answers, truth)
         test_loss = test_accuracy = None
         if test is not None:
             test_loss, test_accuracy = evaluate(test, parameters)

@@ -860,11 +860,12 @@ class WeightedLayer(Layer):
         """This layer's matrix ``letters`` by the naming scheme: W → W2, mean → mean2."""
         return numbered(letters, self.place.number)
 
-    @property
+    # Kept once named: training asks for them at every step.
+    @cached_property
     def W(self) -> str:
         return self.named("W")
 
-    @property
+    @cached_property
     def B(self) -> str:
         return self.named("B")
 
