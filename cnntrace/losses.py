@@ -47,7 +47,8 @@ class Loss:
     As a layer kind does, each loss declares its ``OPTIONS`` (the object form's keys, parsed
     by problem.parse_loss and listed by the schema) and writes itself back (``options``);
     ``targets`` tells what its Y holds (for ``init --like``), ``averages`` whether it is a
-    mean, and ``mistakes`` the slips made at it (the 2 of mse, a sum divided as a mean)."""
+    mean, and ``mistakes`` the slips made at it (the 2 of mse, a sum divided as a mean).
+    A loss with no options of its own is a plain subclass, as a layer kind is (see Layer)."""
 
     type: ClassVar[str]
     #: The last layer it needs and cancels against, as messages name it ("a sigmoid"); the
@@ -236,7 +237,6 @@ def _labels_like_output(Y, layout: Layout, M: int, batched: bool, what: str) -> 
     )
 
 
-@dataclass(frozen=True)
 class BCE(Loss):
     """L = mean of −Y·log(A) − (1 − Y)·log(1 − A) over every entry, A = σ(Z)."""
 
@@ -352,7 +352,6 @@ class BCE(Loss):
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
 class CrossEntropy(Loss):
     """L = mean over the images of −Σ_i Y[i]·log(A[i]), A = softmax(Z); Y a class index or
     a probability vector per image."""
@@ -559,7 +558,6 @@ class MSE(Loss):
         return out
 
 
-@dataclass(frozen=True)
 class NLL(Loss):
     """L = mean over the images of −A[class], A = log softmax(Z): the log-probability of
     each image's class, negated (PyTorch's nll_loss after log_softmax is cross-entropy)."""
@@ -648,7 +646,6 @@ class NLL(Loss):
         return _sum_mistakes(self, values, start)
 
 
-@dataclass(frozen=True)
 class GivenGradient(Loss):
     """No loss: ``grad`` gives dL/d(output) itself, in the output's shape."""
 

@@ -54,7 +54,6 @@ class LocalDerivative(NamedTuple):
     note: str
 
 
-@dataclass(frozen=True)
 class Activation(Layer):
     """A = f(Z) element-wise; its local derivative dA/dZ is a stage of its own."""
 
@@ -387,7 +386,6 @@ class LeakyReLU(Activation):
         return {"zero": int(np.count_nonzero(np.abs(x) <= AMBIGUITY))}
 
 
-@dataclass(frozen=True)
 class Tanh(Activation):
     type: ClassVar[str] = "tanh"
     function: ClassVar[str] = "tanh"
@@ -434,7 +432,6 @@ class Tanh(Activation):
         return Recipe(TANH_LOCAL, {"formula": f"1 − {a}²", "a": a}, (a,))
 
 
-@dataclass(frozen=True)
 class Sigmoid(Activation):
     type: ClassVar[str] = "sigmoid"
     function: ClassVar[str] = "σ"
@@ -490,7 +487,6 @@ class Sigmoid(Activation):
                       ((rest, z, lambda: ops.sigmoid(-t.value(z))),))  # fmt: skip
 
 
-@dataclass(frozen=True)
 class Softmax(Activation):
     """A = softmax(Z) over each image's units; its local derivative is the Jacobian
     diag(A) − A·Aᵀ of each image, (n, n)."""
@@ -637,7 +633,6 @@ class Softmax(Activation):
         return True
 
 
-@dataclass(frozen=True)
 class LogSoftmax(Softmax):
     """A = log softmax(Z) = Z − log Σ exp(Z) over each image's units; its local derivative
     is the Jacobian I − 1·softmax(Z)ᵀ of each image, (n, n): ∂A[i]/∂Z[j] = δij − exp(A[j])."""

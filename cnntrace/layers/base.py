@@ -550,7 +550,11 @@ def onnx_window_attributes(kernel, stride, padding) -> dict:
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer kind with its options; ``place`` is set when the network is built."""
+    """A layer kind with its options; ``place`` is set when the network is built.
+
+    A kind with options of its own is a frozen dataclass, its options its fields; a kind
+    that adds none (tanh, softmax) is a plain subclass: @dataclass would only make its
+    parent's __init__, __eq__ and __repr__ again, half a millisecond at every start-up."""
 
     type: ClassVar[str]
     letter: ClassVar[str]  # what its output is called: Z, A, P, D or F
@@ -848,7 +852,6 @@ class Layer:
         return replace(self, **chosen) if chosen else self
 
 
-@dataclass(frozen=True)
 class WeightedLayer(Layer):
     """A kind with weights of its own (conv, dense, conv_transpose, batchnorm): it counts in
     the numbering, makes Z{l} and has W{l}, and B{l} unless it goes without a bias."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from cnntrace import ops
@@ -26,7 +25,6 @@ from cnntrace.naming import grad
 from cnntrace.terms import Term, constant
 
 
-@dataclass(frozen=True)
 class GlobalAvgPool(Layer):
     """P = GlobalAvgPool(A): P[c] = (1/(H·W))·Σ_h,w A[c,h,w]. A (M, C, H, W) -> P (M, C, 1, 1)."""
 

@@ -119,7 +119,6 @@ class Merge(Layer):
         return cls._imported(node.sources)
 
 
-@dataclass(frozen=True)
 class Add(Merge):
     """S = A + X1 + …, elementwise: operands of one shape (M, C, H, W) or (M, n) -> the same."""
 
@@ -217,7 +216,6 @@ ADD_RECIPE = """function (t, p, name, i) {
 }"""
 
 
-@dataclass(frozen=True)
 class Concat(Merge):
     """C = [A, X1, …] along the channels of maps (M, C_i, H, W) -> (M, ΣC_i, H, W), or the
     units of vectors (M, n_i) -> (M, Σn_i); its input first."""

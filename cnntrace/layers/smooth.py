@@ -144,7 +144,6 @@ class ELU(Activation):
                        made=made)  # fmt: skip
 
 
-@dataclass(frozen=True)
 class GELU(Activation):
     """A = Z·Φ(Z), Φ the standard normal's distribution function (the erf form, PyTorch's
     default)."""
@@ -221,7 +220,6 @@ class GELU(Activation):
                                     "notes": ["φ(x) = exp(−x²/2)/√(2π), Φ(x) = (1 + erf(x/√2))/2"]}, made=made)  # fmt: skip
 
 
-@dataclass(frozen=True)
 class SiLU(Activation):
     """A = Z·σ(Z) (also called swish)."""
 
