@@ -319,9 +319,9 @@ def problem_from_dict(data: dict, *, testing: bool = False):
 
 
 def _problem(data: dict, testing: bool = False):
-    # Imported on use: numpy and the layers stay out of start-up.
+    # Imported on use: numpy and the layers stay out of start-up (and the reference network
+    # out of a file that gives its own layers).
     from cnntrace.problem import Problem
-    from cnntrace.reference import reference_problem
 
     if "layers" in data:
         data = {key: value if key in FREE_KEYS else _text_value(value, key) for key, value in data.items()}
@@ -345,6 +345,8 @@ def _problem(data: dict, testing: bool = False):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"expected a number, got {_describe(value)}", key=key)
+    from cnntrace.reference import reference_problem
+
     return reference_problem(**arrays, **options)
 
 
