@@ -399,9 +399,10 @@ def train(
         loss = 0.0
         batches = minibatches(order, batch_size)
         diverged = False
-        # Each mini-batch's output and target, counted once at the epoch's end (one call for
-        # the epoch, not a few for every step): as large as Y, at most.
-        outputs, targets = [], []
+        # Each mini-batch's output, in its images' rows: counted against the targets once, at
+        # the epoch's end (a few calls for the epoch, not for every step).
+        answers = np.empty(target.shape, DTYPES[dtype]) if count_right is not None else None
+        done = 0  # the images the epoch has stepped through
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, batch in enumerate(batches, 1):
                 X_batch, target_batch = X[batch], target[batch]
@@ -428,9 +429,9 @@ def train(
                     break
                 # The mini-batch's share of the epoch's mean (a weight of exactly 1 when it is alone).
                 loss += L * (len(target_batch) / M)
-                if count_right is not None:
-                    outputs.append(grads[output])
-                    targets.append(target_batch)
+                if answers is not None:
+                    answers[done : done + len(target_batch)] = grads[output]
+                done += len(target_batch)
                 if index < len(batches) and stop():
                     return  # in the middle of an epoch: the unfinished epoch is dropped
         if diverged or not all(np.isfinite(p).all() for p in parameters.values()):
@@ -440,8 +441,10 @@ def train(
                 epoch=epoch, parameters=epoch_start,
             )  # fmt: skip
         accuracy = counts = None
-        if count_right is not None:
-            answers, truth = np.concatenate(outputs), np.concatenate(targets)
+        if answers is not None:
+            truth = target[order] if rng is not None else target  # the images in the order stepped
+            if narrower is not None:
+                truth = truth.astype(narrower)  # as each mini-batch's was
             accuracy = count_right(answers, truth) / (M * per_image)
             if count and epoch == epochs:
                 counts = np.zeros((count, count), dtype=np.int64)
