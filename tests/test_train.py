@@ -198,6 +198,35 @@ def test_epoch_loss_and_accuracy_average_the_minibatches_before_their_steps():
     assert epoch.accuracy == correct / 5
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_shuffled_epochs_accuracy_and_confusion_count_each_image_against_its_own_target(dtype):
+    # The outputs are counted once, at the epoch's end: each must meet its own image's target,
+    # in the shuffled order, as cast for its mini-batch (0.4999999999 is 0.5 in float32).
+    reference, kind = load_problem(REFERENCE), np.dtype(dtype).type
+    problem = reference_problem(np.random.default_rng(2).uniform(0, 2, size=(7, 6, 6)),
+                                np.array([0.4999999999, 1, 0, 1, 0.4999999999, 0, 1]),
+                                *(reference.inputs[name] for name in PARAMETERS))  # fmt: skip
+    network = problem.network
+    epochs = epochs_of(problem, 2, batch_size=3, shuffle=True, seed=5, dtype=dtype)
+    X, Y = problem.general_X(), problem.general_target
+    weights = {name: value.astype(kind) for name, value in problem.general_weights().items()}
+    rng = np.random.default_rng(5)
+    for epoch in epochs:
+        correct, counts = 0, np.zeros((2, 2), dtype=np.int64)
+        order = rng.permutation(7)
+        for start in range(0, 7, 3):
+            batch = order[start : start + 3]
+            Y_batch = Y[batch].astype(kind)
+            grads = network.forward_backward(X[batch].astype(kind), Y_batch, weights, tracing=False)
+            correct += int(np.sum((grads["A2"] >= 0.5) == (Y_batch >= 0.5)))
+            for true, predicted in zip(Y_batch.ravel() >= 0.5, grads["A2"].ravel() >= 0.5):
+                counts[int(true), int(predicted)] += 1
+            weights = network.gradient_step(weights, grads, problem.lr)
+        assert epoch.accuracy == correct / 7
+    assert epochs[0].confusion is None
+    np.testing.assert_array_equal(epochs[-1].confusion, counts)
+
+
 # -- divergence and stopping ---------------------------------------------------------------------
 
 
