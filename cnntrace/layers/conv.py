@@ -528,6 +528,7 @@ class PaddedConv2d(nn.Conv2d):
         col_text = tap_text("j", "w·s", dilated, p_cols)
         channel_text = "g·C/G + c" if grouped else "c"
         cell_text = f"{x}[{channel_text}, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
+        over_hw, image_cell_text = _over_images(t.value(z).shape[0], cell_text)
 
         def weight(k, c, i, j):
             return t.factor(W, (k, c, *self._offset(i, j, kh, kw)))
@@ -566,7 +567,7 @@ class PaddedConv2d(nn.Conv2d):
             M, _, Ho, Wo = t.value(z).shape
             terms = [Term((t.factor(grad(z), (m, k, h, w)),))
                      for m in range(M) for h in range(Ho) for w in range(Wo)]  # fmt: skip
-            return Explained(f"Σ_h,w dL/d{z}[h,w]", terms, None, [])
+            return Explained(f"Σ_{over_hw} dL/d{z}[{over_hw}]", terms, None, [])
         if name == grad(W):
             k, c, i, j = index
             i, j = self._offset(i, j, kh, kw)  # the window offset this entry met
@@ -586,7 +587,8 @@ class PaddedConv2d(nn.Conv2d):
                 notes.append(padding_note)
             if self.flip:
                 notes.append(f"the kernel is flipped: this entry met window offset ({i}, {j})")
-            return Explained(f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))", terms, None, notes)
+            return Explained(f"Σ_{over_hw} {image_cell_text}·dL/d{z}[{over_hw}]  (conv({x}, dL/d{z}))", terms, None,
+                             notes)  # fmt: skip
         # dL/d(input)
         m, c, r, col = index
         g, c_in_group = divmod(c, C_group)
@@ -640,10 +642,11 @@ class PaddedConv2d(nn.Conv2d):
         i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
         j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
         over = "c,i,j" if channels else "i,j"
+        over_hw, image_cell_text = _over_images(t.value(z).shape[0], cell_text)
         formulas = {
             z: f"{B + ' + ' if self.bias else ''}Σ_{over} {w_index}·{cell_text}",
-            grad(B): f"Σ_h,w dL/d{z}[h,w]",
-            grad(W): f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))",
+            grad(B): f"Σ_{over_hw} dL/d{z}[{over_hw}]",
+            grad(W): f"Σ_{over_hw} {image_cell_text}·dL/d{z}[{over_hw}]  (conv({x}, dL/d{z}))",
             grad(x): f"Σ_k,h,w dL/d{z}[h,w]·{W}[{i_text}, {j_text}]  (conv_transpose(dL/d{z}, {W}))",
         }
         reads = {z: (x, W, B) if self.bias else (x, W), grad(B): (grad(z),), grad(W): (x, grad(z)),
@@ -656,6 +659,15 @@ class PaddedConv2d(nn.Conv2d):
              "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name],
              "groups": self.groups, "flip": self.flip}  # fmt: skip
         return Recipe(RECIPE, p, reads)
+
+
+def _over_images(images: int, cell_text: str) -> tuple[str, str]:
+    """What dL/dW's and dL/dB's sums run over, and the input cell a term reads: over every
+    position of every image of a batch (``m,h,w``, the cell's index starting with ``m``)."""
+    if images == 1:
+        return "h,w", cell_text
+    symbol, at = cell_text.split("[", 1)
+    return "m,h,w", f"{symbol}[m, {at}"
 
 
 #: Explain's loops above, in the page's JavaScript (layers.base.Recipe).
