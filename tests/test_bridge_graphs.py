@@ -457,7 +457,11 @@ def test_verify_reads_gradients_under_pytorchs_parameter_names(torch, tmp_path):
     np.savez(tmp_path / "grads.npz", **grads)
     result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64"])
     assert result.exit_code == 1 and f"{len(grads) - 1} of {len(grads)} answers right" in result.stdout
-    assert re.search(r"fc\.weight\s+│\s+\[1,0\]", result.stdout)
+    assert re.search(r"fc\.weight\s+│\s+\[0,1\]", result.stdout)  # the entry as the answer wrote it
+    result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64",
+                                      "--format", "json"])  # fmt: skip
+    fc = json.loads(result.stdout)["results"]["fc.weight"]
+    assert [w["index"] for w in fc["wrong"]] == [[0, 1]] and fc["worst"] == [0, 1]
 
 
 def test_import_of_a_state_dict_names_its_tensors_and_a_wrong_name_is_refused(torch, tmp_path):
