@@ -206,7 +206,7 @@ class Extra(NamedTuple):
     title: str
     values: np.ndarray  # in the user's shape
     layout: Layout
-    border: tuple[int, int]  # how many of its rows and columns around it are padding
+    border: tuple[int, int, int, int]  # how many of its rows and columns are padding: top, bottom, left, right
     note: str
 
 

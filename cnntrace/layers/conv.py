@@ -395,27 +395,22 @@ class PaddedConv2d(nn.Conv2d):
 
     def annotate(self, t):
         padding = self.pad(t.weights[self.W].shape[2:])
-        if not any(padding) or len(padding) == 4:
-            return {}  # nothing padded; or sides that differ, where the border is shown alike on all
+        top, bottom, left, right = ops.sides(padding)
+        if not (top or bottom or left or right):
+            return {}
         # The cache a pass would keep, made here without windows, so that the padded input's
         # gradient comes from the offset loop as dL/dX does (the same sums, bit for bit).
         X_padded = ops._pad(t.value(self.input), padding)
         cache = ops.ConvCache(X_padded, self.kernel(t.weights), self.stride, padding, None, self.dilation, self.groups)
         values = ops.padded_input_gradient(t.value(grad(self.output)), cache)
-        ph, pw = padding
-        H, W = X_padded.shape[2] - 2 * ph, X_padded.shape[3] - 2 * pw
-        outside = (
-            f"in italics, the padding: rows −{ph}…−1 and {H}…{H + ph - 1}, "
-            f"columns −{pw}…−1 and {W}…{W + pw - 1}"
-        )
-        if not ph:
-            outside = f"in italics, the padding: columns −{pw}…−1 and {W}…{W + pw - 1}"
-        elif not pw:
-            outside = f"in italics, the padding: rows −{ph}…−1 and {H}…{H + ph - 1}"
+        H, W = X_padded.shape[2] - top - bottom, X_padded.shape[3] - left - right
+        outside = [f"{what} {' and '.join(spans)}" for what, spans in (
+            ("rows", _border_spans(top, bottom, H)), ("columns", _border_spans(left, right, W))) if spans]  # fmt: skip
         layout = t.layout(self.input)
         shown = Layout((X_padded.shape[1], *X_padded.shape[2:]), layout.shown, layout.channel)
         presented = values.reshape(shown.user_shape(t.batched, values.shape[0]))
-        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, padding, outside)
+        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, (top, bottom, left, right),
+                      f"in italics, the padding: {', '.join(outside)}")  # fmt: skip
         return {grad(self.input): Annotation(extra=extra)}
 
     # -- mistakes --------------------------------------------------------------------------------
@@ -659,6 +654,11 @@ class PaddedConv2d(nn.Conv2d):
              "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name],
              "groups": self.groups, "flip": self.flip}  # fmt: skip
         return Recipe(RECIPE, p, reads)
+
+
+def _border_spans(before: int, after: int, size: int) -> list[str]:
+    """The padded rows (or columns) on either side of ``size`` real ones: ["−2…−1", "5…5"]."""
+    return ([f"−{before}…−1"] if before else []) + ([f"{size}…{size + after - 1}"] if after else [])
 
 
 def _over_images(images: int, cell_text: str) -> tuple[str, str]:
