@@ -5,12 +5,14 @@ a trace's network as a model with its weights.
 Each layer kind reads its own operators (Layer.ONNX, from_onnx) and writes its own nodes
 (onnx_nodes). This module walks the graph from its input to its output, skip connections
 (Add, Concat) too: constants resolved, MatMul with the Add after it read as one Gemm,
-Identity passed over; a node no kind reads, or an attribute it cannot express, is one line
+Identity passed over, a chain of elementwise nodes a kind declares read as its one layer
+(Layer.ONNX_CHAINS: GELU written with Erf before opset 20); a node no kind reads, or an attribute it cannot express, is one line
 naming the node.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -19,6 +21,7 @@ from cnntrace.bridge import need
 from cnntrace.bridge.torch_in import append_layer, kind_reading
 from cnntrace.errors import InputError, shown
 from cnntrace.io import read_file
+from cnntrace.layers import KINDS
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
 #: Operators that pass their input on unchanged.
@@ -72,6 +75,46 @@ def _gated(operands: list[str], made: dict, readers: Counter, count: int):
     return None
 
 
+def _constant(node, onnx, numpy_helper) -> np.ndarray:
+    """A Constant node's value, float64."""
+    return numpy_helper.to_array(_attributes(node, onnx)["value"]).astype(np.float64)
+
+
+def _chain(nodes: list, start: int, constants: dict, readers: Counter, constant_value):
+    """(kind, the chain's input, its output, the index after its last node) where
+    ``nodes[start:]`` begin a chain of elementwise nodes a kind reads as one layer
+    (Layer.ONNX_CHAINS), Constant nodes between them read into ``constants`` (by
+    ``constant_value(node)``); else None."""
+    x = nodes[start].input[0] if nodes[start].input else None
+    for kind in KINDS.values():
+        for steps in kind.ONNX_CHAINS:
+            found, previous, at = {}, x, start
+            for offset, (op, operand) in enumerate(steps):
+                while at < len(nodes) and nodes[at].op_type == "Constant" and offset:
+                    found[nodes[at].output[0]] = constant_value(nodes[at])
+                    at += 1
+                node = nodes[at] if at < len(nodes) else None
+                if node is None or node.op_type != op or previous not in node.input or (offset and readers[previous] != 1):
+                    break
+                others = list(node.input)
+                others.remove(previous)
+                if operand is None:
+                    matched = not others
+                elif operand == "x":
+                    matched = others == [x]
+                else:  # the one other input, a constant of that one value (Div's divisor)
+                    value = found.get(others[0], constants.get(others[0])) if len(others) == 1 else None
+                    matched = (value is not None and value.size == 1 and (op != "Div" or node.input[0] == previous)
+                               and math.isclose(float(value.flat[0]), operand, rel_tol=1e-6))  # fmt: skip
+                if not matched:
+                    break
+                previous, at = node.output[0], at + 1
+            else:
+                constants.update(found)
+                return kind, x, previous, at
+    return None
+
+
 def read_model(path: str) -> tuple[list[Imported], tuple]:
     """(layers, the input's shape) of the ONNX model at ``path``; InputError naming the node
     cnntrace cannot express, or the file.
@@ -111,7 +154,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
         i += 1
         try:
             if node.op_type == "Constant":
-                constants[node.output[0]] = numpy_helper.to_array(attributes["value"]).astype(np.float64)
+                constants[node.output[0]] = _constant(node, onnx, numpy_helper)
                 continue
             dynamic = [x for x in node.input if x and x not in constants]
             unknown = [x for x in dynamic if x not in names]
@@ -136,6 +179,13 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                 op, inputs = "Gemm", [*inputs, bias] if bias is not None else inputs
             if op in PASS_THROUGH:
                 names[output] = names[node.input[0]]
+                continue
+            chain = _chain(nodes, i - 1, constants, readers, lambda node: _constant(node, onnx, numpy_helper))
+            if chain is not None:  # elementwise nodes that make one layer (GELU before opset 20)
+                kind, x, output, i = chain
+                imported = kind.from_onnx(OnnxNode(name, op, {}, (), ()))
+                made[output] = (op, x, previous, len(layers) + 1)
+                previous = names[output] = append_layer(layers, imported, names[x], previous)
                 continue
             if op == "Mul" and len(dynamic) == 2:
                 gated = _gated(dynamic, made, readers, len(layers))
