@@ -6,7 +6,7 @@ Each layer kind reads its own operators (Layer.ONNX, from_onnx) and writes its o
 (onnx_nodes). This module walks the graph from its input to its output, skip connections
 (Add, Concat) too: constants resolved, MatMul with the Add after it read as one Gemm,
 Identity passed over, a chain of elementwise nodes a kind declares read as its one layer
-(Layer.ONNX_CHAINS: GELU written with Erf before opset 20); a node no kind reads, or an attribute it cannot express, is one line
+(Layer.ONNX_CHAINS: SiLU as x·Sigmoid(x), GELU written with Erf before opset 20); a node no kind reads, or an attribute it cannot express, is one line
 naming the node.
 """
 
@@ -61,18 +61,6 @@ def _named(imported: Imported, weight_names: list[str], constants: dict, stored:
         same = value is not None and np.array_equal(value.T if transposed else value, weight)
         names.append(stored_name if same else "")
     return imported._replace(torch_names=tuple(names))
-
-
-def _gated(operands: list[str], made: dict, readers: Counter, count: int):
-    """(kind, x, the previous output before op(x)) where a Mul's ``operands`` are x and op(x),
-    op(x) the last layer read, read by this Mul alone, and a kind is x·op(x) (Layer.ONNX_GATE:
-    SiLU, x·Sigmoid(x)); else None."""
-    for x, gate in (operands, operands[::-1]):
-        op, read, before, then = made.get(gate, (None, None, None, None))
-        kind = kind_reading(op, "ONNX_GATE") if op else None
-        if kind is not None and read == x and readers[gate] == 1 and then == count:
-            return kind, x, before
-    return None
 
 
 def _constant(node, onnx, numpy_helper) -> np.ndarray:
@@ -144,7 +132,6 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
     previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
     nodes = list(graph.node)
     readers = Counter(x for node in nodes for x in node.input)  # how many nodes read each tensor
-    made = {}  # ONNX's output -> (its op, its input, the previous output before it, layers then)
     layers: list[Imported] = []
     i = 0
     while i < len(nodes):
@@ -184,17 +171,8 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
             if chain is not None:  # elementwise nodes that make one layer (GELU before opset 20)
                 kind, x, output, i = chain
                 imported = kind.from_onnx(OnnxNode(name, op, {}, (), ()))
-                made[output] = (op, x, previous, len(layers) + 1)
                 previous = names[output] = append_layer(layers, imported, names[x], previous)
                 continue
-            if op == "Mul" and len(dynamic) == 2:
-                gated = _gated(dynamic, made, readers, len(layers))
-                if gated is not None:  # x times op(x), its op the last layer read: one layer (SiLU)
-                    kind, x, previous = gated
-                    layers.pop()
-                    imported = kind.from_onnx(OnnxNode(name, op, attributes, (), ()))
-                    previous = names[output] = append_layer(layers, imported, names[x], previous)
-                    continue
             kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
@@ -203,7 +181,6 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                               "cnntrace's layer reads one and weights that are constants")  # fmt: skip
             imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
             imported = _named(imported, weight_names, constants, stored)
-            made[output] = (op, node.input[0], previous, len(layers) + 1)
             previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None

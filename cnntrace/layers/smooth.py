@@ -242,7 +242,7 @@ class SiLU(Activation):
     TORCH_CALLS: ClassVar[tuple[str, ...]] = ("silu",)
     #: ONNX has no SiLU before opset 24's Swish: Z·Sigmoid(Z), two nodes, both ways.
     ONNX: ClassVar[tuple[str, ...]] = ()
-    ONNX_GATE: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    ONNX_CHAINS: ClassVar[tuple[tuple[tuple[str, object], ...], ...]] = ((("Sigmoid", None), ("Mul", "x")),)
 
     def onnx_nodes(self, t, x, y):
         return [("Sigmoid", [x], [f"{y}_sigmoid"], {}), ("Mul", [x, f"{y}_sigmoid"], [y], {})], {}
