@@ -40,7 +40,7 @@ def split(costs: list[int], parts: int) -> list[slice]:
     cuts = []
     for share in range(1, parts):
         goal = total * share / parts
-        # The cut after item i leaves running[i] before it; the first cut past the last.
+        # Cutting before item i leaves running[i - 1] before the cut; cuts only go forward.
         cut = min(range(cuts[-1] + 1 if cuts else 1, len(costs)), key=lambda i: abs(running[i - 1] - goal), default=None)
         if cut is None:
             break
@@ -68,8 +68,9 @@ def in_order(parts: list[Part]) -> Iterator[str]:
                 running.add(pid)
         yield from parts[0]() if parts else ()
         for part, pid, file in children:
+            made = pid is not None and _succeeded(pid)
             running.discard(pid)
-            if pid is not None and _succeeded(pid):
+            if made:
                 file.seek(0)
                 while block := file.read(BLOCK):
                     yield block.decode("ascii")
