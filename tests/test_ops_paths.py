@@ -205,6 +205,28 @@ def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     assert made == [2, 2, 2, 1]
 
 
+def test_float32_goes_in_chunks_of_its_own_size(monkeypatch):
+    """Training's float32 convolution chunks its windows by FLOAT32_CHUNK_BYTES (float32
+    bytes), where float64 keeps the whole batch; on numbers that add up without rounding it
+    gives float64's values, and dL/dX goes back by float64's chunks (here all at once)."""
+    made = copies_of_windows(monkeypatch)
+    one_image = 2 * 9 * 4 * 16 * 4  # float32 windows of a 3×3 kernel, 2 channels, on 6×18: 4×16 positions
+    monkeypatch.setattr(ops, "FLOAT32_CHUNK_BYTES", 3 * one_image)
+    rng = np.random.default_rng(0)
+    X, W1 = rng.integers(-4, 5, size=(7, 2, 6, 18)), rng.integers(-4, 5, size=(3, 2, 3, 3))
+    B1, dL_dZ1 = np.array([0.5, -1.0, 2.0]), rng.integers(-8, 9, size=(7, 3, 4, 16)) / 8
+    wide = ops.conv2d_forward(X.astype(float), W1.astype(float), B1)
+    assert made == [7]
+    wide_grads = ops.conv2d_backward(dL_dZ1, wide[1])
+    made.clear()
+    Z1, cache = ops.conv2d_forward(*(a.astype(np.float32) for a in (X, W1, B1)))
+    assert made == [3, 3, 1] and cache.windows.dtype == np.float32 and not cache.batch_last
+    narrow_grads = ops.conv2d_backward(dL_dZ1.astype(np.float32), cache)
+    assert made == [3, 3, 1]  # the kept windows: no second copy
+    for wide_value, narrow in zip((wide[0], *wide_grads), (Z1, *narrow_grads), strict=True):
+        assert narrow.dtype == np.float32 and np.array_equal(narrow, wide_value)
+
+
 def test_an_image_too_large_for_its_windows_takes_the_offset_loop(monkeypatch):
     made = copies_of_windows(monkeypatch)
     monkeypatch.setattr(ops, "IM2COL_BYTES", 9 * 16 * 8 - 1)
