@@ -832,7 +832,9 @@ def maxpool_backward(dL_dP, cache: PoolCache):
         dL_dA = np.zeros(shape, float_type(dL_dP))
         for images in _pool_chunks(shape):
             corner, within = _tile_cells(images.stop - images.start, C, H, W, size)
-            dL_dA[images].reshape(-1)[corner + within[winner[images]]] = dL_dP[images] + 0.0
+            cells = within.take(winner[images])  # twice as fast as within[winner[images]]
+            cells += corner
+            dL_dA[images].reshape(-1)[cells] = dL_dP[images] + 0.0
         return dL_dA
     top, bottom, left, right = frame
     dL_dAp = np.zeros((M, C, H + top + bottom, W + left + right), float_type(dL_dP))
