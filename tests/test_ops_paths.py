@@ -225,6 +225,15 @@ def test_float32_goes_in_chunks_of_its_own_size(monkeypatch):
     assert made == [3, 3, 1]  # the kept windows: no second copy
     for wide_value, narrow in zip((wide[0], *wide_grads), (Z1, *narrow_grads), strict=True):
         assert narrow.dtype == np.float32 and np.array_equal(narrow, wide_value)
+    # Beyond KEPT_BYTES the backward pass copies each float32 chunk again.
+    monkeypatch.setattr(ops, "KEPT_BYTES", 0)
+    made.clear()
+    Z1, cache = ops.conv2d_forward(*(a.astype(np.float32) for a in (X, W1, B1)))
+    assert cache.windows is None
+    again = ops.conv2d_backward(dL_dZ1.astype(np.float32), cache)
+    assert made == [3, 3, 1, 3, 3, 1]
+    for wide_value, narrow in zip(wide_grads, again, strict=True):
+        assert narrow.dtype == np.float32 and np.array_equal(narrow, wide_value)
 
 
 def test_an_image_too_large_for_its_windows_takes_the_offset_loop(monkeypatch):
