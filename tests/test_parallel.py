@@ -12,6 +12,7 @@ import pytest
 
 import cnntrace
 from cnntrace.render import View, parallel
+from cnntrace.render import csv as render_csv
 from cnntrace.render import json as render_json
 
 forks = pytest.mark.skipif(not hasattr(os, "fork"), reason="the system does not fork")
@@ -51,6 +52,17 @@ def test_several_processes_write_the_bytes_one_writes(processes, count, view):
     assert parallel.how_many(10**6) == count
     assert "".join(render_json.render(trace, view)) == one_process(trace, view)
     assert "".join(render_json.render_ndjson(trace, view)) == one_process(trace, view, with_file=True)
+
+
+@forks
+@pytest.mark.parametrize("view", [View(), View(file="in, out.json", columns=render_csv.HEADER_MANY)])
+def test_csv_from_several_processes_is_the_csv_of_one(processes, monkeypatch, view):
+    trace = batch_trace()
+    monkeypatch.setattr(parallel, "processors", lambda: 1)
+    one = "".join(render_csv.render(trace, view))
+    processes(3)
+    assert "".join(render_csv.render(trace, view)) == one
+    assert one.count("\n") > 1000
 
 
 @forks
