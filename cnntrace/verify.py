@@ -275,6 +275,7 @@ class Answer:
     name: str  # the stage: "dL_dW1"
     index: tuple[int, ...] | None  # one entry, or None for the whole matrix
     value: object  # numbers, None (not answered) or a message
+    transposed: bool = False  # given as PyTorch keeps it (nn.Linear's out×in): reported so
 
 
 def parse_answers(trace, answers: dict) -> list[Answer]:
@@ -286,10 +287,10 @@ def parse_answers(trace, answers: dict) -> list[Answer]:
     torch_names = trace.problem.torch_names
     for key, value in answers.items():
         if key in torch_names:
-            weight = torch_names[key].removesuffix(".T")
-            if torch_names[key].endswith(".T") and value is not None:
+            weight, transposed = torch_names[key].removesuffix(".T"), torch_names[key].endswith(".T")
+            if transposed and value is not None and not isinstance(value, str):
                 value = np.asarray(value).T
-            out.append(Answer(key, grad(weight), None, value))
+            out.append(Answer(key, grad(weight), None, value, transposed))
             continue
         if "[" in key:
             name, index = parse_term(key)
@@ -429,13 +430,23 @@ def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL, *,
                 v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong, accepted))
                 for a, v in zip(parsed, verdicts)
             ]  # fmt: skip
-    return verdicts
+    return [_as_given(v) if a.transposed else v for a, v in zip(parsed, verdicts)]
 
 
 def _with(verdict: Verdict, diagnosis: list[Diagnosis]) -> Verdict:
     from dataclasses import replace
 
     return replace(verdict, diagnosis=diagnosis)
+
+
+def _as_given(verdict: Verdict) -> Verdict:
+    """A verdict on a matrix given transposed (PyTorch's out×in), its entries' indices and
+    shapes as the answer wrote them."""
+    from dataclasses import replace
+
+    turned = [Wrong(wrong.index[::-1], wrong.answer, wrong.correct) for wrong in verdict.wrong]
+    worst = verdict.worst[::-1] if verdict.worst is not None else None
+    return replace(verdict, wrong=turned, worst=worst)
 
 
 class _Judge:

@@ -413,6 +413,57 @@ def test_from_torch_reads_the_newer_kinds_and_a_sum_to_autograds_numbers(torch, 
     assert status == 0, out
 
 
+@pytest.mark.parametrize("opset", [17, 18])
+def test_a_gelu_written_with_erf_before_opset_20_imports_as_one_gelu(torch, tmp_path, opset):
+    """PyTorch exports GELU below opset 20 as x/√2 → Erf → +1 → ·x → ·0.5, its constants in
+    nodes between: read back as one gelu layer, autograd's numbers."""
+    import warnings
+
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    import onnx
+
+    nn = torch.nn
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3), nn.GELU(),
+                          nn.Linear(3, 2)).double()  # fmt: skip
+    X = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (X,), str(tmp_path / "model.onnx"), dynamo=False, opset_version=opset,
+                          input_names=["X"])  # fmt: skip
+    assert "Erf" in [node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node]
+    output = imported_onnx(tmp_path / "model.onnx", X, [1, 0], "cross_entropy", tmp_path)
+    layers = json.loads(output.read_text())["layers"]
+    assert [layer if isinstance(layer, str) else layer["type"] for layer in layers] == [
+        "conv", "gelu", "flatten", "dense", "gelu", "dense", "softmax"]  # fmt: skip
+    trace = run(load_problem(output))
+    leaf = X.clone().requires_grad_(True)
+    L = torch.nn.functional.cross_entropy(model(leaf), torch.tensor([1, 0]))
+    L.backward()
+    np.testing.assert_allclose(trace["L"], L.item(), rtol=1e-12)
+    np.testing.assert_allclose(trace["dL_dX"], leaf.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_an_erf_chain_that_is_no_gelu_is_refused_by_its_node(torch, tmp_path):
+    pytest.importorskip("onnx", reason="onnx is an optional extra: pip install '.[onnx]'")
+    from onnx import TensorProto, helper, numpy_helper
+
+    half = numpy_helper.from_array(np.array(0.4, np.float32), "c")  # not 0.5: no GELU
+    nodes = [helper.make_node("Div", ["X", "s"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["X", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "c"], ["Y"], name="scale")]  # fmt: skip
+    weights = [numpy_helper.from_array(np.array(np.sqrt(2), np.float32), "s"),
+               numpy_helper.from_array(np.array(1.0, np.float32), "one"), half]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [1, 4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [1, 4])], weights)  # fmt: skip
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.json")])
+    assert result.exit_code == 2 and not result.stdout
+    assert result.stderr.endswith("m.onnx: node 0 (Div): Div is not an operator cnntrace reads\n"), result.stderr
+
+
 def test_an_onnx_model_of_the_newer_kinds_imports_to_autograds_numbers(torch, tmp_path):
     nn = torch.nn
     torch.manual_seed(6)
@@ -457,7 +508,11 @@ def test_verify_reads_gradients_under_pytorchs_parameter_names(torch, tmp_path):
     np.savez(tmp_path / "grads.npz", **grads)
     result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64"])
     assert result.exit_code == 1 and f"{len(grads) - 1} of {len(grads)} answers right" in result.stdout
-    assert re.search(r"fc\.weight\s+│\s+\[1,0\]", result.stdout)
+    assert re.search(r"fc\.weight\s+│\s+\[0,1\]", result.stdout)  # the entry as the answer wrote it
+    result = CliRunner().invoke(app, ["verify", str(path), str(tmp_path / "grads.npz"), "--preset", "float64",
+                                      "--format", "json"])  # fmt: skip
+    fc = json.loads(result.stdout)["results"]["fc.weight"]
+    assert [w["index"] for w in fc["wrong"]] == [[0, 1]] and fc["worst"] == [0, 1]
 
 
 def test_import_of_a_state_dict_names_its_tensors_and_a_wrong_name_is_refused(torch, tmp_path):

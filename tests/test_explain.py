@@ -167,6 +167,17 @@ def test_batch_and_filter_indices_come_first_as_in_the_json():
     assert len(explain(trace, "Z2[1]").terms) == 9
 
 
+def test_a_batch_gradient_of_a_filter_sums_over_the_images_too():
+    rng = np.random.default_rng(1)
+    batch = cnntrace.trace(rng.normal(size=(2, 6, 6)), [1, 0], rng.normal(size=(2, 3, 3)), [0.1, 0.2],
+                           rng.normal(size=8), 0.0)  # fmt: skip
+    assert explain(batch, "dL_dW1[1,0,2]").formula.startswith("Σ_m,h,w X[m, h·s + i − p, w·s + j − p]·dL/dZ1[m,h,w]")
+    assert explain(batch, "dL_dB1[1]").formula == "Σ_m,h,w dL/dZ1[m,h,w]"
+    assert len(explain(batch, "dL_dB1[1]").terms) == 2 * 4 * 4
+    one = explain(reference_trace(), "dL_dW1[0,1]")
+    assert one.formula.startswith("Σ_h,w X[h·s + i − p, w·s + j − p]·dL/dZ1[h,w]")
+
+
 # -- parsing and errors --------------------------------------------------------------------
 
 

@@ -173,7 +173,7 @@ def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     X = np.ones((7, 1, 6, 6))
     # Up to KEPT_BYTES the chunks' windows are kept: the backward pass copies nothing.
     Z1, cache = ops.conv2d_forward(X, np.ones((2, 1, 3, 3)), np.zeros(2))
-    assert made == [3, 3, 1] and cache.windows.shape == (9, 7, 4, 4)
+    assert made == [3, 3, 1] and [w.shape for w in cache.windows] == [(9, 3, 4, 4), (9, 3, 4, 4), (9, 1, 4, 4)]
     made.clear()
     dL_dX, dL_dW, _ = ops.conv2d_backward(np.ones(Z1.shape), cache)
     assert made == [] and np.array_equal(dL_dW, np.full((2, 1, 3, 3), 7 * 16.0))
@@ -203,6 +203,37 @@ def test_large_batches_go_in_chunks_that_keep_the_windows_bounded(monkeypatch):
     made.clear()
     ops.conv2d_forward(X, np.ones((1, 1, 3, 3)), np.zeros(1))
     assert made == [2, 2, 2, 1]
+
+
+def test_float32_goes_in_chunks_of_its_own_size(monkeypatch):
+    """Training's float32 convolution chunks its windows by FLOAT32_CHUNK_BYTES (float32
+    bytes), where float64 keeps the whole batch; on numbers that add up without rounding it
+    gives float64's values, and dL/dX goes back by float64's chunks (here all at once)."""
+    made = copies_of_windows(monkeypatch)
+    one_image = 2 * 9 * 4 * 16 * 4  # float32 windows of a 3×3 kernel, 2 channels, on 6×18: 4×16 positions
+    monkeypatch.setattr(ops, "FLOAT32_CHUNK_BYTES", 3 * one_image)
+    rng = np.random.default_rng(0)
+    X, W1 = rng.integers(-4, 5, size=(7, 2, 6, 18)), rng.integers(-4, 5, size=(3, 2, 3, 3))
+    B1, dL_dZ1 = np.array([0.5, -1.0, 2.0]), rng.integers(-8, 9, size=(7, 3, 4, 16)) / 8
+    wide = ops.conv2d_forward(X.astype(float), W1.astype(float), B1)
+    assert made == [7]
+    wide_grads = ops.conv2d_backward(dL_dZ1, wide[1])
+    made.clear()
+    Z1, cache = ops.conv2d_forward(*(a.astype(np.float32) for a in (X, W1, B1)))
+    assert made == [3, 3, 1] and cache.windows[0].dtype == np.float32 and not cache.batch_last
+    narrow_grads = ops.conv2d_backward(dL_dZ1.astype(np.float32), cache)
+    assert made == [3, 3, 1]  # the kept windows: no second copy
+    for wide_value, narrow in zip((wide[0], *wide_grads), (Z1, *narrow_grads), strict=True):
+        assert narrow.dtype == np.float32 and np.array_equal(narrow, wide_value)
+    # Beyond KEPT_BYTES the backward pass copies each float32 chunk again.
+    monkeypatch.setattr(ops, "KEPT_BYTES", 0)
+    made.clear()
+    Z1, cache = ops.conv2d_forward(*(a.astype(np.float32) for a in (X, W1, B1)))
+    assert cache.windows is None
+    again = ops.conv2d_backward(dL_dZ1.astype(np.float32), cache)
+    assert made == [3, 3, 1, 3, 3, 1]
+    for wide_value, narrow in zip(wide_grads, again, strict=True):
+        assert narrow.dtype == np.float32 and np.array_equal(narrow, wide_value)
 
 
 def test_an_image_too_large_for_its_windows_takes_the_offset_loop(monkeypatch):

@@ -215,7 +215,7 @@ def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
     t = run_trace(rng.normal(size=(2, 4, 5)), [1, 0], rng.normal(size=(2, 3, 3)), [0.1, -0.1],
                   rng.normal(size=2 * 2 * 2), 0.0, padding=1)  # fmt: skip
     title, padded, _, border, _ = t.annotations["dL_dX"].extra  # the conv's ∂L/∂pad(X)
-    assert title == "∂L/∂pad(X)" and border == (1, 1)
+    assert title == "∂L/∂pad(X)" and border == (1, 1, 1, 1)
     assert padded.shape == (2, 6, 7)
     # Inside the border it is dL/dX; the border is what the windows sent to the padding.
     np.testing.assert_array_equal(padded[:, 1:-1, 1:-1], t["dL_dX"])
@@ -229,6 +229,30 @@ def test_padding_is_shown_where_it_matters_for_dL_dX(tmp_path):
     assert header.split() == ["-1", "0", "1", "2", "3", "4", "5"]
     brief = text_at(table.render(t, View(only=("dL_dX",), brief=True)), 140)
     assert "pad(X)" not in brief
+
+
+def test_padding_of_unequal_sides_is_shown_with_its_own_border(tmp_path):
+    """Padding top 1, bottom 0, left 2, right 1: ∂L/∂pad(X) is dL/dX of the same net on the
+    image padded by hand (no padding left to the conv), its rows and columns numbered from
+    −1 and −2, and only the padded sides named."""
+    rng = np.random.default_rng(6)
+    X, W1, W2 = rng.normal(size=(4, 4)), rng.normal(size=(2, 2)), rng.normal(size=4 * 6)
+    layers = ["relu", "flatten", "dense", "sigmoid"]
+    data = {"X": X.tolist(), "Y": 1.0, "W1": W1.tolist(), "B1": 0.1, "W2": W2.tolist(), "B2": 0.0}
+    t = cnntrace.trace_input({**data, "layers": [{"type": "conv", "padding": [1, 0, 2, 1]}, *layers]})
+    by_hand = np.pad(X, ((1, 0), (2, 1)))
+    u = cnntrace.trace_input({**data, "X": by_hand.tolist(), "layers": ["conv", *layers]})
+    title, padded, _, border, note = t.annotations["dL_dX"].extra
+    assert border == (1, 0, 2, 1) and padded.shape == (5, 7)
+    np.testing.assert_allclose(padded, u["dL_dX"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(padded[1:, 2:-1], t["dL_dX"])
+    assert note == "in italics, the padding: rows −1…−1, columns −2…−1 and 4…4"
+    out = text_at(table.render(t, View(only=("dL_dX",))), 140)
+    assert "∂L/∂pad(X)   5×7" in out and note in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("-2 "))
+    assert header.split() == ["-2", "-1", "0", "1", "2", "3", "4"]
+    labels = [line.split()[0] for line in out.split(note)[1].splitlines()[3:] if line.strip()]
+    assert labels == ["-1", "0", "1", "2", "3"]
 
 
 # -- JSON and CSV in pieces, large inputs summarized ---------------------------------------

@@ -5,12 +5,14 @@ a trace's network as a model with its weights.
 Each layer kind reads its own operators (Layer.ONNX, from_onnx) and writes its own nodes
 (onnx_nodes). This module walks the graph from its input to its output, skip connections
 (Add, Concat) too: constants resolved, MatMul with the Add after it read as one Gemm,
-Identity passed over; a node no kind reads, or an attribute it cannot express, is one line
+Identity passed over, a chain of elementwise nodes a kind declares read as its one layer
+(Layer.ONNX_CHAINS: SiLU as x·Sigmoid(x), GELU written with Erf before opset 20); a node no kind reads, or an attribute it cannot express, is one line
 naming the node.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -19,6 +21,7 @@ from cnntrace.bridge import need
 from cnntrace.bridge.torch_in import append_layer, kind_reading
 from cnntrace.errors import InputError, shown
 from cnntrace.io import read_file
+from cnntrace.layers import KINDS
 from cnntrace.layers.base import Imported, OnnxNode, Refused
 
 #: Operators that pass their input on unchanged.
@@ -60,15 +63,43 @@ def _named(imported: Imported, weight_names: list[str], constants: dict, stored:
     return imported._replace(torch_names=tuple(names))
 
 
-def _gated(operands: list[str], made: dict, readers: Counter, count: int):
-    """(kind, x, the previous output before op(x)) where a Mul's ``operands`` are x and op(x),
-    op(x) the last layer read, read by this Mul alone, and a kind is x·op(x) (Layer.ONNX_GATE:
-    SiLU, x·Sigmoid(x)); else None."""
-    for x, gate in (operands, operands[::-1]):
-        op, read, before, then = made.get(gate, (None, None, None, None))
-        kind = kind_reading(op, "ONNX_GATE") if op else None
-        if kind is not None and read == x and readers[gate] == 1 and then == count:
-            return kind, x, before
+def _constant(node, onnx, numpy_helper) -> np.ndarray:
+    """A Constant node's value, float64."""
+    return numpy_helper.to_array(_attributes(node, onnx)["value"]).astype(np.float64)
+
+
+def _chain(nodes: list, start: int, constants: dict, readers: Counter, constant_value):
+    """(kind, the chain's input, its output, the index after its last node) where
+    ``nodes[start:]`` begin a chain of elementwise nodes a kind reads as one layer
+    (Layer.ONNX_CHAINS), Constant nodes between them read into ``constants`` (by
+    ``constant_value(node)``); else None."""
+    x = nodes[start].input[0] if nodes[start].input else None
+    for kind in KINDS.values():
+        for steps in kind.ONNX_CHAINS:
+            found, previous, at = {}, x, start
+            for offset, (op, operand) in enumerate(steps):
+                while at < len(nodes) and nodes[at].op_type == "Constant" and offset:
+                    found[nodes[at].output[0]] = constant_value(nodes[at])
+                    at += 1
+                node = nodes[at] if at < len(nodes) else None
+                if node is None or node.op_type != op or previous not in node.input or (offset and readers[previous] != 1):
+                    break
+                others = list(node.input)
+                others.remove(previous)
+                if operand is None:
+                    matched = not others
+                elif operand == "x":
+                    matched = others == [x]
+                else:  # the one other input, a constant of that one value (Div's divisor)
+                    value = found.get(others[0], constants.get(others[0])) if len(others) == 1 else None
+                    matched = (value is not None and value.size == 1 and (op != "Div" or node.input[0] == previous)
+                               and math.isclose(float(value.flat[0]), operand, rel_tol=1e-6))  # fmt: skip
+                if not matched:
+                    break
+                previous, at = node.output[0], at + 1
+            else:
+                constants.update(found)
+                return kind, x, previous, at
     return None
 
 
@@ -101,7 +132,6 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
     previous = "X"  # the last layer's output: what a layer reads unless it says otherwise
     nodes = list(graph.node)
     readers = Counter(x for node in nodes for x in node.input)  # how many nodes read each tensor
-    made = {}  # ONNX's output -> (its op, its input, the previous output before it, layers then)
     layers: list[Imported] = []
     i = 0
     while i < len(nodes):
@@ -111,7 +141,7 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
         i += 1
         try:
             if node.op_type == "Constant":
-                constants[node.output[0]] = numpy_helper.to_array(attributes["value"]).astype(np.float64)
+                constants[node.output[0]] = _constant(node, onnx, numpy_helper)
                 continue
             dynamic = [x for x in node.input if x and x not in constants]
             unknown = [x for x in dynamic if x not in names]
@@ -137,14 +167,12 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
             if op in PASS_THROUGH:
                 names[output] = names[node.input[0]]
                 continue
-            if op == "Mul" and len(dynamic) == 2:
-                gated = _gated(dynamic, made, readers, len(layers))
-                if gated is not None:  # x times op(x), its op the last layer read: one layer (SiLU)
-                    kind, x, previous = gated
-                    layers.pop()
-                    imported = kind.from_onnx(OnnxNode(name, op, attributes, (), ()))
-                    previous = names[output] = append_layer(layers, imported, names[x], previous)
-                    continue
+            chain = _chain(nodes, i - 1, constants, readers, lambda node: _constant(node, onnx, numpy_helper))
+            if chain is not None:  # elementwise nodes that make one layer (GELU before opset 20)
+                kind, x, output, i = chain
+                imported = kind.from_onnx(OnnxNode(name, op, {}, (), ()))
+                previous = names[output] = append_layer(layers, imported, names[x], previous)
+                continue
             kind = kind_reading(op, "ONNX")
             if kind is None:
                 raise Refused(f"{op} is not an operator cnntrace reads")
@@ -153,7 +181,6 @@ def read_model(path: str) -> tuple[list[Imported], tuple]:
                               "cnntrace's layer reads one and weights that are constants")  # fmt: skip
             imported = kind.from_onnx(OnnxNode(name, op, attributes, tuple(inputs), sources))
             imported = _named(imported, weight_names, constants, stored)
-            made[output] = (op, node.input[0], previous, len(layers) + 1)
             previous = names[output] = append_layer(layers, imported, names[node.input[0]], previous)
         except Refused as refusal:
             raise InputError(f"{name}: {refusal}", file=path) from None

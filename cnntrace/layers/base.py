@@ -206,7 +206,7 @@ class Extra(NamedTuple):
     title: str
     values: np.ndarray  # in the user's shape
     layout: Layout
-    border: tuple[int, int]  # how many of its rows and columns around it are padding
+    border: tuple[int, int, int, int]  # how many of its rows and columns are padding: top, bottom, left, right
     note: str
 
 
@@ -799,11 +799,13 @@ class Layer:
         numpy array. Refused for what the kind cannot express."""
         raise Refused(f"{type(module).__name__} is not read")
 
-    #: Its ONNX form as x times op(x), two nodes the reader reads as one layer: the op
-    #: (SiLU: ("Sigmoid",), x·Sigmoid(x)).
-    ONNX_GATE: ClassVar[tuple[str, ...]] = ()
     #: The ONNX opset its nodes need, where it is newer than the one export writes (GELU: 20).
     ONNX_OPSET: ClassVar[int] = 0
+    #: Its ONNX forms as chains of elementwise nodes the reader reads as one layer, each step
+    #: (op, its other operand): a number (a constant of that one value, as float32 keeps it),
+    #: "x" (the chain's input) or None (an op of one input). SiLU: Sigmoid → ·x; GELU
+    #: before opset 20's Gelu: x/√2 → Erf → +1 → ·x → ·0.5.
+    ONNX_CHAINS: ClassVar[tuple[tuple[tuple[str, object], ...], ...]] = ()
 
     #: The functions (by name) a module's code calls for this kind, read from a torch.fx
     #: trace: ``add`` for ``out + identity``, ``relu`` for ``F.relu``; see ``from_torch_call``.

@@ -395,27 +395,22 @@ class PaddedConv2d(nn.Conv2d):
 
     def annotate(self, t):
         padding = self.pad(t.weights[self.W].shape[2:])
-        if not any(padding) or len(padding) == 4:
-            return {}  # nothing padded; or sides that differ, where the border is shown alike on all
+        top, bottom, left, right = ops.sides(padding)
+        if not (top or bottom or left or right):
+            return {}
         # The cache a pass would keep, made here without windows, so that the padded input's
         # gradient comes from the offset loop as dL/dX does (the same sums, bit for bit).
         X_padded = ops._pad(t.value(self.input), padding)
         cache = ops.ConvCache(X_padded, self.kernel(t.weights), self.stride, padding, None, self.dilation, self.groups)
         values = ops.padded_input_gradient(t.value(grad(self.output)), cache)
-        ph, pw = padding
-        H, W = X_padded.shape[2] - 2 * ph, X_padded.shape[3] - 2 * pw
-        outside = (
-            f"in italics, the padding: rows −{ph}…−1 and {H}…{H + ph - 1}, "
-            f"columns −{pw}…−1 and {W}…{W + pw - 1}"
-        )
-        if not ph:
-            outside = f"in italics, the padding: columns −{pw}…−1 and {W}…{W + pw - 1}"
-        elif not pw:
-            outside = f"in italics, the padding: rows −{ph}…−1 and {H}…{H + ph - 1}"
+        H, W = X_padded.shape[2] - top - bottom, X_padded.shape[3] - left - right
+        outside = [f"{what} {' and '.join(spans)}" for what, spans in (
+            ("rows", _border_spans(top, bottom, H)), ("columns", _border_spans(left, right, W))) if spans]  # fmt: skip
         layout = t.layout(self.input)
         shown = Layout((X_padded.shape[1], *X_padded.shape[2:]), layout.shown, layout.channel)
         presented = values.reshape(shown.user_shape(t.batched, values.shape[0]))
-        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, padding, outside)
+        extra = Extra(f"∂L/∂pad({self.input})", presented, shown, (top, bottom, left, right),
+                      f"in italics, the padding: {', '.join(outside)}")  # fmt: skip
         return {grad(self.input): Annotation(extra=extra)}
 
     # -- mistakes --------------------------------------------------------------------------------
@@ -528,6 +523,7 @@ class PaddedConv2d(nn.Conv2d):
         col_text = tap_text("j", "w·s", dilated, p_cols)
         channel_text = "g·C/G + c" if grouped else "c"
         cell_text = f"{x}[{channel_text}, {row_text}, {col_text}]" if channels else f"{x}[{row_text}, {col_text}]"
+        over_hw, image_cell_text = _over_images(t.value(z).shape[0], cell_text)
 
         def weight(k, c, i, j):
             return t.factor(W, (k, c, *self._offset(i, j, kh, kw)))
@@ -566,7 +562,7 @@ class PaddedConv2d(nn.Conv2d):
             M, _, Ho, Wo = t.value(z).shape
             terms = [Term((t.factor(grad(z), (m, k, h, w)),))
                      for m in range(M) for h in range(Ho) for w in range(Wo)]  # fmt: skip
-            return Explained(f"Σ_h,w dL/d{z}[h,w]", terms, None, [])
+            return Explained(f"Σ_{over_hw} dL/d{z}[{over_hw}]", terms, None, [])
         if name == grad(W):
             k, c, i, j = index
             i, j = self._offset(i, j, kh, kw)  # the window offset this entry met
@@ -586,7 +582,8 @@ class PaddedConv2d(nn.Conv2d):
                 notes.append(padding_note)
             if self.flip:
                 notes.append(f"the kernel is flipped: this entry met window offset ({i}, {j})")
-            return Explained(f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))", terms, None, notes)
+            return Explained(f"Σ_{over_hw} {image_cell_text}·dL/d{z}[{over_hw}]  (conv({x}, dL/d{z}))", terms, None,
+                             notes)  # fmt: skip
         # dL/d(input)
         m, c, r, col = index
         g, c_in_group = divmod(c, C_group)
@@ -640,10 +637,11 @@ class PaddedConv2d(nn.Conv2d):
         i_text = f"(r + {p_rows} − h·s)/d" if dilated else f"r + {p_rows} − h·s"
         j_text = f"(c + {p_cols} − w·s)/d" if dilated else f"c + {p_cols} − w·s"
         over = "c,i,j" if channels else "i,j"
+        over_hw, image_cell_text = _over_images(t.value(z).shape[0], cell_text)
         formulas = {
             z: f"{B + ' + ' if self.bias else ''}Σ_{over} {w_index}·{cell_text}",
-            grad(B): f"Σ_h,w dL/d{z}[h,w]",
-            grad(W): f"Σ_h,w {cell_text}·dL/d{z}[h,w]  (conv({x}, dL/d{z}))",
+            grad(B): f"Σ_{over_hw} dL/d{z}[{over_hw}]",
+            grad(W): f"Σ_{over_hw} {image_cell_text}·dL/d{z}[{over_hw}]  (conv({x}, dL/d{z}))",
             grad(x): f"Σ_k,h,w dL/d{z}[h,w]·{W}[{i_text}, {j_text}]  (conv_transpose(dL/d{z}, {W}))",
         }
         reads = {z: (x, W, B) if self.bias else (x, W), grad(B): (grad(z),), grad(W): (x, grad(z)),
@@ -656,6 +654,20 @@ class PaddedConv2d(nn.Conv2d):
              "shape": list(t.value(z).shape), "kernel": list(t.value(W).shape), "formula": formulas[name],
              "groups": self.groups, "flip": self.flip}  # fmt: skip
         return Recipe(RECIPE, p, reads)
+
+
+def _border_spans(before: int, after: int, size: int) -> list[str]:
+    """The padded rows (or columns) on either side of ``size`` real ones: ["−2…−1", "5…5"]."""
+    return ([f"−{before}…−1"] if before else []) + ([f"{size}…{size + after - 1}"] if after else [])
+
+
+def _over_images(images: int, cell_text: str) -> tuple[str, str]:
+    """What dL/dW's and dL/dB's sums run over, and the input cell a term reads: over every
+    position of every image of a batch (``m,h,w``, the cell's index starting with ``m``)."""
+    if images == 1:
+        return "h,w", cell_text
+    symbol, at = cell_text.split("[", 1)
+    return "m,h,w", f"{symbol}[m, {at}"
 
 
 #: Explain's loops above, in the page's JavaScript (layers.base.Recipe).

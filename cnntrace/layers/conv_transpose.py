@@ -367,7 +367,7 @@ class ConvTranspose(WeightedLayer):
             (k,) = index
             terms = [Term((t.factor(grad(z), (m, k, h, w)),))
                      for m in range(M) for h in range(Ho) for w in range(Wo)]  # fmt: skip
-            return Explained(f"Σ_h,w dL/d{z}[h,w]", terms, None, [])
+            return Explained(self._gradient_formulas(M)[0], terms, None, [])
         if name == grad(W):
             c, k_in_group, i, j = index
             k = c // C_group * K_group + k_in_group
@@ -385,7 +385,7 @@ class ConvTranspose(WeightedLayer):
                              f"output channel {k}")  # fmt: skip
             if len(terms) < M * H * Wd:
                 notes.append("the cells whose tap landed in the cropped border add nothing")
-            return Explained(f"Σ_h,w {x}[c,h,w]·dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]", terms, None, notes)
+            return Explained(self._gradient_formulas(M)[1], terms, None, notes)
         # dL/d(input)
         m, c, h, w = index
         g = c // C_group
@@ -408,6 +408,13 @@ class ConvTranspose(WeightedLayer):
         return Explained(f"Σ_k,i,j dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]·{W}[c,k,i,j]  (conv(dL/d{z}, {W}))",
                          terms, None, notes)  # fmt: skip
 
+    def _gradient_formulas(self, images: int) -> tuple[str, str]:
+        """dL/dB's and dL/dW's sums, over every position of every image of a batch."""
+        x, z = self.input, self.output
+        m = "m," if images > 1 else ""
+        return (f"Σ_{m}h,w dL/d{z}[{m}h,w]",
+                f"Σ_{m}h,w {x}[{m}c,h,w]·dL/d{z}[{m}k, h·s + i·d − p, w·s + j·d − p]")  # fmt: skip
+
     def recipe(self, t, name):
         x, z, W, B = self.input, self.output, self.W, self.B
         settings = f"stride s = {pair_text(self.stride)}, padding p = {pair_text(self.padding)}"
@@ -418,8 +425,8 @@ class ConvTranspose(WeightedLayer):
         formulas = {
             z: f"{B + ' + ' if self.bias else ''}Σ {x}[c,h,w]·{W}[c,k,i,j] over h·s + i·d − p = {{r}}, "
                "w·s + j·d − p = {col}",
-            grad(B): f"Σ_h,w dL/d{z}[h,w]",
-            grad(W): f"Σ_h,w {x}[c,h,w]·dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]",
+            grad(B): self._gradient_formulas(t.value(z).shape[0])[0],
+            grad(W): self._gradient_formulas(t.value(z).shape[0])[1],
             grad(x): f"Σ_k,i,j dL/d{z}[k, h·s + i·d − p, w·s + j·d − p]·{W}[c,k,i,j]  (conv(dL/d{z}, {W}))",
         }
         reads = {z: (x, W, B) if self.bias else (x, W), grad(B): (grad(z),), grad(W): (x, grad(z)),

@@ -159,6 +159,13 @@ class GELU(Activation):
     #: ONNX's Gelu (opset 20), whose default is the erf form.
     ONNX: ClassVar[tuple[str, ...]] = ("Gelu",)
     ONNX_OPSET: ClassVar[int] = 20
+    #: Before opset 20 (PyTorch's exports at opset 17 and 18): x/√2 (or x·(1/√2)) → Erf → +1,
+    #: then ·x and ·0.5 in either order.
+    ONNX_CHAINS: ClassVar[tuple[tuple[tuple[str, object], ...], ...]] = tuple(
+        (scale, ("Erf", None), ("Add", 1.0), *product)
+        for scale in (("Div", math.sqrt(2.0)), ("Mul", math.sqrt(0.5)))
+        for product in ((("Mul", "x"), ("Mul", 0.5)), (("Mul", 0.5), ("Mul", "x")))
+    )
 
     @classmethod
     def from_torch(cls, module, array):
@@ -233,7 +240,7 @@ class SiLU(Activation):
     TORCH_CALLS: ClassVar[tuple[str, ...]] = ("silu",)
     #: ONNX has no SiLU before opset 24's Swish: Z·Sigmoid(Z), two nodes, both ways.
     ONNX: ClassVar[tuple[str, ...]] = ()
-    ONNX_GATE: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    ONNX_CHAINS: ClassVar[tuple[tuple[tuple[str, object], ...], ...]] = ((("Sigmoid", None), ("Mul", "x")),)
 
     def onnx_nodes(self, t, x, y):
         return [("Sigmoid", [x], [f"{y}_sigmoid"], {}), ("Mul", [x, f"{y}_sigmoid"], [y], {})], {}

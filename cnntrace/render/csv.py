@@ -18,10 +18,11 @@ import csv
 import io
 import itertools
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 
-from cnntrace.render import View, selected
+from cnntrace.render import View, parallel, selected
 
 INDEX_COLUMNS = ("image", "filter", "channel", "row", "col")
 HEADER_MANY = ("file", "name", *INDEX_COLUMNS, "value")
@@ -58,30 +59,38 @@ def _cell(text: str) -> str:
     return out.getvalue()
 
 
-def lines(trace, view: View):
+def lines(trace, view: View) -> Iterator[str]:
     """Yield the CSV text of every selected matrix, one line per entry in row-major order,
-    a matrix at a time. Each line is pieced together from the strings of its indices, made
-    once per matrix: formatting a 600×600 trace entry by entry through csv.writer takes
-    several times longer."""
+    a matrix at a time (a long trace's matrices on several processors at once: see
+    render.parallel)."""
     header = columns(trace, view)
+    matrices = [(name, value) for section in selected(trace, view).values() for name, value in section.items()]
+    parts = parallel.split([np.size(value) for _, value in matrices],
+                           parallel.how_many(sum(np.size(value) for _, value in matrices)))  # fmt: skip
+    yield from parallel.in_order([partial(_lines, trace, view, header, matrices[part]) for part in parts])
+
+
+def _lines(trace, view: View, header: tuple[str, ...], matrices) -> Iterator[str]:
+    """The CSV text of ``matrices`` ((name, value) pairs). Each line is pieced together from
+    the strings of its indices, made once per matrix: formatting a 600×600 trace entry by
+    entry through csv.writer takes several times longer."""
     prefix = ("" if view.file is None else _cell(view.file) + ",")
-    for matrices in selected(trace, view).values():
-        for name, value in matrices.items():
-            axes = trace.axis_names(name)
-            # pieces[k]: the text of each index along the k-th axis, with the empty cells
-            # of the header's columns this matrix has no axis for.
-            pieces, pending = [[f"{prefix}{name},"]], ""
-            for column in header[1 + (view.file is not None) : -1]:
-                if column in axes:
-                    n = value.shape[axes.index(column)]
-                    pieces.append([f"{pending}{i}," for i in range(n)])
-                    pending = ""
-                else:
-                    pending += ","
-            values = np.asarray(value, dtype=float).ravel().tolist()
-            yield "".join(
-                f"{''.join(index)}{pending}{v!r}\n" for index, v in zip(itertools.product(*pieces), values)
-            )
+    for name, value in matrices:
+        axes = trace.axis_names(name)
+        # pieces[k]: the text of each index along the k-th axis, with the empty cells
+        # of the header's columns this matrix has no axis for.
+        pieces, pending = [[f"{prefix}{name},"]], ""
+        for column in header[1 + (view.file is not None) : -1]:
+            if column in axes:
+                n = value.shape[axes.index(column)]
+                pieces.append([f"{pending}{i}," for i in range(n)])
+                pending = ""
+            else:
+                pending += ","
+        values = np.asarray(value, dtype=float).ravel().tolist()
+        yield "".join(
+            f"{''.join(index)}{pending}{v!r}\n" for index, v in zip(itertools.product(*pieces), values)
+        )
 
 
 def render(trace, view: View = View()) -> Iterator[str]:

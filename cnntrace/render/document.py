@@ -48,7 +48,7 @@ class Matrix(NamedTuple):
     values: np.ndarray
     axes: tuple[str, ...]  # the leading axes (image, filter) that split it into tables
     marks: np.ndarray | None = None  # ints of the same shape, 0 = no mark (mark_text)
-    border: int | tuple[int, int] = 0  # outer rows and columns of padding, indexed from −p
+    border: int | tuple[int, ...] = 0  # outer rows and columns of padding, indexed from −top and −left (format.border_sides)
 
 
 class Heading(NamedTuple):

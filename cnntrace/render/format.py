@@ -17,6 +17,16 @@ SUMMARY_SIDE, EDGE = 40, 8
 SUMMARY_TABLES, EDGE_TABLES = 8, 3
 
 
+def border_sides(border) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): how many outer rows and columns of a matrix are padding,
+    from one number for all four, (rows, cols) or the four."""
+    if isinstance(border, int):
+        return (border,) * 4
+    if len(border) == 2:
+        return (border[0], border[0], border[1], border[1])
+    return tuple(border)
+
+
 def shown_indices(n: int, full: bool = False, side: int = SUMMARY_SIDE, edge: int = EDGE) -> list[int | None]:
     """The indices of ``n`` rows (or columns) a view shows; None stands for the ones left out."""
     if full or n <= side:

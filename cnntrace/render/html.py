@@ -46,6 +46,7 @@ from cnntrace.render.document import (
 from cnntrace.render.explanation import render_text
 from cnntrace.render.format import (
     axes_label,
+    border_sides,
     number,
     shape,
     shown_indices,
@@ -126,18 +127,19 @@ def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precisio
     rows = values.reshape(1, -1) if values.ndim == 1 else values
     wins = None if marks is None else np.asarray(marks).reshape(rows.shape)
     n_rows, n_cols = rows.shape
-    bh, bw = (border, border) if isinstance(border, int) else border
+    top, bottom, left, right = border_sides(border)
+    padded = any((top, bottom, left, right))
     row_ids, col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
-    if defer and attribute and cells is not None and not (bh or bw):
+    if defer and attribute and cells is not None and not padded:
         return _deferred(rows, wins, row_ids, col_ids, values.ndim == 2, attribute, name, prefix, precision, cells,
                          scale)  # fmt: skip
     out = ['<table class="grid">']
-    header = "".join(f"<th>{GAP if c is None else c - bw}</th>" for c in col_ids)
+    header = "".join(f"<th>{GAP if c is None else c - left}</th>" for c in col_ids)
     out.append(f"<thead><tr>{'<th></th>' if values.ndim == 2 else ''}{header}</tr></thead><tbody>")
     for r in row_ids:
         line = ["<tr>"]
         if values.ndim == 2:
-            line.append(f"<th>{GAP if r is None else r - bh}</th>")
+            line.append(f"<th>{GAP if r is None else r - top}</th>")
         for c in col_ids:
             if r is None or c is None:
                 line.append('<td class="gap">…</td>')
@@ -148,7 +150,7 @@ def _grid(values: np.ndarray, attribute: str, name: str, prefix: tuple, precisio
             if wins is not None and wins[r, c]:
                 classes.append("won")
                 mark = f'<span class="mark">{mark_text(wins[r, c])}</span>'
-            if (bh or bw) and not (bh <= r < n_rows - bh and bw <= c < n_cols - bw):
+            if padded and not (top <= r < n_rows - bottom and left <= c < n_cols - right):
                 classes.append("pad")
             if v == 0:
                 classes.append("zero")

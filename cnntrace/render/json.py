@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 
-from cnntrace.render import View, selected
+import numpy as np
+
+from cnntrace.render import View, parallel, selected
 
 
 def trace_dict(trace, view: View = View()) -> dict:
@@ -40,15 +43,24 @@ def _array_chunks(value) -> Iterator[str]:
 
 def chunks(trace, view: View = View(), with_file: bool = False) -> Iterator[str]:
     """The trace as one line of JSON, in pieces; ``with_file`` puts ``view.file`` first.
-    The pieces joined are exactly ``json.dumps`` of ``trace_dict`` (with the file)."""
+    The pieces joined are exactly ``json.dumps`` of ``trace_dict`` (with the file). A long
+    trace's matrices are written on several processors at once (see render.parallel)."""
     yield "{" + (f'"file":{_dumps(view.file)},' if with_file else "")
+    members = []  # (the text before a matrix, the matrix)
     for s_index, (section, matrices) in enumerate(selected(trace, view).items()):
-        yield ("," if s_index else "") + f"{_dumps(section)}:{{"
+        opened = ("}," if s_index else "") + f"{_dumps(section)}:{{"
         for m_index, (name, value) in enumerate(matrices.items()):
-            yield ("," if m_index else "") + f"{_dumps(name)}:"
-            yield from _array_chunks(value)
-        yield "}"
-    yield "}\n"
+            members.append(((opened if m_index == 0 else ",") + f"{_dumps(name)}:", value))
+    costs = [int(np.count_nonzero(value)) for _, value in members]  # a zero's repr is quick
+    parts = parallel.split(costs, parallel.how_many(sum(costs))) if members else []
+    yield from parallel.in_order([partial(_members_text, members[part]) for part in parts])
+    yield "}" * bool(members) + "}\n"
+
+
+def _members_text(members) -> Iterator[str]:
+    for before, value in members:
+        yield before
+        yield from _array_chunks(value)
 
 
 def render(trace, view: View = View()) -> Iterator[str]:

@@ -33,6 +33,7 @@ from cnntrace.render.document import (
 )
 from cnntrace.render.format import (
     axes_label,
+    border_sides,
     decimals,
     number,
     numbers,
@@ -75,9 +76,9 @@ class MatrixBlocks:
         n_rows, n_cols = rows.shape
         row_ids, self.col_ids = shown_indices(n_rows, full), shown_indices(n_cols, full)
         self.row_ids = row_ids
-        bh, bw = (border, border) if isinstance(border, int) else border
-        self.inside = (bh, n_rows - bh, bw, n_cols - bw)
-        self.border = bool(bh or bw)
+        top, bottom, left, right = border_sides(border)
+        self.inside = (top, n_rows - bottom, left, n_cols - right)
+        self.border = any((top, bottom, left, right))
         self.rows = rows
         shown_rows = [r for r in row_ids if r is not None]
         shown_cols = [c for c in self.col_ids if c is not None]
@@ -95,8 +96,8 @@ class MatrixBlocks:
         for i, r in enumerate(row_ids):
             if r is None:
                 self.texts.insert(i, [GAP] * len(self.col_ids))
-        self.header = [GAP if c is None else str(c - bw) for c in self.col_ids]
-        self.labels = [GAP if r is None else str(r - bh) for r in row_ids] if self.indexed else []
+        self.header = [GAP if c is None else str(c - left) for c in self.col_ids]
+        self.labels = [GAP if r is None else str(r - top) for r in row_ids] if self.indexed else []
         longest = map(max, zip(*(map(len, texts) for texts in self.texts)))
         self.widths = [max(len(h), m) for h, m in zip(self.header, longest)]
         self.label_width = max(map(len, self.labels), default=0)
