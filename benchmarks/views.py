@@ -64,8 +64,11 @@ def main() -> None:
     options = parser.parse_args()
     sides = {"": (CNNTRACE, ENVIRONMENT)}
     if options.before:
-        sides = {"before: ": ([sys.executable, "-m", "cnntrace"], {**ENVIRONMENT, "PYTHONPATH": str(options.before)}),
-                 "after: ": ([sys.executable, "-m", "cnntrace"],
+        # -P: the working directory (this checkout, when run from its top) is not put first
+        # on the path, where it would shadow PYTHONPATH's checkout.
+        module = [sys.executable, "-P", "-m", "cnntrace"]
+        sides = {"before: ": (module, {**ENVIRONMENT, "PYTHONPATH": str(options.before)}),
+                 "after: ": (module,
                              {**ENVIRONMENT, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})}  # fmt: skip
     print("| network (batch 4) | view | best s | of runs | peak RSS MiB | output MiB | widest line |")
     print("|---|---|---:|---|---:|---:|---:|")
