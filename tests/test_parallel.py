@@ -55,7 +55,8 @@ def test_several_processes_write_the_bytes_one_writes(processes, count, view):
 
 
 @forks
-@pytest.mark.parametrize("view", [View(), View(file="in, out.json", columns=render_csv.HEADER_MANY)])
+@pytest.mark.parametrize("view", [View(), View(file="in, out.json", columns=render_csv.HEADER_MANY),
+                                  View(file="données → ∂L.json", columns=render_csv.HEADER_MANY)])
 def test_csv_from_several_processes_is_the_csv_of_one(processes, monkeypatch, view):
     trace = batch_trace()
     monkeypatch.setattr(parallel, "processors", lambda: 1)
@@ -75,6 +76,16 @@ def test_children_really_make_their_parts(processes, monkeypatch):
     assert pieces[:2] == ["a", str(parent)]
     children = "".join(pieces[2:])
     assert children.startswith("b") and str(parent) not in children
+
+
+@forks
+def test_text_that_is_not_ascii_comes_back_whole_across_blocks(processes, monkeypatch):
+    """A child's text is read back in blocks; a character split between two is whole."""
+    processes(2)
+    monkeypatch.setattr(parallel, "BLOCK", 3)
+    text = "∂L/∂W1 = 0.25, données, ∑ " * 50
+    made = "".join(parallel.in_order([lambda: ["a"], lambda: [text, f"|{os.getpid()}"]]))
+    assert made.startswith("a" + text + "|") and made != f"a{text}|{os.getpid()}"  # made by the child
 
 
 @forks

@@ -10,6 +10,7 @@ whose process fails (no fork, no temporary file, a signal) is made here instead.
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
@@ -72,8 +73,10 @@ def in_order(parts: list[Part]) -> Iterator[str]:
             running.discard(pid)
             if made:
                 file.seek(0)
+                text = codecs.getincrementaldecoder("utf-8")()  # a block may end inside a character
                 while block := file.read(BLOCK):
-                    yield block.decode("ascii")
+                    yield text.decode(block)
+                yield text.decode(b"", final=True)
             else:
                 yield from part()
     finally:
@@ -113,7 +116,7 @@ def _child(part: Part, descriptor: int) -> None:
     otherwise (the parent makes the part itself then). Never returns."""
     status = 1
     try:
-        with open(descriptor, "w", encoding="ascii", buffering=BLOCK, closefd=False) as out:
+        with open(descriptor, "w", encoding="utf-8", buffering=BLOCK, closefd=False) as out:
             for piece in part():
                 out.write(piece)
         status = 0
