@@ -140,13 +140,24 @@ def float_type(*arrays) -> np.dtype:
     """The floating type a result of ``arrays`` is computed in: float32 where every one of
     them is float32 (training with ``dtype=float32``), float64 otherwise (an int array would
     truncate a gradient)."""
-    return _float_type(*(a.dtype for a in arrays))
+    return _float_type(*[a.dtype for a in arrays])
 
 
 @lru_cache(maxsize=64)
 def _float_type(*dtypes) -> np.dtype:
     # Kept once found: np.result_type takes longer than many of the steps that ask it.
     return np.result_type(*dtypes, np.float32)
+
+
+def _strided(array, shape, strides):
+    """A read-only view of ``array`` with these shape and byte steps, as
+    np.lib.stride_tricks.as_strided makes it, in a third of its time where ``array`` is one
+    block of memory (a training step makes two)."""
+    if not array.flags.c_contiguous:
+        return np.lib.stride_tricks.as_strided(array, shape, strides, writeable=False)
+    view = np.ndarray(shape, array.dtype, buffer=array, strides=strides)
+    view.flags.writeable = False
+    return view
 
 
 def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
@@ -157,11 +168,10 @@ def _windows(X_padded, kh, kw, Ho, Wo, stride, dilation=(1, 1)):
     # A read-only view (C, kh, kw, M, Ho, Wo) of X_padded, then one copy of it.
     # A stride along an axis of one window is never taken: 0 there, so that a stride larger
     # than any array (a fuzzed 1e308) cannot overflow the view's byte steps.
-    view = np.lib.stride_tricks.as_strided(
+    view = _strided(
         X_padded, (C, kh, kw, M, Ho, Wo),
         (step_c, step_h * dilation[0], step_w * dilation[1], step_m, step_h * stride[0] if Ho > 1 else 0,
          step_w * stride[1] if Wo > 1 else 0),
-        writeable=False,
     )  # fmt: skip
     windows = np.empty(view.shape, float_type(X_padded))  # float64 for an int X, as the product needs
     windows[...] = view
@@ -185,9 +195,11 @@ def _chunk(M, C, kh, kw, Ho, Wo, dtype=np.float64) -> int:
     return max(1, min(CHUNK_BYTES, IM2COL_BYTES) // per_image)
 
 
-def _image_slices(M: int, step: int) -> list[slice]:
-    """Consecutive slices of the M images, ``step`` images each (the last may have fewer)."""
-    return [slice(start, min(start + step, M)) for start in range(0, M, step)]
+@lru_cache(maxsize=64)
+def _image_slices(M: int, step: int) -> tuple[slice, ...]:
+    """Consecutive slices of the M images, ``step`` images each (the last may have fewer).
+    Kept once made, as _offsets."""
+    return tuple(slice(start, min(start + step, M)) for start in range(0, M, step))
 
 
 def _by_group(W, groups):
@@ -302,11 +314,10 @@ def _conv_batch_last(X_padded, W, B, Ho, Wo, stride, padding, dilation):
     K, _, kh, kw = W.shape
     X_last = np.ascontiguousarray(X_padded.transpose(1, 2, 3, 0), dtype=np.float32)
     step_c, step_h, step_w, step_m = X_last.strides
-    view = np.lib.stride_tricks.as_strided(
+    view = _strided(
         X_last, (C, kh, kw, Ho, Wo, M),
         (step_c, step_h * dilation[0], step_w * dilation[1], step_h * stride[0] if Ho > 1 else 0,
          step_w * stride[1] if Wo > 1 else 0, step_m),
-        writeable=False,
     )  # fmt: skip
     windows = np.empty(view.shape, np.float32)
     windows[...] = view
@@ -750,7 +761,8 @@ def _tiles(size: Pair, stride: Pair, frame: Sides, dilation: Pair = (1, 1)) -> b
     return tuple(stride) == tuple(size) and not any(frame) and tuple(dilation) == (1, 1)
 
 
-def _pool_chunks(shape) -> list[slice]:
+@lru_cache(maxsize=64)
+def _pool_chunks(shape) -> tuple[slice, ...]:
     """The images of A (M, C, H, W) in chunks of at most CHUNK_BYTES (one image at least):
     a large batch is pooled a chunk at a time, in cache and in little memory."""
     M, C, H, W = shape
