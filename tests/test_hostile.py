@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnntrace.cli import app
+from cnntrace.errors import InputError
 from tests.inputs import REFERENCE, reference, write
 
 runner = CliRunner()
@@ -117,6 +118,49 @@ def test_a_regular_file_past_the_limit_is_refused_by_its_size(tmp_path, small_li
     path = tmp_path / "big.json"
     path.write_bytes(b" " * (2**20 + 1))
     assert_refused(invoke("step", path), "is 1 MiB; input files are limited to 1 MiB")
+
+
+class Grown(io.BytesIO):
+    """A handle on a small regular file that gives more bytes than its size said: a file
+    written to while it is read."""
+
+    def __init__(self, data: bytes, real):
+        super().__init__(data)
+        self.real = real
+
+    def fileno(self):
+        return self.real.fileno()
+
+
+@pytest.mark.parametrize("grown_to", [5_000, 2**20, 2**20 + 1, 3 * 2**20])
+def test_a_file_that_grows_while_read_is_read_on_and_bounded(tmp_path, grown_to):
+    from cnntrace.io import read_bounded
+
+    path = tmp_path / "growing.json"
+    path.write_bytes(b"{}")  # fstat says 2 bytes
+    data = bytes(range(256)) * (grown_to // 256) + b"x" * (grown_to % 256)
+    with open(path, "rb") as real:
+        if grown_to <= 2**20:
+            assert read_bounded(Grown(data, real), str(path), limit=2**20) == data
+        else:
+            with pytest.raises(InputError, match="gives more than 1 MiB"):
+                read_bounded(Grown(data, real), str(path), limit=2**20)
+
+
+def test_a_pipe_is_read_whole_in_pieces(tmp_path):
+    path = tmp_path / "fifo.json"
+    os.mkfifo(path)
+    text = json.dumps(reference() | {"comment": "é" * 1_500_000}).encode()  # 3 MB: pieces of a MiB
+
+    def write_all():
+        with open(path, "wb") as fifo:
+            fifo.write(text)
+
+    threading.Thread(target=write_all, daemon=True).start()
+    from cnntrace.io import read_bounded
+
+    with open(path, "rb") as handle:
+        assert read_bounded(handle, str(path)) == text
 
 
 def test_a_picture_is_read_bounded(tmp_path, small_limit):
