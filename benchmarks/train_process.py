@@ -80,6 +80,9 @@ SETTINGS = [
     ("short: two-conv softmax, batch 32, 4,000 images", TWO_CONV, "cross_entropy", 4_000, (3, 12, 12), TWO_CONV_WEIGHTS, 32, 2, 1.2, "float64"),
 ]  # fmt: skip
 LR = 0.05
+#: The start-up subtracted is its best of at least this many runs: from the best of 3, one
+#: run measured it a third too long, and the short rows' ratios with it.
+START_UP_RUNS = 10
 
 
 def write_dataset(setting, path: Path) -> None:
@@ -188,7 +191,7 @@ def start_up(runs: int) -> tuple[float, float, float]:
     best, best_cpu, best_help = float("inf"), float("inf"), float("inf")
     with tempfile.TemporaryDirectory() as directory:
         missing = [*CNNTRACE, "train", str(Path(directory) / "missing.npz"), "--epochs", "1"]
-        for _ in range(max(runs, 3)):
+        for _ in range(max(runs, START_UP_RUNS)):
             start, cpu = time.perf_counter(), children_cpu()
             done = subprocess.run(missing, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, **ONE_THREAD})  # fmt: skip
@@ -259,7 +262,7 @@ def main() -> None:
         return
     if not arguments.profile:
         startup, startup_cpu, help_only = start_up(arguments.runs)
-        print(f"cnntrace's start-up (train's imports, stopped at a missing file; best of {max(arguments.runs, 3)}): "
+        print(f"cnntrace's start-up (train's imports, stopped at a missing file; best of {max(arguments.runs, START_UP_RUNS)}): "
               f"{startup:.3f} s, CPU {startup_cpu:.3f} s (train --help: {help_only:.3f} s); "
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
         print("| training | cnntrace s (process) | PyTorch s (loop) | PyTorch / cnntrace | target "
