@@ -48,6 +48,26 @@ def test_every_kind_is_a_layer_with_its_records(kind):
         assert convention.choices[0] == getattr(kind(), convention.option)
 
 
+def test_a_network_loads_only_its_own_kinds_modules(tmp_path):
+    """The registry imports a kind's module when a file first names the kind: start-up."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({
+        "layers": ["conv", "relu", {"type": "maxpool", "size": 2}, "flatten", "dense", "sigmoid"],
+        "X": [[float(i + j) for j in range(6)] for i in range(6)], "Y": 1.0,
+        "W1": [[0.1] * 3] * 3, "B1": 0.0, "W2": [0.2] * 4, "B2": 0.0,
+    }))  # fmt: skip
+    script = ("import sys; from cnntrace.io import load_problem; load_problem(sys.argv[1]); "
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('cnntrace.layers.'))))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    names = {f"cnntrace.layers.{module}" for module in ("base", "conv", "activation", "pool", "flatten", "dense")}
+    assert set(loaded.stdout.split()) == names
+    assert "conv" in KINDS and "lstm" not in KINDS and len(KINDS) == len(list(KINDS))
+
+
 def test_the_schema_lists_every_kind_and_every_convention_once():
     assert LAYER_SCHEMA["oneOf"][0]["enum"] == list(KINDS)
     assert len(LAYER_SCHEMA["oneOf"]) == 1 + len(KINDS)
