@@ -113,10 +113,11 @@ def opened(path: str | Path, what: str = "an input file"):
 
 
 def read_bounded(handle, file: str, limit: int | None = None, what: str = "input files") -> bytes:
-    """At most ``limit`` bytes of the open file ``handle``: it reads ``limit`` + 1 and refuses
-    the file (InputError naming it and the limit) when that many came. A regular file's size
-    is known before reading; a device, a FIFO or a pipe is judged by what it gives.
-    ``limit`` is MAX_INPUT_BYTES unless given."""
+    """At most ``limit`` bytes of the open file ``handle``: it reads up to ``limit`` + 1 and
+    refuses the file (InputError naming it and the limit) when that many came. A regular
+    file larger than the limit is refused by its size before reading; the others (a device,
+    a FIFO, a pipe, a file that grew) are judged by what they give. ``limit`` is
+    MAX_INPUT_BYTES unless given."""
     import os
     import stat
 
@@ -135,12 +136,11 @@ def read_bounded(handle, file: str, limit: int | None = None, what: str = "input
         asked = min(status.st_size, limit) + 1 if stat.S_ISREG(status.st_mode) else READ_BLOCK
         parts, total = [], 0
         while total <= limit:
-            asked = min(asked, limit + 1 - total)
-            part = handle.read(asked)
+            part = handle.read(min(asked, limit + 1 - total))
+            if not part:  # the end of the file
+                break
             parts.append(part)
             total += len(part)
-            if len(part) < asked:  # the end of the file
-                break
             asked = READ_BLOCK
         data = parts[0] if len(parts) == 1 else b"".join(parts)
     except OSError as error:

@@ -761,7 +761,6 @@ def _tiles(size: Pair, stride: Pair, frame: Sides, dilation: Pair = (1, 1)) -> b
     return tuple(stride) == tuple(size) and not any(frame) and tuple(dilation) == (1, 1)
 
 
-@lru_cache(maxsize=64)
 def _pool_chunks(shape) -> tuple[slice, ...]:
     """The images of A (M, C, H, W) in chunks of at most CHUNK_BYTES (one image at least):
     a large batch is pooled a chunk at a time, in cache and in little memory."""

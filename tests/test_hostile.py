@@ -150,7 +150,7 @@ def test_a_file_that_grows_while_read_is_read_on_and_bounded(tmp_path, grown_to)
 def test_a_pipe_is_read_whole_in_pieces(tmp_path):
     path = tmp_path / "fifo.json"
     os.mkfifo(path)
-    text = json.dumps(reference() | {"comment": "é" * 1_500_000}).encode()  # 3 MB: pieces of a MiB
+    text = json.dumps(reference() | {"comment": "é" * 1_500_000}, ensure_ascii=False).encode()  # 3 MB: pieces of a MiB
 
     def write_all():
         with open(path, "wb") as fifo:
