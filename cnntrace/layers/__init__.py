@@ -42,7 +42,7 @@ WHERE = {
 class Kinds(Mapping):
     """The layer kinds by name, each kind's module imported when the kind is first asked
     for: a network of convolutions, ReLUs and max-pools never loads batch norm's or the
-    transposed convolution's module (a sixth of cnntrace's own start-up). Names, ``in`` and
+    transposed convolution's module (about 8 ms of `step`'s start-up on the reference network). Names, ``in`` and
     the order need no import; ``values()`` and ``items()`` import every kind."""
 
     def __init__(self, where: dict[str, tuple[str, str]]):
