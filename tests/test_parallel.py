@@ -145,6 +145,61 @@ def test_a_reader_that_stops_early_leaves_no_child_behind(processes):
         os.waitpid(pid, os.WNOHANG)  # reaped: no zombie, no child still writing
 
 
+LINUX_PROC = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux's /proc to see a process")
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone or a zombie (ended, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+#: A process that starts one child on a part without end, says the child's pid, then waits.
+PARENT = """
+import sys, time
+from cnntrace.render import parallel
+parallel.PARALLEL_FROM = 1
+real = parallel._started
+def told(part):
+    pid, file = real(part)
+    print(pid, flush=True)
+    return pid, file
+parallel._started = told
+def waiting():
+    time.sleep(120)
+    yield "x"
+next(parallel.in_order([waiting, lambda: iter(lambda: "x" * 1000, None)]))
+"""
+
+
+@forks
+@LINUX_PROC
+def test_a_child_ends_with_a_parent_killed_outright(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})  # fmt: skip
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(0.2)
+        assert not ended(child)  # writing its part without end
+    finally:
+        parent.kill()  # SIGKILL: the parent's own cleanup never runs
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while not ended(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = not ended(child)
+    if survived:
+        os.kill(child, signal.SIGKILL)  # not left writing without end
+    assert not survived
+
+
 def test_parts_split_by_cost_in_order():
     assert parallel.split([5, 5, 5, 5], 2) == [slice(0, 2), slice(2, 4)]
     assert parallel.split([1, 1, 10], 2) == [slice(0, 2), slice(2, 3)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from itertools import accumulate
 
 #: Fewer units of work than this (numbers to write, about) are made in one process: a fork
@@ -97,6 +98,7 @@ def _started(part: Part):
         file = tempfile.TemporaryFile()
     except OSError:
         return None, None
+    parent, end_with_parent = os.getpid(), _death_signal()
     try:
         with warnings.catch_warnings():
             # Python 3.12 warns of forking beside threads (BLAS's, a progress line's): the
@@ -107,8 +109,29 @@ def _started(part: Part):
         file.close()
         return None, None
     if pid == 0:
+        if end_with_parent is not None:
+            end_with_parent()
+            if os.getppid() != parent:  # the parent ended before the call
+                os._exit(1)
         _child(part, file.fileno())
     return pid, file
+
+
+@lru_cache(maxsize=1)
+def _death_signal() -> Callable[[], object] | None:
+    """What a child calls to be killed when its parent ends, however the parent ends (Linux's
+    prctl(PR_SET_PDEATHSIG, SIGKILL)): a parent killed outright (SIGKILL, a closed
+    terminal's SIGHUP) leaves no child writing a part that no one will read. None where the
+    system has no such call. Looked up in the parent, once: the child only calls it."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError, TypeError):
+        return None
+    PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _child(part: Part, descriptor: int) -> None:
