@@ -430,7 +430,7 @@ def verify(trace, answers: dict, rtol: float = RTOL, atol: float = ATOL, *,
                 v if v.status != "wrong" else _with(v, doctor.diagnose(a, wrong, accepted))
                 for a, v in zip(parsed, verdicts)
             ]  # fmt: skip
-    return [_as_given(v) if a.transposed else v for a, v in zip(parsed, verdicts)]
+    return [_as_given(v, a, trace[a.name]) if a.transposed else v for a, v in zip(parsed, verdicts)]
 
 
 def _with(verdict: Verdict, diagnosis: list[Diagnosis]) -> Verdict:
@@ -439,14 +439,23 @@ def _with(verdict: Verdict, diagnosis: list[Diagnosis]) -> Verdict:
     return replace(verdict, diagnosis=diagnosis)
 
 
-def _as_given(verdict: Verdict) -> Verdict:
-    """A verdict on a matrix given transposed (PyTorch's out×in), its entries' indices and
-    shapes as the answer wrote them."""
+def _as_given(verdict: Verdict, answer: Answer, correct) -> Verdict:
+    """A verdict on a matrix given transposed (PyTorch's out×in): its entries' indices, and a
+    wrong shape's message, as the answer wrote them (``correct``: the value, cnntrace's
+    n_in×n_out)."""
     from dataclasses import replace
 
     turned = [Wrong(wrong.index[::-1], wrong.answer, wrong.correct) for wrong in verdict.wrong]
     worst = verdict.worst[::-1] if verdict.worst is not None else None
-    return replace(verdict, wrong=turned, worst=worst)
+    if verdict.status != "shape":
+        return replace(verdict, wrong=turned, worst=worst)
+    expected, written = (shape_text(np.shape(m)[::-1], "a number") for m in (correct, answer.value))
+    # The one layout a transposed answer's shape can be in: cnntrace's own, n_in×n_out.
+    diagnosis = [Diagnosis(d.id, f"your {answer.key} is in cnntrace's layout (n_in×n_out, as {symbol(answer.name)} is "
+                                 f"shown) where PyTorch keeps nn.Linear's weight n_out×n_in: transposed, "
+                                 f"{d.message.rsplit(', ', 1)[1]}")
+                 for d in verdict.diagnosis if d.id == "transposed"]  # fmt: skip
+    return replace(verdict, message=f"expected {expected} (PyTorch's n_out×n_in), got {written}", diagnosis=diagnosis)
 
 
 class _Judge:

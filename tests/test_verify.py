@@ -215,6 +215,26 @@ def test_transposed_square_and_transposed_shape():
     assert "every entry is right" in verdict.diagnosis[0].message
 
 
+def test_a_pytorch_named_answer_of_the_wrong_shape_is_told_in_pytorchs_layout():
+    data = make("mlp", 1)
+    t = trace_input(data)
+    W1 = data["W1"]
+    named = trace_input(data | {"torch_names": {"fc1.weight": "W1.T"}})
+    n_in, n_out = np.shape(t["dL_dW1"])
+    assert n_in != n_out
+    # nn.Linear's out×in is right; cnntrace's own in×out is the layout mistake, told as such.
+    assert verify(named, {"fc1.weight": t["dL_dW1"].T.tolist()})[0].status == "right"
+    verdict = verify(named, {"fc1.weight": t["dL_dW1"].tolist()})[0]
+    assert verdict.status == "shape"
+    assert verdict.message == f"expected {n_out}×{n_in} (PyTorch's n_out×n_in), got {n_in}×{n_out}"
+    (diagnosis,) = verdict.diagnosis
+    assert diagnosis.id == "transposed" and diagnosis.message.startswith("your fc1.weight is in cnntrace's layout")
+    assert diagnosis.message.endswith("every entry is right there")
+    verdict = verify(named, {"fc1.weight": np.zeros((2, 7)).tolist()})[0]
+    assert verdict.message == f"expected {n_out}×{n_in} (PyTorch's n_out×n_in), got 2×7" and not verdict.diagnosis
+    assert np.shape(W1) == (n_in, n_out)
+
+
 def test_flatten_order_names_the_switch():
     t = trace_input(make("one-image-multi-sigmoid", 2))
     A1 = np.asarray(t["A1"])  # (2, 3, 3): the filters' maps
