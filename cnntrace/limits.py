@@ -3,11 +3,37 @@ work starts and refused past the limits, with the numbers."""
 
 from __future__ import annotations
 
+import os
+
 from cnntrace.errors import InputError
 from cnntrace.text import number_text
 
+#: The memory a pass may need for the matrices it keeps at most: MOST_PASS_BYTES, or half of
+#: what the machine gives this process where that is less (see pass_memory).
+MOST_PASS_BYTES = 4 * 2**30
+#: Where Linux tells a process in a container (a cgroup v2) how much memory it may use.
+CGROUP_MEMORY = "/sys/fs/cgroup/memory.max"
+
+
+def pass_memory() -> int:
+    """MOST_PASS_BYTES, or half of the machine's memory, or of its container's limit, where
+    that is less: a pass on a small machine is refused with the numbers rather than swapped
+    or killed. Half leaves room for Python, numpy and the rest of the machine."""
+    most = MOST_PASS_BYTES
+    try:
+        most = min(most, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2)
+    except (AttributeError, ValueError, OSError):  # no such query on this system
+        pass
+    try:
+        with open(CGROUP_MEMORY) as limit:
+            text = limit.read(64).strip()  # a number of bytes, or "max"
+    except OSError:
+        return most
+    return min(most, int(text) // 2) if text.isdigit() else most
+
+
 #: A pass keeps every matrix it makes; it may need at most this much memory for them.
-MAX_PASS_BYTES = 4 * 2**30
+MAX_PASS_BYTES = pass_memory()
 #: The most work one pass may take, counted in multiply-adds: about a minute. The pass loops
 #: in Python over the kernel's offsets and the pool window's, each loop step costing about
 #: OFFSET_COST multiply-adds on top of the cells it covers (see check_pass_size).

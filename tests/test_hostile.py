@@ -461,6 +461,25 @@ def test_the_weights_and_the_copies_training_keeps_are_counted(tmp_path, monkeyp
                    "training would need about")  # eight copies: 1.28 MB
 
 
+@pytest.mark.parametrize(("physical", "container", "limit"), [
+    (64 * 2**30, None, 4 * 2**30),  # a large machine: 4 GiB
+    (6 * 2**30, None, 3 * 2**30),  # a small one: half its memory
+    (64 * 2**30, "max\n", 4 * 2**30),  # a container without a limit
+    (64 * 2**30, "2147483648\n", 2**30),  # a container's 2 GiB: half of it
+    (64 * 2**30, "garbage", 4 * 2**30),
+])  # fmt: skip
+def test_a_pass_may_use_half_of_a_small_machines_memory(tmp_path, monkeypatch, physical, container, limit):
+    import cnntrace.limits
+
+    pages = {"SC_PHYS_PAGES": physical // 4096, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(cnntrace.limits.os, "sysconf", pages.__getitem__)
+    cgroup = tmp_path / "memory.max"
+    if container is not None:
+        cgroup.write_text(container)
+    monkeypatch.setattr(cnntrace.limits, "CGROUP_MEMORY", str(cgroup))
+    assert cnntrace.limits.pass_memory() == limit
+
+
 def test_a_dense_layer_works_n_in_times_n_out_per_image(tmp_path):
     from cnntrace.io import load_problem
 
