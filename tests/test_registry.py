@@ -67,6 +67,11 @@ def test_a_network_loads_only_its_own_kinds_modules(tmp_path):
     assert set(loaded.stdout.split()) == names
     assert "conv" in KINDS and "lstm" not in KINDS
     assert list(KINDS) == [kind.type for kind in KINDS.values()]  # each name is its class's own
+    from cnntrace.layers import BatchNorm, MaxPool, activation  # noqa: I001 - a class by its name; a module as before
+
+    assert MaxPool is KINDS["maxpool"] and BatchNorm is KINDS["batchnorm"] and activation.ReLU is KINDS["relu"]
+    with pytest.raises(ImportError):
+        from cnntrace.layers import Lstm  # noqa: F401
 
 
 def test_the_schema_lists_every_kind_and_every_convention_once():

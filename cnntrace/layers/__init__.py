@@ -72,4 +72,13 @@ class Kinds(Mapping):
 #: Every layer kind by the name input files give it, in the order the schema lists them.
 KINDS: Mapping[str, type[Layer]] = Kinds(WHERE)
 
+
+def __getattr__(name: str):
+    """A kind's class by its class name, as ``from cnntrace.layers import Conv`` asks for it,
+    its module imported then."""
+    for kind, (_, attribute) in WHERE.items():
+        if attribute == name:
+            return KINDS[kind]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = ["KINDS", "GivenLayout", "Layer", "Layout", "Place", "Stage"]
