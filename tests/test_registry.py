@@ -67,7 +67,8 @@ def test_a_network_loads_only_its_own_kinds_modules(tmp_path):
     assert set(loaded.stdout.split()) == names
     assert "conv" in KINDS and "lstm" not in KINDS
     assert list(KINDS) == [kind.type for kind in KINDS.values()]  # each name is its class's own
-    from cnntrace.layers import BatchNorm, MaxPool, activation  # noqa: I001 - a class by its name; a module as before
+    # A kind's class by its name, and a kind's module, as before the registry was lazy.
+    from cnntrace.layers import BatchNorm, MaxPool, activation
 
     assert MaxPool is KINDS["maxpool"] and BatchNorm is KINDS["batchnorm"] and activation.ReLU is KINDS["relu"]
     with pytest.raises(ImportError):
