@@ -276,6 +276,26 @@ def test_a_npz_whose_header_claims_more_than_it_holds_is_called_damaged(tmp_path
         assert_refused(invoke(*args), "forged.npz: X: ", "damaged", "1000000000000 entries")
 
 
+@pytest.mark.parametrize("shape", [b"(9999999999, ", b"(1,2,3)]]]] ", b"(1e400,)     ", b"(-1, 28, 28) ", b"(None,)      "])
+def test_a_npz_whose_header_text_is_broken_is_called_damaged(tmp_path, shape):
+    """numpy's parser of a header's text raises more than ValueError (an unclosed bracket: a
+    tokenize.TokenError); each is the file's fault, told in one line."""
+    X = _npy(np.zeros((200, 28, 28)))
+    assert b"(200, 28, 28)" in X
+    path = tmp_path / "broken.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("X.npy", X.replace(b"(200, 28, 28)", shape))  # the same length
+        archive.writestr("layers.npy", _npy(np.array('["flatten", "dense", "softmax"]')))
+    for args in (["step", path], ["train", path, "-n", "1"]):
+        assert_refused(invoke(*args), "broken.npz: X: ", "damaged")
+
+
+def _npy(array) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
 def test_a_mismatch_between_two_keys_names_both(tmp_path):
     data = {"X": [[1.0] * 4] * 4, "layers": ["flatten", "dense", "softmax"], "Y": 2,
             "W1": [[0.1] * 3] * 16, "B1": [0.0, 0.0]}  # fmt: skip
