@@ -434,7 +434,6 @@ def read_npz(path: str | Path, limit: int | None = None, what: str = "input file
 def _check_header(archive, key: str) -> None:
     """Refuse, before numpy allocates it, an array whose .npy header claims more entries than
     the archive holds bytes for (a damaged or forged file: 2 KB claiming 10¹² entries)."""
-    import zipfile
 
     import numpy as np
 
