@@ -264,8 +264,8 @@ def _full(help: str):
     return Annotated[bool, typer.Option("--full", help=help)]
 
 
-InputFile = Annotated[Path, typer.Argument(metavar="FILE", show_default=False, help="Input JSON file.")]
-Output = Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.", show_default=False)]
+InputFile = Annotated[Path, typer.Argument(readable=False, metavar="FILE", show_default=False, help="Input JSON file.")]
+Output = Annotated[Path | None, typer.Option("-o", "--output", readable=False, help="Write here instead of stdout.", show_default=False)]
 Precision = _precision("Decimals shown in the table view.")
 StepPrecision = Annotated[int | None, typer.Option(
     "--precision", "-p", min=0, max=17, show_default=False,
@@ -479,16 +479,16 @@ def load_trace(file: Path, only: tuple[str, ...] | None = None, check=None):
 @app.command()
 def step(
     files: Annotated[list[Path], typer.Argument(
-        metavar="FILE", show_default=False, help="Input JSON files (see `cnntrace schema` and the README).")],
+        readable=False, metavar="FILE", show_default=False, help="Input JSON files (see `cnntrace schema` and the README).")],
     output_format: FormatOption = Format.table,
     precision: StepPrecision = None,
     only: StepOnly = None,
     brief: Annotated[bool, typer.Option("--brief", help="Matrices only: leave out the chain rules and their factors.")] = False,
     full: StepFull = False,
-    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False, help=(
+    html: Annotated[Path | None, typer.Option("--html", readable=False, metavar="FILE", show_default=False, help=(
         "Also save an interactive page of the whole pass: click an entry to see its arithmetic."))] = None,
     svg: Annotated[Path | None, typer.Option(
-        "--svg", metavar="FILE", show_default=False, help="Also save the table view as an SVG picture.")] = None,
+        "--svg", readable=False, metavar="FILE", show_default=False, help="Also save the table view as an SVG picture.")] = None,
     force: Force = False,
 ) -> None:
     """Run one forward and backward pass on each FILE and show every matrix.
@@ -615,7 +615,7 @@ def _save_html(traces: list, html: Path, view, title: str, force: bool = False) 
 
 @app.command()
 def check(
-    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
+    file: Annotated[Path, typer.Argument(readable=False, help="Input JSON file.")],  # usage shows {file}, as it always has
     output_format: CheckFormatOption = CheckFormat.table,
     eps: Annotated[float, typer.Option(min=1e-12, max=1e-1, callback=_finite, help="Finite-difference step.")] = 1e-6,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance.")] = 1e-6,
@@ -647,9 +647,9 @@ def check(
 
 @app.command()
 def verify(
-    file: Annotated[Path, typer.Argument(help="Input JSON file.")],  # usage shows {file}, as it always has
+    file: Annotated[Path, typer.Argument(readable=False, help="Input JSON file.")],  # usage shows {file}, as it always has
     answers: Annotated[Path, typer.Argument(
-        help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
+        readable=False, help='Answers: JSON (e.g. {"P1": [[…]], "Z1[0,1]": 39, "dL_dW1": null}) or a .npz of arrays.')],
     output_format: CheckFormatOption = CheckFormat.table,
     preset: VerifyPresetOption = VerifyPreset.hand,
     decimals: Decimals = None,
@@ -694,14 +694,14 @@ def _answers_cost(problem, given: dict):
 @app.command()
 def grade(
     exercises: Annotated[Path, typer.Argument(
-        metavar="EXERCISES", show_default=False, help="An exercise file, or a directory of them (*.json).")],
-    answers: Annotated[Path | None, typer.Argument(metavar="ANSWERS", show_default=False, help=(
+        readable=False, metavar="EXERCISES", show_default=False, help="An exercise file, or a directory of them (*.json).")],
+    answers: Annotated[Path | None, typer.Argument(readable=False, metavar="ANSWERS", show_default=False, help=(
         "The directory of answer files: exercise-07.json's are exercise-07.json or 07-*.json."))] = None,
-    roster: Annotated[Path | None, typer.Option("--roster", metavar="CSV", show_default=False, help=(
+    roster: Annotated[Path | None, typer.Option("--roster", readable=False, metavar="CSV", show_default=False, help=(
         "Who answered what instead: a CSV with id,exercise,answers (paths beside the roster)."))] = None,
-    marks: Annotated[Path | None, typer.Option("--marks", metavar="FILE", show_default=False, help=(
+    marks: Annotated[Path | None, typer.Option("--marks", readable=False, metavar="FILE", show_default=False, help=(
         'The marks of each matrix as JSON ({"P1": 2, "dL_dW1": 4}); only those are asked. Default: 1 each.'))] = None,
-    feedback: Annotated[Path | None, typer.Option("--feedback", metavar="DIR", show_default=False, help=(
+    feedback: Annotated[Path | None, typer.Option("--feedback", readable=False, metavar="DIR", show_default=False, help=(
         "Write each learner's verify report into this directory (ID.txt)."))] = None,
     output_format: GradeFormatOption = GradeFormat.csv,
     preset: VerifyPresetOption = VerifyPreset.hand,
@@ -806,11 +806,11 @@ def init(
     seed: Annotated[int | None, typer.Option(
         "--seed", min=0, help="Random seed (default: a new one, noted in the file).", show_default=False)] = None,
     image: Annotated[Path | None, typer.Option(
-        "--image", help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False)] = None,
+        "--image", readable=False, help="Take X from this picture (PNG, JPEG; needs Pillow).", show_default=False)] = None,
     invert: Annotated[bool, typer.Option(
         "--invert", help="With --image: dark ink on light paper becomes bright on dark.")] = False,
     output: Output = None,
-    like: Annotated[Path | None, typer.Option("--like", metavar="FILE", show_default=False, help=(
+    like: Annotated[Path | None, typer.Option("--like", readable=False, metavar="FILE", show_default=False, help=(
         "A fresh exercise with FILE's network: its layers, loss, shapes and classes."))] = None,
     hand: Annotated[bool, typer.Option("--hand", help=(
         "Made for pencil and paper: small numbers, forward matrices up to F exact at two "
@@ -988,7 +988,7 @@ def quiz(
     file: InputFile,
     only: QuizOnly = None,
     tries: Annotated[int, typer.Option("--tries", min=1, max=100, help="Tries per matrix before the answer is shown.")] = 3,
-    record: Annotated[Path | None, typer.Option("--record", metavar="FILE", show_default=False, help=(
+    record: Annotated[Path | None, typer.Option("--record", readable=False, metavar="FILE", show_default=False, help=(
         'Write the session as JSON: {"file", "score", "total", "answers": […]}.'))] = None,
     precision: FeedbackPrecision = 4,
     rtol: Annotated[float, typer.Option(min=0, callback=_finite, help="Relative tolerance, as verify's.")] = 1e-3,
@@ -1250,7 +1250,7 @@ def _progress(total: int | None, unit: str):
 
 @app.command()
 def train(
-    file: Annotated[Path, typer.Argument(help="Input file: JSON as for `step`, or .npz with the same keys.")],
+    file: Annotated[Path, typer.Argument(readable=False, help="Input file: JSON as for `step`, or .npz with the same keys.")],
     epochs: Annotated[int, typer.Option("--epochs", "-n", min=1, help="Passes over the whole input.")],
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate, > 0 (default: the file's lr).")] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -1261,11 +1261,11 @@ def train(
     momentum: Annotated[float, typer.Option(
         "--momentum", help="Momentum β, 0 ≤ β < 1, as PyTorch's SGD: v ← β·v + g, P ← P − lr·v.")] = 0.0,
     test: Annotated[Path | None, typer.Option(
-        "--test", help="A test set: the same network on other images (missing weights: FILE's).")] = None,
+        "--test", readable=False, help="A test set: the same network on other images (missing weights: FILE's).")] = None,
     holdout: Annotated[float | None, typer.Option(
         "--holdout", help="Set this fraction of FILE's images aside as the test set (split from --seed).")] = None,
     save: Annotated[Path | None, typer.Option(
-        "--save", help="Write the input with the trained W1, B1, W2, B2 (.json or .npz).")] = None,
+        "--save", readable=False, help="Write the input with the trained W1, B1, W2, B2 (.json or .npz).")] = None,
     save_partial: Annotated[bool, typer.Option("--save-partial", help=(
         "Let --save replace an existing file even with a model that is no better than the "
         "starting one (interrupted, diverged, or a higher loss); otherwise it goes to "
@@ -1402,7 +1402,7 @@ def export(
         "torch: a standalone script (torch and numpy only) that rebuilds the network with its weights, "
         "runs forward, backward() and one SGD step, and checks every matrix of the trace; "
         "onnx: the network as an ONNX model with its weights (needs the onnx extra)."))],
-    output: Annotated[Path | None, typer.Option("-o", "--output", show_default=False, help=(
+    output: Annotated[Path | None, typer.Option("-o", "--output", readable=False, show_default=False, help=(
         "Write here (an ONNX model must go to a file); a script goes to stdout without it."))] = None,
     force: Force = False,
 ) -> None:
@@ -1428,12 +1428,12 @@ def export(
 
 @app.command("import")
 def import_model(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", show_default=False, help=(
+    model: Annotated[Path, typer.Argument(readable=False, metavar="MODEL", show_default=False, help=(
         "An ONNX model (.onnx), or a PyTorch state_dict (.pt, .pth, .safetensors) with --layers."))],
-    output: Annotated[Path, typer.Option("-o", "--output", show_default=False, help="The input file to write (.json or .npz).")],
-    layers: Annotated[Path | None, typer.Option("--layers", metavar="NET.json", show_default=False, help=(
+    output: Annotated[Path, typer.Option("-o", "--output", readable=False, show_default=False, help="The input file to write (.json or .npz).")],
+    layers: Annotated[Path | None, typer.Option("--layers", readable=False, metavar="NET.json", show_default=False, help=(
         "With a state_dict: the file whose layers its tensors fill, in order (and its X, Y, loss where MODEL has none)."))] = None,
-    input_file: Annotated[Path | None, typer.Option("--input", metavar="FILE", show_default=False, help=(
+    input_file: Annotated[Path | None, typer.Option("--input", readable=False, metavar="FILE", show_default=False, help=(
         "X: .npy, .npz, JSON or an image (default: drawn from --seed in the model's input shape)."))] = None,
     target: Annotated[str | None, typer.Option("--target", show_default=False, help=(
         "Y: a file, or JSON (3 for class 3, [0, 1])."))] = None,

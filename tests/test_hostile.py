@@ -163,6 +163,28 @@ def test_a_pipe_is_read_whole_in_pieces(tmp_path):
         assert read_bounded(handle, str(path)) == text
 
 
+def test_an_unreadable_input_is_told_by_cnntrace_in_one_line(tmp_path, monkeypatch):
+    """The command line does not test a file's permissions itself (click's 4-line usage error,
+    which stopped the other files too): the read does, and says so in one line."""
+    good = write(tmp_path, reference())
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as a user without read rights sees it
+    assert invoke("step", good, "-f", "json").exit_code == 0  # no check but the read's own
+    monkeypatch.undo()
+
+    def denied(path, *args, **kwargs):
+        if str(path) == str(bad):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    bad = tmp_path / "noread.json"
+    bad.write_text("{}")
+    real_open = open
+    monkeypatch.setattr("builtins.open", denied)
+    assert_refused(invoke("train", bad, "-n", "1"), "noread.json: permission denied")
+    result = invoke("step", good, bad, "-f", "json")  # the good file is still traced
+    assert result.exit_code == 2 and result.stdout.startswith("[{") and "noread.json: permission denied" in result.stderr
+
+
 def test_a_picture_is_read_bounded(tmp_path, small_limit):
     pytest.importorskip("PIL")
     assert_refused(invoke("init", "--image", "/dev/zero", "--seed", "1"), "/dev/zero", "limited to 1 MiB")
