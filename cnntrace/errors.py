@@ -23,7 +23,10 @@ def shortened(text: str, limit: int) -> str:
 
 
 def shown(value, limit: int = MAX_VALUE_SHOWN) -> str:
-    """A value as a message echoes it: its repr, on one line and cut to ``limit`` characters."""
+    """A value as a message echoes it: its repr, on one line and cut to ``limit`` characters;
+    true, false and null as the JSON file wrote them."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
     try:
         text = repr(value[: limit * 8] if isinstance(value, str) else value)
     except (ValueError, RecursionError):  # an int of more digits than Python prints, deep lists

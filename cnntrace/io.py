@@ -159,11 +159,18 @@ def read_file(path: str | Path, limit: int | None = None, what: str = "input fil
 
 def read_json(path: str | Path, limit: int | None = None, what: str = "input files") -> dict:
     """The JSON object in ``path``; InputError (naming the file) for anything else."""
-    file = str(path)
+    return json_from_bytes(read_file(path, limit, what), str(path), what)
+
+
+def json_from_bytes(content: bytes, file: str, what: str = "input files") -> dict:
+    """The JSON object in ``content``, the bytes of ``file``: UTF-8, with or without the
+    byte-order mark some editors write first."""
     try:
-        text = read_file(path, limit, what).decode("utf-8")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError("is not UTF-8 text, so not a JSON file", file=file) from None
+    if not text.strip():
+        raise InputError("is empty; expected a JSON object (or a .npz file)", file=file)
     try:
         data = json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
@@ -175,7 +182,8 @@ def read_json(path: str | Path, limit: int | None = None, what: str = "input fil
     except RecursionError:
         raise InputError("is nested too deeply to be an input file", file=file) from None
     if not isinstance(data, dict):
-        raise InputError(f"expected a JSON object with keys {', '.join(REQUIRED_KEYS)}; found {_describe(data)}", file=file)
+        expected = f"with keys {', '.join(REQUIRED_KEYS)}" if what == "input files" else "of names and values"
+        raise InputError(f"expected a JSON object {expected}; found {_describe(data)}", file=file)
     return data
 
 
@@ -376,14 +384,18 @@ def read_npz(path: str | Path, limit: int | None = None, what: str = "input file
     A 0-d array of numbers becomes a number and a 0-d string a str, as JSON would give them
     (stride, lr, comment ...). InputError (naming the file) for anything else.
     """
+    # Read bounded whatever the file is: numpy would read a FIFO or a device without end.
+    return npz_from_bytes(read_file(path, limit, what), str(path), limit, what)
+
+
+def npz_from_bytes(data: bytes, file: str, limit: int | None = None, what: str = "input files") -> dict:
+    """read_npz of ``data``, the bytes of ``file``."""
     import io
     import zipfile
 
     import numpy as np
 
-    file = str(path)
-    # Read bounded whatever the file is: numpy would read a FIFO or a device without end.
-    content = io.BytesIO(read_file(path, limit, what))
+    content = io.BytesIO(data)
     try:
         archive = np.load(content, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
@@ -462,9 +474,19 @@ def _check_header(archive, key: str) -> None:
         )
 
 
+#: The first bytes of a zip file, as a .npz is: known by them where the name says nothing
+#: (/dev/stdin, a FIFO).
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def read_input(path: str | Path) -> dict:
-    """The input file's keys and values: a .npz file's arrays, or a JSON file's object."""
-    return read_npz(path) if is_npz(path) else read_json(path)
+    """The input file's keys and values: a .npz file's arrays, or a JSON file's object. A
+    name without .npz is read as JSON unless its bytes are a zip's (`cat data.npz | cnntrace
+    train /dev/stdin`)."""
+    if is_npz(path):
+        return read_npz(path)
+    content = read_file(path)
+    return npz_from_bytes(content, str(path)) if content.startswith(ZIP_MAGIC) else json_from_bytes(content, str(path))
 
 
 def load_problem(path: str | Path):

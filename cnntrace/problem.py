@@ -62,7 +62,9 @@ def parse_layer(description, key: str) -> Layer:
         raise InputError(f"a layer is a type's name or an object with \"type\"; got {shown(description)}", key=key)
     kind_name = description.get("type")
     if not isinstance(kind_name, str) or kind_name not in KINDS:
-        guess = difflib.get_close_matches(str(kind_name), list(KINDS), n=1)
+        # "ReLU" or "MaxPool" is a kind written in other letters: that guess before any other.
+        guess = [kind for kind in KINDS if kind == str(kind_name).lower()] or difflib.get_close_matches(
+            str(kind_name).lower(), list(KINDS), n=1)  # fmt: skip
         hint = f"did you mean {guess[0]}? " if guess else ""
         what = "no \"type\"" if kind_name is None else f"unknown layer type {shown(kind_name, 30)}"
         raise InputError(f"{what}; {hint}the types are {', '.join(KINDS)}", key=key)

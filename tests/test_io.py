@@ -42,7 +42,7 @@ def test_pool_stride_defaults_to_pool(tmp_path):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("", "not valid JSON"),
+        ("", "is empty; expected a JSON object"),
         ("{\"X\": [1, 2,]}", "not valid JSON"),
         ("[1, 2, 3]", "expected a JSON object"),
         ("\"X\"", "expected a JSON object"),
@@ -78,6 +78,33 @@ def test_binary_file(tmp_path):
     path = tmp_path / "in.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
     assert "not UTF-8" in str(error_of(path))
+
+
+def test_an_empty_file_is_called_empty_and_a_byte_order_mark_is_read_past(tmp_path):
+    for empty in (b"", b" \n\t"):
+        path = tmp_path / "empty.json"
+        path.write_bytes(empty)
+        assert "is empty; expected a JSON object" in str(error_of(path))
+    path = tmp_path / "notepad.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(reference()).encode())
+    assert load_problem(path).network is not None
+
+
+def test_a_npz_under_another_name_is_known_by_its_bytes(tmp_path):
+    from cnntrace.io import read_input
+
+    np.savez(tmp_path / "data.npz", **{k: np.asarray(v) for k, v in reference().items() if k != "comment"})
+    renamed = tmp_path / "data"  # as /dev/stdin or a FIFO gives it: no .npz in the name
+    renamed.write_bytes((tmp_path / "data.npz").read_bytes())
+    assert np.array_equal(read_input(renamed)["X"], reference()["X"])
+
+
+def test_an_answers_file_that_is_not_an_object_says_what_it_should_be(tmp_path):
+    from cnntrace.io import read_answers
+
+    path = write(tmp_path, [1, 2], "answers.json")
+    with pytest.raises(InputError, match="expected a JSON object of names and values; found a list"):
+        read_answers(path)
 
 
 def test_file_over_the_size_limit_is_refused_before_reading(tmp_path):

@@ -40,6 +40,9 @@ def changed_layers(position, layer):
 
 BAD = [
     ("unknown type", {"layers": changed_layers(1, "relux")}, "layers[1]: unknown layer type 'relux'; did you mean relu?"),
+    ("a type in capitals", {"layers": changed_layers(1, "ReLU")}, "layers[1]: unknown layer type 'ReLU'; did you mean relu?"),
+    ("a type capitalized", {"layers": changed_layers(1, "Relu")}, "layers[1]: unknown layer type 'Relu'; did you mean relu?"),
+    ("a flag in Python's spelling", {"conventions": {"relu_grad_at_zero": True}}, "relu_grad_at_zero: expected 0 | 1 (the default is 0), got true"),
     ("softmax not last", {"layers": changed_layers(1, "softmax")}, "layers[1]: softmax can only be the last layer"),
     ("bce without a sigmoid", {"loss": "bce"}, "loss: bce needs a sigmoid as the last layer"),
     ("unknown loss", {"loss": "hinge"}, "loss: unknown loss 'hinge'"),
