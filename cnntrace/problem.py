@@ -301,7 +301,10 @@ class Problem:
     def summary(self) -> str:
         """The input's settings in one line: the layers, the loss and lr."""
         if self.reference is not None:
-            return f"{self.reference.summary()}, lr {self.lr:g}"
+            # The form's options say all but the conventions, named as the file writes them.
+            switches = self.network.conventions()
+            conventions = f", conventions {', '.join(f'{k} {v}' for k, v in switches.items())}" if switches else ""
+            return f"{self.reference.summary()}{conventions}, lr {self.lr:g}"
         loss = "the given grad" if self.network.loss.given else f"loss {self.network.loss.describe()}"
         return f"{self.network.describe()}; {loss}, lr {self.lr:g}"
 

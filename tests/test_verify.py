@@ -515,6 +515,13 @@ def test_every_command_honours_the_conventions(tmp_path):
     assert json.loads(out.read_text())["conventions"] == data["conventions"]
 
 
+def test_the_reference_forms_summary_line_names_its_conventions():
+    data = {**REFERENCE, "conventions": {"pool_ties": "all", "relu_grad_at_zero": 1}}
+    summary = trace_input(data).problem.summary()
+    assert summary == "stride 1, padding 0, pool 2×2 with stride 2, conventions relu_grad_at_zero 1, pool_ties all, lr 0.1"
+    assert "conventions" not in trace_input(REFERENCE).problem.summary()
+
+
 def test_a_training_pass_keeps_the_convention_of_relu_at_zero():
     t = relu_at_zero({"relu_grad_at_zero": 1})
     problem = t.problem
