@@ -1237,8 +1237,9 @@ def _progress(total: int | None, unit: str):
         TextColumn(unit), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     )  # fmt: skip
-    # stdout carries the data (NDJSON): rich must not redirect it into the live display.
-    live = dict(console=console, transient=True, redirect_stdout=False, redirect_stderr=False)
+    # stdout carries the data (NDJSON): rich must not redirect it into the live display,
+    # unless it is the terminal too, where its lines then go above the bar, not through it.
+    live = dict(console=console, transient=True, redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
     with Progress(*columns, **live) as progress:
         task = progress.add_task(unit, total=total, status="")
 

@@ -276,6 +276,36 @@ def test_progress_bar_on_a_terminal_leaves_stdout_to_the_data():
     assert "epoch" in result.stderr and "accuracy" in result.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_ndjson_lines_on_the_same_terminal_as_the_bar_start_lines_of_their_own():
+    """stdout and stderr one terminal: each line goes above the bar, not after it."""
+    import re
+
+    leader, follower = os.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnntrace", "train", SAMPLES / "bars.json", "--epochs", "40", "-f", "ndjson"],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            block = os.read(leader, 65536)
+        except OSError:  # the process ended and closed the terminal
+            break
+        if not block:
+            break
+        written += block
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", written.decode("utf-8", "replace"))
+    starts = [match.start() for match in re.finditer(r'\{"epoch"', text)]
+    assert len(starts) == 40
+    assert all(start == 0 or text[start - 1] in "\r\n" for start in starts), text[:500]
+
+
 def test_save_records_the_lr_given_on_the_command_line(tmp_path):
     import json
 
