@@ -259,6 +259,15 @@ class Problem:
             if weight not in self.network.params:
                 raise InputError(f"expected one of the weights ({', '.join(self.network.params)}), with .T where "
                                  f"it is transposed; got {shown(name)}", key=f"torch_names.{torch_name}")  # fmt: skip
+            if name.endswith(".T") and np.ndim(self.weights[weight]) != 2:
+                raise InputError(f"{weight} is no matrix: only a dense layer's weight is transposed (.T), as "
+                                 "nn.Linear keeps it", key=f"torch_names.{torch_name}")  # fmt: skip
+        weights = [name.removesuffix(".T") for name in names.values()]
+        for torch_name, name in names.items():
+            if weights.count(name.removesuffix(".T")) > 1:
+                others = [t for t, n in names.items() if n.removesuffix(".T") == name.removesuffix(".T")]
+                raise InputError(f"{' and '.join(others)} both name {name.removesuffix('.T')}: each weight has one "
+                                 "name", key=f"torch_names.{torch_name}")  # fmt: skip
         return replace(self, torch_names=dict(names))
 
     def with_conventions(self, conventions: dict) -> Problem:

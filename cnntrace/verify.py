@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnntrace.errors import ArgumentError
+from cnntrace.errors import ArgumentError, InputError
 from cnntrace.explain import check_index, parse_term
 from cnntrace.naming import grad
 from cnntrace.text import shape_text, symbol
@@ -286,11 +286,21 @@ def parse_answers(trace, answers: dict) -> list[Answer]:
     out = []
     torch_names = trace.problem.torch_names
     for key, value in answers.items():
-        if key in torch_names:
-            weight, transposed = torch_names[key].removesuffix(".T"), torch_names[key].endswith(".T")
-            if transposed and value is not None and not isinstance(value, str):
+        torch_name, bracket, rest = key.partition("[")
+        if torch_name in torch_names:
+            weight, transposed = torch_names[torch_name].removesuffix(".T"), torch_names[torch_name].endswith(".T")
+            index = None
+            if bracket:  # one entry, at PyTorch's index: cnntrace's turned where the weight is
+                written = parse_term(f"{grad(weight)}[{rest}")[1]
+                shape = np.shape(trace[grad(weight)])[:: -1 if transposed else 1]
+                if len(written) != len(shape) or any(i >= n for i, n in zip(written, shape)):
+                    layout = " (PyTorch's n_out×n_in)" if transposed else ""
+                    raise InputError(f"{torch_name}'s gradient is {shape_text(shape)}{layout}: indices "
+                                     f"{', '.join(f'0..{n - 1}' for n in shape)}; got [{rest}", key=key)  # fmt: skip
+                index = written[:: -1 if transposed else 1]
+            elif transposed and value is not None and not isinstance(value, str):
                 value = np.asarray(value).T
-            out.append(Answer(key, grad(weight), None, value, transposed))
+            out.append(Answer(key, grad(weight), index, value, transposed))
             continue
         if "[" in key:
             name, index = parse_term(key)
@@ -304,8 +314,13 @@ def parse_answers(trace, answers: dict) -> list[Answer]:
 
 def _unknown(trace, answer: Answer) -> Verdict:
     names = [stage.name for stage in trace.stages]
-    guess = difflib.get_close_matches(answer.name, names, n=1)
+    torch_names = list(trace.problem.torch_names)
+    guess = difflib.get_close_matches(answer.name, names + torch_names, n=1)
     hint = f"did you mean {guess[0]}?" if guess else f"the names are {', '.join(names)}"
+    if not guess and torch_names:
+        hint += f", and PyTorch's {', '.join(torch_names)} (its gradients)"
+    elif not guess and "." in answer.name:  # fc.weight: PyTorch's name, which the file does not map
+        hint += "; a PyTorch parameter's name is known where the input's torch_names maps it"
     return Verdict(answer.key, "unknown", message=f"no matrix is called {answer.name}; {hint}")
 
 
@@ -445,10 +460,14 @@ def _as_given(verdict: Verdict, answer: Answer, correct) -> Verdict:
     n_in×n_out)."""
     from dataclasses import replace
 
-    turned = [Wrong(wrong.index[::-1], wrong.answer, wrong.correct) for wrong in verdict.wrong]
+    # Its indices, in its order, and its name where a diagnosis says "your dL/dW2".
+    turned = sorted((Wrong(wrong.index[::-1], wrong.answer, wrong.correct) for wrong in verdict.wrong),
+                    key=lambda wrong: wrong.index)  # fmt: skip
     worst = verdict.worst[::-1] if verdict.worst is not None else None
     if verdict.status != "shape":
-        return replace(verdict, wrong=turned, worst=worst)
+        named = [Diagnosis(d.id, d.message.replace(f"your {symbol(answer.name)}", f"your {answer.key}"))
+                 for d in verdict.diagnosis]  # fmt: skip
+        return replace(verdict, wrong=turned, worst=worst, diagnosis=named)
     expected, written = (shape_text(np.shape(m)[::-1], "a number") for m in (correct, answer.value))
     # The one layout a transposed answer's shape can be in: cnntrace's own, n_in×n_out.
     diagnosis = [Diagnosis(d.id, f"your {answer.key} is in cnntrace's layout (n_in×n_out, as {symbol(answer.name)} is "

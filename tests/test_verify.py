@@ -235,6 +235,38 @@ def test_a_pytorch_named_answer_of_the_wrong_shape_is_told_in_pytorchs_layout():
     assert np.shape(W1) == (n_in, n_out)
 
 
+def test_pytorch_named_entries_and_mistakes_are_told_as_the_answer_wrote_them():
+    from cnntrace.errors import InputError
+
+    data = make("mlp", 1) | {"torch_names": {"fc1.weight": "W1.T", "fc1.bias": "B1"}}
+    t = trace_input(data)
+    g = t["dL_dW1"]  # cnntrace's n_in×n_out; PyTorch's fc1.weight.grad is its transpose
+    (right,) = verify(t, {"fc1.weight[1,0]": float(g[0, 1])})
+    (wrong,) = verify(t, {"fc1.weight[1,0]": float(g[0, 1]) + 1.0})
+    assert right.status == "right" and wrong.status == "wrong" and [w.index for w in wrong.wrong] == [(1, 0)]
+    with pytest.raises(InputError, match=r"fc1.weight's gradient is 2×3 \(PyTorch's n_out×n_in\): indices 0..1, 0..2; got \[2,1\]"):
+        verify(t, {"fc1.weight[2,1]": 0.0})
+    (negated,) = verify(t, {"fc1.weight": (-g).T.tolist()})
+    assert [w.index for w in negated.wrong] == sorted(w.index for w in negated.wrong)  # row by row, PyTorch's rows
+    assert [d.message for d in negated.diagnosis] == ["your fc1.weight has the right size and the wrong sign"]
+    (misspelled,) = verify(t, {"fc1.wieght": 0.0})
+    assert misspelled.status == "unknown" and "did you mean fc1.weight?" in misspelled.message
+    (unmapped,) = verify(trace_input(make("mlp", 1)), {"fc9.weight": 0.0})
+    assert "known where the input's torch_names maps it" in unmapped.message
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    ({"conv.weight": "W1.T"}, "W1 is no matrix: only a dense layer's weight is transposed"),
+    ({"fc.bias": "B3.T"}, "B3 is no matrix"),
+    ({"a.weight": "W3.T", "b.weight": "W3"}, "a.weight and b.weight both name W3"),
+])  # fmt: skip
+def test_torch_names_that_cannot_be_pytorchs_are_refused(names, message):
+    from cnntrace.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        trace_input(make("rgb-softmax", 0) | {"torch_names": names})
+
+
 def test_flatten_order_names_the_switch():
     t = trace_input(make("one-image-multi-sigmoid", 2))
     A1 = np.asarray(t["A1"])  # (2, 3, 3): the filters' maps
