@@ -51,7 +51,60 @@ FLAGS = {
     "size": "--size",
 }
 
+#: click's classes, as typer raises them (its own copy of click or click itself).
+_USAGE_ERROR, _CLICK_EXCEPTION = (next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+                                  for name in ("UsageError", "ClickException"))  # fmt: skip
+
+
+class _UsageLine(_CLICK_EXCEPTION):
+    """A usage error (a bad, missing or unknown option or argument) told as every other error
+    is: one line on stderr, ``cnntrace: train: Invalid value for '--epochs' …``, exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, error):
+        context, names = error.ctx, []
+        command = context.command_path if context is not None else "cnntrace"
+        while context is not None and context.parent is not None:  # the subcommand's name, not the program's
+            names.append(context.info_name)
+            context = context.parent
+        where = " ".join(reversed(names))
+        message = " ".join(error.format_message().split()).rstrip(".")
+        super().__init__(f"{where + ': ' if where else ''}{message} (see {command} --help)")
+
+    def show(self, file=None) -> None:
+        from cnntrace.errors import one_line  # lazy: start-up
+
+        typer.echo(f"cnntrace: {one_line(self.message)}", err=True)
+
+
+@contextmanager
+def _told_in_one_line():
+    """Turn a usage error into _UsageLine; the help that a bare ``cnntrace`` shows stays."""
+    try:
+        yield
+    except _USAGE_ERROR as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            raise
+        raise _UsageLine(error) from None
+
+
+class _Commands(typer.core.TyperGroup):
+    """cnntrace's commands, their usage errors in one line (see _UsageLine): the command
+    line's own, and those of each command's options and arguments (raised as a command is
+    made or run)."""
+
+    def make_context(self, *args, **kwargs):
+        with _told_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _told_in_one_line():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="cnntrace",
     help="Backpropagation through a small CNN, step by step, with every number shown.",
     no_args_is_help=True,

@@ -108,6 +108,24 @@ def test_only_with_an_unknown_name_lists_the_names():
     assert "Q7" in result.stderr and "dL_dW1" in result.stderr
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["train", REFERENCE, "--epochs", "0"],
+     "cnntrace: train: Invalid value for '--epochs' / '-n': 0 is not in the range x>=1 (see cnntrace train --help)\n"),
+    (["train", REFERENCE], "cnntrace: train: Missing option '--epochs' / '-n' (see cnntrace train --help)\n"),
+    (["stpe"], "cnntrace: No such command 'stpe'. Did you mean 'step'? (see cnntrace --help)\n"),
+    (["step", REFERENCE, "--bogus"], "cnntrace: step: No such option: --bogus (see cnntrace step --help)\n"),
+])  # fmt: skip
+def test_a_bad_option_is_told_in_one_line_as_the_shell_runs_it(args, line):
+    done = subprocess.run([sys.executable, "-m", "cnntrace", *map(str, args)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", line.replace("see cnntrace", "see python -m cnntrace"))
+
+
+def test_no_command_still_shows_the_help():
+    done = subprocess.run([sys.executable, "-m", "cnntrace"], capture_output=True, text=True, timeout=60)
+    assert "[OPTIONS] COMMAND [ARGS]" in done.stdout + done.stderr and "Commands:" in done.stdout + done.stderr
+
+
 # -- many files ----------------------------------------------------------------------------
 
 

@@ -116,14 +116,11 @@ def assert_clean_error(outcome: Outcome, file=None, status: int = 2) -> None:
 
 
 def assert_usage_error(outcome: Outcome) -> None:
-    """Exit 2 for a bad argument: typer's usage text or cnntrace's own line, nothing on stdout."""
+    """Exit 2 for a bad argument, told in one line as a bad file is, nothing on stdout."""
     assert outcome.status == 2, outcome
     assert outcome.stdout == "", outcome
     assert "Traceback" not in outcome.stderr
-    if outcome.stderr.startswith("cnntrace: "):
-        assert_clean_error(outcome)
-    else:
-        assert outcome.stderr.startswith("Usage: ") and "Error: " in outcome.stderr, outcome.stderr
+    assert_clean_error(outcome)
 
 
 def assert_finite_json(text: str):
