@@ -309,6 +309,12 @@ def parse_answers(trace, answers: dict) -> list[Answer]:
         else:
             name, index = key.replace("∂", "d").replace("/", "_"), None
         out.append(Answer(key, name, index, value))
+    seen: dict[tuple, str] = {}
+    for answer in out:  # Z1[0,1] and Z1[0][1], dL_dW1 and fc1.weight: one answer each
+        first = seen.setdefault((answer.name, answer.index), answer.key)
+        if first != answer.key:
+            raise InputError(f"answers the same {'entry' if answer.index else 'matrix'} as {first}; give it once",
+                             key=answer.key)  # fmt: skip
     return out
 
 

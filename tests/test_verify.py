@@ -267,6 +267,19 @@ def test_torch_names_that_cannot_be_pytorchs_are_refused(names, message):
         trace_input(make("rgb-softmax", 0) | {"torch_names": names})
 
 
+@pytest.mark.parametrize(("answers", "message"), [
+    ({"Z1[0,1]": 0.375, "Z1[0][1]": 0.5}, "Z1[0][1]: answers the same entry as Z1[0,1]"),
+    ({"dL/dW1": [[0.0]], "dL_dW1": None}, "dL_dW1: answers the same matrix as dL/dW1"),
+])  # fmt: skip
+def test_an_answer_given_twice_in_two_spellings_is_refused(reference, answers, message):
+    from cnntrace.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        verify(reference, answers)
+    assert str(error.value) == f"{message}; give it once"
+    assert [v.status for v in verify(reference, {"Z1[0,1]": 0.375, "Z1": None})] == ["right", "unanswered"]
+
+
 def test_flatten_order_names_the_switch():
     t = trace_input(make("one-image-multi-sigmoid", 2))
     A1 = np.asarray(t["A1"])  # (2, 3, 3): the filters' maps
