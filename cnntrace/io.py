@@ -142,12 +142,11 @@ def read_bounded(handle, file: str, limit: int | None = None, what: str = "input
             parts.append(part)
             total += len(part)
             asked = READ_BLOCK
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
     except OSError as error:
         raise InputError(f"cannot be read ({error.strerror or error})", file=file) from None
-    if len(data) > limit:
+    if total > limit:  # refused before its pieces are joined: no second copy of what passed the limit
         raise InputError(f"gives more than {_limit_text(limit)}; {what} are limited to {_limit_text(limit)}", file=file)
-    return data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_file(path: str | Path, limit: int | None = None, what: str = "input files") -> bytes:
