@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,8 +97,11 @@ def _limit_text(limit: int) -> str:
 @contextmanager
 def opened(path: str | Path, what: str = "an input file"):
     """``path`` open for reading in binary, whatever it is (a regular file, a device, a FIFO,
-    stdin as /dev/stdin); InputError naming the file when it cannot be opened."""
+    stdin as /dev/stdin or as ``-``); InputError naming the file when it cannot be opened."""
     file = str(path)
+    if file == "-":  # stdin, as Unix tools read it (`… | cnntrace step -`); left open
+        yield sys.stdin.buffer
+        return
     try:
         handle = open(path, "rb")
     except FileNotFoundError:

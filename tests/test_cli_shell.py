@@ -121,6 +121,19 @@ def test_a_bad_option_is_told_in_one_line_as_the_shell_runs_it(args, line):
     assert (done.returncode, done.stdout, done.stderr) == (2, "", line.replace("see cnntrace", "see python -m cnntrace"))
 
 
+def test_a_dash_reads_stdin_json_or_npz(tmp_path):
+    text = REFERENCE.read_text()
+    done = subprocess.run([sys.executable, "-m", "cnntrace", "step", "-", "-f", "json"], input=text.encode(),
+                          capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["forward"]["Z1"]
+    np.savez(tmp_path / "in.npz", **{k: np.asarray(v) for k, v in reference().items() if k != "comment"})
+    done = subprocess.run([sys.executable, "-m", "cnntrace", "step", "-", "-f", "json"],
+                          input=(tmp_path / "in.npz").read_bytes(), capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["forward"]["Z1"]
+    done = subprocess.run([sys.executable, "-m", "cnntrace", "step", "-"], input=b"", capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (2, b"", b"cnntrace: -: is empty; expected a JSON object (or a .npz file)\n")
+
+
 def test_no_command_still_shows_the_help():
     done = subprocess.run([sys.executable, "-m", "cnntrace"], capture_output=True, text=True, timeout=60)
     assert "[OPTIONS] COMMAND [ARGS]" in done.stdout + done.stderr and "Commands:" in done.stdout + done.stderr
