@@ -9,11 +9,11 @@ import sys
 def main() -> None:
     try:
         if sys.argv[1:] == ["--version"]:
-            from cnntrace import __version__
+            from cnntrace import __version__  # lazy: --version loads nothing else
 
             sys.stdout.write(f"cnntrace {__version__}\n")
             return
-        from cnntrace.cli import main as cli_main
+        from cnntrace.cli import main as cli_main  # lazy: typer and the commands, not for --version
 
         cli_main()
     except KeyboardInterrupt:  # before cli.main could answer it: answered as it would

@@ -347,7 +347,7 @@ def problem_from_dict(data: dict, *, testing: bool = False):
 def _problem(data: dict, testing: bool = False):
     # Imported on use: numpy and the layers stay out of start-up (and the reference network
     # out of a file that gives its own layers).
-    from cnntrace.problem import Problem
+    from cnntrace.problem import Problem  # lazy: start-up (numpy, the layers)
 
     if "layers" in data:
         data = {key: value if key in FREE_KEYS else _text_value(value, key) for key, value in data.items()}
@@ -371,7 +371,7 @@ def _problem(data: dict, testing: bool = False):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"expected a number, got {_describe(value)}", key=key)
-    from cnntrace.reference import reference_problem
+    from cnntrace.reference import reference_problem  # lazy: only the reference form needs it
 
     return reference_problem(**arrays, **options)
 

@@ -262,11 +262,11 @@ class Problem:
             if name.endswith(".T") and np.ndim(self.weights[weight]) != 2:
                 raise InputError(f"{weight} is no matrix: only a dense layer's weight is transposed (.T), as "
                                  "nn.Linear keeps it", key=f"torch_names.{torch_name}")  # fmt: skip
-        weights = [name.removesuffix(".T") for name in names.values()]
+        named: dict[str, str] = {}
         for torch_name, name in names.items():
-            if weights.count(name.removesuffix(".T")) > 1:
-                others = [t for t, n in names.items() if n.removesuffix(".T") == name.removesuffix(".T")]
-                raise InputError(f"{' and '.join(others)} both name {name.removesuffix('.T')}: each weight has one "
+            first = named.setdefault(name.removesuffix(".T"), torch_name)
+            if first != torch_name:
+                raise InputError(f"{first} and {torch_name} both name {name.removesuffix('.T')}: each weight has one "
                                  "name", key=f"torch_names.{torch_name}")  # fmt: skip
         return replace(self, torch_names=dict(names))
 

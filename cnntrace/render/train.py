@@ -155,8 +155,8 @@ def render(history, problem, trained: dict, precision: int, *, lr: float, batch_
     from rich.console import Group
     from rich.text import Text
 
-    from cnntrace.render.document import input_axes
-    from cnntrace.render.table import matrix_block
+    from cnntrace.render.document import input_axes  # lazy: start-up (rich's table view)
+    from cnntrace.render.table import matrix_block  # lazy: start-up
 
     first, last = history[0], history[-1]
     steps = -(-problem.M // batch_size)
